@@ -1,0 +1,20 @@
+"""Typed application state (aiohttp `web.AppKey`), shared by every route module."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.auth.identity import IdentityProvider
+    from gateway.auth.login import LoginService
+    from gateway.config import Config
+    from gateway.registry import Registry
+    from gateway.workers.pool import WorkerPool
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
+PROVIDER: web.AppKey[IdentityProvider] = web.AppKey("provider")
+POOL: web.AppKey[WorkerPool] = web.AppKey("pool")
+LOGIN: web.AppKey[LoginService] = web.AppKey("login")

@@ -1,0 +1,66 @@
+"""The identity-provider boundary.
+
+An identity provider turns a username and password into an `Identity` or raises one of the
+typed failures below. The gateway never sees more of the provider than this, so Cognito,
+a fake for tests, or a future provider plug in the same way.
+
+    authenticate(username, password) -> Identity
+        raises BadCredentials      wrong password, unknown/disabled/unconfirmed user  -> 403
+               ChallengeRequired   the provider wants a step Anki cannot do (MFA, ...) -> 403
+               LockedOut           the provider's own lockout for this user            -> 429
+               ProviderUnavailable throttled, timed out, 5xx, network                  -> 503
+               ProviderMisconfigured  bad pool id, missing permission                  -> 500
+
+    lookup(username) -> Identity          (for provisioning without a `sub`)
+        raises UnknownUser, ProviderUnavailable, ProviderMisconfigured
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.errors import AuthFailed, Misconfigured, NotFound, TooManyAttempts, Unavailable
+
+
+@dataclass(frozen=True)
+class Identity:
+    sub: str
+    """The provider's permanent user id; the only key the gateway uses for accounts."""
+    username: str
+    """The provider's username (for Cognito: `cognito:username`, often a UUID)."""
+    email: str | None = None
+
+
+class BadCredentials(AuthFailed):
+    public = "authentication failed"
+
+
+class ChallengeRequired(AuthFailed):
+    def __init__(self, challenge: str) -> None:
+        super().__init__(f"identity provider requires challenge {challenge}")
+        self.challenge = challenge
+
+
+class LockedOut(TooManyAttempts):
+    pass
+
+
+class UnknownUser(NotFound):
+    public = "user not found"
+
+
+class ProviderUnavailable(Unavailable):
+    public = "identity provider unavailable"
+
+
+class ProviderMisconfigured(Misconfigured):
+    pass
+
+
+class IdentityProvider(Protocol):
+    async def authenticate(self, username: str, password: str) -> Identity: ...
+
+    async def lookup(self, username: str) -> Identity: ...
+
+    async def close(self) -> None: ...

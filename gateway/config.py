@@ -1,0 +1,376 @@
+"""Configuration: frozen, typed dataclasses loaded from YAML with environment overrides.
+
+Precedence, lowest first: the defaults below, `config/gateway.yaml` (or `--config`), then the
+environment. Every setting `section.key` has the variable `GATEWAY_SECTION_KEY` (top-level
+settings: `GATEWAY_KEY`); some also accept the names earlier deployments used
+(`ANKISYNCD_COGNITO_*`, `SYNC_SERVER_API_KEY`). A secret may instead come from a file:
+`key_file:` in YAML or `<VARIABLE>_FILE` in the environment.
+
+`load()` collects every problem (unknown keys, wrong types, missing values, contradictions)
+and raises one `ConfigError` listing them all; it never stops at the first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+from urllib.parse import urlsplit
+
+import yaml
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _env(*names: str) -> dict[str, Any]:
+    return {"env": names}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    #: Serve under this path ("/anki/" → https://host/anki/sync/...). Always starts and ends in "/".
+    path_prefix: str = "/"
+    #: Trust X-Forwarded-For from the reverse proxy for the client address (login limiter, logs).
+    trust_forwarded_for: bool = False
+
+
+@dataclass(frozen=True)
+class CognitoConfig:
+    user_pool_id: str = field(default="", metadata=_env("ANKISYNCD_COGNITO_USER_POOL_ID"))
+    client_id: str = field(default="", metadata=_env("ANKISYNCD_COGNITO_CLIENT_ID"))
+    client_secret: Secret | None = field(
+        default=None, metadata=_env("ANKISYNCD_COGNITO_CLIENT_SECRET")
+    )
+    #: Defaults to the region in the pool id ("eu-west-1_AbC" → "eu-west-1").
+    region: str = field(default="", metadata=_env("ANKISYNCD_COGNITO_REGION"))
+    auth_flow: str = "ADMIN_USER_PASSWORD_AUTH"
+    #: Only for a local stand-in (moto); refused unless `local_stand_in` is true.
+    endpoint_url: str = ""
+    local_stand_in: bool = False
+    connect_timeout: float = 3.0
+    read_timeout: float = 5.0
+    #: Threads (and HTTP connections) for Cognito calls; boto3 blocks.
+    max_concurrency: int = 16
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    #: How long a successful login is remembered (success only).
+    cache_ttl_seconds: int = 900
+    cache_max_entries: int = 100_000
+    #: Failed logins allowed per username, and per client address, within the window → 429.
+    max_failures_per_user: int = 10
+    max_failures_per_address: int = 50
+    failure_window_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    #: Command that starts one stock sync server. Empty: the `anki` package's server in this
+    #: Python. Configured via SYNC_USER1/SYNC_BASE/SYNC_HOST/SYNC_PORT in its environment.
+    command: tuple[str, ...] = ()
+    max_workers: int = 50
+    idle_timeout_seconds: int = 300
+    start_timeout_seconds: float = 15.0
+    #: How long a request waits for a worker slot when all are busy before 503.
+    queue_timeout_seconds: float = 10.0
+    #: Passed to the worker as MAX_SYNC_PAYLOAD_MEGS.
+    max_payload_megs: int = 100
+
+
+@dataclass(frozen=True)
+class ProvisionConfig:
+    #: Accepted X-API-Key values (two during a rotation). None configured: the route is off (404).
+    api_keys: tuple[Secret, ...] = field(
+        default=(), metadata=_env("ANKISYNCD_PROVISION_API_KEY", "SYNC_SERVER_API_KEY")
+    )
+    #: If set, requests must also carry a valid HMAC-SHA256 signature header.
+    signing_secret: Secret | None = None
+    max_clock_skew_seconds: int = 300
+    max_body_bytes: int = 16_384
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    #: "json" (one object a line) or "text".
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("data")
+    #: Derives each account's sync-server password. Empty: generated once into
+    #: <data_dir>/gateway.secret. Changing it invalidates every issued host key.
+    secret: Secret | None = None
+    server: ServerConfig = field(default_factory=ServerConfig)
+    cognito: CognitoConfig = field(default_factory=CognitoConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    provision: ProvisionConfig = field(default_factory=ProvisionConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    def worker_command(self) -> tuple[str, ...]:
+        # `_rsbridge.syncserver()` is the same server as `python -m anki.syncserver` without the
+        # GUI-side imports: measured 24 MB RSS idle instead of 43 MB (anki-sync-protocol.md).
+        return self.workers.command or (
+            sys.executable,
+            "-c",
+            "from anki._rsbridge import syncserver; syncserver()",
+        )
+
+
+SECTIONS = {
+    "server": ServerConfig,
+    "cognito": CognitoConfig,
+    "auth": AuthConfig,
+    "workers": WorkersConfig,
+    "provision": ProvisionConfig,
+    "logging": LoggingConfig,
+}
+AUTH_FLOWS = {"ADMIN_USER_PASSWORD_AUTH", "ADMIN_NO_SRP_AUTH"}
+_POOL_ID = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d)_[0-9A-Za-z]+$")
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+def env_names(section: str | None, name: str, meta: Mapping[str, Any]) -> tuple[str, ...]:
+    primary = "GATEWAY_" + (f"{section}_{name}" if section else name).upper()
+    return (primary, *meta.get("env", ()))
+
+
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (may be None or missing only if it is None), apply `environ`, validate."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError([f"{path}: {exc}"]) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{path}: the top level must be a mapping"])
+        raw = loaded
+    top: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        section_raw = raw.get(name) or {}
+        if not isinstance(section_raw, dict):
+            problems.append(f"{name}: must be a mapping")
+            section_raw = {}
+        top[name] = _build(cls, name, section_raw, environ, problems)
+    top_raw = {k: v for k, v in raw.items() if k not in SECTIONS}
+    flat = _build(_TopLevel, None, top_raw, environ, problems)
+    config = Config(data_dir=flat.data_dir, secret=flat.secret, **top)
+    problems += validate(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+@dataclass(frozen=True)
+class _TopLevel:
+    data_dir: Path = Path("data")
+    secret: Secret | None = None
+
+
+def _build(cls: type, section: str | None, raw: dict[str, Any], environ, problems) -> Any:
+    where = f"{section}." if section else ""
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    secrets = {n for n in known if _is_secret(hints[n])}
+    for key in raw:
+        base = key.removesuffix("_file")
+        if key not in known and not (key.endswith("_file") and base in secrets):
+            problems.append(f"{where}{key}: unknown setting")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        names = env_names(section, f.name, f.metadata)
+        value, origin = _lookup(f.name, raw, names, environ, f.name in secrets, problems, where)
+        if value is None:
+            continue
+        try:
+            values[f.name] = _coerce(hints[f.name], value)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{where}{f.name} (from {origin}): {exc}")
+    return cls(**values)
+
+
+def _lookup(name, raw, names, environ, secret, problems, where):
+    for env in names:
+        if env in environ:
+            return environ[env], env
+        if secret and env + "_FILE" in environ:
+            return _read_secret_file(environ[env + "_FILE"], env + "_FILE", problems), env
+    if secret and raw.get(name + "_file"):
+        return _read_secret_file(raw[name + "_file"], f"{where}{name}_file", problems), "file"
+    if name in raw:
+        return raw[name], f"{where}{name}"
+    return None, ""
+
+
+def _read_secret_file(path: str, origin: str, problems: list[str]) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        problems.append(f"{origin}: cannot read secret file {path}: {exc.strerror}")
+        return None
+
+
+def _is_secret(hint: Any) -> bool:
+    return hint is Secret or Secret in get_args(hint) or _tuple_of(hint) is Secret
+
+
+def _tuple_of(hint: Any) -> Any:
+    args = get_args(hint)
+    return args[0] if len(args) == 2 and args[1] is Ellipsis else None
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise ValueError(f"expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"expected a number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"expected a string, got {value!r}")
+        return str(value)
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a path")
+        return Path(value)
+    if hint == Secret | None:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return Secret(value) if value else None
+    item = _tuple_of(hint)
+    if item is not None:
+        if isinstance(value, str):
+            # Keys: comma-separated; commands: shell words.
+            parts = [p.strip() for p in value.split(",")] if item is Secret else shlex.split(value)
+        elif isinstance(value, list):
+            parts = value
+        else:
+            raise ValueError("expected a list")
+        if not all(isinstance(p, str) for p in parts):
+            raise ValueError("expected a list of strings")
+        return tuple(Secret(p) if item is Secret else p for p in parts if p)
+    raise TypeError(f"unsupported setting type {hint}")
+
+
+def validate(config: Config) -> list[str]:
+    """Cross-field checks; pure. Returns every problem found."""
+    problems: list[str] = []
+    c, s, a, w, p = config.cognito, config.server, config.auth, config.workers, config.provision
+    if not c.user_pool_id:
+        problems.append("cognito.user_pool_id: required (GATEWAY_COGNITO_USER_POOL_ID)")
+    elif not _POOL_ID.match(c.user_pool_id):
+        problems.append(f"cognito.user_pool_id: {c.user_pool_id!r} is not a user pool id")
+    if not c.client_id:
+        problems.append("cognito.client_id: required (GATEWAY_COGNITO_CLIENT_ID)")
+    if c.auth_flow not in AUTH_FLOWS:
+        problems.append(f"cognito.auth_flow: must be one of {sorted(AUTH_FLOWS)}")
+    if c.endpoint_url and not c.local_stand_in:
+        problems.append(
+            "cognito.endpoint_url: points Cognito calls away from AWS; allowed only with "
+            "cognito.local_stand_in: true (local mode). Remove it for production."
+        )
+    if c.local_stand_in and not _is_loopback_url(c.endpoint_url):
+        problems.append("cognito.local_stand_in: needs cognito.endpoint_url on a loopback or "
+                        "compose-internal address")
+    if not 1 <= s.port <= 65535:
+        problems.append("server.port: must be 1-65535")
+    if not s.path_prefix.startswith("/") or not s.path_prefix.endswith("/") or "//" in s.path_prefix:
+        problems.append('server.path_prefix: must start and end with "/", e.g. "/" or "/anki/"')
+    for name, value in (
+        ("cognito.connect_timeout", c.connect_timeout),
+        ("cognito.read_timeout", c.read_timeout),
+        ("cognito.max_concurrency", c.max_concurrency),
+        ("auth.cache_ttl_seconds", a.cache_ttl_seconds),
+        ("auth.cache_max_entries", a.cache_max_entries),
+        ("auth.max_failures_per_user", a.max_failures_per_user),
+        ("auth.max_failures_per_address", a.max_failures_per_address),
+        ("auth.failure_window_seconds", a.failure_window_seconds),
+        ("workers.max_workers", w.max_workers),
+        ("workers.idle_timeout_seconds", w.idle_timeout_seconds),
+        ("workers.start_timeout_seconds", w.start_timeout_seconds),
+        ("workers.queue_timeout_seconds", w.queue_timeout_seconds),
+        ("workers.max_payload_megs", w.max_payload_megs),
+        ("provision.max_clock_skew_seconds", p.max_clock_skew_seconds),
+        ("provision.max_body_bytes", p.max_body_bytes),
+    ):
+        if value <= 0:
+            problems.append(f"{name}: must be greater than 0")
+    for i, key in enumerate(p.api_keys):
+        if len(key.reveal()) < 16:
+            problems.append(f"provision.api_keys[{i}]: too short (at least 16 characters)")
+    if config.secret is not None and len(config.secret.reveal()) < 16:
+        problems.append("secret: too short (at least 16 characters)")
+    if config.logging.format not in {"json", "text"}:
+        problems.append('logging.format: must be "json" or "text"')
+    if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        problems.append("logging.level: must be DEBUG, INFO, WARNING or ERROR")
+    return problems
+
+
+def region_of(config: CognitoConfig) -> str:
+    if config.region:
+        return config.region
+    match = _POOL_ID.match(config.user_pool_id)
+    return match.group(1) if match else "us-east-1"
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host in {"localhost", "cognito-local", "moto"}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,89 @@
+"""The gateway's error tree, mapped to HTTP status in one place.
+
+    GatewayError                    500  (base; also "gateway misconfigured")
+    ├── BadRequest                  400  malformed login body or anki-sync header
+    ├── ClientTooOld                501  no anki-sync header: a legacy client (Anki < 2.1.57)
+    ├── NotFound                    404  outside sync/ and msync/, disabled routes
+    ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
+    ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
+    ├── Unavailable                 503  identity provider down/throttled, no worker slot
+    ├── WorkerFailed                502  a worker could not start or broke mid-request
+    └── WorkerTimeout               504  a worker did not become ready in time
+
+Why these numbers: the Anki client logs the user out on 403 and only on 403, so a 403 is
+reserved for credentials that are really wrong (anki-sync-protocol.md, "How the client reacts").
+Everything that is the gateway's or AWS's fault is a 5xx, which the client shows as "try again
+in a few minutes". The client never shows a response body, so bodies are short plain text for
+operators reading curl output; details go to the log.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 500
+    #: Seconds for a Retry-After header, or None for no header.
+    retry_after: int | None = None
+    #: Short, safe text for the response body. Never contains a secret.
+    public = "gateway error"
+
+    def __init__(self, detail: str = "", *, retry_after: int | None = None) -> None:
+        super().__init__(detail or self.public)
+        self.detail = detail or self.public
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+class Misconfigured(GatewayError):
+    """The gateway's own configuration or AWS permissions are wrong: logged loudly."""
+
+    status = 500
+    public = "gateway misconfigured"
+
+
+class BadRequest(GatewayError):
+    status = 400
+    public = "bad request"
+
+
+class PayloadTooLarge(BadRequest):
+    """A body over a size cap; still a 400 for the login route (see the issue's status table)."""
+
+    public = "request body too large"
+
+
+class ClientTooOld(GatewayError):
+    status = 501
+    public = "this Anki version is too old for this server"
+
+
+class NotFound(GatewayError):
+    status = 404
+    public = "not found"
+
+
+class AuthFailed(GatewayError):
+    status = 403
+    public = "authentication failed"
+
+
+class TooManyAttempts(GatewayError):
+    status = 429
+    public = "too many attempts, try again later"
+    retry_after = 60
+
+
+class Unavailable(GatewayError):
+    status = 503
+    public = "service temporarily unavailable"
+    retry_after = 5
+
+
+class WorkerFailed(GatewayError):
+    status = 502
+    public = "sync backend failed"
+
+
+class WorkerTimeout(GatewayError):
+    status = 504
+    public = "sync backend timed out"

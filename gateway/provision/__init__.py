@@ -1,0 +1,1 @@
+"""Account provisioning ahead of the first login: `POST /provision-user` and its Lambda."""

@@ -1,0 +1,197 @@
+"""Account registry: identity `sub` → local account, and host key → account. SQLite on disk.
+
+One row per identity, created on first sight (first login or provisioning) and never renamed:
+an email can change, `sub` cannot. Creating an account also creates its collection folder
+(`<collections>/<name>`), in the same transaction, so a failure leaves neither. Several gateway
+processes may share one data folder: creation runs under SQLite's write lock
+(`BEGIN IMMEDIATE`), and a name is only taken if no row and no folder has it.
+
+Host keys are stored as SHA-256 digests: the registry file alone does not let anyone sync.
+Calls are synchronous and short (indexed lookups, single-row writes under WAL); they run on the
+event loop thread, which also serialises them within one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import naming
+from gateway.auth.identity import Identity
+
+ACTIVE = "active"
+DISABLED = "disabled"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    sub              TEXT PRIMARY KEY,
+    name             TEXT NOT NULL UNIQUE,
+    cognito_username TEXT NOT NULL,
+    email            TEXT,
+    status           TEXT NOT NULL DEFAULT 'active',
+    created_at       REAL NOT NULL,
+    last_seen        REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS host_keys (
+    key_sha256 TEXT PRIMARY KEY,
+    sub        TEXT NOT NULL REFERENCES accounts(sub),
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS host_keys_sub ON host_keys(sub);
+"""
+
+
+@dataclass(frozen=True)
+class Account:
+    sub: str
+    name: str
+    cognito_username: str
+    email: str | None
+    status: str
+    created_at: float
+    last_seen: float
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+
+def key_digest(host_key: str) -> str:
+    return hashlib.sha256(host_key.encode("utf-8")).hexdigest()
+
+
+class Registry:
+    def __init__(
+        self, db_path: Path, collections_dir: Path, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._collections = collections_dir
+        self._clock = clock
+        collections_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        # key digest → sub; host keys never change meaning, so positive answers can be kept.
+        self._key_cache: dict[str, str] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- accounts -----------------------------------------------------------------------
+
+    def get(self, sub: str) -> Account | None:
+        row = self._db.execute("SELECT * FROM accounts WHERE sub = ?", (sub,)).fetchone()
+        return Account(**row) if row else None
+
+    def get_by_name(self, name: str) -> Account | None:
+        row = self._db.execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
+        return Account(**row) if row else None
+
+    def count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM accounts").fetchone()[0]
+
+    def ensure(self, identity: Identity) -> tuple[Account, bool]:
+        """The account for `identity`, created (row and folder) if new. Returns (account, created).
+
+        Also refreshes the stored username/email when the provider reports new ones.
+        """
+        now = self._clock()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            existing = self.get(identity.sub)
+            if existing is not None:
+                if (existing.cognito_username, existing.email) != (identity.username, identity.email):
+                    self._db.execute(
+                        "UPDATE accounts SET cognito_username = ?, email = COALESCE(?, email),"
+                        " last_seen = ? WHERE sub = ?",
+                        (identity.username, identity.email, now, identity.sub),
+                    )
+                self._db.execute("COMMIT")
+                return self.get(identity.sub) or existing, False
+            name = self._claim_name(naming.base_name(identity.username, identity.email))
+            try:
+                self._db.execute(
+                    "INSERT INTO accounts (sub, name, cognito_username, email, status, created_at,"
+                    " last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (identity.sub, name, identity.username, identity.email, ACTIVE, now, now),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                (self._collections / name).rmdir()
+                raise
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        account = self.get(identity.sub)
+        assert account is not None
+        return account, True
+
+    def _claim_name(self, base: str) -> str:
+        for name in naming.candidates(base):
+            if not naming.is_safe(name):  # pragma: no cover - base_name only yields safe names
+                raise ValueError(f"unsafe account name {name!r}")
+            if self.get_by_name(name) is not None:
+                continue
+            try:
+                # mkdir (not exist_ok) is the atomic claim against leftovers and other processes.
+                (self._collections / name).mkdir()
+            except FileExistsError:
+                continue
+            return name
+        raise AssertionError("unreachable")
+
+    def folder(self, account: Account) -> Path:
+        path = (self._collections / account.name).resolve()
+        # Defence in depth: names are checked at creation, and checked again on the way out.
+        if path.parent != self._collections.resolve() or not naming.is_safe(account.name):
+            raise ValueError(f"account folder escapes the collections folder: {account.name!r}")
+        return path
+
+    def set_status(self, sub: str, status: str) -> None:
+        self._db.execute("UPDATE accounts SET status = ? WHERE sub = ?", (status, sub))
+        if status != ACTIVE:
+            self._key_cache = {k: s for k, s in self._key_cache.items() if s != sub}
+
+    def touch(self, sub: str) -> None:
+        self._db.execute("UPDATE accounts SET last_seen = ? WHERE sub = ?", (self._clock(), sub))
+
+    # -- host keys ------------------------------------------------------------------------
+
+    def add_host_key(self, sub: str, host_key: str) -> None:
+        digest = key_digest(host_key)
+        self._db.execute(
+            "INSERT OR IGNORE INTO host_keys (key_sha256, sub, created_at) VALUES (?, ?, ?)",
+            (digest, sub, self._clock()),
+        )
+        self._key_cache[digest] = sub
+
+    def account_for_key(self, host_key: str) -> Account | None:
+        """The active account a host key belongs to, or None (unknown or revoked key)."""
+        digest = key_digest(host_key)
+        sub = self._key_cache.get(digest)
+        if sub is None:
+            row = self._db.execute(
+                "SELECT key_sha256, sub FROM host_keys WHERE key_sha256 = ?", (digest,)
+            ).fetchone()
+            # The lookup is by digest, so timing reveals nothing about the key; the explicit
+            # constant-time comparison keeps that true if the lookup ever changes.
+            if row is None or not hmac.compare_digest(row["key_sha256"], digest):
+                return None
+            sub = row["sub"]
+        account = self.get(sub)
+        if account is None or not account.active:
+            self._key_cache.pop(digest, None)
+            return None
+        self._key_cache[digest] = sub
+        return account
+
+    def host_key_count(self, sub: str) -> int:
+        return self._db.execute("SELECT count(*) FROM host_keys WHERE sub = ?", (sub,)).fetchone()[0]

@@ -1,0 +1,1 @@
+"""One stock Anki sync server process per active account."""
