@@ -1,0 +1,202 @@
+"""Shared fixtures: moto standing in for Cognito, gateway configs, and a running gateway.
+
+The gateway runs in a background thread with its own event loop (`RunningGateway`), so tests
+can drive the real, blocking `anki` client exactly as Anki desktop would. moto's `mock_aws`
+patches botocore process-wide, so the gateway's Cognito calls in that thread hit moto too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from gateway import config as config_mod
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fake credentials: no test may ever reach real AWS.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+@dataclass
+class CognitoPool:
+    """A moto user pool with an app client that allows the admin password flow."""
+
+    boto: Any
+    pool_id: str
+    client_id: str
+    client_secret: str | None
+    email_as_username: bool = False
+    subs: dict[str, str] = field(default_factory=dict)
+
+    def add_user(self, username: str, password: str, email: str | None = None) -> str:
+        """Create a confirmed user with a permanent password; returns its `sub`."""
+        attrs = [{"Name": "email", "Value": email}] if email else []
+        if email:
+            attrs.append({"Name": "email_verified", "Value": "true"})
+        created = self.boto.admin_create_user(
+            UserPoolId=self.pool_id,
+            Username=username,
+            UserAttributes=attrs,
+            MessageAction="SUPPRESS",
+        )
+        self.boto.admin_set_user_password(
+            UserPoolId=self.pool_id, Username=username, Password=password, Permanent=True
+        )
+        sub = next(a["Value"] for a in created["User"]["Attributes"] if a["Name"] == "sub")
+        self.subs[username] = sub
+        return sub
+
+    def disable(self, username: str) -> None:
+        self.boto.admin_disable_user(UserPoolId=self.pool_id, Username=username)
+
+    def config(self, data_dir: Path, **sections: dict[str, Any]) -> config_mod.Config:
+        """A validated gateway Config for this pool; `sections` override settings per section."""
+        env = {
+            "GATEWAY_DATA_DIR": str(data_dir),
+            "GATEWAY_COGNITO_USER_POOL_ID": self.pool_id,
+            "GATEWAY_COGNITO_CLIENT_ID": self.client_id,
+            "GATEWAY_COGNITO_REGION": REGION,
+            "GATEWAY_LOGGING_FORMAT": "text",
+        }
+        if self.client_secret:
+            env["GATEWAY_COGNITO_CLIENT_SECRET"] = self.client_secret
+        config = config_mod.load(None, env)
+        for section, values in sections.items():
+            config = replace(config, **{section: replace(getattr(config, section), **values)})
+        return config
+
+
+def make_pool(*, with_secret: bool = False, email_as_username: bool = False) -> CognitoPool:
+    boto = boto3.client("cognito-idp", region_name=REGION)
+    pool_args: dict[str, Any] = {"PoolName": f"pool-{uuid.uuid4().hex[:6]}"}
+    if email_as_username:
+        pool_args["UsernameAttributes"] = ["email"]
+    pool_id = boto.create_user_pool(**pool_args)["UserPool"]["Id"]
+    client = boto.create_user_pool_client(
+        UserPoolId=pool_id,
+        ClientName="gateway",
+        GenerateSecret=with_secret,
+        ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        ReadAttributes=["email", "email_verified"],
+    )["UserPoolClient"]
+    return CognitoPool(
+        boto=boto,
+        pool_id=pool_id,
+        client_id=client["ClientId"],
+        client_secret=client.get("ClientSecret"),
+        email_as_username=email_as_username,
+    )
+
+
+@pytest.fixture
+def mock_cognito() -> Iterator[None]:
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def cognito(mock_cognito: None) -> CognitoPool:
+    return make_pool()
+
+
+@pytest.fixture
+def cognito_email(mock_cognito: None) -> CognitoPool:
+    """A pool whose users sign in with their email (Cognito gives them UUID usernames)."""
+    return make_pool(email_as_username=True)
+
+
+class RunningGateway:
+    """The gateway app served on a real loopback port from a background thread."""
+
+    def __init__(self, config: config_mod.Config, **app_kwargs: Any) -> None:
+        self.config = config
+        self._app_kwargs = app_kwargs
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.app: Any = None
+        self._runner: Any = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.config.server.path_prefix}"
+
+    def call(self, coro: Any, timeout: float = 60) -> Any:
+        """Run a coroutine on the gateway's loop (e.g. to inspect its state) and wait."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> RunningGateway:
+        from aiohttp import web
+
+        from gateway.app import create_app
+
+        self._thread.start()
+
+        async def boot() -> None:
+            self.app = create_app(self.config, **self._app_kwargs)
+            self._runner = web.AppRunner(self.app, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        self.call(boot())
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self.call(self._runner.cleanup())
+            self._runner = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def start_gateway() -> Iterator[Any]:
+    """`start_gateway(config, **create_app_kwargs)` → a RunningGateway, stopped at teardown."""
+    started: list[RunningGateway] = []
+
+    def start(config: config_mod.Config, **kwargs: Any) -> RunningGateway:
+        gw = RunningGateway(config, **kwargs).start()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in reversed(started):
+        gw.stop()
+
+
+def live_worker_pids(collections_dir: Path) -> list[int]:
+    """PIDs of processes whose environment points SYNC_BASE at `collections_dir`."""
+    pids = []
+    needle = f"SYNC_BASE={collections_dir}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0"):
+            pids.append(int(entry))
+    return pids
