@@ -270,7 +270,16 @@ def _coerce(hint: Any, value: Any) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        if isinstance(value, str) and value.lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
             return value.lower() in {"1", "true", "yes", "on"}
         raise ValueError(f"expected true or false, got {value!r}")
     if hint in (int, float):
@@ -322,11 +331,17 @@ def validate(config: Config) -> list[str]:
             "cognito.local_stand_in: true (local mode). Remove it for production."
         )
     if c.local_stand_in and not _is_loopback_url(c.endpoint_url):
-        problems.append("cognito.local_stand_in: needs cognito.endpoint_url on a loopback or "
-                        "compose-internal address")
+        problems.append(
+            "cognito.local_stand_in: needs cognito.endpoint_url on a loopback or "
+            "compose-internal address"
+        )
     if not 1 <= s.port <= 65535:
         problems.append("server.port: must be 1-65535")
-    if not s.path_prefix.startswith("/") or not s.path_prefix.endswith("/") or "//" in s.path_prefix:
+    if (
+        not s.path_prefix.startswith("/")
+        or not s.path_prefix.endswith("/")
+        or "//" in s.path_prefix
+    ):
         problems.append('server.path_prefix: must start and end with "/", e.g. "/" or "/anki/"')
     for name, value in (
         ("cognito.connect_timeout", c.connect_timeout),

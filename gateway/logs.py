@@ -21,7 +21,9 @@ _SECRETISH = re.compile(r"(?i)\b([0-9a-f]{40})\b|((?:password|secret|key|token)\
 
 
 def redact(text: str) -> str:
-    return _SECRETISH.sub(lambda m: "[redacted-key]" if m.group(1) else m.group(2) + "[redacted]", text)
+    return _SECRETISH.sub(
+        lambda m: "[redacted-key]" if m.group(1) else m.group(2) + "[redacted]", text
+    )
 
 
 class JsonFormatter(logging.Formatter):
@@ -46,7 +48,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         rid = request_id.get()
-        line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        line = (
+            f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        )
         if rid:
             line += f" request_id={rid}"
         line += "".join(f" {k}={v}" for k, v in extra.items())

@@ -107,7 +107,10 @@ class Registry:
         try:
             existing = self.get(identity.sub)
             if existing is not None:
-                if (existing.cognito_username, existing.email) != (identity.username, identity.email):
+                if (existing.cognito_username, existing.email) != (
+                    identity.username,
+                    identity.email,
+                ):
                     self._db.execute(
                         "UPDATE accounts SET cognito_username = ?, email = COALESCE(?, email),"
                         " last_seen = ? WHERE sub = ?",
@@ -194,4 +197,6 @@ class Registry:
         return account
 
     def host_key_count(self, sub: str) -> int:
-        return self._db.execute("SELECT count(*) FROM host_keys WHERE sub = ?", (sub,)).fetchone()[0]
+        return self._db.execute("SELECT count(*) FROM host_keys WHERE sub = ?", (sub,)).fetchone()[
+            0
+        ]

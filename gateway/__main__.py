@@ -1,0 +1,66 @@
+"""Command line: `python -m gateway [--config PATH] {serve,check-config,dev}`.
+
+Only parses arguments, loads the configuration and hands over; exits non-zero with every
+configuration problem listed when the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("config/gateway.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dev"]:
+        from gateway.local import main as local_main
+
+        return local_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ["GATEWAY_CONFIG"]) if os.environ.get("GATEWAY_CONFIG") else None,
+        help=f"YAML settings file (default: $GATEWAY_CONFIG, else {DEFAULT_CONFIG} if present)",
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "check-config", "dev"],
+        help="serve (default); check-config: validate and exit; dev: local mode (see README)",
+    )
+    args = parser.parse_args(argv)
+
+    from gateway import config as config_mod
+
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    try:
+        config = config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        print(f"anki-cognito-gateway: {exc}", file=sys.stderr)
+        return 2
+    command = config.worker_command()
+    if shutil.which(command[0]) is None:
+        print(f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr)
+        return 2
+    if args.command == "dev":
+        from gateway.local import main as local_main
+
+        return local_main([])
+    if args.command == "check-config":
+        print(f"configuration OK ({path or 'defaults and environment'})")
+        return 0
+    from gateway.app import run
+
+    run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The aiohttp application: routes, the error middleware, and the resources' lifetimes.
+
+Routes (all under `server.path_prefix`, default "/"):
+    POST sync/hostKey        answered here (gateway/auth/login.py)
+    *    sync/*, msync/*     proxied to the account's worker (gateway/proxy.py)
+    POST provision-user      gateway/provision/handler.py
+    GET  health              liveness: the process serves requests
+    GET  ready               readiness: registry, identity provider and worker pool usable
+    anything else            404 — this is not an open proxy
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import credentials, logs, protocol
+from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
+from gateway.auth.cache import CredentialCache
+from gateway.auth.identity import IdentityProvider
+from gateway.auth.limiter import FailureLimiter
+from gateway.auth.login import LoginService
+from gateway.config import Config
+from gateway.errors import GatewayError, NotFound
+from gateway.proxy import Proxy, new_upstream_session
+from gateway.registry import Registry
+from gateway.workers.pool import WorkerPool
+
+log = logging.getLogger("gateway")
+PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Maps the error tree to HTTP in one place, and logs one line per request."""
+    token = logs.request_id.set(secrets.token_hex(6))
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except GatewayError as exc:
+        status = exc.status
+        level = logging.ERROR if status == 500 else logging.INFO
+        log.log(level, "refused", extra={"status": status, "reason": exc.detail})
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        return web.Response(status=status, text=exc.public, headers=headers)
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except Exception:
+        log.exception("unhandled error")
+        return web.Response(status=500, text="internal error")
+    finally:
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "account": request.get("account"),
+            },
+        )
+        logs.request_id.reset(token)
+
+
+def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first
+    return request.remote or "unknown"
+
+
+async def host_key(request: web.Request) -> web.StreamResponse:
+    header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
+    # Read at most one byte past the cap: a bigger body is refused without reading it all.
+    body = await request.content.read(protocol.MAX_LOGIN_COMPRESSED + 1)
+    username, password = protocol.decode_login(body)
+    config = request.app[CONFIG]
+    address = client_address(request, config.server.trust_forwarded_for)
+    result = await request.app[LOGIN].login(username, password, address, header)
+    request["account"] = result.account
+    payload, headers = protocol.encode_answer({"key": result.host_key})
+    return web.Response(body=payload, headers=headers)
+
+
+async def sync_proxy(request: web.Request) -> web.StreamResponse:
+    kind, method = request.match_info["kind"], request.match_info["method"]
+    return await request.app[PROXY].forward(request, f"{kind}/{method}")
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="ok")
+
+
+async def ready(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    problems = []
+    try:
+        app[REGISTRY].count()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        problems.append(f"registry: {type(exc).__name__}")
+    if not app[CONFIG].collections_dir.is_dir():
+        problems.append("collections folder missing")
+    stats = app[POOL].stats()
+    status = 503 if problems else 200
+    return web.json_response(
+        {"ready": not problems, "problems": problems, "workers": stats}, status=status
+    )
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    raise NotFound()
+
+
+def create_app(config: Config, *, provider: IdentityProvider | None = None) -> web.Application:
+    """The gateway. `provider` replaces Cognito (tests, benchmarks); it is closed on shutdown."""
+    # Login bodies are capped in host_key(); proxied bodies stream and are not capped here.
+    app = web.Application(middlewares=[errors_and_access_log], client_max_size=1024**2)
+    app[CONFIG] = config
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        secret = credentials.load_or_create(config.data_dir, config.secret)
+        password_for = credentials.password_deriver(secret)
+        registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
+        if provider is None:
+            from gateway.auth.cognito import CognitoProvider
+
+            chosen: IdentityProvider = CognitoProvider(config.cognito)
+        else:
+            chosen = provider
+        pool = WorkerPool.from_config(config, password_for)
+        upstream = new_upstream_session()
+        app[REGISTRY], app[PROVIDER], app[POOL] = registry, chosen, pool
+        app[PROXY] = Proxy(registry, pool, upstream)
+        auth = config.auth
+        app[LOGIN] = LoginService(
+            provider=chosen,
+            registry=registry,
+            pool=pool,
+            upstream=upstream,
+            secret_for=password_for,
+            cache=CredentialCache(auth.cache_ttl_seconds, auth.cache_max_entries),
+            user_limiter=FailureLimiter(auth.max_failures_per_user, auth.failure_window_seconds),
+            address_limiter=FailureLimiter(
+                auth.max_failures_per_address, auth.failure_window_seconds
+            ),
+        )
+        await pool.start()
+        if config.cognito.local_stand_in:
+            log.warning(
+                "using a LOCAL Cognito stand-in: not for production",
+                extra={"endpoint": config.cognito.endpoint_url},
+            )
+        log.info(
+            "gateway started",
+            extra={"data_dir": str(config.data_dir), "accounts": registry.count()},
+        )
+        try:
+            yield
+        finally:
+            await pool.close()
+            await upstream.close()
+            await chosen.close()
+            registry.close()
+            log.info("gateway stopped")
+
+    app.cleanup_ctx.append(resources)
+    add_routes(app, config.server.path_prefix)
+    return app
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    from gateway.provision.handler import add_routes as add_provision_routes
+
+    app.router.add_post(prefix + "sync/hostKey", host_key)
+    app.router.add_route("*", prefix + "{kind:m?sync}/{method:[A-Za-z0-9]+}", sync_proxy)
+    app.router.add_get(prefix + "health", health)
+    app.router.add_get(prefix + "ready", ready)
+    if prefix != "/":
+        app.router.add_get("/health", health)
+        app.router.add_get("/ready", ready)
+    add_provision_routes(app)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+
+
+def run(config: Config) -> None:
+    """Serve until SIGINT/SIGTERM; every worker is stopped before this returns."""
+    logs.configure(config.logging.level, config.logging.format)
+    web.run_app(
+        create_app(config),
+        host=config.server.host,
+        port=config.server.port,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=10,
+    )

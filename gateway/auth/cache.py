@@ -1,0 +1,78 @@
+"""Credential cache: remembers successful logins for a while, and only successful ones.
+
+Keyed by the username as sent and an HMAC of the password under a random key made at start-up:
+no password and no plain hash is kept, and a wrong password can never ride on a cached success
+(the earlier system keyed by username alone and let exactly that happen). Bounded, with a TTL
+and an injected clock; `SingleFlight` makes concurrent identical logins share one provider call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from cachetools import TTLCache
+
+V = TypeVar("V")
+
+
+class CredentialCache(Generic[V]):
+    def __init__(
+        self, ttl: float, maxsize: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._entries: TTLCache[tuple[str, bytes], V] = TTLCache(maxsize, ttl, timer=clock)
+        self._pepper = secrets.token_bytes(32)
+
+    def key(self, username: str, password: str) -> tuple[str, bytes]:
+        mac = hmac.new(self._pepper, digestmod=hashlib.sha256)
+        mac.update(username.encode("utf-8", "surrogatepass"))
+        mac.update(b"\0")
+        mac.update(password.encode("utf-8", "surrogatepass"))
+        return username, mac.digest()
+
+    def get(self, key: tuple[str, bytes]) -> V | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str, bytes], value: V) -> None:
+        self._entries[key] = value
+
+    def forget(self, predicate: Callable[[V], bool]) -> int:
+        """Drop every entry whose value matches (e.g. all logins of a disabled account)."""
+        doomed = [k for k, v in list(self._entries.items()) if predicate(v)]
+        for k in doomed:
+            self._entries.pop(k, None)
+        return len(doomed)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class SingleFlight(Generic[V]):
+    """Concurrent calls with the same key await one shared call; its result or error is shared."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[Hashable, asyncio.Future[V]] = {}
+
+    async def run(self, key: Hashable, call: Callable[[], Awaitable[V]]) -> V:
+        future = self._inflight.get(key)
+        if future is not None:
+            return await asyncio.shield(future)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            result = await call()
+        except BaseException as exc:
+            future.set_exception(exc)
+            # Mark retrieved: when nobody else was waiting, this is not an "unhandled" error.
+            future.exception()
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            self._inflight.pop(key, None)

@@ -1,0 +1,134 @@
+"""The Anki sync protocol, as far as the gateway speaks it. Pure: bytes in, values out.
+
+Facts (anki-sync-protocol.md, measured against the 26.9 client and server):
+- Every modern request carries `anki-sync: {"v":11,"k":"<hkey>","c":"<client>","s":"<session>"}`;
+  all four fields are required. Requests without it come from clients older than 2.1.57.
+- Bodies are zstd frames, usually without a content size, sent chunked.
+- Login is `POST sync/hostKey` with zstd(JSON {"u": username, "p": password}); the answer is
+  zstd(JSON {"key": hkey}) with `anki-original-size: <uncompressed length>`, which every 2xx needs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import zstandard
+
+from gateway.errors import BadRequest, ClientTooOld, PayloadTooLarge
+
+SYNC_HEADER = "anki-sync"
+ORIGINAL_SIZE = "anki-original-size"
+
+#: A login body is ~100 bytes; these caps refuse anything else before it costs memory or CPU.
+MAX_LOGIN_COMPRESSED = 4096
+MAX_LOGIN_INFLATED = 4096
+MAX_SYNC_HEADER = 1024
+# Cognito's own limits: usernames up to 128 characters, passwords up to 256.
+MAX_USERNAME = 128
+MAX_PASSWORD = 256
+
+_zstd_compressor = zstandard.ZstdCompressor(level=3)
+_zstd_decompressor = zstandard.ZstdDecompressor()
+
+
+@dataclass(frozen=True)
+class SyncHeader:
+    version: int
+    key: str
+    client: str
+    session: str
+
+    def for_upstream(self, key: str) -> str:
+        """The same header with another host key, as the server expects it (compact JSON)."""
+        data = {"v": self.version, "k": key, "c": self.client, "s": self.session}
+        return json.dumps(data, separators=(",", ":"))
+
+
+def parse_sync_header(raw: str | None) -> SyncHeader:
+    if raw is None:
+        raise ClientTooOld("request without anki-sync header (legacy client)")
+    if len(raw) > MAX_SYNC_HEADER:
+        raise BadRequest("anki-sync header too long")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest("anki-sync header is not JSON") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("anki-sync header is not a JSON object")
+    version, key, client, session = (data.get(f) for f in ("v", "k", "c", "s"))
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BadRequest("anki-sync header: v must be an integer")
+    if not all(isinstance(v, str) for v in (key, client, session)):
+        raise BadRequest("anki-sync header: k, c and s must be strings")
+    if not key.isascii() or not key.isprintable():
+        raise BadRequest("anki-sync header: k must be printable ASCII")
+    return SyncHeader(version, key, client, session)
+
+
+def inflate(body: bytes, cap: int) -> bytes:
+    """Decompress one zstd body, refusing it as soon as the output would pass `cap` bytes.
+
+    Streaming, because the frame usually carries no content size; reading `cap + 1` bytes means
+    a zstd bomb costs at most `cap + 1` bytes of output, never its full inflated size.
+    """
+    try:
+        with _zstd_decompressor.stream_reader(io.BytesIO(body)) as reader:
+            data = reader.read(cap + 1)
+    except zstandard.ZstdError as exc:
+        raise BadRequest("body is not valid zstd") from exc
+    if len(data) > cap:
+        raise PayloadTooLarge("body inflates past the cap")
+    return data
+
+
+def decode_login(body: bytes) -> tuple[str, str]:
+    """`(username, password)` from a hostKey body; BadRequest for anything malformed.
+
+    The username is stripped (desktop and AnkiDroid strip it too); the password is kept as typed.
+    """
+    if len(body) > MAX_LOGIN_COMPRESSED:
+        raise PayloadTooLarge("login body too large")
+    try:
+        data = json.loads(inflate(body, MAX_LOGIN_INFLATED))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("login body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("login body is not a JSON object")
+    username, password = data.get("u"), data.get("p")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise BadRequest("login body needs string fields u and p")
+    username = username.strip()
+    if not username or not password:
+        raise BadRequest("login body has an empty username or password")
+    return username, password
+
+
+def encode_login(username: str, password: str) -> bytes:
+    return compress(json.dumps({"u": username, "p": password}).encode())
+
+
+def decode_login_answer(body: bytes) -> str:
+    """The host key from a server's hostKey answer."""
+    try:
+        data = json.loads(inflate(body, MAX_LOGIN_INFLATED))
+        key = data["key"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise BadRequest("unexpected hostKey answer") from exc
+    if not isinstance(key, str) or not key:
+        raise BadRequest("unexpected hostKey answer")
+    return key
+
+
+def compress(data: bytes) -> bytes:
+    return _zstd_compressor.compress(data)
+
+
+def encode_answer(obj: object) -> tuple[bytes, dict[str, str]]:
+    """A 2xx body as the client expects it: zstd JSON plus `anki-original-size`."""
+    raw = json.dumps(obj, separators=(",", ":")).encode()
+    return compress(raw), {
+        ORIGINAL_SIZE: str(len(raw)),
+        "Content-Type": "application/octet-stream",
+    }

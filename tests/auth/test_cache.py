@@ -1,0 +1,95 @@
+import asyncio
+
+import pytest
+
+from gateway.auth.cache import CredentialCache, SingleFlight
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_hit_needs_the_same_password():
+    cache: CredentialCache[str] = CredentialCache(ttl=60, maxsize=10)
+    cache.put(cache.key("alice", "right"), "ok")
+    assert cache.get(cache.key("alice", "right")) == "ok"
+    assert cache.get(cache.key("alice", "wrong")) is None
+    assert cache.get(cache.key("Alice", "right")) is None
+
+
+def test_entries_expire_after_ttl():
+    clock = Clock()
+    cache: CredentialCache[str] = CredentialCache(ttl=60, maxsize=10, clock=clock)
+    cache.put(cache.key("alice", "pw"), "ok")
+    clock.now += 59
+    assert cache.get(cache.key("alice", "pw")) == "ok"
+    clock.now += 2
+    assert cache.get(cache.key("alice", "pw")) is None
+
+
+def test_cache_is_bounded():
+    cache: CredentialCache[int] = CredentialCache(ttl=60, maxsize=3)
+    for i in range(10):
+        cache.put(cache.key(f"user{i}", "pw"), i)
+    assert len(cache) == 3
+
+
+def test_key_holds_no_password_and_differs_between_processes():
+    a: CredentialCache[int] = CredentialCache(ttl=60, maxsize=3)
+    b: CredentialCache[int] = CredentialCache(ttl=60, maxsize=3)
+    key = a.key("alice", "hunter2hunter2")
+    assert b"hunter2" not in key[1]
+    assert key != b.key("alice", "hunter2hunter2")
+
+
+def test_username_and_password_boundary_is_unambiguous():
+    cache: CredentialCache[int] = CredentialCache(ttl=60, maxsize=3)
+    assert cache.key("ab", "c") != cache.key("a", "bc")
+
+
+def test_forget_drops_matching_entries():
+    cache: CredentialCache[str] = CredentialCache(ttl=60, maxsize=10)
+    cache.put(cache.key("a", "1"), "sub-a")
+    cache.put(cache.key("b", "1"), "sub-b")
+    assert cache.forget(lambda v: v == "sub-a") == 1
+    assert cache.get(cache.key("a", "1")) is None
+    assert cache.get(cache.key("b", "1")) == "sub-b"
+
+
+async def test_single_flight_makes_one_call_for_concurrent_identical_keys():
+    flights: SingleFlight[int] = SingleFlight()
+    calls = 0
+
+    async def call() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return 42
+
+    results = await asyncio.gather(*(flights.run("k", call) for _ in range(50)))
+    assert results == [42] * 50
+    assert calls == 1
+
+
+async def test_single_flight_shares_errors_and_then_forgets_them():
+    flights: SingleFlight[int] = SingleFlight()
+    calls = 0
+
+    async def failing() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise ValueError("boom")
+
+    results = await asyncio.gather(
+        *(flights.run("k", failing) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, ValueError) for r in results)
+    assert calls == 1
+    with pytest.raises(ValueError):
+        await flights.run("k", failing)
+    assert calls == 2
