@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway import credentials, logs, protocol
-from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
+from gateway.appkeys import ACCOUNT, CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
 from gateway.auth.cache import CredentialCache
 from gateway.auth.identity import IdentityProvider
 from gateway.auth.limiter import FailureLimiter
@@ -66,7 +66,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
                 "path": request.path,
                 "status": status,
                 "ms": round((time.perf_counter() - started) * 1000, 2),
-                "account": request.get("account"),
+                "account": request.get(ACCOUNT),
             },
         )
         logs.request_id.reset(token)
@@ -89,7 +89,7 @@ async def host_key(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     address = client_address(request, config.server.trust_forwarded_for)
     result = await request.app[LOGIN].login(username, password, address, header)
-    request["account"] = result.account
+    request[ACCOUNT] = result.account
     payload, headers = protocol.encode_answer({"key": result.host_key})
     return web.Response(body=payload, headers=headers)
 

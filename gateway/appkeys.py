@@ -18,3 +18,6 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 PROVIDER: web.AppKey[IdentityProvider] = web.AppKey("provider")
 POOL: web.AppKey[WorkerPool] = web.AppKey("pool")
 LOGIN: web.AppKey[LoginService] = web.AppKey("login")
+
+#: The local account a request was routed to or logged in as (for the access log).
+ACCOUNT: web.RequestKey[str] = web.RequestKey("account", str)

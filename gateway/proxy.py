@@ -23,6 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
 from gateway import protocol
+from gateway.appkeys import ACCOUNT
 from gateway.errors import AuthFailed, WorkerFailed, WorkerTimeout
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
@@ -90,7 +91,7 @@ class Proxy:
         account = self._registry.account_for_key(header.key) if header.key else None
         if account is None:
             raise AuthFailed("unknown or revoked host key")
-        request["account"] = account.name
+        request[ACCOUNT] = account.name
         # A refused connection means no byte of the body was sent, so one retry on a fresh
         # worker is safe; anything later is not retried.
         for attempt in (1, 2):

@@ -163,6 +163,8 @@ class RunningGateway:
         return self
 
     def stop(self) -> None:
+        if self._loop.is_closed():
+            return
         if self._runner is not None:
             self.call(self._runner.cleanup())
             self._runner = None
