@@ -1,0 +1,229 @@
+"""The proxy against a scripted upstream (an aiohttp server standing in for a worker).
+
+The stock server cannot be made to redirect, fail mid-body or echo headers on demand, so these
+paths use a small real HTTP server; the real worker is covered in test_sync_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tracemalloc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.app import PROXY, add_routes, errors_and_access_log
+from gateway.appkeys import CONFIG
+from gateway.auth.identity import Identity
+from gateway.config import load
+from gateway.proxy import Proxy, new_upstream_session
+from gateway.registry import Registry
+
+KEY = "f" * 40
+SEEN: web.AppKey[dict] = web.AppKey("seen", dict)
+
+
+def header(key: str = KEY) -> str:
+    return json.dumps({"v": 11, "k": key, "c": "test", "s": "sess"}, separators=(",", ":"))
+
+
+@dataclass
+class FakeWorker:
+    account: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+class FakePool:
+    """Leases always point at the scripted upstream; counts broken reports."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.broken = 0
+        self.leases = 0
+
+    @contextlib.asynccontextmanager
+    async def lease(self, account: str) -> AsyncIterator[FakeWorker]:
+        self.leases += 1
+        yield FakeWorker(account, self.port)
+
+    async def report_broken(self, account: str) -> None:
+        self.broken += 1
+
+    def stats(self) -> dict[str, int]:
+        return {"live": 1, "busy": 0, "starting": 0, "max": 1}
+
+
+async def upstream_app() -> web.Application:
+    seen: dict = {}
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        total = 0
+        async for chunk in request.content.iter_chunked(65536):
+            total += len(chunk)
+        seen["headers"] = dict(request.headers)
+        seen["path"] = request.path
+        return web.Response(
+            body=b"zstd-bytes",
+            headers={
+                "anki-original-size": "123",
+                "Connection": "close, X-Secret-Hop",
+                "X-Secret-Hop": "drop me",
+                "X-Total": str(total),
+            },
+        )
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPPermanentRedirect("http://elsewhere.example/")
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "1000000"})
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application(client_max_size=0)
+    app[SEEN] = seen
+    app.router.add_post("/sync/meta", echo)
+    app.router.add_post("/sync/upload", echo)
+    app.router.add_post("/sync/redirectme", redirect)
+    app.router.add_post("/sync/broken", broken)
+    return app
+
+
+@pytest.fixture
+async def stack(tmp_path, aiohttp_server):
+    upstream = await aiohttp_server(await upstream_app())
+    config = load(
+        None,
+        {
+            "GATEWAY_COGNITO_USER_POOL_ID": "eu-west-1_Test1",
+            "GATEWAY_COGNITO_CLIENT_ID": "c",
+            "GATEWAY_SERVER_PATH_PREFIX": "/anki/",
+        },
+    )
+    registry = Registry(tmp_path / "r.sqlite3", tmp_path / "collections")
+    registry.ensure(Identity("sub-1", "alice", None))
+    registry.add_host_key("sub-1", KEY)
+    pool = FakePool(upstream.port)
+    session = new_upstream_session()
+    app = web.Application(middlewares=[errors_and_access_log])
+    app[CONFIG] = config
+    app[PROXY] = Proxy(registry, pool, session)  # type: ignore[arg-type]
+    add_routes(app, "/anki/")
+    server = await aiohttp_server(app)
+    yield server, upstream, pool
+    await session.close()
+    registry.close()
+
+
+async def post(server, path: str, **kwargs) -> tuple[int, dict, bytes]:
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
+        async with s.post(server.make_url(path), allow_redirects=False, **kwargs) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+async def test_request_is_forwarded_and_hop_by_hop_headers_dropped(stack):
+    server, upstream, _ = stack
+    status, headers, body = await post(
+        server,
+        "/anki/sync/meta",
+        data=b"payload",
+        headers={
+            "anki-sync": header(),
+            "Connection": "keep-alive, X-Client-Hop",
+            "X-Client-Hop": "1",
+        },
+    )
+    assert (status, body) == (200, b"zstd-bytes")
+    assert headers["anki-original-size"] == "123"
+    assert "X-Secret-Hop" not in headers
+    seen = upstream.app[SEEN]
+    assert seen["path"] == "/sync/meta"
+    assert seen["headers"]["anki-sync"] == header()  # forwarded untouched
+    assert "X-Client-Hop" not in seen["headers"]
+
+
+async def test_unknown_key_is_403_and_never_reaches_a_worker(stack):
+    server, _, pool = stack
+    status, _, _ = await post(
+        server, "/anki/sync/meta", data=b"x", headers={"anki-sync": header("0" * 40)}
+    )
+    assert status == 403
+    status, _, _ = await post(
+        server, "/anki/sync/meta", data=b"x", headers={"anki-sync": header("")}
+    )
+    assert status == 403
+    assert pool.leases == 0
+
+
+async def test_missing_header_is_501_and_malformed_header_is_400(stack):
+    server, _, pool = stack
+    assert (await post(server, "/anki/sync/meta", data=b"x"))[0] == 501
+    assert (await post(server, "/anki/msync/begin", data=b"x", headers={"anki-sync": "{"}))[
+        0
+    ] == 400
+    assert pool.leases == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/anki/other", "/sync/meta", "/anki/sync/../../etc/passwd", "/anki/syncx/meta", "/"]
+)
+async def test_outside_sync_and_msync_is_404(stack, path):
+    server, _, pool = stack
+    status, _, _ = await post(server, path, data=b"x", headers={"anki-sync": header()})
+    assert status == 404
+    assert pool.leases == 0
+
+
+async def test_upstream_redirect_is_passed_back_not_followed(stack):
+    server, _, _ = stack
+    status, headers, _ = await post(
+        server, "/anki/sync/redirectme", data=b"x", headers={"anki-sync": header()}
+    )
+    assert status == 308
+    assert headers["Location"] == "http://elsewhere.example/"
+
+
+async def test_mid_body_upstream_failure_aborts_the_client_connection(stack):
+    server, _, _ = stack
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            server.make_url("/anki/sync/broken"), data=b"x", headers={"anki-sync": header()}
+        ) as r:
+            assert r.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await r.read()
+
+
+async def test_100_mb_upload_streams_with_flat_memory(stack):
+    server, upstream, _ = stack
+    size = 100 * 1024 * 1024
+    chunk = b"\xab" * (256 * 1024)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(size // len(chunk)):
+            yield chunk
+
+    # Everything (client, gateway, upstream) shares this process; the client's own chunks are
+    # reused, so whatever tracemalloc sees at peak is buffering in the gateway or the upstream.
+    tracemalloc.start()
+    status, headers, _ = await post(
+        server, "/anki/sync/upload", data=body(), headers={"anki-sync": header()}
+    )
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert status == 200
+    assert headers["X-Total"] == str(size)
+    assert peak < 8 * 1024 * 1024, f"peak traced memory {peak / 1e6:.1f} MB"
