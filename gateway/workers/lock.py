@@ -1,0 +1,138 @@
+"""The cross-process guard: never two workers for one account, also across gateway processes.
+
+Contract:
+- `account_dir()` refuses (ValueError) a name that `naming.is_safe()` rejects or whose folder
+  resolves outside the collections folder (a symlink planted in it, say), and creates the folder.
+- `claim()` takes `<collections_dir>/<account>/.gateway-worker.lock` with
+  `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
+  it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
+  the worker is ready. A loser gets the port of the holder's worker once that answers `/health`,
+  and `Unavailable` (503) if it does not within `wait`.
+- flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
+  process exclude each other as two gateway processes do, and the kernel drops the lock when the
+  holder dies, even by SIGKILL — a crashed gateway never blocks an account.
+- The stock server would refuse a second process for one account anyway (exclusive media-DB
+  lock, anki-sync-protocol.md), but only at start-up and with a 502; this makes it orderly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import Unavailable
+from gateway.naming import is_safe
+from gateway.workers.process import probe_health
+
+LOCK_NAME = ".gateway-worker.lock"
+RETRY_INTERVAL = 0.05
+
+
+def account_dir(collections_dir: Path, account: str) -> Path:
+    """`<collections_dir>/<account>`, created (0o700) if missing; ValueError for unsafe names."""
+    if not is_safe(account):
+        raise ValueError(f"unsafe account name {account!r}")
+    root = collections_dir.resolve()
+    folder = root / account
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # is_safe() already excludes "/" and "..": this catches a symlink planted in the folder.
+    if folder.resolve().parent != root:
+        raise ValueError(f"account folder for {account!r} leads outside {root}")
+    return folder
+
+
+class AccountLock:
+    """An held flock on one account's lock file; `release()` is idempotent."""
+
+    def __init__(self, account: str, path: Path, fd: int) -> None:
+        self.account = account
+        self.path = path
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def publish(self, port: int) -> None:
+        """Tell other gateways where this account's worker listens."""
+        assert self._fd is not None
+        _write(self._fd, json.dumps({"pid": os.getpid(), "port": port}).encode())
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            # Empty before unlocking: a stale port must never reach the next reader.
+            _write(fd, b"")
+        finally:
+            os.close(fd)  # closing the last descriptor drops the flock
+
+
+def _write(fd: int, data: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def try_lock(collections_dir: Path, account: str) -> AccountLock | None:
+    """The account's lock if nobody holds it, else None."""
+    path = account_dir(collections_dir, account) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    # A holder killed before it could empty the file left its port behind.
+    _write(fd, b"")
+    return AccountLock(account, path, fd)
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    port: int
+
+
+def read_holder(path: Path) -> Holder | None:
+    """The published holder, or None (not yet published, being rewritten, or unreadable)."""
+    try:
+        data = json.loads(path.read_bytes() or b"null")
+        return Holder(pid=int(data["pid"]), port=int(data["port"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Either `lock` (ours: start the worker) or `port` (another process's worker)."""
+
+    lock: AccountLock | None = None
+    port: int | None = None
+
+
+async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    path = account_dir(collections_dir, account) / LOCK_NAME
+    while True:
+        lock = try_lock(collections_dir, account)
+        if lock is not None:
+            return Claim(lock=lock)
+        # Another process holds it: its worker may still be starting (nothing published yet)
+        # or stopping; either settles within a start timeout.
+        holder = read_holder(path)
+        if holder is not None and await probe_health(holder.port, timeout=1.0):
+            return Claim(port=holder.port)
+        if loop.time() >= deadline:
+            raise Unavailable(
+                f"the worker for {account} belongs to another gateway process and is not reachable"
+            )
+        await asyncio.sleep(RETRY_INTERVAL)

@@ -1,0 +1,268 @@
+"""The worker pool: one stock sync server per active account, started on demand, bounded.
+
+Contract (design.md, "Workers"):
+- `lease(account)` yields a `Worker` (its loopback port) and counts the request as in flight
+  until the block exits. The first lease starts the worker; concurrent leases for an account
+  whose worker is starting wait for that one start. A worker whose process died is replaced.
+- At most `max_workers` worker processes exist (starting, running or still stopping). When full,
+  the least recently used idle worker is stopped to make room; when every worker is busy, the
+  lease waits up to `queue_timeout`, then raises `Unavailable` (503, `Retry-After`).
+- The reaper (`start()`) stops workers idle for longer than `idle_timeout` and forgets dead ones.
+- `report_broken(account)`: the proxy could not talk to the worker; a dead or unhealthy worker
+  is stopped and forgotten, so the next lease starts a fresh one.
+- Across processes, one worker per account (slot.py, lock.py): if another gateway holds the
+  account, its worker is used (not counted here) instead of starting a second one.
+- Errors: `ValueError` (unsafe account name), `Unavailable`, `WorkerFailed`, `WorkerTimeout`.
+- `close()` stops every worker concurrently (SIGINT first) and releases the locks; idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.errors import Unavailable
+from gateway.naming import is_safe
+from gateway.workers import ledger
+from gateway.workers.ledger import Usage
+from gateway.workers.process import probe_health
+from gateway.workers.slot import Launch, Slot
+
+log = logging.getLogger("gateway.workers")
+
+#: Seconds a client is told to wait when no worker slot is free.
+RETRY_AFTER = 5
+
+
+@dataclass(frozen=True)
+class Worker:
+    account: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        *,
+        command: Sequence[str],
+        collections_dir: Path,
+        secret_for: Callable[[str], str],
+        max_workers: int = 50,
+        idle_timeout: float = 300,
+        start_timeout: float = 15,
+        queue_timeout: float = 10,
+        max_payload_megs: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not command or max_workers < 1:
+            raise ValueError("a worker command and max_workers >= 1 are required")
+        self._launch = Launch(
+            command=tuple(command),
+            collections_dir=collections_dir,
+            secret_for=secret_for,
+            max_payload_megs=max_payload_megs,
+            start_timeout=start_timeout,
+        )
+        self._max_workers = max_workers
+        self._idle_timeout = idle_timeout
+        self._queue_timeout = queue_timeout
+        self._clock = clock
+        self._slots: dict[str, Slot] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        # Replaced on every change; waiters hold the old one (no lost wake-ups, no Condition).
+        self._changed = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: Config, secret_for: Callable[[str], str]) -> WorkerPool:
+        w = config.workers
+        return cls(
+            command=config.worker_command(),
+            collections_dir=config.collections_dir,
+            secret_for=secret_for,
+            max_workers=w.max_workers,
+            idle_timeout=w.idle_timeout_seconds,
+            start_timeout=w.start_timeout_seconds,
+            queue_timeout=w.queue_timeout_seconds,
+            max_payload_megs=w.max_payload_megs,
+        )
+
+    async def start(self) -> None:
+        if self._reaper is None and not self._closed:
+            self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.wait([self._reaper])
+        for slot in list(self._slots.values()):
+            self._discard(slot, "gateway closing")
+        if self._stopping:
+            await asyncio.wait(list(self._stopping.values()))
+
+    def stats(self) -> dict[str, int]:
+        # list() copies in one step: tests and metrics may call this from another thread.
+        counts = ledger.counts([s.usage for s in list(self._slots.values())])
+        counts["live"] += len(self._stopping)
+        return {**counts, "max": self._max_workers}
+
+    @contextlib.asynccontextmanager
+    async def lease(self, account: str) -> AsyncIterator[Worker]:
+        slot, worker = await self._acquire(account)
+        try:
+            yield worker
+        finally:
+            slot.usage.end(self._clock())
+            if slot.usage.in_flight == 0:
+                self._notify()
+
+    async def report_broken(self, account: str) -> None:
+        slot = self._slots.get(account)
+        if slot is None or slot.process is None:
+            return  # starting, unknown, or another gateway's worker: nothing of ours to fix
+        process = slot.process
+        # One failed request is not proof: pooled keep-alive connections to the stock server
+        # fail now and then (anki-sync-protocol.md). Only a worker that fails /health goes.
+        if process.alive and await probe_health(process.port, timeout=2.0):
+            log.info("worker reported broken but healthy", extra={"account": account})
+            return
+        self._discard(slot, "reported broken and not healthy")
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _acquire(self, account: str) -> tuple[Slot, Worker]:
+        if not is_safe(account):
+            raise ValueError(f"unsafe account name {account!r}")
+        deadline = asyncio.get_running_loop().time() + self._queue_timeout
+        while True:
+            if self._closed:
+                raise Unavailable("worker pool is closed", retry_after=RETRY_AFTER)
+            slot = self._slots.get(account)
+            if slot is None:
+                stopping = self._stopping.get(account)
+                if stopping is not None:
+                    # Its lock is still held: the new worker may only start after the old one.
+                    await asyncio.wait([stopping])
+                    continue
+                if not self._has_room():
+                    await self._wait_for_change(deadline)
+                    continue
+                slot = self._open(account)
+            assert slot.start is not None
+            slot.usage.begin(self._clock())
+            try:
+                worker = Worker(account, await asyncio.shield(slot.start))
+            except BaseException as exc:
+                slot.usage.end(self._clock())
+                self._notify()
+                if isinstance(exc, asyncio.CancelledError) and slot.start.cancelled():
+                    raise Unavailable("worker start abandoned", retry_after=RETRY_AFTER) from None
+                raise
+            if not slot.dead:
+                return slot, worker
+            slot.usage.end(self._clock())
+            self._discard(slot, f"process exited with {slot.returncode}")
+
+    def _has_room(self) -> bool:
+        if len(self._slots) + len(self._stopping) < self._max_workers:
+            return True
+        victim = ledger.least_recently_used_idle(s.usage for s in self._slots.values())
+        if victim is not None:
+            # Its stop frees the slot and wakes us; counting it until then keeps the bound.
+            self._discard(self._slots[victim.account], "evicted: pool full")
+        return False
+
+    async def _wait_for_change(self, deadline: float) -> None:
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            await asyncio.wait_for(self._changed.wait(), remaining)
+        except asyncio.TimeoutError:
+            raise Unavailable(
+                f"all {self._max_workers} workers are busy", retry_after=RETRY_AFTER
+            ) from None
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _open(self, account: str) -> Slot:
+        slot = Slot(Usage(account, last_used=self._clock()))
+        self._slots[account] = slot
+        slot.start = asyncio.create_task(self._start(slot))
+        # Every waiting lease may have been cancelled: the outcome must still be retrieved.
+        slot.start.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return slot
+
+    async def _start(self, slot: Slot) -> int:
+        try:
+            port = await slot.bring_up(self._launch)
+        except BaseException:
+            self._forget(slot)
+            raise
+        if slot.process is None:
+            self._forget(slot)  # another gateway's worker: not ours to count or stop
+        else:
+            slot.usage.ready = True
+            slot.usage.last_used = self._clock()
+            self._notify()
+        return port
+
+    def _forget(self, slot: Slot) -> None:
+        if self._slots.get(slot.account) is slot:
+            del self._slots[slot.account]
+            self._notify()
+
+    def _discard(self, slot: Slot, why: str) -> None:
+        """Forget `slot` now and stop its worker in the background (tracked in `_stopping`)."""
+        account = slot.account
+        if self._slots.get(account) is not slot:
+            return
+        del self._slots[account]
+        log.info("stopping worker: %s", why, extra={"account": account})
+        task = asyncio.create_task(self._stop(slot))
+        self._stopping[account] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._stopping.get(account) is task:
+                del self._stopping[account]
+            self._notify()
+
+        task.add_done_callback(done)
+
+    async def _stop(self, slot: Slot) -> None:
+        try:
+            await slot.shut_down()
+        except Exception:
+            log.exception("stopping worker failed", extra={"account": slot.account})
+
+    async def _reap_forever(self) -> None:
+        period = ledger.reap_period(self._idle_timeout)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self._reap()
+            except Exception:
+                log.exception("worker reaper failed; retrying next period")
+
+    def _reap(self) -> None:
+        slots = list(self._slots.values())
+        now = self._clock()
+        for usage in ledger.idle_past([s.usage for s in slots], now, self._idle_timeout):
+            self._discard(self._slots[usage.account], "idle")
+        for slot in slots:
+            if slot.dead:
+                self._discard(slot, f"process exited with {slot.returncode}")

@@ -1,0 +1,250 @@
+"""One stock sync server process: spawn it, wait until it is ready, log its output, stop it.
+
+Contract:
+- `start_worker()` returns a `WorkerProcess` that answered 200 on `GET /health`, or raises
+  `WorkerFailed` (502: it exited first; the detail carries its last output lines) or
+  `WorkerTimeout` (504: not ready within `start_timeout`; it has been killed and reaped).
+  Either way no process is left behind, also when the caller is cancelled.
+- The worker's environment is built from scratch (`worker_env()`): the gateway's own environment
+  holds AWS credentials and the gateway secret, and an inherited `SYNC_IP_HEADER` would make the
+  stock server answer 500 to every request (anki-sync-protocol.md, "The official server").
+- On Linux the worker gets SIGTERM when the gateway dies, even by SIGKILL (PR_SET_PDEATHSIG), so
+  a crashed gateway leaves no orphan holding an account's media DB.
+- Every output line goes to the "gateway.worker" logger with the account, through `redact()`.
+- `stop()` sends SIGINT (the stock server's clean shutdown), SIGKILL after a grace period, and
+  always reaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway.errors import WorkerFailed, WorkerTimeout
+from gateway.logs import redact
+
+log = logging.getLogger("gateway.worker")
+
+POLL_INTERVAL = 0.02
+STOP_GRACE = 5.0
+PORT_ATTEMPTS = 3
+_TAIL_LINES = 20
+_MAX_LINE = 8192
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# The stock server's message when SYNC_PORT is taken: "couldn't bind to ... (os error 98)".
+_PORT_TAKEN = re.compile(r"(?i)address already in use|os error 98|couldn't bind")
+_PR_SET_PDEATHSIG = 1
+# Loaded before any fork: the child may only make the prctl call, not load libraries.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def worker_env(
+    *, account: str, secret: str, collections_dir: Path, port: int, max_payload_megs: int
+) -> dict[str, str]:
+    """The complete environment of a worker; nothing else from the gateway's leaks in."""
+    env = {"PATH": os.environ.get("PATH", os.defpath), "RUST_LOG": "anki=info"}
+    for name in ("LANG", "LC_ALL", "HOME"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(
+        SYNC_USER1=f"{account}:{secret}",
+        SYNC_BASE=str(collections_dir.absolute()),
+        SYNC_HOST="127.0.0.1",
+        SYNC_PORT=str(port),
+        MAX_SYNC_PAYLOAD_MEGS=str(max_payload_megs),
+    )
+    return env
+
+
+def free_port() -> int:
+    # Racy by nature (the port is free only until someone else binds it); start_worker retries.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def probe_health(port: int, timeout: float = 1.0) -> bool:
+    """True if 127.0.0.1:<port> answers `GET /health` with 200 within `timeout`."""
+    try:
+        return await asyncio.wait_for(_get_health(port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+
+
+async def _get_health(port: int) -> bool:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        status = await reader.readline()
+        return status.split(b" ")[1:2] == [b"200"]
+    finally:
+        writer.close()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        if _LIBC is None:
+            return
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The gateway may have died between fork and prctl: then nobody would signal us.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+class WorkerProcess:
+    def __init__(self, account: str, port: int, proc: asyncio.subprocess.Process) -> None:
+        self.account = account
+        self.port = port
+        self._proc = proc
+        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        assert proc.stdout is not None
+        self._reader = asyncio.create_task(self._pump(proc.stdout))
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def tail(self) -> str:
+        return " | ".join(self._tail)
+
+    async def _pump(self, stream: asyncio.StreamReader) -> None:
+        # Chunks, not readline(): a line over the stream limit must not kill the reader (a
+        # full pipe would then block the worker).
+        pending = b""
+        while chunk := await stream.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            pending = pending[-_MAX_LINE:]
+            for line in lines:
+                self._emit(line)
+        if pending:
+            self._emit(pending)
+
+    def _emit(self, raw: bytes) -> None:
+        text = redact(_ANSI.sub("", raw[:_MAX_LINE].decode("utf-8", "replace")).rstrip())
+        if text:
+            self._tail.append(text)
+            log.info("%s", text, extra={"account": self.account})
+
+    async def wait_ready(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if not self.alive:
+                await self._drain()
+                raise WorkerFailed(
+                    f"worker for {self.account} exited with {self.returncode} before it was "
+                    f"ready: {self.tail()}"
+                )
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                await self.kill()
+                raise WorkerTimeout(f"worker for {self.account} not ready after {timeout:g} s")
+            # Alive after the 200 as well: a server that lost the port race may have let a
+            # foreign server answer on "our" port.
+            if await probe_health(self.port, min(0.5, remaining)) and self.alive:
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def _drain(self) -> None:
+        # Output written just before exit is still in the pipe; read it for the error detail.
+        # A grandchild holding the pipe open must not keep us here.
+        if not self._reader.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+            except asyncio.TimeoutError:
+                self._reader.cancel()
+
+    def _signal(self, sig: int) -> None:
+        # Only while not reaped: afterwards the pid (and group id) may belong to someone else.
+        if not self.alive:
+            return
+        # The worker leads its own process group: a wrapper script's children get it too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    async def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        await self._proc.wait()
+        await self._drain()
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """SIGINT, then SIGKILL after `grace` seconds; returns once the process is reaped."""
+        if self.alive:
+            self._signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(self._proc.wait(), grace)
+            except asyncio.TimeoutError:
+                log.warning("worker ignored SIGINT, killing it", extra={"account": self.account})
+        await self.kill()
+
+
+async def _spawn(command: Sequence[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *command,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        # Own session: a Ctrl-C on the gateway's terminal must not stop workers behind its back.
+        start_new_session=True,
+        preexec_fn=_die_with_parent(os.getpid()),
+    )
+
+
+async def start_worker(
+    *,
+    command: Sequence[str],
+    account: str,
+    secret: str,
+    collections_dir: Path,
+    max_payload_megs: int = 100,
+    start_timeout: float = 15.0,
+) -> WorkerProcess:
+    """Start a worker on a free loopback port and wait until it is ready (see module doc)."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        env = worker_env(
+            account=account,
+            secret=secret,
+            collections_dir=collections_dir,
+            port=port,
+            max_payload_megs=max_payload_megs,
+        )
+        try:
+            proc = await _spawn(command, env)
+        except OSError as exc:
+            raise WorkerFailed(f"cannot run worker command {command[0]!r}: {exc}") from exc
+        worker = WorkerProcess(account, port, proc)
+        try:
+            await worker.wait_ready(start_timeout)
+        except WorkerFailed:
+            if attempt < PORT_ATTEMPTS and _PORT_TAKEN.search(worker.tail()):
+                log.info("worker port %d was taken, retrying", port, extra={"account": account})
+                continue
+            raise
+        except BaseException:
+            # Cancelled (the gateway is closing) or anything unexpected: no orphan.
+            await asyncio.shield(worker.kill())
+            raise
+        return worker
+    raise AssertionError("unreachable")

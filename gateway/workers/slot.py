@@ -1,0 +1,110 @@
+"""One account's worker as this gateway holds it: claim the account, start, publish, stop.
+
+Contract:
+- `Slot.bring_up()` claims the account's lock (lock.py). If another gateway process holds it,
+  it returns that process's worker port and the slot owns nothing. Otherwise it starts the
+  worker (process.py), publishes its port for other gateways, and returns the port. On any
+  failure or cancellation nothing is left behind: no process, no held lock.
+- `Slot.shut_down()` abandons a start in progress, stops the process (SIGINT, then SIGKILL),
+  and only then releases the lock, so a successor can never overlap with it.
+- The slot's `Usage` record (ledger.py) is the pool's bookkeeping; the slot only carries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.workers import lock
+from gateway.workers.ledger import Usage
+from gateway.workers.process import WorkerProcess, start_worker
+
+log = logging.getLogger("gateway.workers")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What every worker of one pool is started with."""
+
+    command: tuple[str, ...]
+    collections_dir: Path
+    secret_for: Callable[[str], str]
+    max_payload_megs: int
+    start_timeout: float
+
+
+class Slot:
+    def __init__(self, usage: Usage) -> None:
+        self.usage = usage
+        self.account = usage.account
+        #: The task running `bring_up()`; leases for this account all wait on it.
+        self.start: asyncio.Task[int] | None = None
+        self.process: WorkerProcess | None = None
+        self.lock: lock.AccountLock | None = None
+
+    @property
+    def dead(self) -> bool:
+        """Started, and its process has exited since."""
+        return self.process is not None and not self.process.alive
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode if self.process is not None else None
+
+    async def bring_up(self, launch: Launch) -> int:
+        """The port of the account's worker: ours (`self.process` set) or another gateway's."""
+        try:
+            # Another gateway may be starting its worker right now: allow it a start timeout.
+            claim = await lock.claim(
+                launch.collections_dir, self.account, wait=launch.start_timeout
+            )
+            if claim.lock is None:
+                assert claim.port is not None
+                return claim.port
+            self.lock = claim.lock
+            began = time.monotonic()
+            self.process = await start_worker(
+                command=launch.command,
+                account=self.account,
+                secret=launch.secret_for(self.account),
+                collections_dir=launch.collections_dir,
+                max_payload_megs=launch.max_payload_megs,
+                start_timeout=launch.start_timeout,
+            )
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
+        try:
+            self.lock.publish(self.process.port)
+        except OSError:
+            # Only other gateways need it (they answer 503 meanwhile); this one can serve.
+            log.warning(
+                "cannot publish worker port", exc_info=True, extra={"account": self.account}
+            )
+        log.info(
+            "worker ready",
+            extra={
+                "account": self.account,
+                "port": self.process.port,
+                "pid": self.process.pid,
+                "start_ms": round((time.monotonic() - began) * 1000),
+            },
+        )
+        return self.process.port
+
+    async def shut_down(self) -> None:
+        try:
+            if self.start is not None and not self.start.done():
+                self.start.cancel()  # start_worker kills what it spawned; bring_up releases
+                await asyncio.wait([self.start])
+            if self.process is not None:
+                await self.process.stop()
+        finally:
+            # Only after the process is reaped: the next holder may start at once.
+            if self.lock is not None:
+                self.lock.release()

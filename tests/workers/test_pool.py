@@ -1,0 +1,317 @@
+"""The worker pool against the real stock sync server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, WorkersConfig
+from gateway.errors import Unavailable, WorkerFailed, WorkerTimeout
+from gateway.workers.lock import try_lock
+from gateway.workers.pool import RETRY_AFTER, Worker, WorkerPool
+from gateway.workers.process import probe_health
+from tests.conftest import live_worker_pids
+from tests.workers.conftest import STOCK, environ_of, gone, host_key, login, secret_for
+
+
+def pid_on(collections_dir: Path, port: int) -> int:
+    """The worker process serving `port` (from its environment)."""
+    pids = [p for p in live_worker_pids(collections_dir) if environ_of(p)["SYNC_PORT"] == str(port)]
+    assert len(pids) == 1
+    return pids[0]
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
+def test_worker_base_url():
+    assert Worker("alice", 1234).base_url == "http://127.0.0.1:1234/"
+
+
+async def test_from_config_uses_the_workers_section_and_the_collections_folder(
+    tmp_path, collections_dir
+):
+    config = Config(
+        data_dir=tmp_path, workers=WorkersConfig(max_workers=1, queue_timeout_seconds=0.2)
+    )
+    pool = WorkerPool.from_config(config, secret_for)
+    assert collections_dir == config.collections_dir
+    try:
+        assert pool.stats()["max"] == 1
+        async with pool.lease("alice") as worker:
+            assert (await login(worker.port, "alice", secret_for("alice")))[0] == 200
+            with pytest.raises(Unavailable):
+                async with pool.lease("bob"):
+                    pass
+        assert (collections_dir / "alice" / "media.db").is_file()
+    finally:
+        await pool.close()
+
+
+async def test_lease_starts_a_worker_that_accepts_its_account(make_pool, collections_dir):
+    pool = await make_pool()
+    async with pool.lease("alice") as worker:
+        assert worker.account == "alice"
+        assert worker.base_url == f"http://127.0.0.1:{worker.port}/"
+        assert await probe_health(worker.port)
+        status, key = await login(worker.port, "alice", secret_for("alice"))
+        assert (status, key) == (200, host_key("alice", secret_for("alice")))
+        assert (await login(worker.port, "alice", "not-the-secret"))[0] == 403
+        assert pool.stats() == {"live": 1, "busy": 1, "starting": 0, "max": 50}
+    assert pool.stats() == {"live": 1, "busy": 0, "starting": 0, "max": 50}
+    async with pool.lease("alice") as again:
+        assert again.port == worker.port  # reused, not restarted
+    assert len(live_worker_pids(collections_dir)) == 1
+
+
+async def test_two_accounts_get_two_processes_and_two_folders(make_pool, collections_dir):
+    pool = await make_pool()
+    async with pool.lease("alice") as a, pool.lease("bob") as b:
+        assert a.port != b.port
+        assert (await login(b.port, "bob", secret_for("bob")))[0] == 200
+        assert (await login(a.port, "bob", secret_for("bob")))[0] == 403
+        assert len(live_worker_pids(collections_dir)) == 2
+    assert {p.name for p in collections_dir.iterdir()} == {"alice", "bob"}
+    assert (collections_dir / "bob" / "media.db").is_file()
+
+
+async def test_concurrent_leases_for_one_account_start_one_process(make_pool, collections_dir):
+    pool = await make_pool()
+    seen: list[int] = []
+
+    async def use() -> None:
+        async with pool.lease("alice") as worker:
+            seen.append(worker.port)
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(use() for _ in range(10)))
+    assert len(set(seen)) == 1
+    assert len(live_worker_pids(collections_dir)) == 1
+    assert pool.stats()["live"] == 1
+
+
+async def test_idle_worker_is_reaped_but_a_busy_one_is_not(make_pool, collections_dir):
+    pool = await make_pool(idle_timeout=0.3)
+    async with pool.lease("busy") as busy:
+        async with pool.lease("idle"):
+            pass
+        assert await wait_until(lambda: len(live_worker_pids(collections_dir)) == 1, 3)
+        await asyncio.sleep(0.5)  # more than the timeout, still in flight
+        assert await probe_health(busy.port)
+        assert pool.stats()["live"] == 1
+    assert await wait_until(lambda: pool.stats()["live"] == 0, 3)
+    assert live_worker_pids(collections_dir) == []
+
+
+async def test_reaping_follows_the_injected_clock(make_pool, collections_dir):
+    now = [1000.0]
+    pool = await make_pool(idle_timeout=0.2, clock=lambda: now[0])
+    async with pool.lease("alice"):
+        pass
+    await asyncio.sleep(0.5)  # several reaper periods of real time, but no clock time
+    assert pool.stats()["live"] == 1
+    now[0] += 0.3
+    assert await wait_until(lambda: pool.stats()["live"] == 0, 3)
+    assert live_worker_pids(collections_dir) == []
+
+
+async def test_full_pool_evicts_the_least_recently_used_idle_worker(make_pool, collections_dir):
+    pool = await make_pool(max_workers=2)
+    async with pool.lease("old") as old:
+        pass
+    async with pool.lease("recent") as recent:
+        pass
+    old_pid, recent_pid = pid_on(collections_dir, old.port), pid_on(collections_dir, recent.port)
+    async with pool.lease("new") as new:
+        assert (await login(new.port, "new", secret_for("new")))[0] == 200
+        assert gone(old_pid)
+        assert not gone(recent_pid)
+        assert len(live_worker_pids(collections_dir)) == 2
+        assert pool.stats()["live"] == 2
+
+
+async def test_all_busy_past_queue_timeout_is_unavailable_with_retry_after(
+    make_pool, collections_dir
+):
+    pool = await make_pool(max_workers=1, queue_timeout=0.3)
+    async with pool.lease("alice"):
+        began = time.monotonic()
+        with pytest.raises(Unavailable) as info:
+            async with pool.lease("bob"):
+                pass
+        assert 0.3 <= time.monotonic() - began < 2
+        assert info.value.status == 503
+        assert info.value.retry_after == RETRY_AFTER
+    assert len(live_worker_pids(collections_dir)) == 1
+    assert not (collections_dir / "bob").exists()
+
+
+async def test_queued_lease_gets_the_slot_when_a_worker_turns_idle(make_pool, collections_dir):
+    pool = await make_pool(max_workers=1, queue_timeout=5)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with pool.lease("alice"):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await wait_until(lambda: pool.stats()["busy"] == 1)
+    waiter = asyncio.create_task(pool.lease("bob").__aenter__())
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    release.set()
+    await holder
+    worker = await asyncio.wait_for(waiter, 5)
+    assert worker.account == "bob"
+    assert (await login(worker.port, "bob", secret_for("bob")))[0] == 200
+    assert len(live_worker_pids(collections_dir)) == 1
+
+
+async def test_killed_worker_is_replaced_on_the_next_lease(make_pool, collections_dir):
+    pool = await make_pool()
+    async with pool.lease("alice") as first:
+        pass
+    pid = pid_on(collections_dir, first.port)
+    os.kill(pid, signal.SIGKILL)
+    assert await wait_until(lambda: gone(pid))
+    await asyncio.sleep(0.05)  # the loop learns of the exit
+    async with pool.lease("alice") as second:
+        assert (await login(second.port, "alice", secret_for("alice")))[0] == 200
+        assert pid_on(collections_dir, second.port) != pid
+    assert len(live_worker_pids(collections_dir)) == 1
+
+
+async def test_report_broken_replaces_a_dead_worker(make_pool, collections_dir):
+    pool = await make_pool()
+    async with pool.lease("alice") as first:
+        pid = pid_on(collections_dir, first.port)
+        os.kill(pid, signal.SIGKILL)
+        await pool.report_broken("alice")  # at once, before the reaper could notice
+    async with pool.lease("alice") as second:
+        assert await probe_health(second.port)
+        assert pid_on(collections_dir, second.port) != pid
+
+
+async def test_report_broken_keeps_a_healthy_worker(make_pool, collections_dir):
+    pool = await make_pool()
+    async with pool.lease("alice") as first:
+        await pool.report_broken("alice")
+    await pool.report_broken("nobody")  # unknown accounts are ignored
+    async with pool.lease("alice") as second:
+        assert second.port == first.port
+    assert len(live_worker_pids(collections_dir)) == 1
+
+
+async def test_two_pools_on_one_folder_never_run_two_workers_for_one_account(
+    make_pool, collections_dir
+):
+    one, two = await make_pool(), await make_pool()
+    seen: list[int] = []
+
+    async def use(pool: WorkerPool) -> None:
+        async with pool.lease("alice") as worker:
+            seen.append(worker.port)
+            assert len(live_worker_pids(collections_dir)) == 1
+
+    await asyncio.gather(*(use(p) for p in (one, two, one, two, two, one)))
+    assert len(set(seen)) == 1
+    assert len(live_worker_pids(collections_dir)) == 1
+    assert one.stats()["live"] + two.stats()["live"] == 1
+
+    # The owner goes away (a gateway shuts down): the other one takes over.
+    owner, other = (one, two) if one.stats()["live"] else (two, one)
+    await owner.close()
+    async with other.lease("alice") as worker:
+        assert (await login(worker.port, "alice", secret_for("alice")))[0] == 200
+    assert len(live_worker_pids(collections_dir)) == 1
+    assert other.stats()["live"] == 1
+
+
+async def test_worker_environment_has_no_gateway_secrets(monkeypatch, make_pool, collections_dir):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-pool-do-not-leak")
+    pool = await make_pool()
+    async with pool.lease("alice") as worker:
+        env = environ_of(pid_on(collections_dir, worker.port))
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["SYNC_BASE"] == str(collections_dir)
+    assert env["SYNC_USER1"] == f"alice:{secret_for('alice')}"
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "x\0"])
+async def test_unsafe_account_names_are_refused(make_pool, collections_dir, name):
+    pool = await make_pool()
+    with pytest.raises(ValueError):
+        async with pool.lease(name):
+            pass
+    assert live_worker_pids(collections_dir) == []
+    assert not collections_dir.exists()
+
+
+async def test_close_stops_every_worker_and_is_idempotent(make_pool, collections_dir):
+    pool = await make_pool()
+    for account in ("a1", "a2", "a3"):
+        async with pool.lease(account):
+            pass
+    assert len(live_worker_pids(collections_dir)) == 3
+    began = time.monotonic()
+    await pool.close()
+    assert time.monotonic() - began < 2  # concurrently, and SIGINT is enough
+    assert live_worker_pids(collections_dir) == []
+    assert pool.stats()["live"] == 0
+    await pool.close()
+    with pytest.raises(Unavailable):
+        async with pool.lease("a1"):
+            pass
+    lock = try_lock(collections_dir, "a1")  # released
+    assert lock is not None
+    lock.release()
+
+
+async def test_close_during_a_start_leaves_no_process(make_pool, collections_dir):
+    pool = await make_pool(command=("sleep", "60"), start_timeout=30)
+    lease = asyncio.create_task(pool.lease("alice").__aenter__())
+    assert await wait_until(lambda: len(live_worker_pids(collections_dir)) == 1)
+    await pool.close()
+    with pytest.raises(Unavailable):
+        await lease
+    assert live_worker_pids(collections_dir) == []
+
+
+async def test_failed_start_is_worker_failed_and_the_next_lease_tries_again(
+    make_pool, collections_dir
+):
+    pool = await make_pool(command=("sh", "-c", "exit 7"))
+    for _ in range(2):
+        with pytest.raises(WorkerFailed):
+            async with pool.lease("alice"):
+                pass
+    assert pool.stats() == {"live": 0, "busy": 0, "starting": 0, "max": 50}
+    lock = try_lock(collections_dir, "alice")
+    assert lock is not None
+    lock.release()
+
+
+async def test_never_ready_is_worker_timeout_and_no_process_is_left(make_pool, collections_dir):
+    pool = await make_pool(command=("sleep", "60"), start_timeout=0.4)
+    began = time.monotonic()
+    with pytest.raises(WorkerTimeout):
+        async with pool.lease("alice"):
+            pass
+    assert time.monotonic() - began < 2
+    assert live_worker_pids(collections_dir) == []
+    assert pool.stats()["live"] == 0
+
+
+def test_stock_command_is_the_configs_default():
+    assert Config().worker_command() == STOCK
