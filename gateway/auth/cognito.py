@@ -1,0 +1,313 @@
+"""AWS Cognito as the identity provider: AdminInitiateAuth and AdminGetUser through boto3.
+
+Contract (the interface is in identity.py; the Cognito facts in docs/cognito.md):
+
+- `authenticate` makes one AdminInitiateAuth call (botocore's standard retries aside) and answers
+  with an `Identity` keyed on the IdToken's `sub`, or raises one typed failure. A username or
+  password that cannot exist in Cognito is refused without a call.
+- Cognito errors map as `classify()` says: the user's fault is BadCredentials (403), Cognito's own
+  lockout is LockedOut (429), AWS trouble is ProviderUnavailable (503) and our own setup is
+  ProviderMisconfigured (500, logged at ERROR). AWS being down never becomes a 403: the Anki client
+  logs the user out on a 403, and only on a 403.
+- boto3 blocks, so every call runs in a bounded thread pool sharing one client.
+- Nothing here logs a password, a token, the client secret or a SECRET_HASH, at any level. botocore
+  prints whole request and response bodies at DEBUG, so those records are dropped (see
+  `hold_botocore_wire_logs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from gateway.auth.identity import (
+    BadCredentials,
+    ChallengeRequired,
+    Identity,
+    LockedOut,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+    UnknownUser,
+)
+from gateway.config import CognitoConfig, region_of
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+# Cognito's UsernameType is 1-128 characters of [\p{L}\p{M}\p{S}\p{N}\p{P}]; PasswordType is at
+# most 256 characters. Anything else can never match a user, so it costs no API call (and no quota).
+MAX_USERNAME = 128
+MAX_PASSWORD = 256
+_USERNAME_CATEGORIES = frozenset("LMSNP")
+
+LOCKOUT_RETRY_AFTER = 60
+UNAVAILABLE_RETRY_AFTER = 5
+
+#: The user's own fault: 403, indistinguishable from a wrong password (docs/cognito.md).
+REJECTED = frozenset(
+    {
+        "NotAuthorizedException",
+        "UserNotFoundException",
+        "UserNotConfirmedException",
+        "PasswordResetRequiredException",
+    }
+)
+#: AWS's trouble, not the user's: 503 with Retry-After. ThrottlingException is the generic code
+#: the AWS front door can return for any service.
+UNAVAILABLE = frozenset(
+    {
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "InternalErrorException",
+        "ThrottlingException",
+    }
+)
+_LOCKOUT_MESSAGE = "Password attempts exceeded"
+
+
+def is_possible_username(username: str) -> bool:
+    """False for what Cognito can never hold: empty, too long, control or whitespace characters."""
+    return 0 < len(username) <= MAX_USERNAME and all(
+        unicodedata.category(ch)[0] in _USERNAME_CATEGORIES for ch in username
+    )
+
+
+def is_possible_password(password: str) -> bool:
+    return 0 < len(password) <= MAX_PASSWORD
+
+
+def secret_hash(username: str, client_id: str, client_secret: str) -> str:
+    """Cognito's SECRET_HASH, over exactly the USERNAME string sent in the same request."""
+    digest = hmac.new(
+        client_secret.encode("utf-8"), (username + client_id).encode("utf-8"), hashlib.sha256
+    ).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def identity_from_id_token(id_token: str, typed_username: str) -> Identity:
+    """The Identity in an IdToken's claims; `typed_username` stands in for a missing email."""
+    # No signature check: the token is the answer to our own SigV4-signed TLS request to Cognito,
+    # so it is exactly as trustworthy as that channel (verifying it would be defence in depth).
+    try:
+        payload = id_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):  # binascii.Error and JSONDecodeError are ValueErrors
+        raise ProviderMisconfigured("Cognito returned an IdToken that is not a JWT") from None
+    if not isinstance(claims, dict):
+        raise ProviderMisconfigured("Cognito returned an IdToken without claims")
+    sub, username, email = claims.get("sub"), claims.get("cognito:username"), claims.get("email")
+    if not isinstance(sub, str) or not sub or not isinstance(username, str) or not username:
+        raise ProviderMisconfigured("Cognito IdToken lacks sub or cognito:username")
+    if not isinstance(email, str) or not email:
+        # The client may not read `email`; someone who signed in with an email has one.
+        email = typed_username if "@" in typed_username else None
+    return Identity(sub=sub, username=username, email=email)
+
+
+def identity_from_user(response: dict[str, Any]) -> Identity:
+    """The Identity in an AdminGetUser response."""
+    attributes = {a.get("Name"): a.get("Value") for a in response.get("UserAttributes", [])}
+    sub, username = attributes.get("sub"), response.get("Username")
+    if not sub or not username:
+        raise ProviderMisconfigured("Cognito AdminGetUser answer lacks sub or Username")
+    return Identity(sub=sub, username=username, email=attributes.get("email") or None)
+
+
+def classify(
+    code: str, message: str = "", status: int | None = None, *, lookup: bool = False
+) -> GatewayError:
+    """The gateway's answer to a Cognito error (docs/cognito.md, "Errors"). Pure.
+
+    `lookup` selects AdminGetUser's meaning: an unknown user is UnknownUser there, and the
+    login-only codes are unexpected (so misconfiguration).
+    """
+    detail = f"Cognito {code or 'error'} (HTTP {status}): {message}"
+    if lookup:
+        if code == "UserNotFoundException":
+            return UnknownUser(f"Cognito {code}")
+    elif code == "NotAuthorizedException" and _LOCKOUT_MESSAGE in message:
+        return LockedOut(detail, retry_after=LOCKOUT_RETRY_AFTER)
+    elif code in REJECTED:
+        # The code only: some stand-ins put the username in the message.
+        return BadCredentials(f"Cognito {code}")
+    if code in UNAVAILABLE or (status is not None and status >= 500):
+        return ProviderUnavailable(detail, retry_after=UNAVAILABLE_RETRY_AFTER)
+    return ProviderMisconfigured(detail)
+
+
+def classify_exception(
+    exc: Exception, *, lookup: bool = False, hide: tuple[str, ...] = ()
+) -> GatewayError:
+    """`classify()` for a boto3 exception; `hide` are strings scrubbed from any echoed message."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = str(error.get("Message", ""))[:300]
+        for secret in hide:
+            if secret:
+                message = message.replace(secret, "[redacted]")
+        return classify(str(error.get("Code", "")), message, status, lookup=lookup)
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        # Refused, reset, DNS, TLS, connect or read timeout, closed mid-answer: after botocore's
+        # retries, Cognito (or the way to it) is down. Timeouts are HTTPClientError subclasses.
+        return ProviderUnavailable(
+            f"Cognito unreachable: {type(exc).__name__}", retry_after=UNAVAILABLE_RETRY_AFTER
+        )
+    # NoCredentialsError, NoRegionError, ParamValidationError, ...: this gateway's setup. The
+    # class name only: ParamValidationError's text quotes parameter values.
+    return ProviderMisconfigured(f"boto3 {type(exc).__name__}")
+
+
+def _drop_below_info(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.INFO
+
+
+#: botocore loggers whose DEBUG records print request bodies (password, SECRET_HASH) and response
+#: bodies (tokens). `logs.configure()` holds all of botocore at WARNING; this also covers any other
+#: logging setup (a test's caplog, an operator's DEBUG root logger).
+_WIRE_LOGGERS = ("botocore.endpoint", "botocore.parsers")
+
+
+def hold_botocore_wire_logs() -> None:
+    """Drop the DEBUG records of botocore's wire loggers, whatever the level. Idempotent."""
+    for name in _WIRE_LOGGERS:
+        logger = logging.getLogger(name)
+        if _drop_below_info not in logger.filters:
+            logger.addFilter(_drop_below_info)
+
+
+def make_client(config: CognitoConfig) -> Any:
+    """The process's one cognito-idp client: creating one takes ~100 ms; threads may share it."""
+    boto_config = BotoConfig(
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        max_pool_connections=config.max_concurrency,
+        # Three tries in all: 3 x (3 s connect + 5 s read) stays inside the Anki client's 30 s
+        # login stall timer, so a hanging Cognito becomes our 503, not a client timeout.
+        retries={"mode": "standard", "total_max_attempts": 3},
+    )
+    # A session of its own: boto3's default session is not thread-safe.
+    return boto3.session.Session().client(
+        "cognito-idp",
+        region_name=region_of(config),
+        endpoint_url=config.endpoint_url or None,
+        config=boto_config,
+    )
+
+
+class CognitoProvider:
+    """IdentityProvider backed by a Cognito user pool and app client (admin password flow)."""
+
+    def __init__(self, config: CognitoConfig, *, client: Any = None) -> None:
+        self._config = config
+        self._owns_client = client is None
+        self._client = make_client(config) if client is None else client
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.max_concurrency, thread_name_prefix="cognito"
+        )
+        self._closed = False
+        #: Cognito API calls made (refusals without a call are not counted).
+        self.calls = 0
+        hold_botocore_wire_logs()
+
+    async def authenticate(self, username: str, password: str) -> Identity:
+        if not is_possible_username(username) or not is_possible_password(password):
+            # Not even the username is logged: people type passwords into it.
+            log.info("login refused without calling Cognito: impossible username or password")
+            raise BadCredentials("username or password cannot exist in Cognito")
+        params = {"USERNAME": username, "PASSWORD": password}
+        secret = self._config.client_secret
+        if secret is not None:
+            params["SECRET_HASH"] = secret_hash(username, self._config.client_id, secret.reveal())
+        response = await self._call(
+            "admin_initiate_auth",
+            UserPoolId=self._config.user_pool_id,
+            ClientId=self._config.client_id,
+            AuthFlow=self._config.auth_flow,
+            AuthParameters=params,
+            hide=(password, params.get("SECRET_HASH", "")),
+        )
+        challenge = response.get("ChallengeName")
+        if challenge:
+            # An Anki client cannot answer any challenge: the user must finish signing in on the
+            # web. Never cached, since this is a failure.
+            log.info("Cognito asks for challenge %s; login refused", challenge)
+            raise ChallengeRequired(str(challenge))
+        id_token = (response.get("AuthenticationResult") or {}).get("IdToken")
+        if not id_token:
+            raise self._logged(
+                "admin_initiate_auth",
+                ProviderMisconfigured("Cognito answered with neither tokens nor a challenge"),
+            )
+        try:
+            return identity_from_id_token(id_token, username)
+        except ProviderMisconfigured as exc:
+            raise self._logged("admin_initiate_auth", exc) from None
+
+    async def lookup(self, username: str) -> Identity:
+        if not is_possible_username(username):
+            raise UnknownUser("username cannot exist in Cognito")
+        response = await self._call(
+            "admin_get_user", UserPoolId=self._config.user_pool_id, Username=username, lookup=True
+        )
+        try:
+            return identity_from_user(response)
+        except ProviderMisconfigured as exc:
+            raise self._logged("admin_get_user", exc) from None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Let calls already queued finish (each bounded by the botocore timeouts), so no thread
+        # is still using the client when it closes.
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        if self._owns_client:
+            self._client.close()
+
+    async def _call(
+        self, operation: str, *, lookup: bool = False, hide: tuple[str, ...] = (), **params: Any
+    ) -> dict[str, Any]:
+        """Run one API call in the thread pool; raise its failure as a logged GatewayError."""
+        if self._closed:
+            raise ProviderUnavailable(
+                "identity provider is shutting down", retry_after=UNAVAILABLE_RETRY_AFTER
+            )
+        method = functools.partial(getattr(self._client, operation), **params)
+        self.calls += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, method)
+        except (ClientError, BotoCoreError) as exc:
+            error = classify_exception(exc, lookup=lookup, hide=hide)
+        # Raised outside the except block on purpose: botocore's exception (and its text) is not
+        # chained into tracebacks; `error.detail` carries what is safe to know.
+        raise self._logged(operation, error)
+
+    @staticmethod
+    def _logged(operation: str, error: GatewayError) -> GatewayError:
+        extra = {"operation": operation}
+        if isinstance(error, ProviderMisconfigured):
+            log.error(
+                "COGNITO MISCONFIGURED (check pool id, client id, auth flow, IAM permissions "
+                "and AWS credentials): %s",
+                error.detail,
+                extra=extra,
+            )
+        elif isinstance(error, (ProviderUnavailable, LockedOut)):
+            log.warning("%s", error.detail, extra=extra)
+        else:
+            log.info("%s", error.detail, extra=extra)
+        return error

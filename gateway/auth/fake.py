@@ -1,0 +1,89 @@
+"""An in-memory identity provider for tests and benchmarks.
+
+Behaves like a Cognito pool with case-insensitive usernames (Cognito's default) and email as a
+sign-in alias: `authenticate` answers an `Identity` or BadCredentials, `lookup` an `Identity` or
+UnknownUser. `calls` counts provider calls, `delay` makes each call take that long (without
+blocking the loop), and `fail_with` makes every call raise that exception, for outages
+(ProviderUnavailable), challenges (ChallengeRequired), lockouts and the like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import uuid
+from dataclasses import dataclass
+
+from gateway.auth.identity import BadCredentials, Identity, UnknownUser
+
+
+@dataclass
+class _User:
+    identity: Identity
+    password: str
+    enabled: bool = True
+
+
+class FakeProvider:
+    def __init__(self, *, delay: float = 0.0, fail_with: Exception | None = None) -> None:
+        self.delay = delay
+        self.fail_with = fail_with
+        self.calls = 0
+        self.closed = False
+        self._users: dict[str, _User] = {}  # by casefolded username
+        self._aliases: dict[str, str] = {}  # casefolded email → casefolded username
+
+    def add_user(self, username: str, password: str, email: str | None = None) -> str:
+        """Add an enabled user; returns its new `sub`."""
+        key = username.casefold()
+        if key in self._users or key in self._aliases:
+            raise ValueError(f"user {username!r} exists")
+        if email is not None and (
+            email.casefold() in self._aliases or email.casefold() in self._users
+        ):
+            raise ValueError(f"email {email!r} is taken")
+        sub = str(uuid.uuid4())
+        self._users[key] = _User(Identity(sub=sub, username=username, email=email), password)
+        if email is not None:
+            self._aliases[email.casefold()] = key
+        return sub
+
+    def disable(self, username: str) -> None:
+        user = self._find(username)
+        if user is None:
+            raise KeyError(username)
+        user.enabled = False
+
+    async def authenticate(self, username: str, password: str) -> Identity:
+        await self._call()
+        user = self._find(username)
+        # Compared as bytes: compare_digest refuses non-ASCII str.
+        if (
+            user is None
+            or not user.enabled
+            or not hmac.compare_digest(user.password.encode(), password.encode())
+        ):
+            raise BadCredentials("fake provider: wrong username or password")
+        return user.identity
+
+    async def lookup(self, username: str) -> Identity:
+        await self._call()
+        user = self._find(username)
+        if user is None:
+            raise UnknownUser("fake provider: no such user")
+        return user.identity
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def _call(self) -> None:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_with is not None:
+            # A fresh traceback each time: re-raising one instance would grow its traceback.
+            raise self.fail_with.with_traceback(None)
+
+    def _find(self, username: str) -> _User | None:
+        key = username.casefold()
+        return self._users.get(self._aliases.get(key, key))
