@@ -24,6 +24,7 @@ from gateway.auth.cache import CredentialCache
 from gateway.auth.identity import IdentityProvider
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.login import LoginService
+from gateway.auth.revalidation import Revalidator
 from gateway.config import Config
 from gateway.errors import GatewayError, NotFound
 from gateway.proxy import Proxy, new_upstream_session
@@ -142,9 +143,8 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
         pool = WorkerPool.from_config(config, password_for)
         upstream = new_upstream_session()
         app[REGISTRY], app[PROVIDER], app[POOL] = registry, chosen, pool
-        app[PROXY] = Proxy(registry, pool, upstream)
         auth = config.auth
-        app[LOGIN] = LoginService(
+        app[LOGIN] = login = LoginService(
             provider=chosen,
             registry=registry,
             pool=pool,
@@ -156,6 +156,10 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
                 auth.max_failures_per_address, auth.failure_window_seconds
             ),
         )
+        revalidator = Revalidator(
+            chosen, registry, auth.recheck_seconds, on_suspend=login.forget_account
+        )
+        app[PROXY] = Proxy(registry, pool, upstream, revalidator)
         await pool.start()
         if config.cognito.local_stand_in:
             log.warning(
@@ -169,6 +173,7 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
         try:
             yield
         finally:
+            await revalidator.close()
             await pool.close()
             await upstream.close()
             await chosen.close()

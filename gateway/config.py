@@ -92,6 +92,9 @@ class AuthConfig:
     max_failures_per_user: int = 10
     max_failures_per_address: int = 50
     failure_window_seconds: int = 900
+    #: How often a host key's owner is re-checked in Cognito (in the background, at the start of
+    #: a sync): users disabled or deleted there lose sync access within this time.
+    recheck_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,7 @@ def validate(config: Config) -> list[str]:
         ("auth.max_failures_per_user", a.max_failures_per_user),
         ("auth.max_failures_per_address", a.max_failures_per_address),
         ("auth.failure_window_seconds", a.failure_window_seconds),
+        ("auth.recheck_seconds", a.recheck_seconds),
         ("workers.max_workers", w.max_workers),
         ("workers.idle_timeout_seconds", w.idle_timeout_seconds),
         ("workers.start_timeout_seconds", w.start_timeout_seconds),

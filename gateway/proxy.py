@@ -24,6 +24,7 @@ from multidict import CIMultiDict, MultiMapping
 
 from gateway import protocol
 from gateway.appkeys import ACCOUNT
+from gateway.auth.revalidation import Revalidator
 from gateway.errors import AuthFailed, WorkerFailed, WorkerTimeout
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
@@ -80,11 +81,16 @@ def new_upstream_session() -> aiohttp.ClientSession:
 
 class Proxy:
     def __init__(
-        self, registry: Registry, pool: WorkerPool, upstream: aiohttp.ClientSession
+        self,
+        registry: Registry,
+        pool: WorkerPool,
+        upstream: aiohttp.ClientSession,
+        revalidator: Revalidator | None = None,
     ) -> None:
         self._registry = registry
         self._pool = pool
         self._upstream = upstream
+        self._revalidator = revalidator
 
     async def forward(self, request: web.Request, upstream_path: str) -> web.StreamResponse:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
@@ -92,6 +98,8 @@ class Proxy:
         if account is None:
             raise AuthFailed("unknown or revoked host key")
         request[ACCOUNT] = account.name
+        if self._revalidator is not None and upstream_path == "sync/meta":
+            self._revalidator.maybe_check(account)  # in the background: meta does not wait
         # A refused connection means no byte of the body was sent, so one retry on a fresh
         # worker is safe; anything later is not retried.
         for attempt in (1, 2):

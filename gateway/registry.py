@@ -25,7 +25,10 @@ from gateway import naming
 from gateway.auth.identity import Identity
 
 ACTIVE = "active"
+#: Disabled by the operator (`python -m gateway accounts disable`); only the operator undoes it.
 DISABLED = "disabled"
+#: The identity provider reported the user disabled or gone; a later successful login undoes it.
+SUSPENDED = "suspended"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -35,7 +38,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     email            TEXT,
     status           TEXT NOT NULL DEFAULT 'active',
     created_at       REAL NOT NULL,
-    last_seen        REAL NOT NULL
+    last_seen        REAL NOT NULL,
+    checked_at       REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS host_keys (
     key_sha256 TEXT PRIMARY KEY,
@@ -55,6 +59,7 @@ class Account:
     status: str
     created_at: float
     last_seen: float
+    checked_at: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -164,7 +169,19 @@ class Registry:
             self._key_cache = {k: s for k, s in self._key_cache.items() if s != sub}
 
     def touch(self, sub: str) -> None:
-        self._db.execute("UPDATE accounts SET last_seen = ? WHERE sub = ?", (self._clock(), sub))
+        """Seen now, and confirmed by the identity provider now."""
+        now = self._clock()
+        self._db.execute(
+            "UPDATE accounts SET last_seen = ?, checked_at = ? WHERE sub = ?", (now, now, sub)
+        )
+
+    def mark_checked(self, sub: str, when: float | None = None) -> None:
+        when = self._clock() if when is None else when
+        self._db.execute("UPDATE accounts SET checked_at = ? WHERE sub = ?", (when, sub))
+
+    def all(self) -> list[Account]:
+        rows = self._db.execute("SELECT * FROM accounts ORDER BY name").fetchall()
+        return [Account(**row) for row in rows]
 
     # -- host keys ------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -288,3 +289,27 @@ def test_worker_killed_mid_sync_is_a_server_error_and_the_next_sync_works(
     assert b.col.note_count() == 17
     a.close()
     b.close()
+
+
+def test_user_disabled_in_cognito_loses_sync_access_and_regains_it(
+    cognito, tmp_path, start_gateway
+):
+    cognito.add_user("jo", PASSWORD)
+    gw = start_gateway(cognito.config(tmp_path / "data", auth={"recheck_seconds": 1}))
+    c = make_client(tmp_path, "jo")
+    c.add_note("x")
+    c.login("jo", PASSWORD, gw.url)
+    c.sync()
+    cognito.disable("jo")
+    time.sleep(1.1)
+    with contextlib.suppress(SyncError):
+        c.sync()  # starts the background re-check; may still pass
+    time.sleep(0.2)
+    with pytest.raises(SyncError) as info:
+        c.sync()
+    assert is_auth_error(info.value)
+
+    cognito.boto.admin_enable_user(UserPoolId=cognito.pool_id, Username="jo")
+    c.login("jo", PASSWORD, gw.url)
+    c.sync()
+    c.close()

@@ -123,7 +123,11 @@ def identity_from_user(response: dict[str, Any]) -> Identity:
     sub, username = attributes.get("sub"), response.get("Username")
     if not sub or not username:
         raise ProviderMisconfigured("Cognito AdminGetUser answer lacks sub or Username")
-    return Identity(sub=sub, username=username, email=attributes.get("email") or None)
+    # RESET_REQUIRED is how an administrator answers a compromised account: no sync either.
+    enabled = bool(response.get("Enabled", True)) and response.get("UserStatus") != "RESET_REQUIRED"
+    return Identity(
+        sub=sub, username=username, email=attributes.get("email") or None, enabled=enabled
+    )
 
 
 def classify(

@@ -10,6 +10,7 @@ blocking the loop), and `fail_with` makes every call raise that exception, for o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import uuid
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ class FakeProvider:
         user = self._find(username)
         if user is None:
             raise UnknownUser("fake provider: no such user")
-        return user.identity
+        return dataclasses.replace(user.identity, enabled=user.enabled)
 
     async def close(self) -> None:
         self.closed = True

@@ -11,7 +11,7 @@ a fake for tests, or a future provider plug in the same way.
                ProviderUnavailable throttled, timed out, 5xx, network                  -> 503
                ProviderMisconfigured  bad pool id, missing permission                  -> 500
 
-    lookup(username) -> Identity          (for provisioning without a `sub`)
+    lookup(username) -> Identity          (provisioning without a `sub`; key revalidation)
         raises UnknownUser, ProviderUnavailable, ProviderMisconfigured
 """
 
@@ -30,6 +30,9 @@ class Identity:
     username: str
     """The provider's username (for Cognito: `cognito:username`, often a UUID)."""
     email: str | None = None
+    enabled: bool = True
+    """False when the provider says the user may no longer sign in (disabled, reset required).
+    Only `lookup` can report False; `authenticate` fails instead."""
 
 
 class BadCredentials(AuthFailed):

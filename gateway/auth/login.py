@@ -23,7 +23,7 @@ from gateway.auth.cache import CredentialCache, SingleFlight
 from gateway.auth.identity import BadCredentials, Identity, IdentityProvider
 from gateway.auth.limiter import FailureLimiter
 from gateway.errors import AuthFailed, BadRequest, TooManyAttempts, WorkerFailed
-from gateway.registry import Account, Registry
+from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.login")
@@ -90,7 +90,11 @@ class LoginService:
     ) -> LoginResult:
         identity = await self.provider.authenticate(username, password)
         account, created = self.registry.ensure(identity)
-        if not account.active:
+        if account.status == SUSPENDED:
+            # Cognito accepted the password again: the user was re-enabled there.
+            self.registry.set_status(identity.sub, ACTIVE)
+            log.info("suspension lifted by a successful login", extra={"account": account.name})
+        elif not account.active:
             log.info("login refused: account disabled", extra={"account": account.name})
             raise BadCredentials("account disabled in the gateway")
         host_key = await self._worker_login(account, header)
