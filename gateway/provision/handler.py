@@ -1,0 +1,192 @@
+"""`POST /provision-user`: create a user's account before the first login. A thin aiohttp edge.
+
+Served by the gateway itself (never forwarded) at `<server.path_prefix>provision-user` and, when
+the prefix is not "/", also at `/provision-user`, where existing Lambdas post.
+
+Checks, in order; each refusal is JSON `{"success": false, "error": "..."}`:
+
+    no API key configured               404  the route is off, never open
+    X-API-Key missing or wrong          401  constant time, against every configured key
+    Content-Type not application/json   415
+    body over provision.max_body_bytes  400  refused before reading it all
+    signature (with a signing secret)   401  (503 while the replay memory is full)
+    not JSON, wrong types, bad fields   400  gateway/provision/request.py
+    user not in Cognito (a lookup)      404
+    Cognito unavailable (a lookup)      503  with Retry-After
+
+Then `Registry.ensure()` creates the row and the folder, or finds them: `200 {"success": true,
+"message", "username": <account>, "user_directory": "collections/<account>", "created"}`.
+Nothing is written before that last step, so a refused request changes nothing. `ensure()` is
+synchronous and runs on the loop thread, which serialises concurrent calls in one process (there
+is no await between the existence check and the insert); across processes SQLite's
+`BEGIN IMMEDIATE` does. The identity is the Cognito `sub`: from the body when the caller sent it
+(the Lambda does), else from Cognito (AdminGetUser) by username or email.
+
+Logs name the account, the sub, `new` (created now) and which key slot matched (for
+rotations), never a key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import posixpath
+
+from aiohttp import web
+
+from gateway.appkeys import ACCOUNT, CONFIG, PROVIDER, REGISTRY
+from gateway.auth.identity import Identity, IdentityProvider, UnknownUser
+from gateway.config import Secret
+from gateway.errors import GatewayError
+from gateway.provision import request as body_format
+from gateway.provision.signature import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ReplayCacheFull,
+    SignatureError,
+    Verifier,
+)
+
+log = logging.getLogger("gateway.provision")
+
+PATH = "provision-user"
+API_KEY_HEADER = "X-API-Key"
+VERIFIER: web.AppKey[Verifier | None] = web.AppKey("provision_verifier")
+_CHALLENGE = {"WWW-Authenticate": f'APIKey header="{API_KEY_HEADER}"'}  # RFC 9110 §11.6.1
+
+
+class Refused(Exception):
+    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.headers = status, error, headers
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the route; reads `app[CONFIG]`, which must already be set."""
+    config = app[CONFIG]
+    secret = config.provision.signing_secret
+    app[VERIFIER] = (
+        Verifier(secret.reveal(), max_skew=config.provision.max_clock_skew_seconds)
+        if secret is not None
+        else None
+    )
+    prefix = config.server.path_prefix
+    app.router.add_post(prefix + PATH, provision_user)
+    if prefix != "/":
+        app.router.add_post("/" + PATH, provision_user)
+
+
+async def provision_user(request: web.Request) -> web.Response:
+    try:
+        return await _provision(request)
+    except Refused as exc:
+        log.warning(
+            "provisioning refused",
+            extra={"status": exc.status, "reason": exc.error, "remote": request.remote},
+        )
+        return web.json_response(
+            {"success": False, "error": exc.error}, status=exc.status, headers=exc.headers
+        )
+    except Exception:
+        log.exception("provisioning failed")
+        return web.json_response({"success": False, "error": "internal error"}, status=500)
+
+
+async def _provision(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[CONFIG].provision
+    slot = _key_slot(request.headers.get(API_KEY_HEADER), settings.api_keys)
+    if slot is None:
+        raise Refused(401, "missing or invalid API key", _CHALLENGE)
+    if request.content_type != "application/json":
+        raise Refused(415, "Content-Type must be application/json")
+    body = await _read_capped(request, settings.max_body_bytes)
+    verifier = app[VERIFIER]
+    if verifier is not None:
+        try:
+            verifier.verify(
+                request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), body
+            )
+        except SignatureError as exc:
+            raise Refused(401, str(exc), _CHALLENGE) from None
+        except ReplayCacheFull:
+            busy = {"Retry-After": "5"}
+            raise Refused(503, "too many signed requests, retry later", busy) from None
+    try:
+        parsed = body_format.parse(body_format.decode(body))
+    except body_format.InvalidRequest as exc:
+        raise Refused(400, str(exc)) from None
+    identity = await _identity(parsed, app[PROVIDER])
+    registry = app[REGISTRY]
+    account, created = registry.ensure(identity)
+    folder = registry.folder(account)  # re-checks that the name stays inside collections/
+    request[ACCOUNT] = account.name
+    log.info(
+        "user provisioned",
+        extra={"account": account.name, "sub": account.sub, "new": created, "key_slot": slot},
+    )
+    return web.json_response(
+        {
+            "success": True,
+            "message": f"User {parsed.username or identity.username} provisioned successfully",
+            "username": account.name,
+            "user_directory": posixpath.join(folder.parent.name, folder.name),
+            "created": created,
+        }
+    )
+
+
+def _key_slot(given: str | None, keys: tuple[Secret, ...]) -> int | None:
+    """Index of the configured key `given` equals, or None. Raises 404 when none is configured.
+
+    Every key is compared (no early exit), each with hmac.compare_digest, so the time taken does
+    not depend on which key, or how much of one, matched. There is no fallback: a missing header
+    is a refusal, whatever is configured.
+    """
+    configured = [k.reveal().encode("utf-8") for k in keys if k.reveal()]
+    if not configured:
+        raise Refused(404, "not found")
+    try:
+        candidate = (given or "").encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        candidate = b""
+    slot = None
+    for index, key in enumerate(configured):
+        if hmac.compare_digest(candidate, key) and slot is None:
+            slot = index
+    return slot
+
+
+async def _read_capped(request: web.Request, cap: int) -> bytes:
+    too_large = Refused(400, f"request body larger than {cap} bytes")
+    if request.content_length is not None and request.content_length > cap:
+        raise too_large
+    body = bytearray()
+    while chunk := await request.content.read(cap + 1 - len(body)):
+        body += chunk
+        if len(body) > cap:
+            raise too_large
+    return bytes(body)
+
+
+async def _identity(parsed: body_format.ProvisionRequest, provider: IdentityProvider) -> Identity:
+    if parsed.sub is not None and parsed.username is not None:
+        return Identity(sub=parsed.sub, username=parsed.username, email=parsed.email)
+    name = parsed.username or parsed.email
+    assert name is not None  # parse() requires one of them
+    try:
+        found = await provider.lookup(name)
+    except UnknownUser:
+        raise Refused(404, f"user not found in the identity provider: {name}") from None
+    except GatewayError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        if exc.status >= 500:
+            log.log(
+                logging.ERROR if exc.status == 500 else logging.WARNING,
+                "provisioning lookup failed",
+                extra={"reason": exc.detail},
+            )
+        raise Refused(exc.status, exc.public, headers) from None
+    if parsed.sub is not None and found.sub != parsed.sub:
+        raise Refused(400, "the sub sent does not match the user's sub in the identity provider")
+    return Identity(sub=found.sub, username=found.username, email=found.email or parsed.email)
