@@ -1,4 +1,4 @@
-"""Command line: `python -m gateway [--config PATH] {serve,check-config,dev}`.
+"""Command line: `python -m gateway [--config PATH] {serve,check-config,dev,accounts}`.
 
 Only parses arguments, loads the configuration and hands over; exits non-zero with every
 configuration problem listed when the configuration is invalid.
@@ -32,10 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check-config", "dev"],
-        help="serve (default); check-config: validate and exit; dev: local mode (see README)",
+        choices=["serve", "check-config", "dev", "accounts"],
+        help="serve (default); check-config: validate and exit; dev: local mode (see README); "
+        "accounts list|disable NAME|enable NAME",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "accounts":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     from gateway import config as config_mod
 
@@ -49,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which(command[0]) is None:
         print(f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr)
         return 2
+    if args.command == "accounts":
+        from gateway.admin import main as admin_main
+
+        return admin_main(rest, config)
     if args.command == "dev":
         from gateway.local import main as local_main
 

@@ -1,0 +1,42 @@
+"""`python -m gateway accounts ...`: look at and switch off local accounts from a shell.
+
+    accounts list                 every account: name, status, Cognito username, email, last seen
+    accounts disable NAME         the account's keys get 403 at once; logins are refused
+    accounts enable NAME          undoes `disable` (and a suspension after a Cognito re-check)
+
+Works on the registry file directly, so it also works while the gateway runs (SQLite WAL);
+a running gateway sees the new status on the account's next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from gateway.config import Config
+from gateway.registry import ACTIVE, DISABLED, Registry
+
+
+def main(argv: list[str], config: Config) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway accounts")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list")
+    for action in ("disable", "enable"):
+        sub.add_parser(action).add_argument("name")
+    args = parser.parse_args(argv)
+    registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
+    try:
+        if args.action == "list":
+            for a in registry.all():
+                seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.last_seen))
+                print(f"{a.name}\t{a.status}\t{a.cognito_username}\t{a.email or '-'}\t{seen}")
+            return 0
+        account = registry.get_by_name(args.name)
+        if account is None:
+            print(f"no account named {args.name!r}")
+            return 1
+        registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
+        print(f"{account.name}: {args.action}d")
+        return 0
+    finally:
+        registry.close()

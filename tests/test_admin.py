@@ -1,0 +1,32 @@
+from gateway.__main__ import main
+from gateway.auth.identity import Identity
+from gateway.registry import Registry
+
+ENV = {"GATEWAY_COGNITO_USER_POOL_ID": "eu-west-1_Adm1", "GATEWAY_COGNITO_CLIENT_ID": "c"}
+
+
+def test_disable_revokes_keys_and_enable_restores_them(tmp_path, monkeypatch, capsys):
+    for k, v in {**ENV, "GATEWAY_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    reg = Registry(tmp_path / "registry.sqlite3", tmp_path / "collections")
+    reg.ensure(Identity("sub-1", "alice", "alice@example.com"))
+    reg.add_host_key("sub-1", "k" * 40)
+
+    assert main(["accounts", "list"]) == 0
+    assert "alice\tactive" in capsys.readouterr().out
+    assert main(["accounts", "disable", "alice"]) == 0
+    assert reg.account_for_key("k" * 40) is None  # the running gateway's registry sees it
+    assert main(["accounts", "enable", "alice"]) == 0
+    assert reg.account_for_key("k" * 40).name == "alice"
+    assert main(["accounts", "disable", "nobody"]) == 1
+    reg.close()
+
+
+def test_invalid_configuration_exits_non_zero_listing_problems(monkeypatch, capsys):
+    for k in list(ENV) + ["ANKISYNCD_COGNITO_USER_POOL_ID", "ANKISYNCD_COGNITO_CLIENT_ID"]:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("GATEWAY_WORKERS_MAX_WORKERS", "many")
+    monkeypatch.chdir("/")
+    assert main(["check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "cognito.user_pool_id: required" in err and "workers.max_workers" in err
