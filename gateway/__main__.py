@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         "accounts list|disable NAME|enable NAME",
     )
     args, rest = parser.parse_known_args(argv)
+    if args.command == "dev":
+        # Local mode builds its own configuration around the stand-in; it only reads --config.
+        from gateway.local import main as local_main
+
+        return local_main((["--config", str(args.config)] if args.config else []) + rest)
     if rest and args.command != "accounts":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
@@ -56,10 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.admin import main as admin_main
 
         return admin_main(rest, config)
-    if args.command == "dev":
-        from gateway.local import main as local_main
-
-        return local_main([])
     if args.command == "check-config":
         print(f"configuration OK ({path or 'defaults and environment'})")
         return 0

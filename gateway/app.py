@@ -25,6 +25,7 @@ from gateway.auth.identity import IdentityProvider
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
+from gateway.bodies import read_capped
 from gateway.config import Config
 from gateway.errors import GatewayError, NotFound
 from gateway.proxy import Proxy, new_upstream_session
@@ -60,7 +61,10 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         log.exception("unhandled error")
         return web.Response(status=500, text="internal error")
     finally:
-        log.info(
+        # Health probes every few seconds would drown the log: they go to DEBUG.
+        quiet = status == 200 and request.path.endswith(("/health", "/ready"))
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "request",
             extra={
                 "method": request.method,
@@ -75,17 +79,18 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
 
 def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
     if trust_forwarded_for:
+        # The last entry is the one our own reverse proxy added; earlier ones come from the
+        # client and can be forged.
         forwarded = request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return last
     return request.remote or "unknown"
 
 
 async def host_key(request: web.Request) -> web.StreamResponse:
     header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
-    # Read at most one byte past the cap: a bigger body is refused without reading it all.
-    body = await request.content.read(protocol.MAX_LOGIN_COMPRESSED + 1)
+    body = await read_capped(request, protocol.MAX_LOGIN_COMPRESSED)
     username, password = protocol.decode_login(body)
     config = request.app[CONFIG]
     address = client_address(request, config.server.trust_forwarded_for)

@@ -115,7 +115,10 @@ class WorkersConfig:
 class ProvisionConfig:
     #: Accepted X-API-Key values (two during a rotation). None configured: the route is off (404).
     api_keys: tuple[Secret, ...] = field(
-        default=(), metadata=_env("ANKISYNCD_PROVISION_API_KEY", "SYNC_SERVER_API_KEY")
+        default=(),
+        metadata=_env(
+            "GATEWAY_PROVISION_API_KEY", "ANKISYNCD_PROVISION_API_KEY", "SYNC_SERVER_API_KEY"
+        ),
     )
     #: If set, requests must also carry a valid HMAC-SHA256 signature header.
     signing_secret: Secret | None = None
@@ -241,9 +244,11 @@ def _build(cls: type, section: str | None, raw: dict[str, Any], environ, problem
 
 def _lookup(name, raw, names, environ, secret, problems, where):
     for env in names:
-        if env in environ:
+        # An empty variable counts as unset, so `GATEWAY_X=` in a .env file does not hide the
+        # legacy name or the YAML value behind it.
+        if environ.get(env):
             return environ[env], env
-        if secret and env + "_FILE" in environ:
+        if secret and environ.get(env + "_FILE"):
             return _read_secret_file(environ[env + "_FILE"], env + "_FILE", problems), env
     if secret and raw.get(name + "_file"):
         return _read_secret_file(raw[name + "_file"], f"{where}{name}_file", problems), "file"

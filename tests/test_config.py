@@ -118,3 +118,20 @@ def test_worker_command_is_shell_split():
 def test_bad_path_prefixes_are_refused(prefix):
     with pytest.raises(cfg.ConfigError, match="path_prefix"):
         cfg.load(None, {**REQUIRED, "GATEWAY_SERVER_PATH_PREFIX": prefix})
+
+
+def test_an_empty_variable_does_not_hide_the_legacy_name():
+    c = cfg.load(
+        None,
+        {
+            "GATEWAY_COGNITO_USER_POOL_ID": "",
+            "ANKISYNCD_COGNITO_USER_POOL_ID": "eu-west-1_Legacy1",
+            "GATEWAY_COGNITO_CLIENT_ID": "cid",
+        },
+    )
+    assert c.cognito.user_pool_id == "eu-west-1_Legacy1"
+
+
+def test_the_lambdas_singular_key_name_is_accepted_by_the_gateway():
+    c = cfg.load(None, {**REQUIRED, "GATEWAY_PROVISION_API_KEY": "k" * 20})
+    assert [k.reveal() for k in c.provision.api_keys] == ["k" * 20]

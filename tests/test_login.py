@@ -181,3 +181,16 @@ async def test_passwords_and_host_keys_never_reach_the_logs(gateway, caplog):
     assert len(caplog.records) > 3
     for secret in (PASSWORD, "Wrong-Secret-xyz", key):
         assert secret not in text
+
+
+async def test_login_body_split_across_many_chunks_is_read_whole(gateway):
+    client, _ = gateway
+    body = zbody({"u": "alice", "p": PASSWORD})
+
+    async def trickle():
+        for i in range(len(body)):
+            yield body[i : i + 1]
+            await asyncio.sleep(0.001)
+
+    status, _, _ = await login(client, trickle())
+    assert status == 200

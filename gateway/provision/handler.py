@@ -36,8 +36,9 @@ from aiohttp import web
 
 from gateway.appkeys import ACCOUNT, CONFIG, PROVIDER, REGISTRY
 from gateway.auth.identity import Identity, IdentityProvider, UnknownUser
+from gateway.bodies import read_capped
 from gateway.config import Secret
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.provision import request as body_format
 from gateway.provision.signature import (
     SIGNATURE_HEADER,
@@ -158,15 +159,10 @@ def _key_slot(given: str | None, keys: tuple[Secret, ...]) -> int | None:
 
 
 async def _read_capped(request: web.Request, cap: int) -> bytes:
-    too_large = Refused(400, f"request body larger than {cap} bytes")
-    if request.content_length is not None and request.content_length > cap:
-        raise too_large
-    body = bytearray()
-    while chunk := await request.content.read(cap + 1 - len(body)):
-        body += chunk
-        if len(body) > cap:
-            raise too_large
-    return bytes(body)
+    try:
+        return await read_capped(request, cap)
+    except PayloadTooLarge as exc:
+        raise Refused(400, exc.detail) from None
 
 
 async def _identity(parsed: body_format.ProvisionRequest, provider: IdentityProvider) -> Identity:

@@ -1,0 +1,58 @@
+# syntax=docker/dockerfile:1
+#
+# anki-cognito-gateway: the gateway and the stock Anki sync server (from the pinned `anki`
+# package in pyproject.toml) in one small image. README.md, "Docker", explains its use.
+#
+#   docker build -t anki-cognito-gateway .
+#   docker run -p 8080:8080 -v gateway-data:/data --env-file .env anki-cognito-gateway
+#
+# Build argument EXTRAS="[dev]" adds moto, the Cognito stand-in of local mode; docker-compose.yml
+# builds that variant for its `local` profile. Production images leave it empty.
+#
+# The base image is pinned by version tag. Pinning by digest as well
+# (python:3.11.14-slim-bookworm@sha256:...) is stronger, but a digest cannot be looked up or
+# verified where this file was written (no registry access); add it when you build, from
+# `docker buildx imagetools inspect python:3.11.14-slim-bookworm`.
+FROM python:3.11.14-slim-bookworm
+
+ARG EXTRAS=""
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GATEWAY_DATA_DIR=/data \
+    GATEWAY_SERVER_HOST=0.0.0.0 \
+    GATEWAY_SERVER_PORT=8080
+
+# A fixed uid/gid, so a bind-mounted data folder can be chowned to match: chown 10001:10001.
+RUN groupadd --system --gid 10001 gateway \
+    && useradd --system --uid 10001 --gid gateway --create-home --home-dir /home/gateway \
+        --shell /usr/sbin/nologin gateway \
+    && mkdir /data \
+    && chown gateway:gateway /data
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY config ./config
+# The project itself, so its versions come from pyproject.toml: `anki` (the stock sync server
+# the workers run) is pinned exactly there.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".${EXTRAS}"
+
+# Numeric, so that runtimes which check for a non-root uid (runAsNonRoot) can see it.
+USER 10001:10001
+VOLUME ["/data"]
+EXPOSE 8080
+
+# /health answers 200 while the gateway serves (also under a path prefix). No curl in slim
+# images: the standard library does the request.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
+
+# Exec form: python is PID 1 and gets docker's SIGTERM itself. The gateway handles SIGTERM and
+# SIGINT by stopping every sync server (SIGINT, their clean shutdown) before it exits; allow it
+# time to (`docker stop -t 30`, compose `stop_grace_period: 30s`).
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "gateway", "serve"]

@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (README.md):
+#   make dev    local mode: the gateway with a Cognito stand-in, no AWS account
+#   make test   linters and the whole test suite (what CI runs: .ci/run)
+# Both create .venv and install the project with its test tools first, when needed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Extra arguments for local mode, e.g. make dev ARGS="--port 8081"
+ARGS ?=
+
+.PHONY: dev test lint install clean
+
+dev: install
+	$(BIN)/python -m gateway dev $(ARGS)
+
+test: install lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+install: $(VENV)/.installed
+
+# Re-installs when pyproject.toml changes. The README's install command, verbatim.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,366 @@
+"""Local mode (`python -m gateway dev`): one command, no AWS, everything else the real product.
+
+The end-to-end test starts local mode as a subprocess exactly as README.md says, reads the box
+it prints, and syncs with the real `anki` client; the other tests pin the pieces (the stand-in's
+stable identities, the configuration it builds, the users file, the box).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import local, standin
+from tests.ankiclient import Client, Required
+from tests.conftest import live_worker_pids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the stand-in ---------------------------------------------------------------------------
+
+
+def reset(url: str) -> None:
+    """Forget every user and pool: moto's state is per process, shared by its servers."""
+    import urllib.request
+
+    request = urllib.request.Request(url + "/moto-api/reset", method="POST")  # noqa: S310
+    urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - loopback
+
+
+@pytest.fixture
+def moto_url() -> Iterator[str]:
+    with standin.in_process_stand_in(0) as url:
+        reset(url)
+        yield url
+        reset(url)
+
+
+def test_moto_ignores_a_sub_given_at_creation_so_seeds_are_needed(moto_url):
+    # Pins the moto behaviour the seed scheme exists for (gateway/standin.py).
+    boto = standin.cognito_client(moto_url)
+    pool_id, _ = standin.ensure_pool(boto)
+    wanted = "11111111-2222-4333-8444-555555555555"
+    created = boto.admin_create_user(
+        UserPoolId=pool_id,
+        Username="x@example.com",
+        UserAttributes=[{"Name": "sub", "Value": wanted}],
+        MessageAction="SUPPRESS",
+    )
+    assert standin._sub_of(created["User"]["Attributes"]) != wanted
+
+
+def test_a_user_gets_the_same_sub_from_a_fresh_stand_in():
+    user = standin.new_user("demo@example.com", "password-1")
+    subs = []
+    for _ in range(2):  # two stand-ins: moto forgot everything in between
+        with standin.in_process_stand_in(0) as url:
+            reset(url)
+            standin.bootstrap(url, [user])
+            subs.append(user.sub)
+            reset(url)
+    assert subs[0] == subs[1] == standin.expected_sub(user.seed)
+
+
+def test_bootstrap_twice_on_one_stand_in_reuses_pool_client_and_users(moto_url):
+    users = [standin.new_user("a@example.com"), standin.new_user("b@example.com")]
+    first = standin.bootstrap(moto_url, users)
+    subs = [u.sub for u in users]
+    second = standin.bootstrap(moto_url, users)
+    assert first[:2] == second[:2]
+    assert [u.sub for u in users] == subs
+    assert second[2] == []  # no warnings
+    boto = standin.cognito_client(moto_url)
+    assert len(boto.list_users(UserPoolId=first[0])["Users"]) == 2
+
+
+def test_the_stand_in_logs_users_in_through_the_admin_password_flow(moto_url):
+    user = standin.new_user("demo@example.com")
+    pool_id, client_id, _ = standin.bootstrap(moto_url, [user])
+    answer = standin.cognito_client(moto_url).admin_initiate_auth(
+        UserPoolId=pool_id,
+        ClientId=client_id,
+        AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": user.email, "PASSWORD": user.password},
+    )
+    assert "IdToken" in answer["AuthenticationResult"]
+
+
+def test_a_sub_that_cannot_be_reproduced_is_reported(moto_url):
+    user = standin.new_user("demo@example.com")
+    user.sub = "00000000-0000-4000-8000-000000000000"  # e.g. made by an older moto
+    _, _, warnings = standin.bootstrap(moto_url, [user])
+    assert len(warnings) == 1 and "new, empty account" in warnings[0]
+    assert user.sub == standin.expected_sub(user.seed)
+
+
+def test_dummy_credentials_replace_real_ones():
+    environ = {"AWS_PROFILE": "prod", "AWS_ACCESS_KEY_ID": "AKIAREAL", "AWS_SESSION_TOKEN": "t"}
+    standin.use_dummy_aws_credentials(environ)
+    assert environ["AWS_ACCESS_KEY_ID"] == "local-stand-in"
+    assert "AWS_PROFILE" not in environ and "AWS_SESSION_TOKEN" not in environ
+
+
+# -- the users file, the configuration, the box ------------------------------------------------
+
+
+def test_users_file_round_trips_and_is_private(tmp_path):
+    users = [standin.new_user("demo@example.com"), standin.new_user("b@example.com", "pw-123456")]
+    standin.save_users(tmp_path, users)
+    assert standin.load_users(tmp_path) == users
+    assert stat.S_IMODE((tmp_path / standin.USERS_FILE).stat().st_mode) == 0o600
+
+
+def test_a_broken_users_file_is_explained(tmp_path):
+    (tmp_path / standin.USERS_FILE).write_text("{not json")
+    with pytest.raises(standin.LocalModeError, match="fix or delete it"):
+        standin.load_users(tmp_path)
+
+
+def test_generated_passwords_meet_cognitos_default_policy():
+    for _ in range(20):
+        password = standin.new_password()
+        assert len(password) >= 8
+        assert any(c.isupper() for c in password) and any(c.islower() for c in password)
+        assert any(c.isdigit() for c in password) and "-" in password
+
+
+def test_local_config_is_the_production_loader_with_cognito_pointed_at_the_stand_in(tmp_path):
+    environ = {
+        "GATEWAY_WORKERS_MAX_WORKERS": "7",  # other settings still come from the environment
+        "GATEWAY_COGNITO_CLIENT_SECRET": "a-production-secret",
+        "GATEWAY_DATA_DIR": "/srv/production",
+    }
+    config = local.local_config(
+        data_dir=tmp_path,
+        host="127.0.0.1",
+        port=8099,
+        endpoint="http://127.0.0.1:5123",
+        pool_id="us-east-1_abc",
+        client_id="client",
+        environ=environ,
+    )
+    assert config.cognito.endpoint_url == "http://127.0.0.1:5123"
+    assert config.cognito.local_stand_in is True
+    assert config.cognito.client_secret is None
+    assert config.data_dir == tmp_path
+    assert config.workers.max_workers == 7
+    assert config.logging.format == "text"
+
+
+def test_server_url_keeps_the_trailing_slash_anki_needs():
+    assert local.server_url("127.0.0.1", 8080) == "http://127.0.0.1:8080/"
+    assert local.server_url("0.0.0.0", 8081, "/anki/") == "http://127.0.0.1:8081/anki/"
+
+
+def test_the_box_names_url_username_and_password():
+    users = [standin.LocalUser("demo@example.com", "Anki-abc123-42", 1)]
+    text = local.banner("http://127.0.0.1:8080/", users, lan=["192.0.2.7"])
+    assert parse_box(text.splitlines()) == (
+        "http://127.0.0.1:8080/",
+        "demo@example.com",
+        "Anki-abc123-42",
+    )
+    assert "192.0.2.7" in text
+
+
+def test_add_user_without_a_running_server_is_picked_up_at_next_start(tmp_path, capsys):
+    assert (
+        local.main(
+            ["add-user", "new@example.com", "--password", "long-enough", "--data", str(tmp_path)]
+        )
+        == 0
+    )
+    assert "at the next start" in capsys.readouterr().out
+    assert [u.email for u in standin.load_users(tmp_path)] == ["new@example.com"]
+    assert local.main(["--data", str(tmp_path), "add-user", "NEW@example.com"]) == 1
+    assert local.main(["add-user", "not-an-email", "--data", str(tmp_path)]) == 1
+    assert (
+        local.main(["add-user", "x@example.com", "--password", "short", "--data", str(tmp_path)])
+        == 1
+    )
+
+
+def test_a_taken_port_is_explained(tmp_path, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert local.main(["--data", str(tmp_path), "--port", str(port)]) == 1
+    assert "in use" in capsys.readouterr().err
+
+
+# -- end to end, as README.md says ---------------------------------------------------------
+
+
+def parse_box(lines: list[str]) -> tuple[str, str, str]:
+    """The first server URL, username and password in local mode's box."""
+    found: dict[str, str] = {}
+    for line in lines:
+        label, _, value = line.strip().partition(":  ")
+        if label in ("Server URL", "Username", "Password") and label not in found:
+            found[label] = value.strip()
+    return found["Server URL"], found["Username"], found["Password"]
+
+
+class LocalMode:
+    """`python -m gateway dev ...` as a subprocess; stdout read line by line in a thread."""
+
+    def __init__(self, data: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        self.stderr = (data.parent / f"local-mode-{port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            # README.md: .venv/bin/python -m gateway dev (here with a test folder and port).
+            [sys.executable, "-m", "gateway", "dev", "--data", str(data), "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def box(self, timeout: float = 60) -> list[str]:
+        """The lines of the box, once its closing rule is printed."""
+        got: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no box within {timeout}s; got {got}") from None
+            got.append(line)
+            if line.startswith("=") and len([g for g in got if g.startswith("=")]) == 2:
+                return got
+
+    def wait_ready(self, url: str, timeout: float = 30) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "health", timeout=2) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise
+            time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.stderr.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
+@pytest.fixture
+def run_local_mode() -> Iterator[Any]:
+    started: list[LocalMode] = []
+
+    def start(data: Path, port: int) -> LocalMode:
+        mode = LocalMode(data, port)
+        started.append(mode)
+        return mode
+
+    yield start
+    for mode in started:
+        mode.kill()
+
+
+def test_local_mode_as_the_readme_says_syncs_with_real_anki_and_stops_clean(
+    tmp_path, run_local_mode
+):
+    data = tmp_path / "data-local"
+    port = free_port()
+    mode = run_local_mode(data, port)
+    url, username, password = parse_box(mode.box())
+    assert url == f"http://127.0.0.1:{port}/"
+    mode.wait_ready(url)
+
+    laptop = Client(tmp_path / "laptop")
+    laptop.login(username, password, url)
+    laptop.add_note("made on the laptop")
+    assert laptop.sync() == Required.FULL_UPLOAD
+    laptop.close()
+
+    # A second user, added while local mode runs, can log in at once.
+    added = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "dev",
+            "add-user",
+            "friend@example.com",
+            "--data",
+            str(data),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "now (local mode is running)" in added.stdout
+    _, friend, friend_password = parse_box(["Server URL:  -", *added.stdout.splitlines()])
+    other = Client(tmp_path / "friend")
+    other.login(friend, friend_password, url)
+    other.close()
+
+    collections = data.absolute() / "collections"
+    assert len(live_worker_pids(collections)) == 2  # one stock sync server per account
+    assert mode.stop(signal.SIGINT) == 0
+    assert live_worker_pids(collections) == []
+    assert not (data / local.STATE_FILE).exists()
+
+    # Restarted, moto has forgotten everything; the same users come back with the same
+    # identities, so the phone finds the laptop's collection in the same account.
+    mode = run_local_mode(data, port)
+    url2, username2, password2 = parse_box(mode.box())
+    assert (url2, username2, password2) == (url, username, password)
+    mode.wait_ready(url)
+    phone = Client(tmp_path / "phone")
+    phone.login(username, password, url)
+    assert phone.sync() == Required.FULL_DOWNLOAD  # an empty device takes the server's
+    assert phone.note_fronts() == {"made on the laptop"}
+    phone.close()
+    assert sorted(p.name for p in (data / "collections").iterdir()) == ["demo", "friend"]
+
+    assert live_worker_pids(collections)
+    assert mode.stop(signal.SIGTERM) == 0
+    assert live_worker_pids(collections) == []
+    users = json.loads((data / standin.USERS_FILE).read_text())["users"]
+    assert [u["email"] for u in users] == ["demo@example.com", "friend@example.com"]
