@@ -1,0 +1,135 @@
+"""What every measure gets: the sizes for this mode, a scratch folder, moto, the collection."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import collection, procs
+from bench.cognito import Pool, new_pool
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repetitions. Full mode is for the report; quick mode proves the script works."""
+
+    quick: bool
+    # 1: full upload/download
+    collection_mb: float = 50.0
+    full_sync_runs: int = 7
+    # 2: meta latency while another user uploads in a loop
+    contention_runs: int = 3
+    contention_window_s: float = 15.0
+    probe_interval_s: float = 0.01
+    # 3: small-request overhead
+    load_runs: int = 5
+    load_duration_s: float = 3.0
+    load_max_requests: int = 200_000
+    concurrencies: tuple[int, ...] = (1, 16)
+    # 4: login latency
+    login_runs: int = 3
+    cached_logins: int = 200
+    warm_logins: int = 30
+    cold_logins: int = 15
+    # 5: Cognito calls
+    burst_logins: int = 50
+    ttl_users: int = 100
+    ttl_logins: int = 1000
+    ttl_concurrency: int = 16
+    calls_runs: int = 3
+    # 6: memory
+    memory_runs: int = 3
+    registry_accounts: int = 10_000
+    workers_per_command: int = 4
+    # 7: many users
+    many_users: int = 20
+    many_runs: int = 5
+    notes_per_sync: int = 20
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Settings:
+        if not quick:
+            return cls(quick=False)
+        return cls(
+            quick=True,
+            collection_mb=1.0,
+            full_sync_runs=2,
+            contention_runs=1,
+            contention_window_s=1.5,
+            load_runs=1,
+            load_duration_s=0.4,
+            login_runs=1,
+            cached_logins=20,
+            warm_logins=4,
+            cold_logins=2,
+            ttl_users=4,
+            ttl_logins=40,
+            calls_runs=1,
+            memory_runs=1,
+            registry_accounts=200,
+            workers_per_command=1,
+            many_users=3,
+            many_runs=1,
+            notes_per_sync=3,
+        )
+
+
+@dataclass
+class Context:
+    settings: Settings
+    out: Path
+    work: Path
+    moto: procs.Service
+    keep: bool = False
+    _collection: Path | None = field(default=None, init=False)
+
+    @classmethod
+    def open(cls, settings: Settings, out: Path, keep: bool) -> Context:
+        work = Path(tempfile.mkdtemp(prefix="anki-bench-"))
+        moto = procs.moto_server(work / "logs" / "moto.log")
+        return cls(settings=settings, out=out, work=work, moto=moto, keep=keep)
+
+    def close(self, failed: bool) -> None:
+        self.moto.stop()
+        if failed or self.keep:
+            print(f"bench: scratch folder kept: {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    @property
+    def cognito_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.moto.port}"
+
+    def pool(self, users: list[str] | None = None) -> Pool:
+        pool = new_pool(self.cognito_endpoint)
+        pool.add_users(users or [])
+        return pool
+
+    def folder(self, *parts: str) -> Path:
+        path = self.work.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log(self, name: str) -> Path:
+        return self.folder("logs") / name
+
+    def collection(self) -> Path:
+        """The benchmark's big collection (made once per run, then copied per client)."""
+        if self._collection is None:
+            started = time.monotonic()
+            self._collection = collection.make(self.folder("source"), self.settings.collection_mb)
+            took = time.monotonic() - started
+            size = self._collection.stat().st_size / 1e6
+            print(f"bench: made a {size:.1f} MB collection in {took:.1f} s")
+        return self._collection
+
+    def gateway(self, name: str, pool: Pool, **settings: str) -> procs.Gateway:
+        return procs.Gateway(
+            self.folder(name, "gateway-data"),
+            pool.settings(),
+            self.log(f"{name}-gateway.log"),
+            **settings,
+        )

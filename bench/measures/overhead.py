@@ -1,0 +1,121 @@
+"""3. Small-request overhead: `sync/meta` latency and throughput, 1 and 16 concurrent clients.
+
+Three fronts to one and the same worker (the account's stock server behind the gateway):
+- direct: the worker's own port;
+- nginx: Debian's nginx-light as a plain streaming reverse proxy in front of the worker (one
+  worker process and a fresh upstream connection per request, like the gateway);
+- gateway: the gateway, which also looks the host key up and leases the worker.
+
+Each client sends back to back on a keep-alive connection (as the Anki client's connection
+pool does). Fronts are measured in rotating order within each run. The gateway's added p50 is
+its p50 minus the direct p50 in the same run; the target is judged at 1 client, where latency
+is the cost of one request (at 16, p50 is mostly queueing: 16 / throughput).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bench import httpload, procs, stats
+from bench.cognito import PASSWORD
+from bench.context import Context
+
+ID = 3
+TITLE = "Small-request overhead: sync/meta p50 and throughput"
+TARGET = "gateway adds <= 1 ms to the p50 (1 client); ratio to nginx reported"
+LIMIT_MS = 1.0
+USER = "metauser"
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    s = ctx.settings
+    pool = ctx.pool([USER])
+    gateway = ctx.gateway("m3", pool)
+    nginx = None
+    notes = []
+    try:
+        key = asyncio.run(httpload.login(gateway.port, USER, PASSWORD))
+        asyncio.run(
+            httpload.Connection(gateway.port).send(
+                httpload.meta_request(gateway.port, key), keep_alive=False
+            )
+        )
+        worker_port = gateway.stats()["workers"][USER]["port"]
+        fronts = {"direct": worker_port, "gateway": gateway.port}
+        try:
+            nginx = procs.nginx(worker_port, ctx.folder("m3", "nginx"))
+            fronts["nginx"] = nginx.port
+        except FileNotFoundError as exc:
+            notes.append(f"nginx comparison skipped: {exc}")
+            print(f"  {notes[-1]}")
+        names = list(fronts)
+        per_run: dict[int, dict[str, list[dict[str, float]]]] = {
+            c: {n: [] for n in names} for c in s.concurrencies
+        }
+        for i in range(s.load_runs):
+            for concurrency in s.concurrencies:
+                shift = i % len(names)
+                for name in names[shift:] + names[:shift]:
+                    port = fronts[name]
+                    result = asyncio.run(
+                        httpload.closed_loop(
+                            port,
+                            httpload.meta_request(port, key),
+                            concurrency=concurrency,
+                            duration=s.load_duration_s,
+                            max_requests=s.load_max_requests,
+                            keep_alive=True,
+                        )
+                    )
+                    summary = stats.latency(result.latencies_ms)
+                    summary["throughput"] = result.throughput
+                    summary["errors"] = float(result.errors)
+                    per_run[concurrency][name].append(summary)
+                line = ", ".join(
+                    f"{n} p50 {per_run[concurrency][n][-1]['p50']:.3f} ms "
+                    f"{per_run[concurrency][n][-1]['throughput']:.0f}/s"
+                    for n in names
+                )
+                print(f"  run {i + 1}, {concurrency} client(s): {line}")
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        gateway.stop()
+
+    figures: dict[str, Any] = {}
+    for concurrency, by_front in per_run.items():
+        block: dict[str, Any] = {n: stats.over_runs(runs) for n, runs in by_front.items()}
+        direct_p50 = [r["p50"] for r in by_front["direct"]]
+        for name in names:
+            if name == "direct":
+                continue
+            added = [r["p50"] - d for r, d in zip(by_front[name], direct_p50, strict=True)]
+            block[f"{name}_added_p50_ms"] = stats.spread(added)
+            block[f"{name}_throughput_vs_direct"] = stats.ratio(
+                block[name]["throughput"]["median"], block["direct"]["throughput"]["median"]
+            )
+        if "nginx" in by_front:
+            block["gateway_to_nginx_added_p50"] = stats.ratio(
+                block["gateway_added_p50_ms"]["median"], block["nginx_added_p50_ms"]["median"]
+            )
+            block["gateway_to_nginx_p50"] = stats.ratio(
+                block["gateway"]["p50"]["median"], block["nginx"]["p50"]["median"]
+            )
+            block["gateway_to_nginx_throughput"] = stats.ratio(
+                block["gateway"]["throughput"]["median"], block["nginx"]["throughput"]["median"]
+            )
+        figures[f"c{concurrency}"] = block
+    single = figures[f"c{s.concurrencies[0]}"]
+    added = single["gateway_added_p50_ms"]["median"]
+    summary = f"gateway adds {added:.3f} ms to the p50 at 1 client"
+    if "nginx" in fronts:
+        summary += f" (nginx adds {single['nginx_added_p50_ms']['median']:.3f} ms)"
+    else:
+        summary += " (nginx not installed: no nginx comparison)"
+    return {
+        "figures": figures,
+        "met": added <= LIMIT_MS,
+        "notes": notes,
+        "summary": summary,
+    }
