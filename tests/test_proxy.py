@@ -227,3 +227,36 @@ async def test_100_mb_upload_streams_with_flat_memory(stack):
     assert status == 200
     assert headers["X-Total"] == str(size)
     assert peak < 8 * 1024 * 1024, f"peak traced memory {peak / 1e6:.1f} MB"
+
+
+async def test_small_chunked_body_is_forwarded_whole_with_content_length(stack):
+    # Sent chunked, the stock server may answer before the closing chunk arrives and then reset
+    # the connection; a small body therefore goes upstream with a Content-Length (bytes intact).
+    server, upstream, _ = stack
+
+    async def chunked():
+        yield b"abc"
+        yield b"def"
+
+    status, headers, _ = await post(
+        server, "/anki/sync/meta", data=chunked(), headers={"anki-sync": header()}
+    )
+    assert status == 200 and headers["X-Total"] == "6"
+    seen = upstream.app[SEEN]["headers"]
+    assert seen.get("Content-Length") == "6"
+    assert "Transfer-Encoding" not in seen
+
+
+async def test_large_body_streams_upstream_chunked(stack):
+    server, upstream, _ = stack
+
+    async def big():
+        for _ in range(10):
+            yield b"x" * 65536
+
+    status, headers, _ = await post(
+        server, "/anki/sync/upload", data=big(), headers={"anki-sync": header()}
+    )
+    assert status == 200 and headers["X-Total"] == str(10 * 65536)
+    seen = upstream.app[SEEN]["headers"]
+    assert seen.get("Transfer-Encoding") == "chunked"
