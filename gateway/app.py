@@ -147,6 +147,7 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
             chosen = provider
         pool = WorkerPool.from_config(config, password_for)
         upstream = new_upstream_session()
+        reused = new_upstream_session(reuse=True)
         app[REGISTRY], app[PROVIDER], app[POOL] = registry, chosen, pool
         auth = config.auth
         app[LOGIN] = login = LoginService(
@@ -164,7 +165,7 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
         revalidator = Revalidator(
             chosen, registry, auth.recheck_seconds, on_suspend=login.forget_account
         )
-        app[PROXY] = Proxy(registry, pool, upstream, revalidator)
+        app[PROXY] = Proxy(registry, pool, upstream, revalidator, reused)
         await pool.start()
         if config.cognito.local_stand_in:
             log.warning(
@@ -181,6 +182,7 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
             await revalidator.close()
             await pool.close()
             await upstream.close()
+            await reused.close()
             await chosen.close()
             registry.close()
             log.info("gateway stopped")

@@ -8,17 +8,16 @@ passes through. The rules follow Go's
 `Connection` header names; when the upstream fails mid-body, abort the client connection so the
 client sees a broken transfer instead of a clean, truncated one.
 
-Upstream connections are never reused: pooled keep-alive connections to the stock server fail
-intermittently with chunked bodies (7-25 % of requests measured, anki-sync-protocol.md), and a
-failed request cannot be replayed once its body has streamed. A fresh loopback connection per
-request costs well under a millisecond and had zero failures.
-
-A request body of up to `WHOLE_BODY` bytes is read whole and sent with a `Content-Length`
-(the bytes unchanged, only the framing). The stock server answers as soon as the zstd frame in
-the body ends; sent chunked, the closing `0` chunk can reach it after that, unread data it
-answers by resetting the connection, which cuts its answer short. Measured with the real client
-(bench/, issue 5): 2.5-5 % of full downloads of a 1 MB collection failed that way through the
-gateway, none directly and none with this framing. Bigger bodies (uploads) stream, chunked.
+Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
+answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
+chunk arrive after that, unread data the server answers by resetting the connection, which cuts
+its answer short (2.5-5 % of full downloads of a 1 MB collection failed that way). This is also
+what made pooled keep-alive connections fail (29 % with chunked bodies, 0 of 3,000 with a
+Content-Length). So a request body of up to `WHOLE_BODY` bytes is read whole and sent with a
+`Content-Length` (the bytes unchanged, only the framing) over a reused connection; bigger bodies
+(uploads) stream chunked over a fresh connection each. A reused connection the worker has
+closed in the meantime fails before anything reached the worker; that request is sent once more
+on a fresh connection.
 """
 
 from __future__ import annotations
@@ -99,9 +98,18 @@ async def _stream(head: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[byte
         yield chunk
 
 
-def new_upstream_session() -> aiohttp.ClientSession:
+class _StaleConnection(Exception):
+    """A reused upstream connection was already closed: nothing reached the worker."""
+
+
+def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
+    connector = (
+        aiohttp.TCPConnector(limit=0, keepalive_timeout=5)
+        if reuse
+        else aiohttp.TCPConnector(force_close=True, limit=0)
+    )
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(force_close=True, limit=0),
+        connector=connector,
         auto_decompress=False,
         # No total limit: a 300 MB download or the server's post-upload check may take long.
         # The client has its own stall timer (60 s); sock_read stays above it.
@@ -117,10 +125,12 @@ class Proxy:
         pool: WorkerPool,
         upstream: aiohttp.ClientSession,
         revalidator: Revalidator | None = None,
+        reused: aiohttp.ClientSession | None = None,
     ) -> None:
         self._registry = registry
         self._pool = pool
         self._upstream = upstream
+        self._reused = reused
         self._revalidator = revalidator
 
     async def forward(self, request: web.Request, upstream_path: str) -> web.StreamResponse:
@@ -132,24 +142,35 @@ class Proxy:
         if self._revalidator is not None and upstream_path == "sync/meta":
             self._revalidator.maybe_check(account)  # in the background: meta does not wait
         body = await request_body(request)
-        # A refused connection means no byte of the body was sent, so one retry on a fresh
-        # worker is safe; anything later is not retried.
+        reuse = self._reused is not None and isinstance(body, bytes)
+        # A refused connection or a stale reused one means no byte reached the worker, so one
+        # more try (on a fresh connection, to a fresh worker if it was refused) is safe; a
+        # failure after that point is never retried.
         for attempt in (1, 2):
             async with self._pool.lease(account.name) as worker:
+                url = worker.base_url + upstream_path
                 try:
-                    return await self._exchange(request, worker.base_url + upstream_path, body)
+                    return await self._exchange(request, url, body, reuse=reuse)
+                except _StaleConnection:
+                    reuse = False
                 except aiohttp.ClientConnectorError:
                     await self._pool.report_broken(account.name)
                     if attempt == 2:
                         raise WorkerFailed("worker refused the connection") from None
-        raise AssertionError("unreachable")
+        raise WorkerFailed("worker closed the connection")
 
     async def _exchange(
-        self, request: web.Request, url: str, body: bytes | AsyncIterator[bytes] | None
+        self,
+        request: web.Request,
+        url: str,
+        body: bytes | AsyncIterator[bytes] | None,
+        *,
+        reuse: bool,
     ) -> web.StreamResponse:
         headers = end_to_end(request.headers, _REQUEST_OWNED)
+        session = self._reused if reuse and self._reused is not None else self._upstream
         try:
-            upstream = await self._upstream.request(
+            upstream = await session.request(
                 request.method,
                 url,
                 params=request.rel_url.query,
@@ -161,6 +182,10 @@ class Proxy:
             raise
         except TimeoutError as exc:
             raise WorkerTimeout("worker did not answer in time") from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if session is self._reused:
+                raise _StaleConnection from exc
+            raise WorkerFailed(f"worker request failed: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise WorkerFailed(f"worker request failed: {type(exc).__name__}") from exc
         async with upstream:

@@ -81,6 +81,11 @@ async def upstream_app() -> web.Application:
             },
         )
 
+    async def plain(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        seen.setdefault("peers", []).append(request.transport.get_extra_info("peername"))
+        return web.Response(body=b"ok")
+
     async def redirect(request: web.Request) -> web.StreamResponse:
         raise web.HTTPPermanentRedirect("http://elsewhere.example/")
 
@@ -97,6 +102,8 @@ async def upstream_app() -> web.Application:
     app[SEEN] = seen
     app.router.add_post("/sync/meta", echo)
     app.router.add_post("/sync/upload", echo)
+    app.router.add_post("/sync/start", plain)
+    app.router.add_post("/sync/chunk", plain)
     app.router.add_post("/sync/redirectme", redirect)
     app.router.add_post("/sync/broken", broken)
     return app
@@ -118,13 +125,15 @@ async def stack(tmp_path, aiohttp_server):
     registry.add_host_key("sub-1", KEY)
     pool = FakePool(upstream.port)
     session = new_upstream_session()
+    reused = new_upstream_session(reuse=True)
     app = web.Application(middlewares=[errors_and_access_log])
     app[CONFIG] = config
-    app[PROXY] = Proxy(registry, pool, session)  # type: ignore[arg-type]
+    app[PROXY] = Proxy(registry, pool, session, None, reused)  # type: ignore[arg-type]
     add_routes(app, "/anki/")
     server = await aiohttp_server(app)
     yield server, upstream, pool
     await session.close()
+    await reused.close()
     registry.close()
 
 
@@ -260,3 +269,20 @@ async def test_large_body_streams_upstream_chunked(stack):
     assert status == 200 and headers["X-Total"] == str(10 * 65536)
     seen = upstream.app[SEEN]["headers"]
     assert seen.get("Transfer-Encoding") == "chunked"
+
+
+async def test_small_requests_reuse_one_upstream_connection_uploads_do_not(stack):
+    server, upstream, _ = stack
+    for _ in range(3):
+        await post(server, "/anki/sync/start", data=b"small", headers={"anki-sync": header()})
+    peers = list(upstream.app[SEEN]["peers"])
+    assert len(set(peers)) == 1
+
+    async def big():
+        for _ in range(2):
+            yield b"x" * 65536
+
+    for _ in range(2):
+        await post(server, "/anki/sync/chunk", data=big(), headers={"anki-sync": header()})
+    upload_peers = upstream.app[SEEN]["peers"][3:]
+    assert len(set(upload_peers)) == 2 and not set(upload_peers) & set(peers)
