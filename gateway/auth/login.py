@@ -62,10 +62,13 @@ class LoginService:
     async def login(
         self, username: str, password: str, address: str, header: protocol.SyncHeader
     ) -> LoginResult:
-        for limiter, key in ((self._users, username), (self._addresses, address)):
+        for limiter, key, what in (
+            (self._users, username, "user"),
+            (self._addresses, address, "address"),
+        ):
             wait = limiter.retry_after(key)
             if wait is not None:
-                log.warning("login refused: too many failures", extra={"limited": key is address})
+                log.warning("login refused: too many failures", extra={"limited": what})
                 raise TooManyAttempts(retry_after=wait)
         cache_key = self.cache.key(username, password)
         cached = self.cache.get(cache_key)
