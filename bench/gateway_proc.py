@@ -66,6 +66,9 @@ class TimedProvider:
     async def lookup(self, username: str) -> Identity:
         return await self.inner.lookup(username)
 
+    async def lookup_sub(self, sub: str) -> Identity:
+        return await self.inner.lookup_sub(sub)
+
     async def close(self) -> None:
         await self.inner.close()
 
@@ -97,7 +100,7 @@ def control_app(gateway: web.Application, provider: TimedProvider) -> web.Applic
         return web.json_response({"ok": True})
 
     async def clear_cache(request: web.Request) -> web.Response:
-        dropped = gateway[LOGIN].cache.forget(lambda _: True)
+        dropped = gateway[LOGIN].cache.forget(lambda _key, _value: True)
         return web.json_response({"dropped": dropped})
 
     async def stop_workers(request: web.Request) -> web.Response:

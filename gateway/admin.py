@@ -3,6 +3,9 @@
     accounts list                 every account: name, status, Cognito username, email, last seen
     accounts disable NAME         the account's keys get 403 at once; logins are refused
     accounts enable NAME          undoes `disable` (and a suspension after a Cognito re-check)
+    accounts sign-out NAME        "log out everywhere": every device's key gets 403 at its next
+                                  request; the next login gets a new key (the account's key
+                                  generation moves on; other accounts are untouched)
 
 Works on the registry file directly, so it also works while the gateway runs (SQLite WAL);
 a running gateway sees the new status on the account's next request.
@@ -21,7 +24,7 @@ def main(argv: list[str], config: Config) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway accounts")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list")
-    for action in ("disable", "enable"):
+    for action in ("disable", "enable", "sign-out"):
         sub.add_parser(action).add_argument("name")
     args = parser.parse_args(argv)
     registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
@@ -35,6 +38,10 @@ def main(argv: list[str], config: Config) -> int:
         if account is None:
             print(f"no account named {args.name!r}")
             return 1
+        if args.action == "sign-out":
+            generation = registry.sign_out(account.sub)
+            print(f"{account.name}: signed out everywhere (key generation {generation})")
+            return 0
         registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
         print(f"{account.name}: {args.action}d")
         return 0

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway import credentials, logs, protocol
-from gateway.appkeys import ACCOUNT, CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
+from gateway.appkeys import ACCOUNT, CONFIG, LOGIN, POOL, PROVIDER, REGISTRY, REVALIDATOR
+from gateway.auth.admission import Admission
 from gateway.auth.cache import CredentialCache
 from gateway.auth.identity import IdentityProvider
 from gateway.auth.limiter import FailureLimiter
@@ -145,7 +146,13 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
             chosen: IdentityProvider = CognitoProvider(config.cognito)
         else:
             chosen = provider
-        pool = WorkerPool.from_config(config, password_for)
+
+        def worker_password(account: str) -> str:
+            # Read when a worker starts: the account's current key generation.
+            found = registry.get_by_name(account)
+            return password_for(account, found.key_generation if found else 0)
+
+        pool = WorkerPool.from_config(config, worker_password)
         upstream = new_upstream_session()
         reused = new_upstream_session(reuse=True)
         app[REGISTRY], app[PROVIDER], app[POOL] = registry, chosen, pool
@@ -155,7 +162,7 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
             registry=registry,
             pool=pool,
             upstream=upstream,
-            secret_for=password_for,
+            password_for=password_for,
             cache=CredentialCache(auth.cache_ttl_seconds, auth.cache_max_entries),
             user_limiter=FailureLimiter(auth.max_failures_per_user, auth.failure_window_seconds),
             address_limiter=FailureLimiter(
@@ -165,7 +172,8 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
         revalidator = Revalidator(
             chosen, registry, auth.recheck_seconds, on_suspend=login.forget_account
         )
-        app[PROXY] = Proxy(registry, pool, upstream, revalidator, reused)
+        app[REVALIDATOR] = revalidator
+        app[PROXY] = Proxy(Admission(registry, revalidator), pool, upstream, reused)
         await pool.start()
         if config.cognito.local_stand_in:
             log.warning(

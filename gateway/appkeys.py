@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from gateway.auth.identity import IdentityProvider
     from gateway.auth.login import LoginService
+    from gateway.auth.revalidation import Revalidator
     from gateway.config import Config
     from gateway.registry import Registry
     from gateway.workers.pool import WorkerPool
@@ -18,6 +19,7 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 PROVIDER: web.AppKey[IdentityProvider] = web.AppKey("provider")
 POOL: web.AppKey[WorkerPool] = web.AppKey("pool")
 LOGIN: web.AppKey[LoginService] = web.AppKey("login")
+REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")
 
 #: The local account a request was routed to or logged in as (for the access log).
 ACCOUNT: web.RequestKey[str] = web.RequestKey("account", str)

@@ -83,18 +83,24 @@ class CognitoConfig:
     max_concurrency: int = 16
 
 
+#: Longest allowed credential-cache lifetime, in seconds.
+MAX_CACHE_TTL = 300
+
+
 @dataclass(frozen=True)
 class AuthConfig:
-    #: How long a successful login is remembered (success only).
-    cache_ttl_seconds: int = 900
+    #: How long a successful login is remembered (success only); also the longest a cached login
+    #: can outlive a change in Cognito (a new password, a disabled or re-created user).
+    cache_ttl_seconds: int = 60
     cache_max_entries: int = 100_000
     #: Failed logins allowed per username, and per client address, within the window → 429.
     max_failures_per_user: int = 10
     max_failures_per_address: int = 50
     failure_window_seconds: int = 900
-    #: How often a host key's owner is re-checked in Cognito (in the background, at the start of
-    #: a sync): users disabled or deleted there lose sync access within this time.
-    recheck_seconds: int = 3600
+    #: How often a host key's owner is re-checked in Cognito (by sub, on any request; in the
+    #: background, or waited for when overdue): users disabled or deleted there lose sync
+    #: access within this time plus one Cognito round trip.
+    recheck_seconds: int = 900
 
 
 @dataclass(frozen=True)
@@ -371,6 +377,11 @@ def validate(config: Config) -> list[str]:
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
+    if a.cache_ttl_seconds > MAX_CACHE_TTL:
+        problems.append(
+            f"auth.cache_ttl_seconds: at most {MAX_CACHE_TTL} (a cached login may outlive a"
+            " password change or a disabled user in Cognito by this long)"
+        )
     for i, key in enumerate(p.api_keys):
         if len(key.reveal()) < 16:
             problems.append(f"provision.api_keys[{i}]: too short (at least 16 characters)")

@@ -1,9 +1,12 @@
 """The gateway secret and the per-account sync-server passwords derived from it.
 
 Each worker runs with `SYNC_USER1=<account>:<password>` where the password is
-HMAC-SHA256(gateway secret, account) — never the user's Cognito password. The stock server's
-host key is sha1("<account>:<password>"), so the same secret yields the same keys after a
-restart; a new secret invalidates every issued key (clients must log in again).
+HMAC-SHA256(gateway secret, account and its key generation) — never the user's Cognito
+password. The stock server's host key is sha1("<account>:<password>"), so the same secret and
+generation yield the same keys after a restart; a new generation ("sign out all devices")
+gives the account new keys, and a new secret invalidates every issued key (clients must log in
+again). Generation 0 derives exactly the passwords of releases that had no generations, so an
+upgrade logs nobody out.
 
 Without a configured secret, one is generated on first start into `<data>/gateway.secret`
 (mode 0600) and reused after that.
@@ -47,8 +50,15 @@ def load_or_create(data_dir: Path, configured: Secret | None) -> bytes:
     return value.encode()
 
 
-def password_deriver(secret: bytes) -> Callable[[str], str]:
-    def password_for(account: str) -> str:
-        return hmac.new(secret, b"worker-password\0" + account.encode(), hashlib.sha256).hexdigest()
+def password_deriver(secret: bytes) -> Callable[[str, int], str]:
+    """`password_for(account, generation)`: the worker password, 64 hex characters."""
+
+    def password_for(account: str, generation: int = 0) -> str:
+        if generation < 0:
+            raise ValueError("a key generation is never negative")
+        message = b"worker-password\0" + account.encode()
+        if generation:
+            message += b"\0generation\0" + str(generation).encode()
+        return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
     return password_for

@@ -25,6 +25,10 @@ ORIGINAL_SIZE = "anki-original-size"
 MAX_LOGIN_COMPRESSED = 4096
 MAX_LOGIN_INFLATED = 4096
 MAX_SYNC_HEADER = 1024
+#: Sync protocol versions the stock server accepts (rslib/src/sync/version.rs: 8-10 legacy
+#: framing, 11 current). Anything else gets 400 from it on every method, `hostKey` included.
+SYNC_VERSION_MIN = 8
+SYNC_VERSION_MAX = 11
 # Cognito's own limits: usernames up to 128 characters, passwords up to 256.
 MAX_USERNAME = 128
 MAX_PASSWORD = 256
@@ -60,6 +64,10 @@ def parse_sync_header(raw: str | None) -> SyncHeader:
     version, key, client, session = (data.get(f) for f in ("v", "k", "c", "s"))
     if not isinstance(version, int) or isinstance(version, bool):
         raise BadRequest("anki-sync header: v must be an integer")
+    if not SYNC_VERSION_MIN <= version <= SYNC_VERSION_MAX:
+        # The stock server answers 400 to every method for these (measured: v 0, 7, 12, 999);
+        # the gateway must not hand out a key at login that every later request is refused with.
+        raise BadRequest(f"anki-sync header: unsupported sync version {version}")
     if not all(isinstance(v, str) for v in (key, client, session)):
         raise BadRequest("anki-sync header: k, c and s must be strings")
     if not key.isascii() or not key.isprintable():

@@ -1,12 +1,12 @@
 """The streaming reverse proxy for `sync/*` and `msync/*`.
 
-Routing is by the host key in the `anki-sync` header: key → account (registry) → that account's
-worker (pool). Bodies pass both ways untouched and stream (a request body is read ahead by at
-most 64 KiB, see below): no decompression, no redirects followed, and `anki-original-size`
-passes through. The rules follow Go's
-`httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every header the
-`Connection` header names; when the upstream fails mid-body, abort the client connection so the
-client sees a broken transfer instead of a clean, truncated one.
+Routing is by the host key in the `anki-sync` header: key → account (`Admission`, which also
+refuses revoked keys on every method) → that account's worker (pool). Bodies pass both ways
+untouched and stream (a request body is read ahead by at most 64 KiB, see below): no
+decompression, no redirects followed, and `anki-original-size` passes through. The rules
+follow Go's `httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every
+header the `Connection` header names; when the upstream fails mid-body, abort the client
+connection so the client sees a broken transfer instead of a clean, truncated one.
 
 Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
 answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
@@ -32,9 +32,8 @@ from multidict import CIMultiDict, MultiMapping
 
 from gateway import protocol
 from gateway.appkeys import ACCOUNT
-from gateway.auth.revalidation import Revalidator
-from gateway.errors import AuthFailed, BadRequest, WorkerFailed, WorkerTimeout
-from gateway.registry import Registry
+from gateway.auth.admission import Admission
+from gateway.errors import BadRequest, WorkerFailed, WorkerTimeout
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.proxy")
@@ -121,26 +120,20 @@ def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
 class Proxy:
     def __init__(
         self,
-        registry: Registry,
+        admission: Admission,
         pool: WorkerPool,
         upstream: aiohttp.ClientSession,
-        revalidator: Revalidator | None = None,
         reused: aiohttp.ClientSession | None = None,
     ) -> None:
-        self._registry = registry
+        self._admission = admission
         self._pool = pool
         self._upstream = upstream
         self._reused = reused
-        self._revalidator = revalidator
 
     async def forward(self, request: web.Request, upstream_path: str) -> web.StreamResponse:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
-        account = self._registry.account_for_key(header.key) if header.key else None
-        if account is None:
-            raise AuthFailed("unknown or revoked host key")
+        account = await self._admission.admit(header.key)
         request[ACCOUNT] = account.name
-        if self._revalidator is not None and upstream_path == "sync/meta":
-            self._revalidator.maybe_check(account)  # in the background: meta does not wait
         body = await request_body(request)
         reuse = self._reused is not None and isinstance(body, bytes)
         # A refused connection or a stale reused one means no byte reached the worker, so one

@@ -7,6 +7,10 @@ processes may share one data folder: creation runs under SQLite's write lock
 (`BEGIN IMMEDIATE`), and a name is only taken if no row and no folder has it.
 
 Host keys are stored as SHA-256 digests: the registry file alone does not let anyone sync.
+Each account has a key generation, part of its derived worker password (credentials.py):
+`sign_out()` moves it on and forgets the account's keys, so every device's key is refused at
+its next request (in every process sharing this file: a key counts only while its generation
+is the account's) and the next login gets a new key.
 Calls are synchronous and short (indexed lookups, single-row writes under WAL); they run on the
 event loop thread, which also serialises them within one process.
 """
@@ -39,15 +43,23 @@ CREATE TABLE IF NOT EXISTS accounts (
     status           TEXT NOT NULL DEFAULT 'active',
     created_at       REAL NOT NULL,
     last_seen        REAL NOT NULL,
-    checked_at       REAL NOT NULL DEFAULT 0
+    checked_at       REAL NOT NULL DEFAULT 0,
+    key_generation   INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS host_keys (
     key_sha256 TEXT PRIMARY KEY,
     sub        TEXT NOT NULL REFERENCES accounts(sub),
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS host_keys_sub ON host_keys(sub);
 """
+#: Columns added after the first release: (table, column, definition). Registries made before
+#: gain them at open, with the default (generation 0 derives the passwords of old releases).
+_ADDED_COLUMNS = (
+    ("accounts", "key_generation", "INTEGER NOT NULL DEFAULT 0"),
+    ("host_keys", "generation", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class Account:
     created_at: float
     last_seen: float
     checked_at: float = 0.0
+    key_generation: int = 0
 
     @property
     def active(self) -> bool:
@@ -83,8 +96,20 @@ class Registry:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
-        # key digest → sub; host keys never change meaning, so positive answers can be kept.
-        self._key_cache: dict[str, str] = {}
+        self._add_missing_columns()
+        # key digest → (sub, generation): a key never changes owner or generation, so positive
+        # answers can be kept; whether that generation is still current is read every time.
+        self._key_cache: dict[str, tuple[str, int]] = {}
+
+    def _add_missing_columns(self) -> None:
+        for table, column, definition in _ADDED_COLUMNS:
+            present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                except sqlite3.OperationalError as exc:  # another process added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def close(self) -> None:
         self._db.close()
@@ -102,17 +127,20 @@ class Registry:
     def count(self) -> int:
         return self._db.execute("SELECT count(*) FROM accounts").fetchone()[0]
 
-    def ensure(self, identity: Identity) -> tuple[Account, bool]:
+    def ensure(self, identity: Identity, *, refresh: bool = True) -> tuple[Account, bool]:
         """The account for `identity`, created (row and folder) if new. Returns (account, created).
 
-        Also refreshes the stored username/email when the provider reports new ones.
+        With `refresh` (a login: Cognito just vouched for this identity), also stores the
+        username and verified email the provider reports now; without it (provisioning) an
+        existing account is never changed. Names come from the verified email only
+        (`Identity.email` is None otherwise).
         """
         now = self._clock()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             existing = self.get(identity.sub)
             if existing is not None:
-                if (existing.cognito_username, existing.email) != (
+                if refresh and (existing.cognito_username, existing.email) != (
                     identity.username,
                     identity.email,
                 ):
@@ -166,7 +194,7 @@ class Registry:
     def set_status(self, sub: str, status: str) -> None:
         self._db.execute("UPDATE accounts SET status = ? WHERE sub = ?", (status, sub))
         if status != ACTIVE:
-            self._key_cache = {k: s for k, s in self._key_cache.items() if s != sub}
+            self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
 
     def touch(self, sub: str) -> None:
         """Seen now, and confirmed by the identity provider now."""
@@ -179,38 +207,72 @@ class Registry:
         when = self._clock() if when is None else when
         self._db.execute("UPDATE accounts SET checked_at = ? WHERE sub = ?", (when, sub))
 
+    def sign_out(self, sub: str) -> int:
+        """Move the account's key generation on and forget its keys; returns the new generation.
+
+        Every key issued so far is refused from now on, in this and any other process (see
+        `account_for_key`). Raises KeyError for an unknown `sub`.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self._db.execute(
+                "UPDATE accounts SET key_generation = key_generation + 1 WHERE sub = ?", (sub,)
+            )
+            if cursor.rowcount != 1:
+                raise KeyError(sub)
+            self._db.execute("DELETE FROM host_keys WHERE sub = ?", (sub,))
+            generation = self._db.execute(
+                "SELECT key_generation FROM accounts WHERE sub = ?", (sub,)
+            ).fetchone()[0]
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
+        return int(generation)
+
     def all(self) -> list[Account]:
         rows = self._db.execute("SELECT * FROM accounts ORDER BY name").fetchall()
         return [Account(**row) for row in rows]
 
     # -- host keys ------------------------------------------------------------------------
 
-    def add_host_key(self, sub: str, host_key: str) -> None:
+    def add_host_key(self, sub: str, host_key: str, generation: int = 0) -> None:
+        """Record `host_key` as issued to `sub` under key generation `generation`."""
         digest = key_digest(host_key)
         self._db.execute(
-            "INSERT OR IGNORE INTO host_keys (key_sha256, sub, created_at) VALUES (?, ?, ?)",
-            (digest, sub, self._clock()),
+            "INSERT OR IGNORE INTO host_keys (key_sha256, sub, created_at, generation)"
+            " VALUES (?, ?, ?, ?)",
+            (digest, sub, self._clock(), generation),
         )
-        self._key_cache[digest] = sub
+        self._key_cache[digest] = (sub, generation)
 
     def account_for_key(self, host_key: str) -> Account | None:
-        """The active account a host key belongs to, or None (unknown or revoked key)."""
+        """The active account a host key belongs to, or None (unknown or revoked key).
+
+        A key is revoked when its account is not active or has signed out since the key was
+        issued (the key's generation is not the account's). The account row is read on every
+        call, so a change made by another process counts at once.
+        """
         digest = key_digest(host_key)
-        sub = self._key_cache.get(digest)
-        if sub is None:
+        known = self._key_cache.get(digest)
+        if known is None:
             row = self._db.execute(
-                "SELECT key_sha256, sub FROM host_keys WHERE key_sha256 = ?", (digest,)
+                "SELECT key_sha256, sub, generation FROM host_keys WHERE key_sha256 = ?",
+                (digest,),
             ).fetchone()
             # The lookup is by digest, so timing reveals nothing about the key; the explicit
             # constant-time comparison keeps that true if the lookup ever changes.
             if row is None or not hmac.compare_digest(row["key_sha256"], digest):
                 return None
-            sub = row["sub"]
+            known = (row["sub"], row["generation"])
+        sub, generation = known
         account = self.get(sub)
-        if account is None or not account.active:
+        if account is None or not account.active or account.key_generation != generation:
             self._key_cache.pop(digest, None)
             return None
-        self._key_cache[digest] = sub
+        self._key_cache[digest] = known
         return account
 
     def host_key_count(self, sub: str) -> int:

@@ -194,6 +194,10 @@ def ensure_pool(boto: Any) -> tuple[str, str]:
                     "RequireSymbols": False,
                 }
             },
+            # As every pool for this product should be (README, "The user pool"): one user
+            # whatever the case they type. moto records it but compares case-sensitively; the
+            # gateway's lower-case retry covers that.
+            UsernameConfiguration={"CaseSensitive": False},
         )["UserPool"]["Id"]
     clients = boto.list_user_pool_clients(UserPoolId=pool_id, MaxResults=60)["UserPoolClients"]
     client_id = next((c["ClientId"] for c in clients if c["ClientName"] == CLIENT_NAME), None)

@@ -45,11 +45,21 @@ class CognitoPool:
     email_as_username: bool = False
     subs: dict[str, str] = field(default_factory=dict)
 
-    def add_user(self, username: str, password: str, email: str | None = None) -> str:
-        """Create a confirmed user with a permanent password; returns its `sub`."""
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        email: str | None = None,
+        *,
+        email_verified: bool | None = True,
+    ) -> str:
+        """Create a confirmed user with a permanent password; returns its `sub`.
+
+        `email_verified`: True or False sets that attribute; None leaves it out (never verified).
+        """
         attrs = [{"Name": "email", "Value": email}] if email else []
-        if email:
-            attrs.append({"Name": "email_verified", "Value": "true"})
+        if email and email_verified is not None:
+            attrs.append({"Name": "email_verified", "Value": str(email_verified).lower()})
         created = self.boto.admin_create_user(
             UserPoolId=self.pool_id,
             Username=username,
@@ -85,7 +95,11 @@ class CognitoPool:
 
 def make_pool(*, with_secret: bool = False, email_as_username: bool = False) -> CognitoPool:
     boto = boto3.client("cognito-idp", region_name=REGION)
-    pool_args: dict[str, Any] = {"PoolName": f"pool-{uuid.uuid4().hex[:6]}"}
+    pool_args: dict[str, Any] = {
+        "PoolName": f"pool-{uuid.uuid4().hex[:6]}",
+        # As operators are told to create pools; moto compares case-sensitively regardless.
+        "UsernameConfiguration": {"CaseSensitive": False},
+    }
     if email_as_username:
         pool_args["UsernameAttributes"] = ["email"]
     pool_id = boto.create_user_pool(**pool_args)["UserPool"]["Id"]

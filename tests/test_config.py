@@ -135,3 +135,18 @@ def test_an_empty_variable_does_not_hide_the_legacy_name():
 def test_the_lambdas_singular_key_name_is_accepted_by_the_gateway():
     c = cfg.load(None, {**REQUIRED, "GATEWAY_PROVISION_API_KEY": "k" * 20})
     assert [k.reveal() for k in c.provision.api_keys] == ["k" * 20]
+
+
+def test_a_cached_login_outlives_a_cognito_change_by_a_minute_by_default():
+    auth = cfg.load(None, REQUIRED).auth
+    assert (auth.cache_ttl_seconds, auth.recheck_seconds) == (60, 900)
+
+
+@pytest.mark.parametrize("ttl, ok", [("300", True), ("301", False), ("900", False)])
+def test_the_credential_cache_lifetime_is_bounded(ttl, ok):
+    env = {**REQUIRED, "GATEWAY_AUTH_CACHE_TTL_SECONDS": ttl}
+    if ok:
+        assert cfg.load(None, env).auth.cache_ttl_seconds == int(ttl)
+    else:
+        with pytest.raises(cfg.ConfigError, match="auth.cache_ttl_seconds: at most 300"):
+            cfg.load(None, env)

@@ -355,7 +355,9 @@ def test_readme_configuration_reference_lists_every_setting_with_its_default():
 
 def test_readme_iam_policy_names_exactly_the_cognito_calls_the_gateway_makes():
     source = (ROOT / "gateway" / "auth" / "cognito.py").read_text(encoding="utf-8")
-    calls = set(re.findall(r'"(admin_[a-z_]+)"', source))
+    # Every API call goes through CognitoProvider._call("<operation>", ...).
+    calls = set(re.findall(r'_call\(\s*"([a-z_]+)"', source))
+    assert {"admin_initiate_auth", "admin_get_user", "list_users"} <= calls
     actions = {"cognito-idp:" + "".join(p.title() for p in c.split("_")) for c in calls}
     policy = json.loads(re.search(r"```json\n(.*?)```", README, re.S).group(1))
     assert set(policy["Statement"][0]["Action"]) == actions

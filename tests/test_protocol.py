@@ -106,3 +106,17 @@ def test_missing_sync_header_means_a_legacy_client():
 def test_bad_sync_headers_are_bad_requests(raw):
     with pytest.raises(BadRequest):
         protocol.parse_sync_header(raw)
+
+
+@pytest.mark.parametrize("version", [-1, 0, 7, 12, 999, 2**40])
+def test_sync_versions_the_stock_server_refuses_are_bad_requests(version):
+    # Measured on the stock server: 400 to hostKey and meta alike for these.
+    with pytest.raises(BadRequest, match="unsupported sync version"):
+        protocol.parse_sync_header(f'{{"v":{version},"k":"","c":"c","s":"s"}}')
+
+
+@pytest.mark.parametrize("version", [8, 9, 10, 11])
+def test_sync_versions_the_stock_server_accepts_parse(version):
+    assert (
+        protocol.parse_sync_header(f'{{"v":{version},"k":"","c":"c","s":"s"}}').version == version
+    )

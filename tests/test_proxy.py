@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.app import PROXY, add_routes, errors_and_access_log
 from gateway.appkeys import CONFIG
+from gateway.auth.admission import Admission
 from gateway.auth.identity import Identity
 from gateway.config import load
 from gateway.proxy import Proxy, new_upstream_session
@@ -128,7 +129,7 @@ async def stack(tmp_path, aiohttp_server):
     reused = new_upstream_session(reuse=True)
     app = web.Application(middlewares=[errors_and_access_log])
     app[CONFIG] = config
-    app[PROXY] = Proxy(registry, pool, session, None, reused)  # type: ignore[arg-type]
+    app[PROXY] = Proxy(Admission(registry), pool, session, reused)  # type: ignore[arg-type]
     add_routes(app, "/anki/")
     server = await aiohttp_server(app)
     yield server, upstream, pool

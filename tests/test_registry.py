@@ -93,3 +93,58 @@ def test_two_registries_on_one_folder_create_one_account(tmp_path):
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["dave"]
     for r in regs:
         r.close()
+
+
+def test_sign_out_moves_the_generation_on_and_refuses_old_keys_in_every_process(registry, tmp_path):
+    registry.ensure(Identity("sub-1", "alice", None))
+    registry.ensure(Identity("sub-2", "bob", None))
+    registry.add_host_key("sub-1", "a" * 40)
+    registry.add_host_key("sub-2", "b" * 40)
+    assert registry.account_for_key("a" * 40).name == "alice"  # now in the key cache
+    other = Registry(tmp_path / "registry.sqlite3", tmp_path / "collections")  # another process
+    assert other.account_for_key("a" * 40).name == "alice"
+    assert other.sign_out("sub-1") == 1
+    assert registry.account_for_key("a" * 40) is None  # the cached answer does not outlive it
+    assert registry.account_for_key("b" * 40).name == "bob"  # other accounts untouched
+    assert registry.host_key_count("sub-1") == 0
+    registry.add_host_key("sub-1", "c" * 40, generation=1)
+    assert other.account_for_key("c" * 40).key_generation == 1
+    assert other.sign_out("sub-1") == 2
+    with pytest.raises(KeyError):
+        other.sign_out("no-such-sub")
+    other.close()
+
+
+def test_provisioning_never_rewrites_an_existing_account(registry):
+    registry.ensure(Identity("sub-1", "alice", "alice@example.com"))
+    account, created = registry.ensure(Identity("sub-1", "nobody-at-all", None), refresh=False)
+    assert not created
+    assert (account.cognito_username, account.email) == ("alice", "alice@example.com")
+    refreshed, _ = registry.ensure(Identity("sub-1", "alice2", "new@example.com"))
+    assert (refreshed.cognito_username, refreshed.email) == ("alice2", "new@example.com")
+
+
+def test_a_registry_from_before_key_generations_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "registry.sqlite3")
+    db.executescript(
+        """
+        CREATE TABLE accounts (sub TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            cognito_username TEXT NOT NULL, email TEXT, status TEXT NOT NULL DEFAULT 'active',
+            created_at REAL NOT NULL, last_seen REAL NOT NULL, checked_at REAL NOT NULL DEFAULT 0);
+        CREATE TABLE host_keys (key_sha256 TEXT PRIMARY KEY,
+            sub TEXT NOT NULL REFERENCES accounts(sub), created_at REAL NOT NULL);
+        INSERT INTO accounts VALUES ('sub-1', 'alice', 'alice', NULL, 'active', 1, 1, 0);
+        """
+    )
+    from gateway.registry import key_digest
+
+    db.execute("INSERT INTO host_keys VALUES (?, 'sub-1', 1)", (key_digest("k" * 40),))
+    db.commit()
+    db.close()
+    reg = Registry(tmp_path / "registry.sqlite3", tmp_path / "collections")
+    account = reg.account_for_key("k" * 40)  # keys issued before the upgrade still work
+    assert (account.name, account.key_generation) == ("alice", 0)
+    assert reg.sign_out("sub-1") == 1 and reg.account_for_key("k" * 40) is None
+    reg.close()

@@ -93,7 +93,7 @@ def test_two_users_sync_at_once_and_never_see_each_other(cognito, tmp_path, star
 
 
 def test_login_by_email_in_an_email_username_pool(cognito_email, tmp_path, start_gateway):
-    sub = cognito_email.add_user("carol@example.com", PASSWORD)
+    sub = cognito_email.add_user("carol@example.com", PASSWORD, "carol@example.com")
     gw = start_gateway(cognito_email.config(tmp_path / "data"))
     c = make_client(tmp_path, "c")
     c.add_note("hello")

@@ -1,6 +1,7 @@
 """Credential cache: remembers successful logins for a while, and only successful ones.
 
-Keyed by the username as sent and an HMAC of the password under a random key made at start-up:
+Keyed by the username's canonical spelling (spelling.py; the caller passes it) and an HMAC of
+the password under a random key made at start-up:
 no password and no plain hash is kept, and a wrong password can never ride on a cached success
 (the earlier system keyed by username alone and let exactly that happen). Bounded, with a TTL
 and an injected clock; `SingleFlight` makes concurrent identical logins share one provider call.
@@ -41,9 +42,10 @@ class CredentialCache(Generic[V]):
     def put(self, key: tuple[str, bytes], value: V) -> None:
         self._entries[key] = value
 
-    def forget(self, predicate: Callable[[V], bool]) -> int:
-        """Drop every entry whose value matches (e.g. all logins of a disabled account)."""
-        doomed = [k for k, v in list(self._entries.items()) if predicate(v)]
+    def forget(self, predicate: Callable[[tuple[str, bytes], V], bool]) -> int:
+        """Drop every entry whose (key, value) matches, e.g. all logins of a disabled account;
+        returns how many were dropped."""
+        doomed = [k for k, v in list(self._entries.items()) if predicate(k, v)]
         for k in doomed:
             self._entries.pop(k, None)
         return len(doomed)

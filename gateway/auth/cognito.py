@@ -4,7 +4,15 @@ Contract (the interface is in identity.py; the Cognito facts in docs/cognito.md)
 
 - `authenticate` makes one AdminInitiateAuth call (botocore's standard retries aside) and answers
   with an `Identity` keyed on the IdToken's `sub`, or raises one typed failure. A username or
-  password that cannot exist in Cognito is refused without a call.
+  password that cannot exist in Cognito is refused without a call. Pools are case-sensitive
+  unless created with `UsernameConfiguration.CaseSensitive=false` (the API default is
+  sensitive and cannot change later), while phone keyboards capitalise: when Cognito refuses a
+  spelling with capitals as unknown, the lower-cased spelling is tried once more.
+- The email in an `Identity` is only ever a verified one (`email_verified`): a token or user
+  record whose email is unverified gives `email=None`. Cognito puts `email_verified` in every
+  IdToken that carries `email`; a token without it (moto's) is settled with one lookup.
+- `lookup_sub` finds a user by `sub` with ListUsers (`Filter='sub = "<sub>"'`, IAM
+  `cognito-idp:ListUsers`): AdminGetUser needs the username, which can change hands.
 - Cognito errors map as `classify()` says: the user's fault is BadCredentials (403), Cognito's own
   lockout is LockedOut (429), AWS trouble is ProviderUnavailable (503) and our own setup is
   ProviderMisconfigured (500, logged at ERROR). AWS being down never becomes a 403: the Anki client
@@ -19,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import hashlib
 import hmac
 import json
 import logging
+import re
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -76,6 +86,13 @@ UNAVAILABLE = frozenset(
     }
 )
 _LOCKOUT_MESSAGE = "Password attempts exceeded"
+#: Refusals that may mean "no user with this spelling" (a hidden UserNotFoundException is a
+#: NotAuthorizedException), so a lower-cased spelling is worth one more try.
+_SPELLING_CODES = frozenset({"UserNotFoundException", "NotAuthorizedException"})
+#: NotAuthorizedException texts that name a user that exists: another spelling cannot help.
+_EXISTING_USER_MESSAGES = ("disabled", "Password attempts exceeded")
+#: A Cognito `sub` is a UUID; only such a value is ever put into a ListUsers filter.
+_SUB = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def is_possible_username(username: str) -> bool:
@@ -97,8 +114,13 @@ def secret_hash(username: str, client_id: str, client_secret: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def identity_from_id_token(id_token: str, typed_username: str) -> Identity:
-    """The Identity in an IdToken's claims; `typed_username` stands in for a missing email."""
+def identity_from_id_token(id_token: str) -> tuple[Identity, bool]:
+    """The Identity in an IdToken's claims, and whether its email is unsettled.
+
+    The email is kept only when the `email_verified` claim is true. The second value is True
+    when the token carries an email but no `email_verified` claim at all (moto's tokens), so
+    only a lookup can tell whether the email may be used.
+    """
     # No signature check: the token is the answer to our own SigV4-signed TLS request to Cognito,
     # so it is exactly as trustworthy as that channel (verifying it would be defence in depth).
     try:
@@ -112,22 +134,27 @@ def identity_from_id_token(id_token: str, typed_username: str) -> Identity:
     if not isinstance(sub, str) or not sub or not isinstance(username, str) or not username:
         raise ProviderMisconfigured("Cognito IdToken lacks sub or cognito:username")
     if not isinstance(email, str) or not email:
-        # The client may not read `email`; someone who signed in with an email has one.
-        email = typed_username if "@" in typed_username else None
-    return Identity(sub=sub, username=username, email=email)
+        return Identity(sub=sub, username=username), False
+    verified = claims.get("email_verified")
+    unsettled = verified is None
+    # Cognito sends a JSON boolean; some stand-ins send the attribute's string form.
+    email_ok = verified is True or verified == "true"
+    return Identity(sub=sub, username=username, email=email if email_ok else None), unsettled
 
 
 def identity_from_user(response: dict[str, Any]) -> Identity:
-    """The Identity in an AdminGetUser response."""
-    attributes = {a.get("Name"): a.get("Value") for a in response.get("UserAttributes", [])}
+    """The Identity in an AdminGetUser answer or one ListUsers entry (`UserAttributes` there,
+    `Attributes` here)."""
+    listed = response.get("UserAttributes", response.get("Attributes", []))
+    attributes = {a.get("Name"): a.get("Value") for a in listed}
     sub, username = attributes.get("sub"), response.get("Username")
     if not sub or not username:
-        raise ProviderMisconfigured("Cognito AdminGetUser answer lacks sub or Username")
+        raise ProviderMisconfigured("Cognito user record lacks sub or Username")
     # RESET_REQUIRED is how an administrator answers a compromised account: no sync either.
     enabled = bool(response.get("Enabled", True)) and response.get("UserStatus") != "RESET_REQUIRED"
-    return Identity(
-        sub=sub, username=username, email=attributes.get("email") or None, enabled=enabled
-    )
+    verified = attributes.get("email_verified") == "true"
+    email = (attributes.get("email") or None) if verified else None
+    return Identity(sub=sub, username=username, email=email, enabled=enabled)
 
 
 def classify(
@@ -146,7 +173,11 @@ def classify(
         return LockedOut(detail, retry_after=LOCKOUT_RETRY_AFTER)
     elif code in REJECTED:
         # The code only: some stand-ins put the username in the message.
-        return BadCredentials(f"Cognito {code}")
+        refused = BadCredentials(f"Cognito {code}")
+        refused.other_spelling_may_exist = code in _SPELLING_CODES and not any(
+            text in message for text in _EXISTING_USER_MESSAGES
+        )
+        return refused
     if code in UNAVAILABLE or (status is not None and status >= 500):
         return ProviderUnavailable(detail, retry_after=UNAVAILABLE_RETRY_AFTER)
     return ProviderMisconfigured(detail)
@@ -232,6 +263,22 @@ class CognitoProvider:
             # Not even the username is logged: people type passwords into it.
             log.info("login refused without calling Cognito: impossible username or password")
             raise BadCredentials("username or password cannot exist in Cognito")
+        try:
+            identity, unsettled = await self._initiate_auth(username, password)
+        except BadCredentials as exc:
+            lower = username.lower()
+            if lower == username or not getattr(exc, "other_spelling_may_exist", False):
+                raise
+            log.info("Cognito refused a spelling with capitals; trying it in lower case once")
+            identity, unsettled = await self._initiate_auth(lower, password)
+        if unsettled:
+            # Only Cognito's user record can tell whether this email is verified.
+            identity = dataclasses.replace(
+                identity, email=(await self.lookup_sub(identity.sub)).email
+            )
+        return identity
+
+    async def _initiate_auth(self, username: str, password: str) -> tuple[Identity, bool]:
         params = {"USERNAME": username, "PASSWORD": password}
         secret = self._config.client_secret
         if secret is not None:
@@ -257,7 +304,7 @@ class CognitoProvider:
                 ProviderMisconfigured("Cognito answered with neither tokens nor a challenge"),
             )
         try:
-            return identity_from_id_token(id_token, username)
+            return identity_from_id_token(id_token)
         except ProviderMisconfigured as exc:
             raise self._logged("admin_initiate_auth", exc) from None
 
@@ -271,6 +318,29 @@ class CognitoProvider:
             return identity_from_user(response)
         except ProviderMisconfigured as exc:
             raise self._logged("admin_get_user", exc) from None
+
+    async def lookup_sub(self, sub: str) -> Identity:
+        if not _SUB.fullmatch(sub):
+            raise UnknownUser("not a Cognito sub")
+        response = await self._call(
+            "list_users",
+            UserPoolId=self._config.user_pool_id,
+            Filter=f'sub = "{sub}"',
+            Limit=1,
+            lookup=True,
+        )
+        users = response.get("Users") or []
+        if not users:
+            raise UnknownUser("no Cognito user has this sub")
+        try:
+            identity = identity_from_user(users[0])
+        except ProviderMisconfigured as exc:
+            raise self._logged("list_users", exc) from None
+        if identity.sub != sub:
+            raise self._logged(
+                "list_users", ProviderMisconfigured("ListUsers answered with another sub")
+            )
+        return identity
 
     async def close(self) -> None:
         if self._closed:

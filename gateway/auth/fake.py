@@ -1,10 +1,11 @@
 """An in-memory identity provider for tests and benchmarks.
 
 Behaves like a Cognito pool with case-insensitive usernames (Cognito's default) and email as a
-sign-in alias: `authenticate` answers an `Identity` or BadCredentials, `lookup` an `Identity` or
-UnknownUser. `calls` counts provider calls, `delay` makes each call take that long (without
-blocking the loop), and `fail_with` makes every call raise that exception, for outages
-(ProviderUnavailable), challenges (ChallengeRequired), lockouts and the like.
+sign-in alias: `authenticate` answers an `Identity` or BadCredentials, `lookup` (by username or
+email) and `lookup_sub` an `Identity` or UnknownUser. As with Cognito, an email only appears in
+an `Identity` while it is verified. `calls` counts provider calls, `delay` makes each call take
+that long (without blocking the loop), and `fail_with` makes every call raise that exception,
+for outages (ProviderUnavailable), challenges (ChallengeRequired), lockouts and the like.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ class _User:
     identity: Identity
     password: str
     enabled: bool = True
+    email_verified: bool = True
+
+    def public(self) -> Identity:
+        email = self.identity.email if self.email_verified else None
+        return dataclasses.replace(self.identity, email=email, enabled=self.enabled)
 
 
 class FakeProvider:
@@ -34,7 +40,14 @@ class FakeProvider:
         self._users: dict[str, _User] = {}  # by casefolded username
         self._aliases: dict[str, str] = {}  # casefolded email → casefolded username
 
-    def add_user(self, username: str, password: str, email: str | None = None) -> str:
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        email: str | None = None,
+        *,
+        email_verified: bool = True,
+    ) -> str:
         """Add an enabled user; returns its new `sub`."""
         key = username.casefold()
         if key in self._users or key in self._aliases:
@@ -44,16 +57,26 @@ class FakeProvider:
         ):
             raise ValueError(f"email {email!r} is taken")
         sub = str(uuid.uuid4())
-        self._users[key] = _User(Identity(sub=sub, username=username, email=email), password)
+        identity = Identity(sub=sub, username=username, email=email)
+        self._users[key] = _User(identity, password, email_verified=email_verified)
         if email is not None:
             self._aliases[email.casefold()] = key
         return sub
 
     def disable(self, username: str) -> None:
-        user = self._find(username)
-        if user is None:
-            raise KeyError(username)
-        user.enabled = False
+        self._get(username).enabled = False
+
+    def enable(self, username: str) -> None:
+        self._get(username).enabled = True
+
+    def set_password(self, username: str, password: str) -> None:
+        self._get(username).password = password
+
+    def delete(self, username: str) -> None:
+        """Remove the user; the same username may then be added again (with a new `sub`)."""
+        user = self._get(username)
+        del self._users[user.identity.username.casefold()]
+        self._aliases = {a: k for a, k in self._aliases.items() if self._users.get(k) is not None}
 
     async def authenticate(self, username: str, password: str) -> Identity:
         await self._call()
@@ -65,14 +88,21 @@ class FakeProvider:
             or not hmac.compare_digest(user.password.encode(), password.encode())
         ):
             raise BadCredentials("fake provider: wrong username or password")
-        return user.identity
+        return user.public()
 
     async def lookup(self, username: str) -> Identity:
         await self._call()
         user = self._find(username)
         if user is None:
             raise UnknownUser("fake provider: no such user")
-        return dataclasses.replace(user.identity, enabled=user.enabled)
+        return user.public()
+
+    async def lookup_sub(self, sub: str) -> Identity:
+        await self._call()
+        for user in self._users.values():
+            if user.identity.sub == sub:
+                return user.public()
+        raise UnknownUser("fake provider: no user with that sub")
 
     async def close(self) -> None:
         self.closed = True
@@ -84,6 +114,12 @@ class FakeProvider:
         if self.fail_with is not None:
             # A fresh traceback each time: re-raising one instance would grow its traceback.
             raise self.fail_with.with_traceback(None)
+
+    def _get(self, username: str) -> _User:
+        user = self._find(username)
+        if user is None:
+            raise KeyError(username)
+        return user
 
     def _find(self, username: str) -> _User | None:
         key = username.casefold()

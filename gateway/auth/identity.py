@@ -11,8 +11,13 @@ a fake for tests, or a future provider plug in the same way.
                ProviderUnavailable throttled, timed out, 5xx, network                  -> 503
                ProviderMisconfigured  bad pool id, missing permission                  -> 500
 
-    lookup(username) -> Identity          (provisioning without a `sub`; key revalidation)
-        raises UnknownUser, ProviderUnavailable, ProviderMisconfigured
+    lookup(username) -> Identity          (provisioning without a `sub`)
+    lookup_sub(sub) -> Identity           (provisioning with a `sub`; host key re-checks)
+        raise UnknownUser, ProviderUnavailable, ProviderMisconfigured
+
+`Identity.email` is only ever a *verified* email: an address a user typed into their profile
+without confirming it must not name or be stored for an account (anyone could claim
+`victim@example.com` that way).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Identity:
     username: str
     """The provider's username (for Cognito: `cognito:username`, often a UUID)."""
     email: str | None = None
+    """The user's email when the provider says it is verified (`email_verified`), else None."""
     enabled: bool = True
     """False when the provider says the user may no longer sign in (disabled, reset required).
     Only `lookup` can report False; `authenticate` fails instead."""
@@ -65,5 +71,7 @@ class IdentityProvider(Protocol):
     async def authenticate(self, username: str, password: str) -> Identity: ...
 
     async def lookup(self, username: str) -> Identity: ...
+
+    async def lookup_sub(self, sub: str) -> Identity: ...
 
     async def close(self) -> None: ...

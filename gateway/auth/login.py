@@ -4,6 +4,12 @@
                                └miss→ single flight → provider.authenticate → registry.ensure
                                       → the account's worker logs the local account in → host key
 
+Limiter and cache are keyed by the username's canonical spelling (spelling.py), so every
+spelling of one user shares one failure budget and one cache entry. A cached login is bounded
+by `auth.cache_ttl_seconds` and dropped sooner when Cognito verifies another password for the
+same `sub` or the same spelling for another `sub` (a changed password, a re-created user), or
+when the account's key generation moves on ("sign out all devices").
+
 The user's password goes to the identity provider and nowhere else. The worker only ever sees
 the local account name and its derived secret, so the key it issues is the key the client keeps.
 That key is deterministic (the stock server's key is sha1("name:password")), which is why keys
@@ -22,6 +28,7 @@ from gateway import protocol
 from gateway.auth.cache import CredentialCache, SingleFlight
 from gateway.auth.identity import BadCredentials, Identity, IdentityProvider
 from gateway.auth.limiter import FailureLimiter
+from gateway.auth.spelling import canonical
 from gateway.errors import AuthFailed, BadRequest, TooManyAttempts, WorkerFailed
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
 from gateway.workers.pool import WorkerPool
@@ -34,6 +41,8 @@ class LoginResult:
     identity: Identity
     account: str
     host_key: str
+    #: The account's key generation the key belongs to; a cached result of an older one is void.
+    generation: int = 0
 
 
 class LoginService:
@@ -44,7 +53,7 @@ class LoginService:
         registry: Registry,
         pool: WorkerPool,
         upstream: aiohttp.ClientSession,
-        secret_for: Callable[[str], str],
+        password_for: Callable[[str, int], str],
         cache: CredentialCache[LoginResult],
         user_limiter: FailureLimiter,
         address_limiter: FailureLimiter,
@@ -54,7 +63,7 @@ class LoginService:
         self.pool = pool
         self.cache = cache
         self._upstream = upstream
-        self._secret_for = secret_for
+        self._password_for = password_for
         self._users = user_limiter
         self._addresses = address_limiter
         self._flights: SingleFlight[LoginResult] = SingleFlight()
@@ -62,36 +71,53 @@ class LoginService:
     async def login(
         self, username: str, password: str, address: str, header: protocol.SyncHeader
     ) -> LoginResult:
+        user = canonical(username)
         for limiter, key, what in (
-            (self._users, username, "user"),
+            (self._users, user, "user"),
             (self._addresses, address, "address"),
         ):
             wait = limiter.retry_after(key)
             if wait is not None:
                 log.warning("login refused: too many failures", extra={"limited": what})
                 raise TooManyAttempts(retry_after=wait)
-        cache_key = self.cache.key(username, password)
+        cache_key = self.cache.key(user, password)
         cached = self.cache.get(cache_key)
         if cached is not None:
             account = self.registry.get(cached.identity.sub)
-            if account is not None and account.active:
+            if (
+                account is not None
+                and account.active
+                and account.key_generation == cached.generation
+            ):
                 log.info("login (cached)", extra={"account": account.name})
                 return cached
         try:
             result = await self._flights.run(
-                cache_key, lambda: self._authenticate(username, password, header)
+                cache_key, lambda: self._authenticate(username, password, header, cache_key)
             )
         except AuthFailed:
-            self._users.record_failure(username)
+            self._users.record_failure(user)
             self._addresses.record_failure(address)
             raise
-        self._users.reset(username)
+        self._users.reset(user)
         return result
 
     async def _authenticate(
-        self, username: str, password: str, header: protocol.SyncHeader
+        self,
+        username: str,
+        password: str,
+        header: protocol.SyncHeader,
+        cache_key: tuple[str, bytes],
     ) -> LoginResult:
         identity = await self.provider.authenticate(username, password)
+        # Cognito vouched for this password of this sub now: any other remembered password of
+        # the sub (changed since), and this spelling remembered for another sub (a user deleted
+        # and re-created), is stale.
+        self.cache.forget(
+            lambda key, r: (
+                key != cache_key and (r.identity.sub == identity.sub or key[0] == cache_key[0])
+            )
+        )
         account, created = self.registry.ensure(identity)
         if account.status == SUSPENDED:
             # Cognito accepted the password again: the user was re-enabled there.
@@ -100,16 +126,34 @@ class LoginService:
         elif not account.active:
             log.info("login refused: account disabled", extra={"account": account.name})
             raise BadCredentials("account disabled in the gateway")
-        host_key = await self._worker_login(account, header)
-        self.registry.add_host_key(identity.sub, host_key)
+        try:
+            host_key = await self._worker_login(account, header)
+        except _WorkerRefused:
+            # The worker was started before the account's key generation moved on (a sign-out,
+            # maybe from another process): it holds the old password. A fresh one reads the new.
+            self.pool.retire(account.name, "its account's key generation changed")
+            host_key = await self._worker_login(account, header)
+        self.registry.add_host_key(identity.sub, host_key, account.key_generation)
         self.registry.touch(identity.sub)
-        result = LoginResult(identity, account.name, host_key)
-        self.cache.put(self.cache.key(username, password), result)
+        result = LoginResult(identity, account.name, host_key, account.key_generation)
+        self.cache.put(cache_key, result)
         log.info("login", extra={"account": account.name, "sub": identity.sub, "new": created})
         return result
 
+    async def sign_out(self, sub: str) -> int:
+        """Sign every device of `sub` out: new key generation, cached logins and the running
+        worker dropped. Returns the new generation; KeyError for an unknown `sub`."""
+        generation = self.registry.sign_out(sub)
+        self.forget_account(sub)
+        account = self.registry.get(sub)
+        if account is not None:
+            self.pool.retire(account.name, "signed out everywhere")
+        log.info("signed out everywhere", extra={"sub": sub, "generation": generation})
+        return generation
+
     async def _worker_login(self, account: Account, header: protocol.SyncHeader) -> str:
-        body = protocol.encode_login(account.name, self._secret_for(account.name))
+        password = self._password_for(account.name, account.key_generation)
+        body = protocol.encode_login(account.name, password)
         headers = {
             protocol.SYNC_HEADER: header.for_upstream(""),
             "Content-Type": "application/octet-stream",
@@ -124,9 +168,9 @@ class LoginService:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 await self.pool.report_broken(account.name)
                 raise WorkerFailed(f"worker login failed: {type(exc).__name__}") from exc
+        if status == 403:
+            raise _WorkerRefused()
         if status != 200:
-            # Never a 403 to the client: the user's credentials were fine, ours were not
-            # (e.g. the gateway secret changed under a running worker).
             raise WorkerFailed(f"worker refused the account login with {status}")
         try:
             return protocol.decode_login_answer(payload)
@@ -134,4 +178,13 @@ class LoginService:
             raise WorkerFailed("worker answered hostKey with an unexpected body") from exc
 
     def forget_account(self, sub: str) -> None:
-        self.cache.forget(lambda r: r.identity.sub == sub)
+        self.cache.forget(lambda key, r: r.identity.sub == sub)
+
+
+class _WorkerRefused(WorkerFailed):
+    """The worker refused the account's derived password. Never a 403 to the client: the
+    user's credentials were fine, ours were not (an older key generation, or the gateway secret
+    changed under a running worker)."""
+
+    def __init__(self) -> None:
+        super().__init__("worker refused the account login with 403")

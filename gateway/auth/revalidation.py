@@ -1,12 +1,16 @@
 """Host keys outlive passwords: re-check their owners with the identity provider now and then.
 
 A stock Anki client keeps its host key forever, so without this a user disabled or deleted in
-Cognito would keep syncing. At the start of each sync (`sync/meta`), an account whose last
-confirmation is older than `auth.recheck_seconds` is looked up in the background — the sync
-itself never waits for Cognito. A disabled, reset-required or deleted user is suspended: their
-key gets 403 from the next request on, and cached logins stop working. A later successful
-password login lifts the suspension (the user was re-enabled). When the provider is unavailable
-nothing changes and the check is retried a minute later.
+Cognito would keep syncing. The owner of a key is looked up by `sub` (never by a stored
+username, which can change hands) when its last confirmation is older than
+`auth.recheck_seconds`; `Admission` (admission.py) decides, on every proxied request, whether
+that check runs in the background or the request waits for it.
+
+A disabled, reset-required or deleted user is suspended: their key gets 403 from the next
+request on, and cached logins stop working. A later successful password login lifts the
+suspension (the user was re-enabled). When the provider is unavailable nothing changes — the
+provider being down never logs anyone out — and the check is retried `retry_after_failure`
+seconds later; `postponed` counts those, and each is logged at WARNING.
 """
 
 from __future__ import annotations
@@ -33,48 +37,74 @@ class Revalidator:
         *,
         on_suspend: Callable[[str], None] = lambda sub: None,
         clock: Callable[[], float] = time.time,
+        retry_after_failure: float = RETRY_AFTER_FAILURE,
     ) -> None:
         self._provider = provider
         self._registry = registry
-        self._interval = interval
+        self.interval = interval
         self._on_suspend = on_suspend
         self._clock = clock
+        self._retry_after_failure = min(retry_after_failure, interval)
         self._running: dict[str, asyncio.Task[None]] = {}
+        #: Checks that could not reach the provider and were put off (for operators and tests).
+        self.postponed = 0
+        #: Accounts suspended because the provider no longer vouches for their owner.
+        self.suspended = 0
+
+    def age(self, account: Account) -> float:
+        """Seconds since the provider last confirmed the account's owner."""
+        return self._clock() - account.checked_at
 
     def due(self, account: Account) -> bool:
-        return account.status == ACTIVE and self._clock() - account.checked_at >= self._interval
+        return account.status == ACTIVE and self.age(account) >= self.interval
 
     def maybe_check(self, account: Account) -> None:
         """Start a background check of `account` if one is due and none is running."""
-        if not self.due(account) or account.sub in self._running:
-            return
-        task = asyncio.get_running_loop().create_task(self.check(account))
-        self._running[account.sub] = task
-        task.add_done_callback(lambda _: self._running.pop(account.sub, None))
+        if self.due(account):
+            self._task(account)
+
+    async def wait_for_check(self, account: Account) -> None:
+        """Run the check of `account` (or join the one running) and wait for it to finish."""
+        # Shielded: a client that goes away must not cancel a check other requests wait for.
+        await asyncio.shield(self._task(account))
+
+    def _task(self, account: Account) -> asyncio.Task[None]:
+        task = self._running.get(account.sub)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self.check(account))
+            self._running[account.sub] = task
+            task.add_done_callback(lambda _: self._running.pop(account.sub, None))
+        return task
 
     async def check(self, account: Account) -> None:
         try:
-            identity = await self._provider.lookup(account.cognito_username)
+            identity = await self._provider.lookup_sub(account.sub)
         except UnknownUser:
             self._suspend(account, "deleted in the identity provider")
             return
         except GatewayError as exc:
+            self.postponed += 1
             log.warning(
-                "revalidation postponed", extra={"account": account.name, "reason": exc.detail}
+                "revalidation postponed: identity provider unavailable",
+                extra={
+                    "account": account.name,
+                    "reason": exc.detail,
+                    "retry_in_s": self._retry_after_failure,
+                },
             )
             self._registry.mark_checked(
-                account.sub, self._clock() - self._interval + RETRY_AFTER_FAILURE
+                account.sub, self._clock() - self.interval + self._retry_after_failure
             )
             return
-        if identity.sub != account.sub:
-            # The username now belongs to someone else: the old user is gone.
-            self._suspend(account, "username now belongs to another identity")
+        if identity.sub != account.sub:  # pragma: no cover - lookup_sub answers this sub only
+            self._suspend(account, "the provider answered for another identity")
         elif not identity.enabled:
             self._suspend(account, "disabled in the identity provider")
         else:
             self._registry.mark_checked(account.sub)
 
     def _suspend(self, account: Account, why: str) -> None:
+        self.suspended += 1
         log.warning("account suspended", extra={"account": account.name, "reason": why})
         self._registry.set_status(account.sub, SUSPENDED)
         self._on_suspend(account.sub)

@@ -12,15 +12,21 @@ Checks, in order; each refusal is JSON `{"success": false, "error": "..."}`:
     signature (with a signing secret)   401  (503 while the replay memory is full)
     not JSON, wrong types, bad fields   400  gateway/provision/request.py
     user not in Cognito (a lookup)      404
+    username does not match that sub    400
     Cognito unavailable (a lookup)      503  with Retry-After
 
-Then `Registry.ensure()` creates the row and the folder, or finds them: `200 {"success": true,
-"message", "username": <account>, "user_directory": "collections/<account>", "created"}`.
+The identity is always Cognito's own record, never the body's word: by `sub` (ListUsers) when
+the caller sent one (the Lambda does), else by username or email (AdminGetUser). A made-up
+`sub`, or a real one paired with another username, writes nothing; the email used for naming
+is Cognito's, and only when verified.
+
+Then `Registry.ensure(refresh=False)` creates the row and the folder, or finds them and changes
+nothing (provisioning never rewrites an existing account): `200 {"success": true, "message",
+"username": <account>, "user_directory": "collections/<account>", "created"}`.
 Nothing is written before that last step, so a refused request changes nothing. `ensure()` is
 synchronous and runs on the loop thread, which serialises concurrent calls in one process (there
 is no await between the existence check and the insert); across processes SQLite's
-`BEGIN IMMEDIATE` does. The identity is the Cognito `sub`: from the body when the caller sent it
-(the Lambda does), else from Cognito (AdminGetUser) by username or email.
+`BEGIN IMMEDIATE` does.
 
 Logs name the account, the sub, `new` (created now) and which key slot matched (for
 rotations), never a key.
@@ -36,6 +42,7 @@ from aiohttp import web
 
 from gateway.appkeys import ACCOUNT, CONFIG, PROVIDER, REGISTRY
 from gateway.auth.identity import Identity, IdentityProvider, UnknownUser
+from gateway.auth.spelling import canonical
 from gateway.bodies import read_capped
 from gateway.config import Secret
 from gateway.errors import GatewayError, PayloadTooLarge
@@ -119,7 +126,7 @@ async def _provision(request: web.Request) -> web.Response:
         raise Refused(400, str(exc)) from None
     identity = await _identity(parsed, app[PROVIDER])
     registry = app[REGISTRY]
-    account, created = registry.ensure(identity)
+    account, created = registry.ensure(identity, refresh=False)
     folder = registry.folder(account)  # re-checks that the name stays inside collections/
     request[ACCOUNT] = account.name
     log.info(
@@ -166,14 +173,16 @@ async def _read_capped(request: web.Request, cap: int) -> bytes:
 
 
 async def _identity(parsed: body_format.ProvisionRequest, provider: IdentityProvider) -> Identity:
-    if parsed.sub is not None and parsed.username is not None:
-        return Identity(sub=parsed.sub, username=parsed.username, email=parsed.email)
-    name = parsed.username or parsed.email
-    assert name is not None  # parse() requires one of them
+    """The user as Cognito records it; Refused when Cognito does not confirm the request."""
     try:
-        found = await provider.lookup(name)
+        if parsed.sub is not None:
+            found = await provider.lookup_sub(parsed.sub)
+        else:
+            name = parsed.username or parsed.email
+            assert name is not None  # parse() requires one of them
+            found = await provider.lookup(name)
     except UnknownUser:
-        raise Refused(404, f"user not found in the identity provider: {name}") from None
+        raise Refused(404, "user not found in the identity provider") from None
     except GatewayError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         if exc.status >= 500:
@@ -183,6 +192,19 @@ async def _identity(parsed: body_format.ProvisionRequest, provider: IdentityProv
                 extra={"reason": exc.detail},
             )
         raise Refused(exc.status, exc.public, headers) from None
-    if parsed.sub is not None and found.sub != parsed.sub:
-        raise Refused(400, "the sub sent does not match the user's sub in the identity provider")
-    return Identity(sub=found.sub, username=found.username, email=found.email or parsed.email)
+    if parsed.sub is not None and parsed.username is not None:
+        if not _names_user(parsed.username, found):
+            raise Refused(400, "username does not match the user with this sub")
+    if parsed.sub is None and parsed.username is None and parsed.email is not None:
+        # Found by email alone: only an email Cognito has verified may stand for the user.
+        if found.email is None or canonical(found.email) != canonical(parsed.email):
+            raise Refused(404, "user not found in the identity provider")
+    return found
+
+
+def _names_user(username: str, found: Identity) -> bool:
+    """Whether `username` is the Cognito username (any spelling) or verified email of `found`."""
+    wanted = canonical(username)
+    return wanted == canonical(found.username) or (
+        found.email is not None and wanted == canonical(found.email)
+    )

@@ -9,7 +9,8 @@ Contract (design.md, "Workers"):
   lease waits up to `queue_timeout`, then raises `Unavailable` (503, `Retry-After`).
 - The reaper (`start()`) stops workers idle for longer than `idle_timeout` and forgets dead ones.
 - `report_broken(account)`: the proxy could not talk to the worker; a dead or unhealthy worker
-  is stopped and forgotten, so the next lease starts a fresh one.
+  is stopped and forgotten, so the next lease starts a fresh one. `retire(account)` stops a
+  healthy one too (its account's password changed).
 - Across processes, one worker per account (slot.py, lock.py): if another gateway holds the
   account, its worker is used (not counted here) instead of starting a second one.
 - Errors: `ValueError` (unsafe account name), `Unavailable`, `WorkerFailed`, `WorkerTimeout`.
@@ -139,6 +140,15 @@ class WorkerPool:
             log.info("worker reported broken but healthy", extra={"account": account})
             return
         self._discard(slot, "reported broken and not healthy")
+
+    def retire(self, account: str, why: str) -> None:
+        """Stop this gateway's worker for `account`, if it has one, so the next lease starts a
+        fresh one. A worker reads its account's password (and so its key generation) once, at
+        start: after "sign out all devices" the old worker would refuse the new password.
+        Requests still in flight on it fail (5xx); the account's keys are refused anyway."""
+        slot = self._slots.get(account)
+        if slot is not None and slot.process is not None:
+            self._discard(slot, why)
 
     # -- internals -------------------------------------------------------------------------
 

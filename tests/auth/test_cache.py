@@ -55,7 +55,7 @@ def test_forget_drops_matching_entries():
     cache: CredentialCache[str] = CredentialCache(ttl=60, maxsize=10)
     cache.put(cache.key("a", "1"), "sub-a")
     cache.put(cache.key("b", "1"), "sub-b")
-    assert cache.forget(lambda v: v == "sub-a") == 1
+    assert cache.forget(lambda k, v: v == "sub-a") == 1
     assert cache.get(cache.key("a", "1")) is None
     assert cache.get(cache.key("b", "1")) == "sub-b"
 

@@ -293,6 +293,86 @@ async def test_lookup_of_an_unknown_user_raises_unknown_user(provider: CognitoPr
     assert provider.calls == 1
 
 
+async def test_lookup_sub_finds_the_user_by_sub_with_one_list_users_call(
+    cognito: CognitoPool, provider: CognitoProvider
+) -> None:
+    sub = cognito.add_user("alice", PASSWORD, email="alice@example.com")
+    cognito.add_user("bob", PASSWORD, email="bob@example.com")
+
+    assert await provider.lookup_sub(sub) == Identity(sub, "alice", "alice@example.com")
+    assert provider.calls == 1
+    cognito.disable("alice")
+    assert (await provider.lookup_sub(sub)).enabled is False
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        "3f2a9c1e-4b5d-4e6f-8a7b-9c0d1e2f3a4b",  # a well-formed sub nobody has
+        'x" or sub ^= "',  # filter syntax: never sent to Cognito
+        "",
+        "alice",
+    ],
+)
+async def test_lookup_sub_of_no_user_is_unknown_user(provider: CognitoProvider, sub: str) -> None:
+    with pytest.raises(UnknownUser):
+        await provider.lookup_sub(sub)
+    assert provider.calls == (1 if sub.count("-") == 4 else 0)
+
+
+async def test_a_spelling_with_capitals_is_tried_once_more_in_lower_case(
+    cognito_email: CognitoPool, tmp_path: Path
+) -> None:
+    # moto compares usernames case-sensitively, like a pool created with CaseSensitive=true.
+    sub = cognito_email.add_user("case.user@example.com", PASSWORD, "case.user@example.com")
+    provider = CognitoProvider(cognito_email.config(tmp_path).cognito)
+    try:
+        identity = await provider.authenticate("Case.User@example.com", PASSWORD)
+        assert (identity.sub, identity.email, provider.calls) == (
+            sub,
+            "case.user@example.com",
+            2,
+        )
+        with pytest.raises(BadCredentials):
+            await provider.authenticate("Case.User@example.com", "wrong-password")
+        assert provider.calls == 4  # a wrong password: also two calls, then refused
+        with pytest.raises(BadCredentials):
+            await provider.authenticate("case.user@example.com", "wrong-password")
+        assert provider.calls == 5  # already lower case: one call
+    finally:
+        await provider.close()
+
+
+async def test_a_disabled_user_typed_in_lower_case_is_not_tried_again(
+    cognito: CognitoPool, provider: CognitoProvider
+) -> None:
+    cognito.add_user("lower", PASSWORD, "lower@example.com")
+    cognito.disable("lower")
+    with pytest.raises(BadCredentials):
+        await provider.authenticate("lower", PASSWORD)
+    assert provider.calls == 1
+
+
+async def test_a_token_without_email_verified_is_settled_with_one_lookup(
+    cognito: CognitoPool, provider: CognitoProvider
+) -> None:
+    sub = cognito.add_user("nora", PASSWORD, "nora@example.com", email_verified=None)
+    assert await provider.authenticate("nora", PASSWORD) == Identity(sub, "nora", None)
+    assert provider.calls == 2  # moto's token has no email_verified claim at all
+
+
+async def test_an_unverified_email_is_not_part_of_the_identity(
+    cognito: CognitoPool, provider: CognitoProvider
+) -> None:
+    sub = cognito.add_user("mallory", PASSWORD, "victim@example.com", email_verified=False)
+    unverified = Identity(sub, "mallory", None)
+    # The IdToken carries email_verified "false": no lookup needed.
+    assert await provider.authenticate("mallory", PASSWORD) == unverified
+    assert provider.calls == 1
+    assert await provider.lookup("mallory") == unverified
+    assert await provider.lookup_sub(sub) == unverified
+
+
 async def test_no_password_token_or_secret_in_any_log_record_even_at_debug(
     cognito_secret: CognitoPool, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -735,27 +815,35 @@ def test_secret_hash_matches_a_known_value() -> None:
 
 
 @pytest.mark.parametrize(
-    "claims, typed, expected",
+    "claims, expected",
     [
+        # Only a verified email is kept (issue: an unverified email must not name accounts).
         (
-            {"sub": "s", "cognito:username": "u", "email": "e@x.org"},
-            "u",
-            Identity("s", "u", "e@x.org"),
+            {"sub": "s", "cognito:username": "u", "email": "e@x.org", "email_verified": True},
+            (Identity("s", "u", "e@x.org"), False),
         ),
-        ({"sub": "s", "cognito:username": "u"}, "e@x.org", Identity("s", "u", "e@x.org")),
-        ({"sub": "s", "cognito:username": "u"}, "u", Identity("s", "u", None)),
+        (
+            {"sub": "s", "cognito:username": "u", "email": "e@x.org", "email_verified": "true"},
+            (Identity("s", "u", "e@x.org"), False),
+        ),
+        (
+            {"sub": "s", "cognito:username": "u", "email": "v@x.org", "email_verified": False},
+            (Identity("s", "u", None), False),
+        ),
+        # An email without the claim (moto) is unsettled: the provider asks Cognito.
         (
             {"sub": "s", "cognito:username": "u", "email": "é@ü.de"},
-            "u",
-            Identity("s", "u", "é@ü.de"),
+            (Identity("s", "u", None), True),
         ),
-        ({"sub": "s" * 7, "cognito:username": "uu"}, "u", Identity("s" * 7, "uu", None)),
+        # No email claim: no email, whatever the user typed (no fallback to the typed name).
+        ({"sub": "s", "cognito:username": "u"}, (Identity("s", "u", None), False)),
+        ({"sub": "s" * 7, "cognito:username": "uu"}, (Identity("s" * 7, "uu", None), False)),
     ],
 )
 def test_identity_comes_from_id_token_claims(
-    claims: dict[str, Any], typed: str, expected: Identity
+    claims: dict[str, Any], expected: tuple[Identity, bool]
 ) -> None:
-    assert identity_from_id_token(make_id_token(**claims), typed) == expected
+    assert identity_from_id_token(make_id_token(**claims)) == expected
 
 
 @pytest.mark.parametrize(
@@ -772,7 +860,7 @@ def test_identity_comes_from_id_token_claims(
 )
 def test_unusable_id_tokens_are_misconfigured(token: str) -> None:
     with pytest.raises(ProviderMisconfigured):
-        identity_from_id_token(token, "u")
+        identity_from_id_token(token)
 
 
 def test_username_and_password_rules_follow_cognito_limits() -> None:

@@ -31,6 +31,7 @@ from tests.provision.minimal_app import KEY, ProvisionServer
 
 LAMBDA_DIR = Path(__file__).resolve().parents[2] / "lambda"
 SIGNING = "signing-secret-" + "z" * 20
+PASSWORD = "Correct-Horse-9"
 SIGN_UP = "PostConfirmation_ConfirmSignUp"
 RESET = "PostConfirmation_ConfirmForgotPassword"
 
@@ -267,10 +268,11 @@ def test_sign_up_provisions_the_user_on_the_gateway(
 def test_a_password_reset_confirmation_is_harmless(
     provisioner: ModuleType,
     gateway: ProvisionServer,
+    cognito: Any,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sub = "5a5a5a5a-1b1b-4c4c-8d8d-9e9e9e9e9e9e"
+    sub = cognito.add_user("pat", PASSWORD, "pat@example.com")
     monkeypatch.setenv("SYNC_SERVER_URL", gateway.base + "/")
     monkeypatch.setenv("SYNC_SERVER_API_KEY", KEY)
     with caplog.at_level(logging.INFO):
@@ -283,12 +285,17 @@ def test_a_password_reset_confirmation_is_harmless(
         (RESET, False),
     ]
     assert gateway.registry.count() == 1 and gateway.folders() == ["pat"]
+    account = gateway.registry.get(sub)
+    assert account is not None and account.name == "pat"
 
 
 def test_a_reset_provisions_a_user_whose_sign_up_the_gateway_missed(
-    provisioner: ModuleType, gateway: ProvisionServer, monkeypatch: pytest.MonkeyPatch
+    provisioner: ModuleType,
+    gateway: ProvisionServer,
+    cognito: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sub = "6b6b6b6b-1b1b-4c4c-8d8d-9e9e9e9e9e9e"
+    sub = cognito.add_user("quinn", PASSWORD)
     monkeypatch.setenv("SYNC_SERVER_URL", gateway.base)
     monkeypatch.setenv("SYNC_SERVER_API_KEY", KEY)
     run(provisioner, make_event("quinn", sub, None, RESET))
@@ -311,25 +318,52 @@ def test_the_url_may_carry_the_gateway_prefix_with_or_without_slash(
     )
     server = ProvisionServer(config, CognitoProvider(config.cognito)).start()
     try:
-        sub = "7c7c7c7c-1b1b-4c4c-8d8d-9e9e9e9e9e9e"
+        sub = cognito.add_user("rita", PASSWORD)
         monkeypatch.setenv("SYNC_SERVER_URL", server.base + suffix)
         monkeypatch.setenv("SYNC_SERVER_API_KEY", KEY)
         run(provisioner, make_event("rita", sub, None))
-        assert server.registry.get(sub) is not None
+        account = server.registry.get(sub)
+        assert account is not None and account.name == "rita"
     finally:
         server.stop()
 
 
 def test_gateway_names_win_over_the_old_names(
-    provisioner: ModuleType, gateway: ProvisionServer, monkeypatch: pytest.MonkeyPatch
+    provisioner: ModuleType,
+    gateway: ProvisionServer,
+    cognito: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SYNC_SERVER_URL", refused_url())
     monkeypatch.setenv("SYNC_SERVER_API_KEY", "old-key-that-is-wrong-now")
     monkeypatch.setenv("GATEWAY_PROVISION_URL", gateway.base)
     monkeypatch.setenv("GATEWAY_PROVISION_API_KEY", KEY)
-    sub = "8d8d8d8d-1b1b-4c4c-8d8d-9e9e9e9e9e9e"
+    sub = cognito.add_user("sam", PASSWORD)
     run(provisioner, make_event("sam", sub, None))
-    assert gateway.registry.get(sub) is not None
+    account = gateway.registry.get(sub)
+    assert account is not None and account.name == "sam"
+
+
+def test_an_event_with_a_sub_cognito_does_not_know_provisions_nothing(
+    provisioner: ModuleType,
+    gateway: ProvisionServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("SYNC_SERVER_URL", gateway.base)
+    monkeypatch.setenv("SYNC_SERVER_API_KEY", KEY)
+    event = make_event("ghost", "0e0e0e0e-1b1b-4c4c-8d8d-9e9e9e9e9e9e", "ghost@example.com")
+    with caplog.at_level(logging.INFO):
+        result, _ = run(provisioner, event)
+    assert result is event
+    [line] = lines(caplog)
+    assert (line["event"], line["status"], line["error"], line["attempts"]) == (
+        "provisioning_failed",
+        404,
+        "user not found in the identity provider",
+        1,
+    )
+    gateway.assert_untouched()
 
 
 def test_a_wrong_key_is_logged_without_the_key_and_the_event_returned(
@@ -368,13 +402,15 @@ def test_signed_requests_are_accepted_by_a_gateway_that_requires_them(
     try:
         monkeypatch.setenv("SYNC_SERVER_URL", server.base)
         monkeypatch.setenv("SYNC_SERVER_API_KEY", KEY)
-        sub = "1a1a1a1a-1b1b-4c4c-8d8d-9e9e9e9e9e9e"
+        sub = cognito.add_user("una", PASSWORD)
         run(provisioner, make_event("una", sub, None))
         assert server.registry.count() == 0  # no signing secret in the Lambda: refused
         monkeypatch.setenv("GATEWAY_PROVISION_SIGNING_SECRET", SIGNING)
         run(provisioner, make_event("una", sub, None))
         run(provisioner, make_event("una", sub, None, RESET))  # same second: not a replay
-        assert server.registry.get(sub) is not None
+        account = server.registry.get(sub)
+        assert account is not None and account.name == "una"
+        assert server.registry.count() == 1 and server.folders() == ["una"]
     finally:
         server.stop()
 
@@ -610,6 +646,7 @@ def test_missing_or_bad_settings_are_logged_and_the_event_returned(
 def test_neither_key_nor_signing_secret_is_ever_logged(
     provisioner: ModuleType,
     gateway: ProvisionServer,
+    cognito: Any,
     recorder: Any,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -617,11 +654,13 @@ def test_neither_key_nor_signing_secret_is_ever_logged(
 ) -> None:
     monkeypatch.setenv("SYNC_SERVER_API_KEY", KEY)
     monkeypatch.setenv("GATEWAY_PROVISION_SIGNING_SECRET", SIGNING)
+    sub = cognito.add_user("fay", PASSWORD)
     flaky = recorder(lambda n: ("reset",) if n == 1 else ("answer", 500, {"error": "x"}, {}))
     with caplog.at_level(logging.DEBUG):
         for url in (gateway.base, refused_url(), flaky.url):
             monkeypatch.setenv("SYNC_SERVER_URL", url)
-            run(provisioner, make_event("fay", "2e2e2e2e-1b1b-4c4c-8d8d-9e9e9e9e9e9e", None))
+            run(provisioner, make_event("fay", sub, None))
+    assert gateway.folders() == ["fay"]  # the gateway's success path logged too
     captured = capsys.readouterr()
     everything = caplog.text + captured.out + captured.err
     assert len(lines(caplog)) >= 4
@@ -630,8 +669,6 @@ def test_neither_key_nor_signing_secret_is_ever_logged(
 
 
 # -- with the whole gateway and the real Anki client ---------------------------------------
-
-PASSWORD = "Correct-Horse-9"
 
 
 def test_a_user_provisioned_by_the_lambda_syncs_into_the_provisioned_folder(

@@ -24,7 +24,9 @@ from gateway.provision.signature import signed_headers
 from gateway.registry import Registry
 from tests.provision.minimal_app import KEY, NEW_KEY, ProvisionServer, lambda_body, post
 
-SUB = "3f2a9c1e-4b5d-4e6f-8a7b-9c0d1e2f3a4b"
+#: A well-formed sub no Cognito user has: for requests refused before (or by) the lookup.
+UNKNOWN_SUB = "3f2a9c1e-4b5d-4e6f-8a7b-9c0d1e2f3a4b"
+PASSWORD = "Passw0rd!x"
 SIGNING = "signing-secret-" + "x" * 20
 
 Serve = Callable[..., ProvisionServer]
@@ -32,12 +34,17 @@ Serve = Callable[..., ProvisionServer]
 
 @pytest.fixture
 def serve(tmp_path: Path, cognito: Any) -> Iterator[Serve]:
-    """`serve(provider=None, **sections)`: start the route; default provider is moto's Cognito."""
+    """`serve(provider=None, pool=None, **sections)`: start the route.
+
+    The default provider is moto's Cognito, the `cognito` pool unless `pool` names another.
+    """
     started: list[ProvisionServer] = []
 
-    def start(provider: Any = None, **sections: dict[str, Any]) -> ProvisionServer:
+    def start(
+        provider: Any = None, pool: Any = None, **sections: dict[str, Any]
+    ) -> ProvisionServer:
         sections.setdefault("provision", {"api_keys": (Secret(KEY),)})
-        config: Config = cognito.config(tmp_path / f"data{len(started)}", **sections)
+        config: Config = (pool or cognito).config(tmp_path / f"data{len(started)}", **sections)
         server = ProvisionServer(config, provider or CognitoProvider(config.cognito)).start()
         started.append(server)
         return server
@@ -50,9 +57,10 @@ def serve(tmp_path: Path, cognito: Any) -> Iterator[Serve]:
 # -- the happy path ---------------------------------------------------------------------------
 
 
-def test_lambda_body_creates_the_account_and_its_folder(serve: Serve) -> None:
+def test_lambda_body_creates_the_account_and_its_folder(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("testuser@example.com", PASSWORD, "testuser@example.com")
     server = serve()
-    answer = post(server.url, lambda_body("testuser@example.com", SUB, "testuser@example.com"))
+    answer = post(server.url, lambda_body("testuser@example.com", sub, "testuser@example.com"))
     assert answer.status == 200
     assert answer.body == {
         "success": True,
@@ -62,45 +70,63 @@ def test_lambda_body_creates_the_account_and_its_folder(serve: Serve) -> None:
         "created": True,
     }
     assert answer.headers["Content-Type"].startswith("application/json")
-    account = server.registry.get(SUB)
+    account = server.registry.get(sub)
     assert account is not None and account.name == "testuser"
     assert account.cognito_username == "testuser@example.com"
+    assert account.email == "testuser@example.com"
     assert (server.config.data_dir / "collections" / "testuser").is_dir()
 
 
-def test_second_call_answers_created_false_and_changes_nothing(serve: Serve) -> None:
+def test_second_call_answers_created_false_and_changes_nothing(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("bob", PASSWORD, "bob@example.com")
     server = serve()
-    body = lambda_body("bob", SUB, "bob@example.com")
+    body = lambda_body("bob", sub, "bob@example.com")
     first, second = post(server.url, body), post(server.url, body)
     assert first.body["created"] is True
     assert second.status == 200 and second.body["created"] is False
     assert second.body["username"] == first.body["username"] == "bob"
     assert server.registry.count() == 1 and server.folders() == ["bob"]
-
-
-def test_naming_matches_a_first_login_including_collisions(serve: Serve) -> None:
-    server = serve()
-    other = "0f2a9c1e-4b5d-4e6f-8a7b-9c0d1e2f3a4b"
-    # A first login with this identity would call exactly this.
-    login_account, _ = server.on_loop(
-        lambda: server.registry.ensure(Identity(other, "carol", "carol@example.com"))
+    account = server.registry.get(sub)
+    assert account is not None
+    assert (account.name, account.cognito_username, account.email) == (
+        "bob",
+        "bob",
+        "bob@example.com",
     )
-    answer = post(server.url, lambda_body("carol2", SUB, "carol@example.org"))
+
+
+def test_naming_matches_a_first_login_including_collisions(serve: Serve, cognito: Any) -> None:
+    carol = cognito.add_user("carol", PASSWORD, "carol@example.com")
+    carol2 = cognito.add_user("carol2", PASSWORD, "carol@example.org")
+    server = serve()
+    # A first login by carol would call exactly this, with Cognito's identity.
+    login_account, _ = server.on_loop(
+        lambda: server.registry.ensure(Identity(carol, "carol", "carol@example.com"))
+    )
+    answer = post(server.url, lambda_body("carol2", carol2, "carol@example.org"))
     assert login_account.name == "carol"
-    assert answer.body["username"] == "carol-2"
+    assert answer.status == 200 and answer.body["username"] == "carol-2"
     assert server.folders() == ["carol", "carol-2"]
 
 
-def test_email_pool_users_get_readable_names_not_their_uuid_username(serve: Serve) -> None:
-    server = serve()
-    answer = post(server.url, lambda_body(SUB, SUB, "dave@example.com"))
-    assert answer.body["username"] == "dave"
+def test_email_pool_users_get_readable_names_not_their_uuid_username(
+    serve: Serve, cognito_email: Any
+) -> None:
+    # Cognito gives every user of an email pool a UUID username (moto: the sub itself).
+    sub = cognito_email.add_user("dave@example.com", PASSWORD, "dave@example.com")
+    server = serve(pool=cognito_email)
+    answer = post(server.url, lambda_body(sub, sub, "dave@example.com"))
+    assert answer.status == 200 and answer.body["username"] == "dave"
+    account = server.registry.get(sub)
+    assert account is not None and account.cognito_username == sub
 
 
-def test_unknown_fields_are_ignored(serve: Serve) -> None:
+def test_unknown_fields_are_ignored(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("erin", PASSWORD)
     server = serve()
-    body = lambda_body("erin", SUB, None) | {"trigger": "x", "version": 2}
-    assert post(server.url, body).status == 200
+    body = lambda_body("erin", sub, None) | {"trigger": "x", "version": 2}
+    answer = post(server.url, body)
+    assert answer.status == 200 and answer.body["username"] == "erin"
 
 
 # -- identity resolution ----------------------------------------------------------------------
@@ -109,7 +135,7 @@ def test_unknown_fields_are_ignored(serve: Serve) -> None:
 def test_manual_call_with_username_and_email_uses_the_sub_from_cognito(
     serve: Serve, cognito: Any
 ) -> None:
-    sub = cognito.add_user("frank", "Passw0rd!x", "frank@example.com")
+    sub = cognito.add_user("frank", PASSWORD, "frank@example.com")
     server = serve()
     answer = post(server.url, {"username": "frank", "email": "frank@example.com"})
     assert answer.status == 200 and answer.body["created"] is True
@@ -118,43 +144,170 @@ def test_manual_call_with_username_and_email_uses_the_sub_from_cognito(
 
 
 def test_old_made_up_cognito_user_id_falls_back_to_a_lookup(serve: Serve, cognito: Any) -> None:
-    sub = cognito.add_user("gina", "Passw0rd!x", "gina@example.com")
+    sub = cognito.add_user("gina", PASSWORD, "gina@example.com")
     server = serve()
     body = {"username": "gina", "email": "gina@example.com", "cognito_user_id": "test-user-id"}
     assert post(server.url, body).status == 200
     assert server.registry.get(sub) is not None
 
 
-def test_manual_call_with_email_only_in_an_email_pool(tmp_path: Path, cognito_email: Any) -> None:
-    sub = cognito_email.add_user("hana@example.com", "Passw0rd!x", "hana@example.com")
-    config = cognito_email.config(tmp_path, provision={"api_keys": (Secret(KEY),)})
-    server = ProvisionServer(config, CognitoProvider(config.cognito)).start()
-    try:
-        answer = post(server.url, {"email": "hana@example.com"})
-        assert answer.status == 200, answer.body
-        assert answer.body["username"] == "hana"
-        assert server.registry.get(sub) is not None
-    finally:
-        server.stop()
+def test_manual_call_with_email_only_in_an_email_pool(serve: Serve, cognito_email: Any) -> None:
+    sub = cognito_email.add_user("hana@example.com", PASSWORD, "hana@example.com")
+    server = serve(pool=cognito_email)
+    answer = post(server.url, {"email": "hana@example.com"})
+    assert answer.status == 200, answer.body
+    assert answer.body["username"] == "hana"
+    assert server.registry.get(sub) is not None
 
 
 def test_unknown_user_is_404_with_a_clear_message_and_nothing_created(serve: Serve) -> None:
     server = serve()
     answer = post(server.url, {"username": "nobody", "email": "nobody@example.com"})
     assert answer.status == 404
-    assert answer.body == {
-        "success": False,
-        "error": "user not found in the identity provider: nobody",
-    }
+    assert answer.body == {"success": False, "error": "user not found in the identity provider"}
     server.assert_untouched()
 
 
-def test_a_sub_that_contradicts_cognito_is_refused(serve: Serve, cognito: Any) -> None:
-    cognito.add_user("ivan@example.com", "Passw0rd!x", "ivan@example.com")
+def test_a_made_up_sub_is_404_and_does_not_reserve_the_victims_name(
+    serve: Serve, cognito: Any
+) -> None:
     server = serve()
-    answer = post(server.url, {"email": "ivan@example.com", "user_attributes": {"sub": SUB}})
-    assert answer.status == 400 and "does not match" in answer.error
+    forged = {
+        "username": "mallory",
+        "email": "victim@example.com",
+        "cognito_user_id": UNKNOWN_SUB,
+        "user_attributes": {
+            "sub": UNKNOWN_SUB,
+            "email": "victim@example.com",
+            "email_verified": "true",
+        },
+    }
+    answer = post(server.url, forged)
+    assert answer.status == 404
+    assert answer.body == {"success": False, "error": "user not found in the identity provider"}
+    assert server.registry.get(UNKNOWN_SUB) is None
     server.assert_untouched()
+
+    victim = cognito.add_user("vsmith", PASSWORD, "victim@example.com")
+    answer = post(server.url, lambda_body("vsmith", victim, "victim@example.com"))
+    assert answer.status == 200 and answer.body["username"] == "victim"
+    assert server.registry.count() == 1 and server.folders() == ["victim"]
+    # And a first login (Cognito's identity, on the loop thread) finds that same account.
+    account, created = server.on_loop(
+        lambda: server.registry.ensure(Identity(victim, "vsmith", "victim@example.com"))
+    )
+    assert (account.name, created) == ("victim", False)
+
+
+def test_a_real_sub_with_another_users_username_is_400_and_nothing_created(
+    serve: Serve, cognito: Any
+) -> None:
+    ivan = cognito.add_user("ivan", PASSWORD, "ivan@example.com")
+    cognito.add_user("judy", PASSWORD, "judy@example.com")
+    server = serve()
+    for username in ("judy", "judy@example.com"):
+        body = {"username": username, "user_attributes": {"sub": ivan}}
+        answer = post(server.url, body)
+        assert answer.status == 400
+        assert answer.body == {
+            "success": False,
+            "error": "username does not match the user with this sub",
+        }
+    server.assert_untouched()
+
+
+def test_a_real_sub_with_an_unknown_username_leaves_the_provisioned_account_as_it_was(
+    serve: Serve, cognito: Any
+) -> None:
+    sub = cognito.add_user("kate", PASSWORD, "kate@example.com")
+    server = serve()
+    assert post(server.url, lambda_body("kate", sub, "kate@example.com")).status == 200
+    answer = post(server.url, {"username": "nobody-at-all", "user_attributes": {"sub": sub}})
+    assert answer.status == 400
+    assert answer.error == "username does not match the user with this sub"
+    assert server.registry.count() == 1 and server.folders() == ["kate"]
+    account = server.registry.get(sub)
+    assert account is not None
+    assert (account.name, account.cognito_username, account.email) == (
+        "kate",
+        "kate",
+        "kate@example.com",
+    )
+
+
+def test_a_real_sub_with_the_users_verified_email_as_username_is_accepted(
+    serve: Serve, cognito: Any
+) -> None:
+    sub = cognito.add_user("liam", PASSWORD, "liam@example.com")
+    server = serve()
+    answer = post(server.url, {"username": "LIAM@example.com", "user_attributes": {"sub": sub}})
+    assert answer.status == 200 and answer.body["username"] == "liam"
+    account = server.registry.get(sub)
+    assert account is not None and account.cognito_username == "liam"
+
+
+def _add_unverified(cognito: Any, username: str, email: str) -> str:
+    """A confirmed moto user whose email Cognito has not verified; returns its sub."""
+    return cognito.add_user(username, PASSWORD, email, email_verified=False)
+
+
+def test_an_unverified_email_never_names_the_account(serve: Serve, cognito: Any) -> None:
+    sub = _add_unverified(cognito, "uma", "boss@example.com")
+    server = serve()
+    # The Lambda's body says the email is verified; only Cognito's record counts.
+    answer = post(server.url, lambda_body("uma", sub, "boss@example.com"))
+    assert answer.status == 200 and answer.body["username"] == "uma"
+    assert server.folders() == ["uma"]
+    account = server.registry.get(sub)
+    assert account is not None
+    assert (account.name, account.cognito_username, account.email) == ("uma", "uma", None)
+
+
+def test_an_unverified_email_does_not_stand_for_the_user(serve: Serve, cognito: Any) -> None:
+    sub = _add_unverified(cognito, "uma", "boss@example.com")
+    server = serve()
+    answer = post(server.url, {"username": "boss@example.com", "user_attributes": {"sub": sub}})
+    assert answer.status == 400
+    assert answer.error == "username does not match the user with this sub"
+    server.assert_untouched()
+
+
+def test_an_email_alone_finds_nobody_while_that_email_is_unverified(serve: Serve) -> None:
+    provider = FakeProvider()
+    provider.add_user("uma", PASSWORD, "boss@example.com", email_verified=False)
+    server = serve(provider)
+    answer = post(server.url, {"email": "boss@example.com"})
+    assert answer.status == 404
+    assert answer.body == {"success": False, "error": "user not found in the identity provider"}
+    assert provider.calls == 1
+    server.assert_untouched()
+
+
+def test_another_spelling_of_the_username_later_changes_nothing(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("Walt", PASSWORD, "walt@example.com")
+    server = serve()
+    first = post(server.url, lambda_body("Walt", sub, "walt@example.com"))
+    assert first.status == 200 and first.body["created"] is True
+    # Cognito's record moves on; provisioning again must not rewrite the account.
+    cognito.boto.admin_update_user_attributes(
+        UserPoolId=cognito.pool_id,
+        Username="Walt",
+        UserAttributes=[
+            {"Name": "email", "Value": "heisenberg@example.org"},
+            {"Name": "email_verified", "Value": "true"},
+        ],
+    )
+    second = post(server.url, lambda_body("wALT", sub, "heisenberg@example.org"))
+    assert second.status == 200
+    assert (second.body["created"], second.body["username"]) == (False, "walt")
+    assert server.registry.count() == 1 and server.folders() == ["walt"]
+    account = server.registry.get(sub)
+    assert account is not None
+    assert (account.name, account.cognito_username, account.email) == (
+        "walt",
+        "Walt",
+        "walt@example.com",
+    )
 
 
 def test_cognito_unavailable_is_503_with_retry_after_and_nothing_created(serve: Serve) -> None:
@@ -178,11 +331,29 @@ def test_gateway_misconfigured_is_500_and_logged(
     server.assert_untouched()
 
 
-def test_a_request_with_a_sub_never_calls_the_provider(serve: Serve) -> None:
-    provider = FakeProvider(fail_with=ProviderUnavailable("down"))
+def test_a_request_with_a_sub_makes_exactly_one_provider_call(serve: Serve) -> None:
+    provider = FakeProvider()
+    sub = provider.add_user("kim", PASSWORD, email_verified=True)
     server = serve(provider)
-    assert post(server.url, lambda_body("kim", SUB, None)).status == 200
-    assert provider.calls == 0
+    answer = post(server.url, lambda_body("kim", sub, None))
+    assert answer.status == 200 and answer.body["created"] is True
+    assert provider.calls == 1
+    made_up = post(server.url, lambda_body("kim", UNKNOWN_SUB, None))
+    assert made_up.status == 404
+    assert provider.calls == 2
+    assert server.registry.get(UNKNOWN_SUB) is None
+    assert server.registry.count() == 1 and server.folders() == ["kim"]
+
+
+def test_a_request_with_a_sub_is_refused_while_cognito_is_down(serve: Serve) -> None:
+    provider = FakeProvider()
+    sub = provider.add_user("kim", PASSWORD, email_verified=True)
+    provider.fail_with = ProviderUnavailable("throttled", retry_after=7)
+    server = serve(provider)
+    answer = post(server.url, lambda_body("kim", sub, None))
+    assert answer.status == 503 and answer.headers["Retry-After"] == "7"
+    assert provider.calls == 1
+    server.assert_untouched()
 
 
 # -- the API key -----------------------------------------------------------------------------
@@ -205,7 +376,7 @@ def test_missing_or_wrong_key_is_401_and_nothing_changes(
     serve: Serve, key: str | None, extra: dict[str, str]
 ) -> None:
     server = serve()
-    answer = post(server.url, lambda_body("bob", SUB, None), key=key, headers=extra)
+    answer = post(server.url, lambda_body("bob", UNKNOWN_SUB, None), key=key, headers=extra)
     assert answer.status == 401
     assert answer.body == {"success": False, "error": "missing or invalid API key"}
     assert "X-API-Key" in answer.headers["WWW-Authenticate"]
@@ -222,35 +393,43 @@ def test_the_key_is_checked_before_the_body_is_looked_at(serve: Serve) -> None:
 def test_no_key_configured_disables_the_route(serve: Serve, keys: tuple[Secret, ...]) -> None:
     server = serve(provision={"api_keys": keys})
     for key in (None, "", KEY):
-        answer = post(server.url, lambda_body("bob", SUB, None), key=key)
+        answer = post(server.url, lambda_body("bob", UNKNOWN_SUB, None), key=key)
         assert answer.status == 404
         assert answer.body == {"success": False, "error": "not found"}
     server.assert_untouched()
 
 
-def test_two_keys_both_work_during_a_rotation_and_the_old_one_stops_after(serve: Serve) -> None:
+def test_two_keys_both_work_during_a_rotation_and_the_old_one_stops_after(
+    serve: Serve, cognito: Any
+) -> None:
+    old = cognito.add_user("old", PASSWORD)
+    new = cognito.add_user("new", PASSWORD)
     rotating = serve(provision={"api_keys": (Secret(KEY), Secret(NEW_KEY))})
-    assert post(rotating.url, lambda_body("old", SUB, None), key=KEY).status == 200
-    other = "0f2a9c1e-4b5d-4e6f-8a7b-9c0d1e2f3a4b"
-    assert post(rotating.url, lambda_body("new", other, None), key=NEW_KEY).status == 200
-    assert post(rotating.url, lambda_body("x", SUB, None), key="third-key-third-key").status == 401
+    assert post(rotating.url, lambda_body("old", old, None), key=KEY).status == 200
+    assert post(rotating.url, lambda_body("new", new, None), key=NEW_KEY).status == 200
+    third = post(rotating.url, lambda_body("old", old, None), key="third-key-third-key")
+    assert third.status == 401
+    assert rotating.folders() == ["new", "old"]
 
     rotated = serve(provision={"api_keys": (Secret(NEW_KEY),)})
-    assert post(rotated.url, lambda_body("old", SUB, None), key=KEY).status == 401
-    assert post(rotated.url, lambda_body("old", SUB, None), key=NEW_KEY).status == 200
+    assert post(rotated.url, lambda_body("old", old, None), key=KEY).status == 401
+    rotated.assert_untouched()
+    assert post(rotated.url, lambda_body("old", old, None), key=NEW_KEY).status == 200
+    assert rotated.folders() == ["old"]
 
 
 def test_the_log_names_the_key_slot_and_never_a_key(
-    serve: Serve, caplog: pytest.LogCaptureFixture
+    serve: Serve, cognito: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    sub = cognito.add_user("lee", PASSWORD)
     server = serve(provision={"api_keys": (Secret(KEY), Secret(NEW_KEY))})
     wrong = "wrong-but-secret-" + "w" * 10
     with caplog.at_level(logging.DEBUG):
-        post(server.url, lambda_body("lee", SUB, None), key=NEW_KEY)
-        post(server.url, lambda_body("lee", SUB, None), key=wrong)
+        post(server.url, lambda_body("lee", sub, None), key=NEW_KEY)
+        post(server.url, lambda_body("lee", sub, None), key=wrong)
     provisioned = [r for r in caplog.records if r.getMessage() == "user provisioned"]
     assert [(r.account, r.sub, r.new, r.key_slot) for r in provisioned] == [  # type: ignore[attr-defined]
-        ("lee", SUB, True, 1)
+        ("lee", sub, True, 1)
     ]
     everything = caplog.text + "".join(str(vars(r)) for r in caplog.records)
     for secret in (KEY, NEW_KEY, wrong):
@@ -266,23 +445,24 @@ def test_the_log_names_the_key_slot_and_never_a_key(
 )
 def test_a_body_that_is_not_declared_json_is_415(serve: Serve, content_type: str | None) -> None:
     server = serve()
-    answer = post(server.url, lambda_body("bob", SUB, None), content_type=content_type)
+    answer = post(server.url, lambda_body("bob", UNKNOWN_SUB, None), content_type=content_type)
     assert answer.status == 415 and answer.body["success"] is False
     server.assert_untouched()
 
 
-def test_json_with_a_charset_parameter_is_accepted(serve: Serve) -> None:
+def test_json_with_a_charset_parameter_is_accepted(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("bob", PASSWORD)
     server = serve()
     answer = post(
-        server.url, lambda_body("bob", SUB, None), content_type="application/json; charset=utf-8"
+        server.url, lambda_body("bob", sub, None), content_type="application/json; charset=utf-8"
     )
-    assert answer.status == 200
+    assert answer.status == 200 and answer.body["username"] == "bob"
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_body_over_the_cap_is_400_before_anything_happens(serve: Serve, chunked: bool) -> None:
     server = serve(provision={"api_keys": (Secret(KEY),), "max_body_bytes": 1024})
-    body = lambda_body("bob", SUB, None)
+    body = lambda_body("bob", UNKNOWN_SUB, None)
     body["user_attributes"]["custom:padding"] = "p" * 2000
     answer = post(server.url, body, chunked=chunked)
     assert answer.status == 400
@@ -290,12 +470,14 @@ def test_a_body_over_the_cap_is_400_before_anything_happens(serve: Serve, chunke
     server.assert_untouched()
 
 
-def test_a_body_exactly_at_the_cap_is_read(serve: Serve) -> None:
+def test_a_body_exactly_at_the_cap_is_read(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("bob", PASSWORD)
     server = serve(provision={"api_keys": (Secret(KEY),), "max_body_bytes": 512})
-    raw = b'{"username": "bob", "cognito_user_id": "' + SUB.encode() + b'"}'
+    raw = b'{"username": "bob", "cognito_user_id": "' + sub.encode() + b'"}'
     raw = raw[:-1] + b" " * (512 - len(raw)) + b"}"
     assert len(raw) == 512
-    assert post(server.url, raw=raw).status == 200
+    answer = post(server.url, raw=raw)
+    assert answer.status == 200 and answer.body["username"] == "bob"
 
 
 def test_other_methods_are_not_served(serve: Serve) -> None:
@@ -368,10 +550,11 @@ def test_malformed_bodies_get_400_and_no_side_effects(
     ],
 )
 def test_unicode_names_provision_to_safe_folder_names(
-    serve: Serve, username: str, email: str | None, account: str
+    serve: Serve, cognito: Any, username: str, email: str | None, account: str
 ) -> None:
+    sub = cognito.add_user(username, PASSWORD, email)
     server = serve()
-    answer = post(server.url, lambda_body(username, SUB, email))
+    answer = post(server.url, lambda_body(username, sub, email))
     assert answer.status == 200
     assert answer.body["username"] == account
     assert answer.body["message"] == f"User {username} provisioned successfully"
@@ -381,13 +564,16 @@ def test_unicode_names_provision_to_safe_folder_names(
 # -- the path prefix ------------------------------------------------------------------------
 
 
-def test_with_a_prefix_both_the_prefixed_and_the_bare_path_work(serve: Serve) -> None:
+def test_with_a_prefix_both_the_prefixed_and_the_bare_path_work(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("bob", PASSWORD)
     server = serve(server={"path_prefix": "/anki/"})
     assert server.url.endswith("/anki/provision-user")
-    assert post(server.url, lambda_body("bob", SUB, None)).body["created"] is True
-    bare = post(server.base + "/provision-user", lambda_body("bob", SUB, None))
+    assert post(server.url, lambda_body("bob", sub, None)).body["created"] is True
+    bare = post(server.base + "/provision-user", lambda_body("bob", sub, None))
     assert bare.status == 200 and bare.body["created"] is False
-    assert post(server.base + "/other/provision-user", lambda_body("bob", SUB, None)).status == 404
+    elsewhere = post(server.base + "/other/provision-user", lambda_body("bob", sub, None))
+    assert elsewhere.status == 404
+    assert server.registry.count() == 1 and server.folders() == ["bob"]
 
 
 # -- signatures -------------------------------------------------------------------------------
@@ -398,16 +584,19 @@ def _signed(server: ProvisionServer, body: bytes, secret: str = SIGNING, at: flo
     return post(server.url, raw=body, headers=headers)
 
 
-def test_with_a_signing_secret_a_signed_request_provisions(serve: Serve) -> None:
+def test_with_a_signing_secret_a_signed_request_provisions(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("bob", PASSWORD)
     server = serve(provision={"api_keys": (Secret(KEY),), "signing_secret": Secret(SIGNING)})
-    raw = b'{"username": "bob", "cognito_user_id": "' + SUB.encode() + b'"}'
-    assert _signed(server, raw).status == 200
+    raw = b'{"username": "bob", "cognito_user_id": "' + sub.encode() + b'"}'
+    answer = _signed(server, raw)
+    assert answer.status == 200 and answer.body["created"] is True
+    assert server.folders() == ["bob"]
 
 
 @pytest.mark.parametrize("case", ["unsigned", "wrong-secret", "stale", "future", "tampered"])
 def test_with_a_signing_secret_bad_signatures_are_401(serve: Serve, case: str) -> None:
     server = serve(provision={"api_keys": (Secret(KEY),), "signing_secret": Secret(SIGNING)})
-    raw = b'{"username": "bob", "cognito_user_id": "' + SUB.encode() + b'"}'
+    raw = b'{"username": "bob", "cognito_user_id": "' + UNKNOWN_SUB.encode() + b'"}'
     if case == "unsigned":
         answer = post(server.url, raw=raw)
     elif case == "wrong-secret":
@@ -423,9 +612,10 @@ def test_with_a_signing_secret_bad_signatures_are_401(serve: Serve, case: str) -
     server.assert_untouched()
 
 
-def test_a_replayed_signed_request_is_401(serve: Serve) -> None:
+def test_a_replayed_signed_request_is_401(serve: Serve, cognito: Any) -> None:
+    sub = cognito.add_user("bob", PASSWORD)
     server = serve(provision={"api_keys": (Secret(KEY),), "signing_secret": Secret(SIGNING)})
-    raw = b'{"username": "bob", "cognito_user_id": "' + SUB.encode() + b'"}'
+    raw = b'{"username": "bob", "cognito_user_id": "' + sub.encode() + b'"}'
     headers = signed_headers(SIGNING, raw, time.time())
     assert post(server.url, raw=raw, headers=headers).status == 200
     replay = post(server.url, raw=raw, headers=headers)
@@ -434,7 +624,7 @@ def test_a_replayed_signed_request_is_401(serve: Serve) -> None:
 
 def test_a_signature_does_not_replace_the_key(serve: Serve) -> None:
     server = serve(provision={"api_keys": (Secret(KEY),), "signing_secret": Secret(SIGNING)})
-    raw = b'{"username": "bob", "cognito_user_id": "' + SUB.encode() + b'"}'
+    raw = b'{"username": "bob", "cognito_user_id": "' + UNKNOWN_SUB.encode() + b'"}'
     answer = post(server.url, raw=raw, key=None, headers=signed_headers(SIGNING, raw, time.time()))
     assert answer.status == 401
     server.assert_untouched()
@@ -444,11 +634,12 @@ def test_a_signature_does_not_replace_the_key(serve: Serve) -> None:
 
 
 def test_20_concurrent_calls_racing_first_logins_make_one_account_and_one_folder(
-    serve: Serve,
+    serve: Serve, cognito: Any
 ) -> None:
+    sub = cognito.add_user("racer", PASSWORD, "racer@example.com")
     server = serve()
-    identity = Identity(SUB, "racer", "racer@example.com")
-    body = lambda_body("racer", SUB, "racer@example.com")
+    identity = Identity(sub, "racer", "racer@example.com")
+    body = lambda_body("racer", sub, "racer@example.com")
     # Other gateway processes sharing the data folder: their own SQLite connections.
     others = [
         Registry(server.config.data_dir / "registry.sqlite3", server.config.collections_dir)
@@ -492,5 +683,5 @@ def test_20_concurrent_calls_racing_first_logins_make_one_account_and_one_folder
     assert created.count(True) == 1
     assert server.registry.count() == 1
     assert server.folders() == ["racer"]
-    account = server.registry.get(SUB)
+    account = server.registry.get(sub)
     assert account is not None and account.name == "racer"

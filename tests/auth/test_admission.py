@@ -1,0 +1,119 @@
+"""Admission: one decision per proxied request — refuse, admit and check in the background, or
+wait for the check. FakeProvider as the identity provider, a real registry, an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.auth.admission import OVERDUE_FACTOR, Admission
+from gateway.auth.fake import FakeProvider
+from gateway.auth.identity import ProviderUnavailable
+from gateway.auth.revalidation import Revalidator
+from gateway.errors import AuthFailed
+from gateway.registry import DISABLED, SUSPENDED, Registry
+
+INTERVAL = 100
+KEY = "a" * 40
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def world(tmp_path):
+    clock = Clock()
+    provider = FakeProvider()
+    registry = Registry(tmp_path / "r.sqlite3", tmp_path / "c", clock=clock)
+    revalidator = Revalidator(provider, registry, INTERVAL, clock=clock)
+    provider.add_user("alice", "pw", "alice@example.com")
+    identity = await provider.lookup("alice")
+    registry.ensure(identity)
+    registry.add_host_key(identity.sub, KEY)
+    registry.touch(identity.sub)  # confirmed by the provider now
+    yield clock, provider, registry, revalidator, Admission(registry, revalidator)
+    await revalidator.close()
+    registry.close()
+
+
+async def test_a_fresh_account_is_admitted_without_a_provider_call(world):
+    clock, provider, _, _, admission = world
+    clock.now += INTERVAL - 1
+    assert (await admission.admit(KEY)).name == "alice"
+    assert provider.calls == 1  # the lookup in the fixture only
+
+
+@pytest.mark.parametrize("key", ["", "b" * 40, "a" * 39])
+async def test_unknown_keys_are_refused(world, key):
+    *_, admission = world
+    with pytest.raises(AuthFailed):
+        await admission.admit(key)
+
+
+async def test_a_due_check_runs_in_the_background_and_the_next_request_sees_it(world):
+    clock, provider, registry, _, admission = world
+    provider.disable("alice")
+    provider.delay = 0.05
+    clock.now += INTERVAL + 1
+    assert (await admission.admit(KEY)).name == "alice"  # not waiting for the provider
+    await asyncio.sleep(0.1)
+    with pytest.raises(AuthFailed):
+        await admission.admit(KEY)
+    assert registry.get_by_name("alice").status == SUSPENDED
+
+
+async def test_an_overdue_request_waits_for_the_check_and_is_refused(world):
+    clock, provider, _, _, admission = world
+    provider.delete("alice")
+    clock.now += OVERDUE_FACTOR * INTERVAL
+    with pytest.raises(AuthFailed):
+        await admission.admit(KEY)
+
+
+async def test_concurrent_overdue_requests_share_one_provider_call(world):
+    clock, provider, _, _, admission = world
+    provider.delay = 0.05
+    clock.now += OVERDUE_FACTOR * INTERVAL + 5
+    before = provider.calls
+    accounts = await asyncio.gather(*(admission.admit(KEY) for _ in range(20)))
+    assert {a.name for a in accounts} == {"alice"}
+    assert provider.calls == before + 1
+
+
+async def test_an_unreachable_provider_admits_and_postpones_the_check(world):
+    clock, provider, registry, revalidator, admission = world
+    provider.fail_with = ProviderUnavailable("down")
+    clock.now += 10 * INTERVAL
+    assert (await admission.admit(KEY)).name == "alice"
+    assert revalidator.postponed == 1
+    # Not overdue any more: the next requests do not wait for the provider again...
+    calls = provider.calls
+    assert (await admission.admit(KEY)).name == "alice"
+    assert provider.calls == calls
+    # ...and the check is tried again once the retry delay has passed.
+    clock.now += INTERVAL
+    await admission.admit(KEY)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert revalidator.postponed == 2
+    assert registry.get_by_name("alice").active
+
+
+async def test_operator_disable_and_sign_out_refuse_at_once_without_the_provider(world):
+    _, provider, registry, _, admission = world
+    sub = registry.get_by_name("alice").sub
+    registry.sign_out(sub)
+    with pytest.raises(AuthFailed):
+        await admission.admit(KEY)
+    registry.add_host_key(sub, "c" * 40, generation=1)
+    assert (await admission.admit("c" * 40)).key_generation == 1
+    registry.set_status(sub, DISABLED)
+    with pytest.raises(AuthFailed):
+        await admission.admit("c" * 40)
+    assert provider.calls == 1
