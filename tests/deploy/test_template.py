@@ -80,7 +80,7 @@ def test_cfn_lint_really_lints_the_template(tmp_path: Path) -> None:
     text = TEMPLATE.read_text(encoding="utf-8")
     broken.write_text(
         text.replace("Runtime: python3.13", "Runtime: python2.7").replace(
-            "SourceArn: !Ref UserPoolArn", "SourceArn: !Ref NoSuchParameter"
+            "!Ref UserPoolArn]", "!Ref NoSuchParameter]"
         ),
         encoding="utf-8",
     )
@@ -124,7 +124,23 @@ def test_only_the_configured_pool_may_invoke_the_function(template: dict[str, An
     [permission] = resources_of(template, "AWS::Lambda::Permission")
     assert permission["Principal"] == "cognito-idp.amazonaws.com"
     assert permission["Action"] == "lambda:InvokeFunction"
-    assert permission["SourceArn"] == {"Ref": "UserPoolArn"}
+    assert permission["SourceArn"] == {
+        "Fn::If": ["CreateUserPool", {"Fn::GetAtt": "UserPool.Arn"}, {"Ref": "UserPoolArn"}]
+    }
+
+
+def test_the_optional_pool_is_set_up_as_the_gateway_needs(template: dict[str, Any]) -> None:
+    assert template["Conditions"]["CreateUserPool"] == {"Fn::Equals": [{"Ref": "UserPoolArn"}, ""]}
+    [pool] = resources_of(template, "AWS::Cognito::UserPool")
+    assert pool["UsernameConfiguration"] == {"CaseSensitive": False}
+    assert pool["UsernameAttributes"] == ["email"]
+    assert pool["AutoVerifiedAttributes"] == ["email"]
+    assert pool["LambdaConfig"]["PostConfirmation"] == {"Fn::GetAtt": "ProvisionerFunction.Arn"}
+    [client] = resources_of(template, "AWS::Cognito::UserPoolClient")
+    assert "ALLOW_ADMIN_USER_PASSWORD_AUTH" in client["ExplicitAuthFlows"]
+    assert set(client["ReadAttributes"]) >= {"email", "email_verified"}
+    for name in ("UserPool", "GatewayClient"):
+        assert template["Resources"][name]["Condition"] == "CreateUserPool"
 
 
 def test_the_log_group_has_a_retention(template: dict[str, Any]) -> None:
