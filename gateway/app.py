@@ -4,6 +4,7 @@ Routes (all under `server.path_prefix`, default "/"):
     POST sync/hostKey        answered here (gateway/auth/login.py)
     *    sync/*, msync/*     proxied to the account's worker (gateway/proxy.py)
     POST provision-user      gateway/provision/handler.py
+    *    account/...         the account portal, when portal.enabled (gateway/portal/)
     GET  health              liveness: the process serves requests
     GET  ready               readiness: registry, identity provider and worker pool usable
     anything else            404 — this is not an open proxy
@@ -15,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -32,6 +34,9 @@ from gateway.errors import GatewayError, NotFound
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
+
+if TYPE_CHECKING:
+    from gateway.portal.directory import CognitoDirectory
 
 log = logging.getLogger("gateway")
 PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
@@ -130,8 +135,14 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     raise NotFound()
 
 
-def create_app(config: Config, *, provider: IdentityProvider | None = None) -> web.Application:
-    """The gateway. `provider` replaces Cognito (tests, benchmarks); it is closed on shutdown."""
+def create_app(
+    config: Config,
+    *,
+    provider: IdentityProvider | None = None,
+    portal_directory: CognitoDirectory | None = None,
+) -> web.Application:
+    """The gateway. `provider` replaces Cognito (tests, benchmarks), `portal_directory` the
+    portal's Cognito calls (tests); both are closed on shutdown."""
     # Login bodies are capped in host_key(); proxied bodies stream and are not capped here.
     app = web.Application(middlewares=[errors_and_access_log], client_max_size=1024**2)
     app[CONFIG] = config
@@ -196,6 +207,18 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
+    if config.portal.enabled:
+        from gateway.portal import create_portal
+
+        prefix = config.server.path_prefix
+        secret = credentials.load_or_create(config.data_dir, config.secret)
+        app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
+
+        async def to_portal(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPSeeOther(prefix + "account/setup")
+
+        # A person opening the sync URL in a browser lands on the set-up page.
+        app.router.add_get(prefix, to_portal)
     add_routes(app, config.server.path_prefix)
     return app
 

@@ -133,6 +133,24 @@ class ProvisionConfig:
 
 
 @dataclass(frozen=True)
+class PortalConfig:
+    #: Serve the account portal (sign-up, confirm, reset, set-up, sign out devices, delete) at
+    #: <server.path_prefix>account/.
+    enabled: bool = False
+    #: The URL users type into Anki, e.g. https://sync.example.com/ (with the path prefix).
+    #: Empty: taken from each request (scheme, Host and path prefix).
+    public_url: str = ""
+    #: Shown in page titles and headings.
+    service_name: str = "Anki sync"
+    #: What "delete my account" does to the Cognito user: delete (default), disable or keep.
+    delete_cognito_user: str = "delete"
+    #: Signed-in sessions end after this many seconds.
+    session_max_age_seconds: int = 3600
+    #: Sign-up, confirmation, resend and reset attempts per client address within 15 minutes.
+    max_attempts_per_address: int = 20
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     #: "json" (one object a line) or "text".
@@ -150,6 +168,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     provision: ProvisionConfig = field(default_factory=ProvisionConfig)
+    portal: PortalConfig = field(default_factory=PortalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -172,8 +191,10 @@ SECTIONS = {
     "auth": AuthConfig,
     "workers": WorkersConfig,
     "provision": ProvisionConfig,
+    "portal": PortalConfig,
     "logging": LoggingConfig,
 }
+DELETE_ACTIONS = {"delete", "disable", "keep"}
 AUTH_FLOWS = {"ADMIN_USER_PASSWORD_AUTH", "ADMIN_NO_SRP_AUTH"}
 _POOL_ID = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d)_[0-9A-Za-z]+$")
 
@@ -327,6 +348,20 @@ def _coerce(hint: Any, value: Any) -> Any:
     raise TypeError(f"unsupported setting type {hint}")
 
 
+def _validate_portal(portal: PortalConfig) -> list[str]:
+    problems = []
+    if portal.delete_cognito_user not in DELETE_ACTIONS:
+        problems.append("portal.delete_cognito_user: one of " + ", ".join(sorted(DELETE_ACTIONS)))
+    url = portal.public_url
+    if url and (not re.match(r"^https?://[^/\s]+/(\S*/)?$", url)):
+        problems.append(
+            "portal.public_url: an http(s) URL ending in '/', e.g. https://sync.example.com/"
+        )
+    if not portal.service_name.strip() or len(portal.service_name) > 80:
+        problems.append("portal.service_name: 1 to 80 characters")
+    return problems
+
+
 def validate(config: Config) -> list[str]:
     """Cross-field checks; pure. Returns every problem found."""
     problems: list[str] = []
@@ -337,6 +372,7 @@ def validate(config: Config) -> list[str]:
         problems.append(f"cognito.user_pool_id: {c.user_pool_id!r} is not a user pool id")
     if not c.client_id:
         problems.append("cognito.client_id: required (GATEWAY_COGNITO_CLIENT_ID)")
+    problems += _validate_portal(config.portal)
     if c.auth_flow not in AUTH_FLOWS:
         problems.append(f"cognito.auth_flow: must be one of {sorted(AUTH_FLOWS)}")
     if c.endpoint_url and not c.local_stand_in:
@@ -374,6 +410,8 @@ def validate(config: Config) -> list[str]:
         ("workers.max_payload_megs", w.max_payload_megs),
         ("provision.max_clock_skew_seconds", p.max_clock_skew_seconds),
         ("provision.max_body_bytes", p.max_body_bytes),
+        ("portal.session_max_age_seconds", config.portal.session_max_age_seconds),
+        ("portal.max_attempts_per_address", config.portal.max_attempts_per_address),
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")

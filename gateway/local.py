@@ -59,6 +59,8 @@ def local_config(
     """
     env = dict(os.environ if environ is None else environ)
     env.setdefault("GATEWAY_LOGGING_FORMAT", "text")
+    # Local mode is a complete demo: the account portal is on unless turned off explicitly.
+    env.setdefault("GATEWAY_PORTAL_ENABLED", "true")
     env.update(
         {
             "GATEWAY_DATA_DIR": str(data_dir),
@@ -98,6 +100,7 @@ def banner(
     *,
     lan: list[str] | None = None,
     add_user: str = "python -m gateway dev add-user EMAIL",
+    portal: bool = True,
 ) -> str:
     """The box printed at start-up. Tests parse its `Server URL:`/`Username:`/`Password:` lines."""
     rule = "=" * 72
@@ -110,6 +113,8 @@ def banner(
     ]
     for user in users:
         lines += [f"    Username:    {user.email}", f"    Password:    {user.password}", ""]
+    if portal:
+        lines += [f"  Account portal (sign up, set-up steps, sign out devices): {url}account/", ""]
     lines += [
         "  Anki desktop: Preferences > Syncing > Self-hosted sync server, then Sync.",
         "  AnkiDroid: Settings > Sync > Custom sync server (keep the trailing slash).",
@@ -192,7 +197,10 @@ def serve(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         url = args.public_url or server_url(args.host, args.port, config.server.path_prefix)
         lan = lan_addresses() if args.host in ("0.0.0.0", "::") and not args.public_url else None
-        print(banner(url, users, lan=lan, add_user=add_user_command(args.data)), flush=True)
+        text = banner(
+            url, users, lan=lan, add_user=add_user_command(args.data), portal=config.portal.enabled
+        )
+        print(text, flush=True)
         state = data_dir / STATE_FILE
         state.write_text(json.dumps({"endpoint": endpoint, "pool_id": pool_id, "pid": os.getpid()}))
         try:

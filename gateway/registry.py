@@ -232,6 +232,23 @@ class Registry:
         self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
         return int(generation)
 
+    def delete(self, sub: str) -> Account | None:
+        """Remove the account's row and keys (its keys are refused from now on); returns the
+        removed account, or None. The folder is the caller's to remove once its worker stopped.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            account = self.get(sub)
+            self._db.execute("DELETE FROM host_keys WHERE sub = ?", (sub,))
+            self._db.execute("DELETE FROM accounts WHERE sub = ?", (sub,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
+        return account
+
     def all(self) -> list[Account]:
         rows = self._db.execute("SELECT * FROM accounts ORDER BY name").fetchall()
         return [Account(**row) for row in rows]

@@ -361,6 +361,15 @@ def test_readme_iam_policy_names_exactly_the_cognito_calls_the_gateway_makes():
     actions = {"cognito-idp:" + "".join(p.title() for p in c.split("_")) for c in calls}
     policy = json.loads(re.search(r"```json\n(.*?)```", README, re.S).group(1))
     assert set(policy["Statement"][0]["Action"]) == actions
+    # The portal's admin calls (its public-API calls need no IAM permission).
+    portal = "".join(
+        p.read_text(encoding="utf-8") for p in (ROOT / "gateway" / "portal").glob("*.py")
+    )
+    admin = set(re.findall(r'"((?:admin|describe)_[a-z_]+)"', portal))
+    assert {"admin_delete_user", "admin_disable_user", "describe_user_pool"} <= admin
+    portal_actions = {"cognito-idp:" + "".join(p.title() for p in c.split("_")) for c in admin}
+    assert policy["Statement"][1]["Sid"] == "AccountPortal"
+    assert set(policy["Statement"][1]["Action"]) == portal_actions
 
 
 def test_readme_starts_with_local_mode_and_names_the_two_commands():

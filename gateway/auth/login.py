@@ -72,14 +72,7 @@ class LoginService:
         self, username: str, password: str, address: str, header: protocol.SyncHeader
     ) -> LoginResult:
         user = canonical(username)
-        for limiter, key, what in (
-            (self._users, user, "user"),
-            (self._addresses, address, "address"),
-        ):
-            wait = limiter.retry_after(key)
-            if wait is not None:
-                log.warning("login refused: too many failures", extra={"limited": what})
-                raise TooManyAttempts(retry_after=wait)
+        self._check_limits(user, address)
         cache_key = self.cache.key(user, password)
         cached = self.cache.get(cache_key)
         if cached is not None:
@@ -102,6 +95,32 @@ class LoginService:
         self._users.reset(user)
         return result
 
+    async def verify(self, username: str, password: str, address: str) -> Account:
+        """A password check without a host key (the account portal's sign-in and its "password
+        again" before deletion): the same limiter, Cognito call and account rules as `login`,
+        never answered from the cache. Returns the (created if new) account; raises as `login`.
+        """
+        user = canonical(username)
+        self._check_limits(user, address)
+        try:
+            _, account, _ = await self._vouched(username, password, self.cache.key(user, password))
+        except AuthFailed:
+            self._users.record_failure(user)
+            self._addresses.record_failure(address)
+            raise
+        self._users.reset(user)
+        return account
+
+    def _check_limits(self, user: str, address: str) -> None:
+        for limiter, key, what in (
+            (self._users, user, "user"),
+            (self._addresses, address, "address"),
+        ):
+            wait = limiter.retry_after(key)
+            if wait is not None:
+                log.warning("login refused: too many failures", extra={"limited": what})
+                raise TooManyAttempts(retry_after=wait)
+
     async def _authenticate(
         self,
         username: str,
@@ -109,6 +128,25 @@ class LoginService:
         header: protocol.SyncHeader,
         cache_key: tuple[str, bytes],
     ) -> LoginResult:
+        identity, account, created = await self._vouched(username, password, cache_key)
+        try:
+            host_key = await self._worker_login(account, header)
+        except _WorkerRefused:
+            # The worker was started before the account's key generation moved on (a sign-out,
+            # maybe from another process): it holds the old password. A fresh one reads the new.
+            self.pool.retire(account.name, "its account's key generation changed")
+            host_key = await self._worker_login(account, header)
+        self.registry.add_host_key(identity.sub, host_key, account.key_generation)
+        self.registry.touch(identity.sub)
+        result = LoginResult(identity, account.name, host_key, account.key_generation)
+        self.cache.put(cache_key, result)
+        log.info("login", extra={"account": account.name, "sub": identity.sub, "new": created})
+        return result
+
+    async def _vouched(
+        self, username: str, password: str, cache_key: tuple[str, bytes]
+    ) -> tuple[Identity, Account, bool]:
+        """Cognito's word on the password, and the account it maps to (must be usable)."""
         identity = await self.provider.authenticate(username, password)
         # Cognito vouched for this password of this sub now: any other remembered password of
         # the sub (changed since), and this spelling remembered for another sub (a user deleted
@@ -123,22 +161,11 @@ class LoginService:
             # Cognito accepted the password again: the user was re-enabled there.
             self.registry.set_status(identity.sub, ACTIVE)
             log.info("suspension lifted by a successful login", extra={"account": account.name})
+            account = self.registry.get(identity.sub) or account
         elif not account.active:
             log.info("login refused: account disabled", extra={"account": account.name})
             raise BadCredentials("account disabled in the gateway")
-        try:
-            host_key = await self._worker_login(account, header)
-        except _WorkerRefused:
-            # The worker was started before the account's key generation moved on (a sign-out,
-            # maybe from another process): it holds the old password. A fresh one reads the new.
-            self.pool.retire(account.name, "its account's key generation changed")
-            host_key = await self._worker_login(account, header)
-        self.registry.add_host_key(identity.sub, host_key, account.key_generation)
-        self.registry.touch(identity.sub)
-        result = LoginResult(identity, account.name, host_key, account.key_generation)
-        self.cache.put(cache_key, result)
-        log.info("login", extra={"account": account.name, "sub": identity.sub, "new": created})
-        return result
+        return identity, account, created
 
     async def sign_out(self, sub: str) -> int:
         """Sign every device of `sub` out: new key generation, cached logins and the running
@@ -176,6 +203,11 @@ class LoginService:
             return protocol.decode_login_answer(payload)
         except BadRequest as exc:
             raise WorkerFailed("worker answered hostKey with an unexpected body") from exc
+
+    def forget_user(self, username: str) -> None:
+        """Drop every cached login of `username`, any spelling (its password was reset)."""
+        user = canonical(username)
+        self.cache.forget(lambda key, r: key[0] == user)
 
     def forget_account(self, sub: str) -> None:
         self.cache.forget(lambda key, r: r.identity.sub == sub)

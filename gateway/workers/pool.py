@@ -150,6 +150,14 @@ class WorkerPool:
         if slot is not None and slot.process is not None:
             self._discard(slot, why)
 
+    async def stop(self, account: str) -> None:
+        """Stop this gateway's worker for `account` and wait until it has exited (its lock is
+        released), e.g. before the account's folder is removed."""
+        self.retire(account, "account removed")
+        stopping = self._stopping.get(account)
+        if stopping is not None:
+            await asyncio.wait([stopping])
+
     # -- internals -------------------------------------------------------------------------
 
     async def _acquire(self, account: str) -> tuple[Slot, Worker]:

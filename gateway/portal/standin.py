@@ -1,0 +1,28 @@
+"""Local mode's portal directory: moto behind the real Cognito calls, plus what moto lacks.
+
+moto (docs/cognito.md) sends no email, accepts any confirmation code, has no
+ResendConfirmationCode, and leaves `email_verified` unset after a sign-up is confirmed, where
+Cognito sets it. This wrapper marks the email verified on confirmation (as Cognito does) and
+turns a resend into a no-op; the pages tell the person that any code works here. Used only
+when `cognito.local_stand_in` is on.
+"""
+
+from __future__ import annotations
+
+from gateway.portal.directory import CognitoDirectory
+
+NOTICE = "Local mode: no email is sent, and any code of 6 digits confirms."
+
+
+class StandInDirectory(CognitoDirectory):
+    async def confirm(self, email: str, code: str) -> None:
+        await super().confirm(email, code)
+        await self._run(
+            "admin_update_user_attributes",
+            UserPoolId=self._config.user_pool_id,
+            Username=email,
+            UserAttributes=[{"Name": "email_verified", "Value": "true"}],
+        )
+
+    async def resend(self, email: str) -> None:
+        return None

@@ -1,0 +1,158 @@
+"""The portal over plain HTTP (a `requests` session as the browser): headers, cookies, CSRF,
+enumeration, rate limits, escaping and logs. The browser flows are in test_browser.py."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+import requests
+
+from gateway.appkeys import REGISTRY
+from tests.portal.conftest import GOOD_CODE, PORTAL_PASSWORD
+
+
+def csrf(html: str, prefix: str = "") -> str:
+    match = re.search(rf'name="{re.escape(prefix)}csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def post_form(
+    session: requests.Session, url: str, fields: dict[str, str], prefix: str = ""
+) -> requests.Response:
+    token = csrf(session.get(url).text, prefix)
+    return session.post(url, data={prefix + "csrf_token": token, **fields}, timeout=30)
+
+
+def sign_up(session: requests.Session, base: str, email: str) -> requests.Response:
+    fields = {"email": email, "password": PORTAL_PASSWORD, "password_again": PORTAL_PASSWORD}
+    return post_form(session, base + "signup", fields)
+
+
+def confirmed_and_signed_in(session: requests.Session, base: str, email: str) -> None:
+    sign_up(session, base, email)
+    post_form(session, base + "confirm", {"email": email, "code": GOOD_CODE})
+    answer = post_form(session, base + "signin", {"email": email, "password": PORTAL_PASSWORD})
+    assert answer.url == base, answer.text
+
+
+def test_every_answer_carries_the_security_headers(portal_gateway: Any) -> None:
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    for path in ("signup", "signin", "setup", "", "no-such-page", "static/portal.css"):
+        answer = requests.get(base + path, allow_redirects=False, timeout=30)
+        csp = answer.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, path
+        assert "unsafe-inline" not in csp and "script-src" not in csp, path
+        assert answer.headers["X-Frame-Options"] == "DENY", path
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", path
+        assert answer.headers["Referrer-Policy"] == "no-referrer", path
+    assert requests.get(base + "no-such-page", timeout=30).status_code == 404
+
+
+def test_the_session_cookie_is_httponly_samesite_and_secure_behind_tls(
+    portal_gateway: Any,
+) -> None:
+    gw, _ = portal_gateway(server={"trust_forwarded_for": True})
+    base = gw.url + "account/"
+    for proto, secure in (("http", False), ("https", True)):
+        answer = requests.get(base + "signin", headers={"X-Forwarded-Proto": proto}, timeout=30)
+        cookie = answer.headers["Set-Cookie"]
+        assert cookie.startswith("portal_session=")
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert ("Secure" in cookie) is secure
+        assert "Path=/account/" in cookie
+
+
+def test_a_form_without_its_csrf_token_changes_nothing(portal_gateway: Any) -> None:
+    gw, directory = portal_gateway()
+    base = gw.url + "account/"
+    session = requests.Session()
+    session.get(base + "signup", timeout=30)
+    fields = {
+        "email": "csrf@example.com",
+        "password": PORTAL_PASSWORD,
+        "password_again": PORTAL_PASSWORD,
+    }
+    for token in (None, "", "20991231000000##" + "0" * 40):
+        data = dict(fields) if token is None else {"csrf_token": token, **fields}
+        answer = session.post(base + "signup", data=data, timeout=30)
+        assert "This page had expired" in answer.text
+    assert directory.sent == []
+
+
+def test_sign_up_and_reset_do_not_tell_whether_an_email_has_an_account(
+    portal_gateway: Any,
+) -> None:
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    first = sign_up(requests.Session(), base, "known@example.com")
+    again = sign_up(requests.Session(), base, "known@example.com")
+    assert first.url == again.url == base + "confirm?" + first.url.split("?", 1)[1]
+    assert "We sent a code" in first.text and "We sent a code" in again.text
+    known = post_form(requests.Session(), base + "forgot", {"email": "known@example.com"})
+    unknown = post_form(requests.Session(), base + "forgot", {"email": "nobody@example.com"})
+    assert "If that address has an account" in known.text
+    assert "If that address has an account" in unknown.text
+
+
+def test_attempts_per_address_are_limited(portal_gateway: Any) -> None:
+    gw, directory = portal_gateway(portal={"max_attempts_per_address": 3})
+    base = gw.url + "account/"
+    session = requests.Session()
+    for n in range(3):
+        assert "We sent a code" in sign_up(session, base, f"user{n}@example.com").text
+    answer = sign_up(session, base, "user3@example.com")
+    assert "Too many attempts" in answer.text
+    assert len(directory.sent) == 3
+
+
+def test_the_service_name_and_messages_are_escaped(portal_gateway: Any) -> None:
+    gw, _ = portal_gateway(portal={"service_name": "<script>alert(1)</script>"})
+    base = gw.url + "account/"
+    page = requests.get(base + "signin?m=<b>hi</b>", timeout=30).text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    assert "<b>hi</b>" not in page and "&lt;b&gt;hi&lt;/b&gt;" in page
+
+
+def test_a_weak_sign_up_password_is_refused_before_cognito(portal_gateway: Any) -> None:
+    gw, directory = portal_gateway()
+    base = gw.url + "account/"
+    fields = {"email": "weak@example.com", "password": "short", "password_again": "short"}
+    answer = post_form(requests.Session(), base + "signup", fields)
+    assert "The password needs at least 10 characters, an upper-case letter, a number." in (
+        answer.text
+    )
+    assert directory.sent == []
+
+
+def test_no_password_or_code_reaches_any_log_record(
+    portal_gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    session = requests.Session()
+    confirmed_and_signed_in(session, base, "secretive@example.com")
+    post_form(session, base + "signin", {"email": "secretive@example.com", "password": "Wrong-1"})
+    post_form(session, base + "forgot", {"email": "secretive@example.com"})
+    post_form(
+        session,
+        base + "reset",
+        {"email": "secretive@example.com", "code": GOOD_CODE, "password": "Another-Pass-9"},
+    )
+    logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    for secret in (PORTAL_PASSWORD, "Wrong-1", "Another-Pass-9", GOOD_CODE):
+        assert secret not in logged
+    assert gw.app[REGISTRY].get_by_name("secretive") is not None
+
+
+def test_the_portal_is_off_unless_enabled(
+    portal_pool: Any, tmp_path: Any, start_gateway: Any
+) -> None:
+    gw = start_gateway(portal_pool.config(tmp_path / "data"))
+    assert requests.get(gw.url + "account/signup", timeout=30).status_code == 404
+    assert requests.get(gw.url, timeout=30).status_code == 404
