@@ -183,6 +183,7 @@ def create_app(
         revalidator = Revalidator(
             chosen, registry, auth.recheck_seconds, on_suspend=login.forget_account
         )
+        login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
         app[PROXY] = Proxy(Admission(registry, revalidator), pool, upstream, reused)
         await pool.start()

@@ -17,6 +17,7 @@ event loop thread, which also serialises them within one process.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import sqlite3
@@ -79,6 +80,15 @@ class Account:
         return self.status == ACTIVE
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Account))
+#: The columns read into an `Account`, named: a newer release's extra columns never break it.
+_SELECT = "SELECT " + ", ".join(_FIELDS) + " FROM accounts"  # noqa: S608 - constant names
+
+
+def _account(row: sqlite3.Row | None) -> Account | None:
+    return Account(**{name: row[name] for name in _FIELDS}) if row is not None else None
+
+
 def key_digest(host_key: str) -> str:
     return hashlib.sha256(host_key.encode("utf-8")).hexdigest()
 
@@ -117,12 +127,12 @@ class Registry:
     # -- accounts -----------------------------------------------------------------------
 
     def get(self, sub: str) -> Account | None:
-        row = self._db.execute("SELECT * FROM accounts WHERE sub = ?", (sub,)).fetchone()
-        return Account(**row) if row else None
+        row = self._db.execute(_SELECT + " WHERE sub = ?", (sub,)).fetchone()
+        return _account(row)
 
     def get_by_name(self, name: str) -> Account | None:
-        row = self._db.execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
-        return Account(**row) if row else None
+        row = self._db.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
+        return _account(row)
 
     def count(self) -> int:
         return self._db.execute("SELECT count(*) FROM accounts").fetchone()[0]
@@ -184,6 +194,26 @@ class Registry:
             return name
         raise AssertionError("unreachable")
 
+    def others_named(self, sub: str, names: set[str]) -> list[Account]:
+        """Active accounts of other subs whose stored username or email is one of `names`
+        (canonical spellings, auth/spelling.py)."""
+        if not names:
+            return []
+        from gateway.auth.spelling import canonical
+
+        marks = ", ".join("?" * len(names))
+        rows = self._db.execute(
+            _SELECT + f" WHERE sub != ? AND status = 'active' AND (lower(cognito_username)"
+            f" IN ({marks}) OR lower(email) IN ({marks}))",
+            (sub, *names, *names),
+        ).fetchall()
+        accounts = [a for a in map(_account, rows) if a is not None]
+        return [
+            a
+            for a in accounts
+            if canonical(a.cognito_username) in names or canonical(a.email or "") in names
+        ]
+
     def folder(self, account: Account) -> Path:
         path = (self._collections / account.name).resolve()
         # Defence in depth: names are checked at creation, and checked again on the way out.
@@ -191,10 +221,20 @@ class Registry:
             raise ValueError(f"account folder escapes the collections folder: {account.name!r}")
         return path
 
-    def set_status(self, sub: str, status: str) -> None:
-        self._db.execute("UPDATE accounts SET status = ? WHERE sub = ?", (status, sub))
+    def set_status(self, sub: str, status: str, *, only_from: str | None = None) -> bool:
+        """Set the account's status; with `only_from`, only if it is that now (so a re-check
+        in flight cannot turn an operator's `disabled` into a `suspended` a login lifts).
+        Returns whether the row changed."""
+        if only_from is None:
+            cursor = self._db.execute("UPDATE accounts SET status = ? WHERE sub = ?", (status, sub))
+        else:
+            cursor = self._db.execute(
+                "UPDATE accounts SET status = ? WHERE sub = ? AND status = ?",
+                (status, sub, only_from),
+            )
         if status != ACTIVE:
             self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
+        return cursor.rowcount == 1
 
     def touch(self, sub: str) -> None:
         """Seen now, and confirmed by the identity provider now."""
@@ -250,8 +290,8 @@ class Registry:
         return account
 
     def all(self) -> list[Account]:
-        rows = self._db.execute("SELECT * FROM accounts ORDER BY name").fetchall()
-        return [Account(**row) for row in rows]
+        rows = self._db.execute(_SELECT + " ORDER BY name").fetchall()
+        return [a for a in map(_account, rows) if a is not None]
 
     # -- host keys ------------------------------------------------------------------------
 

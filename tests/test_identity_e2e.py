@@ -321,3 +321,25 @@ def test_login_refuses_the_sync_versions_every_later_request_would_be_refused_wi
     gw = start_gateway(cognito.config(tmp_path / "data"))
     assert raw(gw.url, "sync/hostKey", body={"u": "vera", "p": PASSWORD}, version=version) == status
     assert gw.app[REGISTRY].count() == (1 if status == 200 else 0)
+
+
+def test_a_sign_out_seen_by_another_gateway_process_never_answers_403_and_heals(
+    cognito, tmp_path, start_gateway, monkeypatch
+) -> None:
+    cognito.add_user("alice", PASSWORD, "alice@example.com")
+    config = cognito.config(tmp_path / "data", auth={"cache_ttl_seconds": 1})
+    first = start_gateway(config)  # runs alice's worker after her login
+    second = start_gateway(config)  # shares the data folder and uses that worker
+    device = synced_device(tmp_path, first, "d", "alice")
+    old_key = device.auth.hkey
+    monkeypatch.setenv("GATEWAY_DATA_DIR", str(config.data_dir))
+    monkeypatch.setenv("GATEWAY_COGNITO_USER_POOL_ID", cognito.pool_id)
+    monkeypatch.setenv("GATEWAY_COGNITO_CLIENT_ID", cognito.client_id)
+    assert gateway_main(["accounts", "sign-out", "alice"]) == 0
+    # The second process cannot stop the first one's worker: a retry, never a logout.
+    assert login_status(second.url, "alice", PASSWORD) == 503
+    # The first process's reaper retires the old-generation worker within its period (10 s).
+    status, taken = status_within(15.0, lambda: login_status(second.url, "alice", PASSWORD), 200)
+    assert status == 200, taken
+    assert raw(second.url, "sync/download", old_key) == 403
+    device.close()

@@ -194,3 +194,67 @@ async def test_login_body_split_across_many_chunks_is_read_whole(gateway):
 
     status, _, _ = await login(client, trickle())
     assert status == 200
+
+
+async def test_a_burst_of_concurrent_guesses_gets_no_more_than_the_limit_through(gateway):
+    client, provider = gateway  # max_failures_per_user: 3
+    provider.delay = 0.05
+    results = await asyncio.gather(
+        *(login(client, zbody({"u": "alice", "p": f"guess-{n}"})) for n in range(40))
+    )
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [403] * 3 + [429] * 37
+    assert provider.calls == 3
+
+
+async def test_a_look_alike_accounts_success_does_not_clear_the_victims_budget(gateway):
+    client, provider = gateway  # max_failures_per_user: 3
+    provider.add_user("victim", PASSWORD)
+    provider.add_user("ｖictim", PASSWORD)  # another Cognito user; the same canonical spelling
+    for _ in range(2):
+        assert (await login(client, zbody({"u": "victim", "p": "wrong"})))[0] == 403
+    assert (await login(client, zbody({"u": "ｖictim", "p": PASSWORD})))[0] == 200
+    assert (await login(client, zbody({"u": "victim", "p": "wrong"})))[0] == 403
+    assert (await login(client, zbody({"u": "victim", "p": "wrong"})))[0] == 429
+
+
+async def test_failures_age_out_of_the_window_rather_than_being_cleared_by_a_success(
+    gateway,
+):
+    client, provider = gateway  # max_failures_per_user: 3
+    for _ in range(2):
+        assert (await login(client, zbody({"u": "Alice", "p": "wrong"})))[0] == 403
+    assert (await login(client, zbody({"u": "alice", "p": PASSWORD})))[0] == 200
+    assert (await login(client, zbody({"u": "ALICE", "p": "wrong"})))[0] == 403  # the 3rd
+    assert (await login(client, zbody({"u": "alice", "p": "wrong"})))[0] == 429
+
+
+async def test_an_unavailable_provider_does_not_count_as_a_failure(gateway):
+    client, provider = gateway  # max_failures_per_user: 3
+    provider.fail_with = ProviderUnavailable("throttled")
+    for _ in range(5):
+        assert (await login(client, zbody({"u": "alice", "p": PASSWORD})))[0] == 503
+    provider.fail_with = None
+    assert (await login(client, zbody({"u": "alice", "p": PASSWORD})))[0] == 200
+
+
+async def test_a_re_created_user_signing_in_by_email_never_gets_the_old_key(gateway):
+    client, provider = gateway
+    provider.add_user("remy", PASSWORD, "remy@example.com")
+    status, _, body = await login(client, zbody({"u": "remy@example.com", "p": PASSWORD}))
+    old_key = json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(body))["key"]
+    provider.delete("remy")
+    new_sub = provider.add_user("remy", PASSWORD, "remy@example.com")
+    # The new user's first login uses the username; the email entry of the old sub must go.
+    assert (await login(client, zbody({"u": "remy", "p": PASSWORD})))[0] == 200
+    status, _, body = await login(client, zbody({"u": "remy@example.com", "p": PASSWORD}))
+    key = json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(body))["key"]
+    assert status == 200 and key != old_key
+    registry = client.app[REGISTRY]
+    assert registry.account_for_key(key).sub == new_sub
+    # The old account's owner was re-checked at once: it is gone, so its key is refused.
+    for _ in range(50):
+        if registry.account_for_key(old_key) is None:
+            break
+        await asyncio.sleep(0.01)
+    assert registry.account_for_key(old_key) is None

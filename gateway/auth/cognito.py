@@ -7,7 +7,9 @@ Contract (the interface is in identity.py; the Cognito facts in docs/cognito.md)
   password that cannot exist in Cognito is refused without a call. Pools are case-sensitive
   unless created with `UsernameConfiguration.CaseSensitive=false` (the API default is
   sensitive and cannot change later), while phone keyboards capitalise: when Cognito refuses a
-  spelling with capitals as unknown, the lower-cased spelling is tried once more.
+  spelling with capitals (or full-width letters) as unknown, the lower-cased NFKC spelling is
+  tried once more. In every pool, so a wrong password typed that way counts twice towards
+  Cognito's own lockout.
 - The email in an `Identity` is only ever a verified one (`email_verified`): a token or user
   record whose email is unverified gives `email=None`. Cognito puts `email_verified` in every
   IdToken that carries `email`; a token without it (moto's) is settled with one lookup.
@@ -266,11 +268,13 @@ class CognitoProvider:
         try:
             identity, unsettled = await self._initiate_auth(username, password)
         except BadCredentials as exc:
-            lower = username.lower()
-            if lower == username or not getattr(exc, "other_spelling_may_exist", False):
+            # Lower case, and compatibility forms folded (full-width letters from a phone's
+            # keyboard: Unicode TR15 NFKC), as people sign up.
+            plain = unicodedata.normalize("NFKC", username).lower()
+            if plain == username or not getattr(exc, "other_spelling_may_exist", False):
                 raise
             log.info("Cognito refused a spelling with capitals; trying it in lower case once")
-            identity, unsettled = await self._initiate_auth(lower, password)
+            identity, unsettled = await self._initiate_auth(plain, password)
         if unsettled:
             # Only Cognito's user record can tell whether this email is verified.
             identity = dataclasses.replace(
@@ -321,7 +325,11 @@ class CognitoProvider:
 
     async def lookup_sub(self, sub: str) -> Identity:
         if not _SUB.fullmatch(sub):
-            raise UnknownUser("not a Cognito sub")
+            # Cognito only makes lower-case UUIDs: a stored sub of another shape is this
+            # gateway's problem, never a reason to treat the user as deleted.
+            raise self._logged(
+                "list_users", ProviderMisconfigured("a stored sub is not a Cognito sub (UUID)")
+            )
         response = await self._call(
             "list_users",
             UserPoolId=self._config.user_pool_id,

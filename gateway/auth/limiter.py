@@ -47,13 +47,26 @@ class FailureLimiter:
         wait = times[-self._max] + self._window - self._clock()
         return max(1, math.ceil(wait))
 
-    def record_failure(self, key: str) -> None:
+    def record_failure(self, key: str) -> float:
+        """Count a failure for `key` now; returns its time (for `forgive`)."""
+        now = self._clock()
         times = self._recent(key)
-        times.append(self._clock())
+        times.append(now)
         # Re-insert to refresh the entry's TTL: it lives as long as its newest failure matters.
         self._failures[key] = times
         while len(times) > self._max:
             times.popleft()
+        return now
+
+    def forgive(self, key: str, when: float) -> None:
+        """Take back the failure recorded at `when` (an attempt counted in advance that turned
+        out not to be the client's failure)."""
+        times = self._failures.get(key)
+        if times is not None:
+            try:
+                times.remove(when)
+            except ValueError:
+                pass
 
     def reset(self, key: str) -> None:
         self._failures.pop(key, None)

@@ -19,8 +19,9 @@ survive gateway restarts: the registry stores their digests, the worker recomput
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 
@@ -29,11 +30,18 @@ from gateway.auth.cache import CredentialCache, SingleFlight
 from gateway.auth.identity import BadCredentials, Identity, IdentityProvider
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.spelling import canonical
-from gateway.errors import AuthFailed, BadRequest, TooManyAttempts, WorkerFailed
+from gateway.errors import (
+    AuthFailed,
+    BadRequest,
+    TooManyAttempts,
+    Unavailable,
+    WorkerFailed,
+)
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.login")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ class LoginService:
         self._users = user_limiter
         self._addresses = address_limiter
         self._flights: SingleFlight[LoginResult] = SingleFlight()
+        #: Called with an account of another sub found under a name Cognito just vouched for
+        #: (the app starts a re-check of its owner).
+        self.on_rival: Callable[[Account], None] = lambda account: None
 
     async def login(
         self, username: str, password: str, address: str, header: protocol.SyncHeader
@@ -84,16 +95,15 @@ class LoginService:
             ):
                 log.info("login (cached)", extra={"account": account.name})
                 return cached
-        try:
-            result = await self._flights.run(
-                cache_key, lambda: self._authenticate(username, password, header, cache_key)
-            )
-        except AuthFailed:
-            self._users.record_failure(user)
-            self._addresses.record_failure(address)
-            raise
-        self._users.reset(user)
-        return result
+        # Identical concurrent logins share one flight, and count as one attempt.
+        return await self._flights.run(
+            cache_key,
+            lambda: self._counted(
+                user,
+                address,
+                lambda: self._authenticate(username, password, header, cache_key),
+            ),
+        )
 
     async def verify(self, username: str, password: str, address: str) -> Account:
         """A password check without a host key (the account portal's sign-in and its "password
@@ -102,14 +112,37 @@ class LoginService:
         """
         user = canonical(username)
         self._check_limits(user, address)
-        try:
-            _, account, _ = await self._vouched(username, password, self.cache.key(user, password))
-        except AuthFailed:
-            self._users.record_failure(user)
-            self._addresses.record_failure(address)
-            raise
-        self._users.reset(user)
+        _, account, _ = await self._counted(
+            user,
+            address,
+            lambda: self._vouched(username, password, self.cache.key(user, password)),
+        )
         return account
+
+    async def _counted(
+        self,
+        user: str,
+        address: str,
+        call: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Run one attempt against the provider, counted as a failure *before* it starts, so a
+        burst of concurrent guesses cannot all slip past the limit while the first ones are
+        still in flight. The count is taken back when the attempt is not the client's failure
+        (success, provider unavailable). A success does not clear earlier failures: they age
+        out of the window, since a look-alike account (another Cognito user with the same
+        canonical spelling) could otherwise clear its victim's budget at will."""
+        marks = (self._users.record_failure(user), self._addresses.record_failure(address))
+        try:
+            result = await call()
+        except AuthFailed:
+            raise
+        except BaseException:
+            self._users.forgive(user, marks[0])
+            self._addresses.forgive(address, marks[1])
+            raise
+        self._addresses.forgive(address, marks[1])
+        self._users.forgive(user, marks[0])
+        return result
 
     def _check_limits(self, user: str, address: str) -> None:
         for limiter, key, what in (
@@ -135,8 +168,20 @@ class LoginService:
             # The worker was started before the account's key generation moved on (a sign-out,
             # maybe from another process): it holds the old password. A fresh one reads the new.
             self.pool.retire(account.name, "its account's key generation changed")
-            host_key = await self._worker_login(account, header)
+            try:
+                host_key = await self._worker_login(account, header)
+            except _WorkerRefused:
+                # Another gateway process runs the old worker; its reaper retires it within
+                # MAX_REAP_PERIOD. Meanwhile: try again shortly, never a 403.
+                raise Unavailable(
+                    "the account's worker still has its old key generation", retry_after=10
+                ) from None
         self.registry.add_host_key(identity.sub, host_key, account.key_generation)
+        now = self.registry.get(identity.sub)
+        if now is not None and now.key_generation != account.key_generation:
+            # Signed out everywhere while this login ran: that key is already refused. Answer
+            # with a retry rather than a key that logs the device out at its first request.
+            raise Unavailable("account signed out during the login; try again", retry_after=1)
         self.registry.touch(identity.sub)
         result = LoginResult(identity, account.name, host_key, account.key_generation)
         self.cache.put(cache_key, result)
@@ -148,19 +193,30 @@ class LoginService:
     ) -> tuple[Identity, Account, bool]:
         """Cognito's word on the password, and the account it maps to (must be usable)."""
         identity = await self.provider.authenticate(username, password)
-        # Cognito vouched for this password of this sub now: any other remembered password of
-        # the sub (changed since), and this spelling remembered for another sub (a user deleted
-        # and re-created), is stale.
-        self.cache.forget(
-            lambda key, r: (
-                key != cache_key and (r.identity.sub == identity.sub or key[0] == cache_key[0])
-            )
-        )
+        # Cognito vouched for this password of this sub now. Stale: any other remembered
+        # password of the sub (changed since), and anything remembered under one of its names
+        # for another sub (a user deleted and re-created, signing in by username or email).
+        names = {
+            n
+            for n in (cache_key[0], canonical(identity.username), canonical(identity.email or ""))
+            if n
+        }
+
+        def stale(key: tuple[str, bytes], r: LoginResult) -> bool:
+            if key == cache_key:
+                return False
+            theirs = {key[0], canonical(r.identity.username), canonical(r.identity.email or "")}
+            return r.identity.sub == identity.sub or bool(theirs & names)
+
+        self.cache.forget(stale)
+        for rival in self.registry.others_named(identity.sub, names):
+            # Another account under this user's names: its owner may be gone from Cognito.
+            self.on_rival(rival)
         account, created = self.registry.ensure(identity)
         if account.status == SUSPENDED:
             # Cognito accepted the password again: the user was re-enabled there.
-            self.registry.set_status(identity.sub, ACTIVE)
-            log.info("suspension lifted by a successful login", extra={"account": account.name})
+            if self.registry.set_status(identity.sub, ACTIVE, only_from=SUSPENDED):
+                log.info("suspension lifted by a successful login", extra={"account": account.name})
             account = self.registry.get(identity.sub) or account
         elif not account.active:
             log.info("login refused: account disabled", extra={"account": account.name})

@@ -63,6 +63,11 @@ class Revalidator:
         if self.due(account):
             self._task(account)
 
+    def check_soon(self, account: Account) -> None:
+        """Start a background check of `account` now, due or not (unless one is running)."""
+        if account.status == ACTIVE:
+            self._task(account)
+
     async def wait_for_check(self, account: Account) -> None:
         """Run the check of `account` (or join the one running) and wait for it to finish."""
         # Shielded: a client that goes away must not cancel a check other requests wait for.
@@ -106,8 +111,9 @@ class Revalidator:
     def _suspend(self, account: Account, why: str) -> None:
         self.suspended += 1
         log.warning("account suspended", extra={"account": account.name, "reason": why})
-        self._registry.set_status(account.sub, SUSPENDED)
-        self._on_suspend(account.sub)
+        # Only an active account: an operator may have disabled it while this check ran.
+        if self._registry.set_status(account.sub, SUSPENDED, only_from=ACTIVE):
+            self._on_suspend(account.sub)
 
     async def close(self) -> None:
         for task in list(self._running.values()):

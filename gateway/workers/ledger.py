@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: The reaper's period never exceeds this: an idle timeout of an hour still frees memory promptly.
-MAX_REAP_PERIOD = 30.0
+#: The reaper's period never exceeds this: an idle timeout of an hour still frees memory promptly,
+#: and a worker left with an older key generation (signed out elsewhere) goes within it.
+MAX_REAP_PERIOD = 10.0
 
 
 @dataclass(eq=False)

@@ -284,3 +284,13 @@ class WorkerPool:
         for slot in slots:
             if slot.dead:
                 self._discard(slot, f"process exited with {slot.returncode}")
+            elif slot.secret is not None and not self._current(slot):
+                # Signed out everywhere, maybe through another gateway process that cannot stop
+                # this worker itself: its logins fail until this one makes way.
+                self._discard(slot, "its account's key generation changed")
+
+    def _current(self, slot: Slot) -> bool:
+        try:
+            return slot.secret == self._launch.secret_for(slot.account)
+        except Exception:  # noqa: BLE001 - the registry may be briefly busy: keep the worker
+            return True

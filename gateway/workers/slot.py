@@ -45,6 +45,8 @@ class Slot:
         self.start: asyncio.Task[int] | None = None
         self.process: WorkerProcess | None = None
         self.lock: lock.AccountLock | None = None
+        #: The password our worker was started with (its account's key generation at start).
+        self.secret: str | None = None
 
     @property
     def dead(self) -> bool:
@@ -67,10 +69,11 @@ class Slot:
                 return claim.port
             self.lock = claim.lock
             began = time.monotonic()
+            self.secret = launch.secret_for(self.account)
             self.process = await start_worker(
                 command=launch.command,
                 account=self.account,
-                secret=launch.secret_for(self.account),
+                secret=self.secret,
                 collections_dir=launch.collections_dir,
                 max_payload_megs=launch.max_payload_megs,
                 start_timeout=launch.start_timeout,

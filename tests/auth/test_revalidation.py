@@ -105,3 +105,17 @@ async def test_concurrent_triggers_make_one_lookup(setup):
         reval.maybe_check(registry.get(account.sub))
     await asyncio.sleep(0.1)
     assert provider.calls == calls + 1
+
+
+async def test_an_operator_disable_during_a_check_is_not_turned_into_a_suspension(setup):
+    clock, provider, registry, reval, suspended = setup
+    account = await add(provider, registry)
+    provider.disable("alice")
+    provider.delay = 0.05
+    clock.now += 500
+    task = asyncio.get_running_loop().create_task(reval.check(registry.get(account.sub)))
+    await asyncio.sleep(0.01)
+    registry.set_status(account.sub, DISABLED)  # the operator, while the check runs
+    await task
+    assert registry.get(account.sub).status == DISABLED  # a later login cannot lift it
+    assert suspended == []

@@ -68,7 +68,10 @@ def click_and_wait(driver: Any, css: str) -> None:
 
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+    wait = WebDriverWait(driver, 20)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    wait.until(expected_conditions.presence_of_element_located((By.TAG_NAME, "main")))
 
 
 def fill(driver: Any, values: dict[str, str], submit: str = "form button[type=submit]") -> None:

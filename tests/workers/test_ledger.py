@@ -53,7 +53,7 @@ def test_reaper_takes_idle_workers_unused_past_the_timeout(records, now, timeout
 
 @pytest.mark.parametrize(
     ("idle_timeout", "period"),
-    [(0.2, 0.1), (10, 5), (60, 30), (300, MAX_REAP_PERIOD), (3600, MAX_REAP_PERIOD)],
+    [(0.2, 0.1), (10, 5), (20, 10), (60, 10), (300, MAX_REAP_PERIOD), (3600, MAX_REAP_PERIOD)],
 )
 def test_reap_period_is_half_the_timeout_but_at_most_the_cap(idle_timeout, period):
     assert reap_period(idle_timeout) == pytest.approx(period)
