@@ -11,6 +11,7 @@ Routes (all under `server.path_prefix`, default "/"):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import credentials, logs, protocol
+from gateway import credentials, librarylogs, logs, protocol
 from gateway.appkeys import ACCOUNT, CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
 from gateway.auth.cache import CredentialCache
 from gateway.auth.identity import IdentityProvider
@@ -38,9 +39,18 @@ PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: Status in the access log for a request whose client went away (nginx's convention): none
+#: was sent.
+CLIENT_GONE = 499
+
+
 @web.middleware
 async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Maps the error tree to HTTP in one place, and logs one line per request."""
+    """Maps the error tree to HTTP in one place, and logs one line per request.
+
+    A client that goes away (a reset while its body is read, or while the answer is written)
+    is no error of ours: INFO "client gone", status 499 in the log, nothing sent.
+    """
     token = logs.request_id.set(secrets.token_hex(6))
     started = time.perf_counter()
     status = 500
@@ -50,15 +60,26 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         return response
     except GatewayError as exc:
         status = exc.status
-        level = logging.ERROR if status == 500 else logging.INFO
-        log.log(level, "refused", extra={"status": status, "reason": exc.detail})
+        if status >= 500 and _client_gone(request):
+            status = _log_client_gone(exc.detail)
+        else:
+            level = logging.ERROR if status == 500 else logging.INFO
+            log.log(level, "refused", extra={"status": status, "reason": exc.detail})
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
-        return web.Response(status=status, text=exc.public, headers=headers)
+        return web.Response(status=exc.status, text=exc.public, headers=headers)
     except web.HTTPException as exc:
         status = exc.status
         raise
-    except Exception:
-        log.exception("unhandled error")
+    except asyncio.CancelledError:
+        # aiohttp cancels a handler whose client went away (with handler_cancellation) and
+        # every handler at shutdown.
+        status = _log_client_gone("cancelled") if _client_gone(request) else 503
+        raise
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) or _client_gone(request):
+            status = _log_client_gone(type(exc).__name__)
+        else:
+            log.exception("unhandled error")
         return web.Response(status=500, text="internal error")
     finally:
         # Health probes every few seconds would drown the log: they go to DEBUG.
@@ -75,6 +96,15 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             },
         )
         logs.request_id.reset(token)
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+def _log_client_gone(reason: str) -> int:
+    log.info("client gone", extra={"reason": reason})
+    return CLIENT_GONE
 
 
 def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
@@ -131,6 +161,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
 
 def create_app(config: Config, *, provider: IdentityProvider | None = None) -> web.Application:
     """The gateway. `provider` replaces Cognito (tests, benchmarks); it is closed on shutdown."""
+    librarylogs.install()
     # Login bodies are capped in host_key(); proxied bodies stream and are not capped here.
     app = web.Application(middlewares=[errors_and_access_log], client_max_size=1024**2)
     app[CONFIG] = config

@@ -87,6 +87,8 @@ async def request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | N
         head = await request.content.readexactly(WHOLE_BODY + 1)
     except asyncio.IncompleteReadError as exc:
         return exc.partial  # the body ended within the limit
+    except ConnectionError:
+        raise  # the client went away: not a bad request (the middleware logs "client gone")
     except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
         raise BadRequest(f"request body broken: {type(exc).__name__}") from exc
     return _stream(head, request.content)
@@ -200,6 +202,8 @@ class Proxy:
             try:
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await response.write(chunk)
+            except ConnectionResetError:
+                raise  # writing to a client that went away (the middleware logs it)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Headers are gone already; a clean end would hand the client a truncated body.
                 log.warning(
