@@ -15,9 +15,16 @@ its answer short (2.5-5 % of full downloads of a 1 MB collection failed that way
 what made pooled keep-alive connections fail (29 % with chunked bodies, 0 of 3,000 with a
 Content-Length). So a request body of up to `WHOLE_BODY` bytes is read whole and sent with a
 `Content-Length` (the bytes unchanged, only the framing) over a reused connection; bigger bodies
-(uploads) stream chunked over a fresh connection each. A reused connection the worker has
-closed in the meantime fails before anything reached the worker; that request is sent once more
-on a fresh connection.
+(uploads) stream chunked over a fresh connection each.
+
+Sending a request twice (design.md: "retries happen only when the request provably never
+reached a worker"). A refused connection proves nothing reached the worker: any request is then
+sent once more, to a fresh worker. A reused connection that breaks cannot tell a worker that
+had closed it before the request from one that read the request and then broke, and
+`applyChanges`, `applyChunk`, `finish` and most other methods must never be applied twice. So
+only read-only methods (`protocol.may_send_twice`) go over reused connections, and only they are
+sent again, on a fresh connection, when a reused one breaks; everything else goes over a fresh
+connection, and any failure after connecting is a 502.
 """
 
 from __future__ import annotations
@@ -101,7 +108,8 @@ async def _stream(head: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[byte
 
 
 class _StaleConnection(Exception):
-    """A reused upstream connection was already closed: nothing reached the worker."""
+    """A reused upstream connection broke before an answer: the worker may or may not have read
+    the request (only read-only requests use reused connections)."""
 
 
 def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
@@ -144,10 +152,13 @@ class Proxy:
         if self._revalidator is not None and upstream_path == "sync/meta":
             self._revalidator.maybe_check(account)  # in the background: meta does not wait
         body = await request_body(request)
-        reuse = self._reused is not None and isinstance(body, bytes)
-        # A refused connection or a stale reused one means no byte reached the worker, so one
-        # more try (on a fresh connection, to a fresh worker if it was refused) is safe; a
-        # failure after that point is never retried.
+        reuse = (
+            self._reused is not None
+            and isinstance(body, bytes)
+            and protocol.may_send_twice(upstream_path)
+        )
+        # One more try (module doc): after a refused connection (nothing reached the worker), or
+        # a broken reused one (only read-only methods use those). Nothing else is sent twice.
         for attempt in (1, 2):
             async with self._pool.lease(account.name) as worker:
                 url = worker.base_url + upstream_path

@@ -106,3 +106,30 @@ def test_missing_sync_header_means_a_legacy_client():
 def test_bad_sync_headers_are_bad_requests(raw):
     with pytest.raises(BadRequest):
         protocol.parse_sync_header(raw)
+
+
+@pytest.mark.parametrize(
+    ("method", "twice"),
+    [
+        ("sync/meta", True),
+        ("msync/begin", True),
+        ("msync/mediaChanges", True),
+        ("msync/downloadFiles", True),
+        ("msync/mediaSanity", True),
+        ("sync/start", False),
+        ("sync/applyGraves", False),
+        ("sync/applyChanges", False),
+        ("sync/chunk", False),  # hands out the next chunk: a replay would skip one
+        ("sync/applyChunk", False),
+        ("sync/sanityCheck2", False),
+        ("sync/finish", False),
+        ("sync/abort", False),
+        ("sync/upload", False),
+        ("sync/download", False),
+        ("msync/uploadChanges", False),
+        ("sync/somethingNew", False),
+        ("msync/meta", False),
+    ],
+)
+def test_only_read_only_methods_may_be_sent_twice(method, twice):
+    assert protocol.may_send_twice(method) is twice

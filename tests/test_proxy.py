@@ -98,6 +98,14 @@ async def upstream_app() -> web.Application:
         request.transport.close()
         return response
 
+    async def read_then_drop(request: web.Request) -> web.StreamResponse:
+        # The worker got the whole request, then its connection broke before any answer.
+        await request.read()
+        seen.setdefault("delivered", []).append(request.path)
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response(body=b"never sent")
+
     app = web.Application(client_max_size=0)
     app[SEEN] = seen
     app.router.add_post("/sync/meta", echo)
@@ -106,6 +114,9 @@ async def upstream_app() -> web.Application:
     app.router.add_post("/sync/chunk", plain)
     app.router.add_post("/sync/redirectme", redirect)
     app.router.add_post("/sync/broken", broken)
+    app.router.add_post("/msync/mediaChanges", plain)
+    for method in ("applyChanges", "applyChunk", "finish"):
+        app.router.add_post(f"/sync/{method}", read_then_drop)
     return app
 
 
@@ -271,10 +282,12 @@ async def test_large_body_streams_upstream_chunked(stack):
     assert seen.get("Transfer-Encoding") == "chunked"
 
 
-async def test_small_requests_reuse_one_upstream_connection_uploads_do_not(stack):
+async def test_small_read_only_requests_reuse_one_upstream_connection_others_do_not(stack):
     server, upstream, _ = stack
     for _ in range(3):
-        await post(server, "/anki/sync/start", data=b"small", headers={"anki-sync": header()})
+        await post(
+            server, "/anki/msync/mediaChanges", data=b"small", headers={"anki-sync": header()}
+        )
     peers = list(upstream.app[SEEN]["peers"])
     assert len(set(peers)) == 1
 
@@ -284,5 +297,22 @@ async def test_small_requests_reuse_one_upstream_connection_uploads_do_not(stack
 
     for _ in range(2):
         await post(server, "/anki/sync/chunk", data=big(), headers={"anki-sync": header()})
-    upload_peers = upstream.app[SEEN]["peers"][3:]
-    assert len(set(upload_peers)) == 2 and not set(upload_peers) & set(peers)
+    # A write is never sent over a connection that may be stale (it could not be retried).
+    for _ in range(2):
+        await post(server, "/anki/sync/start", data=b"small", headers={"anki-sync": header()})
+    others = upstream.app[SEEN]["peers"][3:]
+    assert len(set(others)) == 4 and not set(others) & set(peers)
+
+
+@pytest.mark.parametrize("method", ["applyChanges", "applyChunk", "finish"])
+async def test_request_the_worker_read_before_its_connection_broke_is_never_sent_again(
+    stack, method
+):
+    server, upstream, _ = stack
+    # Warm the reused connection first, as a sync does with meta.
+    await post(server, "/anki/msync/mediaChanges", data=b"x", headers={"anki-sync": header()})
+    status, _, _ = await post(
+        server, f"/anki/sync/{method}", data=b"changes", headers={"anki-sync": header()}
+    )
+    assert 500 <= status < 600
+    assert upstream.app[SEEN]["delivered"] == [f"/sync/{method}"]
