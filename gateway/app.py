@@ -5,7 +5,7 @@ Routes (all under `server.path_prefix`, default "/"):
     *    sync/*, msync/*     proxied to the account's worker (gateway/proxy.py)
     POST provision-user      gateway/provision/handler.py
     GET  health              liveness: the process serves requests
-    GET  ready               readiness: registry, identity provider and worker pool usable
+    GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
 """
 
@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import credentials, librarylogs, logs, protocol
+from gateway import credentials, librarylogs, logs, protocol, readiness
 from gateway.appkeys import ACCOUNT, CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
 from gateway.auth.cache import CredentialCache
 from gateway.auth.identity import IdentityProvider
@@ -35,6 +35,7 @@ from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway")
 PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
+REGISTRY_FILE = "registry.sqlite3"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -140,18 +141,16 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    problems = []
-    try:
-        app[REGISTRY].count()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        problems.append(f"registry: {type(exc).__name__}")
-    if not app[CONFIG].collections_dir.is_dir():
-        problems.append("collections folder missing")
-    stats = app[POOL].stats()
-    status = 503 if problems else 200
+    """Public: whether, and which fixed problems (readiness.py); never counts or paths."""
+    config = request.app[CONFIG]
+    found = await asyncio.to_thread(
+        readiness.probe, config.data_dir / REGISTRY_FILE, config.collections_dir
+    )
+    problems = readiness.problems(found, config.server.min_free_disk_megs)
+    if problems:
+        log.warning("not ready", extra={"problems": problems})
     return web.json_response(
-        {"ready": not problems, "problems": problems, "workers": stats}, status=status
+        {"ready": not problems, "problems": problems}, status=503 if problems else 200
     )
 
 
@@ -169,7 +168,7 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
     async def resources(app: web.Application) -> AsyncIterator[None]:
         secret = credentials.load_or_create(config.data_dir, config.secret)
         password_for = credentials.password_deriver(secret)
-        registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
+        registry = Registry(config.data_dir / REGISTRY_FILE, config.collections_dir)
         if provider is None:
             from gateway.auth.cognito import CognitoProvider
 

@@ -62,6 +62,9 @@ class ServerConfig:
     path_prefix: str = "/"
     #: Trust X-Forwarded-For from the reverse proxy for the client address (login limiter, logs).
     trust_forwarded_for: bool = False
+    #: `/ready` answers 503 while the data folder's file system has less than this many MiB
+    #: free (0: no check). Logins write the registry and uploads the collections.
+    min_free_disk_megs: int = 1024
 
 
 @dataclass(frozen=True)
@@ -371,6 +374,8 @@ def validate(config: Config) -> list[str]:
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
+    if s.min_free_disk_megs < 0:
+        problems.append("server.min_free_disk_megs: must be 0 (no check) or more")
     for i, key in enumerate(p.api_keys):
         if len(key.reveal()) < 16:
             problems.append(f"provision.api_keys[{i}]: too short (at least 16 characters)")
