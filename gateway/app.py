@@ -7,6 +7,11 @@ Routes (all under `server.path_prefix`, default "/"):
     GET  health              liveness: the process serves requests
     GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
+
+Every request passes two middlewares: `errors_and_access_log` (the error tree to HTTP, one log
+line) and `per_address_limit` (requests in flight per client address, addresses.py). Bodies
+are read at the client's pace or not at all (bodies.py, pace.py); headers must arrive within
+`server.header_timeout_seconds` (`server_options()`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from gateway import credentials, librarylogs, logs, protocol, readiness
-from gateway.appkeys import ACCOUNT, CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
+from gateway import credentials, librarylogs, logs, openfiles, protocol, readiness
+from gateway.addresses import InFlight
+from gateway.appkeys import ACCOUNT, CONFIG, LOGIN, PACING, POOL, PROVIDER, REGISTRY
 from gateway.auth.cache import CredentialCache
 from gateway.auth.identity import IdentityProvider
 from gateway.auth.limiter import FailureLimiter
@@ -28,13 +35,15 @@ from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.bodies import read_capped
 from gateway.config import Config
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError, NotFound, TooManyInFlight
+from gateway.pace import Pacing
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway")
 PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
+IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
 REGISTRY_FILE = "registry.sqlite3"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,7 +76,10 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             level = logging.ERROR if status == 500 else logging.INFO
             log.log(level, "refused", extra={"status": status, "reason": exc.detail})
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
-        return web.Response(status=exc.status, text=exc.public, headers=headers)
+        answer = web.Response(status=exc.status, text=exc.public, headers=headers)
+        if exc.close_connection:
+            await _answer_and_close(request, answer)
+        return answer
     except web.HTTPException as exc:
         status = exc.status
         raise
@@ -99,6 +111,16 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         logs.request_id.reset(token)
 
 
+async def _answer_and_close(request: web.Request, answer: web.Response) -> None:
+    """Send `answer`, then close the connection: aiohttp would otherwise linger for the rest of
+    an unread body (up to its lingering time, 10 s) and keep the connection."""
+    answer.force_close()
+    await answer.prepare(request)
+    await answer.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # after the answer: asyncio flushes what is buffered first
+
+
 def _client_gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
@@ -106,6 +128,19 @@ def _client_gone(request: web.Request) -> bool:
 def _log_client_gone(reason: str) -> int:
     log.info("client gone", extra={"reason": reason})
     return CLIENT_GONE
+
+
+@web.middleware
+async def per_address_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """At most `server.max_requests_per_address` requests in flight per client (addresses.py)."""
+    address = client_address(request, request.app[CONFIG].server.trust_forwarded_for)
+    in_flight = request.app[IN_FLIGHT]
+    if not in_flight.enter(address):
+        raise TooManyInFlight("too many requests in flight from one address")
+    try:
+        return await handler(request)
+    finally:
+        in_flight.leave(address)
 
 
 def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
@@ -162,8 +197,14 @@ def create_app(config: Config, *, provider: IdentityProvider | None = None) -> w
     """The gateway. `provider` replaces Cognito (tests, benchmarks); it is closed on shutdown."""
     librarylogs.install()
     # Login bodies are capped in host_key(); proxied bodies stream and are not capped here.
-    app = web.Application(middlewares=[errors_and_access_log], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[errors_and_access_log, per_address_limit], client_max_size=1024**2
+    )
     app[CONFIG] = config
+    app[IN_FLIGHT] = InFlight(config.server.max_requests_per_address)
+    app[PACING] = Pacing(
+        config.server.body_idle_timeout_seconds, config.server.min_body_bytes_per_second
+    )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         secret = credentials.load_or_create(config.data_dir, config.secret)
@@ -236,9 +277,22 @@ def add_routes(app: web.Application, prefix: str) -> None:
     app.router.add_route("*", "/{tail:.*}", not_found)
 
 
+def server_options(config: Config) -> dict[str, Any]:
+    """aiohttp's server settings from the config (for `run_app` and `AppRunner` alike).
+
+    aiohttp's keep-alive timer runs from the moment a connection opens and after each answer,
+    and closes a connection whose next request's headers are not complete by then: it is the
+    header-read timeout as well (measured with aiohttp 3.14: a silent connection and one
+    trickling header lines are both closed on time).
+    """
+    return {"keepalive_timeout": config.server.header_timeout_seconds}
+
+
 def run(config: Config) -> None:
     """Serve until SIGINT/SIGTERM; every worker is stopped before this returns."""
     logs.configure(config.logging.level, config.logging.format)
+    before, after = openfiles.raise_soft_limit()
+    log.info("open file limit", extra={"before": before, "after": after})
     web.run_app(
         create_app(config),
         host=config.server.host,
@@ -247,4 +301,5 @@ def run(config: Config) -> None:
         print=None,
         handle_signals=True,
         shutdown_timeout=10,
+        **server_options(config),
     )

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from gateway.auth.identity import IdentityProvider
     from gateway.auth.login import LoginService
     from gateway.config import Config
+    from gateway.pace import Pacing
     from gateway.registry import Registry
     from gateway.workers.pool import WorkerPool
 
@@ -18,6 +19,8 @@ REGISTRY: web.AppKey[Registry] = web.AppKey("registry")
 PROVIDER: web.AppKey[IdentityProvider] = web.AppKey("provider")
 POOL: web.AppKey[WorkerPool] = web.AppKey("pool")
 LOGIN: web.AppKey[LoginService] = web.AppKey("login")
+#: How fast request bodies must arrive (bodies.py); defaults when unset.
+PACING: web.AppKey[Pacing] = web.AppKey("pacing")
 
 #: The local account a request was routed to or logged in as (for the access log).
 ACCOUNT: web.RequestKey[str] = web.RequestKey("account", str)

@@ -29,7 +29,6 @@ connection, and any failure after connecting is a 502.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 
@@ -40,7 +39,8 @@ from multidict import CIMultiDict, MultiMapping
 from gateway import protocol
 from gateway.appkeys import ACCOUNT
 from gateway.auth.revalidation import Revalidator
-from gateway.errors import AuthFailed, BadRequest, WorkerFailed, WorkerTimeout
+from gateway.bodies import paced_chunks
+from gateway.errors import AuthFailed, BadRequest, GatewayError, WorkerFailed, WorkerTimeout
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
 
@@ -85,26 +85,55 @@ def end_to_end(headers: MultiMapping[str], also_drop: Iterable[str] = ()) -> CIM
     return out
 
 
-async def request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | None:
+async def request_body(request: web.Request) -> bytes | StreamedBody | None:
     """The body to send upstream: all of it if it ends within `WHOLE_BODY` bytes, else a stream
-    of what was read so far and the rest. Reads at most `WHOLE_BODY + 1` bytes ahead."""
+    of what was read so far and the rest. Reads about `WHOLE_BODY` bytes ahead, at the client's
+    pace (bodies.py: `ClientStalled` when it stops or trickles)."""
     if not request.body_exists:
         return None
+    chunks = paced_chunks(request)
+    head = bytearray()
     try:
-        head = await request.content.readexactly(WHOLE_BODY + 1)
-    except asyncio.IncompleteReadError as exc:
-        return exc.partial  # the body ended within the limit
-    except ConnectionError:
-        raise  # the client went away: not a bad request (the middleware logs "client gone")
-    except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
-        raise BadRequest(f"request body broken: {type(exc).__name__}") from exc
-    return _stream(head, request.content)
+        async for chunk in chunks:
+            head += chunk
+            if len(head) > WHOLE_BODY:
+                return StreamedBody(bytes(head), chunks)
+    except Exception as exc:
+        raise client_side(exc) from exc
+    return bytes(head)  # the body ended within the limit
 
 
-async def _stream(head: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in rest.iter_any():
-        yield chunk
+def client_side(exc: Exception) -> Exception:
+    """What a failure to read the client's body means: the client went away (passed on for the
+    middleware's "client gone"), stalled, or sent a broken body (400)."""
+    if isinstance(exc, (ConnectionError, GatewayError)):
+        return exc
+    if isinstance(exc, (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError)):
+        return BadRequest(f"request body broken: {type(exc).__name__}")
+    return exc
+
+
+class StreamedBody:
+    """A request body streamed upstream: its first `WHOLE_BODY`+ bytes, then the rest as it
+    arrives. `failure` keeps why reading the client broke, because the upstream request then
+    fails with an error of its own that would blame the worker."""
+
+    def __init__(self, head: bytes, rest: AsyncIterator[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+        self.failure: Exception | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        yield self._head
+        try:
+            async for chunk in self._rest:
+                yield chunk
+        except Exception as exc:
+            self.failure = exc
+            raise
 
 
 class _StaleConnection(Exception):
@@ -126,6 +155,17 @@ def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600),
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
     )
+
+
+def _upstream_failure(exc: Exception, *, stale: bool) -> Exception:
+    """The gateway error for a failed upstream request (`exc` itself if it is none of ours)."""
+    if isinstance(exc, TimeoutError):
+        return WorkerTimeout("worker did not answer in time")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)) and stale:
+        return _StaleConnection()
+    if isinstance(exc, aiohttp.ClientError):
+        return WorkerFailed(f"worker request failed: {type(exc).__name__}")
+    return exc
 
 
 class Proxy:
@@ -176,7 +216,7 @@ class Proxy:
         self,
         request: web.Request,
         url: str,
-        body: bytes | AsyncIterator[bytes] | None,
+        body: bytes | StreamedBody | None,
         *,
         reuse: bool,
     ) -> web.StreamResponse:
@@ -193,14 +233,13 @@ class Proxy:
             )
         except aiohttp.ClientConnectorError:
             raise
-        except TimeoutError as exc:
-            raise WorkerTimeout("worker did not answer in time") from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if session is self._reused:
-                raise _StaleConnection from exc
-            raise WorkerFailed(f"worker request failed: {type(exc).__name__}") from exc
-        except aiohttp.ClientError as exc:
-            raise WorkerFailed(f"worker request failed: {type(exc).__name__}") from exc
+        except Exception as exc:
+            if isinstance(body, StreamedBody) and body.failure is not None:
+                raise client_side(body.failure) from exc  # the client's fault, not the worker's
+            mapped = _upstream_failure(exc, stale=session is self._reused)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         async with upstream:
             response = web.StreamResponse(
                 status=upstream.status,

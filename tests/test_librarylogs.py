@@ -8,7 +8,6 @@ aiohttp's own included, and each record is also rendered by both of the gateway'
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -16,13 +15,13 @@ from dataclasses import dataclass
 
 import pytest
 import zstandard
-from aiohttp import web
 
 from gateway.app import create_app
 from gateway.auth.fake import FakeProvider
-from gateway.config import load
 from gateway.librarylogs import tame
 from gateway.logs import JsonFormatter, TextFormatter
+from tests.conftest import fake_provider_config
+from tests.rawhttp import exchange, login, sync_header
 
 API_KEY = "Provision-Key-Very-Secret-4711"
 PASSWORD = "Pass-Word-Secret-0815"
@@ -63,60 +62,13 @@ class Served:
 
 
 @pytest.fixture(params=[False, True], ids=["production", "handler_cancellation"])
-async def gateway(request, tmp_path):
+async def gateway(request, tmp_path, serve_app):
     """The app as `run_app` serves it (aiohttp's handler_cancellation off), and with it on."""
-    config = load(
-        None,
-        {
-            "GATEWAY_DATA_DIR": str(tmp_path / "data"),
-            "GATEWAY_COGNITO_USER_POOL_ID": "eu-west-1_Test1",
-            "GATEWAY_COGNITO_CLIENT_ID": "c",
-            "GATEWAY_PROVISION_API_KEYS": API_KEY,
-        },
-    )
+    config = fake_provider_config(tmp_path, GATEWAY_PROVISION_API_KEYS=API_KEY)
     provider = FakeProvider()
     provider.add_user("alice", PASSWORD, "alice@example.com")
-    runner = web.AppRunner(
-        create_app(config, provider=provider), handler_cancellation=request.param
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield Served(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-    await runner.cleanup()
-
-
-def sync_header(key: str) -> bytes:
-    return json.dumps({"v": 11, "k": key, "c": "t", "s": "s"}, separators=(",", ":")).encode()
-
-
-async def exchange(port: int, data: bytes, *, reset_after: float | None = None) -> bytes:
-    """Send raw bytes; the answer (until the server closes), or b"" after a client reset."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    if reset_after is not None:
-        await asyncio.sleep(reset_after)
-        writer.transport.abort()
-        return b""
-    try:
-        return await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
-
-
-async def login(port: int) -> str:
-    body = zstandard.ZstdCompressor().compress(json.dumps({"u": "alice", "p": PASSWORD}).encode())
-    answer = await exchange(
-        port,
-        b"POST /sync/hostKey HTTP/1.1\r\nHost: x\r\nConnection: close\r\nanki-sync: "
-        + sync_header("")
-        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
-        + body,
-    )
-    head, _, payload = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(payload))["key"]
+    app = create_app(config, provider=provider)
+    return Served(await serve_app(app, handler_cancellation=request.param))
 
 
 def hostile_requests(key: str) -> list[bytes]:
@@ -158,7 +110,7 @@ def hostile_requests(key: str) -> list[bytes]:
 
 
 async def test_malformed_requests_leave_no_secret_and_no_error_in_any_record(gateway, every_record):
-    key = await login(gateway.port)
+    key = await login(gateway.port, "alice", PASSWORD)
     for request in hostile_requests(key):
         answer = await exchange(gateway.port, request)
         assert answer.split(b" ", 2)[1:2] in ([b"400"], [b"404"], [b"501"]), answer[:200]
@@ -172,7 +124,7 @@ async def test_malformed_requests_leave_no_secret_and_no_error_in_any_record(gat
 
 
 async def test_client_reset_during_the_first_64_kib_is_client_gone_not_500(gateway, every_record):
-    key = await login(gateway.port)
+    key = await login(gateway.port, "alice", PASSWORD)
     request = (
         b"POST /sync/applyChanges HTTP/1.1\r\nHost: x\r\nanki-sync: "
         + sync_header(key)
@@ -190,7 +142,7 @@ async def test_client_reset_during_the_first_64_kib_is_client_gone_not_500(gatew
 
 
 async def test_client_reset_during_a_streamed_upload_is_client_gone(gateway, every_record):
-    key = await login(gateway.port)
+    key = await login(gateway.port, "alice", PASSWORD)
     body = zstandard.ZstdCompressor().compress(os.urandom(1_000_000))  # the worker reads on
     request = (
         b"POST /sync/upload HTTP/1.1\r\nHost: x\r\nanki-sync: "

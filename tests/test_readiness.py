@@ -8,8 +8,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.auth.fake import FakeProvider
-from gateway.config import load
 from gateway.readiness import Probe, problems
+from tests.conftest import fake_provider_config
 
 MIB = 1024 * 1024
 
@@ -33,18 +33,6 @@ def test_problems(found, min_free_megs, expected):
     assert problems(found, min_free_megs) == expected
 
 
-def config_for(tmp_path, **env: str):
-    return load(
-        None,
-        {
-            "GATEWAY_DATA_DIR": str(tmp_path / "data"),
-            "GATEWAY_COGNITO_USER_POOL_ID": "eu-west-1_Test1",
-            "GATEWAY_COGNITO_CLIENT_ID": "c",
-            **env,
-        },
-    )
-
-
 async def get_ready(aiohttp_client, config) -> tuple[int, dict]:
     client = await aiohttp_client(create_app(config, provider=FakeProvider()))
     async with client.get("/ready") as r:
@@ -52,7 +40,7 @@ async def get_ready(aiohttp_client, config) -> tuple[int, dict]:
 
 
 async def test_ready_answers_only_whether_and_why(aiohttp_client, tmp_path):
-    assert await get_ready(aiohttp_client, config_for(tmp_path)) == (
+    assert await get_ready(aiohttp_client, fake_provider_config(tmp_path)) == (
         200,
         {"ready": True, "problems": []},
     )
@@ -60,7 +48,7 @@ async def test_ready_answers_only_whether_and_why(aiohttp_client, tmp_path):
 
 async def test_not_ready_when_free_space_is_below_the_threshold(aiohttp_client, tmp_path):
     # More than any test machine has free: what a full disk looks like to the check.
-    config = config_for(tmp_path, GATEWAY_SERVER_MIN_FREE_DISK_MEGS=str(10**12))
+    config = fake_provider_config(tmp_path, GATEWAY_SERVER_MIN_FREE_DISK_MEGS=str(10**12))
     assert await get_ready(aiohttp_client, config) == (
         503,
         {"ready": False, "problems": ["low disk space"]},
@@ -68,7 +56,7 @@ async def test_not_ready_when_free_space_is_below_the_threshold(aiohttp_client, 
 
 
 async def test_not_ready_when_the_registry_cannot_be_written(aiohttp_client, tmp_path):
-    config = config_for(tmp_path)
+    config = fake_provider_config(tmp_path)
     client = await aiohttp_client(create_app(config, provider=FakeProvider()))
     other = sqlite3.connect(config.data_dir / "registry.sqlite3", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
