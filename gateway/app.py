@@ -8,8 +8,8 @@ Routes (all under `server.path_prefix`, default "/"):
     GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
 
-Every request passes two middlewares: `errors_and_access_log` (the error tree to HTTP, one log
-line) and `per_address_limit` (requests in flight per client address, addresses.py). Bodies
+Every request passes two middlewares (middlewares.py): the error tree to HTTP with one log line
+per request, and a bound on requests in flight per client address (addresses.py). Bodies
 are read at the client's pace or not at all (bodies.py, pace.py); headers must arrive within
 `server.header_timeout_seconds` (`server_options()`).
 """
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +33,13 @@ from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.bodies import read_capped
 from gateway.config import Config
-from gateway.errors import GatewayError, NotFound, TooManyInFlight
+from gateway.errors import NotFound
+from gateway.middlewares import (
+    IN_FLIGHT,
+    client_address,
+    errors_and_access_log,
+    per_address_limit,
+)
 from gateway.pace import Pacing
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import Registry
@@ -43,115 +47,7 @@ from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway")
 PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
-IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
 REGISTRY_FILE = "registry.sqlite3"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-#: Status in the access log for a request whose client went away (nginx's convention): none
-#: was sent.
-CLIENT_GONE = 499
-
-
-@web.middleware
-async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Maps the error tree to HTTP in one place, and logs one line per request.
-
-    A client that goes away (a reset while its body is read, or while the answer is written)
-    is no error of ours: INFO "client gone", status 499 in the log, nothing sent.
-    """
-    token = logs.request_id.set(secrets.token_hex(6))
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except GatewayError as exc:
-        status = exc.status
-        if status >= 500 and _client_gone(request):
-            status = _log_client_gone(exc.detail)
-        else:
-            level = logging.ERROR if status == 500 else logging.INFO
-            log.log(level, "refused", extra={"status": status, "reason": exc.detail})
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
-        answer = web.Response(status=exc.status, text=exc.public, headers=headers)
-        if exc.close_connection:
-            await _answer_and_close(request, answer)
-        return answer
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        # aiohttp cancels a handler whose client went away (with handler_cancellation) and
-        # every handler at shutdown.
-        status = _log_client_gone("cancelled") if _client_gone(request) else 503
-        raise
-    except Exception as exc:
-        if isinstance(exc, ConnectionError) or _client_gone(request):
-            status = _log_client_gone(type(exc).__name__)
-        else:
-            log.exception("unhandled error")
-        return web.Response(status=500, text="internal error")
-    finally:
-        # Health probes every few seconds would drown the log: they go to DEBUG.
-        quiet = status == 200 and request.path.endswith(("/health", "/ready"))
-        log.log(
-            logging.DEBUG if quiet else logging.INFO,
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-                "account": request.get(ACCOUNT),
-            },
-        )
-        logs.request_id.reset(token)
-
-
-async def _answer_and_close(request: web.Request, answer: web.Response) -> None:
-    """Send `answer`, then close the connection: aiohttp would otherwise linger for the rest of
-    an unread body (up to its lingering time, 10 s) and keep the connection."""
-    answer.force_close()
-    await answer.prepare(request)
-    await answer.write_eof()
-    if request.transport is not None:
-        request.transport.close()  # after the answer: asyncio flushes what is buffered first
-
-
-def _client_gone(request: web.Request) -> bool:
-    return request.transport is None or request.transport.is_closing()
-
-
-def _log_client_gone(reason: str) -> int:
-    log.info("client gone", extra={"reason": reason})
-    return CLIENT_GONE
-
-
-@web.middleware
-async def per_address_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """At most `server.max_requests_per_address` requests in flight per client (addresses.py)."""
-    address = client_address(request, request.app[CONFIG].server.trust_forwarded_for)
-    in_flight = request.app[IN_FLIGHT]
-    if not in_flight.enter(address):
-        raise TooManyInFlight("too many requests in flight from one address")
-    try:
-        return await handler(request)
-    finally:
-        in_flight.leave(address)
-
-
-def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for:
-        # The last entry is the one our own reverse proxy added; earlier ones come from the
-        # client and can be forged.
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        last = forwarded.split(",")[-1].strip()
-        if last:
-            return last
-    return request.remote or "unknown"
 
 
 async def host_key(request: web.Request) -> web.StreamResponse:

@@ -70,7 +70,8 @@ class ServerConfig:
     header_timeout_seconds: float = 30.0
     #: A request body that brings no byte for this long is abandoned (408, connection closed),
     #: and so is one that brings fewer than `min_body_bytes_per_second` times this many bytes in
-    #: any such window (pace.py). Anki gives up after 60 s without progress itself.
+    #: any such window (pace.py); the same rules cut off a client that does not read a proxied
+    #: answer. Anki gives up after 60 s without progress itself.
     body_idle_timeout_seconds: float = 60.0
     min_body_bytes_per_second: int = 1024
     #: Requests in flight at once from one client address (429 beyond).

@@ -30,7 +30,7 @@ connection, and any failure after connecting is a 502.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import aiohttp
 from aiohttp import web
@@ -39,8 +39,20 @@ from multidict import CIMultiDict, MultiMapping
 from gateway import protocol
 from gateway.appkeys import ACCOUNT
 from gateway.auth.revalidation import Revalidator
-from gateway.bodies import paced_chunks
-from gateway.errors import AuthFailed, BadRequest, GatewayError, WorkerFailed, WorkerTimeout
+from gateway.bodies import (
+    StreamedBody,
+    client_side,
+    loop_time,
+    paced_chunks,
+    paced_write,
+    pacing_of,
+)
+from gateway.errors import (
+    AuthFailed,
+    ClientStalled,
+    WorkerFailed,
+    WorkerTimeout,
+)
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
 
@@ -99,41 +111,11 @@ async def request_body(request: web.Request) -> bytes | StreamedBody | None:
             if len(head) > WHOLE_BODY:
                 return StreamedBody(bytes(head), chunks)
     except Exception as exc:
-        raise client_side(exc) from exc
-    return bytes(head)  # the body ended within the limit
-
-
-def client_side(exc: Exception) -> Exception:
-    """What a failure to read the client's body means: the client went away (passed on for the
-    middleware's "client gone"), stalled, or sent a broken body (400)."""
-    if isinstance(exc, (ConnectionError, GatewayError)):
-        return exc
-    if isinstance(exc, (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError)):
-        return BadRequest(f"request body broken: {type(exc).__name__}")
-    return exc
-
-
-class StreamedBody:
-    """A request body streamed upstream: its first `WHOLE_BODY`+ bytes, then the rest as it
-    arrives. `failure` keeps why reading the client broke, because the upstream request then
-    fails with an error of its own that would blame the worker."""
-
-    def __init__(self, head: bytes, rest: AsyncIterator[bytes]) -> None:
-        self._head = head
-        self._rest = rest
-        self.failure: Exception | None = None
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        yield self._head
-        try:
-            async for chunk in self._rest:
-                yield chunk
-        except Exception as exc:
-            self.failure = exc
+        mapped = client_side(exc)
+        if mapped is exc:
             raise
+        raise mapped from exc
+    return bytes(head)  # the body ended within the limit
 
 
 class _StaleConnection(Exception):
@@ -249,9 +231,15 @@ class Proxy:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
+            pace = pacing_of(request).start(loop_time())
             try:
                 async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
+                    await paced_write(response, chunk, pace)
+            except ClientStalled:
+                # It does not read the answer (pace.py): it would hold the worker for ever.
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("client stalled reading the answer") from None
             except ConnectionResetError:
                 raise  # writing to a client that went away (the middleware logs it)
             except (aiohttp.ClientError, TimeoutError) as exc:
