@@ -9,8 +9,8 @@ logger sees only that logger's own records, so each one gets it).
 
     aiohttp.access                       dropped: the gateway logs every request itself, and
                                          aiohttp's line carries the User-Agent and Referer
-    a malformed request (HttpProcessingError)
-                                         INFO "malformed request refused", the error's class
+    a malformed request (HttpProcessingError), or a body aiohttp cannot decode
+    (RequestPayloadError)                INFO "malformed request refused", the error's class
                                          and status, the client address; no traceback
     a client gone (ConnectionError)      INFO "client gone", no traceback
     any other record with a traceback    same level, the traceback's frames and the exception's
@@ -26,6 +26,11 @@ import logging
 import traceback
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+# A malformed request, or a body aiohttp could not decode (its Content-Encoding, say) while it
+# drained what the handler left unread.
+_MALFORMED = (HttpProcessingError, RequestPayloadError)
 
 #: Every logger aiohttp has (aiohttp/log.py).
 LOGGERS = (
@@ -49,9 +54,10 @@ def tame(record: logging.LogRecord) -> bool:
     if exc is None:
         return True
     client = record.args[0] if record.msg == _FROM_PEER and record.args else None
-    if isinstance(exc, HttpProcessingError):
+    if isinstance(exc, _MALFORMED):
         _replace(record, logging.INFO, "malformed request refused", exc, client)
-        record.status = exc.code
+        if isinstance(exc, HttpProcessingError):
+            record.status = exc.code
     elif isinstance(exc, ConnectionError):
         _replace(record, logging.INFO, "client gone", exc, client)
     else:

@@ -102,6 +102,11 @@ def hostile_requests(key: str) -> list[bytes]:
         + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz"
         + k
         + b"\r\n",
+        # A body aiohttp cannot decode, left unread by a refusal (no anki-sync header: 501).
+        b"POST /sync/meta HTTP/1.1\r\nHost: x\r\nX-Key: "
+        + k
+        + b"\r\nContent-Encoding: gzip\r\nContent-Length: 40\r\n\r\n"
+        + k,
         # Two Content-Lengths.
         b"POST /sync/meta HTTP/1.1\r\nHost: x\r\nanki-sync: "
         + sync_header(key)

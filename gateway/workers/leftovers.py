@@ -6,7 +6,9 @@ letters or digits), opens it as SQLite to check it (hence `-wal`, `-shm` or `-jo
 beside it), then renames it over `collection.anki2`. Measured with anki 26.9.3 during a full
 upload: `<collections>/<account>/.tmpiRe0Jm` and `.tmpiRe0Jm-wal`. A worker killed before the
 rename (its gateway SIGKILLed: PR_SET_PDEATHSIG then sends SIGTERM, which runs no destructor;
-measured: `.tmpYyZkek` stayed) leaves that file, as large as the upload, forever.
+measured: `.tmpYyZkek` stayed) leaves that file, as large as the upload, forever. Media
+uploads write their files straight into `media/` under their own names (measured: no
+temporary files), so nothing in `media/` is touched.
 
 - `stale_temporaries(names)` (pure): which entries of an account folder are such files.
 - `remove_stale(folder)` deletes them and returns how many bytes went. The caller holds the
