@@ -6,22 +6,36 @@ Routes (all under `server.path_prefix`, default "/"):
     POST provision-user      gateway/provision/handler.py
     *    account/...         the account portal, when portal.enabled (gateway/portal/)
     GET  health              liveness: the process serves requests
-    GET  ready               readiness: registry, identity provider and worker pool usable
+    GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
+
+Every request passes two middlewares (middlewares.py): the error tree to HTTP with one log line
+per request, and a bound on requests in flight per client address (addresses.py). Bodies
+are read at the client's pace or not at all (bodies.py, pace.py); headers must arrive within
+`server.header_timeout_seconds` (`server_options()`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import credentials, logs, protocol
-from gateway.appkeys import ACCOUNT, CONFIG, LOGIN, POOL, PROVIDER, REGISTRY, REVALIDATOR
+from gateway import credentials, librarylogs, logs, openfiles, protocol, readiness
+from gateway.addresses import InFlight
+from gateway.appkeys import (
+    ACCOUNT,
+    CONFIG,
+    LOGIN,
+    PACING,
+    POOL,
+    PROVIDER,
+    REGISTRY,
+    REVALIDATOR,
+)
 from gateway.auth.admission import Admission
 from gateway.auth.cache import CredentialCache
 from gateway.auth.identity import IdentityProvider
@@ -30,7 +44,14 @@ from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.bodies import read_capped
 from gateway.config import Config
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import NotFound
+from gateway.middlewares import (
+    IN_FLIGHT,
+    client_address,
+    errors_and_access_log,
+    per_address_limit,
+)
+from gateway.pace import Pacing
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
@@ -40,58 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway")
 PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Maps the error tree to HTTP in one place, and logs one line per request."""
-    token = logs.request_id.set(secrets.token_hex(6))
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except GatewayError as exc:
-        status = exc.status
-        level = logging.ERROR if status == 500 else logging.INFO
-        log.log(level, "refused", extra={"status": status, "reason": exc.detail})
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
-        return web.Response(status=status, text=exc.public, headers=headers)
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except Exception:
-        log.exception("unhandled error")
-        return web.Response(status=500, text="internal error")
-    finally:
-        # Health probes every few seconds would drown the log: they go to DEBUG.
-        quiet = status == 200 and request.path.endswith(("/health", "/ready"))
-        log.log(
-            logging.DEBUG if quiet else logging.INFO,
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-                "account": request.get(ACCOUNT),
-            },
-        )
-        logs.request_id.reset(token)
-
-
-def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for:
-        # The last entry is the one our own reverse proxy added; earlier ones come from the
-        # client and can be forged.
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        last = forwarded.split(",")[-1].strip()
-        if last:
-            return last
-    return request.remote or "unknown"
+REGISTRY_FILE = "registry.sqlite3"
 
 
 async def host_key(request: web.Request) -> web.StreamResponse:
@@ -116,18 +86,16 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    problems = []
-    try:
-        app[REGISTRY].count()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-        problems.append(f"registry: {type(exc).__name__}")
-    if not app[CONFIG].collections_dir.is_dir():
-        problems.append("collections folder missing")
-    stats = app[POOL].stats()
-    status = 503 if problems else 200
+    """Public: whether, and which fixed problems (readiness.py); never counts or paths."""
+    config = request.app[CONFIG]
+    found = await asyncio.to_thread(
+        readiness.probe, config.data_dir / REGISTRY_FILE, config.collections_dir
+    )
+    problems = readiness.problems(found, config.server.min_free_disk_megs)
+    if problems:
+        log.warning("not ready", extra={"problems": problems})
     return web.json_response(
-        {"ready": not problems, "problems": problems, "workers": stats}, status=status
+        {"ready": not problems, "problems": problems}, status=503 if problems else 200
     )
 
 
@@ -143,14 +111,21 @@ def create_app(
 ) -> web.Application:
     """The gateway. `provider` replaces Cognito (tests, benchmarks), `portal_directory` the
     portal's Cognito calls (tests); both are closed on shutdown."""
+    librarylogs.install()
     # Login bodies are capped in host_key(); proxied bodies stream and are not capped here.
-    app = web.Application(middlewares=[errors_and_access_log], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[errors_and_access_log, per_address_limit], client_max_size=1024**2
+    )
     app[CONFIG] = config
+    app[IN_FLIGHT] = InFlight(config.server.max_requests_per_address)
+    app[PACING] = Pacing(
+        config.server.body_idle_timeout_seconds, config.server.min_body_bytes_per_second
+    )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         secret = credentials.load_or_create(config.data_dir, config.secret)
         password_for = credentials.password_deriver(secret)
-        registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
+        registry = Registry(config.data_dir / REGISTRY_FILE, config.collections_dir)
         if provider is None:
             from gateway.auth.cognito import CognitoProvider
 
@@ -238,9 +213,22 @@ def add_routes(app: web.Application, prefix: str) -> None:
     app.router.add_route("*", "/{tail:.*}", not_found)
 
 
+def server_options(config: Config) -> dict[str, Any]:
+    """aiohttp's server settings from the config (for `run_app` and `AppRunner` alike).
+
+    aiohttp's keep-alive timer runs from the moment a connection opens and after each answer,
+    and closes a connection whose next request's headers are not complete by then: it is the
+    header-read timeout as well (measured with aiohttp 3.14: a silent connection and one
+    trickling header lines are both closed on time).
+    """
+    return {"keepalive_timeout": config.server.header_timeout_seconds}
+
+
 def run(config: Config) -> None:
     """Serve until SIGINT/SIGTERM; every worker is stopped before this returns."""
     logs.configure(config.logging.level, config.logging.format)
+    before, after = openfiles.raise_soft_limit()
+    log.info("open file limit", extra={"before": before, "after": after})
     web.run_app(
         create_app(config),
         host=config.server.host,
@@ -249,4 +237,5 @@ def run(config: Config) -> None:
         print=None,
         handle_signals=True,
         shutdown_timeout=10,
+        **server_options(config),
     )

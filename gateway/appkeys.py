@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from gateway.auth.login import LoginService
     from gateway.auth.revalidation import Revalidator
     from gateway.config import Config
+    from gateway.pace import Pacing
     from gateway.registry import Registry
     from gateway.workers.pool import WorkerPool
 
@@ -20,6 +21,8 @@ PROVIDER: web.AppKey[IdentityProvider] = web.AppKey("provider")
 POOL: web.AppKey[WorkerPool] = web.AppKey("pool")
 LOGIN: web.AppKey[LoginService] = web.AppKey("login")
 REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")
+#: How fast request bodies must arrive (bodies.py); defaults when unset.
+PACING: web.AppKey[Pacing] = web.AppKey("pacing")
 
 #: The local account a request was routed to or logged in as (for the access log).
 ACCOUNT: web.RequestKey[str] = web.RequestKey("account", str)

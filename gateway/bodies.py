@@ -1,22 +1,131 @@
-"""Reading a small request body with a hard cap, whatever its framing.
+"""Bodies at the client's pace (pace.py), and small request bodies with a hard cap.
 
-`StreamReader.read(n)` returns as soon as *some* data is there, so a chunked body that arrives
-in several pieces needs a loop; the cap is checked before reading past it, so an oversized or
-endless body costs at most `cap + 1` bytes.
+Every body the gateway reads comes through `paced_chunks()`: a client that stops sending, or
+trickles, gets `ClientStalled` (408) within `server.body_idle_timeout_seconds` of its last
+useful progress, instead of holding a connection (and for a sync request its worker) for ever.
+Proxied answers go out through `paced_write()`, so a client that stops reading a download is
+cut off within the same time. The pacing comes from the application (`PACING`), defaults when
+it has none.
+
+`StreamedBody` carries a streamed request body upstream and remembers why reading the client
+failed, and `client_side()` says what that failure means, so a client's fault is never blamed
+on the worker.
+
+`read_capped()`: `StreamReader.read(n)` returns as soon as *some* data is there, so a chunked
+body that arrives in several pieces needs a loop; the cap is checked before reading past it, so
+an oversized or endless body costs at most about twice `cap` bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
 from aiohttp import web
 
-from gateway.errors import PayloadTooLarge
+from gateway.appkeys import PACING
+from gateway.errors import BadRequest, ClientStalled, GatewayError, PayloadTooLarge
+from gateway.pace import Pace, Pacing
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout_at as _deadline
+else:  # aiohttp's own dependency there
+    from async_timeout import timeout_at as _deadline
+
+
+def pacing_of(request: web.Request) -> Pacing:
+    return request.app.get(PACING, Pacing())
+
+
+def loop_time() -> float:
+    """The clock the pace is kept on: the running loop's (seconds, monotonic)."""
+    return asyncio.get_running_loop().time()
+
+
+async def paced_chunks(request: web.Request, most: int = -1) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive (each at most `most` bytes if > 0); `ClientStalled`
+    when the pace rules are broken. aiohttp's errors (a reset client, broken chunking) pass."""
+    loop = asyncio.get_running_loop()
+    pace = pacing_of(request).start(loop.time())
+    content = request.content
+    while True:
+        # A deadline on this task, not wait_for(): wait_for runs the read in a task of its own,
+        # and one still waiting when this generator is dropped (the worker broke off an upload)
+        # keeps the body's reader busy; aiohttp then fails reading the rest ("readany() called
+        # while another coroutine is already waiting"). Cancelled here, the read lets go at once.
+        try:
+            async with _deadline(pace.deadline()):
+                chunk: bytes | None = await (content.read(most) if most > 0 else content.readany())
+        except asyncio.TimeoutError:
+            chunk = None
+        if chunk == b"":
+            return  # the end of the body
+        if pace.feed(len(chunk or b""), loop.time()):
+            raise ClientStalled("request body stalled or too slow")
+        if chunk:
+            yield chunk
+
+
+async def paced_write(response: web.StreamResponse, chunk: bytes, pace: Pace) -> None:
+    """Writes `chunk` to a client that must read at `pace` (aiohttp's write waits while the
+    client's socket buffer is full); `ClientStalled` if it does not, and the write is dropped."""
+    loop = asyncio.get_running_loop()
+    write = asyncio.ensure_future(response.write(chunk))
+    try:
+        while True:
+            wait = max(0.0, pace.deadline() - loop.time())
+            done, _ = await asyncio.wait({write}, timeout=wait)
+            if done:
+                write.result()  # the client's own errors (a reset) pass
+                if pace.feed(len(chunk), loop.time()):
+                    raise ClientStalled("client reads the answer too slowly")
+                return
+            if pace.feed(0, loop.time()):
+                raise ClientStalled("client stopped reading the answer")
+    finally:
+        write.cancel()  # a no-op once it is done
+
+
+def client_side(exc: Exception) -> Exception:
+    """What a failure to read the client's body means: the client went away (passed on for the
+    middleware's "client gone"), stalled, or sent a broken body (400)."""
+    if isinstance(exc, (ConnectionError, GatewayError)):
+        return exc
+    if isinstance(exc, (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError)):
+        return BadRequest(f"request body broken: {type(exc).__name__}")
+    return exc
+
+
+class StreamedBody:
+    """A request body streamed upstream: the part read ahead (`head`), then the rest as it
+    arrives. `failure` keeps why reading the client broke, because the upstream request then
+    fails with an error of its own that would blame the worker."""
+
+    def __init__(self, head: bytes, rest: AsyncIterator[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+        self.failure: Exception | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        yield self._head
+        try:
+            async for chunk in self._rest:
+                yield chunk
+        except Exception as exc:
+            self.failure = exc
+            raise
 
 
 async def read_capped(request: web.Request, cap: int) -> bytes:
     if request.content_length is not None and request.content_length > cap:
         raise PayloadTooLarge(f"request body larger than {cap} bytes")
     body = bytearray()
-    while chunk := await request.content.read(cap + 1 - len(body)):
+    async for chunk in paced_chunks(request, most=cap + 1):
         body += chunk
         if len(body) > cap:
             raise PayloadTooLarge(f"request body larger than {cap} bytes")

@@ -62,6 +62,20 @@ class ServerConfig:
     path_prefix: str = "/"
     #: Trust X-Forwarded-For from the reverse proxy for the client address (login limiter, logs).
     trust_forwarded_for: bool = False
+    #: `/ready` answers 503 while the data folder's file system has less than this many MiB
+    #: free (0: no check). Logins write the registry and uploads the collections.
+    min_free_disk_megs: int = 1024
+    #: Seconds a client has to send a request's headers, from connecting or from the end of its
+    #: previous request; also how long an idle keep-alive connection stays open.
+    header_timeout_seconds: float = 30.0
+    #: A request body that brings no byte for this long is abandoned (408, connection closed),
+    #: and so is one that brings fewer than `min_body_bytes_per_second` times this many bytes in
+    #: any such window (pace.py); the same rules cut off a client that does not read a proxied
+    #: answer. Anki gives up after 60 s without progress itself.
+    body_idle_timeout_seconds: float = 60.0
+    min_body_bytes_per_second: int = 1024
+    #: Requests in flight at once from one client address (429 beyond).
+    max_requests_per_address: int = 32
 
 
 @dataclass(frozen=True)
@@ -403,6 +417,9 @@ def validate(config: Config) -> list[str]:
         ("auth.max_failures_per_address", a.max_failures_per_address),
         ("auth.failure_window_seconds", a.failure_window_seconds),
         ("auth.recheck_seconds", a.recheck_seconds),
+        ("server.header_timeout_seconds", s.header_timeout_seconds),
+        ("server.body_idle_timeout_seconds", s.body_idle_timeout_seconds),
+        ("server.max_requests_per_address", s.max_requests_per_address),
         ("workers.max_workers", w.max_workers),
         ("workers.idle_timeout_seconds", w.idle_timeout_seconds),
         ("workers.start_timeout_seconds", w.start_timeout_seconds),
@@ -420,6 +437,10 @@ def validate(config: Config) -> list[str]:
             f"auth.cache_ttl_seconds: at most {MAX_CACHE_TTL} (a cached login may outlive a"
             " password change or a disabled user in Cognito by this long)"
         )
+    if s.min_body_bytes_per_second < 0:
+        problems.append("server.min_body_bytes_per_second: must be 0 (no minimum) or more")
+    if s.min_free_disk_megs < 0:
+        problems.append("server.min_free_disk_megs: must be 0 (no check) or more")
     for i, key in enumerate(p.api_keys):
         if len(key.reveal()) < 16:
             problems.append(f"provision.api_keys[{i}]: too short (at least 16 characters)")

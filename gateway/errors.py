@@ -4,8 +4,10 @@
     ├── BadRequest                  400  malformed login body or anki-sync header
     ├── ClientTooOld                501  no anki-sync header: a legacy client (Anki < 2.1.57)
     ├── NotFound                    404  outside sync/ and msync/, disabled routes
+    ├── ClientStalled               408  a request body stopped or trickled (pace.py)
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
+    │   └── TooManyInFlight         429  too many requests in flight from one address
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
     ├── WorkerFailed                502  a worker could not start or broke mid-request
     └── WorkerTimeout               504  a worker did not become ready in time
@@ -26,6 +28,8 @@ class GatewayError(Exception):
     retry_after: int | None = None
     #: Short, safe text for the response body. Never contains a secret.
     public = "gateway error"
+    #: Close the connection after the answer (a client that is shed, not served).
+    close_connection = False
 
     def __init__(self, detail: str = "", *, retry_after: int | None = None) -> None:
         super().__init__(detail or self.public)
@@ -62,6 +66,14 @@ class NotFound(GatewayError):
     public = "not found"
 
 
+class ClientStalled(GatewayError):
+    """The client stopped sending its body, or sends it too slowly: the connection is closed."""
+
+    status = 408
+    public = "request body too slow"
+    close_connection = True
+
+
 class AuthFailed(GatewayError):
     status = 403
     public = "authentication failed"
@@ -71,6 +83,14 @@ class TooManyAttempts(GatewayError):
     status = 429
     public = "too many attempts, try again later"
     retry_after = 60
+
+
+class TooManyInFlight(TooManyAttempts):
+    """One client address has too many requests in flight (addresses.py)."""
+
+    public = "too many requests at once, try again later"
+    retry_after = 1
+    close_connection = True
 
 
 class Unavailable(GatewayError):

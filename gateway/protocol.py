@@ -33,6 +33,17 @@ SYNC_VERSION_MAX = 11
 MAX_USERNAME = 128
 MAX_PASSWORD = 256
 
+#: The proxied methods that only read (`<kind>/<method>`): sending one twice changes nothing
+#: on the server. Every sync method is a POST, so HTTP's own idempotent methods (RFC 9110
+#: §9.2.2) say nothing here; this list is by meaning. Everything else writes, moves a session
+#: on, or is not known not to: `start` (aborts another device's sync), `applyGraves`,
+#: `applyChanges`, `chunk` (each call hands out the *next* chunk), `applyChunk`,
+#: `sanityCheck2`, `finish`, `abort`, `upload`, `download`, `uploadChanges`. Unknown methods
+#: count as writes.
+READ_ONLY_METHODS = frozenset(
+    {"sync/meta", "msync/begin", "msync/mediaChanges", "msync/downloadFiles", "msync/mediaSanity"}
+)
+
 _zstd_compressor = zstandard.ZstdCompressor(level=3)
 _zstd_decompressor = zstandard.ZstdDecompressor()
 
@@ -73,6 +84,12 @@ def parse_sync_header(raw: str | None) -> SyncHeader:
     if not key.isascii() or not key.isprintable():
         raise BadRequest("anki-sync header: k must be printable ASCII")
     return SyncHeader(version, key, client, session)
+
+
+def may_send_twice(method: str) -> bool:
+    """True if `method` (`"sync/meta"`) may be sent again when it is unknown whether the worker
+    got it the first time: only read-only methods (`READ_ONLY_METHODS`)."""
+    return method in READ_ONLY_METHODS
 
 
 def inflate(body: bytes, cap: int) -> bytes:

@@ -15,16 +15,22 @@ its answer short (2.5-5 % of full downloads of a 1 MB collection failed that way
 what made pooled keep-alive connections fail (29 % with chunked bodies, 0 of 3,000 with a
 Content-Length). So a request body of up to `WHOLE_BODY` bytes is read whole and sent with a
 `Content-Length` (the bytes unchanged, only the framing) over a reused connection; bigger bodies
-(uploads) stream chunked over a fresh connection each. A reused connection the worker has
-closed in the meantime fails before anything reached the worker; that request is sent once more
-on a fresh connection.
+(uploads) stream chunked over a fresh connection each.
+
+Sending a request twice (design.md: "retries happen only when the request provably never
+reached a worker"). A refused connection proves nothing reached the worker: any request is then
+sent once more, to a fresh worker. A reused connection that breaks cannot tell a worker that
+had closed it before the request from one that read the request and then broke, and
+`applyChanges`, `applyChunk`, `finish` and most other methods must never be applied twice. So
+only read-only methods (`protocol.may_send_twice`) go over reused connections, and only they are
+sent again, on a fresh connection, when a reused one breaks; everything else goes over a fresh
+connection, and any failure after connecting is a 502.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import aiohttp
 from aiohttp import web
@@ -33,7 +39,19 @@ from multidict import CIMultiDict, MultiMapping
 from gateway import protocol
 from gateway.appkeys import ACCOUNT
 from gateway.auth.admission import Admission
-from gateway.errors import BadRequest, WorkerFailed, WorkerTimeout
+from gateway.bodies import (
+    StreamedBody,
+    client_side,
+    loop_time,
+    paced_chunks,
+    paced_write,
+    pacing_of,
+)
+from gateway.errors import (
+    ClientStalled,
+    WorkerFailed,
+    WorkerTimeout,
+)
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.proxy")
@@ -77,28 +95,30 @@ def end_to_end(headers: MultiMapping[str], also_drop: Iterable[str] = ()) -> CIM
     return out
 
 
-async def request_body(request: web.Request) -> bytes | AsyncIterator[bytes] | None:
+async def request_body(request: web.Request) -> bytes | StreamedBody | None:
     """The body to send upstream: all of it if it ends within `WHOLE_BODY` bytes, else a stream
-    of what was read so far and the rest. Reads at most `WHOLE_BODY + 1` bytes ahead."""
+    of what was read so far and the rest. Reads about `WHOLE_BODY` bytes ahead, at the client's
+    pace (bodies.py: `ClientStalled` when it stops or trickles)."""
     if not request.body_exists:
         return None
+    chunks = paced_chunks(request)
+    head = bytearray()
     try:
-        head = await request.content.readexactly(WHOLE_BODY + 1)
-    except asyncio.IncompleteReadError as exc:
-        return exc.partial  # the body ended within the limit
-    except (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError) as exc:
-        raise BadRequest(f"request body broken: {type(exc).__name__}") from exc
-    return _stream(head, request.content)
-
-
-async def _stream(head: bytes, rest: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in rest.iter_any():
-        yield chunk
+        async for chunk in chunks:
+            head += chunk
+            if len(head) > WHOLE_BODY:
+                return StreamedBody(bytes(head), chunks)
+    except Exception as exc:
+        mapped = client_side(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+    return bytes(head)  # the body ended within the limit
 
 
 class _StaleConnection(Exception):
-    """A reused upstream connection was already closed: nothing reached the worker."""
+    """A reused upstream connection broke before an answer: the worker may or may not have read
+    the request (only read-only requests use reused connections)."""
 
 
 def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
@@ -115,6 +135,17 @@ def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600),
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
     )
+
+
+def _upstream_failure(exc: Exception, *, stale: bool) -> Exception:
+    """The gateway error for a failed upstream request (`exc` itself if it is none of ours)."""
+    if isinstance(exc, TimeoutError):
+        return WorkerTimeout("worker did not answer in time")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)) and stale:
+        return _StaleConnection()
+    if isinstance(exc, aiohttp.ClientError):
+        return WorkerFailed(f"worker request failed: {type(exc).__name__}")
+    return exc
 
 
 class Proxy:
@@ -135,10 +166,13 @@ class Proxy:
         account = await self._admission.admit(header.key)
         request[ACCOUNT] = account.name
         body = await request_body(request)
-        reuse = self._reused is not None and isinstance(body, bytes)
-        # A refused connection or a stale reused one means no byte reached the worker, so one
-        # more try (on a fresh connection, to a fresh worker if it was refused) is safe; a
-        # failure after that point is never retried.
+        reuse = (
+            self._reused is not None
+            and isinstance(body, bytes)
+            and protocol.may_send_twice(upstream_path)
+        )
+        # One more try (module doc): after a refused connection (nothing reached the worker), or
+        # a broken reused one (only read-only methods use those). Nothing else is sent twice.
         for attempt in (1, 2):
             async with self._pool.lease(account.name) as worker:
                 url = worker.base_url + upstream_path
@@ -156,7 +190,7 @@ class Proxy:
         self,
         request: web.Request,
         url: str,
-        body: bytes | AsyncIterator[bytes] | None,
+        body: bytes | StreamedBody | None,
         *,
         reuse: bool,
     ) -> web.StreamResponse:
@@ -173,14 +207,13 @@ class Proxy:
             )
         except aiohttp.ClientConnectorError:
             raise
-        except TimeoutError as exc:
-            raise WorkerTimeout("worker did not answer in time") from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if session is self._reused:
-                raise _StaleConnection from exc
-            raise WorkerFailed(f"worker request failed: {type(exc).__name__}") from exc
-        except aiohttp.ClientError as exc:
-            raise WorkerFailed(f"worker request failed: {type(exc).__name__}") from exc
+        except Exception as exc:
+            if isinstance(body, StreamedBody) and body.failure is not None:
+                raise client_side(body.failure) from exc  # the client's fault, not the worker's
+            mapped = _upstream_failure(exc, stale=session is self._reused)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         async with upstream:
             response = web.StreamResponse(
                 status=upstream.status,
@@ -190,9 +223,17 @@ class Proxy:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
+            pace = pacing_of(request).start(loop_time())
             try:
                 async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
+                    await paced_write(response, chunk, pace)
+            except ClientStalled:
+                # It does not read the answer (pace.py): it would hold the worker for ever.
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError("client stalled reading the answer") from None
+            except ConnectionResetError:
+                raise  # writing to a client that went away (the middleware logs it)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Headers are gone already; a clean end would hand the client a truncated body.
                 log.warning(

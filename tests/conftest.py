@@ -11,7 +11,7 @@ import asyncio
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,19 @@ class CognitoPool:
         return config
 
 
+def fake_provider_config(tmp_path: Path, **env: str) -> config_mod.Config:
+    """A validated config for an app with a FakeProvider: data under `tmp_path`, `env` on top."""
+    return config_mod.load(
+        None,
+        {
+            "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+            "GATEWAY_COGNITO_USER_POOL_ID": "eu-west-1_Test1",
+            "GATEWAY_COGNITO_CLIENT_ID": "c",
+            **env,
+        },
+    )
+
+
 def make_pool(*, with_secret: bool = False, email_as_username: bool = False) -> CognitoPool:
     boto = boto3.client("cognito-idp", region_name=REGION)
     pool_args: dict[str, Any] = {
@@ -161,13 +174,15 @@ class RunningGateway:
     def start(self) -> RunningGateway:
         from aiohttp import web
 
-        from gateway.app import create_app
+        from gateway.app import create_app, server_options
 
         self._thread.start()
 
         async def boot() -> None:
             self.app = create_app(self.config, **self._app_kwargs)
-            self._runner = web.AppRunner(self.app, handle_signals=False)
+            self._runner = web.AppRunner(
+                self.app, handle_signals=False, **server_options(self.config)
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()
@@ -185,6 +200,27 @@ class RunningGateway:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+@pytest.fixture
+async def serve_app() -> AsyncIterator[Callable[..., Awaitable[int]]]:
+    """`await serve_app(app, **runner_kwargs)` → the port it listens on at 127.0.0.1, served as
+    `run_app` serves it (aiohttp's handler_cancellation off unless given), for raw sockets."""
+    from aiohttp import web
+
+    runners: list[Any] = []
+
+    async def serve(app: Any, **kwargs: Any) -> int:
+        runner = web.AppRunner(app, **kwargs)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    yield serve
+    for runner in reversed(runners):
+        await runner.cleanup()
 
 
 @pytest.fixture

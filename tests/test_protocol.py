@@ -120,3 +120,30 @@ def test_sync_versions_the_stock_server_accepts_parse(version):
     assert (
         protocol.parse_sync_header(f'{{"v":{version},"k":"","c":"c","s":"s"}}').version == version
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "twice"),
+    [
+        ("sync/meta", True),
+        ("msync/begin", True),
+        ("msync/mediaChanges", True),
+        ("msync/downloadFiles", True),
+        ("msync/mediaSanity", True),
+        ("sync/start", False),
+        ("sync/applyGraves", False),
+        ("sync/applyChanges", False),
+        ("sync/chunk", False),  # hands out the next chunk: a replay would skip one
+        ("sync/applyChunk", False),
+        ("sync/sanityCheck2", False),
+        ("sync/finish", False),
+        ("sync/abort", False),
+        ("sync/upload", False),
+        ("sync/download", False),
+        ("msync/uploadChanges", False),
+        ("sync/somethingNew", False),
+        ("msync/meta", False),
+    ],
+)
+def test_only_read_only_methods_may_be_sent_twice(method, twice):
+    assert protocol.may_send_twice(method) is twice

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,11 +19,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.app import PROXY, add_routes, errors_and_access_log
-from gateway.appkeys import CONFIG
+from gateway.app import PROXY, add_routes
+from gateway.appkeys import CONFIG, PACING
 from gateway.auth.admission import Admission
 from gateway.auth.identity import Identity
 from gateway.config import load
+from gateway.middlewares import errors_and_access_log
+from gateway.pace import Pacing
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import Registry
 
@@ -99,6 +103,40 @@ async def upstream_app() -> web.Application:
         request.transport.close()
         return response
 
+    async def read_then_drop(request: web.Request) -> web.StreamResponse:
+        # The worker got the whole request, then its connection broke before any answer.
+        await request.read()
+        seen.setdefault("delivered", []).append(request.path)
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response(body=b"never sent")
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        # A large download; records whether the gateway stopped taking it.
+        response = web.StreamResponse()
+        await response.prepare(request)
+        sent = 0
+        try:
+            while sent < 1024**3:
+                await response.write(b"d" * 65536)
+                sent += 65536
+        except (ConnectionError, asyncio.CancelledError):
+            seen["download"] = ("cut", sent)
+            raise
+        seen["download"] = ("complete", sent)
+        return response
+
+    async def read_some_then_abort(request: web.Request) -> web.StreamResponse:
+        # A worker that dies in the middle of an upload.
+        got = 0
+        async for chunk in request.content.iter_any():
+            got += len(chunk)
+            if got > 200_000:
+                break
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response(body=b"never sent")
+
     app = web.Application(client_max_size=0)
     app[SEEN] = seen
     app.router.add_post("/sync/meta", echo)
@@ -107,6 +145,11 @@ async def upstream_app() -> web.Application:
     app.router.add_post("/sync/chunk", plain)
     app.router.add_post("/sync/redirectme", redirect)
     app.router.add_post("/sync/broken", broken)
+    app.router.add_post("/msync/mediaChanges", plain)
+    app.router.add_post("/sync/download", endless)
+    app.router.add_post("/sync/uploadDies", read_some_then_abort)
+    for method in ("applyChanges", "applyChunk", "finish"):
+        app.router.add_post(f"/sync/{method}", read_then_drop)
     return app
 
 
@@ -129,6 +172,7 @@ async def stack(tmp_path, aiohttp_server):
     reused = new_upstream_session(reuse=True)
     app = web.Application(middlewares=[errors_and_access_log])
     app[CONFIG] = config
+    app[PACING] = Pacing(idle_timeout=0.5, min_rate=0)
     app[PROXY] = Proxy(Admission(registry), pool, session, reused)  # type: ignore[arg-type]
     add_routes(app, "/anki/")
     server = await aiohttp_server(app)
@@ -272,10 +316,12 @@ async def test_large_body_streams_upstream_chunked(stack):
     assert seen.get("Transfer-Encoding") == "chunked"
 
 
-async def test_small_requests_reuse_one_upstream_connection_uploads_do_not(stack):
+async def test_small_read_only_requests_reuse_one_upstream_connection_others_do_not(stack):
     server, upstream, _ = stack
     for _ in range(3):
-        await post(server, "/anki/sync/start", data=b"small", headers={"anki-sync": header()})
+        await post(
+            server, "/anki/msync/mediaChanges", data=b"small", headers={"anki-sync": header()}
+        )
     peers = list(upstream.app[SEEN]["peers"])
     assert len(set(peers)) == 1
 
@@ -285,5 +331,61 @@ async def test_small_requests_reuse_one_upstream_connection_uploads_do_not(stack
 
     for _ in range(2):
         await post(server, "/anki/sync/chunk", data=big(), headers={"anki-sync": header()})
-    upload_peers = upstream.app[SEEN]["peers"][3:]
-    assert len(set(upload_peers)) == 2 and not set(upload_peers) & set(peers)
+    # A write is never sent over a connection that may be stale (it could not be retried).
+    for _ in range(2):
+        await post(server, "/anki/sync/start", data=b"small", headers={"anki-sync": header()})
+    others = upstream.app[SEEN]["peers"][3:]
+    assert len(set(others)) == 4 and not set(others) & set(peers)
+
+
+@pytest.mark.parametrize("method", ["applyChanges", "applyChunk", "finish"])
+async def test_request_the_worker_read_before_its_connection_broke_is_never_sent_again(
+    stack, method
+):
+    server, upstream, _ = stack
+    # Warm the reused connection first, as a sync does with meta.
+    await post(server, "/anki/msync/mediaChanges", data=b"x", headers={"anki-sync": header()})
+    status, _, _ = await post(
+        server, f"/anki/sync/{method}", data=b"changes", headers={"anki-sync": header()}
+    )
+    assert 500 <= status < 600
+    assert upstream.app[SEEN]["delivered"] == [f"/sync/{method}"]
+
+
+async def test_client_that_stops_reading_a_download_is_cut_off_and_frees_the_worker(stack):
+    server, upstream, _ = stack
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"POST /anki/sync/download HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"anki-sync: " + header().encode() + b"\r\n\r\n{}"
+    )
+    await writer.drain()
+    began = time.monotonic()
+    seen = upstream.app[SEEN]
+    for _ in range(200):  # the client reads nothing meanwhile
+        if "download" in seen:
+            break
+        await asyncio.sleep(0.05)
+    took = time.monotonic() - began
+    writer.close()
+    assert seen.get("download", ("",))[0] == "cut"
+    assert took < 3  # idle timeout 0.5 s, plus socket buffers filling
+
+
+async def test_worker_dying_mid_upload_is_502_and_the_rest_of_the_body_is_drained(stack, caplog):
+    # The body reader must let go when the upload is dropped: aiohttp then reads and discards
+    # the rest; a read left waiting made that fail and the client saw a broken connection.
+    caplog.set_level(logging.DEBUG)
+    server, _, _ = stack
+
+    async def slow_body():
+        for _ in range(40):
+            yield b"x" * 65536
+            await asyncio.sleep(0.01)
+
+    status, _, _ = await post(
+        server, "/anki/sync/uploadDies", data=slow_body(), headers={"anki-sync": header()}
+    )
+    await asyncio.sleep(0.3)
+    assert status == 502
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

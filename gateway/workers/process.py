@@ -10,7 +10,8 @@ Contract:
   stock server answer 500 to every request (anki-sync-protocol.md, "The official server").
 - On Linux the worker gets SIGTERM when the gateway dies, even by SIGKILL (PR_SET_PDEATHSIG), so
   a crashed gateway leaves no orphan holding an account's media DB.
-- Every output line goes to the "gateway.worker" logger with the account, through `redact()`.
+- Every output line goes to the "gateway.worker" logger with the account, through `redact()`,
+  and without a request id (the worker serves many requests, not the one that started it).
 - `stop()` sends SIGINT (the stock server's clean shutdown), SIGKILL after a grace period, and
   always reaps.
 """
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.errors import WorkerFailed, WorkerTimeout
-from gateway.logs import redact
+from gateway.logs import redact, request_id
 
 log = logging.getLogger("gateway.worker")
 
@@ -128,6 +129,9 @@ class WorkerProcess:
         return " | ".join(self._tail)
 
     async def _pump(self, stream: asyncio.StreamReader) -> None:
+        # This task was created inside the request that started the worker and copied its
+        # context; the worker outlives that request, so its lines carry no request id.
+        request_id.set("")
         # Chunks, not readline(): a line over the stream limit must not kill the reader (a
         # full pipe would then block the worker).
         pending = b""

@@ -2,8 +2,9 @@
 
 Contract:
 - `Slot.bring_up()` claims the account's lock (lock.py). If another gateway process holds it,
-  it returns that process's worker port and the slot owns nothing. Otherwise it starts the
-  worker (process.py), publishes its port for other gateways, and returns the port. On any
+  it returns that process's worker port and the slot owns nothing. Otherwise it removes what a
+  killed predecessor left (leftovers.py), starts the worker (process.py), publishes its port
+  for other gateways, and returns the port. On any
   failure or cancellation nothing is left behind: no process, no held lock.
 - `Slot.shut_down()` abandons a start in progress, stops the process (SIGINT, then SIGKILL),
   and only then releases the lock, so a successor can never overlap with it.
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.workers import lock
+from gateway.workers import leftovers, lock
 from gateway.workers.ledger import Usage
 from gateway.workers.process import WorkerProcess, start_worker
 
@@ -68,6 +69,8 @@ class Slot:
                 assert claim.port is not None
                 return claim.port
             self.lock = claim.lock
+            # Ours now, and no worker of this account runs: what a killed one left can go.
+            leftovers.remove_stale(self.lock.path.parent)
             began = time.monotonic()
             self.secret = launch.secret_for(self.account)
             self.process = await start_worker(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import logs
 from gateway.errors import WorkerFailed, WorkerTimeout
 from gateway.workers import process
 from gateway.workers.process import probe_health, start_worker, worker_env
@@ -108,6 +109,37 @@ async def test_worker_output_is_logged_per_line_with_the_account(caplog, collect
     assert any("listening" in r.getMessage() for r in lines)
     assert all(getattr(r, "account", None) == "alice" for r in lines)
     assert not any("\x1b[" in r.getMessage() for r in lines)  # colour codes stripped
+
+
+class RequestIds(logging.Handler):
+    """Which request id each worker line was logged under (the formatters read it then)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.getMessage(), logs.request_id.get()))
+
+
+async def test_worker_output_carries_no_request_id_of_the_request_that_started_it(
+    caplog, collections_dir
+):
+    caplog.set_level(logging.INFO, logger="gateway.worker")
+    handler = RequestIds()
+    logger = logging.getLogger("gateway.worker")
+    logger.addHandler(handler)
+    try:
+        token = logs.request_id.set("starter")  # as the middleware does for a request
+        worker = await start(collections_dir)
+        logs.request_id.reset(token)
+        await login(worker.port, "alice", secret_for("alice"))  # a later line of its output
+        await asyncio.sleep(0.2)
+        await worker.stop()
+    finally:
+        logger.removeHandler(handler)
+    assert any("hostKey" in line for line, _ in handler.seen)
+    assert {rid for _, rid in handler.seen} == {""}
 
 
 async def test_command_that_exits_at_once_is_worker_failed_with_its_redacted_output(

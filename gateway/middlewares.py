@@ -1,0 +1,140 @@
+"""The middlewares every request passes, outermost first.
+
+- `errors_and_access_log`: maps the error tree (errors.py) to HTTP in one place and logs one
+  line per request, with a request id. A client that goes away is INFO "client gone" and status
+  499 in the log; an error that sheds a client (`close_connection`) closes its connection after
+  the answer.
+- `per_address_limit`: at most `server.max_requests_per_address` requests in flight per client
+  address (addresses.py), else `TooManyInFlight` (429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import logs
+from gateway.addresses import InFlight
+from gateway.appkeys import ACCOUNT, CONFIG
+from gateway.errors import GatewayError, TooManyInFlight
+
+log = logging.getLogger("gateway")
+IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+#: Status in the access log for a request whose client went away (nginx's convention): none
+#: was sent.
+CLIENT_GONE = 499
+
+
+@web.middleware
+async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Maps the error tree to HTTP in one place, and logs one line per request.
+
+    A client that goes away (a reset while its body is read, or while the answer is written)
+    is no error of ours: INFO "client gone", status 499 in the log, nothing sent.
+    """
+    token = logs.request_id.set(secrets.token_hex(6))
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except GatewayError as exc:
+        status = exc.status
+        if status >= 500 and _client_gone(request):
+            status = _log_client_gone(exc.detail)
+        else:
+            level = logging.ERROR if status == 500 else logging.INFO
+            log.log(level, "refused", extra={"status": status, "reason": exc.detail})
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        answer = web.Response(status=exc.status, text=exc.public, headers=headers)
+        if exc.close_connection:
+            await _answer_and_close(request, answer)
+        return answer
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        # aiohttp cancels a handler whose client went away (with handler_cancellation) and
+        # every handler at shutdown.
+        status = _log_client_gone("cancelled") if _client_gone(request) else 503
+        raise
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) or _client_gone(request):
+            reason = type(exc).__name__
+            if isinstance(exc, ConnectionError) and str(exc):
+                reason += f": {exc}"  # the OS's words or ours, never the client's text
+            status = _log_client_gone(reason)
+        else:
+            log.exception("unhandled error")
+        return web.Response(status=500, text="internal error")
+    finally:
+        # Health probes every few seconds would drown the log: they go to DEBUG.
+        quiet = status == 200 and request.path.endswith(("/health", "/ready"))
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "account": request.get(ACCOUNT),
+            },
+        )
+        logs.request_id.reset(token)
+
+
+async def _answer_and_close(request: web.Request, answer: web.Response) -> None:
+    """Send `answer`, then close the connection: aiohttp would otherwise linger for the rest of
+    an unread body (up to its lingering time, 10 s) and keep the connection."""
+    answer.force_close()
+    try:
+        await answer.prepare(request)
+        await answer.write_eof()
+    except ConnectionError:
+        return  # it went away meanwhile: nothing left to close
+    if request.transport is not None:
+        request.transport.close()  # after the answer: asyncio flushes what is buffered first
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+def _log_client_gone(reason: str) -> int:
+    log.info("client gone", extra={"reason": reason})
+    return CLIENT_GONE
+
+
+@web.middleware
+async def per_address_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """At most `server.max_requests_per_address` requests in flight per client (addresses.py)."""
+    address = client_address(request, request.app[CONFIG].server.trust_forwarded_for)
+    in_flight = request.app[IN_FLIGHT]
+    if not in_flight.enter(address):
+        raise TooManyInFlight("too many requests in flight from one address")
+    try:
+        return await handler(request)
+    finally:
+        in_flight.leave(address)
+
+
+def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        # The last entry is the one our own reverse proxy added; earlier ones come from the
+        # client and can be forged.
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return last
+    return request.remote or "unknown"

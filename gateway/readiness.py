@@ -1,0 +1,79 @@
+"""Readiness (`GET /ready`): can this gateway log a user in and take a sync right now?
+
+The answer is public, so it says only whether, and which of a few fixed problems:
+    "registry not writable"       the registry's write lock cannot be taken within
+                                  `PROBE_TIMEOUT` seconds (BEGIN IMMEDIATE on a connection of
+                                  its own, rolled back): locked by another process, read-only
+    "collections folder missing"
+    "low disk space"              the data folder's file system has less than `min_free_megs`
+                                  MiB free for unprivileged users (statvfs `f_bavail`): logins
+                                  write the registry, uploads the collections, both fail there
+No paths, numbers or worker counts: how many users are active is for operators (metrics).
+
+`problems()` is pure; `probe()` does the I/O and blocks (run it in a thread).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Seconds the registry probe waits for the write lock.
+PROBE_TIMEOUT = 1.0
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Probe:
+    registry_writable: bool
+    collections_present: bool
+    #: Bytes free for unprivileged users on the data folder's file system; 0 if unknown.
+    free_bytes: int
+
+
+def problems(found: Probe, min_free_megs: int) -> list[str]:
+    """The public problems, in a fixed order; empty when ready. `min_free_megs` 0: no check."""
+    out = []
+    if not found.registry_writable:
+        out.append("registry not writable")
+    if not found.collections_present:
+        out.append("collections folder missing")
+    if found.free_bytes < min_free_megs * _MIB:
+        out.append("low disk space")
+    return out
+
+
+def probe(registry_path: Path, collections_dir: Path) -> Probe:
+    return Probe(
+        registry_writable=_registry_writable(registry_path),
+        collections_present=collections_dir.is_dir(),
+        free_bytes=_free_bytes(collections_dir.parent),
+    )
+
+
+def _registry_writable(path: Path) -> bool:
+    try:
+        # mode=rw: never creates a registry where there was none.
+        db = sqlite3.connect(
+            f"file:{path}?mode=rw", uri=True, timeout=PROBE_TIMEOUT, isolation_level=None
+        )
+    except sqlite3.Error:
+        return False
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+        return True
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return 0
+    return stats.f_bavail * stats.f_frsize

@@ -1,0 +1,89 @@
+"""Request bodies that stop or trickle are given up on in time, and free their worker.
+
+The real app behind a real login (so a real stock worker takes the upload), small timeouts,
+raw sockets for the clients that no library would imitate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+import zstandard
+
+from gateway.app import create_app, server_options
+from gateway.appkeys import POOL
+from gateway.auth.fake import FakeProvider
+from tests.conftest import fake_provider_config
+from tests.rawhttp import exchange, login, sync_header
+
+PASSWORD = "Pass-Word-0815"
+IDLE = 1.0  # seconds; min rate 1000 bytes/s, so 1000 bytes per window
+
+
+@pytest.fixture
+async def gateway(tmp_path, serve_app):
+    config = fake_provider_config(
+        tmp_path,
+        GATEWAY_SERVER_BODY_IDLE_TIMEOUT_SECONDS=str(IDLE),
+        GATEWAY_SERVER_MIN_BODY_BYTES_PER_SECOND="1000",
+    )
+    provider = FakeProvider()
+    provider.add_user("alice", PASSWORD)
+    app = create_app(config, provider=provider)
+    port = await serve_app(app, **server_options(config))
+    return app, port
+
+
+@pytest.mark.parametrize("path", ["/sync/hostKey", "/sync/meta", "/sync/upload"])
+async def test_headers_then_nothing_is_408_and_closed_after_the_idle_timeout(gateway, path):
+    app, port = gateway
+    key = "" if path == "/sync/hostKey" else await login(port, "alice", PASSWORD)
+    began = time.monotonic()
+    answer = await exchange(
+        port,
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nanki-sync: "
+        + sync_header(key)
+        # A Content-Length past the whole-body limit makes /sync/upload a streamed request.
+        + b"\r\nContent-Length: %d\r\n\r\n" % (100 if path != "/sync/upload" else 10**7),
+    )
+    took = time.monotonic() - began
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert IDLE <= took < IDLE + 1.5
+
+
+async def test_stalled_upload_frees_its_worker_within_the_timeout(gateway):
+    app, port = gateway
+    key = await login(port, "alice", PASSWORD)
+    body = zstandard.ZstdCompressor().compress(os.urandom(1_000_000))  # the worker reads on
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /sync/upload HTTP/1.1\r\nHost: x\r\nanki-sync: "
+        + sync_header(key)
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body[: 100 * 1024]
+    )
+    await writer.drain()
+    began = time.monotonic()
+    await asyncio.sleep(0.1)
+    assert app[POOL].stats()["busy"] == 1  # the upload holds the worker
+
+    async def trickle() -> None:  # a byte every 0.1 s: 10 bytes/s, far below 1000
+        for i in range(100 * 1024, len(body)):
+            writer.write(body[i : i + 1])
+            await asyncio.sleep(0.1)
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        trickling.cancel()
+        writer.close()
+    took = time.monotonic() - began
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert took < 2 * IDLE + 1.0  # the window with the trickle, plus slack
+    assert app[POOL].stats()["busy"] == 0
