@@ -13,7 +13,8 @@ its connection and, for a sync request, its account's worker, for ever. Rules (s
 So a stalled body is noticed at most `idle_timeout` seconds after its last useful progress.
 Times are seconds on any monotonic clock (the reader passes `loop.time()`); sizes are bytes.
 The reader waits for the next chunk until `deadline()`, reports what arrived (possibly nothing)
-with `feed()`, and gives up when `stalled` is true.
+with `feed()`, and gives up when `stalled` is true. For answers the same rules measure how
+fast the client takes them; `skip()` leaves out the time the worker took to produce them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class Pace:
         """The latest time to wake up and `feed()` again, even if nothing arrived."""
         idle = self._pacing.idle_timeout
         return min(self._last_byte + idle, self._window_start + idle)
+
+    def skip(self, seconds: float) -> None:
+        """Leaves `seconds` out of both rules: time spent waiting for someone else (the worker,
+        while the client takes an answer)."""
+        self._last_byte += seconds
+        self._window_start += seconds
 
     def feed(self, size: int, now: float) -> bool:
         """`size` bytes arrived at `now` (0: a wake-up without data); returns `stalled`."""

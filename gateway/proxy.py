@@ -225,8 +225,11 @@ class Proxy:
             await response.prepare(request)
             pace = pacing_of(request).start(loop_time())
             try:
+                waiting_since = loop_time()
                 async for chunk in upstream.content.iter_chunked(CHUNK):
+                    pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
                     await paced_write(response, chunk, pace)
+                    waiting_since = loop_time()
             except ClientStalled:
                 # It does not read the answer (pace.py): it would hold the worker for ever.
                 if request.transport is not None:

@@ -49,3 +49,11 @@ def test_stalled_stays_stalled():
     pace = PACING.start(0.0)
     assert pace.feed(0, 10.0)
     assert pace.feed(10_000, 10.5)
+
+
+def test_skipped_time_counts_for_neither_rule():
+    pace = PACING.start(0.0)
+    pace.feed(5000, 1.0)
+    pace.skip(30.0)  # the worker took 30 s to produce the next chunk
+    assert not pace.feed(5000, 31.5)
+    assert pace.deadline() == 40.0  # the window began at 0, plus the 30 s skipped

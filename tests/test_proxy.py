@@ -137,6 +137,15 @@ async def upstream_app() -> web.Application:
         request.transport.abort()
         return web.Response(body=b"never sent")
 
+    async def pausing(request: web.Request) -> web.StreamResponse:
+        # A worker that pauses mid-answer for longer than the client idle timeout (0.5 s).
+        response = web.StreamResponse(headers={"Content-Length": "20"})
+        await response.prepare(request)
+        await response.write(b"a" * 10)
+        await asyncio.sleep(1.2)
+        await response.write(b"b" * 10)
+        return response
+
     app = web.Application(client_max_size=0)
     app[SEEN] = seen
     app.router.add_post("/sync/meta", echo)
@@ -147,6 +156,7 @@ async def upstream_app() -> web.Application:
     app.router.add_post("/sync/broken", broken)
     app.router.add_post("/msync/mediaChanges", plain)
     app.router.add_post("/sync/download", endless)
+    app.router.add_post("/msync/downloadFiles", pausing)
     app.router.add_post("/sync/uploadDies", read_some_then_abort)
     for method in ("applyChanges", "applyChunk", "finish"):
         app.router.add_post(f"/sync/{method}", read_then_drop)
@@ -172,7 +182,7 @@ async def stack(tmp_path, aiohttp_server):
     reused = new_upstream_session(reuse=True)
     app = web.Application(middlewares=[errors_and_access_log])
     app[CONFIG] = config
-    app[PACING] = Pacing(idle_timeout=0.5, min_rate=0)
+    app[PACING] = Pacing(idle_timeout=0.5, min_rate=100)
     app[PROXY] = Proxy(Admission(registry), pool, session, reused)  # type: ignore[arg-type]
     add_routes(app, "/anki/")
     server = await aiohttp_server(app)
@@ -389,3 +399,14 @@ async def test_worker_dying_mid_upload_is_502_and_the_rest_of_the_body_is_draine
     await asyncio.sleep(0.3)
     assert status == 502
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_time_the_worker_takes_is_not_held_against_a_reading_client(stack, caplog):
+    caplog.set_level(logging.INFO)
+    server, _, _ = stack
+    status, _, body = await post(
+        server, "/anki/msync/downloadFiles", data=b"{}", headers={"anki-sync": header()}
+    )
+    assert status == 200
+    assert body == b"a" * 10 + b"b" * 10
+    assert [r.status for r in caplog.records if r.getMessage() == "request"] == [200]
