@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import credentials, librarylogs, logs, openfiles, protocol, readiness
+from gateway import (
+    credentials,
+    librarylogs,
+    logs,
+    metricsserver,
+    openfiles,
+    protocol,
+    readiness,
+)
 from gateway.addresses import InFlight
 from gateway.appkeys import (
     ACCOUNT,
@@ -183,6 +191,8 @@ def create_app(
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(metricsserver.listener)
+    metricsserver.add_route(app)
     if config.portal.enabled:
         from gateway.portal import create_portal
 

@@ -165,6 +165,18 @@ class PortalConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    #: Serve Prometheus metrics (GET /metrics) on their own listener.
+    enabled: bool = True
+    #: Address of that listener: loopback by default, never public unless chosen.
+    host: str = "127.0.0.1"
+    #: Its port; 0 picks a free one (tests).
+    port: int = 9464
+    #: If set, GET <path_prefix>metrics on the main port too, with `Authorization: Bearer <it>`.
+    bearer_token: Secret | None = None
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     #: "json" (one object a line) or "text".
@@ -183,6 +195,7 @@ class Config:
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     provision: ProvisionConfig = field(default_factory=ProvisionConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
@@ -206,6 +219,7 @@ SECTIONS = {
     "workers": WorkersConfig,
     "provision": ProvisionConfig,
     "portal": PortalConfig,
+    "metrics": MetricsConfig,
     "logging": LoggingConfig,
 }
 DELETE_ACTIONS = {"delete", "disable", "keep"}
@@ -387,6 +401,12 @@ def validate(config: Config) -> list[str]:
     if not c.client_id:
         problems.append("cognito.client_id: required (GATEWAY_COGNITO_CLIENT_ID)")
     problems += _validate_portal(config.portal)
+    m = config.metrics
+    if not 0 <= m.port <= 65535:
+        problems.append("metrics.port: 0 to 65535")
+    token = m.bearer_token.reveal() if m.bearer_token is not None else None
+    if token is not None and len(token) < 16:
+        problems.append("metrics.bearer_token: too short (at least 16 characters)")
     if c.auth_flow not in AUTH_FLOWS:
         problems.append(f"cognito.auth_flow: must be one of {sorted(AUTH_FLOWS)}")
     if c.endpoint_url and not c.local_stand_in:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import logs
+from gateway import logs, metrics
 from gateway.addresses import InFlight
 from gateway.appkeys import ACCOUNT, CONFIG
 from gateway.errors import GatewayError, TooManyInFlight
@@ -44,6 +44,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     token = logs.request_id.set(secrets.token_hex(6))
     started = time.perf_counter()
     status = 500
+    response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         status = response.status
@@ -78,6 +79,8 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             log.exception("unhandled error")
         return web.Response(status=500, text="internal error")
     finally:
+        seconds = time.perf_counter() - started
+        _measure(request, status, seconds, response)
         # Health probes every few seconds would drown the log: they go to DEBUG.
         quiet = status == 200 and request.path.endswith(("/health", "/ready"))
         log.log(
@@ -87,11 +90,23 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
                 "method": request.method,
                 "path": request.path,
                 "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "ms": round(seconds * 1000, 2),
                 "account": request.get(ACCOUNT),
             },
         )
         logs.request_id.reset(token)
+
+
+def _measure(
+    request: web.Request, status: int, seconds: float, response: web.StreamResponse | None
+) -> None:
+    route = metrics.route_kind(request.path, request.app[CONFIG].server.path_prefix)
+    metrics.request(route, status, seconds)
+    if route in ("sync", "media"):
+        # What crossed the gateway, counted once here rather than in the streaming loops.
+        metrics.proxied("upload", request.content.total_bytes)
+        if response is not None and response.prepared:
+            metrics.proxied("download", response.body_length)
 
 
 async def _answer_and_close(request: web.Request, answer: web.Response) -> None:

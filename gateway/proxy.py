@@ -246,5 +246,14 @@ class Proxy:
                 if request.transport is not None:
                     request.transport.abort()
                 return response
-            await response.write_eof()
+            try:
+                await response.write_eof()
+            except ConnectionError:
+                # A client that has read the whole answer may close at once (Anki's media sync
+                # does after msync/begin): the answer was delivered, this is no failure.
+                if (
+                    response.content_length is None
+                    or response.body_length < response.content_length
+                ):
+                    raise
             return response

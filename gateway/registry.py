@@ -134,6 +134,11 @@ class Registry:
         row = self._db.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
         return _account(row)
 
+    def count_by_status(self) -> dict[str, int]:
+        """{status: accounts} (for metrics)."""
+        rows = self._db.execute("SELECT status, count(*) FROM accounts GROUP BY status")
+        return {status: n for status, n in rows.fetchall()}
+
     def count(self) -> int:
         return self._db.execute("SELECT count(*) FROM accounts").fetchone()[0]
 

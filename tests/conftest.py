@@ -84,6 +84,8 @@ class CognitoPool:
             "GATEWAY_COGNITO_CLIENT_ID": self.client_id,
             "GATEWAY_COGNITO_REGION": REGION,
             "GATEWAY_LOGGING_FORMAT": "text",
+            # Any free port: several gateways may run at once in one test.
+            "GATEWAY_METRICS_PORT": "0",
         }
         if self.client_secret:
             env["GATEWAY_COGNITO_CLIENT_SECRET"] = self.client_secret

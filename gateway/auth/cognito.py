@@ -36,6 +36,7 @@ import hmac
 import json
 import logging
 import re
+import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -45,6 +46,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from gateway import metrics
 from gateway.auth.identity import (
     BadCredentials,
     ChallengeRequired,
@@ -206,6 +208,17 @@ def classify_exception(
     # NoCredentialsError, NoRegionError, ParamValidationError, ...: this gateway's setup. The
     # class name only: ParamValidationError's text quotes parameter values.
     return ProviderMisconfigured(f"boto3 {type(exc).__name__}")
+
+
+def _error_kind(error: GatewayError) -> str:
+    """The metrics label of a failed call (metrics.py)."""
+    if isinstance(error, LockedOut):
+        return "locked_out"
+    if isinstance(error, (BadCredentials, UnknownUser)):
+        return "rejected"
+    if isinstance(error, ProviderUnavailable):
+        return "unavailable"
+    return "misconfigured"
 
 
 def _drop_below_info(record: logging.LogRecord) -> bool:
@@ -370,10 +383,15 @@ class CognitoProvider:
             )
         method = functools.partial(getattr(self._client, operation), **params)
         self.calls += 1
+        started = time.perf_counter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, method)
+            answer = await asyncio.get_running_loop().run_in_executor(self._executor, method)
         except (ClientError, BotoCoreError) as exc:
             error = classify_exception(exc, lookup=lookup, hide=hide)
+            metrics.cognito_call(operation, time.perf_counter() - started, _error_kind(error))
+        else:
+            metrics.cognito_call(operation, time.perf_counter() - started, None)
+            return answer
         # Raised outside the except block on purpose: botocore's exception (and its text) is not
         # chained into tracebacks; `error.detail` carries what is safe to know.
         raise self._logged(operation, error)

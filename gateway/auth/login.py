@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import aiohttp
 
-from gateway import protocol
+from gateway import metrics, protocol
 from gateway.auth.cache import CredentialCache, SingleFlight
 from gateway.auth.identity import BadCredentials, Identity, IdentityProvider
 from gateway.auth.limiter import FailureLimiter
@@ -33,6 +33,8 @@ from gateway.auth.spelling import canonical
 from gateway.errors import (
     AuthFailed,
     BadRequest,
+    GatewayError,
+    Misconfigured,
     TooManyAttempts,
     Unavailable,
     WorkerFailed,
@@ -82,6 +84,18 @@ class LoginService:
     async def login(
         self, username: str, password: str, address: str, header: protocol.SyncHeader
     ) -> LoginResult:
+        """The host key for these credentials; raises the error tree (errors.py)."""
+        try:
+            result, cached = await self._login(username, password, address, header)
+        except GatewayError as exc:
+            metrics.login(_outcome(exc))
+            raise
+        metrics.login("cached" if cached else "ok")
+        return result
+
+    async def _login(
+        self, username: str, password: str, address: str, header: protocol.SyncHeader
+    ) -> tuple[LoginResult, bool]:
         user = canonical(username)
         self._check_limits(user, address)
         cache_key = self.cache.key(user, password)
@@ -94,9 +108,9 @@ class LoginService:
                 and account.key_generation == cached.generation
             ):
                 log.info("login (cached)", extra={"account": account.name})
-                return cached
+                return cached, True
         # Identical concurrent logins share one flight, and count as one attempt.
-        return await self._flights.run(
+        result = await self._flights.run(
             cache_key,
             lambda: self._counted(
                 user,
@@ -104,6 +118,7 @@ class LoginService:
                 lambda: self._authenticate(username, password, header, cache_key),
             ),
         )
+        return result, False
 
     async def verify(self, username: str, password: str, address: str) -> Account:
         """A password check without a host key (the account portal's sign-in and its "password
@@ -227,6 +242,7 @@ class LoginService:
         """Sign every device of `sub` out: new key generation, cached logins and the running
         worker dropped. Returns the new generation; KeyError for an unknown `sub`."""
         generation = self.registry.sign_out(sub)
+        metrics.revocation("signed_out")
         self.forget_account(sub)
         account = self.registry.get(sub)
         if account is not None:
@@ -267,6 +283,25 @@ class LoginService:
 
     def forget_account(self, sub: str) -> None:
         self.cache.forget(lambda key, r: r.identity.sub == sub)
+
+
+def _outcome(error: GatewayError) -> str:
+    """The metrics label of a failed login (metrics.py)."""
+    from gateway.auth.identity import ChallengeRequired
+
+    if isinstance(error, ChallengeRequired):
+        return "challenge"
+    for kind, outcome in (
+        (AuthFailed, "bad_credentials"),
+        (TooManyAttempts, "limited"),
+        (BadRequest, "bad_request"),
+        (WorkerFailed, "worker_failed"),
+        (Misconfigured, "misconfigured"),
+        (Unavailable, "unavailable"),
+    ):
+        if isinstance(error, kind):
+            return outcome
+    return "error"
 
 
 class _WorkerRefused(WorkerFailed):

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway import metrics
 from gateway.auth.identity import IdentityProvider, UnknownUser
 from gateway.errors import GatewayError
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
@@ -89,6 +90,7 @@ class Revalidator:
             return
         except GatewayError as exc:
             self.postponed += 1
+            metrics.recheck_postponed()
             log.warning(
                 "revalidation postponed: identity provider unavailable",
                 extra={
@@ -113,6 +115,7 @@ class Revalidator:
         log.warning("account suspended", extra={"account": account.name, "reason": why})
         # Only an active account: an operator may have disabled it while this check ran.
         if self._registry.set_status(account.sub, SUSPENDED, only_from=ACTIVE):
+            metrics.revocation("suspended")
             self._on_suspend(account.sub)
 
     async def close(self) -> None:

@@ -29,6 +29,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
+from gateway import metrics
 from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
 from gateway.auth.identity import UnknownUser
 from gateway.errors import AuthFailed, GatewayError, TooManyAttempts
@@ -389,6 +390,7 @@ async def _delete_account(request: web.Request, account: Any) -> None:
     registry = app[REGISTRY]
     folder = registry.folder(account)
     registry.delete(account.sub)
+    metrics.revocation("deleted")
     app[LOGIN].forget_account(account.sub)
     await app[POOL].stop(account.name)
     shutil.rmtree(folder, ignore_errors=True)

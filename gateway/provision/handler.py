@@ -40,6 +40,7 @@ import posixpath
 
 from aiohttp import web
 
+from gateway import metrics
 from gateway.appkeys import ACCOUNT, CONFIG, PROVIDER, REGISTRY
 from gateway.auth.identity import Identity, IdentityProvider, UnknownUser
 from gateway.auth.spelling import canonical
@@ -60,6 +61,7 @@ log = logging.getLogger("gateway.provision")
 PATH = "provision-user"
 API_KEY_HEADER = "X-API-Key"
 VERIFIER: web.AppKey[Verifier | None] = web.AppKey("provision_verifier")
+CREATED: web.RequestKey[bool] = web.RequestKey("provision_created", bool)
 _CHALLENGE = {"WWW-Authenticate": f'APIKey header="{API_KEY_HEADER}"'}  # RFC 9110 §11.6.1
 
 
@@ -86,8 +88,9 @@ def add_routes(app: web.Application) -> None:
 
 async def provision_user(request: web.Request) -> web.Response:
     try:
-        return await _provision(request)
+        answer = await _provision(request)
     except Refused as exc:
+        metrics.provisioning("unavailable" if exc.status == 503 else "refused")
         log.warning(
             "provisioning refused",
             extra={"status": exc.status, "reason": exc.error, "remote": request.remote},
@@ -96,8 +99,11 @@ async def provision_user(request: web.Request) -> web.Response:
             {"success": False, "error": exc.error}, status=exc.status, headers=exc.headers
         )
     except Exception:
+        metrics.provisioning("error")
         log.exception("provisioning failed")
         return web.json_response({"success": False, "error": "internal error"}, status=500)
+    metrics.provisioning("created" if request.get(CREATED) else "existing")
+    return answer
 
 
 async def _provision(request: web.Request) -> web.Response:
@@ -127,6 +133,7 @@ async def _provision(request: web.Request) -> web.Response:
     identity = await _identity(parsed, app[PROVIDER])
     registry = app[REGISTRY]
     account, created = registry.ensure(identity, refresh=False)
+    request[CREATED] = created
     folder = registry.folder(account)  # re-checks that the name stays inside collections/
     request[ACCOUNT] = account.name
     log.info(

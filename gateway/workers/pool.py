@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import metrics
 from gateway.config import Config
 from gateway.errors import Unavailable
 from gateway.naming import is_safe
@@ -175,7 +176,11 @@ class WorkerPool:
                     await asyncio.wait([stopping])
                     continue
                 if not self._has_room():
-                    await self._wait_for_change(deadline)
+                    waited = asyncio.get_running_loop().time()
+                    try:
+                        await self._wait_for_change(deadline)
+                    finally:
+                        metrics.queue_wait(asyncio.get_running_loop().time() - waited)
                     continue
                 slot = self._open(account)
             assert slot.start is not None
@@ -200,6 +205,7 @@ class WorkerPool:
         if victim is not None:
             # Its stop frees the slot and wakes us; counting it until then keeps the bound.
             self._discard(self._slots[victim.account], "evicted: pool full")
+            metrics.worker_evicted()
         return False
 
     async def _wait_for_change(self, deadline: float) -> None:
@@ -209,6 +215,7 @@ class WorkerPool:
                 raise asyncio.TimeoutError
             await asyncio.wait_for(self._changed.wait(), remaining)
         except asyncio.TimeoutError:
+            metrics.worker_unavailable()
             raise Unavailable(
                 f"all {self._max_workers} workers are busy", retry_after=RETRY_AFTER
             ) from None
@@ -283,6 +290,7 @@ class WorkerPool:
             self._discard(self._slots[usage.account], "idle")
         for slot in slots:
             if slot.dead:
+                metrics.worker_crashed()
                 self._discard(slot, f"process exited with {slot.returncode}")
             elif slot.secret is not None and not self._current(slot):
                 # Signed out everywhere, maybe through another gateway process that cannot stop

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import metrics
 from gateway.workers import leftovers, lock
 from gateway.workers.ledger import Usage
 from gateway.workers.process import WorkerProcess, start_worker
@@ -92,6 +93,7 @@ class Slot:
             log.warning(
                 "cannot publish worker port", exc_info=True, extra={"account": self.account}
             )
+        metrics.worker_started(time.monotonic() - began)
         log.info(
             "worker ready",
             extra={

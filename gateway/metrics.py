@@ -1,0 +1,245 @@
+"""Prometheus metrics (prometheus-client). This module owns every metric object; the rest of the
+gateway calls the small named functions below, so no handler wades through label plumbing.
+
+Names follow Prometheus conventions (https://prometheus.io/docs/practices/naming/): a
+`gateway_` prefix, base units in the name (`_seconds`, `_bytes`), `_total` on counters. No label
+ever carries an account name, an email, a username or a key: only fixed, small sets of values.
+
+Counters and histograms live in this module's registry (`REGISTRY`), shared by every app in
+the process; the gauges that describe one running gateway (its workers, accounts and disk) are
+read at scrape time from that app (`AppCollector`). `render(app)` is the exposition of both.
+
+    request(route, status, seconds)        route: login sync media provision portal health other
+    login(outcome)                          ok cached bad_credentials challenge limited
+                                            unavailable misconfigured bad_request worker_failed
+    cognito_call(operation, seconds, kind)  kind: None (ok) rejected unavailable misconfigured
+                                            locked_out
+    revocation(reason)                      suspended signed_out deleted
+    recheck_postponed()
+    provisioning(outcome)                   created existing refused unavailable error
+    worker_started(seconds) / worker_crashed() / worker_evicted() / queue_wait(seconds) /
+    worker_unavailable()
+    proxied(direction, count)               direction: upload (client → worker), download
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Request latencies: a cached login is ~1 ms, a sync request a few ms, a full sync minutes.
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+_REQUESTS = Counter(
+    "gateway_requests_total",
+    "Requests answered, by route kind and status class.",
+    ["route", "code"],
+    registry=REGISTRY,
+)
+_REQUEST_SECONDS = Histogram(
+    "gateway_request_duration_seconds",
+    "Time to answer a request, by route kind.",
+    ["route"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+_LOGINS = Counter(
+    "gateway_logins_total",
+    "Anki logins (sync/hostKey), by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+_COGNITO_SECONDS = Histogram(
+    "gateway_cognito_request_duration_seconds",
+    "Cognito API calls, by operation.",
+    ["operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+_COGNITO_ERRORS = Counter(
+    "gateway_cognito_errors_total",
+    "Cognito calls that failed, by operation and kind.",
+    ["operation", "kind"],
+    registry=REGISTRY,
+)
+_REVOCATIONS = Counter(
+    "gateway_revocations_total",
+    "Accounts whose host keys were revoked, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+_POSTPONED = Counter(
+    "gateway_rechecks_postponed_total",
+    "Re-checks of a key's owner put off because Cognito was unavailable.",
+    registry=REGISTRY,
+)
+_PROVISIONING = Counter(
+    "gateway_provisioning_total",
+    "POST /provision-user answers, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+_WORKER_STARTS = Counter(
+    "gateway_worker_starts_total", "Sync server processes started.", registry=REGISTRY
+)
+_WORKER_START_SECONDS = Histogram(
+    "gateway_worker_start_duration_seconds",
+    "Time from starting a sync server to its first healthy answer.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+_WORKER_CRASHES = Counter(
+    "gateway_worker_crashes_total",
+    "Sync servers found dead (not stopped by us).",
+    registry=REGISTRY,
+)
+_WORKER_EVICTIONS = Counter(
+    "gateway_worker_evictions_total",
+    "Idle sync servers stopped early to make room for another account.",
+    registry=REGISTRY,
+)
+_QUEUE_SECONDS = Histogram(
+    "gateway_worker_queue_wait_seconds",
+    "Time requests waited for a free worker slot.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+_WORKER_UNAVAILABLE = Counter(
+    "gateway_worker_unavailable_total",
+    "Requests answered 503 because no worker slot freed in time.",
+    registry=REGISTRY,
+)
+_PROXIED_BYTES = Counter(
+    "gateway_proxied_bytes_total",
+    "Body bytes proxied, upload (client to sync server) and download.",
+    ["direction"],
+    registry=REGISTRY,
+)
+
+
+def route_kind(path: str, prefix: str) -> str:
+    """The fixed label of a request path (never the path itself: it is the client's text)."""
+    rest = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
+    if rest == "sync/hostKey":
+        return "login"
+    for start, kind in (
+        ("sync/", "sync"),
+        ("msync/", "media"),
+        ("provision-user", "provision"),
+        ("account", "portal"),
+        ("health", "health"),
+        ("ready", "health"),
+        ("metrics", "health"),
+    ):
+        if rest.startswith(start):
+            return kind
+    return "other"
+
+
+def request(route: str, status: int, seconds: float) -> None:
+    _REQUESTS.labels(route, f"{status // 100}xx").inc()
+    _REQUEST_SECONDS.labels(route).observe(seconds)
+
+
+def login(outcome: str) -> None:
+    _LOGINS.labels(outcome).inc()
+
+
+def cognito_call(operation: str, seconds: float, kind: str | None) -> None:
+    _COGNITO_SECONDS.labels(operation).observe(seconds)
+    if kind is not None:
+        _COGNITO_ERRORS.labels(operation, kind).inc()
+
+
+def revocation(reason: str) -> None:
+    _REVOCATIONS.labels(reason).inc()
+
+
+def recheck_postponed() -> None:
+    _POSTPONED.inc()
+
+
+def provisioning(outcome: str) -> None:
+    _PROVISIONING.labels(outcome).inc()
+
+
+def worker_started(seconds: float) -> None:
+    _WORKER_STARTS.inc()
+    _WORKER_START_SECONDS.observe(seconds)
+
+
+def worker_crashed() -> None:
+    _WORKER_CRASHES.inc()
+
+
+def worker_evicted() -> None:
+    _WORKER_EVICTIONS.inc()
+
+
+def queue_wait(seconds: float) -> None:
+    _QUEUE_SECONDS.observe(seconds)
+
+
+def worker_unavailable() -> None:
+    _WORKER_UNAVAILABLE.inc()
+
+
+def proxied(direction: str, count: int) -> None:
+    _PROXIED_BYTES.labels(direction).inc(count)
+
+
+class AppCollector(Collector):
+    """Gauges read from one running gateway at scrape time: workers, accounts, free disk."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Any]:
+        from gateway.appkeys import CONFIG, POOL
+        from gateway.appkeys import REGISTRY as ACCOUNTS
+
+        app = self._app
+        workers = GaugeMetricFamily(
+            "gateway_workers", "Sync server processes, by state.", labels=["state"]
+        )
+        stats = app[POOL].stats()
+        for state in ("live", "busy", "starting"):
+            workers.add_metric([state], stats.get(state, 0))
+        workers_max = GaugeMetricFamily(
+            "gateway_workers_max", "The bound on sync server processes (workers.max_workers)."
+        )
+        workers_max.add_metric([], stats.get("max", 0))
+        accounts = GaugeMetricFamily(
+            "gateway_accounts", "Accounts in the registry, by status.", labels=["status"]
+        )
+        counts = app[ACCOUNTS].count_by_status()
+        for status in ("active", "disabled", "suspended"):
+            accounts.add_metric([status], counts.get(status, 0))
+        disk = GaugeMetricFamily(
+            "gateway_data_free_bytes", "Free space of the data folder's file system."
+        )
+        disk_total = GaugeMetricFamily(
+            "gateway_data_size_bytes", "Size of the data folder's file system."
+        )
+        usage = shutil.disk_usage(app[CONFIG].data_dir)
+        disk.add_metric([], usage.free)
+        disk_total.add_metric([], usage.total)
+        yield from (workers, workers_max, accounts, disk, disk_total)
+
+
+def render(app: web.Application) -> bytes:
+    """The text exposition: the process's counters and this app's gauges."""
+    own = CollectorRegistry(auto_describe=False)
+    own.register(AppCollector(app))
+    return generate_latest(REGISTRY) + generate_latest(own)

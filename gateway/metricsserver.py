@@ -1,0 +1,76 @@
+"""Serving `GET /metrics`: on its own listener (default 127.0.0.1:9464), and on the main port
+only behind a bearer token. Never public by default: the counts describe the service's users.
+
+    listener(app)   cleanup context: the separate listener, when `metrics.enabled`; its bound
+                    port is `app[METRICS_PORT]`. A port already taken is logged at ERROR and
+                    leaves metrics off rather than stopping the gateway.
+    add_route(app)  `<prefix>metrics` on the main port when `metrics.bearer_token` is set:
+                    401 without the right `Authorization: Bearer` (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.appkeys import CONFIG
+
+log = logging.getLogger("gateway.metrics")
+METRICS_PORT: web.AppKey[int] = web.AppKey("metrics_port", int)
+_GATEWAY: web.AppKey[web.Application] = web.AppKey("metrics_gateway", web.Application)
+
+
+async def _serve(request: web.Request) -> web.Response:
+    gateway = request.app.get(_GATEWAY, request.app)
+    return web.Response(
+        body=metrics.render(gateway), headers={"Content-Type": metrics.CONTENT_TYPE}
+    )
+
+
+async def _serve_with_token(request: web.Request) -> web.Response:
+    token = request.app[CONFIG].metrics.bearer_token
+    given = request.headers.get("Authorization", "")
+    expected = f"Bearer {token.reveal()}" if token is not None else ""
+    if not expected or not hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
+    ):
+        return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    return await _serve(request)
+
+
+def add_route(app: web.Application) -> None:
+    config = app[CONFIG]
+    if config.metrics.bearer_token is not None:
+        app.router.add_get(config.server.path_prefix + "metrics", _serve_with_token)
+
+
+async def listener(app: web.Application) -> AsyncIterator[None]:
+    settings = app[CONFIG].metrics
+    if not settings.enabled:
+        yield
+        return
+    own = web.Application()
+    own[_GATEWAY] = app
+    own.router.add_get("/metrics", _serve)
+    runner = web.AppRunner(own, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error(
+                "metrics listener could not start; /metrics is off",
+                extra={"address": f"{settings.host}:{settings.port}", "error": exc.strerror},
+            )
+        else:
+            sockets = site._server.sockets if site._server is not None else ()  # noqa: SLF001
+            app[METRICS_PORT] = sockets[0].getsockname()[1] if sockets else settings.port
+            log.info("metrics listening", extra={"address": f"{settings.host}:{app[METRICS_PORT]}"})
+        yield
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,98 @@
+"""GET /metrics after real syncs (the real `anki` client, stock servers, moto as Cognito)."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.metricsserver import METRICS_PORT
+from tests.test_identity_e2e import PASSWORD, login_status, synced_device
+
+TOKEN = "metrics-token-0123456789"
+
+
+def scrape(url: str, token: str | None = None) -> dict[str, float]:
+    """{'name{label="v",...}': value} of every sample."""
+    request = urllib.request.Request(url)  # noqa: S310 - loopback http only
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        text = answer.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def metrics_url(gw: Any) -> str:
+    return f"http://127.0.0.1:{gw.app[METRICS_PORT]}/metrics"
+
+
+def test_a_real_sync_shows_in_the_counters_and_gauges(cognito, tmp_path, start_gateway) -> None:
+    cognito.add_user("mia", PASSWORD, "mia@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    before = scrape(metrics_url(gw))
+    device = synced_device(tmp_path, gw, "m", "mia")
+    device.add_media("sound.mp3", os.urandom(50_000))  # incompressible: counted as sent
+    device.sync()
+    assert login_status(gw.url, "mia", "wrong-password") == 403
+    after = scrape(metrics_url(gw))
+
+    def grew(key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert grew('gateway_logins_total{outcome="ok"}') == 1
+    assert grew('gateway_logins_total{outcome="bad_credentials"}') == 1
+    assert grew('gateway_requests_total{code="2xx",route="sync"}') >= 3
+    assert grew('gateway_requests_total{code="2xx",route="media"}') >= 1
+    # A client that closes right after reading a whole answer (Anki after msync/begin) is a
+    # success, not a "client gone" 499.
+    assert grew('gateway_requests_total{code="4xx",route="media"}') == 0
+    assert grew('gateway_requests_total{code="4xx",route="sync"}') == 0
+    assert grew('gateway_requests_total{code="4xx",route="login"}') == 1
+    assert (
+        grew('gateway_cognito_request_duration_seconds_count{operation="admin_initiate_auth"}') == 2
+    )
+    assert (
+        grew('gateway_cognito_errors_total{kind="rejected",operation="admin_initiate_auth"}') == 1
+    )
+    assert grew("gateway_worker_starts_total{}") == 1
+    assert grew('gateway_proxied_bytes_total{direction="upload"}') > 40_000  # media + collection
+    assert grew('gateway_proxied_bytes_total{direction="download"}') > 0
+    assert after['gateway_workers{state="live"}'] == 1
+    assert after['gateway_accounts{status="active"}'] == 1
+    assert after["gateway_data_free_bytes{}"] > 0
+    text = urllib.request.urlopen(metrics_url(gw), timeout=10).read().decode()  # noqa: S310
+    for private in ("mia", "example.com", device.auth.hkey):
+        assert private not in text
+    device.close()
+
+
+def test_metrics_are_not_on_the_public_port_unless_a_token_is_set(
+    cognito, tmp_path, start_gateway
+) -> None:
+    gw = start_gateway(cognito.config(tmp_path / "a"))
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(gw.url + "metrics", timeout=10)  # noqa: S310
+    assert info.value.code == 404
+
+    from gateway.config import Secret
+
+    gw = start_gateway(cognito.config(tmp_path / "b", metrics={"bearer_token": Secret(TOKEN)}))
+    for token in (None, "wrong-token-0123456789", TOKEN[:-1]):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            scrape(gw.url + "metrics", token)
+        assert info.value.code == 401
+    assert 'gateway_accounts{status="active"}' in scrape(gw.url + "metrics", TOKEN)
+
+
+def test_the_listener_is_loopback_by_default(cognito, tmp_path) -> None:
+    config = cognito.config(tmp_path / "data")
+    assert (config.metrics.host, config.metrics.enabled) == ("127.0.0.1", True)
