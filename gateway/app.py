@@ -200,11 +200,18 @@ def create_app(
         secret = credentials.load_or_create(config.data_dir, config.secret)
         app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
 
-        async def to_portal(request: web.Request) -> web.StreamResponse:
-            raise web.HTTPSeeOther(prefix + "account/setup")
+        from gateway.portal import SECURITY_HEADERS
+
+        def to(target: str) -> Any:
+            async def handler(request: web.Request) -> web.StreamResponse:
+                moved = web.HTTPSeeOther(target)
+                moved.headers.update(SECURITY_HEADERS)
+                raise moved
+
+            return handler
 
         # A person opening the sync URL in a browser lands on the set-up page.
-        app.router.add_get(prefix, to_portal)
+        app.router.add_get(prefix, to(prefix + "account/setup"))
     add_routes(app, config.server.path_prefix)
     return app
 

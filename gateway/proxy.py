@@ -224,11 +224,13 @@ class Proxy:
                 response.content_length = upstream.content_length
             await response.prepare(request)
             pace = pacing_of(request).start(loop_time())
+            written = 0  # bytes of the answer handed to the client's connection
             try:
                 waiting_since = loop_time()
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
                     await paced_write(response, chunk, pace)
+                    written += len(chunk)
                     waiting_since = loop_time()
             except ClientStalled:
                 # It does not read the answer (pace.py): it would hold the worker for ever.
@@ -249,11 +251,9 @@ class Proxy:
             try:
                 await response.write_eof()
             except ConnectionError:
-                # A client that has read the whole answer may close at once (Anki's media sync
-                # does after msync/begin): the answer was delivered, this is no failure.
-                if (
-                    response.content_length is None
-                    or response.body_length < response.content_length
-                ):
-                    raise
+                # Every byte of the answer was handed over; only the end of the chunked framing
+                # found the connection closed. Anki does that after reading msync/begin's whole
+                # answer (measured: a 499 "client gone" on about one media sync in three). The
+                # answer was delivered: no failure.
+                log.debug("client closed right after the whole answer", extra={"bytes": written})
             return response

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     created_at       REAL NOT NULL,
     last_seen        REAL NOT NULL,
     checked_at       REAL NOT NULL DEFAULT 0,
-    key_generation   INTEGER NOT NULL DEFAULT 0
+    key_generation   INTEGER NOT NULL DEFAULT 0,
+    portal_epoch     INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS host_keys (
     key_sha256 TEXT PRIMARY KEY,
@@ -60,6 +61,7 @@ CREATE INDEX IF NOT EXISTS host_keys_sub ON host_keys(sub);
 _ADDED_COLUMNS = (
     ("accounts", "key_generation", "INTEGER NOT NULL DEFAULT 0"),
     ("host_keys", "generation", "INTEGER NOT NULL DEFAULT 0"),
+    ("accounts", "portal_epoch", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -74,6 +76,9 @@ class Account:
     last_seen: float
     checked_at: float = 0.0
     key_generation: int = 0
+    #: Portal sessions signed in under an older epoch are void (portal sign-out, password
+    #: reset, sign out all devices).
+    portal_epoch: int = 0
 
     @property
     def active(self) -> bool:
@@ -247,6 +252,16 @@ class Registry:
         self._db.execute(
             "UPDATE accounts SET last_seen = ?, checked_at = ? WHERE sub = ?", (now, now, sub)
         )
+
+    def end_portal_sessions(self, sub: str) -> None:
+        """Void every portal session of the account (they carry the epoch they began in)."""
+        self._db.execute(
+            "UPDATE accounts SET portal_epoch = portal_epoch + 1 WHERE sub = ?", (sub,)
+        )
+
+    def seen(self, sub: str) -> None:
+        """A sync request arrived now (for "last sync"); not a confirmation by Cognito."""
+        self._db.execute("UPDATE accounts SET last_seen = ? WHERE sub = ?", (self._clock(), sub))
 
     def mark_checked(self, sub: str, when: float | None = None) -> None:
         when = self._clock() if when is None else when

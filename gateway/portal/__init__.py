@@ -94,6 +94,8 @@ def create_portal(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(["html"], default=True),
     )
+    # A junk or expired cookie is routine, and any stranger can send one: not a WARNING.
+    logging.getLogger("aiohttp_session").setLevel(logging.ERROR)
     portal[FORM_SECRET] = derive(secret, "forms")
     portal[LIMITS] = FailureLimiter(settings.max_attempts_per_address, LIMIT_WINDOW)
     from gateway.portal.standin import NOTICE as STAND_IN_NOTICE
@@ -128,6 +130,9 @@ def _headers_and_errors(config: Config) -> Any:
             secure = secure or forwarded == "https"
         token = _secure_request.set(secure)
         try:
+            home = config.server.path_prefix + "account/"
+            if request.path == home[:-1]:
+                raise web.HTTPSeeOther(home)  # the sub-app also matches the bare prefix
             response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:  # redirects: sent as they are, with the headers

@@ -170,7 +170,13 @@ class CognitoDirectory:
         try:
             await self._run(operation, hide=hide, **params)
         except _Refused as refused:
-            if refused.code in _HIDDEN:
+            hidden = refused.code in _HIDDEN or (
+                # Unconfirmed (InvalidParameter) or disabled (NotAuthorized) users: Cognito's
+                # answer to a reset would tell a stranger that the address has an account.
+                operation == "forgot_password"
+                and refused.code in ("InvalidParameterException", "NotAuthorizedException")
+            )
+            if hidden:
                 log.info("portal: %s answered %s (not shown)", operation, refused.code)
                 return
             if refused.code == "NotAuthorizedException" and operation == "confirm_sign_up":

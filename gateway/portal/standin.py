@@ -9,7 +9,7 @@ when `cognito.local_stand_in` is on.
 
 from __future__ import annotations
 
-from gateway.portal.directory import CognitoDirectory
+from gateway.portal.directory import CognitoDirectory, _Refused
 
 NOTICE = "Local mode: no email is sent, and any code of 6 digits confirms."
 
@@ -17,12 +17,15 @@ NOTICE = "Local mode: no email is sent, and any code of 6 digits confirms."
 class StandInDirectory(CognitoDirectory):
     async def confirm(self, email: str, code: str) -> None:
         await super().confirm(email, code)
-        await self._run(
-            "admin_update_user_attributes",
-            UserPoolId=self._config.user_pool_id,
-            Username=email,
-            UserAttributes=[{"Name": "email_verified", "Value": "true"}],
-        )
+        try:
+            await self._run(
+                "admin_update_user_attributes",
+                UserPoolId=self._config.user_pool_id,
+                Username=email,
+                UserAttributes=[{"Name": "email_verified", "Value": "true"}],
+            )
+        except _Refused:
+            return  # no such user: the same neutral answer as a confirmation
 
     async def resend(self, email: str) -> None:
         return None

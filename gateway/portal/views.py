@@ -7,14 +7,20 @@
     GET/POST confirm          email + code → account provisioned at once → sign-in page
     POST resend               a new code
     GET/POST signin           email + password (the Anki login's limiter and Cognito check)
-    POST signout              ends this browser's session
+    POST signout              ends every portal session of the account
     GET/POST forgot, reset    password reset by emailed code
     POST devices              sign out all Anki devices (a new key generation)
     POST delete               password again → workers stopped, folder and registry row gone,
                               the Cognito user deleted/disabled/kept as configured
 
-Messages are what a person can act on; a refusal never says whether an email has an account
-(sign-up, resend and reset answer alike). Nothing here logs a password, a code or an email.
+Messages are what a person can act on, chosen by code (`MESSAGES`: a link cannot put words on
+a page); a refusal never says whether an email has an account (sign-up, confirm, resend and
+reset answer alike). Attempt limits (per address and per email, `portal.max_attempts_per_
+address` in 15 minutes): "send" actions (sign-up, resend, forgot) count every request, "verify"
+actions (confirm, reset) count every request per address but only wrong codes per email, so a
+stranger cannot lock a person out of using a right code. Nothing here logs a password, a code or
+an email. A session carries the account's portal epoch; signing out, a password reset and
+"sign out all devices" move it on, which ends every session of the account (also copied ones).
 """
 
 from __future__ import annotations
@@ -32,19 +38,47 @@ from aiohttp_session import get_session, new_session
 from gateway import metrics
 from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
 from gateway.auth.identity import UnknownUser
+from gateway.auth.spelling import canonical
 from gateway.errors import AuthFailed, GatewayError, TooManyAttempts
 from gateway.portal import forms
-from gateway.portal.directory import ExpiredCode, PortalError, WeakPassword
+from gateway.portal.directory import (
+    AlreadyConfirmed,
+    ExpiredCode,
+    PortalError,
+    WeakPassword,
+    WrongCode,
+)
 from gateway.portal.keys import DIRECTORY, FORM_SECRET, LIMITS, NOTICE
-from gateway.portal.usage import human_bytes, usage
 
 log = logging.getLogger("gateway.portal")
 routes = web.RouteTableDef()
 
 #: Session keys.
-SUB, SIGNED_IN_AT = "sub", "at"
-#: Field-name prefixes of the second form on a page.
-RESEND, DELETE = "resend-", "delete-"
+SUB, EPOCH, SIGNED_IN_AT = "sub", "epoch", "at"
+#: Field-name prefixes of the extra forms on a page (ids stay unique).
+RESEND, DELETE, DEVICES, SIGNOUT = "resend-", "delete-", "devices-", "signout-"
+#: Largest form body, in bytes.
+MAX_FORM = 16 * 1024
+
+MESSAGES = {
+    "sent": "We sent a code to that address if it can take a new account. Enter it below.",
+    "resent": "If that address is waiting for a code, we sent a new one.",
+    "confirmed": "If that code was right, your account is ready. Sign in to set up Anki.",
+    "reset-sent": "If that address has an account, we sent it a code.",
+    "reset-done": "If that code was right, your password is changed. Sign in.",
+    "signed-out": "You are signed out of the account pages in every browser.",
+    "session-ended": "Your session ended. Sign in again.",
+    "form-expired": "That form had expired. Please try again.",
+    "devices": (
+        "Every Anki device is signed out. Each must log in again (Sync, then your email and "
+        "password)."
+    ),
+    "wrong-password": "That password is not right; nothing was deleted.",
+    "too-many": "Too many attempts. Please wait a few minutes and try again.",
+    "deleted": "Your account and all its data are deleted.",
+    "need-email": "Enter your email to get a new code.",
+}
+TOO_MANY = MESSAGES["too-many"]
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -61,27 +95,41 @@ def server_url(request: web.Request) -> str:
         return config.portal.public_url
     scheme = request.scheme
     if config.server.trust_forwarded_for:
-        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[-1].strip()
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip()
+        scheme = forwarded if forwarded in ("http", "https") else scheme
     return f"{scheme}://{request.host}{config.server.path_prefix}"
 
 
 def address(request: web.Request) -> str:
-    from gateway.app import client_address
+    from gateway.middlewares import client_address
 
     return client_address(request, request.config_dict[CONFIG].server.trust_forwarded_for)
 
 
 async def bind(request: web.Request, form_class: type[forms.PortalForm], **data: Any) -> Any:
     session = await get_session(request)
-    fields = await request.post() if request.method == "POST" else None
+    fields = await _fields(request) if request.method == "POST" else None
     return forms.bind(
         form_class, fields, secret=request.config_dict[FORM_SECRET], session=session, **data
     )
 
 
+async def _fields(request: web.Request) -> Any:
+    """The posted form, or 400/413: a body that is too big, not a form, or not decodable is
+    answered without reading further and without logging it (it may hold a password)."""
+    if request.content_length is not None and request.content_length > MAX_FORM:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_FORM, actual_size=request.content_length)
+    try:
+        return await request.clone(client_max_size=MAX_FORM).post()
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except Exception:  # noqa: BLE001 - any decoding failure is the client's malformed body
+        raise web.HTTPBadRequest() from None
+
+
 def page(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     config = request.config_dict[CONFIG]
-    context.setdefault("message", request.query.get("m", ""))
+    context.setdefault("message", MESSAGES.get(request.query.get("m", ""), ""))
     return aiohttp_jinja2.render_template(
         template,
         request,
@@ -98,31 +146,44 @@ def page(request: web.Request, template: str, status: int = 200, **context: Any)
 def redirect(
     request: web.Request, path: str, message: str = "", email: str = ""
 ) -> web.HTTPSeeOther:
-    """303 to the portal page `path`, with a message and an email to prefill."""
+    """303 to the portal page `path`, with a message code (MESSAGES) and an email to prefill."""
     params = {k: v for k, v in (("email", email), ("m", message)) if v}
     return web.HTTPSeeOther(base(request) + path + ("?" + urlencode(params) if params else ""))
 
 
-def limited(request: web.Request, *keys: str) -> bool:
-    """Count one attempt for each key; True when any is over the portal's limit."""
+def over(request: web.Request, *keys: str) -> bool:
     limiter = request.config_dict[LIMITS]
-    over = any(limiter.retry_after(key) is not None for key in keys)
+    return any(limiter.retry_after(key) is not None for key in keys)
+
+
+def count(request: web.Request, *keys: str) -> None:
+    limiter = request.config_dict[LIMITS]
     for key in keys:
         limiter.record_failure(key)
-    return over
 
 
 async def signed_in(request: web.Request) -> Any:
-    """The signed-in account, or None (no session, expired, or the account is gone)."""
+    """The signed-in account, or None (no session, expired, ended, or the account is gone)."""
     session = await get_session(request)
     sub = session.get(SUB)
     if not isinstance(sub, str):
         return None
     account = request.config_dict[REGISTRY].get(sub)
-    if account is None or not account.active:
+    if account is None or not account.active or session.get(EPOCH) != account.portal_epoch:
         session.invalidate()
         return None
     return account
+
+
+def get_and_post(path: str) -> Any:
+    """Register a handler for GET and POST only (other methods: 405)."""
+
+    def register(handler: Any) -> Any:
+        routes.get(path)(handler)
+        routes.post(path)(handler)
+        return handler
+
+    return register
 
 
 # -- pages ------------------------------------------------------------------------------------
@@ -133,6 +194,8 @@ async def home(request: web.Request) -> web.StreamResponse:
     account = await signed_in(request)
     if account is None:
         raise redirect(request, "signin", request.query.get("m", ""))
+    from gateway.portal.usage import human_bytes, usage
+
     registry = request.config_dict[REGISTRY]
     used = usage(registry.folder(account))
     synced = (
@@ -149,7 +212,8 @@ async def home(request: web.Request) -> web.StreamResponse:
         collection_size=human_bytes(used.collection_bytes),
         media_files=used.media_files,
         media_size=human_bytes(used.media_bytes),
-        devices_form=await bind(request, forms.ConfirmActionForm),
+        devices_form=await bind(request, forms.ConfirmActionForm, prefix=DEVICES),
+        signout_form=await bind(request, forms.ConfirmActionForm, prefix=SIGNOUT),
         delete_form=await bind(request, forms.DeleteForm, prefix=DELETE),
     )
 
@@ -167,58 +231,63 @@ async def setup(request: web.Request) -> web.StreamResponse:
     )
 
 
-@routes.route("*", "/signup")
+@get_and_post("/signup")
 async def signup(request: web.Request) -> web.StreamResponse:
     form = await bind(request, forms.SignUpForm)
     policy = await request.config_dict[DIRECTORY].password_policy()
     error = ""
     if request.method == "POST" and form.validate():
+        email = form.email.data
         problems = policy.problems(form.password.data)
+        keys = ("send:" + address(request), "send:" + email)
         if problems:
             form.password.errors.append("The password needs " + ", ".join(problems) + ".")
-        elif limited(request, "signup:" + address(request)):
-            error = TooManyAttemptsMessage
+        elif over(request, *keys):
+            error = TOO_MANY
         else:
+            count(request, *keys)
             try:
-                await request.config_dict[DIRECTORY].sign_up(form.email.data, form.password.data)
+                await request.config_dict[DIRECTORY].sign_up(email, form.password.data)
             except WeakPassword as exc:
                 form.password.errors.append(exc.message)
             except PortalError as exc:
                 error = exc.message
             else:
                 log.info("portal: sign-up submitted")
-                raise redirect(
-                    request,
-                    "confirm",
-                    "We sent a code to that address. Enter it below.",
-                    email=form.email.data,
-                )
+                raise redirect(request, "confirm", "sent", email=email)
     return page(request, "signup.html", form=form, rules=policy.rules(), error=error)
 
 
-@routes.route("*", "/confirm")
+@get_and_post("/confirm")
 async def confirm(request: web.Request) -> web.StreamResponse:
-    form = await bind(request, forms.ConfirmForm, email=request.query.get("email", ""))
-    resend = await bind(
-        request, forms.EmailForm, email=request.query.get("email", ""), prefix=RESEND
-    )
+    prefill = request.query.get("email", "")
+    form = await bind(request, forms.ConfirmForm, email=prefill)
+    resend = await bind(request, forms.EmailForm, email=prefill, prefix=RESEND)
     error = ""
     if request.method == "POST" and form.validate():
         email = form.email.data
-        if limited(request, "confirm:" + address(request), "confirm:" + email):
-            error = TooManyAttemptsMessage
+        if over(request, "verify:" + address(request), "verify:" + email):
+            error = TOO_MANY
         else:
+            count(request, "verify:" + address(request))
             try:
                 await request.config_dict[DIRECTORY].confirm(email, form.code.data)
             except ExpiredCode as exc:
+                count(request, "verify:" + email)
                 await _resend_quietly(request, email)
                 error = exc.message
+            except WrongCode as exc:
+                count(request, "verify:" + email)
+                error = exc.message
+            except AlreadyConfirmed:
+                # The same answer as a confirmation: it must not tell who has an account.
+                raise redirect(request, "signin", "confirmed", email=email) from None
             except PortalError as exc:
                 error = exc.message
             else:
                 name = await _provision(request, email)
                 log.info("portal: sign-up confirmed", extra={"account": name})
-                raise redirect(request, "signin", "Your account is ready. Sign in to set up Anki.")
+                raise redirect(request, "signin", "confirmed", email=email)
     return page(request, "confirm.html", form=form, resend=resend, error=error)
 
 
@@ -226,19 +295,19 @@ async def confirm(request: web.Request) -> web.StreamResponse:
 async def resend(request: web.Request) -> web.StreamResponse:
     form = await bind(request, forms.EmailForm, prefix=RESEND)
     if not form.validate():
-        raise redirect(request, "confirm", "Enter your email to get a new code.")
+        raise redirect(request, "confirm", "need-email")
     email = form.email.data
-    if limited(request, "resend:" + address(request), "resend:" + email):
-        raise redirect(request, "confirm", TooManyAttemptsMessage, email=email)
+    keys = ("send:" + address(request), "send:" + email)
+    if over(request, *keys):
+        raise redirect(request, "confirm", "too-many", email=email)
+    count(request, *keys)
     await _resend_quietly(request, email)
-    raise redirect(
-        request, "confirm", "If that address is waiting, we sent a new code.", email=email
-    )
+    raise redirect(request, "confirm", "resent", email=email)
 
 
-@routes.route("*", "/signin")
+@get_and_post("/signin")
 async def signin(request: web.Request) -> web.StreamResponse:
-    form = await bind(request, forms.SignInForm)
+    form = await bind(request, forms.SignInForm, email=request.query.get("email", ""))
     error = ""
     if request.method == "POST" and form.validate():
         try:
@@ -246,12 +315,13 @@ async def signin(request: web.Request) -> web.StreamResponse:
                 form.email.data, form.password.data, address(request)
             )
         except TooManyAttempts:
-            error = TooManyAttemptsMessage
+            error = TOO_MANY
         except AuthFailed:
             error = "Email or password is not right, or the account is not confirmed yet."
         else:
             session = await new_session(request)  # a fresh session id: no fixation
             session[SUB] = account.sub
+            session[EPOCH] = account.portal_epoch
             session[SIGNED_IN_AT] = int(time.time())
             log.info("portal: signed in", extra={"account": account.name})
             raise redirect(request, "")
@@ -260,36 +330,36 @@ async def signin(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/signout")
 async def signout(request: web.Request) -> web.StreamResponse:
-    form = await bind(request, forms.ConfirmActionForm)
-    if form.validate():
-        (await get_session(request)).invalidate()
-    raise redirect(request, "signin", "You are signed out of this page.")
+    form = await bind(request, forms.ConfirmActionForm, prefix=SIGNOUT)
+    account = await signed_in(request)
+    if account is not None and form.validate():
+        # Every session of the account, copies of this cookie included.
+        request.config_dict[REGISTRY].end_portal_sessions(account.sub)
+    (await get_session(request)).invalidate()  # this browser's at least, token or not
+    raise redirect(request, "signin", "signed-out")
 
 
-@routes.route("*", "/forgot")
+@get_and_post("/forgot")
 async def forgot(request: web.Request) -> web.StreamResponse:
     form = await bind(request, forms.EmailForm)
     error = ""
     if request.method == "POST" and form.validate():
         email = form.email.data
-        if limited(request, "reset:" + address(request), "reset:" + email):
-            error = TooManyAttemptsMessage
+        keys = ("send:" + address(request), "send:" + email)
+        if over(request, *keys):
+            error = TOO_MANY
         else:
+            count(request, *keys)
             try:
                 await request.config_dict[DIRECTORY].forgot(email)
             except PortalError as exc:
                 error = exc.message
             else:
-                raise redirect(
-                    request,
-                    "reset",
-                    "If that address has an account, we sent it a code.",
-                    email=email,
-                )
+                raise redirect(request, "reset", "reset-sent", email=email)
     return page(request, "forgot.html", form=form, error=error)
 
 
-@routes.route("*", "/reset")
+@get_and_post("/reset")
 async def reset(request: web.Request) -> web.StreamResponse:
     form = await bind(request, forms.ResetForm, email=request.query.get("email", ""))
     policy = await request.config_dict[DIRECTORY].password_policy()
@@ -299,21 +369,24 @@ async def reset(request: web.Request) -> web.StreamResponse:
         problems = policy.problems(form.password.data)
         if problems:
             form.password.errors.append("The password needs " + ", ".join(problems) + ".")
-        elif limited(request, "reset:" + address(request), "reset:" + email):
-            error = TooManyAttemptsMessage
+        elif over(request, "verify:" + address(request), "verify:" + email):
+            error = TOO_MANY
         else:
+            count(request, "verify:" + address(request))
             try:
                 await request.config_dict[DIRECTORY].reset(
                     email, form.code.data, form.password.data
                 )
             except WeakPassword as exc:
                 form.password.errors.append(exc.message)
+            except (WrongCode, ExpiredCode) as exc:
+                count(request, "verify:" + email)
+                error = exc.message
             except PortalError as exc:
                 error = exc.message
             else:
-                request.config_dict[LOGIN].forget_user(email)
-                log.info("portal: password reset")
-                raise redirect(request, "signin", "Your password is changed. Sign in.")
+                _after_reset(request, email)
+                raise redirect(request, "signin", "reset-done", email=email)
     return page(request, "reset.html", form=form, rules=policy.rules(), error=error)
 
 
@@ -321,47 +394,39 @@ async def reset(request: web.Request) -> web.StreamResponse:
 async def sign_out_devices(request: web.Request) -> web.StreamResponse:
     account = await signed_in(request)
     if account is None:
-        raise redirect(request, "signin", "Your session ended. Sign in again.")
-    form = await bind(request, forms.ConfirmActionForm)
+        raise redirect(request, "signin", "session-ended")
+    form = await bind(request, forms.ConfirmActionForm, prefix=DEVICES)
     if not form.validate():
-        raise redirect(request, "", "That form had expired. Please try again.")
+        raise redirect(request, "", "form-expired")
     await request.config_dict[LOGIN].sign_out(account.sub)
-    raise redirect(
-        request,
-        "",
-        "Every Anki device is signed out. Each must log in again (Sync, then your email and "
-        "password).",
-    )
+    raise redirect(request, "", "devices")
 
 
 @routes.post("/delete")
 async def delete(request: web.Request) -> web.StreamResponse:
     account = await signed_in(request)
     if account is None:
-        raise redirect(request, "signin", "Your session ended. Sign in again.")
+        raise redirect(request, "signin", "session-ended")
     form = await bind(request, forms.DeleteForm, prefix=DELETE)
     if not form.validate():
-        raise redirect(request, "", "That form had expired. Please try again.")
+        raise redirect(request, "", "form-expired")
     login_name = account.email or account.cognito_username
     try:
         confirmed = await request.config_dict[LOGIN].verify(
             login_name, form.password.data, address(request)
         )
     except TooManyAttempts:
-        raise redirect(request, "", TooManyAttemptsMessage) from None
+        raise redirect(request, "", "too-many") from None
     except AuthFailed:
-        raise redirect(request, "", "That password is not right; nothing was deleted.") from None
+        raise redirect(request, "", "wrong-password") from None
     if confirmed.sub != account.sub:
-        raise redirect(request, "", "That password is not right; nothing was deleted.")
+        raise redirect(request, "", "wrong-password")
     await _delete_account(request, account)
     (await get_session(request)).invalidate()
-    raise redirect(request, "signin", "Your account and all its data are deleted.")
+    raise redirect(request, "signin", "deleted")
 
 
 # -- steps --------------------------------------------------------------------------------------
-
-
-TooManyAttemptsMessage = "Too many attempts. Please wait a few minutes and try again."
 
 
 async def _resend_quietly(request: web.Request, email: str) -> None:
@@ -369,6 +434,15 @@ async def _resend_quietly(request: web.Request, email: str) -> None:
         await request.config_dict[DIRECTORY].resend(email)
     except PortalError:
         pass
+
+
+def _after_reset(request: web.Request, email: str) -> None:
+    """A new password: cached Anki logins of the old one go, and every portal session ends."""
+    request.config_dict[LOGIN].forget_user(email)
+    registry = request.config_dict[REGISTRY]
+    for account in registry.others_named("", {canonical(email)}):
+        registry.end_portal_sessions(account.sub)
+    log.info("portal: password reset")
 
 
 async def _provision(request: web.Request, email: str) -> str | None:

@@ -115,7 +115,10 @@ def test_the_service_name_and_messages_are_escaped(portal_gateway: Any) -> None:
     base = gw.url + "account/"
     page = requests.get(base + "signin?m=<b>hi</b>", timeout=30).text
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
-    assert "<b>hi</b>" not in page and "&lt;b&gt;hi&lt;/b&gt;" in page
+    # Messages are chosen by code: a link cannot put its own words on the page.
+    assert "hi</b>" not in page and "&lt;b&gt;hi" not in page
+    page = requests.get(base + 'signin?email="><b>hi</b>', timeout=30).text
+    assert "<b>hi</b>" not in page and "&#34;&gt;&lt;b&gt;hi&lt;/b&gt;" in page
 
 
 def test_a_weak_sign_up_password_is_refused_before_cognito(portal_gateway: Any) -> None:
@@ -156,3 +159,131 @@ def test_the_portal_is_off_unless_enabled(
     gw = start_gateway(portal_pool.config(tmp_path / "data"))
     assert requests.get(gw.url + "account/signup", timeout=30).status_code == 404
     assert requests.get(gw.url, timeout=30).status_code == 404
+
+
+def signed_in_session(base: str, email: str) -> requests.Session:
+    session = requests.Session()
+    confirmed_and_signed_in(session, base, email)
+    return session
+
+
+def test_signing_out_or_resetting_the_password_ends_copied_sessions(portal_gateway: Any) -> None:
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    mine = signed_in_session(base, "owner@example.com")
+    stolen = requests.Session()
+    stolen.cookies.update(mine.cookies)
+    assert stolen.get(base, timeout=30).url == base  # the copy works...
+    page = mine.get(base, timeout=30).text
+    mine.post(base + "signout", data={"signout-csrf_token": csrf(page, "signout-")}, timeout=30)
+    assert stolen.get(base, timeout=30).url.startswith(base + "signin")  # ...until sign-out
+    mine = requests.Session()
+    post_form(mine, base + "signin", {"email": "owner@example.com", "password": PORTAL_PASSWORD})
+    stolen.cookies.update(mine.cookies)
+    assert stolen.get(base, timeout=30).url == base
+    post_form(requests.Session(), base + "forgot", {"email": "owner@example.com"})
+    post_form(
+        requests.Session(),
+        base + "reset",
+        {"email": "owner@example.com", "code": GOOD_CODE, "password": "Fresh-Pass-2028"},
+    )
+    assert stolen.get(base, timeout=30).url.startswith(base + "signin")
+    assert mine.get(base, timeout=30).url.startswith(base + "signin")
+
+
+def test_a_strangers_requests_do_not_stop_a_right_code_from_another_address(
+    portal_gateway: Any,
+) -> None:
+    gw, _ = portal_gateway(
+        portal={"max_attempts_per_address": 3}, server={"trust_forwarded_for": True}
+    )
+    base = gw.url + "account/"
+    signed_in_session(base, "victim@example.com")
+    stranger = requests.Session()
+    stranger.headers["X-Forwarded-For"] = "198.51.100.7"
+    answers = [
+        post_form(stranger, base + "forgot", {"email": "victim@example.com"}).text for _ in range(5)
+    ]
+    # Limit 3 per email for sending: the victim's own sign-up used one, the stranger two.
+    assert sum("Too many attempts" in a for a in answers) == 3
+    victim = requests.Session()
+    victim.headers["X-Forwarded-For"] = "203.0.113.9"
+    answer = post_form(
+        victim,
+        base + "reset",
+        {"email": "victim@example.com", "code": GOOD_CODE, "password": "Fresh-Pass-2028"},
+    )
+    assert "your password is changed" in answer.text
+
+
+def test_confirm_and_forgot_answer_alike_for_known_and_unknown_emails(portal_gateway: Any) -> None:
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    signed_in_session(base, "known@example.com")  # signed up and confirmed
+    texts = []
+    for email in ("known@example.com", "stranger@example.com"):
+        answer = post_form(
+            requests.Session(), base + "confirm", {"email": email, "code": GOOD_CODE}
+        )
+        texts.append((answer.url.split("?")[0], "If that code was right" in answer.text))
+    assert texts[0] == texts[1] == (base + "signin", True)
+    assert gw.app[REGISTRY].get_by_name("stranger") is None
+
+
+def test_malformed_and_oversized_forms_get_400_and_413_without_logging_them(
+    portal_gateway: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    session = requests.Session()
+    token = csrf(session.get(base + "signin", timeout=30).text)
+    raw = f"csrf_token={token}&email=a%40b.c&password=Raw-Sentinel-Pw-9\xff".encode("latin-1")
+    answer = session.post(
+        base + "signin",
+        data=raw,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
+    assert answer.status_code == 400
+    answer = session.post(
+        base + "signin", data={"csrf_token": token, "x": "y" * 17_000}, timeout=30
+    )
+    assert answer.status_code == 413
+    assert "Content-Security-Policy" in answer.headers
+    for record in caplog.records:
+        assert record.levelno < logging.ERROR, record.getMessage()
+        assert "Raw-Sentinel-Pw-9" not in f"{record.getMessage()} {record.args} {record.exc_info}"
+
+
+def test_only_get_and_post_are_served_and_slashes_are_added(portal_gateway: Any) -> None:
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    for method in ("PUT", "DELETE", "PATCH"):
+        assert requests.request(method, base + "signin", timeout=30).status_code == 405
+    answer = requests.get(gw.url + "account", allow_redirects=False, timeout=30)
+    assert (answer.status_code, answer.headers["Location"]) == (303, "/account/")
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    answer = requests.get(gw.url, allow_redirects=False, timeout=30)
+    assert answer.headers["Location"] == "/account/setup"
+    assert "Content-Security-Policy" in answer.headers
+
+
+def test_last_sync_follows_sync_requests_not_only_logins(
+    portal_gateway: Any, tmp_path: Any
+) -> None:
+    from tests.ankiclient import Client
+
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    signed_in_session(base, "syncer@example.com")
+    device = Client(tmp_path / "device")
+    device.add_note("one")
+    device.login("syncer@example.com", PORTAL_PASSWORD, gw.url)
+    device.sync()
+    registry = gw.app[REGISTRY]
+    registry._db.execute("UPDATE accounts SET last_seen = 1000")  # a sync long ago
+    device.add_note("two")
+    device.sync()  # no new login
+    assert registry.get_by_name("syncer").last_seen > 1000
+    device.close()
