@@ -1,6 +1,7 @@
 """`python -m gateway accounts ...`: look at and switch off local accounts from a shell.
 
-    accounts list                 every account: name, status, Cognito username, email, last seen
+    accounts list                 every account: name, status, Cognito username, email, last
+                                  sync, collection size, media files and their size
     accounts disable NAME         the account's keys get 403 at once; logins are refused
     accounts enable NAME          undoes `disable` (and a suspension after a Cognito re-check)
     accounts sign-out NAME        "log out everywhere": every device's key gets 403 at its next
@@ -18,6 +19,7 @@ import time
 
 from gateway.config import Config
 from gateway.registry import ACTIVE, DISABLED, Registry
+from gateway.usage import human_bytes, usage
 
 
 def main(argv: list[str], config: Config) -> int:
@@ -30,9 +32,15 @@ def main(argv: list[str], config: Config) -> int:
     registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
     try:
         if args.action == "list":
+            print("name\tstatus\tusername\temail\tlast sync\tcollection\tmedia files\tmedia")
             for a in registry.all():
                 seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.last_seen))
-                print(f"{a.name}\t{a.status}\t{a.cognito_username}\t{a.email or '-'}\t{seen}")
+                used = usage(registry.folder(a))
+                print(
+                    f"{a.name}\t{a.status}\t{a.cognito_username}\t{a.email or '-'}\t{seen}"
+                    f"\t{human_bytes(used.collection_bytes)}\t{used.media_files}"
+                    f"\t{human_bytes(used.media_bytes)}"
+                )
             return 0
         account = registry.get_by_name(args.name)
         if account is None:

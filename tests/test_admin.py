@@ -30,3 +30,20 @@ def test_invalid_configuration_exits_non_zero_listing_problems(monkeypatch, caps
     assert main(["check-config"]) == 2
     err = capsys.readouterr().err
     assert "cognito.user_pool_id: required" in err and "workers.max_workers" in err
+
+
+def test_list_shows_each_accounts_usage(tmp_path, monkeypatch, capsys):
+    for k, v in {**ENV, "GATEWAY_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    reg = Registry(tmp_path / "registry.sqlite3", tmp_path / "collections")
+    account, _ = reg.ensure(Identity("sub-1", "alice", "alice@example.com"))
+    folder = reg.folder(account)
+    (folder / "collection.anki2").write_bytes(b"x" * 2500)
+    (folder / "media").mkdir()
+    for n in range(3):
+        (folder / "media" / f"f{n}.jpg").write_bytes(b"y" * 1000)
+    reg.close()
+    assert main(["accounts", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t")[-3:] == ["collection", "media files", "media"]
+    assert lines[1].split("\t")[-3:] == ["2.5 KB", "3", "3.0 KB"]

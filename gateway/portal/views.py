@@ -194,7 +194,7 @@ async def home(request: web.Request) -> web.StreamResponse:
     account = await signed_in(request)
     if account is None:
         raise redirect(request, "signin", request.query.get("m", ""))
-    from gateway.portal.usage import human_bytes, usage
+    from gateway.usage import human_bytes, usage
 
     registry = request.config_dict[REGISTRY]
     used = usage(registry.folder(account))
