@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # anki-cognito-gateway: the gateway and the stock Anki sync server (from the pinned `anki`
 # package in pyproject.toml) in one small image. README.md, "Docker", explains its use.
 #
@@ -26,20 +24,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GATEWAY_SERVER_PORT=8080
 
 # A fixed uid/gid, so a bind-mounted data folder can be chowned to match: chown 10001:10001.
-RUN groupadd --system --gid 10001 gateway \
-    && useradd --system --uid 10001 --gid gateway --create-home --home-dir /home/gateway \
+# Not --system: system accounts must have uids below 1000 (useradd warns on every build).
+RUN groupadd --gid 10001 gateway \
+    && useradd --no-log-init --uid 10001 --gid gateway --create-home --home-dir /home/gateway \
         --shell /usr/sbin/nologin gateway \
     && mkdir /data \
     && chown gateway:gateway /data
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY gateway ./gateway
-COPY config ./config
 # The project itself, so its versions come from pyproject.toml: `anki` (the stock sync server
-# the workers run) is pinned exactly there.
+# the workers run) is pinned exactly there. Built outside /app and removed after: the image runs
+# the installed package, with no source copy, build/ or *.egg-info left behind.
+COPY pyproject.toml README.md /tmp/src/
+COPY gateway /tmp/src/gateway
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".${EXTRAS}"
+RUN pip install --no-cache-dir "/tmp/src${EXTRAS}" && rm -rf /tmp/src
+WORKDIR /app
+COPY config ./config
 
 # Numeric, so that runtimes which check for a non-root uid (runAsNonRoot) can see it.
 USER 10001:10001
@@ -47,9 +47,10 @@ VOLUME ["/data"]
 EXPOSE 8080
 
 # /health answers 200 while the gateway serves (also under a path prefix). No curl in slim
-# images: the standard library does the request.
+# images: `python -m gateway health` does the request. Podman keeps HEALTHCHECK only when it
+# builds with `--format docker` (README, "Docker").
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
+    CMD ["python", "-m", "gateway", "health"]
 
 # Exec form: python is PID 1 and gets docker's SIGTERM itself. The gateway handles SIGTERM and
 # SIGINT by stopping every sync server (SIGINT, their clean shutdown) before it exits; allow it

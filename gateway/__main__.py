@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check-config", "dev", "accounts"],
+        choices=["serve", "check-config", "dev", "accounts", "health"],
         help="serve (default); check-config: validate and exit; dev: local mode (see README); "
-        "accounts list|disable NAME|enable NAME",
+        "accounts list|disable NAME|enable NAME|sign-out NAME; health: exit 0 when the gateway "
+        "on this machine answers /health (container health checks)",
     )
     args, rest = parser.parse_known_args(argv)
     if args.command == "dev":
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as exc:
         print(f"anki-cognito-gateway: {exc}", file=sys.stderr)
         return 2
+    if args.command == "health":
+        return health(config)
     command = config.worker_command()
     if shutil.which(command[0]) is None:
         print(f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr)
@@ -61,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.admin import main as admin_main
 
         return admin_main(rest, config)
+    from gateway.datadir import problem
+
+    unwritable = problem(config.data_dir)
+    if unwritable is not None:
+        print(f"anki-cognito-gateway: {unwritable}", file=sys.stderr)
+        return 2
     if args.command == "check-config":
         print(f"configuration OK ({path or 'defaults and environment'})")
         return 0
@@ -68,6 +77,19 @@ def main(argv: list[str] | None = None) -> int:
 
     run(config)
     return 0
+
+
+def health(config: object) -> int:
+    """0 when GET <prefix>health on this machine answers 200 within 4 s, else 1."""
+    import urllib.request
+
+    server = config.server  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{server.port}{server.path_prefix}health"
+    try:
+        with urllib.request.urlopen(url, timeout=4) as answer:  # noqa: S310 - loopback http
+            return 0 if answer.status == 200 else 1
+    except OSError:
+        return 1
 
 
 if __name__ == "__main__":

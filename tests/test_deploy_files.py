@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,12 @@ def test_dockerfile_installs_the_project_whose_anki_version_is_pinned():
     anki = re.findall(r'^\s*"(anki[=<>!~ ][^"]*)"', pyproject, re.M)
     assert len(anki) == 1 and re.fullmatch(r"anki==\d+\.\d+(\.\d+)?", anki[0]), anki
     runs = [args for name, args in dockerfile() if name == "RUN"]
-    assert any(re.search(r'pip install .*"\.\$\{EXTRAS\}"', r) for r in runs), runs
+    assert any(
+        re.search(r'pip install .*"/tmp/src\$\{EXTRAS\}" && rm -rf /tmp/src', r) for r in runs
+    ), runs
+    # The image runs the installed package: no source copy of gateway/ is left in /app.
+    copies = [args for name, args in dockerfile() if name == "COPY"]
+    assert "gateway ./gateway" not in copies and "gateway /tmp/src/gateway" in copies
     assert f"`{anki[0]}`" in README
 
 
@@ -123,13 +129,40 @@ def test_dockerfile_exposes_the_port_the_gateway_listens_on():
     assert f"`EXPOSE {CONTAINER_PORT}`" in README
 
 
-def test_dockerfile_healthcheck_requests_the_health_endpoint_with_the_standard_library():
+def test_dockerfile_healthcheck_runs_the_health_command_with_no_spaces_in_arguments():
     options, _, command = one("HEALTHCHECK").partition(" CMD ")
     argv = json.loads(command)
-    assert argv[:2] == ["python", "-c"]
-    assert HEALTH_URL in argv[2] and "urllib.request" in argv[2]
+    assert argv == ["python", "-m", "gateway", "health"]
+    assert not any(" " in arg for arg in argv)  # engines that split on spaces keep it whole
     assert "--interval=30s" in options
     assert HEALTH_URL in README
+
+
+def test_the_health_command_says_whether_the_gateway_answers(tmp_path, monkeypatch):
+    from gateway.__main__ import main
+
+    monkeypatch.setenv("GATEWAY_COGNITO_USER_POOL_ID", "eu-west-1_X")
+    monkeypatch.setenv("GATEWAY_COGNITO_CLIENT_ID", "c")
+    monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    monkeypatch.setenv("GATEWAY_SERVER_PORT", str(free))
+    assert main(["health"]) == 1  # nothing listens there
+
+
+def test_an_unwritable_data_folder_is_one_line_naming_the_image_uid(tmp_path, monkeypatch, capsys):
+    from gateway.__main__ import main
+
+    # Under a regular file: no folder can be made there, not even by root (CI runs as root).
+    (tmp_path / "plain-file").write_text("")
+    locked = tmp_path / "plain-file" / "data"
+    monkeypatch.setenv("GATEWAY_COGNITO_USER_POOL_ID", "eu-west-1_X")
+    monkeypatch.setenv("GATEWAY_COGNITO_CLIENT_ID", "c")
+    monkeypatch.setenv("GATEWAY_DATA_DIR", str(locked))
+    assert main(["check-config"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "uid 10001" in err[0] and "chown -R 10001:10001" in err[0]
 
 
 def test_the_health_endpoint_exists_in_the_app():
