@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.local import main as local_main
 
         return local_main((["--config", str(args.config)] if args.config else []) + rest)
-    if rest and args.command != "accounts":
+    if rest and args.command != "accounts" and rest != ["--probe"]:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     from gateway import config as config_mod
@@ -72,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         print(f"configuration OK ({path or 'defaults and environment'})")
+        if "--probe" in rest:
+            from gateway.probe import probe
+
+            findings = probe(config)
+            for finding in findings:
+                mark = "ok  " if finding.ok else "FAIL"
+                print(
+                    f"{mark} {finding.what}" + (f"\n     fix: {finding.fix}" if finding.fix else "")
+                )
+            return 0 if all(f.ok for f in findings) else 1
         return 0
     from gateway.app import run
 
