@@ -229,3 +229,48 @@ def _where(url: str) -> str:
 
 def _log(event: str, **fields: Any) -> None:
     logger.info(json.dumps({"event": event, **fields}, default=str, ensure_ascii=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """By hand: send a sample PostConfirmation event for `--email` to the configured gateway
+    (the same environment as in Lambda) and print the outcome line. Exit 0 on a 2xx answer."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Send a sample PostConfirmation event to the gateway (a provisioning check)."
+    )
+    parser.add_argument("--email", required=True, help="a confirmed user's email")
+    parser.add_argument("--username", help="the Cognito username (default: the email)")
+    parser.add_argument("--sub", help="the user's Cognito sub, if you know it")
+    args = parser.parse_args(argv)
+    attributes = {"email": args.email, "email_verified": "true"}
+    if args.sub:
+        attributes["sub"] = args.sub
+    event = {
+        "version": "1",
+        "triggerSource": "PostConfirmation_ConfirmSignUp",
+        "userName": args.username or args.email,
+        "request": {"userAttributes": attributes},
+        "response": {},
+    }
+    lines: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = _Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        lambda_handler(event)
+    finally:
+        logger.removeHandler(handler)
+    for line in lines:
+        print(line)
+    outcome = json.loads(lines[-1]) if lines else {}
+    return 0 if outcome.get("event") == "provisioned" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ import http.server
 import importlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -775,3 +776,37 @@ async def _count(registry: Any) -> int:
 
 async def _get(registry: Any, sub: str) -> Any:
     return registry.get(sub)
+
+
+def test_run_by_hand_it_provisions_a_user_and_prints_the_answer(
+    gateway: ProvisionServer, cognito: Any
+) -> None:
+    cognito.add_user("hand@example.com", "Passw0rd!x", "hand@example.com")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "SYNC_SERVER_URL": gateway.base,
+        "SYNC_SERVER_API_KEY": KEY,
+    }
+    script = str(LAMBDA_DIR / "cognito_user_provisioner.py")
+    done = subprocess.run(
+        [sys.executable, "-B", script, "--email", "hand@example.com"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (outcome["event"], outcome["status"]) == ("provisioned", 200)
+    assert gateway.folders() == ["hand"]
+    assert KEY not in done.stdout + done.stderr
+    # An unknown email: the gateway's 404, printed, and exit 1.
+    done = subprocess.run(
+        [sys.executable, "-B", script, "--email", "nobody@example.com"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert json.loads(done.stdout.strip().splitlines()[-1])["status"] == 404
