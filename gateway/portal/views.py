@@ -76,6 +76,7 @@ MESSAGES = {
     "wrong-password": "That password is not right; nothing was deleted.",
     "too-many": "Too many attempts. Please wait a few minutes and try again.",
     "deleted": "Your account and all its data are deleted.",
+    "try-later": "Nothing was deleted: the service could not finish it now. Try again later.",
     "need-email": "Enter your email to get a new code.",
 }
 TOO_MANY = MESSAGES["too-many"]
@@ -421,7 +422,8 @@ async def delete(request: web.Request) -> web.StreamResponse:
         raise redirect(request, "", "wrong-password") from None
     if confirmed.sub != account.sub:
         raise redirect(request, "", "wrong-password")
-    await _delete_account(request, account)
+    if not await _delete_account(request, account):
+        raise redirect(request, "", "try-later")
     (await get_session(request)).invalidate()
     raise redirect(request, "signin", "deleted")
 
@@ -457,24 +459,29 @@ async def _provision(request: web.Request, email: str) -> str | None:
     return account.name
 
 
-async def _delete_account(request: web.Request, account: Any) -> None:
-    """Keys refused first (registry row gone), then the worker stopped, then the folder removed,
-    then the Cognito user handled as configured."""
+async def _delete_account(request: web.Request, account: Any) -> bool:
+    """Delete the account; False (nothing deleted) when Cognito could not be told first.
+
+    Order: cached logins dropped and the Cognito user deleted or disabled first (as configured),
+    so no login can re-create the account meanwhile; then the registry row and keys (refused
+    from now on), the worker stopped, the folder removed."""
     app = request.config_dict
     registry = app[REGISTRY]
     folder = registry.folder(account)
+    action = app[CONFIG].portal.delete_cognito_user
+    app[LOGIN].forget_account(account.sub)
+    try:
+        await app[DIRECTORY].remove(account.cognito_username, action)
+    except GatewayError as exc:
+        log.warning(
+            "portal: deletion put off: Cognito could not be told",
+            extra={"account": account.name, "reason": exc.detail},
+        )
+        return False
     registry.delete(account.sub)
     metrics.revocation("deleted")
     app[LOGIN].forget_account(account.sub)
     await app[POOL].stop(account.name)
     shutil.rmtree(folder, ignore_errors=True)
-    action = app[CONFIG].portal.delete_cognito_user
-    try:
-        await app[DIRECTORY].remove(account.cognito_username, action)
-    except GatewayError as exc:
-        log.error(
-            "portal: account deleted, but the Cognito user was not %sd: do it by hand",
-            action,
-            extra={"account": account.name, "sub": account.sub, "reason": exc.detail},
-        )
     log.info("portal: account deleted", extra={"account": account.name, "sub": account.sub})
+    return True

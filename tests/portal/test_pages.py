@@ -287,3 +287,25 @@ def test_last_sync_follows_sync_requests_not_only_logins(
     device.sync()  # no new login
     assert registry.get_by_name("syncer").last_seen > 1000
     device.close()
+
+
+def test_deletion_is_put_off_whole_when_cognito_cannot_be_told(portal_gateway: Any) -> None:
+    from gateway.auth.identity import ProviderUnavailable
+
+    gw, directory = portal_gateway()
+    base = gw.url + "account/"
+    session = signed_in_session(base, "keeper@example.com")
+
+    async def unavailable(username: str, action: str) -> None:
+        raise ProviderUnavailable("Cognito TooManyRequestsException")
+
+    directory.remove = unavailable  # type: ignore[method-assign]
+    page = session.get(base, timeout=30).text
+    answer = session.post(
+        base + "delete",
+        data={"delete-csrf_token": csrf(page, "delete-"), "delete-password": PORTAL_PASSWORD},
+        timeout=30,
+    )
+    assert "Nothing was deleted" in answer.text
+    account = gw.app[REGISTRY].get_by_name("keeper")
+    assert account is not None and gw.app[REGISTRY].folder(account).is_dir()
