@@ -110,6 +110,9 @@ class WorkerProcess:
         self.port = port
         self._proc = proc
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        #: Set once we asked it to stop: the stock server answers SIGINT with a Python
+        #: traceback ("Exception" from syncserver()), routine noise from then on.
+        self._stopping = False
         assert proc.stdout is not None
         self._reader = asyncio.create_task(self._pump(proc.stdout))
 
@@ -147,7 +150,8 @@ class WorkerProcess:
         text = redact(_ANSI.sub("", raw[:_MAX_LINE].decode("utf-8", "replace")).rstrip())
         if text:
             self._tail.append(text)
-            log.info("%s", text, extra={"account": self.account})
+            level = logging.DEBUG if self._stopping else logging.INFO
+            log.log(level, "%s", text, extra={"account": self.account})
 
     async def wait_ready(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -193,6 +197,7 @@ class WorkerProcess:
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGINT, then SIGKILL after `grace` seconds; returns once the process is reaped."""
+        self._stopping = True
         if self.alive:
             self._signal(signal.SIGINT)
             try:

@@ -84,6 +84,17 @@ async def test_stock_worker_is_ready_accepts_its_account_and_stops_on_sigint(col
     assert not await probe_health(worker.port)
 
 
+async def test_a_stopping_workers_shutdown_noise_is_debug_not_info(caplog, collections_dir):
+    caplog.set_level(logging.DEBUG, logger="gateway.worker")
+    worker = await start(collections_dir)
+    await worker.stop()
+    after_stop = [
+        r for r in caplog.records if r.name == "gateway.worker" and "Exception" in r.getMessage()
+    ]
+    # The stock server answers SIGINT with a traceback; it must not reach INFO.
+    assert after_stop and {r.levelno for r in after_stop} == {logging.DEBUG}
+
+
 async def test_worker_environment_leaks_nothing_from_the_gateway(monkeypatch, collections_dir):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-do-not-leak")
     # Inherited, this one would make the stock server answer 500 to every request.
