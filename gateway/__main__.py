@@ -32,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check-config", "dev", "accounts", "health"],
+        choices=["serve", "check-config", "dev", "accounts", "health", "backup", "restore"],
         help="serve (default); check-config: validate and exit; dev: local mode (see README); "
         "accounts list|disable NAME|enable NAME|sign-out NAME; health: exit 0 when the gateway "
-        "on this machine answers /health (container health checks)",
+        "on this machine answers /health (container health checks); backup --to DEST; "
+        "restore --from DEST",
     )
     args, rest = parser.parse_known_args(argv)
     if args.command == "dev":
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.local import main as local_main
 
         return local_main((["--config", str(args.config)] if args.config else []) + rest)
-    if rest and args.command != "accounts" and rest != ["--probe"]:
+    takes_arguments = ("accounts", "backup", "restore")
+    if rest and args.command not in takes_arguments and rest != ["--probe"]:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     from gateway import config as config_mod
@@ -64,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.admin import main as admin_main
 
         return admin_main(rest, config)
+    if args.command in ("backup", "restore"):
+        from gateway.backup import main as backup_main
+
+        return backup_main(args.command, rest, config)
     from gateway.datadir import problem
 
     unwritable = problem(config.data_dir)

@@ -1,0 +1,75 @@
+"""Putting accounts back from a snapshot (snapshot.py).
+
+    restore(config, store, snapshot=None, accounts=None) -> list[str]   (the accounts restored)
+        raises BackupError (no such snapshot or account, an account's sync server running)
+
+Each account is restored under its lock (workers/lock.py): while a sync server of any gateway
+process runs for it, it is refused ("stop it first"); the gateway keeps running for everyone
+else. The account's collection, media database and media files are replaced by the snapshot's;
+its registry row is not touched (the same keys keep working). The registry itself is restored
+by hand, with every gateway stopped (README, "Backups").
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from gateway.backup.snapshot import SQLITE_FILES, BackupError, snapshots
+from gateway.backup.store import Store
+from gateway.config import Config
+from gateway.naming import is_safe
+from gateway.workers.lock import account_dir, try_lock
+
+
+def restore(
+    config: Config,
+    store: Store,
+    snapshot: str | None = None,
+    accounts: list[str] | None = None,
+) -> list[str]:
+    available = snapshots(store)
+    if not available:
+        raise BackupError(f"no complete snapshot in {store.url}")
+    name = snapshot or available[-1]
+    if name not in available:
+        raise BackupError(f"no snapshot {name!r} in {store.url}; there are: {', '.join(available)}")
+    manifest = json.loads(store.read(f"snapshots/{name}/manifest.json"))
+    chosen = accounts or sorted(manifest["accounts"])
+    missing = [a for a in chosen if a not in manifest["accounts"]]
+    if missing:
+        raise BackupError(f"snapshot {name} has no account {', '.join(missing)}")
+    for account in chosen:
+        if not is_safe(account):
+            raise BackupError(f"unsafe account name {account!r} in the manifest")
+        _restore_one(config, store, name, account, manifest["accounts"][account]["media"])
+    return chosen
+
+
+def _restore_one(
+    config: Config, store: Store, snapshot: str, account: str, media: dict[str, str]
+) -> None:
+    lock = try_lock(config.collections_dir, account)
+    if lock is None:
+        raise BackupError(
+            f"{account}: its sync server is running; stop it first (python -m gateway accounts"
+            f" disable {account}, wait for it to go idle, restore, then enable it)"
+        )
+    try:
+        folder = account_dir(config.collections_dir, account)
+        for filename in SQLITE_FILES:
+            for suffix in ("", "-wal", "-shm"):
+                (folder / (filename + suffix)).unlink(missing_ok=True)
+            key = f"snapshots/{snapshot}/accounts/{account}/{filename}"
+            if store.exists(key):
+                store.get(key, folder / filename)
+        media_dir = folder / "media"
+        if media_dir.is_dir():
+            shutil.rmtree(media_dir)
+        media_dir.mkdir()
+        for filename, digest in media.items():
+            if "/" in filename or filename in ("", ".", ".."):
+                raise BackupError(f"{account}: bad media file name {filename!r} in the manifest")
+            store.get(f"blobs/{digest}", media_dir / filename)
+    finally:
+        lock.release()
