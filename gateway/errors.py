@@ -5,6 +5,8 @@
     ├── ClientTooOld                501  no anki-sync header: a legacy client (Anki < 2.1.57)
     ├── NotFound                    404  outside sync/ and msync/, disabled routes
     ├── ClientStalled               408  a request body stopped or trickled (pace.py)
+    ├── BodyTooLarge                413  a proxied body over the payload limits (payload.py)
+    ├── EncodedBody                 415  a request body with a Content-Encoding
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
     │   └── TooManyInFlight         429  too many requests in flight from one address
@@ -71,6 +73,23 @@ class ClientStalled(GatewayError):
 
     status = 408
     public = "request body too slow"
+    close_connection = True
+
+
+class BodyTooLarge(GatewayError):
+    """A proxied body broke a size rule (payload.py). `sync/upload` is answered as the stock
+    server answers an oversized collection instead (proxy.py); other methods get 413."""
+
+    status = 413
+    public = "request body too large"
+
+
+class EncodedBody(GatewayError):
+    """A request body with a `Content-Encoding`: Anki never sends one (its bodies are zstd
+    inside), and aiohttp would inflate it before the gateway reads it (RFC 9110 §15.5.16)."""
+
+    status = 415
+    public = "request bodies with a Content-Encoding are not accepted"
     close_connection = True
 
 
