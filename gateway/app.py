@@ -44,6 +44,7 @@ from gateway.auth.limiter import FailureLimiter
 from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.bodies import read_capped
+from gateway.budget import InflationBudget
 from gateway.config import Config
 from gateway.errors import NotFound
 from gateway.middlewares import (
@@ -54,7 +55,7 @@ from gateway.middlewares import (
     refuse_encoded_bodies,
 )
 from gateway.pace import Pacing
-from gateway.payload import PayloadLimits
+from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
@@ -170,6 +171,10 @@ def create_app(
             upstream,
             reused,
             PayloadLimits.from_megs(config.workers.max_payload_megs),
+            InflationBudget(
+                config.workers.max_inflated_megs * MIB,
+                STOCK_INFLATED_FACTOR * config.workers.max_payload_megs * MIB,
+            ),
         )
         await pool.start()
         if config.cognito.local_stand_in:

@@ -11,6 +11,7 @@
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
     │   └── TooManyInFlight         429  too many requests in flight from one address
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
+    │   └── Overloaded              503  bodies in flight inflate to the budget (payload.py)
     ├── WorkerFailed                502  a worker could not start or broke mid-request
     └── WorkerTimeout               504  a worker did not become ready in time
 
@@ -116,6 +117,13 @@ class Unavailable(GatewayError):
     status = 503
     public = "service temporarily unavailable"
     retry_after = 5
+
+
+class Overloaded(Unavailable):
+    """The request bodies in flight to all workers would inflate past `workers.max_inflated_megs`
+    with this one: try again shortly."""
+
+    public = "server busy, try again later"
 
 
 class WorkerFailed(GatewayError):

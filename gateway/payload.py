@@ -14,6 +14,12 @@ a `PayloadMeter` before any of its bytes go upstream; it refuses the body (`TooL
 - it inflates to more than `free_inflated + max_ratio * compressed` bytes (a bomb: honest bodies
   shrink about 1.3-5 times, Anki's collection files and JSON alike; zeros shrink ~30,000 times).
 
+Together: the meter takes what its body inflates to from a shared `InflationBudget`
+(budget.py, `workers.max_inflated_megs`) as it goes, and `release()` gives it back when the
+request has ended; a body that finds no room is refused (`OverBudget`, 503 "try again later").
+So no number of concurrent bombs, nor of honest large uploads, make the workers together hold
+more than the budget.
+
 The meter inflates each chunk to count it, in pieces of `PIECE` bytes that are dropped at once,
 and stops inflating as soon as a rule is broken: a bomb costs the gateway one piece and zstd's
 window, and since the gateway forwards a chunk only after its verdict, the worker never gets
@@ -28,9 +34,12 @@ need not.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import zstandard
+
+from gateway.budget import InflationBudget, OverBudget, Share
 
 MIB = 1024 * 1024
 #: Inflated bytes handed to the counter at a time (and dropped).
@@ -69,25 +78,28 @@ class PayloadLimits:
 
 
 class _Counter:
-    """The decompressor's sink: counts inflated bytes, stops it past `allowance`."""
+    """The decompressor's sink: counts inflated bytes; past `granted` it asks `grant` for more
+    (which raises to stop the decompressor)."""
 
-    def __init__(self) -> None:
+    def __init__(self, grant: Callable[[int], int]) -> None:
         self.inflated = 0
-        self.allowance = 0
+        self.granted = 0
+        self._grant = grant
 
     def write(self, data: bytes) -> int:
         self.inflated += len(data)
-        if self.inflated > self.allowance:
-            raise TooLarge("inflates past the allowance")
+        if self.inflated > self.granted:
+            self.granted = self._grant(self.inflated)
         return len(data)
 
 
 class PayloadMeter:
     """One body's meter: `feed()` every chunk, in order, before forwarding it."""
 
-    def __init__(self, limits: PayloadLimits) -> None:
+    def __init__(self, limits: PayloadLimits, budget: InflationBudget | None = None) -> None:
         self.limits = limits
-        self._counter = _Counter()
+        self._share: Share | None = budget.share() if budget is not None else None
+        self._counter = _Counter(self._grant)
         self._inflater = zstandard.ZstdDecompressor().stream_writer(
             self._counter, write_size=PIECE, write_return_read=True
         )
@@ -101,8 +113,8 @@ class PayloadMeter:
         return self._counter.inflated
 
     def feed(self, chunk: bytes) -> None:
-        """Counts `chunk`; `TooLarge` if the body may not go on (and every later call raises
-        too)."""
+        """Counts `chunk`; `TooLarge` or `OverBudget` if the body may not go on (every later
+        call raises `TooLarge`)."""
         if self._broken:
             raise TooLarge("already refused")
         self.compressed += len(chunk)
@@ -111,11 +123,27 @@ class PayloadMeter:
             if self.compressed > limits.max_compressed:
                 raise TooLarge(f"more than {limits.max_compressed} bytes on the wire")
             if self.inflating:
-                self._counter.allowance = limits.inflated_allowance(self.compressed)
-                try:
-                    self._inflater.write(chunk)
-                except zstandard.ZstdError:
-                    self.inflating = False
-        except TooLarge:
+                self._inflate(chunk)
+        except (TooLarge, OverBudget):
             self._broken = True
             raise
+
+    def _inflate(self, chunk: bytes) -> None:
+        try:
+            self._inflater.write(chunk)
+        except zstandard.ZstdError:
+            self.inflating = False
+
+    def _grant(self, inflated: int) -> int:
+        """Room to inflate to `inflated` bytes and some more: the bytes granted."""
+        own = self.limits.inflated_allowance(self.compressed)
+        if inflated > own:
+            raise TooLarge("inflates past the allowance")
+        if self._share is None:
+            return own
+        return min(own, self._share.grant(inflated))
+
+    def release(self) -> None:
+        """Gives this body's share of the budget back (its request has ended); idempotent."""
+        if self._share is not None:
+            self._share.release()

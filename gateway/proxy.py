@@ -23,7 +23,9 @@ and bounds what a body may inflate to in the worker. A body that breaks a rule i
 upstream (the worker gets an incomplete body and drops it), the rest of it is read and dropped
 (`drain()`, at most the cap again), and the client gets what the stock server answers an
 honest oversized collection on `sync/upload` (200, "collection exceeds size limit", which Anki
-shows), 413 on any other method. The meter only reads; the bytes still pass untouched.
+shows), 413 on any other method. A body that would take the bodies in flight together past
+`workers.max_inflated_megs` (`InflationBudget`) is refused the same way with 503 ("try again").
+The meter only reads; the bytes still pass untouched.
 
 Sending a request twice (design.md: "retries happen only when the request provably never
 reached a worker"). A refused connection proves nothing reached the worker: any request is then
@@ -59,6 +61,7 @@ from gateway.bodies import (
 from gateway.errors import (
     BodyTooLarge,
     ClientStalled,
+    Overloaded,
     WorkerFailed,
     WorkerTimeout,
 )
@@ -143,6 +146,8 @@ async def _metered(
                 f"request body {exc.reason} (compressed {meter.compressed}, "
                 f"inflated {meter.inflated} bytes so far)"
             ) from None
+        except payload.OverBudget as exc:
+            raise Overloaded(str(exc)) from None
         yield chunk
 
 
@@ -186,8 +191,10 @@ class Proxy:
         upstream: aiohttp.ClientSession,
         reused: aiohttp.ClientSession | None = None,
         limits: payload.PayloadLimits | None = None,
+        budget: payload.InflationBudget | None = None,
     ) -> None:
         self._limits = limits or payload.PayloadLimits.from_megs(100)
+        self._budget = budget
         self._admission = admission
         self._pool = pool
         self._upstream = upstream
@@ -197,15 +204,18 @@ class Proxy:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
         account = await self._admission.admit(header.key)
         request[ACCOUNT] = account.name
+        meter = payload.PayloadMeter(self._limits, self._budget)
         try:
-            return await self._forward(request, upstream_path, account.name)
-        except BodyTooLarge as exc:
-            return await self._refuse_too_large(request, upstream_path, exc)
+            return await self._forward(request, upstream_path, account.name, meter)
+        except (BodyTooLarge, Overloaded) as exc:
+            return await self._refuse_body(request, upstream_path, exc)
+        finally:
+            meter.release()  # the worker is done with the body: its answer has been sent
 
     async def _forward(
-        self, request: web.Request, upstream_path: str, account: str
+        self, request: web.Request, upstream_path: str, account: str, meter: payload.PayloadMeter
     ) -> web.StreamResponse:
-        body = await request_body(request, payload.PayloadMeter(self._limits))
+        body = await request_body(request, meter)
         reuse = (
             self._reused is not None
             and isinstance(body, bytes)
@@ -226,12 +236,12 @@ class Proxy:
                         raise WorkerFailed("worker refused the connection") from None
         raise WorkerFailed("worker closed the connection")
 
-    async def _refuse_too_large(
-        self, request: web.Request, upstream_path: str, exc: BodyTooLarge
+    async def _refuse_body(
+        self, request: web.Request, upstream_path: str, exc: BodyTooLarge | Overloaded
     ) -> web.StreamResponse:
         """The answer to a body over the limits (module doc), once the rest of it is dropped."""
         ended = await drain(request, self._limits.max_compressed)
-        if upstream_path != "sync/upload":
+        if upstream_path != "sync/upload" or isinstance(exc, Overloaded):
             exc.close_connection = not ended
             raise exc
         log.info("upload refused: too large", extra={"reason": exc.detail})

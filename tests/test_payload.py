@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 import zstandard
 
-from gateway.payload import MIB, PayloadLimits, PayloadMeter, TooLarge
+from gateway.payload import (
+    MIB,
+    InflationBudget,
+    OverBudget,
+    PayloadLimits,
+    PayloadMeter,
+    TooLarge,
+)
 
 
 def streamed(data: bytes) -> bytes:
@@ -72,3 +80,51 @@ def test_a_body_that_is_not_zstd_is_counted_on_the_wire_only():
     assert not meter.inflating and meter.compressed == 15_000
     with pytest.raises(TooLarge):
         feed_all(PayloadLimits.from_megs(1), b"x" * (MIB + 1))
+
+
+def text(size: int) -> bytes:
+    """Low-entropy text: shrinks about four times, like an honest body."""
+    return bytes(random.Random(size).choices(b"abcd", k=size))
+
+
+def test_bodies_in_flight_share_one_budget_and_give_it_back():
+    # 4 MiB cap: one slot of 12 MiB for a large body, a pool of 4 MiB for small ones.
+    limits = PayloadLimits.from_megs(4)
+    budget = InflationBudget(16 * MIB, limits.max_inflated)
+    assert (budget.slots, budget.pool) == (1, 4 * MIB)
+    body = streamed(text(5 * MIB))
+    first, second = PayloadMeter(limits, budget), PayloadMeter(limits, budget)
+    for i in range(0, len(body), 65536):
+        first.feed(body[i : i + 65536])  # past the pool: takes the slot
+    assert (budget.slots_held, budget.pool_held) == (1, 0)
+    with pytest.raises(OverBudget):
+        for i in range(0, len(body), 65536):
+            second.feed(body[i : i + 65536])
+    assert budget.pool_held <= budget.pool
+    first.release()
+    second.release()
+    first.release()  # idempotent
+    assert (budget.slots_held, budget.pool_held) == (0, 0)
+    third = PayloadMeter(limits, budget)
+    for i in range(0, len(body), 65536):
+        third.feed(body[i : i + 65536])  # room again
+
+
+def test_concurrent_large_bodies_do_not_starve_each_other():
+    # All growing in step: the first past the pool keeps its slot and finishes.
+    limits = PayloadLimits.from_megs(4)
+    budget = InflationBudget(16 * MIB, limits.max_inflated)
+    body = streamed(text(10 * MIB))
+    meters = [PayloadMeter(limits, budget) for _ in range(6)]
+    refused = set()
+    for i in range(0, len(body), 65536):
+        for n, meter in enumerate(meters):
+            if n not in refused:
+                try:
+                    meter.feed(body[i : i + 65536])
+                except OverBudget:
+                    refused.add(n)
+    assert len(refused) == 5
+    finished = [m for n, m in enumerate(meters) if n not in refused]
+    assert finished[0].inflated == 10 * MIB
+    assert budget.pool_held <= budget.pool and budget.slots_held == 1
