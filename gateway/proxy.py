@@ -208,6 +208,9 @@ class Proxy:
         try:
             return await self._forward(request, upstream_path, account.name, meter)
         except (BodyTooLarge, Overloaded) as exc:
+            # The worker got an incomplete body and dropped it: the drain, at the client's pace,
+            # must not keep the budget from other bodies meanwhile.
+            meter.release()
             return await self._refuse_body(request, upstream_path, exc)
         finally:
             meter.release()  # the worker is done with the body: its answer has been sent

@@ -198,3 +198,37 @@ def test_concurrent_bodies_together_never_inflate_past_the_budget(cognito, tmp_p
     grown = peak_mib(pid) - before
     assert grown < 40, f"worker grew by {grown:.0f} MiB"
     assert worker_of(gw, key) == pid
+
+
+def test_a_refused_body_still_arriving_holds_none_of_the_budget(cognito, tmp_path, start_gateway):
+    # One place for a large body (4 MiB cap, budget 16): a bomb takes it, is refused, and then
+    # keeps sending for two seconds; an honest large body meanwhile must get the place.
+    gw = started(cognito, tmp_path, start_gateway, max_payload_megs=4, max_inflated_megs=16)
+    key = gw.call(rawhttp.login(gw.port, "bob", PASSWORD))
+    worker_of(gw, key)
+    bomb_body = bomb(prefix=100_000, zeros=13 * MIB)
+    honest = zstandard.ZstdCompressor(level=1).compress(
+        bytes(random.Random(2).choices(b"abcd", k=10 * MIB))
+    )
+    header = {"anki-sync": rawhttp.sync_header(key).decode()}
+    url = gw.url + "sync/upload"
+
+    async def slow_bomb():
+        for i in range(0, len(bomb_body), 65536):
+            yield bomb_body[i : i + 65536]
+        for _ in range(40):  # the rest of an oversized body, still coming
+            await asyncio.sleep(0.05)
+            yield b"x" * 4096
+
+    async def both():
+        async with aiohttp.ClientSession() as session:
+
+            async def post(data, delay=0.0):
+                await asyncio.sleep(delay)
+                async with session.post(url, data=data, headers=header) as r:
+                    await r.read()
+                    return r.status
+
+            return await asyncio.gather(post(slow_bomb()), post(honest, delay=0.5))
+
+    assert gw.call(both()) == [200, 200]  # "too large" for the bomb, the worker's for the other
