@@ -9,8 +9,9 @@ Routes (all under `server.path_prefix`, default "/"):
     GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
 
-Every request passes two middlewares (middlewares.py): the error tree to HTTP with one log line
-per request, and a bound on requests in flight per client address (addresses.py). Bodies
+Every request passes three middlewares (middlewares.py): the error tree to HTTP with one log
+line per request, a bound on requests in flight per client address (addresses.py), and the
+refusal of bodies with a Content-Encoding (aiohttp would inflate them). Bodies
 are read at the client's pace or not at all (bodies.py, pace.py); headers must arrive within
 `server.header_timeout_seconds` (`server_options()`).
 """
@@ -51,6 +52,7 @@ from gateway.auth.limiter import FailureLimiter
 from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.bodies import read_capped
+from gateway.budget import InflationBudget
 from gateway.config import Config
 from gateway.errors import NotFound
 from gateway.middlewares import (
@@ -58,8 +60,10 @@ from gateway.middlewares import (
     client_address,
     errors_and_access_log,
     per_address_limit,
+    refuse_encoded_bodies,
 )
 from gateway.pace import Pacing
+from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import Registry
 from gateway.workers.pool import WorkerPool
@@ -122,7 +126,8 @@ def create_app(
     librarylogs.install()
     # Login bodies are capped in host_key(); proxied bodies stream and are not capped here.
     app = web.Application(
-        middlewares=[errors_and_access_log, per_address_limit], client_max_size=1024**2
+        middlewares=[errors_and_access_log, per_address_limit, refuse_encoded_bodies],
+        client_max_size=1024**2,
     )
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight(config.server.max_requests_per_address)
@@ -168,7 +173,17 @@ def create_app(
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
-        app[PROXY] = Proxy(Admission(registry, revalidator), pool, upstream, reused)
+        app[PROXY] = Proxy(
+            Admission(registry, revalidator),
+            pool,
+            upstream,
+            reused,
+            PayloadLimits.from_megs(config.workers.max_payload_megs),
+            InflationBudget(
+                config.workers.max_inflated_megs * MIB,
+                STOCK_INFLATED_FACTOR * config.workers.max_payload_megs * MIB,
+            ),
+        )
         await pool.start()
         if config.cognito.local_stand_in:
             log.warning(

@@ -11,6 +11,9 @@ it has none.
 failed, and `client_side()` says what that failure means, so a client's fault is never blamed
 on the worker.
 
+`drain()` reads and drops the rest of a refused body, so the client gets to read the answer
+(a client still sending when the server answers and closes sees a network error instead).
+
 `read_capped()`: `StreamReader.read(n)` returns as soon as *some* data is there, so a chunked
 body that arrives in several pieces needs a loop; the cap is checked before reading past it, so
 an oversized or endless body costs at most about twice `cap` bytes.
@@ -130,3 +133,17 @@ async def read_capped(request: web.Request, cap: int) -> bytes:
         if len(body) > cap:
             raise PayloadTooLarge(f"request body larger than {cap} bytes")
     return bytes(body)
+
+
+async def drain(request: web.Request, most: int) -> bool:
+    """Reads and drops the rest of the body, at the client's pace; True if it ended within
+    `most` more bytes, False if it did not (too long, stalled, broken: close the connection)."""
+    drained = 0
+    try:
+        async for chunk in paced_chunks(request):
+            drained += len(chunk)
+            if drained > most:
+                return False
+    except (ClientStalled, aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError):
+        return False
+    return True

@@ -127,8 +127,12 @@ class WorkersConfig:
     start_timeout_seconds: float = 15.0
     #: How long a request waits for a worker slot when all are busy before 503.
     queue_timeout_seconds: float = 10.0
-    #: Passed to the worker as MAX_SYNC_PAYLOAD_MEGS.
+    #: Largest request body in MiB as sent (compressed), counted by the gateway; also passed to
+    #: the worker as MAX_SYNC_PAYLOAD_MEGS (payload.py).
     max_payload_megs: int = 100
+    #: MiB that the request bodies in flight to all workers may inflate to together (each
+    #: worker holds a body inflated in memory); beyond it 503 (payload.py).
+    max_inflated_megs: int = 1024
 
 
 @dataclass(frozen=True)
@@ -445,6 +449,7 @@ def validate(config: Config) -> list[str]:
         ("workers.start_timeout_seconds", w.start_timeout_seconds),
         ("workers.queue_timeout_seconds", w.queue_timeout_seconds),
         ("workers.max_payload_megs", w.max_payload_megs),
+        ("workers.max_inflated_megs", w.max_inflated_megs),
         ("provision.max_clock_skew_seconds", p.max_clock_skew_seconds),
         ("provision.max_body_bytes", p.max_body_bytes),
         ("portal.session_max_age_seconds", config.portal.session_max_age_seconds),
@@ -452,6 +457,9 @@ def validate(config: Config) -> list[str]:
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
+    if w.max_inflated_megs < 4 * w.max_payload_megs:
+        # budget.py: three quarters of it must hold one body inflated to 3 x max_payload_megs.
+        problems.append("workers.max_inflated_megs: at least 4 x workers.max_payload_megs")
     if a.cache_ttl_seconds > MAX_CACHE_TTL:
         problems.append(
             f"auth.cache_ttl_seconds: at most {MAX_CACHE_TTL} (a cached login may outlive a"

@@ -5,10 +5,13 @@
     ├── ClientTooOld                501  no anki-sync header: a legacy client (Anki < 2.1.57)
     ├── NotFound                    404  outside sync/ and msync/, disabled routes
     ├── ClientStalled               408  a request body stopped or trickled (pace.py)
+    ├── BodyTooLarge                413  a proxied body over the payload limits (payload.py)
+    ├── EncodedBody                 415  a request body with a Content-Encoding
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
     │   └── TooManyInFlight         429  too many requests in flight from one address
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
+    │   └── Overloaded              503  bodies in flight inflate to the budget (payload.py)
     ├── WorkerFailed                502  a worker could not start or broke mid-request
     └── WorkerTimeout               504  a worker did not become ready in time
 
@@ -74,6 +77,23 @@ class ClientStalled(GatewayError):
     close_connection = True
 
 
+class BodyTooLarge(GatewayError):
+    """A proxied body broke a size rule (payload.py). `sync/upload` is answered as the stock
+    server answers an oversized collection instead (proxy.py); other methods get 413."""
+
+    status = 413
+    public = "request body too large"
+
+
+class EncodedBody(GatewayError):
+    """A request body with a `Content-Encoding`: Anki never sends one (its bodies are zstd
+    inside), and aiohttp would inflate it before the gateway reads it (RFC 9110 §15.5.16)."""
+
+    status = 415
+    public = "request bodies with a Content-Encoding are not accepted"
+    close_connection = True
+
+
 class AuthFailed(GatewayError):
     status = 403
     public = "authentication failed"
@@ -97,6 +117,13 @@ class Unavailable(GatewayError):
     status = 503
     public = "service temporarily unavailable"
     retry_after = 5
+
+
+class Overloaded(Unavailable):
+    """The request bodies in flight to all workers would inflate past `workers.max_inflated_megs`
+    with this one: try again shortly."""
+
+    public = "server busy, try again later"
 
 
 class WorkerFailed(GatewayError):

@@ -6,6 +6,10 @@
   the answer.
 - `per_address_limit`: at most `server.max_requests_per_address` requests in flight per client
   address (addresses.py), else `TooManyInFlight` (429).
+- `refuse_encoded_bodies`: a request body with a `Content-Encoding` other than `identity` is
+  refused (`EncodedBody`, 415) before it is read. aiohttp's server would inflate it (gzip,
+  deflate, br, zstd) before any handler reads it: a proxied body would reach the worker changed
+  and its size limits (payload.py) would count the wrong bytes. Anki never sends one.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from aiohttp import web
 from gateway import logs, metrics
 from gateway.addresses import InFlight
 from gateway.appkeys import ACCOUNT, CONFIG
-from gateway.errors import GatewayError, TooManyInFlight
+from gateway.errors import EncodedBody, GatewayError, TooManyInFlight
 
 log = logging.getLogger("gateway")
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
@@ -153,3 +157,17 @@ def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
         if last:
             return last
     return request.remote or "unknown"
+
+
+@web.middleware
+async def refuse_encoded_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """415 for a request body with a Content-Encoding (module doc), before it is read."""
+    if request.body_exists:
+        codings = {
+            token.strip().lower()
+            for value in request.headers.getall("Content-Encoding", ())
+            for token in value.split(",")
+        }
+        if codings - {"", "identity"}:
+            raise EncodedBody("request body with a Content-Encoding")
+    return await handler(request)

@@ -44,6 +44,11 @@ READ_ONLY_METHODS = frozenset(
     {"sync/meta", "msync/begin", "msync/mediaChanges", "msync/downloadFiles", "msync/mediaSanity"}
 )
 
+#: The stock server's answer to `sync/upload` of a collection over its limit: 200 and this text
+#: (zstd, with `anki-original-size`), which Anki shows as it is (measured with the 26.9 client
+#: and server, MAX_SYNC_PAYLOAD_MEGS=1 and a 4 MB collection; rslib/src/sync/collection/upload.rs).
+UPLOAD_TOO_LARGE = b"collection exceeds size limit"
+
 _zstd_compressor = zstandard.ZstdCompressor(level=3)
 _zstd_decompressor = zstandard.ZstdDecompressor()
 
@@ -152,7 +157,11 @@ def compress(data: bytes) -> bytes:
 
 def encode_answer(obj: object) -> tuple[bytes, dict[str, str]]:
     """A 2xx body as the client expects it: zstd JSON plus `anki-original-size`."""
-    raw = json.dumps(obj, separators=(",", ":")).encode()
+    return encode_raw_answer(json.dumps(obj, separators=(",", ":")).encode())
+
+
+def encode_raw_answer(raw: bytes) -> tuple[bytes, dict[str, str]]:
+    """A 2xx body of `raw` bytes as the client expects it: zstd plus `anki-original-size`."""
     return compress(raw), {
         ORIGINAL_SIZE: str(len(raw)),
         "Content-Type": "application/octet-stream",

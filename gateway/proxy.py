@@ -17,6 +17,16 @@ Content-Length). So a request body of up to `WHOLE_BODY` bytes is read whole and
 `Content-Length` (the bytes unchanged, only the framing) over a reused connection; bigger bodies
 (uploads) stream chunked over a fresh connection each.
 
+Body sizes (payload.py): every request body passes a `PayloadMeter` before its bytes go
+upstream, so the gateway, not the stock server, enforces `workers.max_payload_megs` on the wire
+and bounds what a body may inflate to in the worker. A body that breaks a rule is cut off
+upstream (the worker gets an incomplete body and drops it), the rest of it is read and dropped
+(`drain()`, at most the cap again), and the client gets what the stock server answers an
+honest oversized collection on `sync/upload` (200, "collection exceeds size limit", which Anki
+shows), 413 on any other method. A body that would take the bodies in flight together past
+`workers.max_inflated_megs` (`InflationBudget`) is refused the same way with 503 ("try again").
+The meter only reads; the bytes still pass untouched.
+
 Sending a request twice (design.md: "retries happen only when the request provably never
 reached a worker"). A refused connection proves nothing reached the worker: any request is then
 sent once more, to a fresh worker. A reused connection that breaks cannot tell a worker that
@@ -30,25 +40,28 @@ connection, and any failure after connecting is a 502.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
-from gateway import protocol
+from gateway import payload, protocol
 from gateway.appkeys import ACCOUNT
 from gateway.auth.admission import Admission
 from gateway.bodies import (
     StreamedBody,
     client_side,
+    drain,
     loop_time,
     paced_chunks,
     paced_write,
     pacing_of,
 )
 from gateway.errors import (
+    BodyTooLarge,
     ClientStalled,
+    Overloaded,
     WorkerFailed,
     WorkerTimeout,
 )
@@ -95,13 +108,19 @@ def end_to_end(headers: MultiMapping[str], also_drop: Iterable[str] = ()) -> CIM
     return out
 
 
-async def request_body(request: web.Request) -> bytes | StreamedBody | None:
+async def request_body(
+    request: web.Request, meter: payload.PayloadMeter
+) -> bytes | StreamedBody | None:
     """The body to send upstream: all of it if it ends within `WHOLE_BODY` bytes, else a stream
     of what was read so far and the rest. Reads about `WHOLE_BODY` bytes ahead, at the client's
-    pace (bodies.py: `ClientStalled` when it stops or trickles)."""
+    pace (bodies.py: `ClientStalled` when it stops or trickles). Every chunk passes `meter`
+    before it is handed on: `BodyTooLarge` instead (also for a Content-Length over the cap,
+    before any byte is read)."""
     if not request.body_exists:
         return None
-    chunks = paced_chunks(request)
+    if (request.content_length or 0) > meter.limits.max_compressed:
+        raise BodyTooLarge(f"Content-Length {request.content_length} over the payload cap")
+    chunks = _metered(paced_chunks(request), meter)
     head = bytearray()
     try:
         async for chunk in chunks:
@@ -114,6 +133,22 @@ async def request_body(request: web.Request) -> bytes | StreamedBody | None:
             raise
         raise mapped from exc
     return bytes(head)  # the body ended within the limit
+
+
+async def _metered(
+    chunks: AsyncIterator[bytes], meter: payload.PayloadMeter
+) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        try:
+            meter.feed(chunk)
+        except payload.TooLarge as exc:
+            raise BodyTooLarge(
+                f"request body {exc.reason} (compressed {meter.compressed}, "
+                f"inflated {meter.inflated} bytes so far)"
+            ) from None
+        except payload.OverBudget as exc:
+            raise Overloaded(str(exc)) from None
+        yield chunk
 
 
 class _StaleConnection(Exception):
@@ -155,7 +190,11 @@ class Proxy:
         pool: WorkerPool,
         upstream: aiohttp.ClientSession,
         reused: aiohttp.ClientSession | None = None,
+        limits: payload.PayloadLimits | None = None,
+        budget: payload.InflationBudget | None = None,
     ) -> None:
+        self._limits = limits or payload.PayloadLimits.from_megs(100)
+        self._budget = budget
         self._admission = admission
         self._pool = pool
         self._upstream = upstream
@@ -165,7 +204,21 @@ class Proxy:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
         account = await self._admission.admit(header.key)
         request[ACCOUNT] = account.name
-        body = await request_body(request)
+        meter = payload.PayloadMeter(self._limits, self._budget)
+        try:
+            return await self._forward(request, upstream_path, account.name, meter)
+        except (BodyTooLarge, Overloaded) as exc:
+            # The worker got an incomplete body and dropped it: the drain, at the client's pace,
+            # must not keep the budget from other bodies meanwhile.
+            meter.release()
+            return await self._refuse_body(request, upstream_path, exc)
+        finally:
+            meter.release()  # the worker is done with the body: its answer has been sent
+
+    async def _forward(
+        self, request: web.Request, upstream_path: str, account: str, meter: payload.PayloadMeter
+    ) -> web.StreamResponse:
+        body = await request_body(request, meter)
         reuse = (
             self._reused is not None
             and isinstance(body, bytes)
@@ -174,17 +227,32 @@ class Proxy:
         # One more try (module doc): after a refused connection (nothing reached the worker), or
         # a broken reused one (only read-only methods use those). Nothing else is sent twice.
         for attempt in (1, 2):
-            async with self._pool.lease(account.name) as worker:
+            async with self._pool.lease(account) as worker:
                 url = worker.base_url + upstream_path
                 try:
                     return await self._exchange(request, url, body, reuse=reuse)
                 except _StaleConnection:
                     reuse = False
                 except aiohttp.ClientConnectorError:
-                    await self._pool.report_broken(account.name)
+                    await self._pool.report_broken(account)
                     if attempt == 2:
                         raise WorkerFailed("worker refused the connection") from None
         raise WorkerFailed("worker closed the connection")
+
+    async def _refuse_body(
+        self, request: web.Request, upstream_path: str, exc: BodyTooLarge | Overloaded
+    ) -> web.StreamResponse:
+        """The answer to a body over the limits (module doc), once the rest of it is dropped."""
+        ended = await drain(request, self._limits.max_compressed)
+        if upstream_path != "sync/upload" or isinstance(exc, Overloaded):
+            exc.close_connection = not ended
+            raise exc
+        log.info("upload refused: too large", extra={"reason": exc.detail})
+        body, headers = protocol.encode_raw_answer(protocol.UPLOAD_TOO_LARGE)
+        response = web.Response(body=body, headers=headers)
+        if not ended:
+            response.force_close()
+        return response
 
     async def _exchange(
         self,

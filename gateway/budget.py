@@ -1,0 +1,85 @@
+"""How many inflated bytes the request bodies in flight to all workers may hold together.
+Pure: counts in, grants out (no I/O, no waiting).
+
+Why: each stock worker holds a body inflated in memory while it works on it (payload.py), so
+however small each body is kept, enough of them at once add up. `workers.max_inflated_megs`
+(`total` bytes) bounds their sum. Split so that concurrent large bodies cannot starve each
+other (all growing at once, then all refused at the same point):
+
+- a small body (up to `small` bytes inflated) takes what it inflates from a shared pool, a
+  quarter of the total or more;
+- a body growing past that, or finding the pool empty, takes one of `slots` places of `big`
+  bytes (the most one body may inflate to) and from then on needs nothing more;
+- with neither left, the body is refused (`OverBudget`, answered 503 "try again later").
+
+So `slots * big + pool <= total` always. Each body has a `Share` (`grant()` as it inflates,
+`release()` when its request has ended). Sizes are bytes.
+"""
+
+from __future__ import annotations
+
+MIB = 1024 * 1024
+#: A small body may inflate to this much from the shared pool.
+SMALL = 16 * MIB
+#: Pool bytes granted at a time (fewer calls; given back with the rest).
+STEP = MIB
+
+
+class OverBudget(Exception):
+    """The bodies in flight together would inflate past the budget with this one."""
+
+
+class InflationBudget:
+    def __init__(self, total: int, big: int) -> None:
+        self.slots = (total * 3 // 4) // big
+        if self.slots < 1:
+            raise ValueError("the budget must hold one largest body in three quarters of it")
+        self.big = big
+        self.pool = total - self.slots * big
+        self.small = min(SMALL, self.pool)
+        self.pool_held = 0
+        self.slots_held = 0
+
+    def share(self) -> Share:
+        return Share(self)
+
+
+class Share:
+    """One body's part of the budget."""
+
+    def __init__(self, budget: InflationBudget) -> None:
+        self._budget = budget
+        self._pooled = 0
+        self._slot = False
+
+    def grant(self, inflated: int) -> int:
+        """Room for the body to inflate to at least `inflated` bytes: the bytes granted, or
+        `OverBudget`."""
+        b = self._budget
+        if self._slot:
+            return b.big
+        if inflated <= b.small:
+            room = b.pool - b.pool_held
+            want = min(b.small, max(inflated, self._pooled + STEP))
+            if want - self._pooled > room:
+                want = inflated
+            if want - self._pooled <= room:
+                b.pool_held += want - self._pooled
+                self._pooled = want
+                return want
+        if b.slots_held < b.slots:
+            b.slots_held += 1
+            self._slot = True
+            b.pool_held -= self._pooled
+            self._pooled = 0
+            return b.big
+        raise OverBudget(f"no room for {inflated} more inflated bytes")
+
+    def release(self) -> None:
+        """Gives everything back (the body's request has ended); idempotent."""
+        b = self._budget
+        b.pool_held -= self._pooled
+        self._pooled = 0
+        if self._slot:
+            b.slots_held -= 1
+            self._slot = False

@@ -1,0 +1,130 @@
+"""The payload meter's rules, without I/O: sizes on the wire, inflated sizes, bombs."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import zstandard
+
+from gateway.payload import (
+    MIB,
+    InflationBudget,
+    OverBudget,
+    PayloadLimits,
+    PayloadMeter,
+    TooLarge,
+)
+
+
+def streamed(data: bytes) -> bytes:
+    """A frame without content size, as the Anki client sends it."""
+    out = zstandard.ZstdCompressor(level=3).compressobj()
+    return out.compress(data) + out.flush()
+
+
+def feed_all(limits: PayloadLimits, body: bytes, chunk: int = 4096) -> PayloadMeter:
+    meter = PayloadMeter(limits)
+    for i in range(0, len(body), chunk):
+        meter.feed(body[i : i + chunk])
+    return meter
+
+
+def test_limits_follow_the_stock_server_three_times_on_inflated_bytes():
+    limits = PayloadLimits.from_megs(100)
+    assert limits.max_compressed == 100 * MIB
+    assert limits.max_inflated == 300 * MIB
+
+
+def test_honest_bodies_pass_and_are_counted():
+    data = os.urandom(2 * MIB) + b"text " * 400_000  # ~4 MB, shrinks about 2 times
+    meter = feed_all(PayloadLimits.from_megs(10), streamed(data))
+    assert meter.inflated == len(data)
+
+
+def test_more_bytes_on_the_wire_than_the_cap_are_refused():
+    body = streamed(os.urandom(2 * MIB))  # incompressible: ~2 MiB on the wire, 2 MiB inflated
+    with pytest.raises(TooLarge, match="on the wire"):
+        feed_all(PayloadLimits.from_megs(1), body)
+
+
+def test_inflating_to_the_stock_cap_is_refused_before_the_worker_gets_there():
+    limits = PayloadLimits(max_compressed=100 * MIB, max_inflated=3 * MIB, max_ratio=1e9)
+    assert feed_all(limits, streamed(b"a" * (3 * MIB - 1))).inflated == 3 * MIB - 1
+    with pytest.raises(TooLarge):
+        feed_all(limits, streamed(b"a" * (3 * MIB)))
+
+
+def test_a_bomb_is_stopped_after_its_allowance_not_its_size():
+    bomb = streamed(b"\0" * (300 * MIB))  # ~10 KB on the wire
+    meter = PayloadMeter(PayloadLimits.from_megs(100))
+    with pytest.raises(TooLarge, match="allowance"):
+        for i in range(0, len(bomb), 4096):
+            meter.feed(bomb[i : i + 4096])
+    allowance = meter.limits.inflated_allowance(meter.compressed)
+    assert meter.inflated <= allowance + 64 * 1024 < 20 * MIB
+    with pytest.raises(TooLarge):
+        meter.feed(b"")  # refused for good
+
+
+def test_the_allowance_grows_with_the_bytes_on_the_wire():
+    limits = PayloadLimits.from_megs(100)
+    assert limits.inflated_allowance(0) == 16 * MIB
+    assert limits.inflated_allowance(10 * MIB) == 16 * MIB + 200 * MIB
+    assert limits.inflated_allowance(100 * MIB) == 300 * MIB - 1
+
+
+def test_a_body_that_is_not_zstd_is_counted_on_the_wire_only():
+    meter = feed_all(PayloadLimits.from_megs(1), b"not zstd at all" * 1000)
+    assert not meter.inflating and meter.compressed == 15_000
+    with pytest.raises(TooLarge):
+        feed_all(PayloadLimits.from_megs(1), b"x" * (MIB + 1))
+
+
+def text(size: int) -> bytes:
+    """Low-entropy text: shrinks about four times, like an honest body."""
+    return bytes(random.Random(size).choices(b"abcd", k=size))
+
+
+def test_bodies_in_flight_share_one_budget_and_give_it_back():
+    # 4 MiB cap: one slot of 12 MiB for a large body, a pool of 4 MiB for small ones.
+    limits = PayloadLimits.from_megs(4)
+    budget = InflationBudget(16 * MIB, limits.max_inflated)
+    assert (budget.slots, budget.pool) == (1, 4 * MIB)
+    body = streamed(text(5 * MIB))
+    first, second = PayloadMeter(limits, budget), PayloadMeter(limits, budget)
+    for i in range(0, len(body), 65536):
+        first.feed(body[i : i + 65536])  # past the pool: takes the slot
+    assert (budget.slots_held, budget.pool_held) == (1, 0)
+    with pytest.raises(OverBudget):
+        for i in range(0, len(body), 65536):
+            second.feed(body[i : i + 65536])
+    assert budget.pool_held <= budget.pool
+    first.release()
+    second.release()
+    first.release()  # idempotent
+    assert (budget.slots_held, budget.pool_held) == (0, 0)
+    third = PayloadMeter(limits, budget)
+    for i in range(0, len(body), 65536):
+        third.feed(body[i : i + 65536])  # room again
+
+
+def test_concurrent_large_bodies_do_not_starve_each_other():
+    # All growing in step: the first past the pool keeps its slot and finishes.
+    limits = PayloadLimits.from_megs(4)
+    budget = InflationBudget(16 * MIB, limits.max_inflated)
+    body = streamed(text(10 * MIB))
+    meters = [PayloadMeter(limits, budget) for _ in range(6)]
+    refused = set()
+    for i in range(0, len(body), 65536):
+        for n, meter in enumerate(meters):
+            if n not in refused:
+                try:
+                    meter.feed(body[i : i + 65536])
+                except OverBudget:
+                    refused.add(n)
+    assert len(refused) == 5
+    finished = [m for n, m in enumerate(meters) if n not in refused]
+    assert finished[0].inflated == 10 * MIB
+    assert budget.pool_held <= budget.pool and budget.slots_held == 1
