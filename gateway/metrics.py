@@ -236,6 +236,20 @@ class AppCollector(Collector):
         disk.add_metric([], usage.free)
         disk_total.add_metric([], usage.total)
         yield from (workers, workers_max, accounts, disk, disk_total)
+        from gateway.backup.snapshot import last_backup
+
+        state = last_backup(app[CONFIG].data_dir)
+        if state is not None:
+            finished = GaugeMetricFamily(
+                "gateway_backup_last_success_timestamp_seconds",
+                "When the last backup finished (python -m gateway backup), in Unix time.",
+            )
+            finished.add_metric([], state["finished"])
+            skipped = GaugeMetricFamily(
+                "gateway_backup_busy_accounts", "Accounts the last backup skipped as busy."
+            )
+            skipped.add_metric([], state["busy"])
+            yield from (finished, skipped)
 
 
 def render(app: web.Application) -> bytes:

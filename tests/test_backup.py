@@ -172,3 +172,17 @@ def test_backup_and_restore_through_s3_and_the_command_line(
     assert "no account nobody" in capsys.readouterr().err
     device.close()
     fresh.close()
+
+
+def test_the_last_backup_shows_in_the_metrics(cognito, tmp_path, start_gateway) -> None:
+    import time
+
+    from tests.test_metrics import metrics_url, scrape
+
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    assert "gateway_backup_last_success_timestamp_seconds{}" not in scrape(metrics_url(gw))
+    before = time.time()
+    take(gw.config, LocalStore(tmp_path / "backups"))
+    samples = scrape(metrics_url(gw))
+    assert before <= samples["gateway_backup_last_success_timestamp_seconds{}"] <= time.time()
+    assert samples["gateway_backup_busy_accounts{}"] == 0

@@ -164,7 +164,29 @@ def take(
     )
     if keep is not None:
         prune(store, keep)
+    _record(config, name, busy)
     return Taken(name, tuple(busy))
+
+
+#: In the data folder: the last snapshot taken, read by the metrics (gateway_backup_*).
+STATE_FILE = "backup-state.json"
+
+
+def _record(config: Config, name: str, busy: list[str]) -> None:
+    state = {"snapshot": name, "finished": time.time(), "busy": len(busy)}
+    target = config.data_dir / STATE_FILE
+    partial = target.with_name(STATE_FILE + ".partial")
+    partial.write_text(json.dumps(state))
+    partial.replace(target)
+
+
+def last_backup(data_dir: Path) -> dict[str, float] | None:
+    """{"finished": unix time, "busy": accounts skipped} of the last backup, or None."""
+    try:
+        state = json.loads((data_dir / STATE_FILE).read_text())
+        return {"finished": float(state["finished"]), "busy": float(state["busy"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _copy_account(

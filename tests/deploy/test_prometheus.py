@@ -112,17 +112,22 @@ def query(base: str, expr: str) -> float | None:
 def test_a_real_prometheus_scrapes_a_sync_and_gives_the_counters_back(
     cognito, tmp_path, start_gateway, prometheus
 ) -> None:
+    from tests.test_metrics import metrics_url, scrape
+
     cognito.add_user("pia", PASSWORD, "pia@example.com")
     gw = start_gateway(cognito.config(tmp_path / "data"))
+    # Counters are the process's (other tests' gateways ran here before): count from here.
+    before = scrape(metrics_url(gw))
     base = prometheus(f"127.0.0.1:{gw.app[METRICS_PORT]}")
     device = synced_device(tmp_path, gw, "p", "pia")
     device.add_media("clip.bin", os.urandom(30_000))
     device.sync()
     wanted = {
-        'gateway_logins_total{outcome="ok"}': 1.0,
+        'gateway_logins_total{outcome="ok"}': before.get('gateway_logins_total{outcome="ok"}', 0)
+        + 1,
         'gateway_workers{state="live"}': 1.0,
         'gateway_accounts{status="active"}': 1.0,
-        "gateway_worker_starts_total": 1.0,
+        "gateway_worker_starts_total": before.get("gateway_worker_starts_total{}", 0) + 1,
     }
     deadline = time.monotonic() + 30
     got: dict[str, float | None] = {}
@@ -133,7 +138,8 @@ def test_a_real_prometheus_scrapes_a_sync_and_gives_the_counters_back(
         time.sleep(0.5)
     assert got == wanted
     uploaded = query(base, 'gateway_proxied_bytes_total{direction="upload"}')
-    assert uploaded is not None and uploaded > 30_000
+    start = before.get('gateway_proxied_bytes_total{direction="upload"}', 0)
+    assert uploaded is not None and uploaded - start > 30_000
     assert query(base, 'up{job="gateway"}') == 1.0
     device.close()
 
