@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 from cachetools import TTLCache
@@ -28,6 +28,11 @@ class CredentialCache(Generic[V]):
     ) -> None:
         self._entries: TTLCache[tuple[str, bytes], V] = TTLCache(maxsize, ttl, timer=clock)
         self._pepper = secrets.token_bytes(32)
+        # tag → keys, and key → tags: `forget_tags` finds entries without a scan of the cache.
+        # Expired entries leave stale keys behind; the index is rebuilt when it outgrows twice
+        # the cache (amortised O(1) per put).
+        self._by_tag: dict[str, set[tuple[str, bytes]]] = {}
+        self._tags_of: dict[tuple[str, bytes], tuple[str, ...]] = {}
 
     def key(self, username: str, password: str) -> tuple[str, bytes]:
         mac = hmac.new(self._pepper, digestmod=hashlib.sha256)
@@ -39,8 +44,26 @@ class CredentialCache(Generic[V]):
     def get(self, key: tuple[str, bytes]) -> V | None:
         return self._entries.get(key)
 
-    def put(self, key: tuple[str, bytes], value: V) -> None:
+    def put(self, key: tuple[str, bytes], value: V, tags: Iterable[str] = ()) -> None:
+        """Remember `value`; `tags` (e.g. "sub:<sub>") let `forget_tags` find it later."""
         self._entries[key] = value
+        self._untag(key)
+        tags = tuple(dict.fromkeys(tags))
+        if tags:
+            self._tags_of[key] = tags
+            for tag in tags:
+                self._by_tag.setdefault(tag, set()).add(key)
+        if len(self._tags_of) > 2 * len(self._entries) + 1024:
+            self._reindex()
+
+    def forget_tags(self, tags: Iterable[str], keep: tuple[str, bytes] | None = None) -> int:
+        """Drop every entry carrying one of `tags`, except `keep`; returns how many went."""
+        doomed = {k for tag in tags for k in self._by_tag.get(tag, ())} - {keep}
+        dropped = 0
+        for key in doomed:
+            dropped += self._entries.pop(key, None) is not None
+            self._untag(key)
+        return dropped
 
     def forget(self, predicate: Callable[[tuple[str, bytes], V], bool]) -> int:
         """Drop every entry whose (key, value) matches, e.g. all logins of a disabled account;
@@ -48,7 +71,23 @@ class CredentialCache(Generic[V]):
         doomed = [k for k, v in list(self._entries.items()) if predicate(k, v)]
         for k in doomed:
             self._entries.pop(k, None)
+            self._untag(k)
         return len(doomed)
+
+    def _untag(self, key: tuple[str, bytes]) -> None:
+        for tag in self._tags_of.pop(key, ()):
+            keys = self._by_tag.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_tag[tag]
+
+    def _reindex(self) -> None:
+        live = {k: t for k, t in self._tags_of.items() if k in self._entries}
+        self._tags_of, self._by_tag = live, {}
+        for key, tags in live.items():
+            for tag in tags:
+                self._by_tag.setdefault(tag, set()).add(key)
 
     def __len__(self) -> int:
         return len(self._entries)

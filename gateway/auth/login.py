@@ -199,7 +199,7 @@ class LoginService:
             raise Unavailable("account signed out during the login; try again", retry_after=1)
         self.registry.touch(identity.sub)
         result = LoginResult(identity, account.name, host_key, account.key_generation)
-        self.cache.put(cache_key, result)
+        self.cache.put(cache_key, result, _tags(identity.sub, _names(cache_key, identity)))
         log.info("login", extra={"account": account.name, "sub": identity.sub, "new": created})
         return result
 
@@ -211,19 +211,8 @@ class LoginService:
         # Cognito vouched for this password of this sub now. Stale: any other remembered
         # password of the sub (changed since), and anything remembered under one of its names
         # for another sub (a user deleted and re-created, signing in by username or email).
-        names = {
-            n
-            for n in (cache_key[0], canonical(identity.username), canonical(identity.email or ""))
-            if n
-        }
-
-        def stale(key: tuple[str, bytes], r: LoginResult) -> bool:
-            if key == cache_key:
-                return False
-            theirs = {key[0], canonical(r.identity.username), canonical(r.identity.email or "")}
-            return r.identity.sub == identity.sub or bool(theirs & names)
-
-        self.cache.forget(stale)
+        names = _names(cache_key, identity)
+        self.cache.forget_tags(_tags(identity.sub, names), keep=cache_key)
         for rival in self.registry.others_named(identity.sub, names):
             # Another account under this user's names: its owner may be gone from Cognito.
             self.on_rival(rival)
@@ -278,11 +267,21 @@ class LoginService:
 
     def forget_user(self, username: str) -> None:
         """Drop every cached login of `username`, any spelling (its password was reset)."""
-        user = canonical(username)
-        self.cache.forget(lambda key, r: key[0] == user)
+        self.cache.forget_tags(_tags(None, {canonical(username)}))
 
     def forget_account(self, sub: str) -> None:
-        self.cache.forget(lambda key, r: r.identity.sub == sub)
+        self.cache.forget_tags(_tags(sub, set()))
+
+
+def _names(cache_key: tuple[str, bytes], identity: Identity) -> set[str]:
+    """The canonical names a login is known by: as typed, the username, the verified email."""
+    names = (cache_key[0], canonical(identity.username), canonical(identity.email or ""))
+    return {n for n in names if n}
+
+
+def _tags(sub: str | None, names: set[str]) -> list[str]:
+    """Cache tags of a login: its sub and every canonical name it is known by."""
+    return ([f"sub:{sub}"] if sub else []) + [f"name:{n}" for n in sorted(names)]
 
 
 def _outcome(error: GatewayError) -> str:

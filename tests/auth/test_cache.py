@@ -93,3 +93,25 @@ async def test_single_flight_shares_errors_and_then_forgets_them():
     with pytest.raises(ValueError):
         await flights.run("k", failing)
     assert calls == 2
+
+
+def test_forget_tags_drops_tagged_entries_but_the_kept_one():
+    cache = CredentialCache(ttl=60, maxsize=100)
+    a, b, c = cache.key("a", "1"), cache.key("a", "2"), cache.key("c", "3")
+    cache.put(a, "A", ["sub:s1", "name:a"])
+    cache.put(b, "B", ["sub:s1", "name:a"])
+    cache.put(c, "C", ["sub:s2", "name:c"])
+    assert cache.forget_tags(["sub:s1"], keep=a) == 1
+    assert (cache.get(a), cache.get(b), cache.get(c)) == ("A", None, "C")
+    assert cache.forget_tags(["name:c", "name:nobody"]) == 1
+    assert len(cache) == 1
+
+
+def test_the_tag_index_does_not_outgrow_the_cache():
+    now = [0.0]
+    cache = CredentialCache(ttl=1, maxsize=10_000, clock=lambda: now[0])
+    for n in range(5_000):
+        now[0] += 0.01  # each entry expires 100 puts later
+        cache.put(cache.key(f"u{n}", "p"), n, [f"sub:{n}"])
+    assert len(cache._tags_of) <= 2 * len(cache) + 1024
+    assert len(cache._by_tag) <= 2 * len(cache) + 1024
