@@ -17,17 +17,21 @@ event loop thread, which also serialises them within one process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import naming
 from gateway.auth.identity import Identity
+
+#: "Last sync" (`last_seen`) is written at most this often per account, in seconds.
+SEEN_EVERY = 60.0
 
 ACTIVE = "active"
 #: Disabled by the operator (`python -m gateway accounts disable`); only the operator undoes it.
@@ -243,7 +247,7 @@ class Registry:
                 (status, sub, only_from),
             )
         if status != ACTIVE:
-            self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
+            self._forget_keys(sub)
         return cursor.rowcount == 1
 
     def touch(self, sub: str) -> None:
@@ -259,9 +263,12 @@ class Registry:
             "UPDATE accounts SET portal_epoch = portal_epoch + 1 WHERE sub = ?", (sub,)
         )
 
-    def seen(self, sub: str) -> None:
-        """A sync request arrived now (for "last sync"); not a confirmation by Cognito."""
-        self._db.execute("UPDATE accounts SET last_seen = ? WHERE sub = ?", (self._clock(), sub))
+    def seen(self, account: Account) -> None:
+        """A sync request arrived now (for "last sync"; not a confirmation by Cognito). Written
+        at most every `SEEN_EVERY` seconds per account: one small write a minute."""
+        now = self._clock()
+        if now - account.last_seen >= SEEN_EVERY:
+            self._db.execute("UPDATE accounts SET last_seen = ? WHERE sub = ?", (now, account.sub))
 
     def mark_checked(self, sub: str, when: float | None = None) -> None:
         when = self._clock() if when is None else when
@@ -273,8 +280,7 @@ class Registry:
         Every key issued so far is refused from now on, in this and any other process (see
         `account_for_key`). Raises KeyError for an unknown `sub`.
         """
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             cursor = self._db.execute(
                 "UPDATE accounts SET key_generation = key_generation + 1 WHERE sub = ?", (sub,)
             )
@@ -284,30 +290,34 @@ class Registry:
             generation = self._db.execute(
                 "SELECT key_generation FROM accounts WHERE sub = ?", (sub,)
             ).fetchone()[0]
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
+        self._forget_keys(sub)
         return int(generation)
 
     def delete(self, sub: str) -> Account | None:
         """Remove the account's row and keys (its keys are refused from now on); returns the
         removed account, or None. The folder is the caller's to remove once its worker stopped.
         """
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             account = self.get(sub)
             self._db.execute("DELETE FROM host_keys WHERE sub = ?", (sub,))
             self._db.execute("DELETE FROM accounts WHERE sub = ?", (sub,))
+        self._forget_keys(sub)
+        return account
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction under SQLite's write lock: committed, or rolled back."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    def _forget_keys(self, sub: str) -> None:
         self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
-        return account
 
     def all(self) -> list[Account]:
         rows = self._db.execute(_SELECT + " ORDER BY name").fetchall()

@@ -17,16 +17,12 @@ request through. A check that cannot reach the provider changes nothing: the req
 
 from __future__ import annotations
 
-import time
-
 from gateway.auth.revalidation import Revalidator
 from gateway.errors import AuthFailed
 from gateway.registry import Account, Registry
 
 #: A check older than this many re-check intervals makes the request wait for a fresh one.
 OVERDUE_FACTOR = 2.0
-#: "Last sync" is written at most this often per account (seconds): one small write a minute.
-SEEN_EVERY = 60.0
 
 
 class Admission:
@@ -38,8 +34,7 @@ class Admission:
         account = self._registry.account_for_key(host_key) if host_key else None
         if account is None:
             raise AuthFailed("unknown or revoked host key")
-        if time.time() - account.last_seen >= SEEN_EVERY:
-            self._registry.seen(account.sub)
+        self._registry.seen(account)
         checks = self._revalidator
         if checks is None or not checks.due(account):
             return account

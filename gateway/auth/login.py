@@ -27,7 +27,7 @@ import aiohttp
 
 from gateway import metrics, protocol
 from gateway.auth.cache import CredentialCache, SingleFlight
-from gateway.auth.identity import BadCredentials, Identity, IdentityProvider
+from gateway.auth.identity import BadCredentials, ChallengeRequired, Identity, IdentityProvider
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.spelling import canonical
 from gateway.errors import (
@@ -286,8 +286,6 @@ def _tags(sub: str | None, names: set[str]) -> list[str]:
 
 def _outcome(error: GatewayError) -> str:
     """The metrics label of a failed login (metrics.py)."""
-    from gateway.auth.identity import ChallengeRequired
-
     if isinstance(error, ChallengeRequired):
         return "challenge"
     for kind, outcome in (

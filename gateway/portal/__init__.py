@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp_session import setup as setup_sessions
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
+from gateway.appkeys import CONFIG
 from gateway.auth.limiter import FailureLimiter
 from gateway.config import Config
 from gateway.portal.directory import CognitoDirectory
@@ -164,8 +165,8 @@ def _error_page(request: web.Request, status: int) -> web.Response:
             "error.html",
             request,
             {
-                "base": request.config_dict[_config_key()].server.path_prefix + "account/",
-                "service": request.config_dict[_config_key()].portal.service_name,
+                "base": request.config_dict[CONFIG].server.path_prefix + "account/",
+                "service": request.config_dict[CONFIG].portal.service_name,
                 "notice": "",
                 "text": text,
             },
@@ -173,9 +174,3 @@ def _error_page(request: web.Request, status: int) -> web.Response:
         )
     except Exception:  # noqa: BLE001 - the error page must never fail
         return web.Response(status=status, text=text)
-
-
-def _config_key() -> Any:
-    from gateway.appkeys import CONFIG
-
-    return CONFIG

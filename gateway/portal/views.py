@@ -40,6 +40,7 @@ from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
 from gateway.auth.identity import UnknownUser
 from gateway.auth.spelling import canonical
 from gateway.errors import AuthFailed, GatewayError, TooManyAttempts
+from gateway.middlewares import client_address
 from gateway.portal import forms
 from gateway.portal.directory import (
     AlreadyConfirmed,
@@ -49,6 +50,7 @@ from gateway.portal.directory import (
     WrongCode,
 )
 from gateway.portal.keys import DIRECTORY, FORM_SECRET, LIMITS, NOTICE
+from gateway.usage import human_bytes, usage
 
 log = logging.getLogger("gateway.portal")
 routes = web.RouteTableDef()
@@ -102,8 +104,6 @@ def server_url(request: web.Request) -> str:
 
 
 def address(request: web.Request) -> str:
-    from gateway.middlewares import client_address
-
     return client_address(request, request.config_dict[CONFIG].server.trust_forwarded_for)
 
 
@@ -195,8 +195,6 @@ async def home(request: web.Request) -> web.StreamResponse:
     account = await signed_in(request)
     if account is None:
         raise redirect(request, "signin", request.query.get("m", ""))
-    from gateway.usage import human_bytes, usage
-
     registry = request.config_dict[REGISTRY]
     used = usage(registry.folder(account))
     synced = (
@@ -391,26 +389,29 @@ async def reset(request: web.Request) -> web.StreamResponse:
     return page(request, "reset.html", form=form, rules=policy.rules(), error=error)
 
 
-@routes.post("/devices")
-async def sign_out_devices(request: web.Request) -> web.StreamResponse:
+async def signed_in_form(
+    request: web.Request, form_class: type[forms.PortalForm], prefix: str
+) -> tuple[Any, Any]:
+    """(account, validated form) for an action of a signed-in person, else a redirect."""
     account = await signed_in(request)
     if account is None:
         raise redirect(request, "signin", "session-ended")
-    form = await bind(request, forms.ConfirmActionForm, prefix=DEVICES)
+    form = await bind(request, form_class, prefix=prefix)
     if not form.validate():
         raise redirect(request, "", "form-expired")
+    return account, form
+
+
+@routes.post("/devices")
+async def sign_out_devices(request: web.Request) -> web.StreamResponse:
+    account, _ = await signed_in_form(request, forms.ConfirmActionForm, DEVICES)
     await request.config_dict[LOGIN].sign_out(account.sub)
     raise redirect(request, "", "devices")
 
 
 @routes.post("/delete")
 async def delete(request: web.Request) -> web.StreamResponse:
-    account = await signed_in(request)
-    if account is None:
-        raise redirect(request, "signin", "session-ended")
-    form = await bind(request, forms.DeleteForm, prefix=DELETE)
-    if not form.validate():
-        raise redirect(request, "", "form-expired")
+    account, form = await signed_in_form(request, forms.DeleteForm, DELETE)
     login_name = account.email or account.cognito_username
     try:
         confirmed = await request.config_dict[LOGIN].verify(
