@@ -10,7 +10,11 @@ other (all growing at once, then all refused at the same point):
   quarter of the total or more;
 - a body growing past that, or finding the pool empty, takes one of `slots` places of `big`
   bytes (the most one body may inflate to) and from then on needs nothing more;
-- with neither left, the body is refused (`OverBudget`, answered 503 "try again later").
+- with neither left, the body is refused (`OverBudget`, answered 503 "try again later");
+- one owner (an account, a client address: whatever `share(owners)` names) holds at most
+  `small` bytes of the pool and one place at a time, so one stranger's slow bodies cannot hold
+  the budget every other account needs (found by trying: 29 slow bodies from one account on one
+  address held all of it).
 
 So `slots * big + pool <= total` always. Each body has a `Share` (`grant()` as it inflates,
 `release()` when its request has ended). Sizes are bytes.
@@ -39,16 +43,27 @@ class InflationBudget:
         self.small = min(SMALL, self.pool)
         self.pool_held = 0
         self.slots_held = 0
+        self._pooled_by: dict[str, int] = {}
+        self._slots_by: dict[str, int] = {}
 
-    def share(self) -> Share:
-        return Share(self)
+    def share(self, owners: tuple[str, ...] = ()) -> Share:
+        return Share(self, owners)
+
+    def _add(self, counts: dict[str, int], owners: tuple[str, ...], n: int) -> None:
+        for owner in owners:
+            left = counts.get(owner, 0) + n
+            if left:
+                counts[owner] = left
+            else:
+                counts.pop(owner, None)
 
 
 class Share:
     """One body's part of the budget."""
 
-    def __init__(self, budget: InflationBudget) -> None:
+    def __init__(self, budget: InflationBudget, owners: tuple[str, ...] = ()) -> None:
         self._budget = budget
+        self._owners = owners
         self._pooled = 0
         self._slot = False
 
@@ -60,17 +75,22 @@ class Share:
             return b.big
         if inflated <= b.small:
             room = b.pool - b.pool_held
+            # What this body's owners may still take from the pool.
+            room = min([room] + [b.small - b._pooled_by.get(o, 0) for o in self._owners])
             want = min(b.small, max(inflated, self._pooled + STEP))
             if want - self._pooled > room:
                 want = inflated
             if want - self._pooled <= room:
                 b.pool_held += want - self._pooled
+                b._add(b._pooled_by, self._owners, want - self._pooled)
                 self._pooled = want
                 return want
-        if b.slots_held < b.slots:
+        if b.slots_held < b.slots and not any(b._slots_by.get(o) for o in self._owners):
             b.slots_held += 1
+            b._add(b._slots_by, self._owners, 1)
             self._slot = True
             b.pool_held -= self._pooled
+            b._add(b._pooled_by, self._owners, -self._pooled)
             self._pooled = 0
             return b.big
         raise OverBudget(f"no room for {inflated} more inflated bytes")
@@ -79,7 +99,9 @@ class Share:
         """Gives everything back (the body's request has ended); idempotent."""
         b = self._budget
         b.pool_held -= self._pooled
+        b._add(b._pooled_by, self._owners, -self._pooled)
         self._pooled = 0
         if self._slot:
             b.slots_held -= 1
+            b._add(b._slots_by, self._owners, -1)
             self._slot = False

@@ -96,9 +96,14 @@ class _Counter:
 class PayloadMeter:
     """One body's meter: `feed()` every chunk, in order, before forwarding it."""
 
-    def __init__(self, limits: PayloadLimits, budget: InflationBudget | None = None) -> None:
+    def __init__(
+        self,
+        limits: PayloadLimits,
+        budget: InflationBudget | None = None,
+        owners: tuple[str, ...] = (),
+    ) -> None:
         self.limits = limits
-        self._share: Share | None = budget.share() if budget is not None else None
+        self._share: Share | None = budget.share(owners) if budget is not None else None
         self._counter = _Counter(self._grant)
         self._inflater = zstandard.ZstdDecompressor().stream_writer(
             self._counter, write_size=PIECE, write_return_read=True
@@ -126,13 +131,20 @@ class PayloadMeter:
                 self._inflate(chunk)
         except (TooLarge, OverBudget):
             self._broken = True
+            self._stop_inflating()
             raise
 
     def _inflate(self, chunk: bytes) -> None:
         try:
             self._inflater.write(chunk)
         except zstandard.ZstdError:
-            self.inflating = False
+            self._stop_inflating()
+
+    def _stop_inflating(self) -> None:
+        """Frees the decoder and its window (up to 128 MiB): a refused body may still be
+        drained for a long time, at the client's pace."""
+        self.inflating = False
+        self._inflater = None  # type: ignore[assignment]
 
     def _grant(self, inflated: int) -> int:
         """Room to inflate to `inflated` bytes and some more: the bytes granted."""
@@ -145,5 +157,6 @@ class PayloadMeter:
 
     def release(self) -> None:
         """Gives this body's share of the budget back (its request has ended); idempotent."""
+        self._stop_inflating()
         if self._share is not None:
             self._share.release()

@@ -47,7 +47,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
 from gateway import payload, protocol
-from gateway.appkeys import ACCOUNT
+from gateway.appkeys import ACCOUNT, CONFIG
 from gateway.auth.admission import Admission
 from gateway.bodies import (
     StreamedBody,
@@ -65,6 +65,7 @@ from gateway.errors import (
     WorkerFailed,
     WorkerTimeout,
 )
+from gateway.middlewares import client_address
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.proxy")
@@ -204,7 +205,11 @@ class Proxy:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
         account = await self._admission.admit(header.key)
         request[ACCOUNT] = account.name
-        meter = payload.PayloadMeter(self._limits, self._budget)
+        # Budget owners: the account and the client's address (budget.py).
+        address = client_address(request, request.app[CONFIG].server.trust_forwarded_for)
+        meter = payload.PayloadMeter(
+            self._limits, self._budget, (f"account:{account.name}", f"address:{address}")
+        )
         try:
             return await self._forward(request, upstream_path, account.name, meter)
         except (BodyTooLarge, Overloaded) as exc:

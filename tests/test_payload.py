@@ -128,3 +128,39 @@ def test_concurrent_large_bodies_do_not_starve_each_other():
     finished = [m for n, m in enumerate(meters) if n not in refused]
     assert finished[0].inflated == 10 * MIB
     assert budget.pool_held <= budget.pool and budget.slots_held == 1
+
+
+def test_one_owner_cannot_hold_more_than_one_small_share_and_one_place():
+    # Defaults: 100 MiB cap, 1 GiB budget: 2 places and a pool of 424 MiB. Found by trying:
+    # 29 slow bodies from one account on one address held all of it, and everyone got 503.
+    limits = PayloadLimits.from_megs(100)
+    budget = InflationBudget(1024 * MIB, limits.max_inflated)
+    body = streamed(text(15 * MIB))  # under SMALL: a pool share each
+    owners = ("account:mallory", "address:198.51.100.7")
+    mine = [PayloadMeter(limits, budget, owners) for _ in range(3)]
+    for i in range(0, len(body), 65536):
+        mine[0].feed(body[i : i + 65536])
+    assert budget.slots_held == 0
+    big = streamed(text(20 * MIB))
+    for i in range(0, len(big), 65536):
+        mine[1].feed(big[i : i + 65536])  # the owner's pool share is used up: one place
+    assert budget.slots_held == 1
+    with pytest.raises(OverBudget):
+        for i in range(0, len(body), 65536):
+            mine[2].feed(body[i : i + 65536])  # neither pool nor a second place for them
+    # Another account from another address still gets room at once.
+    other = PayloadMeter(limits, budget, ("account:alice", "address:203.0.113.9"))
+    for i in range(0, len(body), 65536):
+        other.feed(body[i : i + 65536])
+    for meter in [*mine, other]:
+        meter.release()
+    assert (budget.slots_held, budget.pool_held) == (0, 0)
+    assert budget._pooled_by == {} and budget._slots_by == {}
+
+
+def test_a_refused_body_frees_its_decoder_at_once():
+    limits = PayloadLimits.from_megs(1)
+    meter = PayloadMeter(limits)
+    with pytest.raises(TooLarge):
+        meter.feed(streamed(bytes(64 * MIB)))
+    assert meter._inflater is None and not meter.inflating

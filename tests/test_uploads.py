@@ -126,13 +126,14 @@ def test_four_concurrent_bombs_cost_the_worker_a_bounded_amount(cognito, tmp_pat
         return await asyncio.gather(*(send(gw.url, key, body) for _ in range(4)))
 
     answers = gw.call(four())
-    # Past 16 MiB a body needs one of the budget's places for large bodies (two by default):
-    # the others are told to try again (budget.py).
+    # Past 16 MiB a body needs one of the budget's places for large bodies (two by default),
+    # and one account gets one of them at a time: the others are told to try again
+    # (budget.py).
     too_large, busy = (
         (200, b"collection exceeds size limit"),
         (503, b"server busy, try again later"),
     )
-    assert answers.count(too_large) >= 2 and set(answers) <= {too_large, busy}, answers
+    assert answers.count(too_large) >= 1 and set(answers) <= {too_large, busy}, answers
     grown = peak_mib(pid) - before
     assert grown < 4 * 40, f"worker grew by {grown:.0f} MiB"
 
