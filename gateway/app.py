@@ -173,6 +173,14 @@ def create_app(
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
+        cluster = None
+        if config.cluster.enabled:
+            from gateway.cluster import open_cluster
+            from gateway.cluster.internal import CLUSTER
+
+            cluster = await open_cluster(config, secret, lambda: pool.stats()["live"])
+            app[CLUSTER] = cluster
+            login.remote_key = cluster.remote_key
         app[PROXY] = Proxy(
             Admission(registry, revalidator),
             pool,
@@ -183,6 +191,7 @@ def create_app(
                 config.workers.max_inflated_megs * MIB,
                 STOCK_INFLATED_FACTOR * config.workers.max_payload_megs * MIB,
             ),
+            cluster,
         )
         await pool.start()
         if config.cognito.local_stand_in:
@@ -197,6 +206,10 @@ def create_app(
         try:
             yield
         finally:
+            if cluster is not None:
+                from gateway.cluster import close_cluster
+
+                await close_cluster(cluster)
             await revalidator.close()
             await pool.close()
             await upstream.close()
@@ -242,7 +255,34 @@ def add_routes(app: web.Application, prefix: str) -> None:
         app.router.add_get("/health", health)
         app.router.add_get("/ready", ready)
     add_provision_routes(app)
+    if app[CONFIG].cluster.enabled:
+        add_cluster_routes(app, prefix)
     app.router.add_route("*", "/{tail:.*}", not_found)
+
+
+def add_cluster_routes(app: web.Application, prefix: str) -> None:
+    """The node-to-node routes (gateway/cluster/internal.py)."""
+    from gateway.cluster import internal
+
+    async def forwarded(request: web.Request) -> web.StreamResponse:
+        return await internal.sync(
+            request, lambda r, path: r.app[PROXY].forward(r, path, from_node=True)
+        )
+
+    async def key_for(app: web.Application, sub: str, header: protocol.SyncHeader) -> str:
+        account = app[REGISTRY].get(sub)
+        if account is None:
+            raise internal.Misdirected("login for an account this registry does not know")
+        return await app[LOGIN].worker_key(account, header)
+
+    async def host_key(request: web.Request) -> web.StreamResponse:
+        return await internal.host_key(
+            request, lambda sub, header: key_for(request.app, sub, header)
+        )
+
+    base = prefix + internal.SEGMENT
+    app.router.add_route("*", base + "{kind:m?sync}/{method:[A-Za-z0-9]+}", forwarded)
+    app.router.add_post(base + "hostkey", host_key)
 
 
 def server_options(config: Config) -> dict[str, Any]:

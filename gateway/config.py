@@ -181,6 +181,32 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several gateway nodes sharing accounts (gateway/cluster/). Off unless `node_id` is set."""
+
+    #: This node's id in the directory (letters, digits, "-", "_"; at most 40). Empty: one node.
+    node_id: str = ""
+    #: Where other nodes reach this one, e.g. http://10.0.1.7:8080/ (with the path prefix).
+    internal_url: str = ""
+    #: Where clients may reach this node directly (308 from sync/meta); empty: forward instead.
+    public_url: str = ""
+    #: "local": each node keeps its accounts on its own disk (owner down: 503 for its
+    #: accounts); "shared": one collections folder for all (a dead node's accounts are taken
+    #: over after `lease_seconds`).
+    storage: str = "local"
+    #: A node's heartbeat, and so its ownership leases, last this long without renewal.
+    lease_seconds: float = 30.0
+    #: How often a node renews its heartbeat (well below `lease_seconds`).
+    heartbeat_seconds: float = 5.0
+    #: Largest clock difference between nodes a node-to-node request may show, in seconds.
+    max_clock_skew_seconds: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.node_id)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     #: "json" (one object a line) or "text".
@@ -201,6 +227,7 @@ class Config:
     portal: PortalConfig = field(default_factory=PortalConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def collections_dir(self) -> Path:
@@ -225,6 +252,7 @@ SECTIONS = {
     "portal": PortalConfig,
     "metrics": MetricsConfig,
     "logging": LoggingConfig,
+    "cluster": ClusterConfig,
 }
 DELETE_ACTIONS = {"delete", "disable", "keep"}
 AUTH_FLOWS = {"ADMIN_USER_PASSWORD_AUTH", "ADMIN_NO_SRP_AUTH"}
@@ -394,9 +422,41 @@ def _validate_portal(portal: PortalConfig) -> list[str]:
     return problems
 
 
+_NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+STORAGE_MODES = {"local", "shared"}
+
+
+def _validate_cluster(cluster: ClusterConfig) -> list[str]:
+    if not cluster.enabled:
+        return []
+    problems = []
+    if not _NODE_ID.match(cluster.node_id):
+        problems.append("cluster.node_id: 1 to 40 letters, digits, '-' or '_'")
+    for name, url, required in (
+        ("internal_url", cluster.internal_url, True),
+        ("public_url", cluster.public_url, False),
+    ):
+        if (url or required) and not re.match(r"^https?://[^/\s]+/(\S*/)?$", url):
+            problems.append(
+                f"cluster.{name}: an http(s) URL ending in '/', e.g. http://10.0.1.7:8080/"
+            )
+    if cluster.storage not in STORAGE_MODES:
+        problems.append('cluster.storage: "local" or "shared"')
+    if not 0 < cluster.heartbeat_seconds <= cluster.lease_seconds / 2:
+        problems.append("cluster.heartbeat_seconds: above 0 and at most half of lease_seconds")
+    if cluster.max_clock_skew_seconds <= 0:
+        problems.append("cluster.max_clock_skew_seconds: must be greater than 0")
+    return problems
+
+
 def validate(config: Config) -> list[str]:
     """Cross-field checks; pure. Returns every problem found."""
-    problems: list[str] = []
+    problems: list[str] = _validate_cluster(config.cluster)
+    if config.cluster.enabled and config.secret is None:
+        problems.append(
+            "secret: required with cluster.node_id (every node derives keys and signs "
+            "node-to-node requests with the same secret)"
+        )
     c, s, a, w, p = config.cognito, config.server, config.auth, config.workers, config.provision
     if not c.user_pool_id:
         problems.append("cognito.user_pool_id: required (GATEWAY_COGNITO_USER_POOL_ID)")

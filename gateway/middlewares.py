@@ -138,7 +138,12 @@ def _log_client_gone(reason: str) -> int:
 @web.middleware
 async def per_address_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     """At most `server.max_requests_per_address` requests in flight per client (addresses.py)."""
-    address = client_address(request, request.app[CONFIG].server.trust_forwarded_for)
+    config = request.app[CONFIG]
+    if config.cluster.enabled and request.path.startswith(config.server.path_prefix + "_cluster/"):
+        # Another node's forwarded requests: their clients were counted where they connected
+        # (the route refuses anything unsigned before doing any work).
+        return await handler(request)
+    address = client_address(request, config.server.trust_forwarded_for)
     in_flight = request.app[IN_FLIGHT]
     if not in_flight.enter(address):
         raise TooManyInFlight("too many requests in flight from one address")

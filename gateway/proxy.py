@@ -40,7 +40,7 @@ connection, and any failure after connecting is a 502.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -58,10 +58,21 @@ from gateway.bodies import (
     paced_write,
     pacing_of,
 )
+from gateway.cluster import signing
+from gateway.cluster.internal import (
+    FORWARDED_FOR,
+    NODE_HEADERS,
+    RETRY_AFTER,
+    Cluster,
+    Misdirected,
+    forwarding_headers,
+)
+from gateway.cluster.placement import Forward, Node
 from gateway.errors import (
     BodyTooLarge,
     ClientStalled,
     Overloaded,
+    Unavailable,
     WorkerFailed,
     WorkerTimeout,
 )
@@ -157,6 +168,10 @@ class _StaleConnection(Exception):
     the request (only read-only requests use reused connections)."""
 
 
+class _NodeRefused(Exception):
+    """The owner node refused a forwarded request (signature, or not the owner any more)."""
+
+
 def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
     connector = (
         aiohttp.TCPConnector(limit=0, keepalive_timeout=5)
@@ -193,7 +208,9 @@ class Proxy:
         reused: aiohttp.ClientSession | None = None,
         limits: payload.PayloadLimits | None = None,
         budget: payload.InflationBudget | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
+        self._cluster = cluster
         self._limits = limits or payload.PayloadLimits.from_megs(100)
         self._budget = budget
         self._admission = admission
@@ -201,16 +218,29 @@ class Proxy:
         self._upstream = upstream
         self._reused = reused
 
-    async def forward(self, request: web.Request, upstream_path: str) -> web.StreamResponse:
+    async def forward(
+        self, request: web.Request, upstream_path: str, *, from_node: bool = False
+    ) -> web.StreamResponse:
+        """Serve one sync request. `from_node`: it came signed from another node (cluster/
+        internal.py), which saw the client's address; it is never forwarded again."""
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
         account = await self._admission.admit(header.key)
         request[ACCOUNT] = account.name
+        owner = None
+        if self._cluster is not None:
+            owner = await self._owner(account.sub, from_node)
         # Budget owners: the account and the client's address (budget.py).
-        address = client_address(request, request.app[CONFIG].server.trust_forwarded_for)
+        address = request.get(FORWARDED_FOR) or client_address(
+            request, request.app[CONFIG].server.trust_forwarded_for
+        )
         meter = payload.PayloadMeter(
             self._limits, self._budget, (f"account:{account.name}", f"address:{address}")
         )
         try:
+            if owner is not None:
+                return await self._to_node(
+                    request, upstream_path, owner, (account.sub, header.key), address, meter
+                )
             return await self._forward(request, upstream_path, account.name, meter)
         except (BodyTooLarge, Overloaded) as exc:
             # The worker got an incomplete body and dropped it: the drain, at the client's pace,
@@ -219,6 +249,49 @@ class Proxy:
             return await self._refuse_body(request, upstream_path, exc)
         finally:
             meter.release()  # the worker is done with the body: its answer has been sent
+
+    async def _owner(self, sub: str, from_node: bool) -> Node | None:
+        """The node to forward to, or None when this node serves the account."""
+        assert self._cluster is not None
+        decision = await self._cluster.router.route(sub)
+        if not isinstance(decision, Forward):
+            return None
+        if from_node:
+            raise Misdirected(f"the account belongs to node {decision.node.id}")
+        return decision.node
+
+    async def _to_node(
+        self,
+        request: web.Request,
+        upstream_path: str,
+        node: Node,
+        sub_and_key: tuple[str, str],
+        address: str,
+        meter: payload.PayloadMeter,
+    ) -> web.StreamResponse:
+        """Forward to the owner node's internal route: the same body and answer rules as to a
+        worker (read-only methods may go twice, after a broken reused connection)."""
+        cluster = self._cluster
+        assert cluster is not None
+        body = await request_body(request, meter)
+        reuse = (
+            self._reused is not None
+            and isinstance(body, bytes)
+            and protocol.may_send_twice(upstream_path)
+        )
+        url = cluster.target(node, upstream_path)
+        for _ in (1, 2):
+            headers = forwarding_headers(cluster, request.method, url, sub_and_key[1], address)
+            try:
+                return await self._exchange(request, url, body, reuse=reuse, extra=headers)
+            except _StaleConnection:
+                reuse = False
+            except (aiohttp.ClientConnectorError, _NodeRefused) as exc:
+                cluster.router.forget(sub_and_key[0])
+                raise Unavailable(
+                    f"owner node {node.id}: {type(exc).__name__}", retry_after=RETRY_AFTER
+                ) from None
+        raise WorkerFailed("owner node closed the connection")
 
     async def _forward(
         self, request: web.Request, upstream_path: str, account: str, meter: payload.PayloadMeter
@@ -266,8 +339,11 @@ class Proxy:
         body: bytes | StreamedBody | None,
         *,
         reuse: bool,
+        extra: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
-        headers = end_to_end(request.headers, _REQUEST_OWNED)
+        headers = end_to_end(request.headers, _REQUEST_OWNED | NODE_HEADERS)
+        if extra:
+            headers.update(extra)
         session = self._reused if reuse and self._reused is not None else self._upstream
         try:
             upstream = await session.request(
@@ -288,6 +364,8 @@ class Proxy:
                 raise
             raise mapped from exc
         async with upstream:
+            if extra and signing.REFUSED in upstream.headers:
+                raise _NodeRefused()  # never a node's 401 to a client (cluster/internal.py)
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,

@@ -80,6 +80,9 @@ class LoginService:
         #: Called with an account of another sub found under a name Cognito just vouched for
         #: (the app starts a re-check of its owner).
         self.on_rival: Callable[[Account], None] = lambda account: None
+        #: With several nodes (gateway/cluster/): the host key from the owner node's worker for
+        #: a `sub`, or None when this node owns the account.
+        self.remote_key: Callable[[str, protocol.SyncHeader], Awaitable[str | None]] | None = None
 
     async def login(
         self, username: str, password: str, address: str, header: protocol.SyncHeader
@@ -177,20 +180,11 @@ class LoginService:
         cache_key: tuple[str, bytes],
     ) -> LoginResult:
         identity, account, created = await self._vouched(username, password, cache_key)
-        try:
-            host_key = await self._worker_login(account, header)
-        except _WorkerRefused:
-            # The worker was started before the account's key generation moved on (a sign-out,
-            # maybe from another process): it holds the old password. A fresh one reads the new.
-            self.pool.retire(account.name, "its account's key generation changed")
-            try:
-                host_key = await self._worker_login(account, header)
-            except _WorkerRefused:
-                # Another gateway process runs the old worker; its reaper retires it within
-                # MAX_REAP_PERIOD. Meanwhile: try again shortly, never a 403.
-                raise Unavailable(
-                    "the account's worker still has its old key generation", retry_after=10
-                ) from None
+        host_key = None
+        if self.remote_key is not None:
+            host_key = await self.remote_key(account.sub, header)
+        if host_key is None:
+            host_key = await self.worker_key(account, header)
         self.registry.add_host_key(identity.sub, host_key, account.key_generation)
         now = self.registry.get(identity.sub)
         if now is not None and now.key_generation != account.key_generation:
@@ -238,6 +232,23 @@ class LoginService:
             self.pool.retire(account.name, "signed out everywhere")
         log.info("signed out everywhere", extra={"sub": sub, "generation": generation})
         return generation
+
+    async def worker_key(self, account: Account, header: protocol.SyncHeader) -> str:
+        """The host key from this gateway's worker for `account` (started if need be)."""
+        try:
+            return await self._worker_login(account, header)
+        except _WorkerRefused:
+            # The worker was started before the account's key generation moved on (a sign-out,
+            # maybe from another process): it holds the old password. A fresh one reads the new.
+            self.pool.retire(account.name, "its account's key generation changed")
+            try:
+                return await self._worker_login(account, header)
+            except _WorkerRefused:
+                # Another gateway process runs the old worker; its reaper retires it within
+                # MAX_REAP_PERIOD. Meanwhile: try again shortly, never a 403.
+                raise Unavailable(
+                    "the account's worker still has its old key generation", retry_after=10
+                ) from None
 
     async def _worker_login(self, account: Account, header: protocol.SyncHeader) -> str:
         password = self._password_for(account.name, account.key_generation)

@@ -1,0 +1,151 @@
+"""The directory in the registry's DynamoDB table (partition key `pk`, String, no sort key).
+
+Items written here: `node#<id>` (a heartbeat: url, public_url, load, expires), `node#` (the
+set of node ids ever announced, so listing nodes never scans the table) and `owner#<sub>`
+(node, expires, version). Account items belong to the registry and are never touched.
+`claim` is a conditional PutItem (`attribute_not_exists(pk)` or `version = :old`). boto3
+blocks, so every call runs in this directory's own thread pool; throttling, timeouts and network
+errors raise `DirectoryUnavailable` (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from gateway.cluster.directory import (
+    NODE_PREFIX,
+    OWNER_PREFIX,
+    Directory,
+    DirectoryUnavailable,
+    node_from,
+    ownership_from,
+)
+from gateway.cluster.placement import Node, Ownership
+
+T = TypeVar("T")
+#: The item listing every node id (no node id is empty, so it cannot clash with one).
+INDEX = NODE_PREFIX
+
+
+class DynamoDirectory(Directory):
+    def __init__(self, client: Any, table: str, *, threads: int = 8) -> None:
+        self._client = client
+        self._table = table
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="cluster-directory")
+
+    @classmethod
+    def connect(
+        cls, table: str, region: str, endpoint_url: str = "", timeout: float = 3.0
+    ) -> DynamoDirectory:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        client = boto3.client(
+            "dynamodb",
+            region_name=region,
+            endpoint_url=endpoint_url or None,
+            config=BotoConfig(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"max_attempts": 2, "mode": "standard"},
+                max_pool_connections=16,
+            ),
+        )
+        return cls(client, table)
+
+    async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._threads, lambda: fn(**kwargs))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise
+            raise DirectoryUnavailable(f"cluster directory: {_code(exc)}") from None
+        except BotoCoreError as exc:
+            raise DirectoryUnavailable(f"cluster directory: {type(exc).__name__}") from None
+
+    async def announce(self, node: Node) -> None:
+        item = {
+            "pk": {"S": NODE_PREFIX + node.id},
+            "url": {"S": node.url},
+            "public_url": {"S": node.public_url},
+            "load": {"N": str(node.load)},
+            "expires": {"N": repr(node.expires)},
+        }
+        await self._call(self._client.put_item, TableName=self._table, Item=item)
+        await self._call(
+            self._client.update_item,
+            TableName=self._table,
+            Key={"pk": {"S": INDEX}},
+            UpdateExpression="ADD ids :me",
+            ExpressionAttributeValues={":me": {"SS": [node.id]}},
+        )
+
+    async def nodes(self) -> dict[str, Node]:
+        index = await self._call(
+            self._client.get_item,
+            TableName=self._table,
+            Key={"pk": {"S": INDEX}},
+            ConsistentRead=True,
+        )
+        ids = sorted(index.get("Item", {}).get("ids", {}).get("SS", []))
+        found: dict[str, Node] = {}
+        for start in range(0, len(ids), 100):  # BatchGetItem takes 100 keys at most
+            keys = [{"pk": {"S": NODE_PREFIX + i}} for i in ids[start : start + 100]]
+            request = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                answer = await self._call(self._client.batch_get_item, RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._table, []):
+                    node_id = item["pk"]["S"][len(NODE_PREFIX) :]
+                    found[node_id] = node_from(node_id, _plain(item))
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    async def owner(self, sub: str) -> Ownership | None:
+        answer = await self._call(
+            self._client.get_item,
+            TableName=self._table,
+            Key={"pk": {"S": OWNER_PREFIX + sub}},
+            ConsistentRead=True,
+        )
+        item = answer.get("Item")
+        return None if item is None else ownership_from(sub, _plain(item))
+
+    async def claim(self, new: Ownership, replaces: Ownership | None) -> bool:
+        from botocore.exceptions import ClientError
+
+        item = {
+            "pk": {"S": OWNER_PREFIX + new.sub},
+            "node": {"S": new.node},
+            "expires": {"N": repr(new.expires)},
+            "version": {"N": str(new.version)},
+        }
+        if replaces is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :old",
+                "ExpressionAttributeValues": {":old": {"N": str(replaces.version)}},
+            }
+        try:
+            await self._call(self._client.put_item, TableName=self._table, Item=item, **condition)
+        except ClientError:  # only ConditionalCheckFailedException gets here (_call)
+            return False
+        return True
+
+    async def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _plain(item: dict[str, dict[str, Any]]) -> dict[str, object]:
+    """A DynamoDB item's attributes as plain values (numbers stay strings)."""
+    return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "error"))

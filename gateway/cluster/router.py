@@ -1,0 +1,137 @@
+"""The node's side of the cluster: its heartbeat, and where each account's requests go.
+
+    Router.start() / close()       the heartbeat task (announce this node, refresh the node list)
+    Router.route(sub) -> Serve | Forward
+        places an unowned account on the least-loaded live node, takes over an account whose
+        owner's lease ended (shared storage); raises `Unavailable` (503) while the owner is down
+        (local storage, or shared before its lease ends) and `DirectoryUnavailable` (503) when the
+        directory cannot answer. Never a 403: nothing here is the user's credentials.
+    Router.forget(sub)             drop the cached owner (a forward failed; look again)
+
+Owner lookups are cached for `cache_seconds` (a second by default), so a busy account costs one
+directory read a second on each node, not one a request. The node list comes with each
+heartbeat; a dead node's heartbeat expiry passes without it, so no refresh is needed to notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from gateway.cluster import placement
+from gateway.cluster.directory import Directory
+from gateway.cluster.placement import Down, Forward, Node, Ownership, Place, Serve, TakeOver
+from gateway.errors import Unavailable
+
+log = logging.getLogger("gateway.cluster")
+
+#: Attempts at a decision when other nodes keep changing the owner item meanwhile.
+ROUNDS = 4
+
+
+class Router:
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        node_id: str,
+        url: str,
+        public_url: str = "",
+        storage: str = placement.LOCAL,
+        lease_seconds: float = 30.0,
+        heartbeat_seconds: float = 5.0,
+        load: Callable[[], int] = lambda: 0,
+        clock: Callable[[], float] = time.time,
+        cache_seconds: float = 1.0,
+    ) -> None:
+        self.node_id = node_id
+        self.storage = storage
+        self._directory = directory
+        self._url = url
+        self._public_url = public_url
+        self._lease = lease_seconds
+        self._heartbeat = heartbeat_seconds
+        self._load = load
+        self._clock = clock
+        self._cache_seconds = min(cache_seconds, heartbeat_seconds)
+        self._nodes: dict[str, Node] = {}
+        self._owners: dict[str, tuple[float, Ownership]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return dict(self._nodes)
+
+    async def start(self) -> None:
+        """Announce this node once (raises if the directory cannot be reached), then keep it
+        announced in the background."""
+        await self.beat()
+        self._task = asyncio.create_task(self._beat_forever())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._directory.close()
+
+    async def beat(self) -> None:
+        me = Node(
+            self.node_id, self._url, self._public_url, self._load(), self._clock() + self._lease
+        )
+        await self._directory.announce(me)
+        nodes = await self._directory.nodes()
+        nodes[self.node_id] = me
+        self._nodes = nodes
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            try:
+                await self.beat()
+            except Exception as exc:  # noqa: BLE001 - retried next period
+                log.warning("heartbeat failed", extra={"error": type(exc).__name__})
+
+    def forget(self, sub: str) -> None:
+        self._owners.pop(sub, None)
+
+    async def route(self, sub: str) -> Serve | Forward:
+        for _ in range(ROUNDS):
+            now = self._clock()
+            cached = self._owners.get(sub)
+            if cached is not None and now - cached[0] < self._cache_seconds:
+                owner: Ownership | None = cached[1]
+            else:
+                owner = await self._directory.owner(sub)
+            decision = placement.decide(owner, self._nodes, self.node_id, now, self.storage)
+            if isinstance(decision, (Serve, Forward)):
+                assert owner is not None
+                self._owners[sub] = (now, owner)
+                return decision
+            self._owners.pop(sub, None)
+            if isinstance(decision, Down):
+                raise Unavailable(
+                    "the node that owns this account is not reachable",
+                    retry_after=decision.retry_after,
+                )
+            if isinstance(decision, Place):
+                won = await self._directory.claim(
+                    Ownership(sub, decision.node, now + self._lease, 1), None
+                )
+                if won:
+                    log.info("account placed", extra={"sub": sub, "node": decision.node})
+            elif isinstance(decision, TakeOver):
+                assert owner is not None
+                won = await self._directory.claim(
+                    Ownership(sub, self.node_id, now + self._lease, owner.version + 1), owner
+                )
+                if won:
+                    log.warning(
+                        "account taken over: its owner's lease ended",
+                        extra={"sub": sub, "from_node": owner.node},
+                    )
+            # Won or lost, read the owner item again: another node may have written first.
+        raise Unavailable("the account's owner keeps changing", retry_after=1)
