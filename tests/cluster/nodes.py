@@ -1,0 +1,166 @@
+"""Gateway nodes as separate processes on loopback, and a moto server (Cognito, DynamoDB).
+
+Each node is `python -m gateway serve`, configured through GATEWAY_* variables as in
+production; the stock sync servers it starts die with it (PR_SET_PDEATHSIG), so a SIGKILLed
+node takes its workers along, as a crashed machine would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway import standin
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "cluster-test-secret-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback
+            return
+        except OSError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"process exited with {process.returncode}") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@dataclass
+class Moto:
+    url: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def start_moto() -> Moto:
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/moto-api/", 30, process)
+    return Moto(url, process)
+
+
+@dataclass
+class Node:
+    id: str
+    port: int
+    data_dir: Path
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter
+            [sys.executable, "-m", "gateway", "serve"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        wait_http(self.url + "health", 60, self.process)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@dataclass
+class Cluster:
+    moto: Moto
+    pool_id: str
+    client_id: str
+    nodes: list[Node] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def node_env(
+    moto: Moto,
+    pool_id: str,
+    client_id: str,
+    node_id: str,
+    port: int,
+    data_dir: Path,
+    storage: str,
+    **extra: str,
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_"))}
+    env.update(standin.DUMMY_AWS)
+    env.update(
+        {
+            "AWS_DEFAULT_REGION": "eu-west-1",
+            "GATEWAY_DATA_DIR": str(data_dir),
+            "GATEWAY_SECRET": SECRET,
+            "GATEWAY_COGNITO_USER_POOL_ID": pool_id,
+            "GATEWAY_COGNITO_CLIENT_ID": client_id,
+            "GATEWAY_COGNITO_ENDPOINT_URL": moto.url,
+            "GATEWAY_COGNITO_LOCAL_STAND_IN": "true",
+            "GATEWAY_SERVER_HOST": "127.0.0.1",
+            "GATEWAY_SERVER_PORT": str(port),
+            "GATEWAY_SERVER_MIN_FREE_DISK_MEGS": "0",
+            "GATEWAY_METRICS_ENABLED": "false",
+            "GATEWAY_LOGGING_FORMAT": "text",
+            "GATEWAY_CLUSTER_NODE_ID": node_id,
+            "GATEWAY_CLUSTER_INTERNAL_URL": f"http://127.0.0.1:{port}/",
+            "GATEWAY_CLUSTER_STORAGE": storage,
+            "GATEWAY_CLUSTER_LEASE_SECONDS": "4",
+            "GATEWAY_CLUSTER_HEARTBEAT_SECONDS": "1",
+            **extra,
+        }
+    )
+    return env
+
+
+def users(n: int) -> list[standin.LocalUser]:
+    return [standin.new_user(f"user{i}@example.com") for i in range(n)]
+
+
+def iter_nodes(cluster: Cluster) -> Iterator[Node]:
+    return iter(cluster.nodes)

@@ -1,0 +1,271 @@
+"""Three gateway nodes on loopback, real `anki` clients syncing through nodes chosen at random.
+
+Shared storage (one data folder, one collections folder): round trips and concurrent users,
+forged node-to-node requests, and a SIGKILLed node whose users sync again through the others
+after its ownership leases end, with the keys they had. Local storage (a data folder per node):
+a dead owner is a server error for its users only, never an AUTH error.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from anki.errors import SyncError
+
+from gateway import protocol, standin
+from gateway.cluster import signing
+from tests.ankiclient import Client, is_auth_error
+from tests.cluster.nodes import (
+    SECRET,
+    Cluster,
+    Node,
+    free_port,
+    node_env,
+    start_moto,
+    users,
+)
+
+LEASE = 4.0  # GATEWAY_CLUSTER_LEASE_SECONDS in nodes.node_env
+pytestmark = pytest.mark.timeout(180)
+
+
+def start_cluster(tmp_path: Path, storage: str, people: list[standin.LocalUser]) -> Cluster:
+    moto = start_moto()
+    pool_id, client_id, _ = standin.bootstrap(moto.url, people)
+    cluster = Cluster(moto, pool_id, client_id)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for i in range(3):
+        port = free_port()
+        if storage == "shared":
+            data = shared
+        else:
+            # Until the registry is on DynamoDB: per-node folders, the registry and directory
+            # files shared through links (what matters here is that collections are not).
+            data = tmp_path / f"node{i}"
+            data.mkdir()
+            for name in ("registry.sqlite3", "cluster.sqlite3"):
+                (data / name).symlink_to(shared / name)
+        env = node_env(moto, pool_id, client_id, f"n{i}", port, data, storage)
+        node = Node(f"n{i}", port, data, env, tmp_path / f"n{i}.log")
+        cluster.nodes.append(node)
+    try:
+        for node in cluster.nodes:
+            node.start()
+    except BaseException:
+        cluster.stop()
+        moto.stop()
+        raise
+    return cluster
+
+
+@pytest.fixture
+def shared_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
+    people = users(4)
+    cluster = start_cluster(tmp_path, "shared", people)
+    yield cluster, people
+    cluster.stop()
+    cluster.moto.stop()
+
+
+@pytest.fixture
+def local_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
+    people = users(3)
+    cluster = start_cluster(tmp_path, "local", people)
+    yield cluster, people
+    cluster.stop()
+    cluster.moto.stop()
+
+
+def owners(cluster: Cluster) -> dict[str, str]:
+    """sub → node id, from the directory file (all nodes share it here)."""
+    path = cluster.nodes[0].data_dir / "cluster.sqlite3"
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT pk, item FROM items WHERE pk LIKE 'owner#%'").fetchall()
+    return {pk.removeprefix("owner#"): json.loads(item)["node"] for pk, item in rows}
+
+
+def device(tmp_path: Path, name: str) -> Client:
+    return Client(tmp_path / "clients" / name)
+
+
+def through(client: Client, node: Node) -> Client:
+    assert client.auth is not None
+    client.auth.endpoint = node.url
+    return client
+
+
+def test_round_trips_and_concurrent_users_through_random_nodes(shared_cluster, tmp_path):
+    cluster, people = shared_cluster
+    rng = random.Random(12)
+    errors: list[BaseException] = []
+
+    def person(i: int) -> None:
+        try:
+            user = people[i]
+            desk = device(tmp_path, f"desk{i}")
+            phone = device(tmp_path, f"phone{i}")
+            desk.login(user.email, user.password, rng.choice(cluster.nodes).url)
+            phone.login(user.email, user.password, rng.choice(cluster.nodes).url)
+            for round_ in range(3):
+                desk.add_note(f"{user.email} desk {round_}")
+                through(desk, rng.choice(cluster.nodes)).sync()
+                through(phone, rng.choice(cluster.nodes)).sync()
+                phone.add_note(f"{user.email} phone {round_}")
+                through(phone, rng.choice(cluster.nodes)).sync()
+                through(desk, rng.choice(cluster.nodes)).sync()
+            expected = {f"{user.email} {d} {r}" for d in ("desk", "phone") for r in range(3)}
+            assert desk.note_fronts() == expected
+            assert phone.note_fronts() == expected
+            desk.close()
+            phone.close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=person, args=(i,)) for i in range(len(people))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert not errors, errors
+    placed = owners(cluster)
+    assert len(placed) == len(people)  # every account has exactly one owner item
+    assert set(placed.values()) <= {n.id for n in cluster.nodes}
+
+
+def signed_meta(node: Node, host_key: str, *, path: str = "_cluster/sync/meta", **tweak) -> int:
+    """POST one sync/meta to a node's internal route; returns the status (headers in tweak)."""
+    key = signing.node_key(SECRET.encode())
+    headers = signing.sign(
+        key, "POST", "/" + path, "n0", signing.identity_of(host_key), time.time()
+    )
+    headers.update(tweak.pop("headers", {}))
+    for name in tweak.pop("drop", ()):
+        headers.pop(name, None)
+    sync_header = protocol.SyncHeader(11, host_key, "test,1.0,linux", "s1").for_upstream(host_key)
+    body = protocol.compress(json.dumps({"v": 11, "cv": "test,1.0,linux"}).encode())
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        node.url + tweak.pop("send_to", path),
+        data=body,
+        method="POST",
+        headers={protocol.SYNC_HEADER: sync_header, **headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        assert exc.headers.get(signing.REFUSED) == ("1" if exc.code == 401 else None)
+        return exc.code
+
+
+def test_forged_node_requests_are_refused_and_logged_without_secrets(shared_cluster, tmp_path):
+    cluster, people = shared_cluster
+    user = people[0]
+    client = device(tmp_path, "forged")
+    auth = client.login(user.email, user.password, cluster.nodes[0].url)
+    client.sync()
+    key = auth.hkey
+    owner_id = owners(cluster)[next(iter(owners(cluster)))]
+    owner = next(n for n in cluster.nodes if n.id == owner_id)
+    # Signed with the shared secret: served (the owner's worker answers sync/meta).
+    assert signed_meta(owner, key) == 200
+    forged = [
+        {"drop": signing.HEADERS},  # no signature at all
+        {"headers": {signing.SIGNATURE: "0" * 64}},  # a made-up one
+        {"headers": {signing.TIME: str(int(time.time()) - 3600)}},  # outside the window
+        {"send_to": "_cluster/sync/upload"},  # a signature for another path
+        {"headers": {signing.NODE: "n9"}},  # another sender than signed for
+    ]
+    for tweak in forged:
+        assert signed_meta(owner, key, **tweak) == 401, tweak
+    # A key the signature was not made for.
+    assert signed_meta(owner, key, headers={protocol.SYNC_HEADER: "x"}) in (400, 401)
+    log = owner.log_text()
+    assert log.count("node-to-node request refused") >= len(forged)
+    assert key not in log and SECRET not in log
+    # The public route ignores node headers a client sends: a normal sync still works.
+    through(client, cluster.nodes[1]).sync()
+    client.close()
+
+
+def owner_node(cluster: Cluster, sub: str) -> Node:
+    owner_id = owners(cluster)[sub]
+    return next(n for n in cluster.nodes if n.id == owner_id)
+
+
+def test_a_killed_node_s_users_sync_again_through_the_others_after_its_lease(
+    shared_cluster, tmp_path
+):
+    cluster, people = shared_cluster
+    user = people[1]
+    client = device(tmp_path, "survivor")
+    client.login(user.email, user.password, cluster.nodes[0].url)
+    client.add_note("before the crash")
+    client.sync()
+    (sub,) = set(owners(cluster))
+    victim = owner_node(cluster, sub)
+    victim.kill()
+    others = [n for n in cluster.nodes if n is not victim]
+    killed_at = time.monotonic()
+    client.add_note("after the crash")
+    while True:
+        try:
+            through(client, random.choice(others)).sync()
+            break
+        except SyncError as exc:
+            assert not is_auth_error(exc), exc  # never logged out
+            assert time.monotonic() - killed_at < LEASE + 10, "no takeover in time"
+            time.sleep(0.5)
+    recovered = time.monotonic() - killed_at
+    assert owner_node(cluster, sub) in others
+    fresh = device(tmp_path, "fresh")
+    fresh.login(user.email, user.password, others[0].url)
+    fresh.sync()
+    assert fresh.note_fronts() == {"before the crash", "after the crash"}
+    print(f"recovered {recovered:.1f} s after SIGKILL (lease {LEASE} s)")
+    client.close()
+    fresh.close()
+
+
+def test_local_storage_owner_down_is_a_server_error_for_its_users_only(
+    local_cluster, tmp_path
+):
+    cluster, people = local_cluster
+    clients = []
+    for i, user in enumerate(people):
+        client = device(tmp_path, f"local{i}")
+        client.login(user.email, user.password, cluster.nodes[i % 3].url)
+        client.add_note(f"note {i}")
+        client.sync()
+        clients.append(client)
+    placed = owners(cluster)
+    victim_id = max(set(placed.values()), key=list(placed.values()).count)
+    victim = next(n for n in cluster.nodes if n.id == victim_id)
+    victim.kill()
+    others = [n for n in cluster.nodes if n is not victim]
+    subs = list(placed)  # placement order is login order: one account each
+    hit = 0
+    for client, user in zip(clients, people, strict=True):
+        sub = _sub_of(cluster, user)
+        for node in others:
+            if placed[sub] == victim.id:
+                with pytest.raises(SyncError) as caught:
+                    through(client, node).sync()
+                assert not is_auth_error(caught.value)
+                hit += 1
+            else:
+                through(client, node).sync()
+    assert hit >= len(others) and subs
+
+
+def _sub_of(cluster: Cluster, user: standin.LocalUser) -> str:
+    return user.sub
