@@ -83,10 +83,16 @@ class Down:
 Decision = Serve | Forward | Place | TakeOver | Down
 
 
-def least_loaded(nodes: Iterable[Node], now: float, fallback: str) -> str:
-    """The live node with the fewest live workers (ties: the lowest id); `fallback` if none."""
-    live = sorted((n.load, n.id) for n in nodes if n.live(now))
-    return live[0][1] if live else fallback
+def least_loaded(nodes: Iterable[Node], now: float, fallback: str, pick: int = 0) -> str:
+    """The live node with the fewest live workers; `fallback` if none is live. Ties are broken
+    by `pick` (any integer, e.g. from a hash of the account), so accounts that arrive together,
+    before the next heartbeat shows the new load, spread over the tied nodes."""
+    live = [n for n in nodes if n.live(now)]
+    if not live:
+        return fallback
+    lowest = min(n.load for n in live)
+    tied = sorted(n.id for n in live if n.load == lowest)
+    return tied[pick % len(tied)]
 
 
 def decide(
@@ -96,10 +102,11 @@ def decide(
     now: float,
     storage: str,
     *,
+    pick: int = 0,
     down_retry: int = 5,
 ) -> Decision:
     if owner is None:
-        return Place(least_loaded(nodes.values(), now, fallback=me))
+        return Place(least_loaded(nodes.values(), now, fallback=me, pick=pick))
     if owner.node == me:
         return Serve()
     node = nodes.get(owner.node)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -95,6 +97,12 @@ class Router:
             except Exception as exc:  # noqa: BLE001 - retried next period
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
 
+    def _count_placement(self, node_id: str) -> None:
+        """Until the next heartbeat shows it, count the account placed on `node_id` as load."""
+        node = self._nodes.get(node_id)
+        if node is not None:
+            self._nodes[node_id] = dataclasses.replace(node, load=node.load + 1)
+
     def forget(self, sub: str) -> None:
         self._owners.pop(sub, None)
 
@@ -106,7 +114,9 @@ class Router:
                 owner: Ownership | None = cached[1]
             else:
                 owner = await self._directory.owner(sub)
-            decision = placement.decide(owner, self._nodes, self.node_id, now, self.storage)
+            decision = placement.decide(
+                owner, self._nodes, self.node_id, now, self.storage, pick=_spread(sub)
+            )
             if isinstance(decision, (Serve, Forward)):
                 assert owner is not None
                 self._owners[sub] = (now, owner)
@@ -123,6 +133,7 @@ class Router:
                 )
                 if won:
                     log.info("account placed", extra={"sub": sub, "node": decision.node})
+                    self._count_placement(decision.node)
             elif isinstance(decision, TakeOver):
                 assert owner is not None
                 won = await self._directory.claim(
@@ -135,3 +146,8 @@ class Router:
                     )
             # Won or lost, read the owner item again: another node may have written first.
         raise Unavailable("the account's owner keeps changing", retry_after=1)
+
+
+def _spread(sub: str) -> int:
+    """A stable number per account, to break ties between equally loaded nodes."""
+    return int.from_bytes(hashlib.sha256(sub.encode()).digest()[:4], "big")

@@ -139,6 +139,9 @@ def test_round_trips_and_concurrent_users_through_random_nodes(shared_cluster, t
     assert not errors, errors
     placed = owners(cluster)
     assert len(placed) == len(people)  # every account has exactly one owner item
+    # Requests reached nodes that do not own the account and went on to the owner.
+    forwarded = sum(n.log_text().count("path=/_cluster/sync/") for n in cluster.nodes)
+    assert forwarded > 0
     assert set(placed.values()) <= {n.id for n in cluster.nodes}
 
 
@@ -236,9 +239,7 @@ def test_a_killed_node_s_users_sync_again_through_the_others_after_its_lease(
     fresh.close()
 
 
-def test_local_storage_owner_down_is_a_server_error_for_its_users_only(
-    local_cluster, tmp_path
-):
+def test_local_storage_owner_down_is_a_server_error_for_its_users_only(local_cluster, tmp_path):
     cluster, people = local_cluster
     clients = []
     for i, user in enumerate(people):

@@ -1,0 +1,96 @@
+"""The router (gateway/cluster/router.py) over a real SQLite directory and a fake clock: two
+nodes' views of one directory."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.cluster.placement import Forward, Serve
+from gateway.cluster.router import Router
+from gateway.cluster.sqlite import SqliteDirectory
+from gateway.errors import Unavailable
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def where(decision: Serve | Forward) -> str:
+    return "here" if isinstance(decision, Serve) else decision.node.id
+
+
+def router(tmp_path, node_id: str, clock: Clock, storage: str, load: int = 0) -> Router:
+    return Router(
+        SqliteDirectory(tmp_path / "cluster.sqlite3"),
+        node_id=node_id,
+        url=f"http://{node_id}/",
+        storage=storage,
+        lease_seconds=10,
+        heartbeat_seconds=2,
+        load=lambda: load,
+        clock=clock,
+    )
+
+
+@pytest.mark.parametrize("storage", ["local", "shared"])
+async def test_placement_forwarding_and_a_dead_owner(tmp_path, storage):
+    clock = Clock()
+    a, b = router(tmp_path, "a", clock, storage, load=5), router(tmp_path, "b", clock, storage)
+    await a.beat()
+    await b.beat()
+    await a.beat()  # a sees b too
+    # A new account reaching a goes to the less loaded b; both agree afterwards.
+    assert where(await a.route("s1")) == "b"
+    assert await b.route("s1") == Serve()
+    # b stops beating; its lease runs out 10 s after its last heartbeat.
+    clock.now += 11
+    await a.beat()
+    a.forget("s1")
+    if storage == "local":
+        with pytest.raises(Unavailable) as caught:
+            await a.route("s1")
+        assert caught.value.status == 503
+    else:
+        assert await a.route("s1") == Serve()  # taken over
+        b.forget("s1")
+        await b.beat()  # b comes back: it forwards to the new owner now
+        assert where(await b.route("s1")) == "a"
+
+
+async def test_a_lease_still_running_is_a_503_with_its_remaining_time(tmp_path):
+    clock = Clock()
+    a, b = router(tmp_path, "a", clock, "shared", load=5), router(tmp_path, "b", clock, "shared")
+    await b.beat()
+    await a.beat()
+    assert where(await a.route("s1")) == "b"
+    clock.now += 7  # b's heartbeat (10 s) has 3 s left, but a thinks b is alive
+    assert where(await a.route("s1")) == "b"
+    clock.now += 4  # b's heartbeat is over, the owner item's own lease too: takeover
+    a.forget("s1")
+    assert await a.route("s1") == Serve()
+
+
+async def test_owner_lookups_are_cached_for_a_second(tmp_path):
+    clock = Clock()
+    a = router(tmp_path, "a", clock, "local")
+    await a.beat()
+    assert await a.route("s1") == Serve()
+    calls = 0
+    real = a._directory.owner  # noqa: SLF001 - counting reads
+
+    async def counted(sub: str):
+        nonlocal calls
+        calls += 1
+        return await real(sub)
+
+    a._directory.owner = counted  # type: ignore[method-assign]  # noqa: SLF001
+    for _ in range(5):
+        assert await a.route("s1") == Serve()
+    assert calls == 0
+    clock.now += 1.5
+    assert await a.route("s1") == Serve()
+    assert calls == 1
