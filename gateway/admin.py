@@ -4,6 +4,9 @@
                                   sync, collection size, media files and their size
     accounts disable NAME         the account's keys get 403 at once; logins are refused
     accounts enable NAME          undoes `disable` (and a suspension after a Cognito re-check)
+    accounts move NAME --to NODE  several nodes with their own disks (gateway/cluster/move.py):
+                                  copy the account's folder to NODE under its lock, check it,
+                                  make NODE its owner; devices keep their keys
     accounts sign-out NAME        "log out everywhere": every device's key gets 403 at its next
                                   request; the next login gets a new key (the account's key
                                   generation moves on; other accounts are untouched)
@@ -28,6 +31,9 @@ def main(argv: list[str], config: Config) -> int:
     sub.add_parser("list")
     for action in ("disable", "enable", "sign-out"):
         sub.add_parser(action).add_argument("name")
+    moving = sub.add_parser("move")
+    moving.add_argument("name")
+    moving.add_argument("--to", required=True, metavar="NODE")
     args = parser.parse_args(argv)
     registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
     try:
@@ -46,6 +52,8 @@ def main(argv: list[str], config: Config) -> int:
         if account is None:
             print(f"no account named {args.name!r}")
             return 1
+        if args.action == "move":
+            return _move(config, account.sub, account.name, args.to)
         if args.action == "sign-out":
             generation = registry.sign_out(account.sub)
             print(f"{account.name}: signed out everywhere (key generation {generation})")
@@ -55,3 +63,23 @@ def main(argv: list[str], config: Config) -> int:
         return 0
     finally:
         registry.close()
+
+
+def _move(config: Config, sub: str, name: str, to: str) -> int:
+    import asyncio
+
+    from gateway.cluster.move import MoveFailed, request_move
+
+    if not config.cluster.enabled:
+        print("accounts move: only with several nodes (cluster.node_id is not set)")
+        return 2
+    try:
+        result = asyncio.run(request_move(config, sub, name, to))
+    except MoveFailed as exc:
+        print(f"{name}: not moved: {exc}")
+        return 1
+    print(
+        f"{name}: moved to {to} ({result['files']} files checked; old copy kept as "
+        f"{result['kept']} on the old node)"
+    )
+    return 0

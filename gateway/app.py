@@ -262,7 +262,7 @@ def add_routes(app: web.Application, prefix: str) -> None:
 
 def add_cluster_routes(app: web.Application, prefix: str) -> None:
     """The node-to-node routes (gateway/cluster/internal.py)."""
-    from gateway.cluster import internal
+    from gateway.cluster import internal, move
 
     async def forwarded(request: web.Request) -> web.StreamResponse:
         return await internal.sync(
@@ -280,7 +280,25 @@ def add_cluster_routes(app: web.Application, prefix: str) -> None:
             request, lambda sub, header: key_for(request.app, sub, header)
         )
 
+    async def name_of(app: web.Application, sub: str) -> str | None:
+        account = app[REGISTRY].get(sub)
+        return None if account is None else account.name
+
+    async def give(request: web.Request) -> web.StreamResponse:
+        config = request.app[CONFIG]
+        return await move.handle_move(
+            request,
+            request.app[POOL],
+            config.collections_dir,
+            lambda sub: name_of(request.app, sub),
+        )
+
+    async def receive(request: web.Request) -> web.StreamResponse:
+        return await move.receive(request, request.app[CONFIG].collections_dir)
+
     base = prefix + internal.SEGMENT
+    app.router.add_post(base + "move", give)
+    app.router.add_post(base + "receive", receive)
     app.router.add_route("*", base + "{kind:m?sync}/{method:[A-Za-z0-9]+}", forwarded)
     app.router.add_post(base + "hostkey", host_key)
 

@@ -62,6 +62,7 @@ class Router:
         self._nodes: dict[str, Node] = {}
         self._owners: dict[str, tuple[float, Ownership]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._blocked: set[str] = set()
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -106,7 +107,28 @@ class Router:
     def forget(self, sub: str) -> None:
         self._owners.pop(sub, None)
 
+    def block(self, sub: str) -> None:
+        """Answer 503 for `sub` on this node until `unblock` (its folder is being moved)."""
+        self._blocked.add(sub)
+        self.forget(sub)
+
+    def unblock(self, sub: str) -> None:
+        self._blocked.discard(sub)
+        self.forget(sub)
+
+    async def hand_over(self, sub: str, to: str) -> bool:
+        """Make `to` the owner of an account this node owns (a conditional write); False when
+        this node is not the owner (any more)."""
+        owner = await self._directory.owner(sub)
+        self.forget(sub)
+        if owner is None or owner.node != self.node_id:
+            return False
+        new = Ownership(sub, to, self._clock() + self._lease, owner.version + 1)
+        return await self._directory.claim(new, owner)
+
     async def route(self, sub: str) -> Serve | Forward:
+        if sub in self._blocked:
+            raise Unavailable("the account is moving to another node", retry_after=5)
         for _ in range(ROUNDS):
             now = self._clock()
             cached = self._owners.get(sub)

@@ -142,6 +142,11 @@ class WorkerPool:
             return
         self._discard(slot, "reported broken and not healthy")
 
+    def in_flight(self, account: str) -> int:
+        """Requests this gateway has on `account`'s worker right now."""
+        slot = self._slots.get(account)
+        return 0 if slot is None else slot.usage.in_flight
+
     def retire(self, account: str, why: str) -> None:
         """Stop this gateway's worker for `account`, if it has one, so the next lease starts a
         fresh one. A worker reads its account's password (and so its key generation) once, at
