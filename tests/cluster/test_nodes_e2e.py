@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -270,3 +272,63 @@ def test_local_storage_owner_down_is_a_server_error_for_its_users_only(local_clu
 
 def _sub_of(cluster: Cluster, user: standin.LocalUser) -> str:
     return user.sub
+
+
+def test_a_move_during_activity_loses_nothing_and_keeps_the_key(local_cluster, tmp_path):
+    cluster, people = local_cluster
+    user = people[0]
+    client = device(tmp_path, "mover")
+    auth = client.login(user.email, user.password, cluster.nodes[0].url)
+    client.add_media("m.png", b"\x89PNG" + bytes(range(256)) * 50)
+    client.sync()
+    source = owner_node(cluster, user.sub)
+    target = next(n for n in cluster.nodes if n is not source)
+    added: list[str] = []
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def activity() -> None:
+        rng = random.Random(3)
+        i = 0
+        while not stop.is_set():
+            front = f"during {i}"
+            client.add_note(front)
+            added.append(front)
+            i += 1
+            try:
+                through(client, rng.choice(cluster.nodes)).sync()
+            except SyncError as exc:
+                if is_auth_error(exc):
+                    failures.append(exc)
+                    return
+                time.sleep(0.2)  # 503 while the account moves: Anki says "try again"
+
+    worker = threading.Thread(target=activity)
+    worker.start()
+    time.sleep(1.5)
+    moved = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-m", "gateway", "accounts", "move", "user0", "--to", target.id],
+        env=source.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    time.sleep(1.5)
+    stop.set()
+    worker.join(60)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert not failures
+    assert owner_node(cluster, user.sub) is target
+    assert client.auth is not None and client.auth.hkey == auth.hkey  # no re-login
+    through(client, random.choice(cluster.nodes)).sync()
+    fresh = device(tmp_path, "after-move")
+    fresh.login(user.email, user.password, source.url)
+    fresh.sync()
+    assert fresh.note_fronts() == client.note_fronts()
+    assert set(added) <= fresh.note_fronts() and len(added) > 2
+    assert fresh.media_bytes("m.png") == client.media_bytes("m.png")
+    assert any(
+        p.name.startswith(".moved-user0-") for p in (source.data_dir / "collections").iterdir()
+    )
+    client.close()
+    fresh.close()
