@@ -15,10 +15,11 @@ a running gateway sees the new status on the account's next request.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 
 from gateway.config import Config
-from gateway.registry import ACTIVE, DISABLED, Registry
+from gateway.registry import ACTIVE, DISABLED, open_registry
 from gateway.usage import human_bytes, usage
 
 
@@ -29,11 +30,15 @@ def main(argv: list[str], config: Config) -> int:
     for action in ("disable", "enable", "sign-out"):
         sub.add_parser(action).add_argument("name")
     args = parser.parse_args(argv)
-    registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
+    return asyncio.run(_run(args, config))
+
+
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    registry = open_registry(config)
     try:
         if args.action == "list":
             print("name\tstatus\tusername\temail\tlast sync\tcollection\tmedia files\tmedia")
-            for a in registry.all():
+            for a in await registry.all():
                 seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.last_seen))
                 used = usage(registry.folder(a))
                 print(
@@ -42,16 +47,16 @@ def main(argv: list[str], config: Config) -> int:
                     f"\t{human_bytes(used.media_bytes)}"
                 )
             return 0
-        account = registry.get_by_name(args.name)
+        account = await registry.get_by_name(args.name)
         if account is None:
             print(f"no account named {args.name!r}")
             return 1
         if args.action == "sign-out":
-            generation = registry.sign_out(account.sub)
+            generation = await registry.sign_out(account.sub)
             print(f"{account.name}: signed out everywhere (key generation {generation})")
             return 0
-        registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
+        await registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
         print(f"{account.name}: {args.action}d")
         return 0
     finally:
-        registry.close()
+        await registry.close()
