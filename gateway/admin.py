@@ -18,10 +18,11 @@ a running gateway sees the new status on the account's next request.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 
 from gateway.config import Config
-from gateway.registry import ACTIVE, DISABLED, Registry
+from gateway.registry import ACTIVE, DISABLED, open_registry
 from gateway.usage import human_bytes, usage
 
 
@@ -35,11 +36,15 @@ def main(argv: list[str], config: Config) -> int:
     moving.add_argument("name")
     moving.add_argument("--to", required=True, metavar="NODE")
     args = parser.parse_args(argv)
-    registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
+    return asyncio.run(_run(args, config))
+
+
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    registry = open_registry(config)
     try:
         if args.action == "list":
             print("name\tstatus\tusername\temail\tlast sync\tcollection\tmedia files\tmedia")
-            for a in registry.all():
+            for a in await registry.all():
                 seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.last_seen))
                 used = usage(registry.folder(a))
                 print(
@@ -48,33 +53,31 @@ def main(argv: list[str], config: Config) -> int:
                     f"\t{human_bytes(used.media_bytes)}"
                 )
             return 0
-        account = registry.get_by_name(args.name)
+        account = await registry.get_by_name(args.name)
         if account is None:
             print(f"no account named {args.name!r}")
             return 1
         if args.action == "move":
-            return _move(config, account.sub, account.name, args.to)
+            return await _move(config, account.sub, account.name, args.to)
         if args.action == "sign-out":
-            generation = registry.sign_out(account.sub)
+            generation = await registry.sign_out(account.sub)
             print(f"{account.name}: signed out everywhere (key generation {generation})")
             return 0
-        registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
+        await registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
         print(f"{account.name}: {args.action}d")
         return 0
     finally:
-        registry.close()
+        await registry.close()
 
 
-def _move(config: Config, sub: str, name: str, to: str) -> int:
-    import asyncio
-
+async def _move(config: Config, sub: str, name: str, to: str) -> int:
     from gateway.cluster.move import MoveFailed, request_move
 
     if not config.cluster.enabled:
         print("accounts move: only with several nodes (cluster.node_id is not set)")
         return 2
     try:
-        result = asyncio.run(request_move(config, sub, name, to))
+        result = await request_move(config, sub, name, to)
     except MoveFailed as exc:
         print(f"{name}: not moved: {exc}")
         return 1

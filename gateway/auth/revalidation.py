@@ -86,7 +86,7 @@ class Revalidator:
         try:
             identity = await self._provider.lookup_sub(account.sub)
         except UnknownUser:
-            self._suspend(account, "deleted in the identity provider")
+            await self._suspend(account, "deleted in the identity provider")
             return
         except GatewayError as exc:
             self.postponed += 1
@@ -99,22 +99,22 @@ class Revalidator:
                     "retry_in_s": self._retry_after_failure,
                 },
             )
-            self._registry.mark_checked(
+            await self._registry.mark_checked(
                 account.sub, self._clock() - self.interval + self._retry_after_failure
             )
             return
         if identity.sub != account.sub:  # pragma: no cover - lookup_sub answers this sub only
-            self._suspend(account, "the provider answered for another identity")
+            await self._suspend(account, "the provider answered for another identity")
         elif not identity.enabled:
-            self._suspend(account, "disabled in the identity provider")
+            await self._suspend(account, "disabled in the identity provider")
         else:
-            self._registry.mark_checked(account.sub)
+            await self._registry.mark_checked(account.sub)
 
-    def _suspend(self, account: Account, why: str) -> None:
+    async def _suspend(self, account: Account, why: str) -> None:
         self.suspended += 1
         log.warning("account suspended", extra={"account": account.name, "reason": why})
         # Only an active account: an operator may have disabled it while this check ran.
-        if self._registry.set_status(account.sub, SUSPENDED, only_from=ACTIVE):
+        if await self._registry.set_status(account.sub, SUSPENDED, only_from=ACTIVE):
             metrics.revocation("suspended")
             self._on_suspend(account.sub)
 

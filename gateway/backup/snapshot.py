@@ -26,6 +26,7 @@ object named SECRETS-OK (store.py) that an operator creates by hand at the desti
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ from pathlib import Path
 from gateway.backup.store import SECRETS_MARK, Store
 from gateway.config import Config
 from gateway.credentials import SECRET_FILE
-from gateway.registry import Registry
+from gateway.registry import Account, Registry, SqliteRegistry
 from gateway.workers.lock import try_lock
 
 log = logging.getLogger("gateway.backup")
@@ -100,6 +101,13 @@ def _name(store: Store, clock: float) -> str:
     return name
 
 
+async def _accounts(registry: Registry) -> list[Account]:
+    try:
+        return await registry.all()
+    finally:
+        await registry.close()
+
+
 @dataclass(frozen=True)
 class Taken:
     name: str
@@ -130,11 +138,7 @@ def take(
         registry_copy = tmp / "registry.sqlite3"
         sqlite_copy(config.data_dir / "registry.sqlite3", registry_copy)
         store.put(f"{prefix}/registry.sqlite3", registry_copy)
-        registry = Registry(registry_copy, tmp / "unused-collections")
-        try:
-            listed = registry.all()
-        finally:
-            registry.close()
+        listed = asyncio.run(_accounts(SqliteRegistry(registry_copy, tmp / "unused-collections")))
         busy = []
         for account in listed:
             lock = try_lock(config.collections_dir, account.name)
