@@ -229,6 +229,11 @@ class Proxy:
         owner = None
         if self._cluster is not None:
             owner = await self._owner(account.sub, from_node)
+            if owner is not None and owner.public_url and upstream_path == "sync/meta":
+                # The protocol's own way to move a client (anki-sync-protocol.md): a 308 from
+                # sync/meta to a new base URL, which the client keeps for every later request.
+                log.info("client moved to its owner node", extra={"node": owner.id})
+                return web.Response(status=308, headers={"Location": owner.public_url})
         # Budget owners: the account and the client's address (budget.py).
         address = request.get(FORWARDED_FOR) or client_address(
             request, request.app[CONFIG].server.trust_forwarded_for

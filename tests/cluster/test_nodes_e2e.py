@@ -40,7 +40,9 @@ LEASE = 4.0  # GATEWAY_CLUSTER_LEASE_SECONDS in nodes.node_env
 pytestmark = pytest.mark.timeout(180)
 
 
-def start_cluster(tmp_path: Path, storage: str, people: list[standin.LocalUser]) -> Cluster:
+def start_cluster(
+    tmp_path: Path, storage: str, people: list[standin.LocalUser], *, public: bool = False
+) -> Cluster:
     moto = start_moto()
     pool_id, client_id, _ = standin.bootstrap(moto.url, people)
     cluster = Cluster(moto, pool_id, client_id)
@@ -57,7 +59,8 @@ def start_cluster(tmp_path: Path, storage: str, people: list[standin.LocalUser])
             data.mkdir()
             for name in ("registry.sqlite3", "cluster.sqlite3"):
                 (data / name).symlink_to(shared / name)
-        env = node_env(moto, pool_id, client_id, f"n{i}", port, data, storage)
+        extra = {"GATEWAY_CLUSTER_PUBLIC_URL": f"http://127.0.0.1:{port}/"} if public else {}
+        env = node_env(moto, pool_id, client_id, f"n{i}", port, data, storage, **extra)
         node = Node(f"n{i}", port, data, env, tmp_path / f"n{i}.log")
         cluster.nodes.append(node)
     try:
@@ -332,3 +335,30 @@ def test_a_move_during_activity_loses_nothing_and_keeps_the_key(local_cluster, t
     )
     client.close()
     fresh.close()
+
+
+def test_with_public_urls_sync_meta_moves_the_client_to_its_owner(tmp_path):
+    people = users(1)
+    cluster = start_cluster(tmp_path, "local", people, public=True)
+    try:
+        user = people[0]
+        client = device(tmp_path, "moved")
+        client.login(user.email, user.password, cluster.nodes[0].url)
+        owner = owner_node(cluster, user.sub)
+        other = next(n for n in cluster.nodes if n is not owner)
+        client.add_note("one")
+        through(client, other).sync()  # 308 from sync/meta, then the owner directly
+        assert client.auth is not None and client.auth.endpoint == owner.url
+        client.add_note("two")
+        client.sync()
+        assert "client moved to its owner node" in other.log_text()
+        assert "path=/_cluster/sync/" not in other.log_text()
+        fresh = device(tmp_path, "moved-fresh")
+        fresh.login(user.email, user.password, other.url)
+        fresh.sync()
+        assert fresh.note_fronts() == {"one", "two"}
+        client.close()
+        fresh.close()
+    finally:
+        cluster.stop()
+        cluster.moto.stop()
