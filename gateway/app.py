@@ -172,13 +172,23 @@ def create_app(
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
         cluster = None
+        adopting: asyncio.Task[int] | None = None
+
+        async def sub_of(name: str) -> str | None:
+            found = await registry.get_by_name(name)
+            return None if found is None else found.sub
+
         if config.cluster.enabled:
-            from gateway.cluster import open_cluster
+            from gateway.cluster import adopt_folders, open_cluster
             from gateway.cluster.internal import CLUSTER
 
             cluster = await open_cluster(config, secret, lambda: pool.stats()["live"])
             app[CLUSTER] = cluster
             login.remote_key = cluster.remote_key
+            if config.cluster.storage == "local":
+                adopting = asyncio.create_task(
+                    adopt_folders(cluster.router, config.collections_dir, sub_of)
+                )
         app[PROXY] = Proxy(
             Admission(registry, revalidator),
             pool,
@@ -204,6 +214,9 @@ def create_app(
         try:
             yield
         finally:
+            if adopting is not None:
+                adopting.cancel()
+                await asyncio.gather(adopting, return_exceptions=True)
             if cluster is not None:
                 from gateway.cluster import close_cluster
 

@@ -116,6 +116,12 @@ class Router:
         self._blocked.discard(sub)
         self.forget(sub)
 
+    async def adopt(self, sub: str) -> bool:
+        """Claim `sub` for this node if nobody owns it (a conditional write); False otherwise."""
+        return await self._directory.claim(
+            Ownership(sub, self.node_id, self._clock() + self._lease, 1), None
+        )
+
     async def hand_over(self, sub: str, to: str) -> bool:
         """Make `to` the owner of an account this node owns (a conditional write); False when
         this node is not the owner (any more)."""

@@ -25,7 +25,7 @@ from anki.errors import SyncError
 
 from gateway import protocol, standin
 from gateway.cluster import signing
-from tests.ankiclient import Client, is_auth_error
+from tests.ankiclient import Client, Required, is_auth_error
 from tests.cluster.nodes import (
     SECRET,
     Cluster,
@@ -362,3 +362,58 @@ def test_with_public_urls_sync_meta_moves_the_client_to_its_owner(tmp_path):
     finally:
         cluster.stop()
         cluster.moto.stop()
+
+
+def test_a_single_gateway_becomes_three_nodes_and_keeps_its_accounts(tmp_path):
+    """README, "From one node to three": the old node restarts as a cluster node first, adopts
+    the account folders on its disk, then new nodes join; nobody logs in again, no full sync."""
+    people = users(2)
+    moto = start_moto()
+    pool_id, client_id, _ = standin.bootstrap(moto.url, people)
+    cluster = Cluster(moto, pool_id, client_id)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for i in range(3):
+        data = tmp_path / f"node{i}"
+        data.mkdir()
+        for name in ("registry.sqlite3", "cluster.sqlite3"):
+            (data / name).symlink_to(shared / name)
+        port = free_port()
+        env = node_env(moto, pool_id, client_id, f"n{i}", port, data, "local")
+        cluster.nodes.append(Node(f"n{i}", port, data, env, tmp_path / f"n{i}.log"))
+    old = cluster.nodes[0]
+    single = {k: v for k, v in old.env.items() if not k.startswith("GATEWAY_CLUSTER_")}
+    try:
+        # One gateway, no cluster: both users sync (the second one stays idle afterwards).
+        old.env, clustered = single, old.env
+        old.start()
+        clients = []
+        for i, user in enumerate(people):
+            client = device(tmp_path, f"single{i}")
+            client.login(user.email, user.password, old.url)
+            client.add_note(f"kept {i}")
+            client.sync()
+            clients.append(client)
+        old.stop()
+        old.env = clustered
+        old.start()
+        deadline = time.monotonic() + 30
+        while "account folders adopted" not in old.log_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        for node in cluster.nodes[1:]:
+            node.start()
+        for i, client in enumerate(clients):
+            for node in cluster.nodes[1:]:
+                client.add_note(f"via {node.id} {i}")
+                assert through(client, node).sync() in (Required.NO_CHANGES, Required.NORMAL_SYNC)
+        assert set(owners(cluster).values()) == {old.id}
+        fresh = device(tmp_path, "fresh-after")
+        fresh.login(people[1].email, people[1].password, cluster.nodes[2].url)
+        fresh.sync()
+        assert fresh.note_fronts() == {"kept 1", "via n1 1", "via n2 1"}
+        for client in [*clients, fresh]:
+            client.close()
+    finally:
+        cluster.stop()
+        moto.stop()
