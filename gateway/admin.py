@@ -10,9 +10,12 @@
     accounts sign-out NAME        "log out everywhere": every device's key gets 403 at its next
                                   request; the next login gets a new key (the account's key
                                   generation moves on; other accounts are untouched)
+    accounts create-table         create the DynamoDB table `registry.table` (registry.backend
+                                  dynamodb) with its indexes; nothing if it exists
 
-Works on the registry file directly, so it also works while the gateway runs (SQLite WAL);
-a running gateway sees the new status on the account's next request.
+Works on the registry directly (the SQLite file, WAL; or the DynamoDB table), so it also works
+while the gateway runs: a running gateway sees the change on the account's next request (with
+DynamoDB, within `registry.cache_seconds`).
 """
 
 from __future__ import annotations
@@ -30,13 +33,27 @@ def main(argv: list[str], config: Config) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway accounts")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list")
+    sub.add_parser("create-table")
     for action in ("disable", "enable", "sign-out"):
         sub.add_parser(action).add_argument("name")
     moving = sub.add_parser("move")
     moving.add_argument("name")
     moving.add_argument("--to", required=True, metavar="NODE")
     args = parser.parse_args(argv)
+    if args.action == "create-table":
+        return _create_table(config)
     return asyncio.run(_run(args, config))
+
+
+def _create_table(config: Config) -> int:
+    if config.registry.backend != "dynamodb":
+        print("registry.backend is sqlite: there is no table to create")
+        return 2
+    from gateway.registry.dynamo import create_table, make_client
+
+    create_table(make_client(config), config.registry.table)
+    print(f"DynamoDB table {config.registry.table} ready")
+    return 0
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:

@@ -22,6 +22,8 @@ caller, since registry calls are coroutines.
     worker_started(seconds) / worker_crashed() / worker_evicted() / queue_wait(seconds) /
     worker_unavailable()
     proxied(direction, count)               direction: upload (client → worker), download
+    registry_error(kind)                    kind: throttled unavailable misconfigured
+    registry_stale_answer()                 a key answered from memory while DynamoDB failed
 """
 
 from __future__ import annotations
@@ -129,6 +131,18 @@ _PROXIED_BYTES = Counter(
     registry=REGISTRY,
 )
 
+_REGISTRY_ERRORS = Counter(
+    "gateway_registry_errors_total",
+    "Registry (DynamoDB) calls that failed after botocore's retries, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+_REGISTRY_STALE = Counter(
+    "gateway_registry_stale_answers_total",
+    "Host keys answered from this node's memory because the registry could not be read.",
+    registry=REGISTRY,
+)
+
 
 def route_kind(path: str, prefix: str) -> str:
     """The fixed label of a request path (never the path itself: it is the client's text)."""
@@ -199,6 +213,14 @@ def worker_unavailable() -> None:
 
 def proxied(direction: str, count: int) -> None:
     _PROXIED_BYTES.labels(direction).inc(count)
+
+
+def registry_error(kind: str) -> None:
+    _REGISTRY_ERRORS.labels(kind).inc()
+
+
+def registry_stale_answer() -> None:
+    _REGISTRY_STALE.inc()
 
 
 class AppCollector(Collector):

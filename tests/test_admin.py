@@ -48,3 +48,10 @@ def test_list_shows_each_accounts_usage(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split("\t")[-3:] == ["collection", "media files", "media"]
     assert lines[1].split("\t")[-3:] == ["2.5 KB", "3", "3.0 KB"]
+
+
+def test_create_table_needs_the_dynamodb_backend(tmp_path, monkeypatch, capsys):
+    for k, v in {**ENV, "GATEWAY_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    assert main(["accounts", "create-table"]) == 2
+    assert "registry.backend is sqlite" in capsys.readouterr().out

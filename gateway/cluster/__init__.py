@@ -18,7 +18,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -38,13 +37,11 @@ LOGIN_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=3)
 def directory_for(config: Config) -> Directory:
     """The registry's DynamoDB table when the registry is there, else a file in the data
     folder (processes on one host sharing it)."""
-    registry: Any = getattr(config, "registry", None)
-    if registry is not None and getattr(registry, "backend", "sqlite") == "dynamodb":
+    if config.registry.backend == "dynamodb":
         from gateway.cluster.dynamo import DynamoDirectory
+        from gateway.registry.dynamo import make_client
 
-        return DynamoDirectory.connect(
-            registry.table, registry.region, getattr(registry, "endpoint_url", "")
-        )
+        return DynamoDirectory(make_client(config), config.registry.table)
     from gateway.cluster.sqlite import FILE, SqliteDirectory
 
     config.data_dir.mkdir(parents=True, exist_ok=True)

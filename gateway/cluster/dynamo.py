@@ -36,26 +36,6 @@ class DynamoDirectory(Directory):
         self._table = table
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="cluster-directory")
 
-    @classmethod
-    def connect(
-        cls, table: str, region: str, endpoint_url: str = "", timeout: float = 3.0
-    ) -> DynamoDirectory:
-        import boto3
-        from botocore.config import Config as BotoConfig
-
-        client = boto3.client(
-            "dynamodb",
-            region_name=region,
-            endpoint_url=endpoint_url or None,
-            config=BotoConfig(
-                connect_timeout=timeout,
-                read_timeout=timeout,
-                retries={"max_attempts": 2, "mode": "standard"},
-                max_pool_connections=16,
-            ),
-        )
-        return cls(client, table)
-
     async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
         from botocore.exceptions import BotoCoreError, ClientError
 

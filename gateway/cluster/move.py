@@ -129,6 +129,7 @@ async def receive(request: web.Request, collections_dir: Path) -> web.StreamResp
     reason = cluster.problem(request, identity(sub, name))
     if reason is not None:
         return cluster.refuse(request, reason)
+    await asyncio.to_thread(collections_dir.mkdir, parents=True, exist_ok=True)  # a new node
     incoming = collections_dir / f".incoming-{name}-{secrets.token_hex(4)}"
     archive = incoming.with_suffix(".tar")
     try:

@@ -3,8 +3,9 @@
     base.py     `Registry` (the async interface), `Account`, statuses, `key_digest`,
                 `RegistryUnavailable` (503)
     sqlite.py   `SqliteRegistry`: one SQLite file in the data folder (the single-host default)
+    dynamo.py   `DynamoRegistry`: one DynamoDB table shared by every node; `create_table`
 
-`open_registry(config)` opens the one the configuration chooses.
+`open_registry(config)` opens the one `registry.backend` chooses.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ __all__ = [
 
 
 def open_registry(config: Config) -> Registry:
-    """The registry `config` chooses: `<data>/registry.sqlite3` with folders under
-    `config.collections_dir`."""
+    """The registry `config.registry.backend` chooses: "sqlite", `<data>/registry.sqlite3`;
+    "dynamodb", the table `config.registry.table` (which must exist: `dynamo.create_table`,
+    deploy/dynamodb.yaml). Folders are under `config.collections_dir` either way."""
+    if config.registry.backend == "dynamodb":
+        from gateway.registry.dynamo import DynamoRegistry
+
+        return DynamoRegistry.from_config(config)
     return SqliteRegistry(config.data_dir / REGISTRY_FILE, config.collections_dir)

@@ -119,3 +119,22 @@ async def test_an_operator_disable_during_a_check_is_not_turned_into_a_suspensio
     await task
     assert (await registry.get(account.sub)).status == DISABLED  # a later login cannot lift it
     assert suspended == []
+
+
+async def test_a_registry_outage_postpones_the_check_without_raising(tmp_path, caplog):
+    from tests.outage import Outage
+
+    clock = Clock()
+    provider = FakeProvider()
+    registry = Outage(tmp_path / "r.sqlite3", tmp_path / "c", clock=clock)
+    reval = Revalidator(provider, registry, 100, clock=clock)
+    account = await add(provider, registry)
+    provider.disable("alice")
+    registry.down = True
+    await reval.check(account)  # a background task: an exception would go unretrieved
+    assert "revalidation postponed: registry unavailable" in caplog.text
+    registry.down = False
+    assert (await registry.get(account.sub)).status == ACTIVE  # nothing changed
+    await reval.check(account)
+    assert (await registry.get(account.sub)).status == SUSPENDED
+    await registry.close()

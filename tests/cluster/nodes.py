@@ -7,16 +7,18 @@ node takes its workers along, as a crashed machine would.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway import standin
 
@@ -109,16 +111,55 @@ class Node:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
+TABLE = "anki-gateway-test"
+
+
 @dataclass
 class Cluster:
     moto: Moto
     pool_id: str
     client_id: str
+    #: "dynamodb" (the table in moto) or "sqlite" (files in a shared data folder)
+    backend: str = "dynamodb"
+    shared: Path | None = None
     nodes: list[Node] = field(default_factory=list)
+
+    def owners(self) -> dict[str, str]:
+        """sub → owner node id, read straight from the directory's store."""
+        if self.backend == "sqlite":
+            assert self.shared is not None
+            with sqlite3.connect(self.shared / "cluster.sqlite3") as db:
+                rows = db.execute("SELECT pk, item FROM items WHERE pk LIKE 'owner#%'").fetchall()
+            return {pk.removeprefix("owner#"): json.loads(item)["node"] for pk, item in rows}
+        client = dynamodb(self.moto)
+        found: dict[str, str] = {}
+        for page in client.get_paginator("scan").paginate(TableName=TABLE):
+            for item in page["Items"]:
+                if item["pk"]["S"].startswith("owner#"):
+                    found[item["pk"]["S"].removeprefix("owner#")] = item["node"]["S"]
+        return found
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def dynamodb(moto: Moto) -> Any:
+    import boto3
+
+    return boto3.client(
+        "dynamodb",
+        region_name="eu-west-1",
+        endpoint_url=moto.url,
+        aws_access_key_id=standin.DUMMY_AWS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=standin.DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def create_table(moto: Moto) -> None:
+    from gateway.registry.dynamo import create_table as create
+
+    create(dynamodb(moto), TABLE)
 
 
 def node_env(
@@ -129,6 +170,7 @@ def node_env(
     port: int,
     data_dir: Path,
     storage: str,
+    backend: str = "dynamodb",
     **extra: str,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_"))}
@@ -152,6 +194,16 @@ def node_env(
             "GATEWAY_CLUSTER_STORAGE": storage,
             "GATEWAY_CLUSTER_LEASE_SECONDS": "4",
             "GATEWAY_CLUSTER_HEARTBEAT_SECONDS": "1",
+            **(
+                {
+                    "GATEWAY_REGISTRY_BACKEND": "dynamodb",
+                    "GATEWAY_REGISTRY_TABLE": TABLE,
+                    "GATEWAY_REGISTRY_ENDPOINT_URL": moto.url,
+                    "GATEWAY_REGISTRY_REGION": "eu-west-1",
+                }
+                if backend == "dynamodb"
+                else {}
+            ),
             **extra,
         }
     )
@@ -160,7 +212,3 @@ def node_env(
 
 def users(n: int) -> list[standin.LocalUser]:
     return [standin.new_user(f"user{i}@example.com") for i in range(n)]
-
-
-def iter_nodes(cluster: Cluster) -> Iterator[Node]:
-    return iter(cluster.nodes)

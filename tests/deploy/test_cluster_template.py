@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.registry import dynamo
 from tests.deploy.test_template import _CfnLoader, cfn_lint
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "cluster.yaml"
@@ -22,6 +23,13 @@ def template() -> dict[str, Any]:
 def test_cfn_lint_passes():
     result = cfn_lint(TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_table_has_the_agreed_key_and_the_registry_s_indexes(template):
+    table = template["Resources"]["Table"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    indexes = {i["IndexName"] for i in table["GlobalSecondaryIndexes"]}
+    assert indexes == {dynamo.BY_USERNAME, dynamo.BY_EMAIL, dynamo.BY_KEY_SUB}
 
 
 def test_the_policy_covers_the_directory_s_calls_on_the_table_only(template):
