@@ -87,28 +87,28 @@ def fake_aws(env: pytest.MonkeyPatch) -> None:
         env.setenv(name, value)
 
 
-@pytest.fixture(scope="module")
-def shared_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
-    """Shared storage on DynamoDB; the tests using it run in file order, the SIGKILL last."""
-    people = users(6)
+def module_cluster(
+    tmp_path_factory, storage: str, n_users: int
+) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
+    people = users(n_users)
     with pytest.MonkeyPatch.context() as env:
         fake_aws(env)
-        cluster = start_cluster(tmp_path_factory.mktemp("shared"), "shared", people)
+        cluster = start_cluster(tmp_path_factory.mktemp(storage), storage, people)
         yield cluster, people
     cluster.stop()
     cluster.moto.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
+    """Shared storage on DynamoDB; the tests using it run in file order, the SIGKILL last."""
+    yield from module_cluster(tmp_path_factory, "shared", 6)
 
 
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
     """Local storage on DynamoDB; the move first, the SIGKILL last."""
-    people = users(3)
-    with pytest.MonkeyPatch.context() as env:
-        fake_aws(env)
-        cluster = start_cluster(tmp_path_factory.mktemp("local"), "local", people)
-        yield cluster, people
-    cluster.stop()
-    cluster.moto.stop()
+    yield from module_cluster(tmp_path_factory, "local", 3)
 
 
 def owners(cluster: Cluster) -> dict[str, str]:
