@@ -307,7 +307,16 @@ def add_cluster_routes(app: web.Application, prefix: str) -> None:
     async def receive(request: web.Request) -> web.StreamResponse:
         return await move.receive(request, request.app[CONFIG].collections_dir)
 
+    async def erase(request: web.Request) -> web.StreamResponse:
+        return await move.handle_erase(
+            request,
+            request.app[POOL],
+            request.app[CONFIG].collections_dir,
+            lambda sub: name_of(request.app, sub),
+        )
+
     base = prefix + internal.SEGMENT
+    app.router.add_post(base + "erase", erase)
     app.router.add_post(base + "move", give)
     app.router.add_post(base + "receive", receive)
     app.router.add_route("*", base + "{kind:m?sync}/{method:[A-Za-z0-9]+}", forwarded)

@@ -116,6 +116,14 @@ class Router:
         self._blocked.discard(sub)
         self.forget(sub)
 
+    async def remote_owner(self, sub: str) -> Node | None:
+        """The owner node of `sub` when it is another node (live or not); None when this node
+        owns it or nobody does. Never places the account."""
+        owner = await self._directory.owner(sub)
+        if owner is None or owner.node == self.node_id:
+            return None
+        return self._nodes.get(owner.node)
+
     async def adopt(self, sub: str) -> bool:
         """Claim `sub` for this node if nobody owns it (a conditional write); False otherwise."""
         return await self._directory.claim(

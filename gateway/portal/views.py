@@ -460,6 +460,23 @@ async def _provision(request: web.Request, email: str) -> str | None:
     return account.name
 
 
+async def _erase_on_owner(app: Any, account: Any) -> None:
+    """Several nodes: the account's folder may be on its owner node's disk (gateway/cluster/)."""
+    from gateway.cluster.internal import CLUSTER
+
+    cluster = app.get(CLUSTER)
+    if cluster is None:
+        return
+    from gateway.cluster.move import erase_remote
+
+    problem = await erase_remote(cluster, account.sub, account.name)
+    if problem is not None:
+        log.error(
+            "portal: account deleted but its folder is left on its node: remove it by hand",
+            extra={"account": account.name, "reason": problem},
+        )
+
+
 async def _delete_account(request: web.Request, account: Any) -> bool:
     """Delete the account; False (nothing deleted) when Cognito could not be told first.
 
@@ -482,6 +499,7 @@ async def _delete_account(request: web.Request, account: Any) -> bool:
     await registry.delete(account.sub)
     metrics.revocation("deleted")
     app[LOGIN].forget_account(account.sub)
+    await _erase_on_owner(app, account)
     await app[POOL].stop(account.name)
     shutil.rmtree(folder, ignore_errors=True)
     log.info("portal: account deleted", extra={"account": account.name, "sub": account.sub})

@@ -10,6 +10,7 @@ a dead owner is a server error for its users only, never an AUTH error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -24,8 +25,10 @@ from pathlib import Path
 import pytest
 from anki.errors import SyncError
 
+from gateway import config as config_mod
 from gateway import protocol, standin
-from gateway.cluster import signing
+from gateway.cluster import move, signing
+from gateway.registry import open_registry
 from tests.ankiclient import Client, Required, is_auth_error
 from tests.cluster.nodes import (
     SECRET,
@@ -108,7 +111,7 @@ def shared_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.Loc
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
     """Local storage on DynamoDB; the move first, the SIGKILL last."""
-    yield from module_cluster(tmp_path_factory, "local", 3)
+    yield from module_cluster(tmp_path_factory, "local", 4)
 
 
 def owners(cluster: Cluster) -> dict[str, str]:
@@ -329,8 +332,63 @@ def test_a_move_during_activity_loses_nothing_and_keeps_the_key(local_cluster, t
     fresh.close()
 
 
+def test_a_deleted_account_s_folder_is_erased_on_its_owner_node_only_once_deleted(
+    local_cluster, tmp_path
+):
+    cluster, people = local_cluster
+    user = people[3]
+    client = device(tmp_path, "deleted")
+    client.login(user.email, user.password, cluster.nodes[0].url)
+    client.add_note("to be deleted")
+    client.sync()
+    owner = owner_node(cluster, user.sub)
+    folder = owner.data_dir / "collections" / "user3"
+    assert (folder / "collection.anki2").exists()
+
+    def erase() -> int:
+        url = owner.url + "_cluster/erase"
+        headers = signing.sign(
+            signing.node_key(SECRET.encode()),
+            "POST",
+            "/_cluster/erase",
+            "n9",
+            move.identity(user.sub, "user3"),
+            time.time(),
+        )
+        body = json.dumps({"sub": user.sub, "name": "user3"}).encode()
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            url, data=body, method="POST", headers={**headers, "Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+                return answer.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert erase() == 409  # a valid signature alone never erases a live account
+    assert (folder / "collection.anki2").exists()
+    config = config_mod.load(None, owner.env)
+
+    async def delete() -> None:
+        registry = open_registry(config)
+        try:
+            await registry.delete(user.sub)
+        finally:
+            await registry.close()
+
+    asyncio.run(delete())
+    # The owner's registry may show its cached row for registry.cache_seconds (5 s).
+    deadline = time.monotonic() + 10
+    while (status := erase()) == 409 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status == 200
+    assert not folder.exists()
+    client.close()
+
+
 def test_local_storage_owner_down_is_a_server_error_for_its_users_only(local_cluster, tmp_path):
     cluster, people = local_cluster
+    people = people[:3]
     clients = []
     for i, user in enumerate(people):
         client = device(tmp_path, f"local{i}")
