@@ -127,6 +127,15 @@ def device(tmp_path: Path, name: str) -> Client:
     return Client(tmp_path / "clients" / name)
 
 
+def synced(tmp_path: Path, name: str, user: standin.LocalUser, node: Node, note: str) -> Client:
+    """A device logged in through `node` that added `note` and synced it."""
+    client = device(tmp_path, name)
+    client.login(user.email, user.password, node.url)
+    client.add_note(note)
+    client.sync()
+    return client
+
+
 def through(client: Client, node: Node) -> Client:
     assert client.auth is not None
     client.auth.endpoint = node.url
@@ -249,10 +258,7 @@ def test_a_killed_node_s_users_sync_again_through_the_others_after_its_lease(
 ):
     cluster, people = shared_cluster
     user = people[5]
-    client = device(tmp_path, "survivor")
-    client.login(user.email, user.password, cluster.nodes[0].url)
-    client.add_note("before the crash")
-    client.sync()
+    client = synced(tmp_path, "survivor", user, cluster.nodes[0], "before the crash")
     sub = user.sub
     victim = owner_node(cluster, sub)
     victim.kill()
@@ -337,10 +343,7 @@ def test_a_deleted_account_s_folder_is_erased_on_its_owner_node_only_once_delete
 ):
     cluster, people = local_cluster
     user = people[3]
-    client = device(tmp_path, "deleted")
-    client.login(user.email, user.password, cluster.nodes[0].url)
-    client.add_note("to be deleted")
-    client.sync()
+    client = synced(tmp_path, "deleted", user, cluster.nodes[0], "to be deleted")
     owner = owner_node(cluster, user.sub)
     folder = owner.data_dir / "collections" / "user3"
     assert (folder / "collection.anki2").exists()
@@ -391,11 +394,7 @@ def test_local_storage_owner_down_is_a_server_error_for_its_users_only(local_clu
     people = people[:3]
     clients = []
     for i, user in enumerate(people):
-        client = device(tmp_path, f"local{i}")
-        client.login(user.email, user.password, cluster.nodes[i % 3].url)
-        client.add_note(f"note {i}")
-        client.sync()
-        clients.append(client)
+        clients.append(synced(tmp_path, f"local{i}", user, cluster.nodes[i % 3], f"note {i}"))
     placed = owners(cluster)
     if len(set(placed.values())) == 1:
         # Placement put everyone on one node (ties between idle nodes are spread by account,
