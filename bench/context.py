@@ -44,6 +44,9 @@ class Settings:
     memory_runs: int = 3
     registry_accounts: int = 10_000
     workers_per_command: int = 4
+    # 8: one node and three (only with --only 8)
+    cluster_users: int = 12
+    cluster_clients: int = 12
     # 7: many users
     many_users: int = 20
     many_runs: int = 5
@@ -74,6 +77,8 @@ class Settings:
             many_users=3,
             many_runs=1,
             notes_per_sync=3,
+            cluster_users=3,
+            cluster_clients=3,
         )
 
 

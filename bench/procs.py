@@ -279,8 +279,16 @@ class Gateway(Service):
     """The gateway in its own process (bench/gateway_proc.py), with a control port for the
     benchmark: Cognito call counts and timings, cache and worker control, prefill."""
 
-    def __init__(self, data_dir: Path, cognito: dict[str, str], log: Path, **settings: str) -> None:
-        port, self.control_port = free_port(), free_port()
+    def __init__(
+        self,
+        data_dir: Path,
+        cognito: dict[str, str],
+        log: Path,
+        *,
+        port: int | None = None,
+        **settings: str,
+    ) -> None:
+        port, self.control_port = port or free_port(), free_port()
         env = clean_env(
             GATEWAY_DATA_DIR=str(data_dir),
             GATEWAY_SERVER_HOST="127.0.0.1",

@@ -63,6 +63,7 @@ class Router:
         self._owners: dict[str, tuple[float, Ownership]] = {}
         self._task: asyncio.Task[None] | None = None
         self._blocked: set[str] = set()
+        self._nodes_read = float("-inf")  # last read for an unknown owner
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -97,6 +98,15 @@ class Router:
                 await self.beat()
             except Exception as exc:  # noqa: BLE001 - retried next period
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
+
+    async def _refresh_nodes(self, now: float) -> None:
+        """Read the node list again, at most once a second (unknown owners are rare)."""
+        if now - self._nodes_read < 1.0:
+            return
+        self._nodes_read = now
+        nodes = await self._directory.nodes()
+        nodes[self.node_id] = self._nodes[self.node_id]
+        self._nodes = nodes
 
     def _count_placement(self, node_id: str) -> None:
         """Until the next heartbeat shows it, count the account placed on `node_id` as load."""
@@ -150,6 +160,9 @@ class Router:
                 owner: Ownership | None = cached[1]
             else:
                 owner = await self._directory.owner(sub)
+            if owner is not None and owner.node not in self._nodes:
+                # A node that joined since this node's last heartbeat: learn of it now.
+                await self._refresh_nodes(now)
             decision = placement.decide(
                 owner, self._nodes, self.node_id, now, self.storage, pick=_spread(sub)
             )

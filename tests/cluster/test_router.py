@@ -94,3 +94,14 @@ async def test_owner_lookups_are_cached_for_a_second(tmp_path):
     clock.now += 1.5
     assert await a.route("s1") == Serve()
     assert calls == 1
+
+
+async def test_an_owner_that_joined_after_my_last_heartbeat_is_found_not_taken_for_dead(tmp_path):
+    clock = Clock()
+    a = router(tmp_path, "a", clock, "shared", load=5)
+    await a.beat()  # a knows only itself
+    b = router(tmp_path, "b", clock, "shared")
+    await b.beat()
+    assert await b.route("s1") == Serve()  # placed on b (b knows a is busier)
+    # a has not heard b's heartbeat yet: it must look b up, not answer 503 or take over.
+    assert where(await a.route("s1")) == "b"
