@@ -241,6 +241,24 @@ def _many(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _cluster(r: dict[str, Any]) -> list[str]:
+    f = r["figures"]
+    lines = [
+        f"{fmt(f['users'], 0)} accounts, {fmt(f['clients'], 0)} connections sending `sync/meta` "
+        "back to back; with three nodes each request goes to a random node.",
+        "",
+        "| setup | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("single", "1 node", "3 nodes"):
+        b = f[name]
+        lines.append(
+            f"| {name} | {med(b['throughput'], 0)} | {med(b['p50'])} | {med(b['p99'])} | "
+            f"{med(b['errors'], 0)} |"
+        )
+    return lines
+
+
 SECTIONS = {
     "1": _full_sync,
     "2": _contention,
@@ -249,6 +267,7 @@ SECTIONS = {
     "5": _calls,
     "6": _memory,
     "7": _many,
+    "8": _cluster,
 }
 
 
