@@ -49,7 +49,7 @@ def directory_for(config: Config) -> Directory:
 
 
 async def open_cluster(config: Config, secret: bytes, load: Callable[[], int]) -> Cluster:
-    """This node, announced; raises `DirectoryUnavailable` if the directory cannot be reached."""
+    """This node, announced (or announcing: a directory down at start is retried)."""
     c = config.cluster
     router = Router(
         directory_for(config),

@@ -3,7 +3,9 @@
 Items written here: `node#<id>` (a heartbeat: url, public_url, load, expires), `node#` (the
 set of node ids ever announced, so listing nodes never scans the table) and `owner#<sub>`
 (node, expires, version). Account items belong to the registry and are never touched.
-`claim` is a conditional PutItem (`attribute_not_exists(pk)` or `version = :old`). boto3
+`claim` is a conditional PutItem (`attribute_not_exists(pk)` or `version = :old`). Only
+GetItem, PutItem and UpdateItem are used: the registry's policy (deploy/dynamodb.yaml) covers
+them, and nothing here scans the table. boto3
 blocks, so every call runs in this directory's own thread pool; throttling, timeouts and network
 errors raise `DirectoryUnavailable` (503).
 """
@@ -74,16 +76,23 @@ class DynamoDirectory(Directory):
             ConsistentRead=True,
         )
         ids = sorted(index.get("Item", {}).get("ids", {}).get("SS", []))
+        # One GetItem per node, at once: a handful of nodes, and the registry's IAM policy
+        # (deploy/dynamodb.yaml) already allows GetItem.
+        answers = await asyncio.gather(
+            *(
+                self._call(
+                    self._client.get_item,
+                    TableName=self._table,
+                    Key={"pk": {"S": NODE_PREFIX + node_id}},
+                    ConsistentRead=True,
+                )
+                for node_id in ids
+            )
+        )
         found: dict[str, Node] = {}
-        for start in range(0, len(ids), 100):  # BatchGetItem takes 100 keys at most
-            keys = [{"pk": {"S": NODE_PREFIX + i}} for i in ids[start : start + 100]]
-            request = {self._table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                answer = await self._call(self._client.batch_get_item, RequestItems=request)
-                for item in answer.get("Responses", {}).get(self._table, []):
-                    node_id = item["pk"]["S"][len(NODE_PREFIX) :]
-                    found[node_id] = node_from(node_id, _plain(item))
-                request = answer.get("UnprocessedKeys") or {}
+        for node_id, answer in zip(ids, answers, strict=True):
+            if "Item" in answer:
+                found[node_id] = node_from(node_id, _plain(answer["Item"]))
         return found
 
     async def owner(self, sub: str) -> Ownership | None:

@@ -70,9 +70,13 @@ class Router:
         return dict(self._nodes)
 
     async def start(self) -> None:
-        """Announce this node once (raises if the directory cannot be reached), then keep it
-        announced in the background."""
-        await self.beat()
+        """Announce this node, then keep it announced in the background. A directory that
+        cannot be reached does not stop the start: requests that need it get 503 until a
+        heartbeat gets through (as the registry does, gateway/registry/)."""
+        try:
+            await self.beat()
+        except Exception as exc:  # noqa: BLE001 - retried every heartbeat
+            log.warning("first heartbeat failed", extra={"error": type(exc).__name__})
         self._task = asyncio.create_task(self._beat_forever())
 
     async def close(self) -> None:
@@ -86,6 +90,7 @@ class Router:
         me = Node(
             self.node_id, self._url, self._public_url, self._load(), self._clock() + self._lease
         )
+        self._nodes.setdefault(self.node_id, me)
         await self._directory.announce(me)
         nodes = await self._directory.nodes()
         nodes[self.node_id] = me

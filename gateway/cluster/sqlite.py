@@ -26,12 +26,13 @@ FILE = "cluster.sqlite3"
 class SqliteDirectory(Directory):
     def __init__(self, path: Path) -> None:
         self._path = path
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS items (pk TEXT PRIMARY KEY, item TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
+        # A connection per call (a thread each); the file is made on first use, so a folder
+        # that is not there yet at start is a 503 until it is, not a failed start.
         db = sqlite3.connect(self._path, timeout=5, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS items (pk TEXT PRIMARY KEY, item TEXT NOT NULL)")
         return db
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]

@@ -1,7 +1,8 @@
 """The registry in one DynamoDB table, shared by every gateway node (`registry.backend: dynamodb`).
 
 Table layout (one table, partition key `pk` String, no sort key; shared with the cluster code,
-which owns the `node#` and `owner#` items; this module never writes, reads or returns those):
+which owns the `node#` and `owner#` items; this module never writes, changes or returns those;
+its scans read past them, filtered out by DynamoDB):
 
     account#<sub>     sub name cognito_username email status created_at last_seen checked_at
                       key_generation portal_epoch, and the index keys username_key email_key
@@ -33,8 +34,8 @@ Host keys (immutable) are kept longer; so a logged-in device's request costs no 
 while its account row is cached, and one GetItem otherwise.
 When DynamoDB fails (throttled, unreachable, misconfigured), `account_for_key` answers from the
 last account row read for up to `stale_seconds` (stale-if-error; counted in
-`gateway_registry_stale_answers_total`); everything else raises `RegistryUnavailable` (503),
-counted in `gateway_registry_errors_total{kind}`.
+`gateway_registry_stale_answers_total`); `seen` skips "last sync"; everything else raises
+`RegistryUnavailable` (503), counted in `gateway_registry_errors_total{kind}`.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class DynamoRegistry(Registry):
         owns_client: bool = False,
     ) -> None:
         super().__init__(collections_dir)
+        collections_dir.mkdir(parents=True, exist_ok=True)  # this node's disk (readiness)
         self._client = client
         self._table = table
         self._clock = clock
@@ -569,7 +571,8 @@ class DynamoRegistry(Registry):
                         "Delete": {
                             "TableName": self._table,
                             "Key": {"pk": _s(NAME + account.name)},
-                            "ConditionExpression": "#sub = :sub",
+                            # Never another account's claim; a missing one does not block.
+                            "ConditionExpression": "attribute_not_exists(pk) OR #sub = :sub",
                             "ExpressionAttributeNames": {"#sub": "sub"},
                             "ExpressionAttributeValues": {":sub": _s(sub)},
                         }

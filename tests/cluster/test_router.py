@@ -105,3 +105,18 @@ async def test_an_owner_that_joined_after_my_last_heartbeat_is_found_not_taken_f
     assert await b.route("s1") == Serve()  # placed on b (b knows a is busier)
     # a has not heard b's heartbeat yet: it must look b up, not answer 503 or take over.
     assert where(await a.route("s1")) == "b"
+
+
+async def test_a_directory_down_at_start_is_a_503_until_a_heartbeat_gets_through(tmp_path):
+    clock = Clock()
+    path = tmp_path / "cluster.sqlite3"
+    a = router(tmp_path, "a", clock, "local")
+    path.mkdir()  # the store cannot be opened now
+    await a.start()  # starts anyway
+    with pytest.raises(Unavailable) as caught:
+        await a.route("s1")
+    assert caught.value.status == 503
+    path.rmdir()
+    await a.beat()
+    assert await a.route("s1") == Serve()
+    await a.close()
