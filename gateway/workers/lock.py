@@ -11,6 +11,10 @@ Contract:
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
   process exclude each other as two gateway processes do, and the kernel drops the lock when the
   holder dies, even by SIGKILL — a crashed gateway never blocks an account.
+- On a shared file system (several gateway nodes on EFS, gateway/cluster/) the holder may be
+  on another machine: its published `host` (the machine's name) differs, and its port means
+  nothing here (it might even be another account's worker on this machine), so it is never
+  probed: the claim waits for the lock and is `Unavailable` meanwhile.
 - The stock server would refuse a second process for one account anyway (exclusive media-DB
   lock, anki-sync-protocol.md), but only at start-up and with a 502; this makes it orderly.
 """
@@ -21,6 +25,7 @@ import asyncio
 import fcntl
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +65,8 @@ class AccountLock:
     def publish(self, port: int) -> None:
         """Tell other gateways where this account's worker listens."""
         assert self._fd is not None
-        _write(self._fd, json.dumps({"pid": os.getpid(), "port": port}).encode())
+        holder = {"pid": os.getpid(), "port": port, "host": socket.gethostname()}
+        _write(self._fd, json.dumps(holder).encode())
 
     def release(self) -> None:
         if self._fd is None:
@@ -99,13 +105,21 @@ def try_lock(collections_dir: Path, account: str) -> AccountLock | None:
 class Holder:
     pid: int
     port: int
+    #: The holder's machine; None from releases that did not publish it (same machine).
+    host: str | None = None
+
+    @property
+    def here(self) -> bool:
+        return self.host is None or self.host == socket.gethostname()
 
 
 def read_holder(path: Path) -> Holder | None:
     """The published holder, or None (not yet published, being rewritten, or unreadable)."""
     try:
         data = json.loads(path.read_bytes() or b"null")
-        return Holder(pid=int(data["pid"]), port=int(data["port"]))
+        pid, port = int(data["pid"]), int(data["port"])
+        host = data.get("host")
+        return Holder(pid=pid, port=port, host=host if isinstance(host, str) else None)
     except (OSError, ValueError, TypeError, KeyError):
         return None
 
@@ -129,7 +143,7 @@ async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
         # Another process holds it: its worker may still be starting (nothing published yet)
         # or stopping; either settles within a start timeout.
         holder = read_holder(path)
-        if holder is not None and await probe_health(holder.port, timeout=1.0):
+        if holder is not None and holder.here and await probe_health(holder.port, timeout=1.0):
             return Claim(port=holder.port)
         if loop.time() >= deadline:
             raise Unavailable(

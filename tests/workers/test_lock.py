@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -181,3 +182,24 @@ async def test_claim_takes_over_once_the_holder_releases(tmp_path):
     got = await claim(tmp_path, "alice", wait=3)
     assert got.lock is not None
     got.lock.release()
+
+
+async def test_a_holder_on_another_machine_is_never_probed(tmp_path):
+    """Shared storage across nodes: the port a holder on another machine published means
+    nothing here, even when something healthy listens on it on this machine."""
+    server = await serve_health(200)
+    port = server.sockets[0].getsockname()[1]
+    held = try_lock(tmp_path, "alice")
+    assert held is not None
+    held.publish(port)
+    path = held.path
+    published = json.loads(path.read_text())
+    assert published["host"] == socket.gethostname()
+    os.pwrite(held._fd, json.dumps({**published, "host": "another-node"}).encode(), 0)  # noqa: SLF001
+    try:
+        assert read_holder(path).host == "another-node"
+        with pytest.raises(Unavailable):
+            await claim(tmp_path, "alice", wait=0.3)
+    finally:
+        held.release()
+        server.close()
