@@ -281,6 +281,7 @@ def add_routes(app: web.Application, prefix: str) -> None:
 
 def add_cluster_routes(app: web.Application, prefix: str) -> None:
     """The node-to-node routes (gateway/cluster/internal.py)."""
+    from gateway.cluster import erase as erase_folder
     from gateway.cluster import internal, move
 
     async def forwarded(request: web.Request) -> web.StreamResponse:
@@ -316,7 +317,7 @@ def add_cluster_routes(app: web.Application, prefix: str) -> None:
         return await move.receive(request, request.app[CONFIG].collections_dir)
 
     async def erase(request: web.Request) -> web.StreamResponse:
-        return await move.handle_erase(
+        return await erase_folder.handle_erase(
             request,
             request.app[POOL],
             request.app[CONFIG].collections_dir,

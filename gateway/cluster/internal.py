@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,7 +62,6 @@ class Cluster:
     max_skew: float
     session: aiohttp.ClientSession
     clock: Callable[[], float] = time.time
-    refusals: int = field(default=0)
 
     def sign(self, method: str, url: str, identity: str) -> dict[str, str]:
         path = urlsplit(url).path
@@ -75,7 +74,6 @@ class Cluster:
         )
 
     def refuse(self, request: web.Request, reason: str) -> web.Response:
-        self.refusals += 1
         log.warning(
             "node-to-node request refused", extra={"reason": reason, "address": request.remote}
         )

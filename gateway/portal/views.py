@@ -467,7 +467,7 @@ async def _erase_on_owner(app: Any, account: Any) -> None:
     cluster = app.get(CLUSTER)
     if cluster is None:
         return
-    from gateway.cluster.move import erase_remote
+    from gateway.cluster.erase import erase_remote
 
     problem = await erase_remote(cluster, account.sub, account.name)
     if problem is not None:

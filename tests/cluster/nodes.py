@@ -16,11 +16,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway import standin
+from tests.ankiclient import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "cluster-test-secret-0123456789abcdef"
@@ -212,3 +216,84 @@ def node_env(
 
 def users(n: int) -> list[standin.LocalUser]:
     return [standin.new_user(f"user{i}@example.com") for i in range(n)]
+
+
+def start_cluster(
+    tmp_path: Path,
+    storage: str,
+    people: list[standin.LocalUser],
+    *,
+    public: bool = False,
+    backend: str = "dynamodb",
+    count: int = 3,
+) -> Cluster:
+    moto = start_moto()
+    pool_id, client_id, _ = standin.bootstrap(moto.url, people)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    cluster = Cluster(moto, pool_id, client_id, backend, shared)
+    if backend == "dynamodb":
+        create_table(moto)
+    for i in range(count):
+        port = free_port()
+        data = shared if storage == "shared" else tmp_path / f"node{i}"
+        data.mkdir(exist_ok=True)
+        if backend == "sqlite" and storage != "shared":
+            # One host without DynamoDB: per-node folders, registry and directory files shared.
+            for name in ("registry.sqlite3", "cluster.sqlite3"):
+                (data / name).symlink_to(shared / name)
+        extra = {"GATEWAY_CLUSTER_PUBLIC_URL": f"http://127.0.0.1:{port}/"} if public else {}
+        env = node_env(moto, pool_id, client_id, f"n{i}", port, data, storage, backend, **extra)
+        cluster.nodes.append(Node(f"n{i}", port, data, env, tmp_path / f"n{i}.log"))
+    try:
+        for node in cluster.nodes:
+            node.start()
+    except BaseException:
+        cluster.stop()
+        moto.stop()
+        raise
+    return cluster
+
+
+def fake_aws(env: pytest.MonkeyPatch) -> None:
+    """What conftest's per-test fixture does, for the module-wide clusters: never real AWS."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        env.delenv(name, raising=False)
+    for name, value in standin.DUMMY_AWS.items():
+        env.setenv(name, value)
+
+
+def module_cluster(
+    tmp_path_factory, storage: str, n_users: int
+) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
+    people = users(n_users)
+    with pytest.MonkeyPatch.context() as env:
+        fake_aws(env)
+        cluster = start_cluster(tmp_path_factory.mktemp(storage), storage, people)
+        yield cluster, people
+    cluster.stop()
+    cluster.moto.stop()
+
+
+def owner_node(cluster: Cluster, sub: str) -> Node:
+    owner_id = cluster.owners()[sub]
+    return next(n for n in cluster.nodes if n.id == owner_id)
+
+
+def device(tmp_path: Path, name: str) -> Client:
+    return Client(tmp_path / "clients" / name)
+
+
+def synced(tmp_path: Path, name: str, user: standin.LocalUser, node: Node, note: str) -> Client:
+    """A device logged in through `node` that added `note` and synced it."""
+    client = device(tmp_path, name)
+    client.login(user.email, user.password, node.url)
+    client.add_note(note)
+    client.sync()
+    return client
+
+
+def through(client: Client, node: Node) -> Client:
+    assert client.auth is not None
+    client.auth.endpoint = node.url
+    return client
