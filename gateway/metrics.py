@@ -11,7 +11,8 @@ read at scrape time from that app (`AppCollector`). `render(app, accounts)` is t
 both; `accounts` ({status: count}, or None when the registry could not answer) is read by the
 caller, since registry calls are coroutines.
 
-    request(route, status, seconds)        route: login sync media provision portal health other
+    request(route, status, seconds)        route: login sync media provision portal health cluster
+                                            other
     login(outcome)                          ok cached bad_credentials challenge limited
                                             unavailable misconfigured bad_request worker_failed
     cognito_call(operation, seconds, kind)  kind: None (ok) rejected unavailable misconfigured
@@ -24,6 +25,10 @@ caller, since registry calls are coroutines.
     proxied(direction, count)               direction: upload (client → worker), download
     registry_error(kind)                    kind: throttled unavailable misconfigured
     registry_stale_answer()                 a key answered from memory while DynamoDB failed
+    cluster_route(outcome)                  here forwarded redirected unavailable (several nodes)
+    cluster_refused(reason)                 a node-to-node request refused (signing.REASONS)
+    cluster_ownership(change)               placed taken_over moved
+    cluster_heartbeat_failed()
 """
 
 from __future__ import annotations
@@ -142,6 +147,30 @@ _REGISTRY_STALE = Counter(
     "Host keys answered from this node's memory because the registry could not be read.",
     registry=REGISTRY,
 )
+_CLUSTER_ROUTES = Counter(
+    "gateway_cluster_requests_total",
+    "Admitted sync requests on a cluster node, by where they went: served here, forwarded to "
+    "the owner node, redirected (308) to its public URL, or unavailable (503: owner down).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+_CLUSTER_REFUSED = Counter(
+    "gateway_cluster_refused_total",
+    "Node-to-node requests refused, by reason (unsigned, forged, outside the replay window).",
+    ["reason"],
+    registry=REGISTRY,
+)
+_CLUSTER_OWNERSHIP = Counter(
+    "gateway_cluster_ownership_changes_total",
+    "Owner items this node wrote: accounts placed, taken over after a lease, moved away.",
+    ["change"],
+    registry=REGISTRY,
+)
+_CLUSTER_HEARTBEAT_FAILURES = Counter(
+    "gateway_cluster_heartbeat_failures_total",
+    "Heartbeats of this node that the directory did not take.",
+    registry=REGISTRY,
+)
 
 
 def route_kind(path: str, prefix: str) -> str:
@@ -157,6 +186,7 @@ def route_kind(path: str, prefix: str) -> str:
         ("health", "health"),
         ("ready", "health"),
         ("metrics", "health"),
+        ("_cluster/", "cluster"),
     ):
         if rest.startswith(start):
             return kind
@@ -221,6 +251,22 @@ def registry_error(kind: str) -> None:
 
 def registry_stale_answer() -> None:
     _REGISTRY_STALE.inc()
+
+
+def cluster_route(outcome: str) -> None:
+    _CLUSTER_ROUTES.labels(outcome).inc()
+
+
+def cluster_refused(reason: str) -> None:
+    _CLUSTER_REFUSED.labels(reason).inc()
+
+
+def cluster_ownership(change: str) -> None:
+    _CLUSTER_OWNERSHIP.labels(change).inc()
+
+
+def cluster_heartbeat_failed() -> None:
+    _CLUSTER_HEARTBEAT_FAILURES.inc()
 
 
 class AppCollector(Collector):

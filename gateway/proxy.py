@@ -46,7 +46,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
-from gateway import payload, protocol
+from gateway import metrics, payload, protocol
 from gateway.appkeys import ACCOUNT, CONFIG
 from gateway.auth.admission import Admission
 from gateway.bodies import (
@@ -232,8 +232,11 @@ class Proxy:
             if owner is not None and owner.public_url and upstream_path == "sync/meta":
                 # The protocol's own way to move a client (anki-sync-protocol.md): a 308 from
                 # sync/meta to a new base URL, which the client keeps for every later request.
+                metrics.cluster_route("redirected")
                 log.info("client moved to its owner node", extra={"node": owner.id})
                 return web.Response(status=308, headers={"Location": owner.public_url})
+            if owner is not None:
+                metrics.cluster_route("forwarded")
         # Budget owners: the account and the client's address (budget.py).
         address = request.get(FORWARDED_FOR) or client_address(
             request, request.app[CONFIG].server.trust_forwarded_for
@@ -258,8 +261,13 @@ class Proxy:
     async def _owner(self, sub: str, from_node: bool) -> Node | None:
         """The node to forward to, or None when this node serves the account."""
         assert self._cluster is not None
-        decision = await self._cluster.router.route(sub)
+        try:
+            decision = await self._cluster.router.route(sub)
+        except Unavailable:
+            metrics.cluster_route("unavailable")
+            raise
         if not isinstance(decision, Forward):
+            metrics.cluster_route("here")
             return None
         if from_node:
             raise Misdirected(f"the account belongs to node {decision.node.id}")

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from gateway import protocol
+from gateway import metrics, protocol
 from gateway.bodies import read_capped
 from gateway.cluster import signing
 from gateway.cluster.placement import Forward, Node
@@ -42,6 +42,13 @@ SEGMENT = "_cluster/"
 CLIENT = "X-Gateway-Node-Client"
 #: Headers only nodes may set: dropped from whatever a client sends.
 NODE_HEADERS = frozenset(h.lower() for h in (*signing.HEADERS, signing.REFUSED, CLIENT))
+#: signing.problem()'s reasons as metric labels; anything else is "malformed".
+_REFUSAL_LABELS = {
+    "not signed": "unsigned",
+    "malformed time": "malformed",
+    "time outside the replay window": "outside_window",
+    "bad signature": "bad_signature",
+}
 #: Seconds a client is told to wait after a forward failed.
 RETRY_AFTER = 5
 #: The client's address on a request that arrived signed from another node.
@@ -74,6 +81,7 @@ class Cluster:
         )
 
     def refuse(self, request: web.Request, reason: str) -> web.Response:
+        metrics.cluster_refused(_REFUSAL_LABELS.get(reason, "malformed"))
         log.warning(
             "node-to-node request refused", extra={"reason": reason, "address": request.remote}
         )
@@ -121,6 +129,7 @@ CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster", Cluster)
 
 
 def misdirected_answer(exc: Misdirected) -> web.Response:
+    metrics.cluster_refused("not_owner")
     answer = web.Response(
         status=503,
         text="not the owner",

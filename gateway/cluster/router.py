@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway import metrics
 from gateway.cluster import placement
 from gateway.cluster.directory import Directory
 from gateway.cluster.placement import Down, Forward, Node, Ownership, Place, Serve, TakeOver
@@ -76,6 +77,7 @@ class Router:
         try:
             await self.beat()
         except Exception as exc:  # noqa: BLE001 - retried every heartbeat
+            metrics.cluster_heartbeat_failed()
             log.warning("first heartbeat failed", extra={"error": type(exc).__name__})
         self._task = asyncio.create_task(self._beat_forever())
 
@@ -102,6 +104,7 @@ class Router:
             try:
                 await self.beat()
             except Exception as exc:  # noqa: BLE001 - retried next period
+                metrics.cluster_heartbeat_failed()
                 log.warning("heartbeat failed", extra={"error": type(exc).__name__})
 
     async def _refresh_nodes(self, now: float) -> None:
@@ -153,7 +156,10 @@ class Router:
         if owner is None or owner.node != self.node_id:
             return False
         new = Ownership(sub, to, self._clock() + self._lease, owner.version + 1)
-        return await self._directory.claim(new, owner)
+        moved = await self._directory.claim(new, owner)
+        if moved:
+            metrics.cluster_ownership("moved")
+        return moved
 
     async def route(self, sub: str) -> Serve | Forward:
         if sub in self._blocked:
@@ -186,6 +192,7 @@ class Router:
                     Ownership(sub, decision.node, now + self._lease, 1), None
                 )
                 if won:
+                    metrics.cluster_ownership("placed")
                     log.info("account placed", extra={"sub": sub, "node": decision.node})
                     self._count_placement(decision.node)
             elif isinstance(decision, TakeOver):
@@ -194,6 +201,7 @@ class Router:
                     Ownership(sub, self.node_id, now + self._lease, owner.version + 1), owner
                 )
                 if won:
+                    metrics.cluster_ownership("taken_over")
                     log.warning(
                         "account taken over: its owner's lease ended",
                         extra={"sub": sub, "from_node": owner.node},

@@ -111,6 +111,21 @@ class Node:
                 self.process.kill()
                 self.process.wait(10)
 
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from the node's /metrics (its metrics listener must be on)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        port = self.env["GATEWAY_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:  # noqa: S310
+            text = answer.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return sample.value
+        return 0.0
+
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
@@ -226,6 +241,7 @@ def start_cluster(
     public: bool = False,
     backend: str = "dynamodb",
     count: int = 3,
+    metrics: bool = False,
 ) -> Cluster:
     moto = start_moto()
     pool_id, client_id, _ = standin.bootstrap(moto.url, people)
@@ -243,6 +259,8 @@ def start_cluster(
             for name in ("registry.sqlite3", "cluster.sqlite3"):
                 (data / name).symlink_to(shared / name)
         extra = {"GATEWAY_CLUSTER_PUBLIC_URL": f"http://127.0.0.1:{port}/"} if public else {}
+        if metrics:
+            extra |= {"GATEWAY_METRICS_ENABLED": "true", "GATEWAY_METRICS_PORT": str(free_port())}
         env = node_env(moto, pool_id, client_id, f"n{i}", port, data, storage, backend, **extra)
         cluster.nodes.append(Node(f"n{i}", port, data, env, tmp_path / f"n{i}.log"))
     try:

@@ -208,7 +208,7 @@ def admin(cluster: Cluster, *argv: str) -> str:
 
 def test_with_public_urls_sync_meta_moves_the_client_to_its_owner(tmp_path):
     people = users(1)
-    cluster = start_cluster(tmp_path, "local", people, public=True, count=2)
+    cluster = start_cluster(tmp_path, "local", people, public=True, count=2, metrics=True)
     try:
         user = people[0]
         client = device(tmp_path, "moved")
@@ -221,6 +221,9 @@ def test_with_public_urls_sync_meta_moves_the_client_to_its_owner(tmp_path):
         client.add_note("two")
         client.sync()
         assert "client moved to its owner node" in other.log_text()
+        counted = "gateway_cluster_requests_total"
+        assert other.metric(counted, outcome="redirected") >= 1
+        assert owner.metric(counted, outcome="here") >= 2  # two syncs' requests, served there
         assert "path=/_cluster/sync/" not in other.log_text()
         fresh = device(tmp_path, "moved-fresh")
         fresh.login(user.email, user.password, other.url)
