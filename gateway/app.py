@@ -225,12 +225,14 @@ def create_app(
             if adopting is not None:
                 adopting.cancel()
                 await asyncio.gather(adopting, return_exceptions=True)
+            await revalidator.close()
+            await pool.close()
             if cluster is not None:
+                # After the workers stopped (their locks are free): this node's heartbeat is
+                # marked ended, so other nodes take its accounts over at once (shared storage).
                 from gateway.cluster import close_cluster
 
                 await close_cluster(cluster)
-            await revalidator.close()
-            await pool.close()
             await upstream.close()
             await reused.close()
             await chosen.close()

@@ -82,10 +82,19 @@ class Router:
         self._task = asyncio.create_task(self._beat_forever())
 
     async def close(self) -> None:
+        """Stop heartbeating and announce this node's heartbeat as ended now (a clean stop):
+        other nodes then treat it as down at once instead of after `lease_seconds`, so in
+        shared storage its accounts are taken over by the next request for each (those it
+        claimed within the last `lease_seconds` keep that claim's own expiry)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        ended = Node(self.node_id, self._url, self._public_url, 0, self._clock())
+        try:
+            await self._directory.announce(ended)
+        except Exception as exc:  # noqa: BLE001 - then the lease runs out by itself
+            log.warning("could not announce this node's stop", extra={"error": type(exc).__name__})
         await self._directory.close()
 
     async def beat(self) -> None:

@@ -143,6 +143,23 @@ class Cluster:
     shared: Path | None = None
     nodes: list[Node] = field(default_factory=list)
 
+    def heartbeat_end(self, node_id: str) -> float:
+        """When the node's heartbeat item says it ends (Unix seconds)."""
+        if self.backend == "sqlite":
+            assert self.shared is not None
+            with sqlite3.connect(self.shared / "cluster.sqlite3") as db:
+                (item,) = db.execute(
+                    "SELECT item FROM items WHERE pk = ?", ("node#" + node_id,)
+                ).fetchone()
+            return float(json.loads(item)["expires"])
+        found = dynamodb(self.moto).get_item(
+            TableName=TABLE, Key={"pk": {"S": "node#" + node_id}}, ConsistentRead=True
+        )
+        return float(found["Item"]["expires"]["N"])
+
+    def live_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
     def owners(self) -> dict[str, str]:
         """sub → owner node id, read straight from the directory's store."""
         if self.backend == "sqlite":

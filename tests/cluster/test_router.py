@@ -120,3 +120,20 @@ async def test_a_directory_down_at_start_is_a_503_until_a_heartbeat_gets_through
     await a.beat()
     assert await a.route("s1") == Serve()
     await a.close()
+
+
+async def test_a_clean_stop_ends_the_heartbeat_so_shared_accounts_move_at_once(tmp_path):
+    clock = Clock()
+    a = router(tmp_path, "a", clock, "shared", load=5)
+    b = router(tmp_path, "b", clock, "shared")
+    await a.beat()
+    await b.beat()
+    assert await b.route("s1") == Serve()
+    clock.now += 11  # the claim's own expiry (10 s) is over; b keeps beating
+    await b.beat()
+    await a.beat()
+    assert where(await a.route("s1")) == "b"
+    await b.close()  # SIGTERM: b stops cleanly
+    a.forget("s1")
+    await a.beat()
+    assert await a.route("s1") == Serve()  # no wait for b's lease

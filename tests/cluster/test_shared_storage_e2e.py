@@ -44,7 +44,7 @@ LEASE = 4.0  # GATEWAY_CLUSTER_LEASE_SECONDS in nodes.node_env
 @pytest.fixture(scope="module")
 def shared_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
     """Shared storage on DynamoDB; the tests using it run in file order, the SIGKILL last."""
-    yield from module_cluster(tmp_path_factory, "shared", 6)
+    yield from module_cluster(tmp_path_factory, "shared", 7)
 
 
 def round_trips(cluster: Cluster, people: list[standin.LocalUser], tmp_path: Path, rounds: int):
@@ -158,27 +158,48 @@ def test_forged_node_requests_are_refused_and_logged_without_secrets(shared_clus
     client.close()
 
 
+def sync_until_served(client, nodes: list[Node], limit: float) -> float:
+    """Sync through random nodes until one serves; seconds it took. Never an AUTH error."""
+    began = time.monotonic()
+    while True:
+        try:
+            through(client, random.choice(nodes)).sync()
+            return time.monotonic() - began
+        except SyncError as exc:
+            assert not is_auth_error(exc), exc  # never logged out
+            assert time.monotonic() - began < limit, "not served again in time"
+            time.sleep(0.5)
+
+
+def test_a_node_stopped_cleanly_hands_its_accounts_over_at_once(shared_cluster, tmp_path):
+    cluster, people = shared_cluster
+    user = people[6]
+    client = synced(tmp_path, "handover", user, cluster.nodes[0], "before the stop")
+    time.sleep(LEASE)  # the claim's own expiry passes: only the owner's heartbeat holds it
+    victim = owner_node(cluster, user.sub)
+    victim.stop()  # SIGTERM, as an orchestrator replacing a task does
+    stopped_at = time.time()
+    # Its heartbeat was marked ended when it stopped, not left to run out (LEASE s later).
+    assert cluster.heartbeat_end(victim.id) <= stopped_at
+    client.add_note("after the stop")
+    took = sync_until_served(client, cluster.live_nodes(), LEASE + 10)
+    assert owner_node(cluster, user.sub) in cluster.live_nodes()
+    print(f"served again {took:.1f} s after a clean stop (lease {LEASE} s)")
+    client.close()
+
+
 def test_a_killed_node_s_users_sync_again_through_the_others_after_its_lease(
     shared_cluster, tmp_path
 ):
     cluster, people = shared_cluster
     user = people[5]
-    client = synced(tmp_path, "survivor", user, cluster.nodes[0], "before the crash")
+    client = synced(tmp_path, "survivor", user, cluster.live_nodes()[0], "before the crash")
     sub = user.sub
     victim = owner_node(cluster, sub)
     victim.kill()
-    others = [n for n in cluster.nodes if n is not victim]
-    killed_at = time.monotonic()
+    others = cluster.live_nodes()
     client.add_note("after the crash")
-    while True:
-        try:
-            through(client, random.choice(others)).sync()
-            break
-        except SyncError as exc:
-            assert not is_auth_error(exc), exc  # never logged out
-            assert time.monotonic() - killed_at < LEASE + 10, "no takeover in time"
-            time.sleep(0.5)
-    recovered = time.monotonic() - killed_at
+    recovered = sync_until_served(client, others, LEASE + 10)
     assert owner_node(cluster, sub) in others
     fresh = device(tmp_path, "fresh")
     fresh.login(user.email, user.password, others[0].url)
