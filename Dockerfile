@@ -15,10 +15,13 @@ FROM python:3.11.14-slim-bookworm
 
 ARG EXTRAS=""
 
+# PIP_ROOT_USER_ACTION: pip runs as root only while building (the image runs as uid 10001); its
+# "running pip as root" warning printed on every build is noise here.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     GATEWAY_DATA_DIR=/data \
     GATEWAY_SERVER_HOST=0.0.0.0 \
     GATEWAY_SERVER_PORT=8080
