@@ -65,7 +65,7 @@ from gateway.middlewares import (
 from gateway.pace import Pacing
 from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
-from gateway.registry import Registry
+from gateway.registry import RegistryUnavailable, open_registry
 from gateway.workers.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -73,7 +73,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway")
 PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
-REGISTRY_FILE = "registry.sqlite3"
 
 
 async def host_key(request: web.Request) -> web.StreamResponse:
@@ -100,9 +99,8 @@ async def health(request: web.Request) -> web.StreamResponse:
 async def ready(request: web.Request) -> web.StreamResponse:
     """Public: whether, and which fixed problems (readiness.py); never counts or paths."""
     config = request.app[CONFIG]
-    found = await asyncio.to_thread(
-        readiness.probe, config.data_dir / REGISTRY_FILE, config.collections_dir
-    )
+    writable = await request.app[REGISTRY].writable()
+    found = await asyncio.to_thread(readiness.probe, writable, config.collections_dir)
     problems = readiness.problems(found, config.server.min_free_disk_megs)
     if problems:
         log.warning("not ready", extra={"problems": problems})
@@ -138,7 +136,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         secret = credentials.load_or_create(config.data_dir, config.secret)
         password_for = credentials.password_deriver(secret)
-        registry = Registry(config.data_dir / REGISTRY_FILE, config.collections_dir)
+        registry = open_registry(config)
         if provider is None:
             from gateway.auth.cognito import CognitoProvider
 
@@ -146,9 +144,9 @@ def create_app(
         else:
             chosen = provider
 
-        def worker_password(account: str) -> str:
+        async def worker_password(account: str) -> str:
             # Read when a worker starts: the account's current key generation.
-            found = registry.get_by_name(account)
+            found = await registry.get_by_name(account)
             return password_for(account, found.key_generation if found else 0)
 
         pool = WorkerPool.from_config(config, worker_password)
@@ -190,9 +188,17 @@ def create_app(
                 "using a LOCAL Cognito stand-in: not for production",
                 extra={"endpoint": config.cognito.endpoint_url},
             )
+        try:
+            accounts: int | None = await registry.count()
+        except RegistryUnavailable:
+            accounts = None  # serve anyway: requests answer 503 until the registry answers
         log.info(
             "gateway started",
-            extra={"data_dir": str(config.data_dir), "accounts": registry.count()},
+            extra={
+                "data_dir": str(config.data_dir),
+                "registry": config.registry.backend,
+                "accounts": accounts,
+            },
         )
         try:
             yield
@@ -202,7 +208,7 @@ def create_app(
             await upstream.close()
             await reused.close()
             await chosen.close()
-            registry.close()
+            await registry.close()
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
