@@ -3,9 +3,15 @@ Cognito, and as S3 for the s3:// destination)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +24,7 @@ from gateway.backup.restore import restore
 from gateway.backup.snapshot import BackupError, check, snapshots, take
 from gateway.backup.store import LocalStore, S3Store
 from tests.ankiclient import Client
-from tests.test_identity_e2e import PASSWORD, synced_device
+from tests.test_identity_e2e import PASSWORD, sync_pushes, synced_device
 
 
 def media_of(client: Client) -> dict[str, bytes]:
@@ -44,7 +50,7 @@ def fresh_download(tmp_path: Path, gw: Any, name: str, login: str) -> Client:
     return fresh
 
 
-def test_a_busy_account_is_skipped_not_waited_for_and_an_idle_one_restores_byte_for_byte(
+def test_accounts_with_running_sync_servers_are_copied_and_one_restores_byte_for_byte(
     cognito, tmp_path, start_gateway
 ) -> None:
     cognito.add_user("bea", PASSWORD, "bea@example.com")
@@ -57,21 +63,21 @@ def test_a_busy_account_is_skipped_not_waited_for_and_an_idle_one_restores_byte_
     device.sync()
     other = synced_device(tmp_path, gw, "ben", "ben")
     store = LocalStore(tmp_path / "backups")
+    assert sorted(gw.app[POOL].running()) == ["bea", "ben"]
 
-    # Both sync servers run: the stock server holds its collection exclusively, so a copy
-    # would wait for ever; the backup skips them and says so, at once.
+    # Both sync servers run and hold their collections exclusively: the gateway stops each
+    # for its copy (no request is in flight), and the next sync starts a new one.
     taken = take(gw.config, store)
-    assert taken.busy == ("bea", "ben")
-    assert json.loads(store.read(f"snapshots/{taken.name}/manifest.json"))["accounts"] == {}
-
-    gw.call(gw.app[POOL].stop("bea"))
-    taken = take(gw.config, store)
-    assert taken.busy == ("ben",)
+    assert taken.missed == {}
+    manifest = json.loads(store.read(f"snapshots/{taken.name}/manifest.json"))
+    assert sorted(manifest["accounts"]) == ["bea", "ben"] and manifest["missed"] == {}
     copied = tmp_path / "copied.anki2"
     store.get(f"snapshots/{taken.name}/accounts/bea/collection.anki2", copied)
     assert check(copied) == "ok"
     with sqlite3.connect(copied) as db:
         assert db.execute("SELECT count() FROM notes").fetchone()[0] == len(device.note_fronts())
+    other.add_note("after the backup")
+    assert sync_pushes(other)  # ben's next sync gets a new server
 
     account = gw.app[REGISTRY].get_by_name("bea")
     folder = gw.app[REGISTRY].folder(account)
@@ -185,4 +191,132 @@ def test_the_last_backup_shows_in_the_metrics(cognito, tmp_path, start_gateway) 
     take(gw.config, LocalStore(tmp_path / "backups"))
     samples = scrape(metrics_url(gw))
     assert before <= samples["gateway_backup_last_success_timestamp_seconds{}"] <= time.time()
-    assert samples["gateway_backup_busy_accounts{}"] == 0
+    assert samples["gateway_backup_missed_accounts{}"] == 0
+
+
+def cli_env(cognito: Any, data_dir: Path) -> dict[str, str]:
+    """The environment `python -m gateway` needs for this gateway's data folder."""
+    return {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_COGNITO_USER_POOL_ID": cognito.pool_id,
+        "GATEWAY_COGNITO_CLIENT_ID": cognito.client_id,
+        "GATEWAY_COGNITO_REGION": "eu-west-1",
+        "GATEWAY_LOGGING_FORMAT": "text",
+    }
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS` as its own process (as a cron job runs it)."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "gateway", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def snapshot_notes(store: LocalStore, name: str, account: str, scratch: Path) -> set[str]:
+    """The note fronts in a snapshot's collection, after a full integrity check of the copy."""
+    copied = scratch / f"{name}-{account}.anki2"
+    store.get(f"snapshots/{name}/accounts/{account}/collection.anki2", copied)
+    with contextlib.closing(sqlite3.connect(copied)) as db:
+        db.create_collation(
+            "unicase", lambda a, b: (a.casefold() > b.casefold()) - (a.casefold() < b.casefold())
+        )
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        return {flds.split("\x1f")[0] for (flds,) in db.execute("SELECT flds FROM notes")}
+
+
+def snapshot_media(store: LocalStore, name: str, account: str, scratch: Path) -> dict[str, bytes]:
+    """A snapshot's media files of `account`, checked against its own copy of media.db: every
+    file the media database lists is there, with the checksum it lists, and nothing else."""
+    manifest = json.loads(store.read(f"snapshots/{name}/manifest.json"))
+    files = {
+        filename: store.read(f"blobs/{digest}")
+        for filename, digest in manifest["accounts"][account]["media"].items()
+    }
+    copied = scratch / f"{name}-{account}-media.db"
+    store.get(f"snapshots/{name}/accounts/{account}/media.db", copied)
+    with contextlib.closing(sqlite3.connect(copied)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        listed = dict(db.execute("SELECT fname, csum FROM media WHERE csum IS NOT NULL"))
+    assert {n: hashlib.sha1(data).digest() for n, data in files.items()} == listed  # noqa: S324
+    return files
+
+
+def test_a_backup_during_a_clients_syncs_holds_a_completed_sync_and_restores_byte_for_byte(
+    cognito, tmp_path, start_gateway
+) -> None:
+    cognito.add_user("syd", PASSWORD, "syd@example.com")
+    config = cognito.config(tmp_path / "data")
+    gw = start_gateway(config)
+    device = synced_device(tmp_path, gw, "syd", "syd")
+    # (monotonic time, note fronts, media) after each sync the client completed.
+    completed: list[tuple[float, set[str], dict[str, bytes]]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def sync_in_a_loop() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            device.add_note(f"loop {n}")
+            device.add_media(f"loop-{n}.bin", os.urandom(30_000))
+            try:
+                device.sync()
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                failures.append(repr(exc))
+                continue
+            completed.append((time.monotonic(), device.note_fronts(), media_of(device)))
+
+    def completed_syncs_reach(count: int) -> None:
+        deadline = time.monotonic() + 120
+        while len(completed) < count and not failures:
+            assert time.monotonic() < deadline, "the client stopped completing syncs"
+            time.sleep(0.05)
+
+    syncing = threading.Thread(target=sync_in_a_loop)
+    syncing.start()
+    env = cli_env(cognito, config.data_dir)
+    backups = tmp_path / "backups"
+    store = LocalStore(backups)
+    runs: list[tuple[float, str]] = []  # (when the backup began, the snapshot's name)
+    try:
+        for _ in range(3):
+            completed_syncs_reach(len(completed) + 2)
+            began = time.monotonic()
+            done = run_cli(env, "backup", "--to", str(backups))
+            assert done.returncode == 0, done.stderr
+            assert "NOT backed up" not in done.stderr
+            runs.append((began, snapshots(store)[-1]))
+        completed_syncs_reach(len(completed) + 2)  # the client keeps syncing afterwards
+    finally:
+        stop.set()
+        syncing.join(120)
+    assert failures == []
+    history = [(when, fronts) for when, fronts, _ in completed]
+    for began, name in runs:
+        notes = snapshot_notes(store, name, "syd", tmp_path)
+        # The state after one completed sync, and not older than the last one completed before
+        # the backup began.
+        matching = [i for i, (_, fronts) in enumerate(history) if fronts == notes]
+        assert matching, f"snapshot {name} holds no completed sync"
+        last_before = max(i for i, (when, _) in enumerate(history) if when < began)
+        assert max(matching) >= last_before
+        for filename, data in snapshot_media(store, name, "syd", tmp_path).items():
+            assert media_of(device)[filename] == data
+
+    name = runs[-1][1]
+    gw.call(gw.app[POOL].stop("syd"))
+    wipe(gw.app[REGISTRY].folder(gw.app[REGISTRY].get_by_name("syd")))
+    done = run_cli(env, "restore", "--from", str(backups), "--account", "syd")
+    assert done.returncode == 0, done.stderr
+    fresh = fresh_download(tmp_path, gw, "fresh", "syd")
+    assert fresh.note_fronts() == snapshot_notes(store, name, "syd", tmp_path)
+    assert media_of(fresh) == snapshot_media(store, name, "syd", tmp_path)
+    assert len(media_of(fresh)) >= 4
+    device.close()
+    fresh.close()
