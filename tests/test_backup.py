@@ -17,14 +17,15 @@ from typing import Any
 
 import boto3
 import pytest
+from anki.errors import SyncError
 
 from gateway.__main__ import main as gateway_main
 from gateway.appkeys import POOL, REGISTRY
 from gateway.backup.restore import restore
 from gateway.backup.snapshot import BackupError, check, snapshots, take
 from gateway.backup.store import LocalStore, S3Store
-from tests.ankiclient import Client
-from tests.test_identity_e2e import PASSWORD, sync_pushes, synced_device
+from tests.ankiclient import Client, is_auth_error
+from tests.test_identity_e2e import PASSWORD, raw, sync_pushes, synced_device
 
 
 def media_of(client: Client) -> dict[str, bytes]:
@@ -320,3 +321,88 @@ def test_a_backup_during_a_clients_syncs_holds_a_completed_sync_and_restores_byt
     assert len(media_of(fresh)) >= 4
     device.close()
     fresh.close()
+
+
+def test_a_sync_left_open_delays_a_backup_only_until_wait_then_it_is_cut_retryably(
+    cognito, tmp_path, start_gateway
+) -> None:
+    cognito.add_user("ivy", PASSWORD, "ivy@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    device = synced_device(tmp_path, gw, "ivy", "ivy")
+    assert device.auth is not None
+    key = device.auth.hkey
+    # A client that opens a collection sync and never finishes it (or syncs for ever).
+    assert raw(gw.url, "sync/meta", key, {"v": 11, "cv": "26.09.3,raw,linux"}) == 200
+    assert raw(gw.url, "sync/start", key, {"minUsn": 0, "lnewer": False, "graves": None}) == 200
+    store = LocalStore(tmp_path / "backups")
+    began = time.monotonic()
+    taken = take(gw.config, store, wait=2)
+    took = time.monotonic() - began
+    assert taken.missed == {}
+    assert 2 <= took < 2 + 10  # waited for the open sync, but only `wait` seconds
+    assert snapshot_notes(store, taken.name, "ivy", tmp_path) == device.note_fronts()
+    # The cut sync's next step is told to try again (503: Anki keeps the user logged in).
+    assert raw(gw.url, "sync/applyGraves", key, {"chunk": {}}) == 503
+    device.add_note("after the cut")
+    assert sync_pushes(device)
+    device.close()
+
+
+def test_a_request_held_past_the_hold_gets_a_503_and_the_user_stays_logged_in(
+    cognito, tmp_path, start_gateway, monkeypatch
+) -> None:
+    from gateway.backup import gate, quiesce
+    from gateway.workers.lock import account_dir
+
+    monkeypatch.setattr(gate, "HOLD_SECONDS", 1.0)
+    cognito.add_user("hal", PASSWORD, "hal@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    device = synced_device(tmp_path, gw, "hal", "hal")
+    assert device.auth is not None
+    folder = account_dir(gw.config.collections_dir, "hal")
+    # A backup that takes longer than a request may wait.
+    with quiesce.post(folder, force_at=time.time() + 600):
+        began = time.monotonic()
+        assert raw(gw.url, "sync/meta", device.auth.hkey, {"v": 11, "cv": "x"}) == 503
+        assert 1 <= time.monotonic() - began < 5
+        device.add_note("held")
+        with pytest.raises(SyncError) as failed:
+            device.sync()
+        assert not is_auth_error(failed.value)
+    assert sync_pushes(device)  # the same login, once the backup is done
+    device.close()
+
+
+def test_an_account_that_cannot_be_quiesced_is_missed_named_and_counted(
+    cognito, tmp_path, start_gateway, monkeypatch, capsys
+) -> None:
+    from gateway.backup import snapshot
+    from gateway.workers.lock import try_lock
+    from tests.test_metrics import metrics_url, scrape
+
+    monkeypatch.setattr(snapshot, "STOP_MARGIN", 0.5)
+    cognito.add_user("bo", PASSWORD, "bo@example.com")
+    cognito.add_user("al", PASSWORD, "al@example.com")
+    config = cognito.config(tmp_path / "data")
+    gw = start_gateway(config)
+    for name in ("bo", "al"):
+        synced_device(tmp_path, gw, name, name).close()
+    gw.call(gw.app[POOL].stop("bo"))
+    for name, value in cli_env(cognito, config.data_dir).items():
+        if name.startswith("GATEWAY_"):
+            monkeypatch.setenv(name, value)
+    # bo's worker lock held by something that does not answer a backup's want (a hung or
+    # older gateway): never copied torn, named instead.
+    held = try_lock(config.collections_dir, "bo")
+    assert held is not None
+    try:
+        assert gateway_main(["backup", "--to", str(tmp_path / "backups"), "--wait", "0.5"]) == 1
+    finally:
+        held.release()
+    err = capsys.readouterr().err
+    assert "NOT backed up: bo: its sync server did not stop within 1 s" in err
+    assert "al" not in err
+    store = LocalStore(tmp_path / "backups")
+    manifest = json.loads(store.read(f"snapshots/{snapshots(store)[-1]}/manifest.json"))
+    assert sorted(manifest["accounts"]) == ["al"] and list(manifest["missed"]) == ["bo"]
+    assert scrape(metrics_url(gw))["gateway_backup_missed_accounts{}"] == 1

@@ -56,14 +56,14 @@ class BackupGate:
         collections_dir: Path,
         pool: WorkerPool,
         *,
-        hold: float = HOLD_SECONDS,
+        hold: float | None = None,
         sync_idle_limit: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._dir = collections_dir
         self._pool = pool
-        self._hold = hold
+        self._hold = HOLD_SECONDS if hold is None else hold
         self._clock = clock
         self._wall = wall
         self._activity = quiesce.Activity()

@@ -36,6 +36,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.workers.lock import try_flock
+
 BACKUP_LOCK = ".gateway-backup.lock"
 BUSY_LOCK = ".gateway-busy.lock"
 
@@ -74,15 +76,9 @@ class Posted:
 def post(folder: Path, force_at: float) -> Posted | None:
     """Want the account in `folder` (its folder, from workers.lock.account_dir); None when
     another backup already wants it. OSError when the folder is not writable."""
-    fd = os.open(folder / BACKUP_LOCK, os.O_RDWR | os.O_CREAT | _FLAGS, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = try_flock(folder / BACKUP_LOCK)
+    if fd is None:
         return None
-    except BaseException:
-        os.close(fd)
-        raise
     data = json.dumps({"pid": os.getpid(), "force_at": force_at}).encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
@@ -115,13 +111,10 @@ def wanted(folder: Path) -> Want | None:
 
 def idle_everywhere(folder: Path) -> bool:
     """True when no gateway process has a request in flight or a sync open on the account."""
-    fd = os.open(folder / BUSY_LOCK, os.O_RDWR | os.O_CREAT | _FLAGS, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    fd = try_flock(folder / BUSY_LOCK)
+    if fd is None:
         return False
-    finally:
-        os.close(fd)
+    os.close(fd)
     return True
 
 
