@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -248,6 +249,74 @@ def snapshot_media(store: LocalStore, name: str, account: str, scratch: Path) ->
     return files
 
 
+class SyncLoop:
+    """A device adding a note and a media file and syncing, again and again, in a thread;
+    `completed` has (monotonic time, note fronts) after each sync it completed."""
+
+    def __init__(self, device: Client) -> None:
+        self.device = device
+        self.completed: list[tuple[float, set[str]]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            self.device.add_note(f"loop {n}")
+            self.device.add_media(f"loop-{n}.bin", os.urandom(30_000))
+            try:
+                self.device.sync()
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                self.failures.append(repr(exc))
+                continue
+            self.completed.append((time.monotonic(), self.device.note_fronts()))
+
+    def __enter__(self) -> SyncLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
+
+    def wait_for_more(self, count: int = 2) -> None:
+        """Until `count` more syncs completed (or one failed)."""
+        wanted, deadline = len(self.completed) + count, time.monotonic() + 120
+        while len(self.completed) < wanted and not self.failures:
+            assert time.monotonic() < deadline, "the client stopped completing syncs"
+            time.sleep(0.05)
+
+    def backups(self, env: dict[str, str], backups: Path, runs: int) -> list[tuple[float, str]]:
+        """`python -m gateway backup` `runs` times while the loop syncs (each after two more
+        completed syncs); (when each began, its snapshot's name)."""
+        taken = []
+        for _ in range(runs):
+            self.wait_for_more()
+            began = time.monotonic()
+            done = run_cli(env, "backup", "--to", str(backups))
+            assert done.returncode == 0, done.stderr
+            assert "NOT backed up" not in done.stderr
+            taken.append((began, snapshots(LocalStore(backups))[-1]))
+        self.wait_for_more()  # the client keeps syncing afterwards
+        return taken
+
+    def assert_each_holds_a_completed_sync(
+        self, store: LocalStore, runs: list[tuple[float, str]], account: str, scratch: Path
+    ) -> None:
+        """Each snapshot is the state after one completed sync, not older than the last one
+        completed before its backup began, and its media match its media.db and the device."""
+        for began, name in runs:
+            notes = snapshot_notes(store, name, account, scratch)
+            matching = [i for i, (_, fronts) in enumerate(self.completed) if fronts == notes]
+            assert matching, f"snapshot {name} holds no completed sync"
+            last_before = max(i for i, (when, _) in enumerate(self.completed) if when < began)
+            assert max(matching) >= last_before
+            for filename, data in snapshot_media(store, name, account, scratch).items():
+                assert media_of(self.device)[filename] == data
+
+
 def test_a_backup_during_a_clients_syncs_holds_a_completed_sync_and_restores_byte_for_byte(
     cognito, tmp_path, start_gateway
 ) -> None:
@@ -255,60 +324,13 @@ def test_a_backup_during_a_clients_syncs_holds_a_completed_sync_and_restores_byt
     config = cognito.config(tmp_path / "data")
     gw = start_gateway(config)
     device = synced_device(tmp_path, gw, "syd", "syd")
-    # (monotonic time, note fronts, media) after each sync the client completed.
-    completed: list[tuple[float, set[str], dict[str, bytes]]] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def sync_in_a_loop() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            device.add_note(f"loop {n}")
-            device.add_media(f"loop-{n}.bin", os.urandom(30_000))
-            try:
-                device.sync()
-            except Exception as exc:  # noqa: BLE001 - every failure is the finding
-                failures.append(repr(exc))
-                continue
-            completed.append((time.monotonic(), device.note_fronts(), media_of(device)))
-
-    def completed_syncs_reach(count: int) -> None:
-        deadline = time.monotonic() + 120
-        while len(completed) < count and not failures:
-            assert time.monotonic() < deadline, "the client stopped completing syncs"
-            time.sleep(0.05)
-
-    syncing = threading.Thread(target=sync_in_a_loop)
-    syncing.start()
     env = cli_env(cognito, config.data_dir)
     backups = tmp_path / "backups"
     store = LocalStore(backups)
-    runs: list[tuple[float, str]] = []  # (when the backup began, the snapshot's name)
-    try:
-        for _ in range(3):
-            completed_syncs_reach(len(completed) + 2)
-            began = time.monotonic()
-            done = run_cli(env, "backup", "--to", str(backups))
-            assert done.returncode == 0, done.stderr
-            assert "NOT backed up" not in done.stderr
-            runs.append((began, snapshots(store)[-1]))
-        completed_syncs_reach(len(completed) + 2)  # the client keeps syncing afterwards
-    finally:
-        stop.set()
-        syncing.join(120)
-    assert failures == []
-    history = [(when, fronts) for when, fronts, _ in completed]
-    for began, name in runs:
-        notes = snapshot_notes(store, name, "syd", tmp_path)
-        # The state after one completed sync, and not older than the last one completed before
-        # the backup began.
-        matching = [i for i, (_, fronts) in enumerate(history) if fronts == notes]
-        assert matching, f"snapshot {name} holds no completed sync"
-        last_before = max(i for i, (when, _) in enumerate(history) if when < began)
-        assert max(matching) >= last_before
-        for filename, data in snapshot_media(store, name, "syd", tmp_path).items():
-            assert media_of(device)[filename] == data
+    with SyncLoop(device) as loop:
+        runs = loop.backups(env, backups, 3)
+    assert loop.failures == []
+    loop.assert_each_holds_a_completed_sync(store, runs, "syd", tmp_path)
 
     name = runs[-1][1]
     gw.call(gw.app[POOL].stop("syd"))
@@ -321,6 +343,29 @@ def test_a_backup_during_a_clients_syncs_holds_a_completed_sync_and_restores_byt
     assert len(media_of(fresh)) >= 4
     device.close()
     fresh.close()
+
+
+def test_two_gateway_processes_on_one_data_folder_quiesce_an_account_for_a_backup(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # Two gateways on one data folder (their locks are per open file: as two processes).
+    cognito.add_user("kim", PASSWORD, "kim@example.com")
+    config = cognito.config(tmp_path / "data")
+    first, second = start_gateway(config), start_gateway(config)
+    synced_device(tmp_path, first, "kim-1", "kim").close()
+    assert first.app[POOL].running() == ["kim"]
+    # The device syncs through the second gateway, to the first one's sync server.
+    device = synced_device(tmp_path, second, "kim-2", "kim")
+    assert second.app[POOL].running() == []
+    backups = tmp_path / "backups"
+    with SyncLoop(device) as loop:
+        runs = loop.backups(cli_env(cognito, config.data_dir), backups, 3)
+    assert loop.failures == []
+    loop.assert_each_holds_a_completed_sync(LocalStore(backups), runs, "kim", tmp_path)
+    # The first gateway stopped its server for the first backup; the next one started with
+    # the second gateway, which stopped it for the later backups.
+    assert first.app[POOL].running() == []
+    device.close()
 
 
 def test_a_sync_left_open_delays_a_backup_only_until_wait_then_it_is_cut_retryably(
@@ -406,3 +451,41 @@ def test_an_account_that_cannot_be_quiesced_is_missed_named_and_counted(
     manifest = json.loads(store.read(f"snapshots/{snapshots(store)[-1]}/manifest.json"))
     assert sorted(manifest["accounts"]) == ["al"] and list(manifest["missed"]) == ["bo"]
     assert scrape(metrics_url(gw))["gateway_backup_missed_accounts{}"] == 1
+
+
+def running_after(gw: Any, seconds: float) -> list[str]:
+    time.sleep(seconds)
+    return gw.app[POOL].running()
+
+
+def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_request_or_sync_open(
+    cognito, tmp_path, start_gateway
+) -> None:
+    from gateway.backup import quiesce
+    from gateway.workers.lock import account_dir
+
+    cognito.add_user("lou", PASSWORD, "lou@example.com")
+    config = cognito.config(tmp_path / "data")
+    first, second = start_gateway(config), start_gateway(config)
+    device = synced_device(tmp_path, first, "lou", "lou")  # the sync server runs in `first`
+    assert device.auth is not None
+    key, folder = device.auth.hkey, account_dir(config.collections_dir, "lou")
+    # Through the other gateway: a request whose body is still coming ...
+    header = json.dumps({"v": 11, "k": key, "c": "26.09.3,raw,linux", "s": "raw2"})
+    slow = socket.create_connection(("127.0.0.1", second.port))
+    slow.sendall(
+        f"POST /msync/begin HTTP/1.1\r\nHost: x\r\nanki-sync: {header}\r\n"
+        "Content-Length: 100\r\n\r\n0123456789".encode()
+    )
+    # ... and a collection sync left open (by another device).
+    assert raw(second.url, "sync/meta", key, {"v": 11, "cv": "26.09.3,raw,linux"}) == 200
+    assert raw(second.url, "sync/start", key, {"minUsn": 0, "lnewer": False, "graves": None}) == 200
+    with quiesce.post(folder, force_at=time.time() + 600):
+        assert running_after(first, 1.5) == ["lou"]
+        slow.close()  # the request ends
+        assert running_after(first, 1.5) == ["lou"]  # the sync is still open
+        assert raw(second.url, "sync/abort", key, {}) == 200  # passes: it belongs to that sync
+        assert running_after(first, 1.5) == []
+    device.add_note("after")
+    assert sync_pushes(device)
+    device.close()
