@@ -421,11 +421,11 @@ def test_a_request_held_past_the_hold_gets_a_503_and_the_user_stays_logged_in(
 def test_an_account_that_cannot_be_quiesced_is_missed_named_and_counted(
     cognito, tmp_path, start_gateway, monkeypatch, capsys
 ) -> None:
-    from gateway.backup import snapshot
+    from gateway.backup import quiesce
     from gateway.workers.lock import try_lock
     from tests.test_metrics import metrics_url, scrape
 
-    monkeypatch.setattr(snapshot, "STOP_MARGIN", 0.5)
+    monkeypatch.setattr(quiesce, "STOP_MARGIN", 0.5)
     cognito.add_user("bo", PASSWORD, "bo@example.com")
     cognito.add_user("al", PASSWORD, "al@example.com")
     config = cognito.config(tmp_path / "data")

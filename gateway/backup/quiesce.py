@@ -1,5 +1,9 @@
 """The handshake between a backup and every gateway process serving an account, through flock.
 
+    hold(collections_dir, account, wait) -> Held | str      (backup side; Held is a context
+        manager with .folder; a str says why the account could not be quiesced)
+    wanted(folder) -> Want | None, idle_everywhere(folder) -> bool, Activity   (gateway side)
+
 Why a handshake (measured with the 26.9 stock server): a running sync server keeps the account's
 `media.db` open from its start and, after its first normal sync, `collection.anki2` too, both in
 SQLite's exclusive locking mode; nothing else can read them until the server exits (a reader
@@ -33,10 +37,16 @@ import fcntl
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.workers.lock import try_flock
+from gateway.workers.lock import AccountLock, account_dir, try_flock, try_lock
+
+#: Seconds past `wait` a backup allows a forced sync server to stop (SIGINT, then SIGKILL after
+#: workers/process.STOP_GRACE) and the gateway's watcher to notice (gate.WATCH_PERIOD).
+STOP_MARGIN = 15.0
+POLL = 0.05
 
 BACKUP_LOCK = ".gateway-backup.lock"
 BUSY_LOCK = ".gateway-busy.lock"
@@ -150,3 +160,40 @@ class Activity:
     def count(self, folder: Path) -> int:
         held = self._held.get(folder)
         return held[1] if held else 0
+
+
+class Held:
+    """An account quiesced for a backup: its want posted and its worker lock held (no sync
+    server runs). Leaving the block lets the lock go first, then the want."""
+
+    def __init__(self, folder: Path, posted: Posted, lock: AccountLock) -> None:
+        self.folder = folder
+        self._posted = posted
+        self._lock = lock
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._lock.release()  # first: held requests then find the lock free
+        finally:
+            self._posted.release()
+
+
+def hold(collections_dir: Path, account: str, wait: float) -> Held | str:
+    """Quiesce `account` for a backup (module doc): post the want with `force_at` = now +
+    `wait`, then take its worker lock once the gateways have stopped its sync server, within
+    `wait` + STOP_MARGIN seconds. `Held`, or why not (another backup wants it; the lock stayed
+    taken). Blocks (it polls); OSError when the account folder is not writable."""
+    folder = account_dir(collections_dir, account)
+    posted = post(folder, force_at=time.time() + wait)
+    if posted is None:
+        return "another backup is copying it"
+    deadline = time.monotonic() + wait + STOP_MARGIN
+    while (lock := try_lock(collections_dir, account)) is None:
+        if time.monotonic() >= deadline:
+            posted.release()
+            return f"its sync server did not stop within {wait + STOP_MARGIN:g} s"
+        time.sleep(POLL)
+    return Held(folder, posted, lock)

@@ -19,6 +19,11 @@ server has to stop for its copy. Weighed and chosen:
   copies an account that syncs at least every `workers.idle_timeout_seconds`;
 - claiming the account's worker lock alone (workers/lock.py) cannot stop a running server and
   races the gateway for the lock;
+- copying the files raw (database plus WAL) from under an idle server still needs its requests
+  held, and reads files a process with an exclusive lock may write; stopping the server costs
+  little more (a new one starts in about 0.1-0.2 s);
+- a control socket to each gateway needs every process found and listening; flock files are
+  already how gateway processes agree on an account, and vanish with their holder;
 - so the backup *asks* (quiesce.py, flock files in the account's folder, so it holds across any
   number of gateway processes sharing the data folder and is dropped if the backup dies): it
   posts its want, every gateway holds that account's new requests (gate.py), the gateway
@@ -28,11 +33,11 @@ server has to stop for its copy. Weighed and chosen:
 Bounds: an account's requests and syncs may delay its copy by `wait` seconds; then its server is
 stopped regardless (a request cut so gets 502, a sync cut so 503 on its next step: Anki says
 "try again" and keeps the user logged in). A constantly syncing client therefore keeps neither
-itself nor anyone else out of a backup: each account costs at most `wait` + `STOP_MARGIN`
-seconds. An account whose worker lock is still not free then (a gateway that does not answer
-the want, or another backup copying it) is *missed*: named in the result, the manifest, the
-state file and the metrics, never copied torn. Requests held meanwhile wait up to 30 s
-(gate.HOLD_SECONDS), then get 503.
+itself nor anyone else out of a backup: each account costs at most `wait` +
+`quiesce.STOP_MARGIN` seconds. An account whose worker lock is still not free then (a gateway
+that does not answer the want, or another backup copying it) is *missed*: named in the result,
+the manifest, the state file and the metrics, never copied torn. Requests held meanwhile wait
+up to 30 s (gate.HOLD_SECONDS), then get 503.
 SQLite files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and
 checked (PRAGMA quick_check) before they are stored; the registry is copied the same way while
 the gateway runs. Media files are content-addressed: a file already in `blobs/` is not stored
@@ -58,7 +63,6 @@ from gateway.backup.store import SECRETS_MARK, Store
 from gateway.config import Config
 from gateway.credentials import SECRET_FILE
 from gateway.registry import Registry
-from gateway.workers.lock import account_dir, try_lock
 
 log = logging.getLogger("gateway.backup")
 SQLITE_FILES = ("collection.anki2", "media.db")
@@ -125,12 +129,6 @@ class Taken:
     missed: dict[str, str] = field(default_factory=dict)
 
 
-#: Seconds past `wait` the backup allows a forced server to stop (SIGINT, then SIGKILL after
-#: workers/process.STOP_GRACE) and the gateway's watcher to notice (gate.WATCH_PERIOD).
-STOP_MARGIN = 15.0
-POLL = 0.05
-
-
 def take(
     config: Config,
     store: Store,
@@ -163,7 +161,7 @@ def take(
             registry.close()
         for account in listed:
             copy = tmp / "account"
-            why = _copy_quiesced(config, account.name, copy, wait)
+            why = _copy_quiesced(config.collections_dir, account.name, copy, wait)
             if why is not None:
                 missed[account.name] = why
                 log.warning("account not backed up", extra={"account": account.name, "why": why})
@@ -217,28 +215,18 @@ def last_backup(data_dir: Path) -> dict[str, float] | None:
         return None
 
 
-def _copy_quiesced(config: Config, name: str, target: Path, wait: float) -> str | None:
+def _copy_quiesced(collections_dir: Path, name: str, target: Path, wait: float) -> str | None:
     """Copy the account's files into `target` with its sync server stopped (module doc);
     None when done, else why not."""
-    folder = account_dir(config.collections_dir, name)
-    posted = quiesce.post(folder, force_at=time.time() + wait)
-    if posted is None:
-        return "another backup is copying it"
-    with posted:
-        deadline = time.monotonic() + wait + STOP_MARGIN
-        while (lock := try_lock(config.collections_dir, name)) is None:
-            if time.monotonic() >= deadline:
-                return f"its sync server did not stop within {wait + STOP_MARGIN:g} s"
-            time.sleep(POLL)
-        try:
-            began = time.monotonic()
-            _copy_files(folder, target)
-            log.info(
-                "account copied",
-                extra={"account": name, "ms": round((time.monotonic() - began) * 1000)},
-            )
-        finally:
-            lock.release()  # before the want: held requests then find the lock free
+    held = quiesce.hold(collections_dir, name, wait)
+    if isinstance(held, str):
+        return held
+    began = time.monotonic()
+    with held:
+        _copy_files(held.folder, target)
+    log.info(
+        "account copied", extra={"account": name, "ms": round((time.monotonic() - began) * 1000)}
+    )
     return None
 
 
