@@ -21,7 +21,7 @@ import pytest
 from anki.errors import SyncError
 
 from gateway.__main__ import main as gateway_main
-from gateway.appkeys import POOL, REGISTRY
+from gateway.appkeys import LOGIN, POOL, REGISTRY
 from gateway.backup.restore import restore
 from gateway.backup.snapshot import BackupError, check, snapshots, take
 from gateway.backup.store import LocalStore, S3Store
@@ -414,7 +414,20 @@ def test_a_request_held_past_the_hold_gets_a_503_and_the_user_stays_logged_in(
         with pytest.raises(SyncError) as failed:
             device.sync()
         assert not is_auth_error(failed.value)
+
+        # A login that needs the account's sync server waits too, and is not told "wrong
+        # password" either.
+        async def forget_cached_logins() -> None:
+            gw.app[LOGIN].forget_user("hal")
+
+        gw.call(forget_cached_logins())
+        other = Client(tmp_path / "clients" / "hal-2")
+        with pytest.raises(SyncError) as failed:
+            other.login("hal", PASSWORD, gw.url)
+        assert not is_auth_error(failed.value)
     assert sync_pushes(device)  # the same login, once the backup is done
+    other.login("hal", PASSWORD, gw.url)
+    other.close()
     device.close()
 
 
