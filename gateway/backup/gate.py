@@ -11,7 +11,8 @@ account (sessions.verdict):
 - requests of the sync under way pass, so it ends normally; other requests are HELD (they
   wait, polling every `POLL` s) until the backup is done. A request held for `hold` seconds
   gets 503 with Retry-After: Anki shows "please try again in a few minutes" and keeps the
-  user logged in (never 403). `hold` (30 s) stays under Anki's 60 s stall timer.
+  user logged in (never 403). `hold` (20 s) stays under Anki's stall timers (30 s at login,
+  60 s in a sync: anki-sync-protocol.md), so the client gets the 503, not a timeout of its own.
 - The watcher (every `WATCH_PERIOD` s) stops this process's worker for a wanted account as
   soon as no gateway process has a request in flight or a sync open on it (busy lock free), or
   at the backup's `force_at` regardless: then requests in flight on it fail (502, "try again")
@@ -38,7 +39,7 @@ from gateway.workers.pool import WorkerPool
 log = logging.getLogger("gateway.backup")
 
 #: Seconds a request waits for a backup of its account before a 503.
-HOLD_SECONDS = 30.0
+HOLD_SECONDS = 20.0
 POLL = 0.1
 WATCH_PERIOD = 0.25
 RETRY_AFTER = 10

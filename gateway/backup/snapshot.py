@@ -37,7 +37,7 @@ itself nor anyone else out of a backup: each account costs at most `wait` +
 `quiesce.STOP_MARGIN` seconds. An account whose worker lock is still not free then (a gateway
 that does not answer the want, or another backup copying it) is *missed*: named in the result,
 the manifest, the state file and the metrics, never copied torn. Requests held meanwhile wait
-up to 30 s (gate.HOLD_SECONDS), then get 503.
+up to 20 s (gate.HOLD_SECONDS), then get 503.
 SQLite files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and
 checked (PRAGMA quick_check) before they are stored; the registry is copied the same way while
 the gateway runs. Media files are content-addressed: a file already in `blobs/` is not stored
