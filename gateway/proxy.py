@@ -215,10 +215,7 @@ class Proxy:
             self._limits, self._budget, (f"account:{account.name}", f"address:{address}")
         )
         try:
-            async with self._passage(account.name, upstream_path, header.session) as passage:
-                response = await self._forward(request, upstream_path, account.name, meter)
-                passage.status = response.status
-                return response
+            return await self._forward(request, upstream_path, account.name, header.session, meter)
         except (BodyTooLarge, Overloaded) as exc:
             # The worker got an incomplete body and dropped it: the drain, at the client's pace,
             # must not keep the budget from other bodies meanwhile.
@@ -236,7 +233,12 @@ class Proxy:
         return self._gate.passage(account, upstream_path, session)
 
     async def _forward(
-        self, request: web.Request, upstream_path: str, account: str, meter: payload.PayloadMeter
+        self,
+        request: web.Request,
+        upstream_path: str,
+        account: str,
+        session: str,
+        meter: payload.PayloadMeter,
     ) -> web.StreamResponse:
         body = await request_body(request, meter)
         reuse = (
@@ -244,6 +246,22 @@ class Proxy:
             and isinstance(body, bytes)
             and protocol.may_send_twice(upstream_path)
         )
+        # Past a backup of the account only now: a body still arriving holds no worker, and a
+        # sync cut while its body arrived must not reach the fresh worker (backup/gate.py).
+        async with self._passage(account, upstream_path, session) as passage:
+            response = await self._send(request, upstream_path, account, body, reuse=reuse)
+            passage.status = response.status
+            return response
+
+    async def _send(
+        self,
+        request: web.Request,
+        upstream_path: str,
+        account: str,
+        body: bytes | StreamedBody | None,
+        *,
+        reuse: bool,
+    ) -> web.StreamResponse:
         # One more try (module doc): after a refused connection (nothing reached the worker), or
         # a broken reused one (only read-only methods use those). Nothing else is sent twice.
         for attempt in (1, 2):

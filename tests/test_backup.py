@@ -3,6 +3,7 @@ Cognito, and as S3 for the s3:// destination)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -18,6 +19,7 @@ from typing import Any
 
 import boto3
 import pytest
+import zstandard
 from anki.errors import SyncError
 
 from gateway.__main__ import main as gateway_main
@@ -386,7 +388,8 @@ def test_a_sync_left_open_delays_a_backup_only_until_wait_then_it_is_cut_retryab
     assert taken.missed == {}
     assert 2 <= took < 2 + 10  # waited for the open sync, but only `wait` seconds
     assert snapshot_notes(store, taken.name, "ivy", tmp_path) == device.note_fronts()
-    # The cut sync's next step is told to try again (503: Anki keeps the user logged in).
+    # The cut sync's next step is told to try again (503: Anki keeps the user logged in; a
+    # fresh sync server would answer it 400, "Please use Check Database").
     assert raw(gw.url, "sync/applyGraves", key, {"chunk": {}}) == 503
     device.add_note("after the cut")
     assert sync_pushes(device)
@@ -483,13 +486,20 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     device = synced_device(tmp_path, first, "lou", "lou")  # the sync server runs in `first`
     assert device.auth is not None
     key, folder = device.auth.hkey, account_dir(config.collections_dir, "lou")
-    # Through the other gateway: a request whose body is still coming ...
+    # Through the other gateway: a request whose body is still streaming to the sync server
+    # (bodies over 64 KiB stream, proxy.py) ...
     header = json.dumps({"v": 11, "k": key, "c": "26.09.3,raw,linux", "s": "raw2"})
+    body = zstandard.ZstdCompressor().compress(os.urandom(200_000))
     slow = socket.create_connection(("127.0.0.1", second.port))
     slow.sendall(
-        f"POST /msync/begin HTTP/1.1\r\nHost: x\r\nanki-sync: {header}\r\n"
-        "Content-Length: 100\r\n\r\n0123456789".encode()
+        f"POST /msync/uploadChanges HTTP/1.1\r\nHost: x\r\nanki-sync: {header}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:100_000]
     )
+    deadline = time.monotonic() + 10
+    while quiesce.idle_everywhere(folder):
+        assert time.monotonic() < deadline, "the request did not get past the gateway"
+        time.sleep(0.05)
     # ... and a collection sync left open (by another device).
     assert raw(second.url, "sync/meta", key, {"v": 11, "cv": "26.09.3,raw,linux"}) == 200
     assert raw(second.url, "sync/start", key, {"minUsn": 0, "lnewer": False, "graves": None}) == 200
@@ -502,3 +512,58 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     device.add_note("after")
     assert sync_pushes(device)
     device.close()
+
+
+def test_a_sync_cut_by_a_backup_is_not_in_the_snapshot_and_the_client_syncs_it_again(
+    cognito, tmp_path, start_gateway, monkeypatch
+) -> None:
+    from gateway.proxy import Proxy
+
+    cognito.add_user("max", PASSWORD, "max@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    device = synced_device(tmp_path, gw, "max", "max")
+    before = device.note_fronts()
+    # A client slow to send `sync/finish`: the sync stays open past the backup's --wait.
+    finishing, go_on = threading.Event(), threading.Event()
+    forward = Proxy._forward
+
+    async def slow_finish(self: Proxy, request: Any, upstream_path: str, *args: Any) -> Any:
+        if upstream_path == "sync/finish":
+            finishing.set()
+            await asyncio.to_thread(go_on.wait, 60)
+        return await forward(self, request, upstream_path, *args)
+
+    monkeypatch.setattr(Proxy, "_forward", slow_finish)
+    for n in range(200):
+        device.add_note(f"cut {n}")
+    failures: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            device.sync(media=False)
+        except SyncError as exc:
+            failures.append(exc)
+
+    syncing = threading.Thread(target=sync)
+    syncing.start()
+    store = LocalStore(tmp_path / "backups")
+    try:
+        assert finishing.wait(60)
+        taken = take(gw.config, store, wait=1)
+    finally:
+        go_on.set()
+        syncing.join(60)
+    assert taken.missed == {}
+    # The stock server applies a sync's changes in one transaction, committed by `finish`:
+    # stopped before it, the 200 notes it had received are not in the collection.
+    assert snapshot_notes(store, taken.name, "max", tmp_path) == before
+    # The gateway's 503 for the cut sync's finish (a fresh sync server would answer 409, "Only
+    # one copy of Anki can sync to your account at once"); the user stays logged in.
+    assert len(failures) == 1 and not is_auth_error(failures[0])
+    assert "Please try again" in str(failures[0])
+    monkeypatch.setattr(Proxy, "_forward", forward)
+    assert sync_pushes(device)
+    fresh = fresh_download(tmp_path, gw, "fresh", "max")
+    assert fresh.note_fronts() == device.note_fronts() and len(fresh.note_fronts()) == 201
+    device.close()
+    fresh.close()
