@@ -51,6 +51,7 @@ from gateway.auth.identity import IdentityProvider
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
+from gateway.backup.gate import BackupGate
 from gateway.bodies import read_capped
 from gateway.budget import InflationBudget
 from gateway.config import Config
@@ -171,6 +172,8 @@ def create_app(
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
+        gate = BackupGate(config.collections_dir, pool)
+        login.gate = gate
         app[PROXY] = Proxy(
             Admission(registry, revalidator),
             pool,
@@ -181,8 +184,10 @@ def create_app(
                 config.workers.max_inflated_megs * MIB,
                 STOCK_INFLATED_FACTOR * config.workers.max_payload_megs * MIB,
             ),
+            gate,
         )
         await pool.start()
+        await gate.start()
         if config.cognito.local_stand_in:
             log.warning(
                 "using a LOCAL Cognito stand-in: not for production",
@@ -204,6 +209,7 @@ def create_app(
             yield
         finally:
             await revalidator.close()
+            await gate.close()
             await pool.close()
             await upstream.close()
             await reused.close()

@@ -270,9 +270,10 @@ class AppCollector(Collector):
             )
             finished.add_metric([], state["finished"])
             skipped = GaugeMetricFamily(
-                "gateway_backup_busy_accounts", "Accounts the last backup skipped as busy."
+                "gateway_backup_missed_accounts",
+                "Accounts the last backup could not copy consistently within its bound.",
             )
-            skipped.add_metric([], state["busy"])
+            skipped.add_metric([], state["missed"])
             yield from (finished, skipped)
 
 

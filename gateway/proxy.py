@@ -39,6 +39,7 @@ connection, and any failure after connecting is a 502.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 
@@ -49,6 +50,7 @@ from multidict import CIMultiDict, MultiMapping
 from gateway import payload, protocol
 from gateway.appkeys import ACCOUNT, CONFIG
 from gateway.auth.admission import Admission
+from gateway.backup.gate import BackupGate, Passage
 from gateway.bodies import (
     StreamedBody,
     client_side,
@@ -193,7 +195,9 @@ class Proxy:
         reused: aiohttp.ClientSession | None = None,
         limits: payload.PayloadLimits | None = None,
         budget: payload.InflationBudget | None = None,
+        gate: BackupGate | None = None,
     ) -> None:
+        self._gate = gate
         self._limits = limits or payload.PayloadLimits.from_megs(100)
         self._budget = budget
         self._admission = admission
@@ -211,7 +215,7 @@ class Proxy:
             self._limits, self._budget, (f"account:{account.name}", f"address:{address}")
         )
         try:
-            return await self._forward(request, upstream_path, account.name, meter)
+            return await self._forward(request, upstream_path, account.name, header.session, meter)
         except (BodyTooLarge, Overloaded) as exc:
             # The worker got an incomplete body and dropped it: the drain, at the client's pace,
             # must not keep the budget from other bodies meanwhile.
@@ -220,8 +224,21 @@ class Proxy:
         finally:
             meter.release()  # the worker is done with the body: its answer has been sent
 
+    def _passage(
+        self, account: str, upstream_path: str, session: str
+    ) -> contextlib.AbstractAsyncContextManager[Passage]:
+        """Past a backup of the account (backup/gate.py); nothing to pass without a gate."""
+        if self._gate is None:
+            return contextlib.nullcontext(Passage())
+        return self._gate.passage(account, upstream_path, session)
+
     async def _forward(
-        self, request: web.Request, upstream_path: str, account: str, meter: payload.PayloadMeter
+        self,
+        request: web.Request,
+        upstream_path: str,
+        account: str,
+        session: str,
+        meter: payload.PayloadMeter,
     ) -> web.StreamResponse:
         body = await request_body(request, meter)
         reuse = (
@@ -229,6 +246,22 @@ class Proxy:
             and isinstance(body, bytes)
             and protocol.may_send_twice(upstream_path)
         )
+        # Past a backup of the account only now: a body still arriving holds no worker, and a
+        # sync cut while its body arrived must not reach the fresh worker (backup/gate.py).
+        async with self._passage(account, upstream_path, session) as passage:
+            response = await self._send(request, upstream_path, account, body, reuse=reuse)
+            passage.status = response.status
+            return response
+
+    async def _send(
+        self,
+        request: web.Request,
+        upstream_path: str,
+        account: str,
+        body: bytes | StreamedBody | None,
+        *,
+        reuse: bool,
+    ) -> web.StreamResponse:
         # One more try (module doc): after a refused connection (nothing reached the worker), or
         # a broken reused one (only read-only methods use those). Nothing else is sent twice.
         for attempt in (1, 2):
