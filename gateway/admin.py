@@ -7,6 +7,9 @@
     accounts sign-out NAME        "log out everywhere": every device's key gets 403 at its next
                                   request; the next login gets a new key (the account's key
                                   generation moves on; other accounts are untouched)
+    accounts import DIR [--dry-run]
+                                  take over the earlier server's collections/ folders
+                                  (gateway/importer/); --dry-run prints the plan only
 
 Works on the registry file directly, so it also works while the gateway runs (SQLite WAL);
 a running gateway sees the new status on the account's next request.
@@ -23,6 +26,10 @@ from gateway.usage import human_bytes, usage
 
 
 def main(argv: list[str], config: Config) -> int:
+    if argv[:1] == ["import"]:
+        from gateway.importer import main as import_main
+
+        return import_main(argv[1:], config)
     parser = argparse.ArgumentParser(prog="python -m gateway accounts")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list")
