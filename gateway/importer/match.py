@@ -97,6 +97,6 @@ def decide(
         return Matched(verified[0], "email")
     if len(verified) > 1:
         return Unmatched(f"ambiguous: {len(verified)} Cognito users have a verified email like it")
-    if found or unverified_alias:
+    if unverified_alias or any(user.email is None for user in found):
         return Unmatched("only an unverified email matches (verified emails only)")
     return Unmatched("no Cognito user with this username, sub or verified email")
