@@ -256,13 +256,14 @@ def server_options(config: Config) -> dict[str, Any]:
     return {"keepalive_timeout": config.server.header_timeout_seconds}
 
 
-def run(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM; every worker is stopped before this returns."""
+def run(config: Config, provider: IdentityProvider | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; every worker is stopped before this returns. `provider`
+    replaces the Cognito one (local mode's, gateway/localpool.py)."""
     logs.configure(config.logging.level, config.logging.format)
     before, after = openfiles.raise_soft_limit()
     log.info("open file limit", extra={"before": before, "after": after})
     web.run_app(
-        create_app(config),
+        create_app(config, provider=provider),
         host=config.server.host,
         port=config.server.port,
         access_log=None,

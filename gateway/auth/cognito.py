@@ -188,7 +188,9 @@ def classify(
         return refused
     if code in UNAVAILABLE or (status is not None and status >= 500):
         return ProviderUnavailable(detail, retry_after=UNAVAILABLE_RETRY_AFTER)
-    return ProviderMisconfigured(detail)
+    misconfigured = ProviderMisconfigured(detail)
+    misconfigured.code = code
+    return misconfigured
 
 
 def classify_exception(
