@@ -66,6 +66,7 @@ from gateway.pace import Pacing
 from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import Registry
+from gateway.usagetotals import USAGE, UsageTotals, usage_totals
 from gateway.workers.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -206,6 +207,8 @@ def create_app(
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
+    app[USAGE] = UsageTotals(config.collections_dir)
+    app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
     if config.portal.enabled:

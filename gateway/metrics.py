@@ -7,7 +7,9 @@ ever carries an account name, an email, a username or a key: only fixed, small s
 
 Counters and histograms live in this module's registry (`REGISTRY`), shared by every app in
 the process; the gauges that describe one running gateway (its workers, accounts and disk) are
-read at scrape time from that app (`AppCollector`). `render(app)` is the exposition of both.
+read at scrape time from that app (`AppCollector`); usage totals over all accounts come from
+the app's last walk (usagetotals.py), never from a walk per scrape. `render(app)` is the
+exposition of both.
 
     request(route, status, seconds)        route: login sync media provision portal health other
     login(outcome)                          ok cached bad_credentials challenge limited
@@ -236,6 +238,7 @@ class AppCollector(Collector):
         disk.add_metric([], usage.free)
         disk_total.add_metric([], usage.total)
         yield from (workers, workers_max, accounts, disk, disk_total)
+        yield from _usage(app)
         from gateway.backup.snapshot import last_backup
 
         state = last_backup(app[CONFIG].data_dir)
@@ -250,6 +253,30 @@ class AppCollector(Collector):
             )
             skipped.add_metric([], state["busy"])
             yield from (finished, skipped)
+
+
+def _usage(app: web.Application) -> Iterator[Any]:
+    """Usage totals over all accounts, as the last walk found them (usagetotals.py)."""
+    from gateway.usagetotals import USAGE
+
+    keeper = app.get(USAGE)
+    totals = keeper.latest if keeper is not None else None
+    if totals is None:
+        return
+    for name, text, value in (
+        ("gateway_usage_collection_bytes", "Collection files of all accounts.", "collection_bytes"),
+        ("gateway_usage_media_files", "Media files of all accounts.", "media_files"),
+        ("gateway_usage_media_bytes", "Media bytes of all accounts.", "media_bytes"),
+        ("gateway_usage_account_folders", "Account folders counted.", "accounts"),
+        (
+            "gateway_usage_computed_timestamp_seconds",
+            "When the usage totals were last computed (every few minutes), in Unix time.",
+            "computed_at",
+        ),
+    ):
+        family = GaugeMetricFamily(name, text)
+        family.add_metric([], getattr(totals, value))
+        yield family
 
 
 def render(app: web.Application) -> bytes:
