@@ -89,7 +89,7 @@ def control_app(gateway: web.Application, provider: TimedProvider) -> web.Applic
                 "provider_calls": provider.calls,
                 "authenticate_ms": provider.authenticate_ms,
                 "cache_entries": len(gateway[LOGIN].cache),
-                "registry_accounts": gateway[REGISTRY].count(),
+                "registry_accounts": await gateway[REGISTRY].count(),
                 "workers": workers,
                 "pool": pool.stats(),
             }
@@ -125,17 +125,17 @@ def control_app(gateway: web.Application, provider: TimedProvider) -> web.Applic
                 username=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 email=email,
             )
-            account, _ = registry.ensure(identity)
+            account, _ = await registry.ensure(identity)
             key = hashlib.sha1(rng.randbytes(20)).hexdigest()  # noqa: S324 - a host key's shape
-            registry.add_host_key(identity.sub, key)
-            registry.touch(identity.sub)
+            await registry.add_host_key(identity.sub, key)
+            await registry.touch(identity.sub)
             password = rng.randbytes(12).hex()
             login.cache.put(
                 login.cache.key(email, password), LoginResult(identity, account.name, key)
             )
         return web.json_response(
             {
-                "accounts": registry.count(),
+                "accounts": await registry.count(),
                 "cached": len(login.cache),
                 "s": time.perf_counter() - started,
             }

@@ -7,21 +7,25 @@
     accounts sign-out NAME        "log out everywhere": every device's key gets 403 at its next
                                   request; the next login gets a new key (the account's key
                                   generation moves on; other accounts are untouched)
+    accounts create-table         create the DynamoDB table `registry.table` (registry.backend
+                                  dynamodb) with its indexes; nothing if it exists
     accounts import DIR [--dry-run]
                                   take over the earlier server's collections/ folders
                                   (gateway/importer/); --dry-run prints the plan only
 
-Works on the registry file directly, so it also works while the gateway runs (SQLite WAL);
-a running gateway sees the new status on the account's next request.
+Works on the registry directly (the SQLite file, WAL; or the DynamoDB table), so it also works
+while the gateway runs: a running gateway sees the change on the account's next request (with
+DynamoDB, within `registry.cache_seconds`).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 
 from gateway.config import Config
-from gateway.registry import ACTIVE, DISABLED, Registry
+from gateway.registry import ACTIVE, DISABLED, open_registry
 from gateway.usage import human_bytes, usage
 
 
@@ -33,14 +37,32 @@ def main(argv: list[str], config: Config) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway accounts")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list")
+    sub.add_parser("create-table")
     for action in ("disable", "enable", "sign-out"):
         sub.add_parser(action).add_argument("name")
     args = parser.parse_args(argv)
-    registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
+    if args.action == "create-table":
+        return _create_table(config)
+    return asyncio.run(_run(args, config))
+
+
+def _create_table(config: Config) -> int:
+    if config.registry.backend != "dynamodb":
+        print("registry.backend is sqlite: there is no table to create")
+        return 2
+    from gateway.registry.dynamo import create_table, make_client
+
+    create_table(make_client(config), config.registry.table)
+    print(f"DynamoDB table {config.registry.table} ready")
+    return 0
+
+
+async def _run(args: argparse.Namespace, config: Config) -> int:
+    registry = open_registry(config)
     try:
         if args.action == "list":
             print("name\tstatus\tusername\temail\tlast sync\tcollection\tmedia files\tmedia")
-            for a in registry.all():
+            for a in await registry.all():
                 seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.last_seen))
                 used = usage(registry.folder(a))
                 print(
@@ -49,16 +71,16 @@ def main(argv: list[str], config: Config) -> int:
                     f"\t{human_bytes(used.media_bytes)}"
                 )
             return 0
-        account = registry.get_by_name(args.name)
+        account = await registry.get_by_name(args.name)
         if account is None:
             print(f"no account named {args.name!r}")
             return 1
         if args.action == "sign-out":
-            generation = registry.sign_out(account.sub)
+            generation = await registry.sign_out(account.sub)
             print(f"{account.name}: signed out everywhere (key generation {generation})")
             return 0
-        registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
+        await registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
         print(f"{account.name}: {args.action}d")
         return 0
     finally:
-        registry.close()
+        await registry.close()

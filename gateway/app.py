@@ -65,7 +65,7 @@ from gateway.middlewares import (
 from gateway.pace import Pacing
 from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
-from gateway.registry import Registry
+from gateway.registry import open_registry
 from gateway.usagetotals import USAGE, UsageTotals, usage_totals
 from gateway.workers.pool import WorkerPool
 
@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway")
 PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
-REGISTRY_FILE = "registry.sqlite3"
 
 
 async def host_key(request: web.Request) -> web.StreamResponse:
@@ -101,9 +100,8 @@ async def health(request: web.Request) -> web.StreamResponse:
 async def ready(request: web.Request) -> web.StreamResponse:
     """Public: whether, and which fixed problems (readiness.py); never counts or paths."""
     config = request.app[CONFIG]
-    found = await asyncio.to_thread(
-        readiness.probe, config.data_dir / REGISTRY_FILE, config.collections_dir
-    )
+    writable = await request.app[REGISTRY].writable()
+    found = await asyncio.to_thread(readiness.probe, writable, config.collections_dir)
     problems = readiness.problems(found, config.server.min_free_disk_megs)
     if problems:
         log.warning("not ready", extra={"problems": problems})
@@ -139,7 +137,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         secret = credentials.load_or_create(config.data_dir, config.secret)
         password_for = credentials.password_deriver(secret)
-        registry = Registry(config.data_dir / REGISTRY_FILE, config.collections_dir)
+        registry = open_registry(config)
         if provider is None:
             from gateway.auth.cognito import CognitoProvider
 
@@ -147,9 +145,9 @@ def create_app(
         else:
             chosen = provider
 
-        def worker_password(account: str) -> str:
+        async def worker_password(account: str) -> str:
             # Read when a worker starts: the account's current key generation.
-            found = registry.get_by_name(account)
+            found = await registry.get_by_name(account)
             return password_for(account, found.key_generation if found else 0)
 
         pool = WorkerPool.from_config(config, worker_password)
@@ -193,7 +191,7 @@ def create_app(
             )
         log.info(
             "gateway started",
-            extra={"data_dir": str(config.data_dir), "accounts": registry.count()},
+            extra={"data_dir": str(config.data_dir), "accounts": await registry.count()},
         )
         try:
             yield
@@ -203,7 +201,7 @@ def create_app(
             await upstream.close()
             await reused.close()
             await chosen.close()
-            registry.close()
+            await registry.close()
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)

@@ -99,6 +99,8 @@ class CognitoConfig:
 
 #: Longest allowed credential-cache lifetime, in seconds.
 MAX_CACHE_TTL = 300
+#: Longest allowed registry-cache lifetime (`registry.cache_seconds`), in seconds.
+MAX_REGISTRY_CACHE = 60
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,34 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """Where accounts and host keys are kept (gateway/registry/)."""
+
+    #: "sqlite": `<data_dir>/registry.sqlite3`, one host, no AWS (the default). "dynamodb": one
+    #: DynamoDB table shared by every gateway node.
+    backend: str = "sqlite"
+    #: The DynamoDB table (partition key `pk`, String; `registry.dynamo.create_table`).
+    table: str = "anki-gateway"
+    #: The table's region; defaults to the user pool's.
+    region: str = ""
+    #: Another DynamoDB endpoint (DynamoDB Local, moto); empty: AWS's own.
+    endpoint_url: str = ""
+    #: How long this node trusts an account it read, in seconds: a sign-out, disable or
+    #: deletion made through another node takes effect here within this time.
+    cache_seconds: float = 5.0
+    #: While DynamoDB is unreachable or throttled, devices with a key this node answered in the
+    #: last this-many seconds keep syncing from its memory (stale-if-error); 0: never.
+    stale_seconds: float = 900.0
+    connect_timeout: float = 2.0
+    read_timeout: float = 3.0
+    #: Threads (and HTTP connections) for DynamoDB calls; boto3 blocks.
+    max_concurrency: int = 16
+
+
+REGISTRY_BACKENDS = {"sqlite", "dynamodb"}
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     #: "json" (one object a line) or "text".
@@ -201,6 +231,7 @@ class Config:
     portal: PortalConfig = field(default_factory=PortalConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     @property
     def collections_dir(self) -> Path:
@@ -225,6 +256,7 @@ SECTIONS = {
     "portal": PortalConfig,
     "metrics": MetricsConfig,
     "logging": LoggingConfig,
+    "registry": RegistryConfig,
 }
 DELETE_ACTIONS = {"delete", "disable", "keep"}
 AUTH_FLOWS = {"ADMIN_USER_PASSWORD_AUTH", "ADMIN_NO_SRP_AUTH"}
@@ -394,6 +426,32 @@ def _validate_portal(portal: PortalConfig) -> list[str]:
     return problems
 
 
+def _validate_registry(r: RegistryConfig) -> list[str]:
+    problems = []
+    if r.backend not in REGISTRY_BACKENDS:
+        problems.append("registry.backend: one of " + ", ".join(sorted(REGISTRY_BACKENDS)))
+    if not re.match(r"^[A-Za-z0-9_.-]{3,255}$", r.table):
+        problems.append("registry.table: 3 to 255 letters, digits, '_', '-' or '.'")
+    if r.endpoint_url and not re.match(r"^https?://[^/\s]+/?$", r.endpoint_url):
+        problems.append("registry.endpoint_url: an http(s) URL, e.g. http://127.0.0.1:5000")
+    for name, value in (
+        ("registry.cache_seconds", r.cache_seconds),
+        ("registry.connect_timeout", r.connect_timeout),
+        ("registry.read_timeout", r.read_timeout),
+        ("registry.max_concurrency", r.max_concurrency),
+    ):
+        if value <= 0:
+            problems.append(f"{name}: must be greater than 0")
+    if r.cache_seconds > MAX_REGISTRY_CACHE:
+        problems.append(
+            f"registry.cache_seconds: at most {MAX_REGISTRY_CACHE} (a sign-out through another"
+            " node takes effect here only after it)"
+        )
+    if r.stale_seconds < 0:
+        problems.append("registry.stale_seconds: must be 0 (never) or more")
+    return problems
+
+
 def validate(config: Config) -> list[str]:
     """Cross-field checks; pure. Returns every problem found."""
     problems: list[str] = []
@@ -405,6 +463,7 @@ def validate(config: Config) -> list[str]:
     if not c.client_id:
         problems.append("cognito.client_id: required (GATEWAY_COGNITO_CLIENT_ID)")
     problems += _validate_portal(config.portal)
+    problems += _validate_registry(config.registry)
     m = config.metrics
     if not 0 <= m.port <= 65535:
         problems.append("metrics.port: 0 to 65535")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -55,7 +56,9 @@ def local_config(
     """The production loader's Config, with the Cognito settings pointed at the stand-in.
 
     Every other setting (workers, auth, logging, ...) comes from `config_path` and the
-    environment as in production.
+    environment as in production. The registry stays SQLite unless `registry.backend` says
+    dynamodb; then, without a `registry.endpoint_url`, it is the stand-in too (moto serves
+    DynamoDB as well; it keeps the table in memory only, so accounts are new at every start).
     """
     env = dict(os.environ if environ is None else environ)
     env.setdefault("GATEWAY_LOGGING_FORMAT", "text")
@@ -74,7 +77,11 @@ def local_config(
             "GATEWAY_COGNITO_LOCAL_STAND_IN": "true",
         }
     )
-    return config_mod.load(config_path, env)
+    config = config_mod.load(config_path, env)
+    if config.registry.backend == "dynamodb" and not config.registry.endpoint_url:
+        registry = dataclasses.replace(config.registry, endpoint_url=endpoint)
+        config = dataclasses.replace(config, registry=registry)
+    return config
 
 
 def server_url(host: str, port: int, prefix: str = "/") -> str:
@@ -193,6 +200,10 @@ def serve(args: argparse.Namespace) -> int:
             )
         except config_mod.ConfigError as exc:
             raise LocalModeError(str(exc)) from exc
+        if config.registry.backend == "dynamodb":
+            from gateway.registry.dynamo import create_table, make_client
+
+            create_table(make_client(config), config.registry.table)
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
         url = args.public_url or server_url(args.host, args.port, config.server.path_prefix)

@@ -7,9 +7,10 @@ ever carries an account name, an email, a username or a key: only fixed, small s
 
 Counters and histograms live in this module's registry (`REGISTRY`), shared by every app in
 the process; the gauges that describe one running gateway (its workers, accounts and disk) are
-read at scrape time from that app (`AppCollector`); usage totals over all accounts come from
-the app's last walk (usagetotals.py), never from a walk per scrape. `render(app)` is the
-exposition of both.
+read at scrape time from that app (`AppCollector`). `render(app, accounts)` is the exposition of
+both; `accounts` ({status: count}, or None when the registry could not answer) is read by the
+caller, since registry calls are coroutines. Usage totals over all accounts come from the app's
+last walk (usagetotals.py), never from a walk per scrape.
 
     request(route, status, seconds)        route: login sync media provision portal health other
     login(outcome)                          ok cached bad_credentials challenge limited
@@ -22,6 +23,8 @@ exposition of both.
     worker_started(seconds) / worker_crashed() / worker_evicted() / queue_wait(seconds) /
     worker_unavailable()
     proxied(direction, count)               direction: upload (client → worker), download
+    registry_error(kind)                    kind: throttled unavailable misconfigured
+    registry_stale_answer()                 a key answered from memory while DynamoDB failed
 """
 
 from __future__ import annotations
@@ -129,6 +132,18 @@ _PROXIED_BYTES = Counter(
     registry=REGISTRY,
 )
 
+_REGISTRY_ERRORS = Counter(
+    "gateway_registry_errors_total",
+    "Registry (DynamoDB) calls that failed after botocore's retries, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+_REGISTRY_STALE = Counter(
+    "gateway_registry_stale_answers_total",
+    "Host keys answered from this node's memory because the registry could not be read.",
+    registry=REGISTRY,
+)
+
 
 def route_kind(path: str, prefix: str) -> str:
     """The fixed label of a request path (never the path itself: it is the client's text)."""
@@ -201,15 +216,23 @@ def proxied(direction: str, count: int) -> None:
     _PROXIED_BYTES.labels(direction).inc(count)
 
 
+def registry_error(kind: str) -> None:
+    _REGISTRY_ERRORS.labels(kind).inc()
+
+
+def registry_stale_answer() -> None:
+    _REGISTRY_STALE.inc()
+
+
 class AppCollector(Collector):
     """Gauges read from one running gateway at scrape time: workers, accounts, free disk."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, accounts: dict[str, int] | None) -> None:
         self._app = app
+        self._accounts = accounts
 
     def collect(self) -> Iterator[Any]:
         from gateway.appkeys import CONFIG, POOL
-        from gateway.appkeys import REGISTRY as ACCOUNTS
 
         app = self._app
         workers = GaugeMetricFamily(
@@ -225,9 +248,9 @@ class AppCollector(Collector):
         accounts = GaugeMetricFamily(
             "gateway_accounts", "Accounts in the registry, by status.", labels=["status"]
         )
-        counts = app[ACCOUNTS].count_by_status()
-        for status in ("active", "disabled", "suspended"):
-            accounts.add_metric([status], counts.get(status, 0))
+        if self._accounts is not None:
+            for status in ("active", "disabled", "suspended"):
+                accounts.add_metric([status], self._accounts.get(status, 0))
         disk = GaugeMetricFamily(
             "gateway_data_free_bytes", "Free space of the data folder's file system."
         )
@@ -279,8 +302,9 @@ def _usage(app: web.Application) -> Iterator[Any]:
         yield family
 
 
-def render(app: web.Application) -> bytes:
-    """The text exposition: the process's counters and this app's gauges."""
+def render(app: web.Application, accounts: dict[str, int] | None) -> bytes:
+    """The text exposition: the process's counters and this app's gauges. `accounts`:
+    {status: count} from the registry, or None (the gauge has no samples then)."""
     own = CollectorRegistry(auto_describe=False)
-    own.register(AppCollector(app))
+    own.register(AppCollector(app, accounts))
     return generate_latest(REGISTRY) + generate_latest(own)

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import metrics
-from gateway.appkeys import CONFIG
+from gateway.appkeys import CONFIG, REGISTRY
+from gateway.registry import RegistryUnavailable
 
 log = logging.getLogger("gateway.metrics")
 METRICS_PORT: web.AppKey[int] = web.AppKey("metrics_port", int)
@@ -26,8 +27,12 @@ _GATEWAY: web.AppKey[web.Application] = web.AppKey("metrics_gateway", web.Applic
 
 async def _serve(request: web.Request) -> web.Response:
     gateway = request.app.get(_GATEWAY, request.app)
+    try:
+        accounts: dict[str, int] | None = await gateway[REGISTRY].count_by_status()
+    except RegistryUnavailable:
+        accounts = None  # the rest still helps to see why
     return web.Response(
-        body=metrics.render(gateway), headers={"Content-Type": metrics.CONTENT_TYPE}
+        body=metrics.render(gateway, accounts), headers={"Content-Type": metrics.CONTENT_TYPE}
     )
 
 

@@ -1,16 +1,17 @@
 """Readiness (`GET /ready`): can this gateway log a user in and take a sync right now?
 
 The answer is public, so it says only whether, and which of a few fixed problems:
-    "registry not writable"       the registry's write lock cannot be taken within
-                                  `PROBE_TIMEOUT` seconds (BEGIN IMMEDIATE on a connection of
-                                  its own, rolled back): locked by another process, read-only
+    "registry not writable"       the registry cannot take a write now (`Registry.writable`;
+                                  SQLite: its write lock cannot be taken within `PROBE_TIMEOUT`
+                                  seconds, BEGIN IMMEDIATE on a connection of its own, rolled
+                                  back: locked by another process, read-only)
     "collections folder missing"
     "low disk space"              the data folder's file system has less than `min_free_megs`
                                   MiB free for unprivileged users (statvfs `f_bavail`): logins
                                   write the registry, uploads the collections, both fail there
 No paths, numbers or worker counts: how many users are active is for operators (metrics).
 
-`problems()` is pure; `probe()` does the I/O and blocks (run it in a thread).
+`problems()` is pure; `probe()` and `sqlite_writable()` do I/O and block (run them in a thread).
 """
 
 from __future__ import annotations
@@ -45,15 +46,15 @@ def problems(found: Probe, min_free_megs: int) -> list[str]:
     return out
 
 
-def probe(registry_path: Path, collections_dir: Path) -> Probe:
+def probe(registry_writable: bool, collections_dir: Path) -> Probe:
     return Probe(
-        registry_writable=_registry_writable(registry_path),
+        registry_writable=registry_writable,
         collections_present=collections_dir.is_dir(),
         free_bytes=_free_bytes(collections_dir.parent),
     )
 
 
-def _registry_writable(path: Path) -> bool:
+def sqlite_writable(path: Path) -> bool:
     try:
         # mode=rw: never creates a registry where there was none.
         db = sqlite3.connect(

@@ -173,6 +173,14 @@ class RunningGateway:
         """Run a coroutine on the gateway's loop (e.g. to inspect its state) and wait."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
+    @property
+    def registry(self) -> Any:
+        """The gateway's registry, its coroutines run on the gateway's loop as plain calls."""
+        from gateway.appkeys import REGISTRY
+        from tests.blocking import BlockingRegistry
+
+        return BlockingRegistry(self.app[REGISTRY], self.call)
+
     def start(self) -> RunningGateway:
         from aiohttp import web
 
@@ -254,3 +262,19 @@ def live_worker_pids(collections_dir: Path) -> list[int]:
         if needle in env.split(b"\0"):
             pids.append(int(entry))
     return pids
+
+
+@pytest.fixture
+def outage(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The registries the gateway opens from now on (`gateway.app.open_registry`), as
+    `tests.outage.Outage`: set `.down` to make every registry call fail."""
+    from tests.outage import Outage
+
+    opened: list[Outage] = []
+
+    def open_outage(config: config_mod.Config) -> Outage:
+        opened.append(Outage(config.data_dir / "registry.sqlite3", config.collections_dir))
+        return opened[-1]
+
+    monkeypatch.setattr("gateway.app.open_registry", open_outage)
+    return opened

@@ -1,6 +1,7 @@
 from gateway.__main__ import main
 from gateway.auth.identity import Identity
-from gateway.registry import Registry
+from gateway.registry import SqliteRegistry
+from tests.blocking import BlockingRegistry
 
 ENV = {"GATEWAY_COGNITO_USER_POOL_ID": "eu-west-1_Adm1", "GATEWAY_COGNITO_CLIENT_ID": "c"}
 
@@ -8,7 +9,7 @@ ENV = {"GATEWAY_COGNITO_USER_POOL_ID": "eu-west-1_Adm1", "GATEWAY_COGNITO_CLIENT
 def test_disable_revokes_keys_and_enable_restores_them(tmp_path, monkeypatch, capsys):
     for k, v in {**ENV, "GATEWAY_DATA_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(k, v)
-    reg = Registry(tmp_path / "registry.sqlite3", tmp_path / "collections")
+    reg = BlockingRegistry(SqliteRegistry(tmp_path / "registry.sqlite3", tmp_path / "collections"))
     reg.ensure(Identity("sub-1", "alice", "alice@example.com"))
     reg.add_host_key("sub-1", "k" * 40)
 
@@ -35,7 +36,7 @@ def test_invalid_configuration_exits_non_zero_listing_problems(monkeypatch, caps
 def test_list_shows_each_accounts_usage(tmp_path, monkeypatch, capsys):
     for k, v in {**ENV, "GATEWAY_DATA_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(k, v)
-    reg = Registry(tmp_path / "registry.sqlite3", tmp_path / "collections")
+    reg = BlockingRegistry(SqliteRegistry(tmp_path / "registry.sqlite3", tmp_path / "collections"))
     account, _ = reg.ensure(Identity("sub-1", "alice", "alice@example.com"))
     folder = reg.folder(account)
     (folder / "collection.anki2").write_bytes(b"x" * 2500)
@@ -47,3 +48,10 @@ def test_list_shows_each_accounts_usage(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split("\t")[-3:] == ["collection", "media files", "media"]
     assert lines[1].split("\t")[-3:] == ["2.5 KB", "3", "3.0 KB"]
+
+
+def test_create_table_needs_the_dynamodb_backend(tmp_path, monkeypatch, capsys):
+    for k, v in {**ENV, "GATEWAY_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    assert main(["accounts", "create-table"]) == 2
+    assert "registry.backend is sqlite" in capsys.readouterr().out

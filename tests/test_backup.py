@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from gateway.__main__ import main as gateway_main
-from gateway.appkeys import POOL, REGISTRY
+from gateway.appkeys import POOL
 from gateway.backup.restore import restore
 from gateway.backup.snapshot import BackupError, check, snapshots, take
 from gateway.backup.store import LocalStore, S3Store
@@ -73,8 +73,8 @@ def test_a_busy_account_is_skipped_not_waited_for_and_an_idle_one_restores_byte_
     with sqlite3.connect(copied) as db:
         assert db.execute("SELECT count() FROM notes").fetchone()[0] == len(device.note_fronts())
 
-    account = gw.app[REGISTRY].get_by_name("bea")
-    folder = gw.app[REGISTRY].folder(account)
+    account = gw.registry.get_by_name("bea")
+    folder = gw.registry.folder(account)
     wipe(folder)
     assert not (folder / "collection.anki2").exists()
     assert restore(gw.config, store, taken.name, ["bea"]) == ["bea"]
@@ -163,7 +163,7 @@ def test_backup_and_restore_through_s3_and_the_command_line(
     assert "snapshot " in capsys.readouterr().out
     store = S3Store("anki-backups", "gw1", client=s3)
     assert len(snapshots(store)) == 1 and len(store.keys("blobs")) == 1
-    wipe(gw.app[REGISTRY].folder(gw.app[REGISTRY].get_by_name("eva")))
+    wipe(gw.registry.folder(gw.registry.get_by_name("eva")))
     assert gateway_main(["restore", "--from", "s3://anki-backups/gw1", "--account", "eva"]) == 0
     fresh = fresh_download(tmp_path, gw, "fresh", "eva")
     assert fresh.note_fronts() == device.note_fronts()

@@ -20,7 +20,7 @@ import zstandard
 from anki.errors import SyncError
 
 from gateway.__main__ import main as gateway_main
-from gateway.appkeys import REGISTRY, REVALIDATOR
+from gateway.appkeys import REVALIDATOR
 from gateway.auth.fake import FakeProvider
 from gateway.auth.identity import ProviderUnavailable
 from tests.ankiclient import Client, is_auth_error
@@ -101,7 +101,7 @@ def test_a_user_removed_in_cognito_loses_every_method_within_the_recheck_interva
     status, taken = status_within(2.0, lambda: raw(gw.url, method, key), 403)
     assert status == 403
     assert taken < 1.0  # recheck_seconds (already waited) plus one Cognito round trip
-    assert gw.app[REGISTRY].get(cognito.subs["dora"]).status == "suspended"
+    assert gw.registry.get(cognito.subs["dora"]).status == "suspended"
     device.close()
 
 
@@ -193,7 +193,7 @@ def test_a_re_created_user_never_gets_the_old_accounts_key(
     new = client(tmp_path, "new")
     new.login("remy", PASSWORD, gw.url)
     assert new.auth.hkey != old.auth.hkey
-    registry = gw.app[REGISTRY]
+    registry = gw.registry
     assert registry.get(new_sub).name == "remy-2"
     assert registry.account_for_key(new.auth.hkey).sub == new_sub
     status, _ = status_within(2.0, lambda: raw(gw.url, "sync/download", old.auth.hkey), 403)
@@ -219,7 +219,7 @@ def test_every_spelling_of_an_email_reaches_one_account_and_key(
         keys.add(device.auth.hkey)
         device.close()
     assert len(keys) == 1
-    assert gw.app[REGISTRY].account_for_key(keys.pop()).sub == sub
+    assert gw.registry.account_for_key(keys.pop()).sub == sub
     assert [p.name for p in gw.config.collections_dir.iterdir()] == ["case.user"]
 
 
@@ -257,7 +257,7 @@ def test_an_unverified_email_neither_names_nor_is_stored_for_an_account(
     gw = start_gateway(cognito.config(tmp_path / "data"))
     assert login_status(gw.url, "mallory", PASSWORD) == 200
     assert login_status(gw.url, "victim", PASSWORD + "v") == 200
-    by_user = {a.cognito_username: a for a in gw.app[REGISTRY].all()}
+    by_user = {a.cognito_username: a for a in gw.registry.all()}
     assert (by_user["mallory"].name, by_user["mallory"].email) == ("mallory", None)
     assert (by_user["victim"].name, by_user["victim"].email) == ("victim", "victim@example.com")
 
@@ -305,7 +305,7 @@ def test_sign_out_refuses_every_device_gives_new_keys_and_survives_a_restart(
     gw = start_gateway(config)
     assert raw(gw.url, "sync/download", new_key) == 200
     assert raw(gw.url, "sync/download", old_key) == 403
-    assert gw.app[REGISTRY].get_by_name("alice").key_generation == 1
+    assert gw.registry.get_by_name("alice").key_generation == 1
     for device in (phone, laptop, bob):
         device.close()
 
@@ -320,7 +320,7 @@ def test_login_refuses_the_sync_versions_every_later_request_would_be_refused_wi
     cognito.add_user("vera", PASSWORD, "vera@example.com")
     gw = start_gateway(cognito.config(tmp_path / "data"))
     assert raw(gw.url, "sync/hostKey", body={"u": "vera", "p": PASSWORD}, version=version) == status
-    assert gw.app[REGISTRY].count() == (1 if status == 200 else 0)
+    assert gw.registry.count() == (1 if status == 200 else 0)
 
 
 def test_a_sign_out_seen_by_another_gateway_process_never_answers_403_and_heals(

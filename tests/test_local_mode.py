@@ -144,13 +144,8 @@ def test_generated_passwords_meet_cognitos_default_policy():
         assert any(c.isdigit() for c in password) and "-" in password
 
 
-def test_local_config_is_the_production_loader_with_cognito_pointed_at_the_stand_in(tmp_path):
-    environ = {
-        "GATEWAY_WORKERS_MAX_WORKERS": "7",  # other settings still come from the environment
-        "GATEWAY_COGNITO_CLIENT_SECRET": "a-production-secret",
-        "GATEWAY_DATA_DIR": "/srv/production",
-    }
-    config = local.local_config(
+def stand_in_config(tmp_path, environ):
+    return local.local_config(
         data_dir=tmp_path,
         host="127.0.0.1",
         port=8099,
@@ -159,6 +154,15 @@ def test_local_config_is_the_production_loader_with_cognito_pointed_at_the_stand
         client_id="client",
         environ=environ,
     )
+
+
+def test_local_config_is_the_production_loader_with_cognito_pointed_at_the_stand_in(tmp_path):
+    environ = {
+        "GATEWAY_WORKERS_MAX_WORKERS": "7",  # other settings still come from the environment
+        "GATEWAY_COGNITO_CLIENT_SECRET": "a-production-secret",
+        "GATEWAY_DATA_DIR": "/srv/production",
+    }
+    config = stand_in_config(tmp_path, environ)
     assert config.cognito.endpoint_url == "http://127.0.0.1:5123"
     assert config.cognito.local_stand_in is True
     assert config.cognito.client_secret is None
@@ -365,6 +369,28 @@ def test_local_mode_as_the_readme_says_syncs_with_real_anki_and_stops_clean(
     assert live_worker_pids(collections) == []
     users = json.loads((data / standin.USERS_FILE).read_text())["users"]
     assert [u["email"] for u in users] == ["demo@example.com", "friend@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "backend", "endpoint"),
+    [
+        ({}, "sqlite", ""),
+        ({"GATEWAY_REGISTRY_BACKEND": "dynamodb"}, "dynamodb", "http://127.0.0.1:5123"),
+        (
+            {
+                "GATEWAY_REGISTRY_BACKEND": "dynamodb",
+                "GATEWAY_REGISTRY_ENDPOINT_URL": "http://127.0.0.1:5999",
+            },
+            "dynamodb",
+            "http://127.0.0.1:5999",
+        ),
+    ],
+)
+def test_local_mode_keeps_sqlite_unless_told_and_then_uses_the_stand_in(
+    tmp_path, environ, backend, endpoint
+):
+    config = stand_in_config(tmp_path, environ)
+    assert (config.registry.backend, config.registry.endpoint_url) == (backend, endpoint)
 
 
 def start_moto_server(port: int) -> subprocess.Popen[bytes]:

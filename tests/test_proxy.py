@@ -27,7 +27,7 @@ from gateway.config import load
 from gateway.middlewares import errors_and_access_log
 from gateway.pace import Pacing
 from gateway.proxy import Proxy, new_upstream_session
-from gateway.registry import Registry
+from gateway.registry import SqliteRegistry
 
 KEY = "f" * 40
 SEEN: web.AppKey[dict] = web.AppKey("seen", dict)
@@ -174,9 +174,9 @@ async def stack(tmp_path, aiohttp_server):
             "GATEWAY_SERVER_PATH_PREFIX": "/anki/",
         },
     )
-    registry = Registry(tmp_path / "r.sqlite3", tmp_path / "collections")
-    registry.ensure(Identity("sub-1", "alice", None))
-    registry.add_host_key("sub-1", KEY)
+    registry = SqliteRegistry(tmp_path / "r.sqlite3", tmp_path / "collections")
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", KEY)
     pool = FakePool(upstream.port)
     session = new_upstream_session()
     reused = new_upstream_session(reuse=True)
@@ -189,7 +189,7 @@ async def stack(tmp_path, aiohttp_server):
     yield server, upstream, pool
     await session.close()
     await reused.close()
-    registry.close()
+    await registry.close()
 
 
 async def post(server, path: str, **kwargs) -> tuple[int, dict, bytes]:

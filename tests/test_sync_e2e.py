@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from anki.errors import SyncError
 
-from gateway.appkeys import POOL, PROVIDER, REGISTRY
+from gateway.appkeys import POOL, PROVIDER
 from tests.ankiclient import Client, Required, is_auth_error
 from tests.conftest import live_worker_pids
 
@@ -99,7 +99,7 @@ def test_login_by_email_in_an_email_username_pool(cognito_email, tmp_path, start
     c.add_note("hello")
     c.login("  carol@example.com ", PASSWORD, gw.url)  # Anki strips the username
     c.sync()
-    account = gw.app[REGISTRY].get(sub)
+    account = gw.registry.get(sub)
     assert account is not None and account.name == "carol"
     assert (gw.config.collections_dir / "carol" / "collection.anki2").is_file()
     c.close()

@@ -31,10 +31,10 @@ class Admission:
         self._revalidator = revalidator
 
     async def admit(self, host_key: str) -> Account:
-        account = self._registry.account_for_key(host_key) if host_key else None
+        account = await self._registry.account_for_key(host_key) if host_key else None
         if account is None:
             raise AuthFailed("unknown or revoked host key")
-        self._registry.seen(account)
+        await self._registry.seen(account)
         checks = self._revalidator
         if checks is None or not checks.due(account):
             return account
@@ -42,7 +42,7 @@ class Admission:
             checks.maybe_check(account)
             return account
         await checks.wait_for_check(account)
-        fresh = self._registry.get(account.sub)
+        fresh = await self._registry.get(account.sub)
         if fresh is None or not fresh.active:
             raise AuthFailed("host key revoked: the identity provider no longer vouches")
         return fresh

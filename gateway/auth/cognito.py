@@ -43,12 +43,10 @@ import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway import metrics
+from gateway import awsclient, metrics
 from gateway.auth.identity import (
     BadCredentials,
     ChallengeRequired,
@@ -247,20 +245,15 @@ def hold_botocore_wire_logs() -> None:
 
 def make_client(config: CognitoConfig) -> Any:
     """The process's one cognito-idp client: creating one takes ~100 ms; threads may share it."""
-    boto_config = BotoConfig(
+    # Three tries in all (awsclient.py): 3 x (3 s connect + 5 s read) stays inside the Anki
+    # client's 30 s login stall timer, so a hanging Cognito becomes our 503, not a timeout.
+    return awsclient.make(
+        "cognito-idp",
+        region=region_of(config),
+        endpoint_url=config.endpoint_url,
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
-        max_pool_connections=config.max_concurrency,
-        # Three tries in all: 3 x (3 s connect + 5 s read) stays inside the Anki client's 30 s
-        # login stall timer, so a hanging Cognito becomes our 503, not a client timeout.
-        retries={"mode": "standard", "total_max_attempts": 3},
-    )
-    # A session of its own: boto3's default session is not thread-safe.
-    return boto3.session.Session().client(
-        "cognito-idp",
-        region_name=region_of(config),
-        endpoint_url=config.endpoint_url or None,
-        config=boto_config,
+        max_concurrency=config.max_concurrency,
     )
 
 

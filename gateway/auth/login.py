@@ -101,7 +101,7 @@ class LoginService:
         cache_key = self.cache.key(user, password)
         cached = self.cache.get(cache_key)
         if cached is not None:
-            account = self.registry.get(cached.identity.sub)
+            account = await self.registry.get(cached.identity.sub)
             if (
                 account is not None
                 and account.active
@@ -191,13 +191,13 @@ class LoginService:
                 raise Unavailable(
                     "the account's worker still has its old key generation", retry_after=10
                 ) from None
-        self.registry.add_host_key(identity.sub, host_key, account.key_generation)
-        now = self.registry.get(identity.sub)
+        await self.registry.add_host_key(identity.sub, host_key, account.key_generation)
+        now = await self.registry.get(identity.sub)
         if now is not None and now.key_generation != account.key_generation:
             # Signed out everywhere while this login ran: that key is already refused. Answer
             # with a retry rather than a key that logs the device out at its first request.
             raise Unavailable("account signed out during the login; try again", retry_after=1)
-        self.registry.touch(identity.sub)
+        await self.registry.touch(identity.sub)
         result = LoginResult(identity, account.name, host_key, account.key_generation)
         self.cache.put(cache_key, result, _tags(identity.sub, _names(cache_key, identity)))
         log.info("login", extra={"account": account.name, "sub": identity.sub, "new": created})
@@ -213,15 +213,15 @@ class LoginService:
         # for another sub (a user deleted and re-created, signing in by username or email).
         names = _names(cache_key, identity)
         self.cache.forget_tags(_tags(identity.sub, names), keep=cache_key)
-        for rival in self.registry.others_named(identity.sub, names):
+        for rival in await self.registry.others_named(identity.sub, names):
             # Another account under this user's names: its owner may be gone from Cognito.
             self.on_rival(rival)
-        account, created = self.registry.ensure(identity)
+        account, created = await self.registry.ensure(identity)
         if account.status == SUSPENDED:
             # Cognito accepted the password again: the user was re-enabled there.
-            if self.registry.set_status(identity.sub, ACTIVE, only_from=SUSPENDED):
+            if await self.registry.set_status(identity.sub, ACTIVE, only_from=SUSPENDED):
                 log.info("suspension lifted by a successful login", extra={"account": account.name})
-            account = self.registry.get(identity.sub) or account
+            account = await self.registry.get(identity.sub) or account
         elif not account.active:
             log.info("login refused: account disabled", extra={"account": account.name})
             raise BadCredentials("account disabled in the gateway")
@@ -230,10 +230,10 @@ class LoginService:
     async def sign_out(self, sub: str) -> int:
         """Sign every device of `sub` out: new key generation, cached logins and the running
         worker dropped. Returns the new generation; KeyError for an unknown `sub`."""
-        generation = self.registry.sign_out(sub)
+        generation = await self.registry.sign_out(sub)
         metrics.revocation("signed_out")
         self.forget_account(sub)
-        account = self.registry.get(sub)
+        account = await self.registry.get(sub)
         if account is not None:
             self.pool.retire(account.name, "signed out everywhere")
         log.info("signed out everywhere", extra={"sub": sub, "generation": generation})

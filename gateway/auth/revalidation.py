@@ -10,7 +10,8 @@ A disabled, reset-required or deleted user is suspended: their key gets 403 from
 request on, and cached logins stop working. A later successful password login lifts the
 suspension (the user was re-enabled). When the provider is unavailable nothing changes — the
 provider being down never logs anyone out — and the check is retried `retry_after_failure`
-seconds later; `postponed` counts those, and each is logged at WARNING.
+seconds later; `postponed` counts those, and each is logged at WARNING. A registry that cannot
+be written changes nothing either (logged at WARNING; the next request tries again).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from gateway import metrics
 from gateway.auth.identity import IdentityProvider, UnknownUser
 from gateway.errors import GatewayError
-from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
+from gateway.registry import ACTIVE, SUSPENDED, Account, Registry, RegistryUnavailable
 
 log = logging.getLogger("gateway.revalidation")
 RETRY_AFTER_FAILURE = 60.0
@@ -83,10 +84,21 @@ class Revalidator:
         return task
 
     async def check(self, account: Account) -> None:
+        """Look the owner up and record the outcome; never raises for the provider's or the
+        registry's trouble (the check is postponed, nothing changes)."""
+        try:
+            await self._check(account)
+        except RegistryUnavailable as exc:
+            log.warning(
+                "revalidation postponed: registry unavailable",
+                extra={"account": account.name, "reason": exc.detail},
+            )
+
+    async def _check(self, account: Account) -> None:
         try:
             identity = await self._provider.lookup_sub(account.sub)
         except UnknownUser:
-            self._suspend(account, "deleted in the identity provider")
+            await self._suspend(account, "deleted in the identity provider")
             return
         except GatewayError as exc:
             self.postponed += 1
@@ -99,22 +111,22 @@ class Revalidator:
                     "retry_in_s": self._retry_after_failure,
                 },
             )
-            self._registry.mark_checked(
+            await self._registry.mark_checked(
                 account.sub, self._clock() - self.interval + self._retry_after_failure
             )
             return
         if identity.sub != account.sub:  # pragma: no cover - lookup_sub answers this sub only
-            self._suspend(account, "the provider answered for another identity")
+            await self._suspend(account, "the provider answered for another identity")
         elif not identity.enabled:
-            self._suspend(account, "disabled in the identity provider")
+            await self._suspend(account, "disabled in the identity provider")
         else:
-            self._registry.mark_checked(account.sub)
+            await self._registry.mark_checked(account.sub)
 
-    def _suspend(self, account: Account, why: str) -> None:
+    async def _suspend(self, account: Account, why: str) -> None:
         self.suspended += 1
         log.warning("account suspended", extra={"account": account.name, "reason": why})
         # Only an active account: an operator may have disabled it while this check ran.
-        if self._registry.set_status(account.sub, SUSPENDED, only_from=ACTIVE):
+        if await self._registry.set_status(account.sub, SUSPENDED, only_from=ACTIVE):
             metrics.revocation("suspended")
             self._on_suspend(account.sub)
 

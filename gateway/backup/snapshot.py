@@ -4,7 +4,8 @@
         raises BackupError (secret refused, a copy failed its integrity check)
 
 Layout in the store:
-    snapshots/<name>/registry.sqlite3
+    snapshots/<name>/registry.sqlite3          (the SQLite registry only: DynamoDB backs
+                                               itself up, point-in-time recovery)
     snapshots/<name>/accounts/<account>/collection.anki2, media.db
     snapshots/<name>/gateway.secret            (only with include_secret, see below)
     snapshots/<name>/manifest.json             (written last: a snapshot without it is partial)
@@ -19,6 +20,7 @@ start meanwhile waits for the copy (at most `workers.start_timeout_seconds`, els
 files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and checked
 (PRAGMA quick_check) before they are stored; the registry is copied the same way while the
 gateway runs.
+Accounts without a folder on this disk (never synced, or kept on another node) are left out.
 Media files are content-addressed: a file already in `blobs/` is not copied again.
 The gateway secret (it derives every host key) goes only to a store marked for secrets: an
 object named SECRETS-OK (store.py) that an operator creates by hand at the destination.
@@ -26,6 +28,7 @@ object named SECRETS-OK (store.py) that an operator creates by hand at the desti
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -39,7 +42,7 @@ from pathlib import Path
 from gateway.backup.store import SECRETS_MARK, Store
 from gateway.config import Config
 from gateway.credentials import SECRET_FILE
-from gateway.registry import Registry
+from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
 from gateway.workers.lock import try_lock
 
 log = logging.getLogger("gateway.backup")
@@ -100,6 +103,13 @@ def _name(store: Store, clock: float) -> str:
     return name
 
 
+async def _accounts(registry: Registry) -> list[Account]:
+    try:
+        return await registry.all()
+    finally:
+        await registry.close()
+
+
 @dataclass(frozen=True)
 class Taken:
     name: str
@@ -127,16 +137,18 @@ def take(
     new_blobs = 0
     with tempfile.TemporaryDirectory(prefix="gateway-backup-") as scratch:
         tmp = Path(scratch)
-        registry_copy = tmp / "registry.sqlite3"
-        sqlite_copy(config.data_dir / "registry.sqlite3", registry_copy)
-        store.put(f"{prefix}/registry.sqlite3", registry_copy)
-        registry = Registry(registry_copy, tmp / "unused-collections")
-        try:
-            listed = registry.all()
-        finally:
-            registry.close()
+        if config.registry.backend == "sqlite":
+            registry_copy = tmp / "registry.sqlite3"
+            sqlite_copy(config.data_dir / REGISTRY_FILE, registry_copy)
+            store.put(f"{prefix}/{REGISTRY_FILE}", registry_copy)
+            registry: Registry = SqliteRegistry(registry_copy, tmp / "unused-collections")
+        else:  # DynamoDB keeps its own backups (point-in-time recovery, deploy/dynamodb.yaml)
+            registry = open_registry(config)
         busy = []
-        for account in listed:
+        for account in asyncio.run(_accounts(registry)):
+            if not (config.collections_dir / account.name).is_dir():
+                # Never synced, or (on a cluster) kept on another node's disk: nothing here.
+                continue
             lock = try_lock(config.collections_dir, account.name)
             if lock is None:
                 busy.append(account.name)

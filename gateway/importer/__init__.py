@@ -30,7 +30,7 @@ from gateway.config import Config
 from gateway.importer.folder import AlreadyImported, Skipped, Source, inspect
 from gateway.importer.match import Directory, Matched, Unmatched, match
 from gateway.importer.move import Refused, move, target_problem
-from gateway.registry import Account, Registry
+from gateway.registry import REGISTRY_FILE, Account, Registry, open_registry
 from gateway.usage import human_bytes
 from gateway.workers.lock import try_lock
 
@@ -101,11 +101,11 @@ async def run(
                     out(f"  {shown(item.name)}: NOT MATCHED: {found_user.reason}")
                     failed += 1
                     continue
-                ok = _one(root_fd, item, found_user, registry, config, dry_run, out)
+                ok = await _one(root_fd, item, found_user, registry, config, dry_run, out)
                 failed += not ok
         finally:
             if registry is not None:
-                registry.close()
+                await registry.close()
     finally:
         os.close(root_fd)
     out(
@@ -139,22 +139,24 @@ def _refuse_shared_users(matches: dict[str, Matched | Unmatched]) -> None:
 
 
 def _open_registry(config: Config, dry_run: bool) -> Registry | None:
-    path = config.data_dir / "registry.sqlite3"
-    if dry_run and not path.exists():
+    fresh = config.registry.backend == "sqlite" and not (config.data_dir / REGISTRY_FILE).exists()
+    if dry_run and fresh:
         return None  # a dry run creates nothing, not even an empty registry
-    return Registry(path, config.collections_dir)
+    return open_registry(config)
 
 
-def _account(registry: Registry | None, identity: Identity, *, create: bool) -> Account | None:
+async def _account(
+    registry: Registry | None, identity: Identity, *, create: bool
+) -> Account | None:
     """Every registry call of the import: the account for `identity`, created when `create`."""
     if registry is None:
         return None
     if create:
-        return registry.ensure(identity, refresh=False)[0]
-    return registry.get(identity.sub)
+        return (await registry.ensure(identity, refresh=False))[0]
+    return await registry.get(identity.sub)
 
 
-def _one(
+async def _one(
     root_fd: int,
     source: Source,
     found: Matched,
@@ -172,7 +174,7 @@ def _one(
         f"{' with WAL' if source.has_wal else ''}, {len(source.media)} media files"
         f" ({human_bytes(source.media_bytes)})"
     )
-    account = _account(registry, user, create=not dry_run)
+    account = await _account(registry, user, create=not dry_run)
     if dry_run:
         if account is None:
             name = naming.base_name(user.username, user.email)

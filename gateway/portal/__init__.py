@@ -30,6 +30,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from gateway.appkeys import CONFIG
 from gateway.auth.limiter import FailureLimiter
 from gateway.config import Config
+from gateway.errors import Unavailable
 from gateway.portal.directory import CognitoDirectory
 from gateway.portal.keys import DIRECTORY, FORM_SECRET, LIMITS, NOTICE
 from gateway.portal.views import routes
@@ -140,6 +141,12 @@ def _headers_and_errors(config: Config) -> Any:
                 exc.headers.update(SECURITY_HEADERS)
                 raise
             response = _error_page(request, exc.status)
+        except Unavailable as exc:
+            # The registry or another dependency is down: "try again", never a sign-in page.
+            log.warning("portal: unavailable", extra={"reason": exc.detail})
+            response = _error_page(request, exc.status)
+            if exc.retry_after is not None:
+                response.headers["Retry-After"] = str(exc.retry_after)
         except Exception:
             log.exception("portal: unhandled error")
             response = _error_page(request, 500)
@@ -158,6 +165,7 @@ def _error_page(request: web.Request, status: int) -> web.Response:
         404: "There is no such page.",
         405: "That page does not take this kind of request.",
         413: "That form was too large.",
+        503: "The service is busy or briefly unavailable. Please try again in a minute.",
     }
     text = texts.get(status, "Something went wrong on our side. Please try again in a minute.")
     try:

@@ -169,7 +169,7 @@ async def signed_in(request: web.Request) -> Any:
     sub = session.get(SUB)
     if not isinstance(sub, str):
         return None
-    account = request.config_dict[REGISTRY].get(sub)
+    account = await request.config_dict[REGISTRY].get(sub)
     if account is None or not account.active or session.get(EPOCH) != account.portal_epoch:
         session.invalidate()
         return None
@@ -333,7 +333,7 @@ async def signout(request: web.Request) -> web.StreamResponse:
     account = await signed_in(request)
     if account is not None and form.validate():
         # Every session of the account, copies of this cookie included.
-        request.config_dict[REGISTRY].end_portal_sessions(account.sub)
+        await request.config_dict[REGISTRY].end_portal_sessions(account.sub)
     (await get_session(request)).invalidate()  # this browser's at least, token or not
     raise redirect(request, "signin", "signed-out")
 
@@ -384,7 +384,7 @@ async def reset(request: web.Request) -> web.StreamResponse:
             except PortalError as exc:
                 error = exc.message
             else:
-                _after_reset(request, email)
+                await _after_reset(request, email)
                 raise redirect(request, "signin", "reset-done", email=email)
     return page(request, "reset.html", form=form, rules=policy.rules(), error=error)
 
@@ -439,12 +439,12 @@ async def _resend_quietly(request: web.Request, email: str) -> None:
         pass
 
 
-def _after_reset(request: web.Request, email: str) -> None:
+async def _after_reset(request: web.Request, email: str) -> None:
     """A new password: cached Anki logins of the old one go, and every portal session ends."""
     request.config_dict[LOGIN].forget_user(email)
     registry = request.config_dict[REGISTRY]
-    for account in registry.others_named("", {canonical(email)}):
-        registry.end_portal_sessions(account.sub)
+    for account in await registry.others_named("", {canonical(email)}):
+        await registry.end_portal_sessions(account.sub)
     log.info("portal: password reset")
 
 
@@ -456,7 +456,7 @@ async def _provision(request: web.Request, email: str) -> str | None:
         # The first Anki login creates it instead; nothing is lost.
         log.warning("portal: provisioning postponed", extra={"reason": str(exc)})
         return None
-    account, _ = request.config_dict[REGISTRY].ensure(identity, refresh=False)
+    account, _ = await request.config_dict[REGISTRY].ensure(identity, refresh=False)
     return account.name
 
 
@@ -479,7 +479,7 @@ async def _delete_account(request: web.Request, account: Any) -> bool:
             extra={"account": account.name, "reason": exc.detail},
         )
         return False
-    registry.delete(account.sub)
+    await registry.delete(account.sub)
     metrics.revocation("deleted")
     app[LOGIN].forget_account(account.sub)
     await app[POOL].stop(account.name)

@@ -14,6 +14,7 @@ Checks, in order; each refusal is JSON `{"success": false, "error": "..."}`:
     user not in Cognito (a lookup)      404
     username does not match that sub    400
     Cognito unavailable (a lookup)      503  with Retry-After
+    registry unavailable                503  with Retry-After
 
 The identity is always Cognito's own record, never the body's word: by `sub` (ListUsers) when
 the caller sent one (the Lambda does), else by username or email (AdminGetUser). A made-up
@@ -55,6 +56,7 @@ from gateway.provision.signature import (
     SignatureError,
     Verifier,
 )
+from gateway.registry import RegistryUnavailable
 
 log = logging.getLogger("gateway.provision")
 
@@ -132,7 +134,11 @@ async def _provision(request: web.Request) -> web.Response:
         raise Refused(400, str(exc)) from None
     identity = await _identity(parsed, app[PROVIDER])
     registry = app[REGISTRY]
-    account, created = registry.ensure(identity, refresh=False)
+    try:
+        account, created = await registry.ensure(identity, refresh=False)
+    except RegistryUnavailable as exc:
+        log.warning("provisioning: registry unavailable", extra={"reason": exc.detail})
+        raise Refused(503, exc.public, {"Retry-After": str(exc.retry_after)}) from None
     request[CREATED] = created
     folder = registry.folder(account)  # re-checks that the name stays inside collections/
     request[ACCOUNT] = account.name

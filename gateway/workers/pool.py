@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +58,7 @@ class WorkerPool:
         *,
         command: Sequence[str],
         collections_dir: Path,
-        secret_for: Callable[[str], str],
+        secret_for: Callable[[str], Awaitable[str]],
         max_workers: int = 50,
         idle_timeout: float = 300,
         start_timeout: float = 15,
@@ -87,7 +87,7 @@ class WorkerPool:
         self._closed = False
 
     @classmethod
-    def from_config(cls, config: Config, secret_for: Callable[[str], str]) -> WorkerPool:
+    def from_config(cls, config: Config, secret_for: Callable[[str], Awaitable[str]]) -> WorkerPool:
         w = config.workers
         return cls(
             command=config.worker_command(),
@@ -279,11 +279,11 @@ class WorkerPool:
         while True:
             await asyncio.sleep(period)
             try:
-                self._reap()
+                await self._reap()
             except Exception:
                 log.exception("worker reaper failed; retrying next period")
 
-    def _reap(self) -> None:
+    async def _reap(self) -> None:
         slots = list(self._slots.values())
         now = self._clock()
         for usage in ledger.idle_past([s.usage for s in slots], now, self._idle_timeout):
@@ -292,13 +292,13 @@ class WorkerPool:
             if slot.dead:
                 metrics.worker_crashed()
                 self._discard(slot, f"process exited with {slot.returncode}")
-            elif slot.secret is not None and not self._current(slot):
+            elif slot.secret is not None and not await self._current(slot):
                 # Signed out everywhere, maybe through another gateway process that cannot stop
                 # this worker itself: its logins fail until this one makes way.
                 self._discard(slot, "its account's key generation changed")
 
-    def _current(self, slot: Slot) -> bool:
+    async def _current(self, slot: Slot) -> bool:
         try:
-            return slot.secret == self._launch.secret_for(slot.account)
+            return slot.secret == await self._launch.secret_for(slot.account)
         except Exception:  # noqa: BLE001 - the registry may be briefly busy: keep the worker
             return True

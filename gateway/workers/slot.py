@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,8 @@ class Launch:
 
     command: tuple[str, ...]
     collections_dir: Path
-    secret_for: Callable[[str], str]
+    #: The account's worker password (read from the registry: its key generation).
+    secret_for: Callable[[str], Awaitable[str]]
     max_payload_megs: int
     start_timeout: float
 
@@ -73,7 +74,7 @@ class Slot:
             # Ours now, and no worker of this account runs: what a killed one left can go.
             leftovers.remove_stale(self.lock.path.parent)
             began = time.monotonic()
-            self.secret = launch.secret_for(self.account)
+            self.secret = await launch.secret_for(self.account)
             self.process = await start_worker(
                 command=launch.command,
                 account=self.account,

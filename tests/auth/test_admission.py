@@ -12,7 +12,7 @@ from gateway.auth.fake import FakeProvider
 from gateway.auth.identity import ProviderUnavailable
 from gateway.auth.revalidation import Revalidator
 from gateway.errors import AuthFailed
-from gateway.registry import DISABLED, SUSPENDED, Registry
+from gateway.registry import DISABLED, SUSPENDED, SqliteRegistry
 
 INTERVAL = 100
 KEY = "a" * 40
@@ -30,16 +30,16 @@ class Clock:
 async def world(tmp_path):
     clock = Clock()
     provider = FakeProvider()
-    registry = Registry(tmp_path / "r.sqlite3", tmp_path / "c", clock=clock)
+    registry = SqliteRegistry(tmp_path / "r.sqlite3", tmp_path / "c", clock=clock)
     revalidator = Revalidator(provider, registry, INTERVAL, clock=clock)
     provider.add_user("alice", "pw", "alice@example.com")
     identity = await provider.lookup("alice")
-    registry.ensure(identity)
-    registry.add_host_key(identity.sub, KEY)
-    registry.touch(identity.sub)  # confirmed by the provider now
+    await registry.ensure(identity)
+    await registry.add_host_key(identity.sub, KEY)
+    await registry.touch(identity.sub)  # confirmed by the provider now
     yield clock, provider, registry, revalidator, Admission(registry, revalidator)
     await revalidator.close()
-    registry.close()
+    await registry.close()
 
 
 async def test_a_fresh_account_is_admitted_without_a_provider_call(world):
@@ -65,7 +65,7 @@ async def test_a_due_check_runs_in_the_background_and_the_next_request_sees_it(w
     await asyncio.sleep(0.1)
     with pytest.raises(AuthFailed):
         await admission.admit(KEY)
-    assert registry.get_by_name("alice").status == SUSPENDED
+    assert (await registry.get_by_name("alice")).status == SUSPENDED
 
 
 async def test_an_overdue_request_waits_for_the_check_and_is_refused(world):
@@ -102,18 +102,18 @@ async def test_an_unreachable_provider_admits_and_postpones_the_check(world):
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert revalidator.postponed == 2
-    assert registry.get_by_name("alice").active
+    assert (await registry.get_by_name("alice")).active
 
 
 async def test_operator_disable_and_sign_out_refuse_at_once_without_the_provider(world):
     _, provider, registry, _, admission = world
-    sub = registry.get_by_name("alice").sub
-    registry.sign_out(sub)
+    sub = (await registry.get_by_name("alice")).sub
+    await registry.sign_out(sub)
     with pytest.raises(AuthFailed):
         await admission.admit(KEY)
-    registry.add_host_key(sub, "c" * 40, generation=1)
+    await registry.add_host_key(sub, "c" * 40, generation=1)
     assert (await admission.admit("c" * 40)).key_generation == 1
-    registry.set_status(sub, DISABLED)
+    await registry.set_status(sub, DISABLED)
     with pytest.raises(AuthFailed):
         await admission.admit("c" * 40)
     assert provider.calls == 1

@@ -14,7 +14,7 @@ from gateway.__main__ import main as cli
 from gateway.auth.cognito import CognitoProvider
 from gateway.importer import run
 from gateway.importer.folder import MARKER
-from gateway.registry import Registry
+from gateway.registry import SqliteRegistry
 from gateway.workers.lock import try_lock
 from tests.ankiclient import Client, Required
 
@@ -152,11 +152,14 @@ def test_a_copy_of_an_imported_folder_never_overwrites_the_account(cognito, tmp_
 def test_an_account_whose_sync_server_runs_is_refused_and_left_alone(cognito, tmp_path):
     sub = cognito.add_user("alice", PASSWORD, "alice@example.com")
     config = cognito.config(tmp_path / "data")
-    registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
     from gateway.auth.identity import Identity
 
-    registry.ensure(Identity(sub=sub, username="alice", email="alice@example.com"))
-    registry.close()
+    async def provision() -> None:
+        registry = SqliteRegistry(config.data_dir / "registry.sqlite3", config.collections_dir)
+        await registry.ensure(Identity(sub=sub, username="alice", email="alice@example.com"))
+        await registry.close()
+
+    asyncio.run(provision())
     old_folder(tmp_path / "old", "alice", ["n"], {})
     held = try_lock(config.collections_dir, "alice")  # what a running worker holds
     assert held is not None

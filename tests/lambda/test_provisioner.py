@@ -771,11 +771,11 @@ def test_first_logins_racing_20_lambda_invocations_make_one_account(
 
 
 async def _count(registry: Any) -> int:
-    return registry.count()
+    return await registry.count()
 
 
 async def _get(registry: Any, sub: str) -> Any:
-    return registry.get(sub)
+    return await registry.get(sub)
 
 
 def test_run_by_hand_it_provisions_a_user_and_prints_the_answer(

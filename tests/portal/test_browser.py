@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from anki.errors import SyncError
 
-from gateway.appkeys import REGISTRY
 from tests.ankiclient import Client, Required, is_auth_error
 from tests.portal.conftest import EXPIRED_CODE, GOOD_CODE, PORTAL_PASSWORD
 from tests.test_identity_e2e import raw
@@ -122,7 +121,7 @@ def test_a_stranger_goes_from_nothing_to_a_synced_anki_and_back_out(
 ) -> None:
     gw, directory = portal_gateway()
     base = gw.url + "account/"
-    registry = gw.app[REGISTRY]
+    registry = gw.registry
 
     # Sign up (a phone capitalises the first letter), confirm with the emailed code.
     sign_up_and_confirm(browser, base, "Newcomer@Example.com")
@@ -199,7 +198,7 @@ def test_a_wrong_code_and_an_expired_code_say_what_to_do(portal_gateway: Any, br
     fill(browser, {"code": EXPIRED_CODE})
     assert text(browser, "#error") == "That code has expired — we sent a new one."
     assert directory.sent == ["typo@example.com", "typo@example.com"]
-    assert gw.app[REGISTRY].count() == 0  # nothing provisioned by a failed confirmation
+    assert gw.registry.count() == 0  # nothing provisioned by a failed confirmation
     fill(browser, {"code": GOOD_CODE})
     assert "your account is ready" in page_text(browser)
 
@@ -227,7 +226,7 @@ def test_a_forged_csrf_token_changes_nothing(portal_gateway: Any, browser: Any) 
     )
     fill(browser, {"delete-password": PORTAL_PASSWORD}, submit="#delete-account")
     assert "That form had expired" in page_text(browser)
-    assert gw.app[REGISTRY].get_by_name("target") is not None
+    assert gw.registry.get_by_name("target") is not None
 
 
 def test_a_reset_with_a_weak_password_shows_the_rules_before_calling_cognito(

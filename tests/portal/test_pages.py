@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.appkeys import REGISTRY
 from tests.portal.conftest import GOOD_CODE, PORTAL_PASSWORD
 
 
@@ -150,7 +149,7 @@ def test_no_password_or_code_reaches_any_log_record(
     logged = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     for secret in (PORTAL_PASSWORD, "Wrong-1", "Another-Pass-9", GOOD_CODE):
         assert secret not in logged
-    assert gw.app[REGISTRY].get_by_name("secretive") is not None
+    assert gw.registry.get_by_name("secretive") is not None
 
 
 def test_the_portal_is_off_unless_enabled(
@@ -227,7 +226,7 @@ def test_confirm_and_forgot_answer_alike_for_known_and_unknown_emails(portal_gat
         )
         texts.append((answer.url.split("?")[0], "If that code was right" in answer.text))
     assert texts[0] == texts[1] == (base + "signin", True)
-    assert gw.app[REGISTRY].get_by_name("stranger") is None
+    assert gw.registry.get_by_name("stranger") is None
 
 
 def test_malformed_and_oversized_forms_get_400_and_413_without_logging_them(
@@ -281,7 +280,7 @@ def test_last_sync_follows_sync_requests_not_only_logins(
     device.add_note("one")
     device.login("syncer@example.com", PORTAL_PASSWORD, gw.url)
     device.sync()
-    registry = gw.app[REGISTRY]
+    registry = gw.registry
     registry._db.execute("UPDATE accounts SET last_seen = 1000")  # a sync long ago
     device.add_note("two")
     device.sync()  # no new login
@@ -307,5 +306,22 @@ def test_deletion_is_put_off_whole_when_cognito_cannot_be_told(portal_gateway: A
         timeout=30,
     )
     assert "Nothing was deleted" in answer.text
-    account = gw.app[REGISTRY].get_by_name("keeper")
-    assert account is not None and gw.app[REGISTRY].folder(account).is_dir()
+    account = gw.registry.get_by_name("keeper")
+    assert account is not None and gw.registry.folder(account).is_dir()
+
+
+def test_an_outage_is_a_503_in_the_portal(outage, portal_gateway: Any) -> None:
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    session = signed_in_session(base, "owner@example.com")
+    assert session.get(base, timeout=30).url == base
+    outage[0].down = True
+    assert session.get(base, timeout=30).status_code == 503  # not a sign-in page
+    answer = post_form(
+        requests.Session(),
+        base + "signin",
+        {"email": "owner@example.com", "password": PORTAL_PASSWORD},
+    )
+    assert answer.status_code == 503
+    outage[0].down = False
+    assert session.get(base, timeout=30).url == base

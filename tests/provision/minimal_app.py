@@ -12,7 +12,6 @@ import asyncio
 import http.client
 import json
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any
@@ -24,7 +23,8 @@ from gateway.appkeys import CONFIG, PROVIDER, REGISTRY
 from gateway.auth.identity import IdentityProvider
 from gateway.config import Config
 from gateway.provision.handler import add_routes
-from gateway.registry import Registry
+from gateway.registry import SqliteRegistry
+from tests.blocking import BlockingRegistry
 
 KEY = "k" * 20
 NEW_KEY = "n" * 24
@@ -34,16 +34,19 @@ class ProvisionServer:
     def __init__(self, config: Config, provider: IdentityProvider) -> None:
         self.config = config
         self.provider = provider
-        self.registry = Registry(config.data_dir / "registry.sqlite3", config.collections_dir)
         self.app = web.Application()
         self.app[CONFIG] = config
-        self.app[REGISTRY] = self.registry
+        self.app[REGISTRY] = SqliteRegistry(
+            config.data_dir / "registry.sqlite3", config.collections_dir
+        )
         self.app[PROVIDER] = provider
         add_routes(self.app)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
         self.port = 0
+        #: The registry's coroutines as plain calls, run on the server's loop.
+        self.registry = BlockingRegistry(self.app[REGISTRY], self.call)
 
     @property
     def base(self) -> str:
@@ -55,14 +58,6 @@ class ProvisionServer:
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def on_loop(self, fn: Callable[[], Any], timeout: float = 30) -> Any:
-        """Run a plain function on the loop thread (where the handler runs) and wait for it."""
-
-        async def run() -> Any:
-            return fn()
-
-        return self.call(run(), timeout)
 
     def start(self) -> ProvisionServer:
         self._thread.start()
@@ -82,10 +77,10 @@ class ProvisionServer:
             self.call(self._runner.cleanup())
             self.call(self.provider.close())
             self._runner = None
+        self.registry.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
-        self.registry.close()
 
     def folders(self) -> list[str]:
         return sorted(p.name for p in self.config.collections_dir.iterdir())

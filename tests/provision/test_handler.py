@@ -21,7 +21,8 @@ from gateway.auth.fake import FakeProvider
 from gateway.auth.identity import Identity, ProviderMisconfigured, ProviderUnavailable
 from gateway.config import Config, Secret
 from gateway.provision.signature import signed_headers
-from gateway.registry import Registry
+from gateway.registry import SqliteRegistry
+from tests.blocking import BlockingRegistry
 from tests.provision.minimal_app import KEY, NEW_KEY, ProvisionServer, lambda_body, post
 
 #: A well-formed sub no Cognito user has: for requests refused before (or by) the lookup.
@@ -100,9 +101,7 @@ def test_naming_matches_a_first_login_including_collisions(serve: Serve, cognito
     carol2 = cognito.add_user("carol2", PASSWORD, "carol@example.org")
     server = serve()
     # A first login by carol would call exactly this, with Cognito's identity.
-    login_account, _ = server.on_loop(
-        lambda: server.registry.ensure(Identity(carol, "carol", "carol@example.com"))
-    )
+    login_account, _ = server.registry.ensure(Identity(carol, "carol", "carol@example.com"))
     answer = post(server.url, lambda_body("carol2", carol2, "carol@example.org"))
     assert login_account.name == "carol"
     assert answer.status == 200 and answer.body["username"] == "carol-2"
@@ -193,9 +192,7 @@ def test_a_made_up_sub_is_404_and_does_not_reserve_the_victims_name(
     assert answer.status == 200 and answer.body["username"] == "victim"
     assert server.registry.count() == 1 and server.folders() == ["victim"]
     # And a first login (Cognito's identity, on the loop thread) finds that same account.
-    account, created = server.on_loop(
-        lambda: server.registry.ensure(Identity(victim, "vsmith", "victim@example.com"))
-    )
+    account, created = server.registry.ensure(Identity(victim, "vsmith", "victim@example.com"))
     assert (account.name, created) == ("victim", False)
 
 
@@ -642,7 +639,11 @@ def test_20_concurrent_calls_racing_first_logins_make_one_account_and_one_folder
     body = lambda_body("racer", sub, "racer@example.com")
     # Other gateway processes sharing the data folder: their own SQLite connections.
     others = [
-        Registry(server.config.data_dir / "registry.sqlite3", server.config.collections_dir)
+        BlockingRegistry(
+            SqliteRegistry(
+                server.config.data_dir / "registry.sqlite3", server.config.collections_dir
+            )
+        )
         for _ in range(3)
     ]
     start = threading.Barrier(20 + 5 + len(others))
@@ -659,11 +660,11 @@ def test_20_concurrent_calls_racing_first_logins_make_one_account_and_one_folder
     def login_here() -> None:
         # A first login in this process: ensure() on the loop thread, as LoginService runs it.
         start.wait()
-        _, was_created = server.on_loop(lambda: server.registry.ensure(identity))
+        _, was_created = server.registry.ensure(identity)
         with lock:
             created.append(was_created)
 
-    def login_elsewhere(registry: Registry) -> None:
+    def login_elsewhere(registry: BlockingRegistry) -> None:
         start.wait()
         _, was_created = registry.ensure(identity)
         with lock:

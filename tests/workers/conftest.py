@@ -39,6 +39,11 @@ def secret_for(account: str) -> str:
     return f"secret-of-{account}-0123456789"
 
 
+async def read_secret(account: str) -> str:
+    """`secret_for` as the pool reads it (from the registry, a coroutine)."""
+    return secret_for(account)
+
+
 def host_key(account: str, password: str) -> str:
     # The stock server's key: sha1 of the whole SYNC_USER1 value (anki-sync-protocol.md).
     return hashlib.sha1(f"{account}:{password}".encode()).hexdigest()  # noqa: S324
@@ -89,7 +94,7 @@ async def make_pool(collections_dir: Path) -> AsyncIterator[Callable[..., Awaita
         options: dict[str, Any] = {
             "command": STOCK,
             "collections_dir": collections_dir,
-            "secret_for": secret_for,
+            "secret_for": read_secret,
             "start_timeout": 10,
             "queue_timeout": 2,
         }

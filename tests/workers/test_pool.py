@@ -16,7 +16,15 @@ from gateway.workers.lock import try_lock
 from gateway.workers.pool import RETRY_AFTER, Worker, WorkerPool
 from gateway.workers.process import probe_health
 from tests.conftest import live_worker_pids
-from tests.workers.conftest import STOCK, environ_of, gone, host_key, login, secret_for
+from tests.workers.conftest import (
+    STOCK,
+    environ_of,
+    gone,
+    host_key,
+    login,
+    read_secret,
+    secret_for,
+)
 
 
 def pid_on(collections_dir: Path, port: int) -> int:
@@ -45,7 +53,7 @@ async def test_from_config_uses_the_workers_section_and_the_collections_folder(
     config = Config(
         data_dir=tmp_path, workers=WorkersConfig(max_workers=1, queue_timeout_seconds=0.2)
     )
-    pool = WorkerPool.from_config(config, secret_for)
+    pool = WorkerPool.from_config(config, read_secret)
     assert collections_dir == config.collections_dir
     try:
         assert pool.stats()["max"] == 1

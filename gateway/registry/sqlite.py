@@ -1,4 +1,4 @@
-"""Account registry: identity `sub` → local account, and host key → account. SQLite on disk.
+"""The single-host registry (the default): SQLite on disk, `<data>/registry.sqlite3`.
 
 One row per identity, created on first sight (first login or provisioning) and never renamed:
 an email can change, `sub` cannot. Creating an account also creates its collection folder
@@ -11,33 +11,26 @@ Each account has a key generation, part of its derived worker password (credenti
 `sign_out()` moves it on and forgets the account's keys, so every device's key is refused at
 its next request (in every process sharing this file: a key counts only while its generation
 is the account's) and the next login gets a new key.
-Calls are synchronous and short (indexed lookups, single-row writes under WAL); they run on the
-event loop thread, which also serialises them within one process.
+The methods are coroutines (the `Registry` boundary, base.py) but their SQLite calls are short
+(indexed lookups, single-row writes under WAL) and run on the event loop thread, which also
+serialises them within one process: no thread hop on the request path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import hmac
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import naming
+from gateway import naming, readiness
 from gateway.auth.identity import Identity
-
-#: "Last sync" (`last_seen`) is written at most this often per account, in seconds.
-SEEN_EVERY = 60.0
-
-ACTIVE = "active"
-#: Disabled by the operator (`python -m gateway accounts disable`); only the operator undoes it.
-DISABLED = "disabled"
-#: The identity provider reported the user disabled or gone; a later successful login undoes it.
-SUSPENDED = "suspended"
+from gateway.auth.spelling import canonical
+from gateway.registry.base import ACTIVE, SEEN_EVERY, Account, Registry, key_digest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -68,27 +61,6 @@ _ADDED_COLUMNS = (
     ("accounts", "portal_epoch", "INTEGER NOT NULL DEFAULT 0"),
 )
 
-
-@dataclass(frozen=True)
-class Account:
-    sub: str
-    name: str
-    cognito_username: str
-    email: str | None
-    status: str
-    created_at: float
-    last_seen: float
-    checked_at: float = 0.0
-    key_generation: int = 0
-    #: Portal sessions signed in under an older epoch are void (portal sign-out, password
-    #: reset, sign out all devices).
-    portal_epoch: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.status == ACTIVE
-
-
 _FIELDS = tuple(f.name for f in dataclasses.fields(Account))
 #: The columns read into an `Account`, named: a newer release's extra columns never break it.
 _SELECT = "SELECT " + ", ".join(_FIELDS) + " FROM accounts"  # noqa: S608 - constant names
@@ -98,15 +70,13 @@ def _account(row: sqlite3.Row | None) -> Account | None:
     return Account(**{name: row[name] for name in _FIELDS}) if row is not None else None
 
 
-def key_digest(host_key: str) -> str:
-    return hashlib.sha256(host_key.encode("utf-8")).hexdigest()
+class SqliteRegistry(Registry):
+    """The registry in one SQLite file (`db_path`); folders under `collections_dir`."""
 
-
-class Registry:
     def __init__(
         self, db_path: Path, collections_dir: Path, clock: Callable[[], float] = time.time
     ) -> None:
-        self._collections = collections_dir
+        super().__init__(collections_dir)
         self._clock = clock
         collections_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
@@ -119,6 +89,7 @@ class Registry:
         # key digest → (sub, generation): a key never changes owner or generation, so positive
         # answers can be kept; whether that generation is still current is read every time.
         self._key_cache: dict[str, tuple[str, int]] = {}
+        self._db_path = db_path
 
     def _add_missing_columns(self) -> None:
         for table, column, definition in _ADDED_COLUMNS:
@@ -130,39 +101,46 @@ class Registry:
                     if "duplicate column" not in str(exc):
                         raise
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._db.close()
+
+    async def writable(self) -> bool:
+        """Whether SQLite's write lock can be taken within `readiness.PROBE_TIMEOUT` seconds, on
+        a connection of its own (in a thread: it may wait for the lock)."""
+        return await asyncio.to_thread(readiness.sqlite_writable, self._db_path)
 
     # -- accounts -----------------------------------------------------------------------
 
-    def get(self, sub: str) -> Account | None:
+    async def get(self, sub: str) -> Account | None:
+        return self._get(sub)
+
+    async def get_by_name(self, name: str) -> Account | None:
+        return self._get_by_name(name)
+
+    def _get(self, sub: str) -> Account | None:
         row = self._db.execute(_SELECT + " WHERE sub = ?", (sub,)).fetchone()
         return _account(row)
 
-    def get_by_name(self, name: str) -> Account | None:
+    def _get_by_name(self, name: str) -> Account | None:
         row = self._db.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
         return _account(row)
 
-    def count_by_status(self) -> dict[str, int]:
+    async def count_by_status(self) -> dict[str, int]:
         """{status: accounts} (for metrics)."""
         rows = self._db.execute("SELECT status, count(*) FROM accounts GROUP BY status")
         return {status: n for status, n in rows.fetchall()}
 
-    def count(self) -> int:
+    async def count(self) -> int:
         return self._db.execute("SELECT count(*) FROM accounts").fetchone()[0]
 
-    def ensure(self, identity: Identity, *, refresh: bool = True) -> tuple[Account, bool]:
-        """The account for `identity`, created (row and folder) if new. Returns (account, created).
-
-        With `refresh` (a login: Cognito just vouched for this identity), also stores the
-        username and verified email the provider reports now; without it (provisioning) an
-        existing account is never changed. Names come from the verified email only
-        (`Identity.email` is None otherwise).
-        """
+    async def ensure(self, identity: Identity, *, refresh: bool = True) -> tuple[Account, bool]:
+        """See `Registry.ensure`; here the row and the folder are created together (a failure
+        leaves neither). Names come from the verified email only (`Identity.email` is None
+        otherwise)."""
         now = self._clock()
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            existing = self.get(identity.sub)
+            existing = self._get(identity.sub)
             if existing is not None:
                 if refresh and (existing.cognito_username, existing.email) != (
                     identity.username,
@@ -174,7 +152,7 @@ class Registry:
                         (identity.username, identity.email, now, identity.sub),
                     )
                 self._db.execute("COMMIT")
-                return self.get(identity.sub) or existing, False
+                return self._get(identity.sub) or existing, False
             name = self._claim_name(naming.base_name(identity.username, identity.email))
             try:
                 self._db.execute(
@@ -190,7 +168,7 @@ class Registry:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        account = self.get(identity.sub)
+        account = self._get(identity.sub)
         assert account is not None
         return account, True
 
@@ -198,7 +176,7 @@ class Registry:
         for name in naming.candidates(base):
             if not naming.is_safe(name):  # pragma: no cover - base_name only yields safe names
                 raise ValueError(f"unsafe account name {name!r}")
-            if self.get_by_name(name) is not None:
+            if self._get_by_name(name) is not None:
                 continue
             try:
                 # mkdir (not exist_ok) is the atomic claim against leftovers and other processes.
@@ -208,13 +186,9 @@ class Registry:
             return name
         raise AssertionError("unreachable")
 
-    def others_named(self, sub: str, names: set[str]) -> list[Account]:
-        """Active accounts of other subs whose stored username or email is one of `names`
-        (canonical spellings, auth/spelling.py)."""
+    async def others_named(self, sub: str, names: set[str]) -> list[Account]:
         if not names:
             return []
-        from gateway.auth.spelling import canonical
-
         marks = ", ".join("?" * len(names))
         rows = self._db.execute(
             _SELECT + f" WHERE sub != ? AND status = 'active' AND (lower(cognito_username)"
@@ -228,17 +202,7 @@ class Registry:
             if canonical(a.cognito_username) in names or canonical(a.email or "") in names
         ]
 
-    def folder(self, account: Account) -> Path:
-        path = (self._collections / account.name).resolve()
-        # Defence in depth: names are checked at creation, and checked again on the way out.
-        if path.parent != self._collections.resolve() or not naming.is_safe(account.name):
-            raise ValueError(f"account folder escapes the collections folder: {account.name!r}")
-        return path
-
-    def set_status(self, sub: str, status: str, *, only_from: str | None = None) -> bool:
-        """Set the account's status; with `only_from`, only if it is that now (so a re-check
-        in flight cannot turn an operator's `disabled` into a `suspended` a login lifts).
-        Returns whether the row changed."""
+    async def set_status(self, sub: str, status: str, *, only_from: str | None = None) -> bool:
         if only_from is None:
             cursor = self._db.execute("UPDATE accounts SET status = ? WHERE sub = ?", (status, sub))
         else:
@@ -250,36 +214,29 @@ class Registry:
             self._forget_keys(sub)
         return cursor.rowcount == 1
 
-    def touch(self, sub: str) -> None:
-        """Seen now, and confirmed by the identity provider now."""
+    async def touch(self, sub: str) -> None:
         now = self._clock()
         self._db.execute(
             "UPDATE accounts SET last_seen = ?, checked_at = ? WHERE sub = ?", (now, now, sub)
         )
 
-    def end_portal_sessions(self, sub: str) -> None:
-        """Void every portal session of the account (they carry the epoch they began in)."""
+    async def end_portal_sessions(self, sub: str) -> None:
         self._db.execute(
             "UPDATE accounts SET portal_epoch = portal_epoch + 1 WHERE sub = ?", (sub,)
         )
 
-    def seen(self, account: Account) -> None:
-        """A sync request arrived now (for "last sync"; not a confirmation by Cognito). Written
-        at most every `SEEN_EVERY` seconds per account: one small write a minute."""
+    async def seen(self, account: Account) -> None:
         now = self._clock()
         if now - account.last_seen >= SEEN_EVERY:
             self._db.execute("UPDATE accounts SET last_seen = ? WHERE sub = ?", (now, account.sub))
 
-    def mark_checked(self, sub: str, when: float | None = None) -> None:
+    async def mark_checked(self, sub: str, when: float | None = None) -> None:
         when = self._clock() if when is None else when
         self._db.execute("UPDATE accounts SET checked_at = ? WHERE sub = ?", (when, sub))
 
-    def sign_out(self, sub: str) -> int:
-        """Move the account's key generation on and forget its keys; returns the new generation.
-
-        Every key issued so far is refused from now on, in this and any other process (see
-        `account_for_key`). Raises KeyError for an unknown `sub`.
-        """
+    async def sign_out(self, sub: str) -> int:
+        """See `Registry.sign_out`: refused at once in this and any other process sharing the
+        file (see `account_for_key`)."""
         with self._write():
             cursor = self._db.execute(
                 "UPDATE accounts SET key_generation = key_generation + 1 WHERE sub = ?", (sub,)
@@ -293,12 +250,9 @@ class Registry:
         self._forget_keys(sub)
         return int(generation)
 
-    def delete(self, sub: str) -> Account | None:
-        """Remove the account's row and keys (its keys are refused from now on); returns the
-        removed account, or None. The folder is the caller's to remove once its worker stopped.
-        """
+    async def delete(self, sub: str) -> Account | None:
         with self._write():
-            account = self.get(sub)
+            account = self._get(sub)
             self._db.execute("DELETE FROM host_keys WHERE sub = ?", (sub,))
             self._db.execute("DELETE FROM accounts WHERE sub = ?", (sub,))
         self._forget_keys(sub)
@@ -319,14 +273,13 @@ class Registry:
     def _forget_keys(self, sub: str) -> None:
         self._key_cache = {k: v for k, v in self._key_cache.items() if v[0] != sub}
 
-    def all(self) -> list[Account]:
+    async def all(self) -> list[Account]:
         rows = self._db.execute(_SELECT + " ORDER BY name").fetchall()
         return [a for a in map(_account, rows) if a is not None]
 
     # -- host keys ------------------------------------------------------------------------
 
-    def add_host_key(self, sub: str, host_key: str, generation: int = 0) -> None:
-        """Record `host_key` as issued to `sub` under key generation `generation`."""
+    async def add_host_key(self, sub: str, host_key: str, generation: int = 0) -> None:
         digest = key_digest(host_key)
         self._db.execute(
             "INSERT OR IGNORE INTO host_keys (key_sha256, sub, created_at, generation)"
@@ -335,13 +288,9 @@ class Registry:
         )
         self._key_cache[digest] = (sub, generation)
 
-    def account_for_key(self, host_key: str) -> Account | None:
-        """The active account a host key belongs to, or None (unknown or revoked key).
-
-        A key is revoked when its account is not active or has signed out since the key was
-        issued (the key's generation is not the account's). The account row is read on every
-        call, so a change made by another process counts at once.
-        """
+    async def account_for_key(self, host_key: str) -> Account | None:
+        """See `Registry.account_for_key`. The account row is read on every call, so a change
+        made by another process counts at once."""
         digest = key_digest(host_key)
         known = self._key_cache.get(digest)
         if known is None:
@@ -355,14 +304,14 @@ class Registry:
                 return None
             known = (row["sub"], row["generation"])
         sub, generation = known
-        account = self.get(sub)
+        account = self._get(sub)
         if account is None or not account.active or account.key_generation != generation:
             self._key_cache.pop(digest, None)
             return None
         self._key_cache[digest] = known
         return account
 
-    def host_key_count(self, sub: str) -> int:
+    async def host_key_count(self, sub: str) -> int:
         return self._db.execute("SELECT count(*) FROM host_keys WHERE sub = ?", (sub,)).fetchone()[
             0
         ]

@@ -1,0 +1,178 @@
+"""The registry's boundary: what the gateway asks of any account store, and the shapes it answers.
+
+    Account                  one row: identity `sub` → local account `name` (permanent), status,
+                             key generation, portal epoch, times (Unix seconds, float)
+    ACTIVE DISABLED SUSPENDED
+    key_digest(host_key)     SHA-256 hex: the only form a host key is ever stored in
+    RegistryUnavailable      the store cannot answer now (503, never 403: a 403 logs Anki out)
+    Registry                 the interface; every I/O method is `async`
+
+Implementations: `sqlite.SqliteRegistry` (one host, the default) and `dynamo.DynamoRegistry`
+(DynamoDB, many nodes). Both keep the same guarantees, pinned by tests/test_registry.py run
+against each: one account per `sub`, unique names (`naming.candidates`), race-safe creation,
+key lookup by digest, a key counts only while its account is active and its generation is the
+account's (`sign_out`), `set_status(only_from=...)` as a compare-and-set.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import naming
+from gateway.auth.identity import Identity
+from gateway.errors import Unavailable
+
+#: "Last sync" (`last_seen`) is written at most this often per account, in seconds.
+SEEN_EVERY = 60.0
+
+ACTIVE = "active"
+#: Disabled by the operator (`python -m gateway accounts disable`); only the operator undoes it.
+DISABLED = "disabled"
+#: The identity provider reported the user disabled or gone; a later successful login undoes it.
+SUSPENDED = "suspended"
+STATUSES = (ACTIVE, DISABLED, SUSPENDED)
+
+
+@dataclass(frozen=True)
+class Account:
+    sub: str
+    name: str
+    cognito_username: str
+    email: str | None
+    status: str
+    created_at: float
+    last_seen: float
+    checked_at: float = 0.0
+    key_generation: int = 0
+    #: Portal sessions signed in under an older epoch are void (portal sign-out, password
+    #: reset, sign out all devices).
+    portal_epoch: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+
+def key_digest(host_key: str) -> str:
+    """The stored form of a host key: SHA-256, 64 lowercase hex digits."""
+    return hashlib.sha256(host_key.encode("utf-8")).hexdigest()
+
+
+class RegistryUnavailable(Unavailable):
+    """The registry's store cannot answer now (unreachable, throttled, timed out).
+
+    Answered 503 on every route (errors.py): the user's credentials are not in question."""
+
+    public = "service temporarily unavailable"
+
+
+class Registry(abc.ABC):
+    """Identity `sub` → account, host key digest → account. Every I/O method is a coroutine and
+    may raise `RegistryUnavailable`; none blocks the event loop for longer than a local index
+    lookup."""
+
+    def __init__(self, collections_dir: Path) -> None:
+        self._collections = collections_dir
+
+    def folder(self, account: Account) -> Path:
+        """`<collections>/<name>`, resolved; pure (the folder need not exist). Raises ValueError
+        if the name would leave the collections folder (defence in depth: names are checked at
+        creation, and checked again on the way out)."""
+        path = (self._collections / account.name).resolve()
+        if path.parent != self._collections.resolve() or not naming.is_safe(account.name):
+            raise ValueError(f"account folder escapes the collections folder: {account.name!r}")
+        return path
+
+    # -- accounts -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(self, sub: str) -> Account | None: ...
+
+    @abc.abstractmethod
+    async def get_by_name(self, name: str) -> Account | None: ...
+
+    @abc.abstractmethod
+    async def count_by_status(self) -> dict[str, int]:
+        """{status: accounts} (for metrics)."""
+
+    @abc.abstractmethod
+    async def count(self) -> int: ...
+
+    @abc.abstractmethod
+    async def all(self) -> list[Account]:
+        """Every account, ordered by name."""
+
+    @abc.abstractmethod
+    async def ensure(self, identity: Identity, *, refresh: bool = True) -> tuple[Account, bool]:
+        """The account for `identity`, created if new. Returns (account, created).
+
+        One account per `sub`, also when several tasks or processes ask at once; a new account
+        gets the first free name of `naming.candidates(naming.base_name(...))`. With `refresh`
+        (a login: the provider just vouched for this identity), also stores the username and
+        verified email the provider reports now; without it (provisioning) an existing account
+        is never changed."""
+
+    @abc.abstractmethod
+    async def others_named(self, sub: str, names: set[str]) -> list[Account]:
+        """Active accounts of other subs whose stored username or email is one of `names`
+        (canonical spellings, auth/spelling.py)."""
+
+    @abc.abstractmethod
+    async def set_status(self, sub: str, status: str, *, only_from: str | None = None) -> bool:
+        """Set the account's status; with `only_from`, only if it is that now (so a re-check
+        in flight cannot turn an operator's `disabled` into a `suspended` a login lifts).
+        Returns whether the account changed."""
+
+    @abc.abstractmethod
+    async def touch(self, sub: str) -> None:
+        """Seen now, and confirmed by the identity provider now."""
+
+    @abc.abstractmethod
+    async def end_portal_sessions(self, sub: str) -> None:
+        """Void every portal session of the account (they carry the epoch they began in)."""
+
+    @abc.abstractmethod
+    async def seen(self, account: Account) -> None:
+        """A sync request arrived now (for "last sync"; not a confirmation by the provider).
+        Written at most every `SEEN_EVERY` seconds per account."""
+
+    @abc.abstractmethod
+    async def mark_checked(self, sub: str, when: float | None = None) -> None:
+        """Confirmed by the identity provider at `when` (Unix seconds; default now)."""
+
+    @abc.abstractmethod
+    async def sign_out(self, sub: str) -> int:
+        """Move the account's key generation on and forget its keys; returns the new
+        generation. Every key issued so far is refused from now on. Raises KeyError for an
+        unknown `sub`."""
+
+    @abc.abstractmethod
+    async def delete(self, sub: str) -> Account | None:
+        """Remove the account and its keys (refused from now on); returns the removed account,
+        or None. The folder is the caller's to remove once its worker stopped."""
+
+    # -- host keys ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_host_key(self, sub: str, host_key: str, generation: int = 0) -> None:
+        """Record `host_key` (stored as its digest) as issued to `sub` under `generation`."""
+
+    @abc.abstractmethod
+    async def account_for_key(self, host_key: str) -> Account | None:
+        """The active account a host key belongs to, or None (unknown or revoked key: its
+        account is not active, or signed out since the key was issued)."""
+
+    @abc.abstractmethod
+    async def host_key_count(self, sub: str) -> int: ...
+
+    # -- operations ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def writable(self) -> bool:
+        """Whether a write could be made now (readiness); never raises."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

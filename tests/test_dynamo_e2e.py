@@ -1,0 +1,133 @@
+"""The gateway with its registry on DynamoDB: a moto server in its own process stands in for
+DynamoDB (real HTTP, as from a gateway node), moto in this process for Cognito, the real `anki`
+client against real stock sync servers; the operator's command line in a process of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from anki.errors import SyncError
+
+from tests.ankiclient import Client, is_auth_error
+from tests.conftest import REGION
+
+PASSWORD = "Correct-Horse-9"
+TABLE = "anki-gateway-e2e"
+CACHE_SECONDS = 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dynamodb_server(tmp_path: Path) -> Iterator[str]:
+    """`python -m moto.server` on loopback, in its own process; yields its URL."""
+    port = _free_port()
+    log = (tmp_path / "moto.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/moto-api/data.json", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
+
+
+def test_login_sync_and_a_command_line_sign_out_through_a_dynamodb_registry(
+    cognito: Any, dynamodb_server: str, start_gateway: Any, tmp_path: Path
+) -> None:
+    cognito.add_user("alice", PASSWORD, "alice@example.com")
+    config = cognito.config(tmp_path / "data")
+    registry = dataclasses.replace(
+        config.registry,
+        backend="dynamodb",
+        table=TABLE,
+        endpoint_url=dynamodb_server,
+        cache_seconds=CACHE_SECONDS,
+    )
+    config = dataclasses.replace(config, registry=registry)
+    env = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(tmp_path / "cli-data"),  # the table, not a file, is shared
+        "GATEWAY_COGNITO_USER_POOL_ID": cognito.pool_id,
+        "GATEWAY_COGNITO_CLIENT_ID": cognito.client_id,
+        "GATEWAY_COGNITO_REGION": REGION,
+        "GATEWAY_REGISTRY_BACKEND": "dynamodb",
+        "GATEWAY_REGISTRY_TABLE": TABLE,
+        "GATEWAY_REGISTRY_ENDPOINT_URL": dynamodb_server,
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "accounts", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    made = cli("create-table")
+    assert made.returncode == 0, made.stderr
+    gw = start_gateway(config)
+    phone = Client(tmp_path / "clients" / "phone")
+    phone.add_note("written through a DynamoDB registry")
+    phone.login("alice", PASSWORD, gw.url)
+    phone.sync()
+    laptop = Client(tmp_path / "clients" / "laptop")
+    laptop.login("alice", PASSWORD, gw.url)
+    laptop.sync()
+    assert laptop.note_fronts() == {"written through a DynamoDB registry"}
+    old_key = phone.auth.hkey
+    # The account's folder was made by its worker, on this node's disk.
+    assert (config.collections_dir / "alice" / "collection.anki2").is_file()
+
+    listed = cli("list")
+    assert listed.returncode == 0 and "alice\tactive\talice" in listed.stdout
+    signed_out = cli("sign-out", "alice")
+    assert signed_out.returncode == 0, signed_out.stderr
+    assert "alice: signed out everywhere (key generation 1)" in signed_out.stdout
+
+    time.sleep(CACHE_SECONDS + 0.5)  # the documented bound for a change made elsewhere
+    for device in (phone, laptop):
+        with pytest.raises(SyncError) as info:
+            device.sync()
+        assert is_auth_error(info.value)
+
+    # The next login gets a new key, from a worker started with the new generation's password.
+    phone.login("alice", PASSWORD, gw.url)
+    assert phone.auth.hkey != old_key
+    phone.add_note("after signing out")
+    phone.sync()
+    laptop.login("alice", PASSWORD, gw.url)
+    laptop.sync()
+    assert laptop.note_fronts() == {"written through a DynamoDB registry", "after signing out"}
+    for device in (phone, laptop):
+        device.close()
