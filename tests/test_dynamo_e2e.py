@@ -97,6 +97,8 @@ def test_login_sync_and_a_command_line_sign_out_through_a_dynamodb_registry(
     made = cli("create-table")
     assert made.returncode == 0, made.stderr
     gw = start_gateway(config)
+    with urllib.request.urlopen(gw.url + "ready", timeout=30) as ready:  # noqa: S310 - loopback
+        assert ready.status == 200
     phone = Client(tmp_path / "clients" / "phone")
     phone.add_note("written through a DynamoDB registry")
     phone.login("alice", PASSWORD, gw.url)

@@ -186,6 +186,7 @@ class DynamoRegistry(Registry):
         owns_client: bool = False,
     ) -> None:
         super().__init__(collections_dir)
+        collections_dir.mkdir(parents=True, exist_ok=True)  # this node's disk (readiness)
         self._client = client
         self._table = table
         self._clock = clock

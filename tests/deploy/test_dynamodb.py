@@ -4,14 +4,13 @@ and its IAM policy allows exactly the calls gateway/registry/dynamo.py makes."""
 from __future__ import annotations
 
 import re
-import subprocess
 from typing import Any
 
 import pytest
 import yaml
 
 from gateway.registry import dynamo
-from tests.deploy.test_template import ROOT, _CfnLoader, cfn_lint, tool
+from tests.deploy.test_template import ROOT, _CfnLoader, cfn_lint, yamllint
 
 TEMPLATE = ROOT / "deploy" / "dynamodb.yaml"
 #: boto3 operation → the IAM actions it needs (a transaction: those of the writes inside).
@@ -34,12 +33,7 @@ def template() -> dict[str, Any]:
 def test_the_template_passes_cfn_lint_and_yamllint() -> None:
     result = cfn_lint(TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
-    result = subprocess.run(
-        [tool("yamllint"), "-c", str(ROOT / ".yamllint.yml"), "-f", "parsable", str(TEMPLATE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = yamllint(TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -65,13 +65,18 @@ def test_template_passes_cfn_lint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_template_passes_the_repository_yamllint_rules() -> None:
-    result = subprocess.run(
-        [tool("yamllint"), "-c", str(ROOT / ".yamllint.yml"), "-f", "parsable", str(TEMPLATE)],
+def yamllint(path: Path) -> subprocess.CompletedProcess[str]:
+    """yamllint with the repository's rules on `path`."""
+    return subprocess.run(
+        [tool("yamllint"), "-c", str(ROOT / ".yamllint.yml"), "-f", "parsable", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_template_passes_the_repository_yamllint_rules() -> None:
+    result = yamllint(TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
