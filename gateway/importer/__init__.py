@@ -11,9 +11,13 @@ after the user's Cognito username, sub, email or the email's local part. For eac
                          the source folder, so a second run does nothing
 
 Every folder is inspected and matched before anything changes; two folders of one user are both
-refused. `--dry-run` stops there and prints the plan. Exit status: 0 when every folder is
-imported (or was already), 1 when some could not be (each is named with the reason), 2 when
-the run could not start (DIR unreadable, Cognito unavailable or misconfigured).
+refused. `--dry-run` stops there and prints the plan. Run as the gateway's user: root is refused
+when it does not own the data folder (files it made would lock the gateway out), and files of
+another owner (the old server's) are copied, so the sync server can write its copy.
+
+Exit status: 0 when every folder is imported (or was already), 1 when some could not be (each
+is named with the reason), 2 when the run could not start (DIR unreadable, Cognito unavailable
+or misconfigured, run as root).
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ def main(argv: list[str], config: Config) -> int:
     parser.add_argument("dir", type=Path, help="the earlier server's collections folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     args = parser.parse_args(argv)
+    owner = config.data_dir.stat().st_uid if config.data_dir.exists() else 0
+    if os.geteuid() == 0 and owner != 0:
+        # Files root made (the registry, account folders, media.db) would lock the gateway out.
+        print(
+            f"run the import as the gateway's user (uid {owner}, the owner of "
+            f"{config.data_dir}), not as root"
+        )
+        return 2
 
     async def go() -> int:
         from gateway.auth.cognito import CognitoProvider

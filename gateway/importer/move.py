@@ -94,12 +94,18 @@ def move(
             media_fd = open_dir(folder_fd, OLD_MEDIA)
             try:
                 for item in source.media:
-                    why = _move_media(media_fd, item.name, target)
+                    try:
+                        why = _move_media(media_fd, item.name, target)
+                    except OSError as exc:
+                        why = f"could not be moved ({exc.strerror})"
                     if why is not None:
                         left.append((item.name, why))
             finally:
                 os.close(media_fd)
-        schema = _move_collection(folder_fd, target)
+        try:
+            schema = _move_collection(folder_fd, target)
+        except OSError as exc:
+            raise Refused(f"{COLLECTION} could not be moved ({exc.strerror})") from None
         files, size = mediadb.write(target / "media.db", target / "media", clock)
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock()))
         _write_new(folder_fd, MARKER, f"imported into account {target.name} on {stamp}\n")
@@ -165,7 +171,13 @@ def _check(path: Path) -> int:
 
 
 def _move_file(src_dir_fd: int, name: str, checked: os.stat_result, dest: Path) -> None:
-    """Rename (or copy across file systems) `name` to `dest`, which must not exist."""
+    """Move `name` to `dest`, which must not exist: a new link, or a copy across file systems
+    and for a file of another owner (the old server's user: the sync server, running as this
+    user, must be able to write it)."""
+    if checked.st_uid != os.geteuid():
+        _copy(src_dir_fd, name, checked, dest)
+        os.unlink(name, dir_fd=src_dir_fd)
+        return
     try:
         os.link(name, dest, src_dir_fd=src_dir_fd, follow_symlinks=False)
     except OSError as exc:

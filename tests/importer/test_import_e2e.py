@@ -8,6 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 from anki.collection import Collection
 
 from gateway.__main__ import main as cli
@@ -191,3 +192,33 @@ def test_the_command_line_runs_the_import(cognito, tmp_path, monkeypatch, capsys
     assert "carol → new account carol" in capsys.readouterr().out
     assert cli(["accounts", "import", str(tmp_path / "old")]) == 0
     assert (config.collections_dir / "carol" / "collection.anki2").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make files of another owner")
+def test_files_of_another_owner_are_copied_so_the_sync_server_can_write_them(cognito, tmp_path):
+    cognito.add_user("olga", PASSWORD, "olga@example.com")
+    config = cognito.config(tmp_path / "data")
+    folder = old_folder(tmp_path / "old", "olga", ["n"], {"a.png": b"image"})
+    for path in (folder / "collection.anki2", folder / "collection.media" / "a.png"):
+        os.chown(path, 4321, 4321)  # the old server's user
+        os.chmod(path, 0o600)
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    account = config.collections_dir / "olga"
+    for path in (account / "collection.anki2", account / "media" / "a.png"):
+        assert path.stat().st_uid == os.geteuid()
+    assert (account / "media" / "a.png").read_bytes() == b"image"
+    assert not (folder / "collection.anki2").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks the refusal to run as root")
+def test_root_is_refused_when_the_gateway_user_owns_the_data_folder(cognito, tmp_path, capsys):
+    from gateway.importer import main as import_main
+
+    config = cognito.config(tmp_path / "data")
+    config.data_dir.mkdir()
+    os.chown(config.data_dir, 10001, 10001)
+    old_folder(tmp_path / "old", "x", ["n"], {})
+    assert import_main([str(tmp_path / "old")], config) == 2
+    assert "not as root" in capsys.readouterr().out
+    assert not (config.data_dir / "registry.sqlite3").exists()
