@@ -222,3 +222,43 @@ def test_root_is_refused_when_the_gateway_user_owns_the_data_folder(cognito, tmp
     assert import_main([str(tmp_path / "old")], config) == 2
     assert "not as root" in capsys.readouterr().out
     assert not (config.data_dir / "registry.sqlite3").exists()
+
+
+def test_an_import_cut_off_half_way_completes_when_run_again(cognito, tmp_path, monkeypatch):
+    import importlib
+
+    # (`gateway.importer.move` the attribute is the function; the module is this.)
+    move_mod = importlib.import_module("gateway.importer.move")
+
+    cognito.add_user("pia", PASSWORD, "pia@example.com")
+    config = cognito.config(tmp_path / "data")
+    media = {"one.png": b"1" * 10, "two.png": b"2" * 20}
+    old_folder(tmp_path / "old", "pia", ["n1", "n2"], media)
+
+    def power_cut(*args: object) -> None:
+        raise RuntimeError("power cut")
+
+    with monkeypatch.context() as patch:  # media moved, then the machine stops
+        patch.setattr(move_mod, "_move_collection", power_cut)
+        with pytest.raises(RuntimeError):
+            run_import(config, tmp_path / "old")
+    account = config.collections_dir / "pia"
+    assert sorted(p.name for p in (account / "media").iterdir()) == sorted(media)
+    assert not (account / "collection.anki2").exists()
+    # One file the cut-off run had copied but not yet removed from the old folder.
+    source_media = tmp_path / "old" / "pia" / "collection.media"
+    (source_media / "one.png").write_bytes((account / "media" / "one.png").read_bytes())
+
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    assert (account / "collection.anki2").exists()
+    assert not any(source_media.iterdir())
+    assert "left behind" not in " ".join(report)
+    index = sqlite3.connect(account / "media.db")
+    rows = index.execute("SELECT fname, size, usn FROM media ORDER BY usn").fetchall()
+    meta = index.execute("SELECT last_usn, total_bytes, total_nonempty_files FROM meta").fetchone()
+    index.close()
+    assert [(name, size) for name, size, _ in rows] == [("one.png", 10), ("two.png", 20)]
+    assert meta == (2, 30, 2)
+    assert not (account / ".gateway-import").exists()
+    assert "already imported" in " ".join(run_import(config, tmp_path / "old")[1])
