@@ -44,6 +44,7 @@ from gateway.appkeys import (
     PROVIDER,
     REGISTRY,
     REVALIDATOR,
+    USAGE,
 )
 from gateway.auth.admission import Admission
 from gateway.auth.cache import CredentialCache
@@ -66,7 +67,7 @@ from gateway.pace import Pacing
 from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import open_registry
-from gateway.usagetotals import USAGE, UsageTotals, usage_totals
+from gateway.usagetotals import UsageTotals, usage_totals
 from gateway.workers.pool import WorkerPool
 
 if TYPE_CHECKING:

@@ -280,7 +280,7 @@ class AppCollector(Collector):
 
 def _usage(app: web.Application) -> Iterator[Any]:
     """Usage totals over all accounts, as the last walk found them (usagetotals.py)."""
-    from gateway.usagetotals import USAGE
+    from gateway.appkeys import USAGE
 
     keeper = app.get(USAGE)
     totals = keeper.latest if keeper is not None else None

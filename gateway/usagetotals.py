@@ -22,6 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.appkeys import USAGE
 from gateway.usage import usage
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,6 @@ class UsageTotals:
             except Exception:  # a walk must never end the loop; the next one may succeed
                 log.exception("usage totals: walking the collections failed")
             await asyncio.sleep(self._every)
-
-
-USAGE: web.AppKey[UsageTotals] = web.AppKey("usage_totals")
 
 
 async def usage_totals(app: web.Application) -> AsyncIterator[None]:
