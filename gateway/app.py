@@ -66,7 +66,7 @@ from gateway.middlewares import (
 from gateway.pace import Pacing
 from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
-from gateway.registry import open_registry
+from gateway.registry import RegistryUnavailable, open_registry
 from gateway.usagetotals import UsageTotals, usage_totals
 from gateway.workers.pool import WorkerPool
 
@@ -190,9 +190,17 @@ def create_app(
                 "using a LOCAL Cognito stand-in: not for production",
                 extra={"endpoint": config.cognito.endpoint_url},
             )
+        try:
+            accounts: int | None = await registry.count()
+        except RegistryUnavailable:
+            accounts = None  # serve anyway: requests answer 503 until the registry answers
         log.info(
             "gateway started",
-            extra={"data_dir": str(config.data_dir), "accounts": await registry.count()},
+            extra={
+                "data_dir": str(config.data_dir),
+                "registry": config.registry.backend,
+                "accounts": accounts,
+            },
         )
         try:
             yield

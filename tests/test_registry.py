@@ -414,12 +414,15 @@ async def test_a_registry_from_before_key_generations_is_upgraded_in_place(tmp_p
 
 
 @pytest.fixture
-def dynamo(tmp_path: Path) -> Any:
+async def dynamo(tmp_path: Path) -> Any:
     with mock_aws():
-        yield DynamoStore(tmp_path)
+        made = DynamoStore(tmp_path)
+        yield made
+        for registry in made.opened:
+            await registry.close()
 
 
-def test_create_table_is_idempotent_and_leaves_other_items_alone(dynamo):
+async def test_create_table_is_idempotent_and_leaves_other_items_alone(dynamo):
     dynamo.client.put_item(TableName=TABLE, Item={"pk": {"S": "node#a"}, "url": {"S": "u"}})
     create_table(dynamo.client, TABLE)
     table = dynamo.client.describe_table(TableName=TABLE)["Table"]
@@ -450,7 +453,6 @@ async def test_the_cluster_codes_items_are_never_returned_or_changed(dynamo):
     await registry.delete("sub-1")
     left = sorted(i["pk"]["S"] for i in dynamo.client.scan(TableName=TABLE)["Items"])
     assert left == ["node#n1", "owner#alice"]
-    await registry.close()
 
 
 def _counter(name: str, **labels: str) -> float:
@@ -597,3 +599,11 @@ async def test_one_account_per_sub_even_when_nodes_would_pick_different_names(dy
     assert sorted(names) == ["account#sub-1", f"name#{results[0][0].name}"]
     for node in nodes:
         await node.close()
+
+
+async def test_delete_still_works_when_the_name_claim_is_missing(dynamo):
+    registry = dynamo.open()
+    await registry.ensure(Identity("sub-1", "alice", None))
+    dynamo.client.delete_item(TableName=TABLE, Key={"pk": {"S": "name#alice"}})
+    assert (await registry.delete("sub-1")).name == "alice"
+    assert await registry.get("sub-1") is None

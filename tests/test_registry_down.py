@@ -72,3 +72,30 @@ async def test_an_outage_is_a_503_on_login_sync_provisioning_and_ready(
         "/sync/meta", data=zbody({"v": 11, "cv": "test"}), headers={"anki-sync": header(key)}
     ) as r:
         assert r.status == 200  # the key was never revoked
+
+
+async def test_the_gateway_starts_while_the_registry_is_down(
+    outage, tmp_path, aiohttp_client, monkeypatch
+):
+    from tests.outage import Outage
+
+    monkeypatch.setattr(Outage, "down", True)
+    provider = FakeProvider()
+    provider.add_user("alice", PASSWORD, "alice@example.com")
+    token = "metrics-token-0123456789"
+    config = fake_provider_config(
+        tmp_path, GATEWAY_METRICS_ENABLED="false", GATEWAY_METRICS_BEARER_TOKEN=token
+    )
+    client = await aiohttp_client(create_app(config, provider=provider))
+    async with client.get("/health") as r:
+        assert r.status == 200
+    async with client.get("/metrics", headers={"Authorization": f"Bearer {token}"}) as r:
+        text = await r.text()
+        assert r.status == 200 and "gateway_workers" in text  # the rest still helps
+        assert 'gateway_accounts{status="active"}' not in text
+    async with client.get("/ready") as r:
+        assert r.status == 503
+    async with client.post(
+        "/sync/hostKey", data=zbody({"u": "alice", "p": PASSWORD}), headers={"anki-sync": header()}
+    ) as r:
+        assert r.status == 503

@@ -570,7 +570,8 @@ class DynamoRegistry(Registry):
                         "Delete": {
                             "TableName": self._table,
                             "Key": {"pk": _s(NAME + account.name)},
-                            "ConditionExpression": "#sub = :sub",
+                            # Never another account's claim; a missing one does not block.
+                            "ConditionExpression": "attribute_not_exists(pk) OR #sub = :sub",
                             "ExpressionAttributeNames": {"#sub": "sub"},
                             "ExpressionAttributeValues": {":sub": _s(sub)},
                         }
