@@ -31,7 +31,7 @@ from pathlib import Path
 from gateway import naming
 from gateway.auth.identity import Identity, ProviderMisconfigured, ProviderUnavailable
 from gateway.config import Config
-from gateway.importer.folder import AlreadyImported, Skipped, Source, inspect
+from gateway.importer.folder import COLLECTION, AlreadyImported, Skipped, Source, inspect
 from gateway.importer.match import Directory, Matched, Unmatched, match
 from gateway.importer.move import Refused, move, target_problem
 from gateway.registry import REGISTRY_FILE, Account, Registry, open_registry
@@ -181,18 +181,24 @@ async def _one(
     who = f"Cognito user {user.email or user.username} (by {found.by})"
     if not user.enabled:
         who += ", disabled in Cognito"
+    collection = source.collection_bytes
     what = (
-        f"collection {human_bytes(source.collection_bytes)}"
+        f"collection {human_bytes(collection) if collection is not None else 'moved already'}"
         f"{' with WAL' if source.has_wal else ''}, {len(source.media)} media files"
         f" ({human_bytes(source.media_bytes)})"
     )
-    account = await _account(registry, user, create=not dry_run)
+    # A folder without its collection can only be an import cut off after the move: its
+    # account exists then. Never create an account for it.
+    account = await _account(registry, user, create=not dry_run and collection is not None)
+    if account is None and collection is None:
+        out(f"  {shown(source.name)}: NOT IMPORTED: not a collection folder (no {COLLECTION})")
+        return False
     if dry_run:
         if account is None:
             name = naming.base_name(user.username, user.email)
             out(f"  {shown(source.name)} → new account {name} [{who}]: {what}")
         else:
-            problem = target_problem(config.collections_dir / account.name, source.name)
+            problem = target_problem(config.collections_dir / account.name, source)
             if problem is not None:
                 out(f"  {shown(source.name)}: NOT IMPORTED into {account.name}: {problem}")
                 return False

@@ -47,7 +47,9 @@ class Source:
     """A folder that holds a collection to import."""
 
     name: str
-    collection_bytes: int
+    #: None when there is no collection.anki2: a folder whose import was cut off after the
+    #: collection moved (move.py resumes it), or not a collection folder at all.
+    collection_bytes: int | None
     has_wal: bool
     media: tuple[MediaFile, ...]
     #: (file name, why) for media files that are left behind.
@@ -117,17 +119,18 @@ def inspect(root_fd: int, name: str) -> Source | Skipped | AlreadyImported:
         if marker is not None and stat.S_ISREG(marker.st_mode):
             return AlreadyImported(name, _marker_note(fd))
         col = regular(fd, COLLECTION)
-        if col is None:
+        media_dir = regular(fd, OLD_MEDIA)
+        if col is None and media_dir is None:
             return Skipped(name, f"not a collection folder (no {COLLECTION})")
-        why = refusal(col)
-        if why is not None:
-            return Skipped(name, f"{COLLECTION}: {why}")
-        if not _has_sqlite_header(fd):
-            return Skipped(name, f"{COLLECTION} is not an SQLite database")
+        if col is not None:
+            why = refusal(col)
+            if why is not None:
+                return Skipped(name, f"{COLLECTION}: {why}")
+            if not _has_sqlite_header(fd):
+                return Skipped(name, f"{COLLECTION} is not an SQLite database")
         wal = regular(fd, WAL)
         if wal is not None and (why := refusal(wal)) is not None:
             return Skipped(name, f"{WAL}: {why}")
-        media_dir = regular(fd, OLD_MEDIA)
         if media_dir is None:
             media: tuple[MediaFile, ...] = ()
             skipped: tuple[tuple[str, str], ...] = ()
@@ -135,7 +138,8 @@ def inspect(root_fd: int, name: str) -> Source | Skipped | AlreadyImported:
             return Skipped(name, f"{OLD_MEDIA}: symbolic link or not a folder")
         else:
             media, skipped = _media(fd)
-        return Source(name, col.st_size, wal is not None and wal.st_size > 0, media, skipped)
+        size = col.st_size if col is not None else None
+        return Source(name, size, wal is not None and wal.st_size > 0, media, skipped)
     finally:
         os.close(fd)
 

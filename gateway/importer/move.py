@@ -8,11 +8,11 @@ Order, so that a run that dies half-way can simply be run again:
 1. `<account>/.gateway-import` names the source folder. While it is there, a collection or
    media already in the account are this import's own (a second folder for the same account
    is refused).
-2. Media files move into `<account>/media/` one by one. A file already there with the same
-   content is a file an interrupted run moved; a different one is never overwritten.
-3. The collection moves with its WAL (the WAL may hold the last syncs), is opened once (SQLite
+2. The collection moves with its WAL (the WAL may hold the last syncs), is opened once (SQLite
    replays the WAL) and must pass `PRAGMA quick_check` and have Anki's `col` table; otherwise
-   it is moved back and the folder refused.
+   it is moved back and the folder refused, with nothing of it in the account.
+3. Media files move into `<account>/media/` one by one. A file already there with the same
+   content is a file an interrupted run moved; a different one is never overwritten.
 4. `media.db` is written from the account's media folder (mediadb.py).
 5. The source folder gets its marker (folder.MARKER), then `.gateway-import` goes.
 
@@ -63,12 +63,14 @@ class Moved:
     left: tuple[tuple[str, str], ...]
 
 
-def target_problem(target: Path, source_name: str) -> str | None:
-    """Why `target` (an account folder) cannot take `source_name`'s collection, or None."""
+def target_problem(target: Path, source: Source) -> str | None:
+    """Why `target` (an account folder) cannot take `source`'s collection, or None."""
     marker = target / IN_PROGRESS
     if marker.is_file() and not marker.is_symlink():
         other = marker.read_text("utf-8", "replace").strip()
-        return None if other == source_name else f"folder {other!r} is being imported into it"
+        return None if other == source.name else f"folder {other!r} is being imported into it"
+    if source.collection_bytes is None:
+        return f"not a collection folder (no {COLLECTION})"
     if os.path.lexists(target / COLLECTION):
         return "the account already has a collection (its user synced through the gateway)"
     try:
@@ -82,13 +84,20 @@ def target_problem(target: Path, source_name: str) -> str | None:
 def move(
     root_fd: int, source: Source, target: Path, clock: Callable[[], float] = time.time
 ) -> Moved:
-    problem = target_problem(target, source.name)
+    problem = target_problem(target, source)
     if problem is not None:
         raise Refused(problem)
     (target / IN_PROGRESS).write_text(source.name + "\n", "utf-8")
-    (target / "media").mkdir(mode=0o700, exist_ok=True)
     folder_fd = open_dir(root_fd, source.name)
     try:
+        try:
+            schema = _move_collection(folder_fd, target)
+        except (Refused, OSError) as exc:
+            (target / IN_PROGRESS).unlink()  # nothing of this folder is in the account
+            if isinstance(exc, Refused):
+                raise
+            raise Refused(f"{COLLECTION} could not be moved ({exc.strerror})") from None
+        (target / "media").mkdir(mode=0o700, exist_ok=True)
         left = list(source.skipped_media)
         if source.media:
             media_fd = open_dir(folder_fd, OLD_MEDIA)
@@ -102,10 +111,6 @@ def move(
                         left.append((item.name, why))
             finally:
                 os.close(media_fd)
-        try:
-            schema = _move_collection(folder_fd, target)
-        except OSError as exc:
-            raise Refused(f"{COLLECTION} could not be moved ({exc.strerror})") from None
         files, size = mediadb.write(target / "media.db", target / "media", clock)
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock()))
         _write_new(folder_fd, MARKER, f"imported into account {target.name} on {stamp}\n")

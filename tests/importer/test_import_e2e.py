@@ -238,20 +238,19 @@ def test_an_import_cut_off_half_way_completes_when_run_again(cognito, tmp_path, 
     def power_cut(*args: object) -> None:
         raise RuntimeError("power cut")
 
-    with monkeypatch.context() as patch:  # media moved, then the machine stops
-        patch.setattr(move_mod, "_move_collection", power_cut)
+    with monkeypatch.context() as patch:  # collection and media moved, then the machine stops
+        patch.setattr(move_mod.mediadb, "write", power_cut)
         with pytest.raises(RuntimeError):
             run_import(config, tmp_path / "old")
     account = config.collections_dir / "pia"
     assert sorted(p.name for p in (account / "media").iterdir()) == sorted(media)
-    assert not (account / "collection.anki2").exists()
+    assert (account / "collection.anki2").exists() and not (account / "media.db").exists()
     # One file the cut-off run had copied but not yet removed from the old folder.
     source_media = tmp_path / "old" / "pia" / "collection.media"
     (source_media / "one.png").write_bytes((account / "media" / "one.png").read_bytes())
 
-    code, report = run_import(config, tmp_path / "old")
+    code, report = run_import(config, tmp_path / "old")  # the account's collection is its own
     assert code == 0, report
-    assert (account / "collection.anki2").exists()
     assert not any(source_media.iterdir())
     assert "left behind" not in " ".join(report)
     index = sqlite3.connect(account / "media.db")
@@ -262,3 +261,17 @@ def test_an_import_cut_off_half_way_completes_when_run_again(cognito, tmp_path, 
     assert meta == (2, 30, 2)
     assert not (account / ".gateway-import").exists()
     assert "already imported" in " ".join(run_import(config, tmp_path / "old")[1])
+
+
+def test_a_media_only_folder_is_not_a_collection_and_makes_no_account(cognito, tmp_path):
+    cognito.add_user("quinn", PASSWORD, "quinn@example.com")
+    config = cognito.config(tmp_path / "data")
+    media = tmp_path / "old" / "quinn" / "collection.media"
+    media.mkdir(parents=True)
+    (media / "a.png").write_bytes(b"a")
+    for dry_run in (True, False):
+        code, report = run_import(config, tmp_path / "old", dry_run=dry_run)
+        assert code == 1
+        assert any("quinn: NOT IMPORTED: not a collection folder" in line for line in report)
+    assert not (config.collections_dir / "quinn").exists()
+    assert (media / "a.png").exists()
