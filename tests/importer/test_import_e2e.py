@@ -275,3 +275,21 @@ def test_a_media_only_folder_is_not_a_collection_and_makes_no_account(cognito, t
         assert any("quinn: NOT IMPORTED: not a collection folder" in line for line in report)
     assert not (config.collections_dir / "quinn").exists()
     assert (media / "a.png").exists()
+
+
+def test_a_database_that_is_no_collection_goes_back_and_leaves_the_account_empty(cognito, tmp_path):
+    cognito.add_user("ria", PASSWORD, "ria@example.com")
+    config = cognito.config(tmp_path / "data")
+    folder = tmp_path / "old" / "ria"
+    folder.mkdir(parents=True)
+    db = sqlite3.connect(folder / "collection.anki2")
+    db.execute("CREATE TABLE notes_of_something_else (x)")
+    db.commit()
+    db.close()
+    original = (folder / "collection.anki2").read_bytes()
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 1
+    assert any("not an Anki collection" in line for line in report), report
+    assert (folder / "collection.anki2").read_bytes() == original
+    account = config.collections_dir / "ria"
+    assert sorted(p.name for p in account.iterdir()) == [".gateway-worker.lock"]
