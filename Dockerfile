@@ -4,8 +4,9 @@
 #   docker build -t anki-cognito-gateway .
 #   docker run -p 8080:8080 -v gateway-data:/data --env-file .env anki-cognito-gateway
 #
-# Build argument EXTRAS="[dev]" adds moto, the Cognito stand-in of local mode; docker-compose.yml
-# builds that variant for its `local` profile. Production images leave it empty.
+# Build argument EXTRAS="[dev]" adds moto, the Cognito stand-in of local mode (its Cognito service
+# and its Flask server only, not moto's `server` extra); docker-compose.yml builds that variant
+# for its `local` profile. Production images leave it empty.
 #
 # The base image is pinned by version tag. Pinning by digest as well
 # (python:3.11.14-slim-bookworm@sha256:...) is stronger, but a digest cannot be looked up or

@@ -44,6 +44,7 @@ from gateway.appkeys import (
     PROVIDER,
     REGISTRY,
     REVALIDATOR,
+    USAGE,
 )
 from gateway.auth.admission import Admission
 from gateway.auth.cache import CredentialCache
@@ -67,6 +68,7 @@ from gateway.pace import Pacing
 from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import RegistryUnavailable, open_registry
+from gateway.usagetotals import UsageTotals, usage_totals
 from gateway.workers.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -218,6 +220,8 @@ def create_app(
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
+    app[USAGE] = UsageTotals(config.collections_dir)
+    app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
     if config.portal.enabled:
@@ -268,13 +272,14 @@ def server_options(config: Config) -> dict[str, Any]:
     return {"keepalive_timeout": config.server.header_timeout_seconds}
 
 
-def run(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM; every worker is stopped before this returns."""
+def run(config: Config, provider: IdentityProvider | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; every worker is stopped before this returns. `provider`
+    replaces the Cognito one (local mode's, gateway/localpool.py)."""
     logs.configure(config.logging.level, config.logging.format)
     before, after = openfiles.raise_soft_limit()
     log.info("open file limit", extra={"before": before, "after": after})
     web.run_app(
-        create_app(config),
+        create_app(config, provider=provider),
         host=config.server.host,
         port=config.server.port,
         access_log=None,
