@@ -241,6 +241,58 @@ def _many(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _capacity(r: dict[str, Any]) -> list[str]:
+    f = r["figures"]
+    c = f["conditions"]
+    lines = [
+        f"Devices: real clients syncing in a loop, think time {fmt(c['think_s'][0], 1)}–"
+        f"{fmt(c['think_s'][1], 1)} s, {c['notes_per_sync']} new notes and up to "
+        f"{c['reviews_per_sync']} answers per sync, a media file every {c['media_every']} syncs; "
+        f"{fmt(c['window_s'], 0)} s measured per step, at most {c['most_devices']} devices. A step "
+        "passes with no failure and p99 <= 2 s. CPU shares are of the CPU time used on the "
+        "whole machine during the step (clients: this process; others: other people's work).",
+        "",
+        "| setup | devices | syncs/s | p50 s | p99 s | max s | failed | servers CPU | clients "
+        "CPU | others CPU | machine busy | server CPU ms/sync | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for setup in ("gateway", "stock"):
+        for step in f[setup]["steps"]:
+            lines.append(
+                f"| {setup} | {fmt(step['devices'], 0)} | {fmt(step['syncs_per_s'], 1)} | "
+                f"{fmt(step['p50_s'])} | {fmt(step['p99_s'])} | {fmt(step['max_s'])} | "
+                f"{fmt(step['failures'], 0)} | {fmt(100 * step['servers_share'], 0)} % | "
+                f"{fmt(100 * step['clients_share'], 0)} % | "
+                f"{fmt(100 * step['others_share'], 0)} % | "
+                f"{fmt(100 * step['machine_busy'], 0)} % | "
+                f"{fmt(step['server_cpu_ms_per_sync'], 1)} | "
+                f"{'pass' if step['passed'] else 'FAIL'} |"
+            )
+    lines.append("")
+    for setup, label in (("gateway", "gateway"), ("stock", "one stock server")):
+        g = f[setup]
+        limit = g.get("at_limit") or {}
+        how = (
+            " (the largest size tried: the limit is higher)"
+            if g.get("capped")
+            else (" (stopped by the time budget)" if g.get("timed_out") else "")
+        )
+        lines.append(
+            f"- **{label}: {fmt(g['devices'], 0)} devices**{how}, "
+            f"{fmt(limit.get('syncs_per_s'), 1)} syncs/s, p99 {fmt(limit.get('p99_s'))} s; "
+            f"first failing size: {fmt(g.get('first_failing'), 0)}"
+        )
+    k = f["checks"]
+    lines += [
+        f"- measure 3, gateway's added p50 at 1 client: {fmt(k['added_p50_ms'], 3)} ms "
+        f"(target <= 1 ms; {k['added_p50_source']}); 16-client throughput "
+        f"{med(k.get('throughput_16'), 0)} requests/s",
+        f"- measure 1, upload gateway / direct: {fmt(k['upload_ratio'], 3)} (target <= 1.05; "
+        f"{k['upload_ratio_source']})",
+    ]
+    return lines
+
+
 SECTIONS = {
     "1": _full_sync,
     "2": _contention,
@@ -249,6 +301,7 @@ SECTIONS = {
     "5": _calls,
     "6": _memory,
     "7": _many,
+    "8": _capacity,
 }
 
 
@@ -400,6 +453,26 @@ def _paint_many(ax: Any, r: dict[str, Any]) -> None:
     ax.set_ylabel(f"seconds until all {f['users']:.0f} syncs are done")
 
 
+def _paint_capacity(ax: Any, r: dict[str, Any]) -> None:
+    for setup, color, label in (
+        ("gateway", "tab:blue", "gateway"),
+        ("stock", "tab:gray", "one stock server"),
+    ):
+        steps = sorted(r["figures"][setup]["steps"], key=lambda step: step["devices"])
+        ax.plot(
+            [step["devices"] for step in steps],
+            [step["p99_s"] for step in steps],
+            "o-",
+            color=color,
+            label=label,
+        )
+    ax.axhline(2.0, color="black", linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("devices syncing in a loop")
+    ax.set_ylabel("p99 sync time, s (dotted: 2 s)")
+    ax.legend(fontsize=8)
+
+
 FIGURE_PAINTERS = {_paint_overhead}
 PAINTERS = {
     "1": _paint_full_sync,
@@ -408,4 +481,5 @@ PAINTERS = {
     "4": _paint_login,
     "6": _paint_memory,
     "7": _paint_many,
+    "8": _paint_capacity,
 }

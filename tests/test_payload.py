@@ -210,3 +210,24 @@ def test_a_body_that_is_not_zstd_drops_its_decoder():
     meter.feed(b"not zstd at all")
     meter.release()
     assert len(decoders) == 0
+
+
+def test_many_small_bodies_from_one_address_in_flight_at_once_all_get_room():
+    # Devices behind one NAT address sync at once: each body in flight holds a little of the
+    # address's 16 MiB share, not a whole MiB (the 17th got 503 before).
+    limits = PayloadLimits.from_megs(100)
+    budget = InflationBudget(1024 * MIB, limits.max_inflated)
+    meters = [
+        PayloadMeter(limits, budget, (f"account:dev{n}", "address:192.0.2.1")) for n in range(200)
+    ]
+    for meter in meters:
+        meter.feed(streamed(b'{"v":11,"cv":"anki,26.09.3"}'))  # sync/meta: about 40 bytes
+    assert budget.pool_held <= 200 * 64 * 1024
+    # The address's share still ends at 16 MiB: a slow stranger there cannot hold more.
+    more = [PayloadMeter(limits, budget, (f"account:x{n}", "address:192.0.2.1")) for n in range(60)]
+    with pytest.raises(OverBudget):
+        for meter in more:
+            meter.feed(streamed(b"tiny"))
+    for meter in meters + more:
+        meter.release()
+    assert (budget.slots_held, budget.pool_held) == (0, 0)
