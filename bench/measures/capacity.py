@@ -5,12 +5,14 @@ A device is a real `anki` client (a thread of the benchmark process; the Rust ba
 the GIL) with its own collection, logged in and fully uploaded once. Then it loops: think, make
 a small change (a few new notes, a few cards answered, every few syncs one small media file),
 sync as Anki does (collection, then media). Think time is drawn uniformly from
-`capacity_think_s` (default 2.5-7.5 s, mean 5 s), each device starting at a random point in it.
+`capacity_think_s` (default 1-3 s, mean 2 s), each device starting at a random point in it.
 Why that think time: a person syncs after a review session, minutes apart, but thousands of
-real clients cannot run beside the servers on 2 cores. Five seconds keeps the number of client
-threads in the low hundreds while the servers see sync after sync; what does not depend on it
-is the rate of syncs served at the limit (`syncs_per_s`), from which the number of devices for
-any other think time follows (devices ≈ rate × seconds between one device's syncs).
+real clients cannot run beside the servers on 2 cores, so time is compressed: with 2 s the
+servers reach their limit with a few hundred client threads (with a 5 s mean, tried first, 64
+devices and their servers used a sixth of the machine). What does not depend on it is the rate
+of syncs served at the limit (`syncs_per_s`), from which the number of devices for any other
+think time follows (devices ≈ rate × seconds between one device's syncs, while their workers
+stay running).
 
 For N devices, a step runs them for the warm-up (the longest think time: every device has
 synced once) and then for `capacity_window_s`; the syncs that start in the window count. A step
@@ -19,9 +21,11 @@ doubles from `capacity_start` until a step fails, then is bisected (ramp.py), wi
 `capacity_budget_s` per setup. Two setups: the gateway (a worker per account) and one stock
 server holding every user (`SYNC_USER1..N`).
 
-The clients share the 2 cores with the servers. Each step records the CPU time of the clients
-(this process), of the servers (the gateway and its workers, or the stock server) and of
-everything else on the machine, so the report can say how much of the host the servers had.
+The clients share the 2 cores with the servers. Each step records the cores used by the
+clients (this process: one GIL, so near one core they are the limit), by the servers (the
+gateway and its workers, or the stock server), by interrupts (loopback TCP, charged to no
+process) and by everything else on the machine (other people's work), so the report can say
+how much of the host the servers had, and the servers' CPU time per sync.
 The gateway runs with `workers.max_workers` raised to the largest N (every device's worker
 stays live between its syncs; with the default 50, more devices mean workers stopped and
 started) and `server.max_requests_per_address` raised (every device here is 127.0.0.1).

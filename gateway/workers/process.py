@@ -61,12 +61,7 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 
 
 def worker_env(
-    *,
-    account: str,
-    secret: str,
-    collections_dir: Path,
-    port: int,
-    max_payload_megs: int,
+    *, account: str, secret: str, collections_dir: Path, port: int, max_payload_megs: int
 ) -> dict[str, str]:
     """The complete environment of a worker; nothing else from the gateway's leaks in."""
     env = {"PATH": os.environ.get("PATH", os.defpath), "RUST_LOG": WORKER_LOG}
