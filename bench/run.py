@@ -26,6 +26,7 @@ MEASURES = {
     5: "bench.measures.cognito_calls",
     6: "bench.measures.memory",
     7: "bench.measures.many_users",
+    8: "bench.measures.capacity",
 }
 RESULTS = "results.json"
 
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load_after": os.getloadavg()[0],
             }
             measures[str(number)] = result
+            ctx.results[str(number)] = result
             status = "error" if "error" in result else ("met" if result["met"] else "missed")
             if result.get("met") is None and "error" not in result:
                 status = "reported"
