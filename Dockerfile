@@ -4,8 +4,9 @@
 #   docker build -t anki-cognito-gateway .
 #   docker run -p 8080:8080 -v gateway-data:/data --env-file .env anki-cognito-gateway
 #
-# Build argument EXTRAS="[dev]" adds moto, the Cognito stand-in of local mode; docker-compose.yml
-# builds that variant for its `local` profile. Production images leave it empty.
+# Build argument EXTRAS="[dev]" adds moto, the Cognito stand-in of local mode (its Cognito service
+# and its Flask server only, not moto's `server` extra); docker-compose.yml builds that variant
+# for its `local` profile. Production images leave it empty.
 #
 # The base image is pinned by version tag. Pinning by digest as well
 # (python:3.11.14-slim-bookworm@sha256:...) is stronger, but a digest cannot be looked up or
@@ -15,10 +16,13 @@ FROM python:3.11.14-slim-bookworm
 
 ARG EXTRAS=""
 
+# PIP_ROOT_USER_ACTION: pip runs as root only while building (the image runs as uid 10001); its
+# "running pip as root" warning printed on every build is noise here.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     GATEWAY_DATA_DIR=/data \
     GATEWAY_SERVER_HOST=0.0.0.0 \
     GATEWAY_SERVER_PORT=8080

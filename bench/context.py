@@ -7,6 +7,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import collection, procs
 from bench.cognito import Pool, new_pool
@@ -44,13 +45,23 @@ class Settings:
     memory_runs: int = 3
     registry_accounts: int = 10_000
     workers_per_command: int = 4
-    # 8: one node and three (only with --only 8)
+    # 9: one node and three (only with --only 9)
     cluster_users: int = 12
     cluster_clients: int = 12
     # 7: many users
     many_users: int = 20
     many_runs: int = 5
     notes_per_sync: int = 20
+    # 8: capacity (devices syncing normally in a loop; see measures/capacity.py)
+    capacity_start: int = 16
+    capacity_most: int = 256
+    capacity_tolerance: float = 0.1
+    capacity_window_s: float = 15.0
+    capacity_think_s: tuple[float, float] = (1.0, 3.0)
+    capacity_notes: int = 3
+    capacity_reviews: int = 5
+    capacity_media_every: int = 5
+    capacity_budget_s: float = 300.0
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
@@ -77,6 +88,11 @@ class Settings:
             many_users=3,
             many_runs=1,
             notes_per_sync=3,
+            capacity_start=1,
+            capacity_most=2,
+            capacity_window_s=1.0,
+            capacity_think_s=(0.2, 0.6),
+            capacity_budget_s=20.0,
             cluster_users=3,
             cluster_clients=3,
         )
@@ -89,6 +105,8 @@ class Context:
     work: Path
     moto: procs.Service
     keep: bool = False
+    #: This invocation's results so far, by measure number ("1"): a measure may report another's.
+    results: dict[str, Any] = field(default_factory=dict)
     _collection: Path | None = field(default=None, init=False)
 
     @classmethod

@@ -182,8 +182,10 @@ def stock_server(
     *,
     command: Sequence[str] = DEFAULT_WORKER,
     wait: bool = True,
+    timeout: float = 60.0,
 ) -> Service:
-    """One stock sync server holding `users` (SYNC_USER1..N), as an operator would run it."""
+    """One stock sync server holding `users` (SYNC_USER1..N), as an operator would run it.
+    It hashes every password before it answers (about 70 ms each): `timeout` seconds."""
     port = free_port()
     base.mkdir(parents=True, exist_ok=True)
     env = clean_env(SYNC_BASE=str(base), SYNC_HOST="127.0.0.1", SYNC_PORT=str(port))
@@ -191,7 +193,7 @@ def stock_server(
     env.pop("PYTHONPATH")
     service = Service("stock sync server", command, env=env, log=log, port=port)
     if wait:
-        service.wait_http(timeout=60)
+        service.wait_http(timeout=timeout)
     return service
 
 

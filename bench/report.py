@@ -259,6 +259,64 @@ def _cluster(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _capacity(r: dict[str, Any]) -> list[str]:
+    f = r["figures"]
+    c = f["conditions"]
+    lines = [
+        f"Devices: real clients syncing in a loop, think time {fmt(c['think_s'][0], 1)}–"
+        f"{fmt(c['think_s'][1], 1)} s, {c['notes_per_sync']} new notes and up to "
+        f"{c['reviews_per_sync']} answers per sync, a media file every {c['media_every']} syncs; "
+        f"{fmt(c['window_s'], 0)} s measured per step, at most {c['most_devices']} devices. A step "
+        "passes with no failure and p99 <= 2 s. Cores used on average during the step, of "
+        f"{c['cpus']}: the servers (gateway and workers, or the stock server), the clients (this "
+        "process, one GIL: near 1.0 they limit the step), interrupts (the kernel's network work, "
+        "charged to no process: mostly this benchmark's loopback traffic) and everything else "
+        "(other people's work on a shared machine).",
+        "",
+        "| setup | devices | syncs/s | p50 s | p99 s | max s | failed | cores: servers | "
+        "clients | interrupts | others | server CPU ms/sync (gateway's own) | client CPU "
+        "ms/sync | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for setup in ("gateway", "stock"):
+        for step in f[setup]["steps"]:
+            server_ms = fmt(step["server_cpu_ms_per_sync"], 1)
+            if setup == "gateway":
+                server_ms += f" ({fmt(step.get('main_server_cpu_ms_per_sync'), 1)})"
+            lines.append(
+                f"| {setup} | {fmt(step['devices'], 0)} | {fmt(step['syncs_per_s'], 1)} | "
+                f"{fmt(step['p50_s'])} | {fmt(step['p99_s'])} | {fmt(step['max_s'])} | "
+                f"{fmt(step['failures'], 0)} | {fmt(step.get('servers_cores'))} | "
+                f"{fmt(step.get('clients_cores'))} | {fmt(step.get('interrupts_cores'))} | "
+                f"{fmt(step.get('others_cores'))} | "
+                f"{server_ms} | {fmt(step['client_cpu_ms_per_sync'], 1)} | "
+                f"{'pass' if step['passed'] else 'FAIL'} |"
+            )
+    lines.append("")
+    for setup, label in (("gateway", "gateway"), ("stock", "one stock server")):
+        g = f[setup]
+        limit = g.get("at_limit") or {}
+        how = (
+            " (the largest size tried: the limit is higher)"
+            if g.get("capped")
+            else (" (stopped by the time budget)" if g.get("timed_out") else "")
+        )
+        lines.append(
+            f"- **{label}: {fmt(g['devices'], 0)} devices**{how}, "
+            f"{fmt(limit.get('syncs_per_s'), 1)} syncs/s, p99 {fmt(limit.get('p99_s'))} s; "
+            f"first failing size: {fmt(g.get('first_failing'), 0)}"
+        )
+    k = f["checks"]
+    lines += [
+        f"- measure 3, gateway's added p50 at 1 client: {fmt(k['added_p50_ms'], 3)} ms "
+        f"(target <= 1 ms; {k['added_p50_source']}); 16-client throughput "
+        f"{med(k.get('throughput_16'), 0)} requests/s",
+        f"- measure 1, upload gateway / direct: {fmt(k['upload_ratio'], 3)} (target <= 1.05; "
+        f"{k['upload_ratio_source']})",
+    ]
+    return lines
+
+
 SECTIONS = {
     "1": _full_sync,
     "2": _contention,
@@ -267,7 +325,8 @@ SECTIONS = {
     "5": _calls,
     "6": _memory,
     "7": _many,
-    "8": _cluster,
+    "9": _cluster,
+    "8": _capacity,
 }
 
 
@@ -419,6 +478,26 @@ def _paint_many(ax: Any, r: dict[str, Any]) -> None:
     ax.set_ylabel(f"seconds until all {f['users']:.0f} syncs are done")
 
 
+def _paint_capacity(ax: Any, r: dict[str, Any]) -> None:
+    for setup, color, label in (
+        ("gateway", "tab:blue", "gateway"),
+        ("stock", "tab:gray", "one stock server"),
+    ):
+        steps = sorted(r["figures"][setup]["steps"], key=lambda step: step["devices"])
+        ax.plot(
+            [step["devices"] for step in steps],
+            [step["p99_s"] for step in steps],
+            "o-",
+            color=color,
+            label=label,
+        )
+    ax.axhline(2.0, color="black", linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("devices syncing in a loop")
+    ax.set_ylabel("p99 sync time, s (dotted: 2 s)")
+    ax.legend(fontsize=8)
+
+
 FIGURE_PAINTERS = {_paint_overhead}
 PAINTERS = {
     "1": _paint_full_sync,
@@ -427,4 +506,5 @@ PAINTERS = {
     "4": _paint_login,
     "6": _paint_memory,
     "7": _paint_many,
+    "8": _paint_capacity,
 }

@@ -12,6 +12,9 @@
                                   generation moves on; other accounts are untouched)
     accounts create-table         create the DynamoDB table `registry.table` (registry.backend
                                   dynamodb) with its indexes; nothing if it exists
+    accounts import DIR [--dry-run]
+                                  take over the earlier server's collections/ folders
+                                  (gateway/importer/); --dry-run prints the plan only
 
 Works on the registry directly (the SQLite file, WAL; or the DynamoDB table), so it also works
 while the gateway runs: a running gateway sees the change on the account's next request (with
@@ -30,6 +33,10 @@ from gateway.usage import human_bytes, usage
 
 
 def main(argv: list[str], config: Config) -> int:
+    if argv[:1] == ["import"]:
+        from gateway.importer import main as import_main
+
+        return import_main(argv[1:], config)
     parser = argparse.ArgumentParser(prog="python -m gateway accounts")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list")

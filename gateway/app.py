@@ -44,6 +44,7 @@ from gateway.appkeys import (
     PROVIDER,
     REGISTRY,
     REVALIDATOR,
+    USAGE,
 )
 from gateway.auth.admission import Admission
 from gateway.auth.cache import CredentialCache
@@ -51,6 +52,7 @@ from gateway.auth.identity import IdentityProvider
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
+from gateway.backup.gate import BackupGate
 from gateway.bodies import read_capped
 from gateway.budget import InflationBudget
 from gateway.config import Config
@@ -66,6 +68,7 @@ from gateway.pace import Pacing
 from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import RegistryUnavailable, open_registry
+from gateway.usagetotals import UsageTotals, usage_totals
 from gateway.workers.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -171,6 +174,8 @@ def create_app(
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
+        gate = BackupGate(config.collections_dir, pool)
+        login.gate = gate
         cluster = None
         adopting: asyncio.Task[int] | None = None
 
@@ -199,9 +204,11 @@ def create_app(
                 config.workers.max_inflated_megs * MIB,
                 STOCK_INFLATED_FACTOR * config.workers.max_payload_megs * MIB,
             ),
+            gate,
             cluster,
         )
         await pool.start()
+        await gate.start()
         if config.cognito.local_stand_in:
             log.warning(
                 "using a LOCAL Cognito stand-in: not for production",
@@ -226,6 +233,7 @@ def create_app(
                 adopting.cancel()
                 await asyncio.gather(adopting, return_exceptions=True)
             await revalidator.close()
+            await gate.close()
             await pool.close()
             if cluster is not None:
                 # After the workers stopped (their locks are free): this node's heartbeat is
@@ -240,6 +248,8 @@ def create_app(
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
+    app[USAGE] = UsageTotals(config.collections_dir)
+    app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
     if config.portal.enabled:
@@ -345,13 +355,14 @@ def server_options(config: Config) -> dict[str, Any]:
     return {"keepalive_timeout": config.server.header_timeout_seconds}
 
 
-def run(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM; every worker is stopped before this returns."""
+def run(config: Config, provider: IdentityProvider | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; every worker is stopped before this returns. `provider`
+    replaces the Cognito one (local mode's, gateway/localpool.py)."""
     logs.configure(config.logging.level, config.logging.format)
     before, after = openfiles.raise_soft_limit()
     log.info("open file limit", extra={"before": before, "after": after})
     web.run_app(
-        create_app(config),
+        create_app(config, provider=provider),
         host=config.server.host,
         port=config.server.port,
         access_log=None,

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.pace import Pacing
     from gateway.registry import Registry
+    from gateway.usagetotals import UsageTotals
     from gateway.workers.pool import WorkerPool
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
@@ -21,6 +22,8 @@ PROVIDER: web.AppKey[IdentityProvider] = web.AppKey("provider")
 POOL: web.AppKey[WorkerPool] = web.AppKey("pool")
 LOGIN: web.AppKey[LoginService] = web.AppKey("login")
 REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")
+#: Usage totals over all accounts, walked every few minutes (metrics).
+USAGE: web.AppKey[UsageTotals] = web.AppKey("usage_totals")
 #: How fast request bodies must arrive (bodies.py); defaults when unset.
 PACING: web.AppKey[Pacing] = web.AppKey("pacing")
 

@@ -217,10 +217,26 @@ def serve(args: argparse.Namespace) -> int:
         try:
             from gateway.app import run
 
-            run(config)
+            run(config, keeper(config, data_dir, endpoint, (pool_id, client_id)))
         finally:
             state.unlink(missing_ok=True)
     return 0
+
+
+def keeper(config: config_mod.Config, data_dir: Path, endpoint: str, ids: tuple[str, str]) -> Any:
+    """The Cognito provider, re-creating the stand-in's pool and users when it forgot them."""
+    from gateway.auth.cognito import CognitoProvider
+    from gateway.localpool import PoolKeeper
+
+    def recreate() -> tuple[str, str]:
+        users = standin.load_users(data_dir) or [standin.new_user(DEMO_EMAIL)]
+        pool_id, client_id, warnings = standin.bootstrap(endpoint, users)
+        standin.save_users(data_dir, users)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return pool_id, client_id
+
+    return PoolKeeper(CognitoProvider(config.cognito), recreate, ids)
 
 
 def add_user(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ Counters and histograms live in this module's registry (`REGISTRY`), shared by e
 the process; the gauges that describe one running gateway (its workers, accounts and disk) are
 read at scrape time from that app (`AppCollector`). `render(app, accounts)` is the exposition of
 both; `accounts` ({status: count}, or None when the registry could not answer) is read by the
-caller, since registry calls are coroutines.
+caller, since registry calls are coroutines. Usage totals over all accounts come from the app's
+last walk (usagetotals.py), never from a walk per scrape.
 
     request(route, status, seconds)        route: login sync media provision portal health cluster
                                             other
@@ -306,6 +307,7 @@ class AppCollector(Collector):
         disk.add_metric([], usage.free)
         disk_total.add_metric([], usage.total)
         yield from (workers, workers_max, accounts, disk, disk_total)
+        yield from _usage(app)
         from gateway.backup.snapshot import last_backup
 
         state = last_backup(app[CONFIG].data_dir)
@@ -316,10 +318,35 @@ class AppCollector(Collector):
             )
             finished.add_metric([], state["finished"])
             skipped = GaugeMetricFamily(
-                "gateway_backup_busy_accounts", "Accounts the last backup skipped as busy."
+                "gateway_backup_missed_accounts",
+                "Accounts the last backup could not copy consistently within its bound.",
             )
-            skipped.add_metric([], state["busy"])
+            skipped.add_metric([], state["missed"])
             yield from (finished, skipped)
+
+
+def _usage(app: web.Application) -> Iterator[Any]:
+    """Usage totals over all accounts, as the last walk found them (usagetotals.py)."""
+    from gateway.appkeys import USAGE
+
+    keeper = app.get(USAGE)
+    totals = keeper.latest if keeper is not None else None
+    if totals is None:
+        return
+    for name, text, value in (
+        ("gateway_usage_collection_bytes", "Collection files of all accounts.", "collection_bytes"),
+        ("gateway_usage_media_files", "Media files of all accounts.", "media_files"),
+        ("gateway_usage_media_bytes", "Media bytes of all accounts.", "media_bytes"),
+        ("gateway_usage_account_folders", "Account folders counted.", "accounts"),
+        (
+            "gateway_usage_computed_timestamp_seconds",
+            "When the usage totals were last computed (every few minutes), in Unix time.",
+            "computed_at",
+        ),
+    ):
+        family = GaugeMetricFamily(name, text)
+        family.add_metric([], getattr(totals, value))
+        yield family
 
 
 def render(app: web.Application, accounts: dict[str, int] | None) -> bytes:

@@ -30,6 +30,10 @@ inflating and counts only compressed bytes from then on: the worker's decoder is
 libzstd with the same default limits (window up to 2^27 bytes), so it stops inflating at the
 same byte and refuses the body itself (400), as it always has; the meter never judges bodies it
 need not.
+
+Each body takes its decoder from a `DecoderPool` (decoders.py) and gives it back when its
+request has ended, so small bodies do not each pay for a new one; a refused body or one that is
+not zstd drops its decoder instead.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 import zstandard
 
 from gateway.budget import InflationBudget, OverBudget, Share
+from gateway.decoders import DecoderPool
 
 MIB = 1024 * 1024
 #: Inflated bytes handed to the counter at a time (and dropped).
@@ -47,6 +52,8 @@ PIECE = 64 * 1024
 #: The stock server's cap on inflated bodies is this many times `MAX_SYNC_PAYLOAD_MEGS`
 #: (rslib/src/sync/request/mod.rs, MAXIMUM_SYNC_PAYLOAD_BYTES_UNCOMPRESSED).
 STOCK_INFLATED_FACTOR = 3
+#: The decoders every meter takes from unless it is given a pool of its own.
+DECODERS = DecoderPool()
 
 
 class TooLarge(Exception):
@@ -101,11 +108,14 @@ class PayloadMeter:
         limits: PayloadLimits,
         budget: InflationBudget | None = None,
         owners: tuple[str, ...] = (),
+        decoders: DecoderPool = DECODERS,
     ) -> None:
         self.limits = limits
         self._share: Share | None = budget.share(owners) if budget is not None else None
         self._counter = _Counter(self._grant)
-        self._inflater = zstandard.ZstdDecompressor().stream_writer(
+        self._decoders = decoders
+        self._decoder: zstandard.ZstdDecompressor | None = decoders.take()
+        self._inflater = self._decoder.stream_writer(
             self._counter, write_size=PIECE, write_return_read=True
         )
         self.compressed = 0
@@ -140,11 +150,15 @@ class PayloadMeter:
         except zstandard.ZstdError:
             self._stop_inflating()
 
-    def _stop_inflating(self) -> None:
+    def _stop_inflating(self, *, reuse: bool = False) -> None:
         """Frees the decoder and its window (up to 128 MiB): a refused body may still be
-        drained for a long time, at the client's pace."""
+        drained for a long time, at the client's pace. `reuse`: the body went well, the decoder
+        may serve another (decoders.py decides)."""
+        if reuse and self.inflating and self._decoder is not None:
+            self._decoders.give(self._decoder, self.inflated)
         self.inflating = False
         self._inflater = None  # type: ignore[assignment]
+        self._decoder = None
 
     def _grant(self, inflated: int) -> int:
         """Room to inflate to `inflated` bytes and some more: the bytes granted."""
@@ -156,7 +170,8 @@ class PayloadMeter:
         return min(own, self._share.grant(inflated))
 
     def release(self) -> None:
-        """Gives this body's share of the budget back (its request has ended); idempotent."""
-        self._stop_inflating()
+        """Gives this body's share of the budget and its decoder back (its request has ended);
+        idempotent."""
+        self._stop_inflating(reuse=not self._broken)
         if self._share is not None:
             self._share.release()

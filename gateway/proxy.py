@@ -39,6 +39,7 @@ connection, and any failure after connecting is a 502.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 
@@ -49,6 +50,7 @@ from multidict import CIMultiDict, MultiMapping
 from gateway import metrics, payload, protocol
 from gateway.appkeys import ACCOUNT, CONFIG
 from gateway.auth.admission import Admission
+from gateway.backup.gate import BackupGate, Passage
 from gateway.bodies import (
     StreamedBody,
     client_side,
@@ -208,8 +210,10 @@ class Proxy:
         reused: aiohttp.ClientSession | None = None,
         limits: payload.PayloadLimits | None = None,
         budget: payload.InflationBudget | None = None,
+        gate: BackupGate | None = None,
         cluster: Cluster | None = None,
     ) -> None:
+        self._gate = gate
         self._cluster = cluster
         self._limits = limits or payload.PayloadLimits.from_megs(100)
         self._budget = budget
@@ -249,7 +253,7 @@ class Proxy:
                 return await self._to_node(
                     request, upstream_path, owner, (account.sub, header.key), address, meter
                 )
-            return await self._forward(request, upstream_path, account.name, meter)
+            return await self._forward(request, upstream_path, account.name, header.session, meter)
         except (BodyTooLarge, Overloaded) as exc:
             # The worker got an incomplete body and dropped it: the drain, at the client's pace,
             # must not keep the budget from other bodies meanwhile.
@@ -257,6 +261,19 @@ class Proxy:
             return await self._refuse_body(request, upstream_path, exc)
         finally:
             meter.release()  # the worker is done with the body: its answer has been sent
+
+    async def _body(
+        self, request: web.Request, upstream_path: str, meter: payload.PayloadMeter
+    ) -> tuple[bytes | StreamedBody | None, bool]:
+        """The request body to send (`request_body`), and whether it may go over a reused
+        connection: whole and of a read-only method (module doc)."""
+        body = await request_body(request, meter)
+        reuse = (
+            self._reused is not None
+            and isinstance(body, bytes)
+            and protocol.may_send_twice(upstream_path)
+        )
+        return body, reuse
 
     async def _owner(self, sub: str, from_node: bool) -> Node | None:
         """The node to forward to, or None when this node serves the account."""
@@ -286,12 +303,7 @@ class Proxy:
         worker (read-only methods may go twice, after a broken reused connection)."""
         cluster = self._cluster
         assert cluster is not None
-        body = await request_body(request, meter)
-        reuse = (
-            self._reused is not None
-            and isinstance(body, bytes)
-            and protocol.may_send_twice(upstream_path)
-        )
+        body, reuse = await self._body(request, upstream_path, meter)
         url = cluster.target(node, upstream_path)
         for _ in (1, 2):
             headers = forwarding_headers(cluster, request.method, url, sub_and_key[1], address)
@@ -306,15 +318,39 @@ class Proxy:
                 ) from None
         raise WorkerFailed("owner node closed the connection")
 
+    def _passage(
+        self, account: str, upstream_path: str, session: str
+    ) -> contextlib.AbstractAsyncContextManager[Passage]:
+        """Past a backup of the account (backup/gate.py); nothing to pass without a gate."""
+        if self._gate is None:
+            return contextlib.nullcontext(Passage())
+        return self._gate.passage(account, upstream_path, session)
+
     async def _forward(
-        self, request: web.Request, upstream_path: str, account: str, meter: payload.PayloadMeter
+        self,
+        request: web.Request,
+        upstream_path: str,
+        account: str,
+        session: str,
+        meter: payload.PayloadMeter,
     ) -> web.StreamResponse:
-        body = await request_body(request, meter)
-        reuse = (
-            self._reused is not None
-            and isinstance(body, bytes)
-            and protocol.may_send_twice(upstream_path)
-        )
+        body, reuse = await self._body(request, upstream_path, meter)
+        # Past a backup of the account only now: a body still arriving holds no worker, and a
+        # sync cut while its body arrived must not reach the fresh worker (backup/gate.py).
+        async with self._passage(account, upstream_path, session) as passage:
+            response = await self._send(request, upstream_path, account, body, reuse=reuse)
+            passage.status = response.status
+            return response
+
+    async def _send(
+        self,
+        request: web.Request,
+        upstream_path: str,
+        account: str,
+        body: bytes | StreamedBody | None,
+        *,
+        reuse: bool,
+    ) -> web.StreamResponse:
         # One more try (module doc): after a refused connection (nothing reached the worker), or
         # a broken reused one (only read-only methods use those). Nothing else is sent twice.
         for attempt in (1, 2):

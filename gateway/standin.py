@@ -45,6 +45,10 @@ DUMMY_AWS = {
 }
 _AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN")
 SUB_ATTEMPTS = 3
+#: moto's generator is seeded with these before the pool and the app client are created, so
+#: they get the same ids from every stand-in (users have seeds of their own).
+POOL_SEED = 0x616E6B69
+CLIENT_SEED = 0x636C6E74
 
 
 class LocalModeError(Exception):
@@ -177,11 +181,18 @@ def expected_sub(seed: int) -> str | None:
     return str(MotoRandom(seed).uuid4())
 
 
-def ensure_pool(boto: Any) -> tuple[str, str]:
-    """The stand-in's pool and app client (found by name, else created): (pool id, client id)."""
+def ensure_pool(boto: Any, endpoint: str | None = None) -> tuple[str, str]:
+    """The stand-in's pool and app client (found by name, else created): (pool id, client id).
+
+    With `endpoint`, moto's generator is seeded before each is created (`POOL_SEED`,
+    `CLIENT_SEED`), so a stand-in that restarted and forgot them gives back the same ids: the
+    running gateway's configuration stays right (gateway/localpool.py).
+    """
     pools = boto.list_user_pools(MaxResults=60)["UserPools"]
     pool_id = next((p["Id"] for p in pools if p["Name"] == POOL_NAME), None)
     if pool_id is None:
+        if endpoint:
+            seed_stand_in(endpoint, POOL_SEED)
         pool_id = boto.create_user_pool(
             PoolName=POOL_NAME,
             # Relaxed for `add-user --password`; a production pool sets its own policy.
@@ -202,6 +213,8 @@ def ensure_pool(boto: Any) -> tuple[str, str]:
     clients = boto.list_user_pool_clients(UserPoolId=pool_id, MaxResults=60)["UserPoolClients"]
     client_id = next((c["ClientId"] for c in clients if c["ClientName"] == CLIENT_NAME), None)
     if client_id is None:
+        if endpoint:
+            seed_stand_in(endpoint, CLIENT_SEED)
         # As README.md tells operators to set up a real app client: the admin password flow,
         # and `email` readable so the IdToken carries it. No secret: local mode needs none.
         client_id = boto.create_user_pool_client(
@@ -265,6 +278,6 @@ def ensure_user(boto: Any, endpoint: str, pool_id: str, user: LocalUser) -> str 
 def bootstrap(endpoint: str, users: list[LocalUser]) -> tuple[str, str, list[str]]:
     """Pool, app client and users in the stand-in: (pool id, client id, warnings)."""
     boto = cognito_client(endpoint)
-    pool_id, client_id = ensure_pool(boto)
+    pool_id, client_id = ensure_pool(boto, endpoint)
     warnings = [w for u in users if (w := ensure_user(boto, endpoint, pool_id, u))]
     return pool_id, client_id, warnings

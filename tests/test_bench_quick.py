@@ -45,7 +45,7 @@ def test_quick_mode_writes_every_measure_with_numbers_and_a_report(tmp_path: Pat
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["meta"]["quick"] is True
     assert results["meta"]["machine"]["cpus"] >= 1
-    assert sorted(results["measures"], key=int) == [str(i) for i in range(1, 8)]
+    assert sorted(results["measures"], key=int) == [str(i) for i in range(1, 9)]
     for key, measure in results["measures"].items():
         assert "error" not in measure, (key, measure.get("error"))
         assert measure["met"] in (True, False, None), key
@@ -54,4 +54,4 @@ def test_quick_mode_writes_every_measure_with_numbers_and_a_report(tmp_path: Pat
         assert any(math.isfinite(n) and n > 0 for n in found), key
         assert measure["summary"], key
     report = (tmp_path / "report.md").read_text()
-    assert "| 7 |" in report and "Machine:" in report
+    assert "| 8 |" in report and "Machine:" in report

@@ -494,3 +494,15 @@ def test_caddyfile_example_is_valid():
     assert '"flush_interval": -1' in adapted
     assert '"versions": ["1.1"]' in adapted
     assert '"max_size": 300000000' in adapted
+
+
+def test_the_local_mode_extra_takes_moto_without_its_server_extra() -> None:
+    # moto[server] pulls every service's dependencies (cfn-lint, sympy, networkx, docker):
+    # measured 395 MB of site-packages for `.[dev]` with it, 219 MB without.
+    from importlib.metadata import requires
+
+    dev = [r for r in requires("anki-cognito-gateway") or [] if 'extra == "dev"' in r]
+    moto = [r for r in dev if r.startswith("moto")]
+    assert len(moto) == 1 and "server" not in moto[0].split(";")[0], dev
+    names = {re.split(r"[\[<>=!; ]", r, maxsplit=1)[0].lower() for r in dev}
+    assert {"flask", "flask-cors"} <= names  # what moto's server imports (werkzeug_app.py)

@@ -229,12 +229,13 @@ def parse_box(lines: list[str]) -> tuple[str, str, str]:
 class LocalMode:
     """`python -m gateway dev ...` as a subprocess; stdout read line by line in a thread."""
 
-    def __init__(self, data: Path, port: int) -> None:
+    def __init__(self, data: Path, port: int, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         self.stderr = (data.parent / f"local-mode-{port}.log").open("ab")
         self.proc = subprocess.Popen(
             # README.md: .venv/bin/python -m gateway dev (here with a test folder and port).
-            [sys.executable, "-m", "gateway", "dev", "--data", str(data), "--port", str(port)],
+            [sys.executable, "-m", "gateway", "dev", "--data", str(data), "--port", str(port)]
+            + list(extra),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -294,8 +295,8 @@ class LocalMode:
 def run_local_mode() -> Iterator[Any]:
     started: list[LocalMode] = []
 
-    def start(data: Path, port: int) -> LocalMode:
-        mode = LocalMode(data, port)
+    def start(data: Path, port: int, *extra: str) -> LocalMode:
+        mode = LocalMode(data, port, *extra)
         started.append(mode)
         return mode
 
@@ -390,3 +391,55 @@ def test_local_mode_keeps_sqlite_unless_told_and_then_uses_the_stand_in(
 ):
     config = stand_in_config(tmp_path, environ)
     assert (config.registry.backend, config.registry.endpoint_url) == (backend, endpoint)
+
+
+def start_moto_server(port: int) -> subprocess.Popen[bytes]:
+    """moto's server as its own process, as compose's `cognito-local` container runs it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    standin.wait_for(f"http://127.0.0.1:{port}", 30)
+    return proc
+
+
+def test_a_restarted_stand_in_gets_its_pool_and_users_back_at_the_next_login(
+    tmp_path, run_local_mode
+):
+    cognito_port = free_port()
+    stand_in = start_moto_server(cognito_port)
+    try:
+        data = tmp_path / "data-local"
+        settings = tmp_path / "gateway.yaml"
+        # A cached login would not ask the stand-in at all: keep the cache shorter than a restart.
+        settings.write_text("auth:\n  cache_ttl_seconds: 1\n")
+        endpoint = f"http://127.0.0.1:{cognito_port}"
+        mode = run_local_mode(
+            data, free_port(), "--cognito-endpoint", endpoint, "--config", str(settings)
+        )
+        url, username, password = parse_box(mode.box())
+        mode.wait_ready(url)
+        laptop = Client(tmp_path / "laptop")
+        laptop.login(username, password, url)
+        laptop.add_note("before the crash")
+        laptop.sync()
+        laptop.close()
+
+        # The stand-in's container crashes; the engine starts a new one on the same address.
+        stand_in.kill()
+        stand_in.wait()
+        stand_in = start_moto_server(cognito_port)
+        time.sleep(1.5)  # past the credential cache
+
+        phone = Client(tmp_path / "phone")
+        phone.login(username, password, url)  # was a 500 for ever; now the pool comes back
+        assert phone.sync() == Required.FULL_DOWNLOAD
+        assert phone.note_fronts() == {"before the crash"}  # same sub, same account
+        phone.close()
+        assert mode.stop() == 0
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    log = (tmp_path / f"local-mode-{url.split(':')[-1].strip('/')}.log").read_text()
+    assert "forgot its pool" in log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -111,3 +112,33 @@ def test_metrics_are_not_on_the_public_port_unless_a_token_is_set(
 def test_the_listener_is_loopback_by_default(cognito, tmp_path) -> None:
     config = cognito.config(tmp_path / "data")
     assert (config.metrics.host, config.metrics.enabled) == ("127.0.0.1", True)
+
+
+def test_usage_totals_over_all_accounts_are_gauges_without_names(
+    cognito, tmp_path, start_gateway
+) -> None:
+    cognito.add_user("kim", PASSWORD, "kim@example.com")
+    config = cognito.config(tmp_path / "data")
+    gw = start_gateway(config)
+    device = synced_device(tmp_path, gw, "k", "kim")
+    device.add_media("photo.jpg", os.urandom(40_000))
+    device.sync()
+    device.close()
+    # The totals are walked at start and then every few minutes, not per scrape: a gateway
+    # started now on the same data folder has walked the synced account.
+    fresh = start_gateway(cognito.config(tmp_path / "data"))
+    deadline = time.monotonic() + 30
+    while "gateway_usage_media_files{}" not in (got := scrape(metrics_url(fresh))):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    from gateway.usage import usage
+
+    used = usage(config.collections_dir / "kim")
+    assert used.media_files == 1 and used.collection_bytes > 0
+    assert got["gateway_usage_media_files{}"] == used.media_files
+    assert got["gateway_usage_media_bytes{}"] == used.media_bytes == 40_000
+    assert got["gateway_usage_collection_bytes{}"] == used.collection_bytes
+    assert got["gateway_usage_account_folders{}"] == 1
+    assert got["gateway_usage_computed_timestamp_seconds{}"] <= time.time()
+    # The first gateway walked before the sync and has not walked again since.
+    assert scrape(metrics_url(gw)).get("gateway_usage_media_files{}") == 0

@@ -8,6 +8,7 @@ import random
 import pytest
 import zstandard
 
+from gateway.decoders import DecoderPool
 from gateway.payload import (
     MIB,
     InflationBudget,
@@ -164,3 +165,69 @@ def test_a_refused_body_frees_its_decoder_at_once():
     with pytest.raises(TooLarge):
         meter.feed(streamed(bytes(64 * MIB)))
     assert meter._inflater is None and not meter.inflating
+
+
+def test_meters_one_after_another_share_one_decoder_and_still_count_right():
+    decoders = DecoderPool()
+    limits = PayloadLimits.from_megs(100)
+    first = PayloadMeter(limits, decoders=decoders)
+    first.feed(streamed(b"meta " * 10))
+    first.release()
+    assert len(decoders) == 1
+    second = PayloadMeter(limits, decoders=decoders)
+    assert len(decoders) == 0  # taken: no other body can use it meanwhile
+    second.feed(streamed(b"changes " * 1000))
+    assert second.inflated == 8000
+    second.release()
+    # A bomb on a reused decoder is stopped as on a new one.
+    bomb = streamed(b"\0" * (300 * MIB))
+    third = PayloadMeter(limits, decoders=decoders)
+    with pytest.raises(TooLarge, match="allowance"):
+        for i in range(0, len(bomb), 4096):
+            third.feed(bomb[i : i + 4096])
+    third.release()
+    assert len(decoders) == 0  # a refused body's decoder is dropped, not kept
+
+
+def test_concurrent_meters_never_share_a_decoder():
+    decoders = DecoderPool()
+    decoders.give(decoders.take(), 0)  # one idle decoder: only one of the two may have it
+    limits = PayloadLimits.from_megs(100)
+    a, b = PayloadMeter(limits, decoders=decoders), PayloadMeter(limits, decoders=decoders)
+    body_a, body_b = streamed(b"a" * 100_000), streamed(b"b" * 100_000)
+    for i in range(0, max(len(body_a), len(body_b)), 7):  # interleaved, as bodies arrive
+        a.feed(body_a[i : i + 7])
+        b.feed(body_b[i : i + 7])
+    assert (a.inflated, b.inflated, a.inflating, b.inflating) == (100_000, 100_000, True, True)
+    a.release()
+    b.release()
+    assert len(decoders) == 2
+
+
+def test_a_body_that_is_not_zstd_drops_its_decoder():
+    decoders = DecoderPool()
+    meter = PayloadMeter(PayloadLimits.from_megs(1), decoders=decoders)
+    meter.feed(b"not zstd at all")
+    meter.release()
+    assert len(decoders) == 0
+
+
+def test_many_small_bodies_from_one_address_in_flight_at_once_all_get_room():
+    # Devices behind one NAT address sync at once: each body in flight holds a little of the
+    # address's 16 MiB share, not a whole MiB (the 17th got 503 before).
+    limits = PayloadLimits.from_megs(100)
+    budget = InflationBudget(1024 * MIB, limits.max_inflated)
+    meters = [
+        PayloadMeter(limits, budget, (f"account:dev{n}", "address:192.0.2.1")) for n in range(200)
+    ]
+    for meter in meters:
+        meter.feed(streamed(b'{"v":11,"cv":"anki,26.09.3"}'))  # sync/meta: about 40 bytes
+    assert budget.pool_held <= 200 * 64 * 1024
+    # The address's share still ends at 16 MiB: a slow stranger there cannot hold more.
+    more = [PayloadMeter(limits, budget, (f"account:x{n}", "address:192.0.2.1")) for n in range(60)]
+    with pytest.raises(OverBudget):
+        for meter in more:
+            meter.feed(streamed(b"tiny"))
+    for meter in meters + more:
+        meter.release()
+    assert (budget.slots_held, budget.pool_held) == (0, 0)

@@ -1,4 +1,4 @@
-"""8. One node and three: the same `sync/meta` load through a single gateway and a cluster.
+"""9. One node and three: the same `sync/meta` load through a single gateway and a cluster.
 
 Issue 12. Three setups, all with the registry on DynamoDB (the moto server that also stands in
 for Cognito), so only the cluster differs:
@@ -13,7 +13,7 @@ for Cognito), so only the cluster differs:
 node, every worker and moto share the same cores: this measures what forwarding costs, not
 what more machines give (docs/cluster-model.md works that out).
 
-Run it alone: `python -m bench --only 8` (it is not part of the default set).
+Run it alone: `python -m bench --only 9` (it is not part of the default set).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from bench.cognito import PASSWORD
 from bench.context import Context
 from gateway.registry.dynamo import create_table
 
-ID = 8
+ID = 9
 TITLE = "One node and three: sync/meta through a single gateway and a cluster"
 TARGET = "no errors; throughput and p50 of 1 and 3 nodes reported (same machine)"
 TABLE = "bench-cluster"
@@ -58,7 +58,7 @@ def start(ctx: Context, name: str, pool: Any, nodes: int) -> list[procs.Gateway]
         ),
         registry["registry_table"],
     )
-    shared = ctx.folder(f"m8-{name}", "shared")
+    shared = ctx.folder(f"m9-{name}", "shared")
     gateways = []
     for i in range(nodes):
         port = procs.free_port()
@@ -71,7 +71,7 @@ def start(ctx: Context, name: str, pool: Any, nodes: int) -> list[procs.Gateway]
             if name != "single"
             else {}
         )
-        log = ctx.log(f"m8-{name}-{i}.log")
+        log = ctx.log(f"m9-{name}-{i}.log")
         gateways.append(
             procs.Gateway(shared, pool.settings(), log, port=port, **registry, **cluster)
         )

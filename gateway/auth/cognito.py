@@ -13,6 +13,8 @@ Contract (the interface is in identity.py; the Cognito facts in docs/cognito.md)
 - The email in an `Identity` is only ever a verified one (`email_verified`): a token or user
   record whose email is unverified gives `email=None`. Cognito puts `email_verified` in every
   IdToken that carries `email`; a token without it (moto's) is settled with one lookup.
+- `users_by_email` lists the users with an email (or an email prefix), by ListUsers, for the
+  import of folders named after an email (gateway/importer/).
 - `lookup_sub` finds a user by `sub` with ListUsers (`Filter='sub = "<sub>"'`, IAM
   `cognito-idp:ListUsers`): AdminGetUser needs the username, which can change hands.
 - Cognito errors map as `classify()` says: the user's fault is BadCredentials (403), Cognito's own
@@ -95,6 +97,8 @@ _SPELLING_CODES = frozenset({"UserNotFoundException", "NotAuthorizedException"})
 _EXISTING_USER_MESSAGES = ("disabled", "Password attempts exceeded")
 #: A Cognito `sub` is a UUID; only such a value is ever put into a ListUsers filter.
 _SUB = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: `users_by_email` stops there: more than one is already "ambiguous" to its callers.
+MAX_EMAIL_MATCHES = 10
 
 
 def is_possible_username(username: str) -> bool:
@@ -182,7 +186,9 @@ def classify(
         return refused
     if code in UNAVAILABLE or (status is not None and status >= 500):
         return ProviderUnavailable(detail, retry_after=UNAVAILABLE_RETRY_AFTER)
-    return ProviderMisconfigured(detail)
+    misconfigured = ProviderMisconfigured(detail)
+    misconfigured.code = code
+    return misconfigured
 
 
 def classify_exception(
@@ -355,6 +361,36 @@ class CognitoProvider:
                 "list_users", ProviderMisconfigured("ListUsers answered with another sub")
             )
         return identity
+
+    async def users_by_email(self, email: str, *, prefix: bool = False) -> list[Identity]:
+        """Users whose email is `email` (with `prefix`: starts with it), by ListUsers.
+
+        At most `MAX_EMAIL_MATCHES` users. Each `Identity.email` is None unless that email is
+        verified, so a caller can tell a verified match from an unverified one. A value Cognito
+        cannot hold in a filter (quotes, backslashes, control characters) matches nobody.
+        Raises ProviderUnavailable or ProviderMisconfigured.
+        """
+        if not is_possible_username(email) or '"' in email or "\\" in email:
+            return []
+        found: list[Identity] = []
+        token: str | None = None
+        while len(found) < MAX_EMAIL_MATCHES:
+            params: dict[str, Any] = {
+                "UserPoolId": self._config.user_pool_id,
+                "Filter": f'email {"^=" if prefix else "="} "{email}"',
+                "Limit": 60,
+            }
+            if token:
+                params["PaginationToken"] = token
+            response = await self._call("list_users", lookup=True, **params)
+            try:
+                found += [identity_from_user(user) for user in response.get("Users") or []]
+            except ProviderMisconfigured as exc:
+                raise self._logged("list_users", exc) from None
+            token = response.get("PaginationToken")
+            if not token:
+                break
+        return found[:MAX_EMAIL_MATCHES]
 
     async def close(self) -> None:
         if self._closed:

@@ -64,7 +64,8 @@ class ProviderUnavailable(Unavailable):
 
 
 class ProviderMisconfigured(Misconfigured):
-    pass
+    #: The provider's error code when it sent one (e.g. Cognito's "ResourceNotFoundException").
+    code: str = ""
 
 
 class IdentityProvider(Protocol):

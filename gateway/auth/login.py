@@ -18,10 +18,11 @@ survive gateway restarts: the registry stores their digests, the worker recomput
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 
@@ -41,6 +42,9 @@ from gateway.errors import (
 )
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
 from gateway.workers.pool import WorkerPool
+
+if TYPE_CHECKING:
+    from gateway.backup.gate import BackupGate
 
 log = logging.getLogger("gateway.login")
 T = TypeVar("T")
@@ -83,6 +87,9 @@ class LoginService:
         #: With several nodes (gateway/cluster/): the host key from the owner node's worker for
         #: a `sub`, or None when this node owns the account.
         self.remote_key: Callable[[str, protocol.SyncHeader], Awaitable[str | None]] | None = None
+        #: Set by the app: a worker login waits for a backup of its account like a sync
+        #: request does (backup/gate.py), so it cannot restart the worker under the backup.
+        self.gate: BackupGate | None = None
 
     async def login(
         self, username: str, password: str, address: str, header: protocol.SyncHeader
@@ -257,7 +264,12 @@ class LoginService:
             protocol.SYNC_HEADER: header.for_upstream(""),
             "Content-Type": "application/octet-stream",
         }
-        async with self.pool.lease(account.name) as worker:
+        passage = (
+            self.gate.passage(account.name, "sync/hostKey", header.session)
+            if self.gate is not None
+            else contextlib.nullcontext()
+        )
+        async with passage, self.pool.lease(account.name) as worker:
             try:
                 async with self._upstream.post(
                     worker.base_url + "sync/hostKey", data=body, headers=headers

@@ -1,12 +1,14 @@
 """Backups: `python -m gateway backup` and `python -m gateway restore`.
 
-    backup --to DIR|s3://bucket/prefix [--keep N] [--include-secret]
+    backup --to DIR|s3://bucket/prefix [--keep N] [--include-secret] [--wait SECONDS]
     backup --list --to DEST
     restore --from DIR|s3://bucket/prefix [--snapshot NAME] [--account NAME ...]
 
-snapshot.py takes consistent snapshots while people sync; restore.py puts accounts back under
-their locks; store.py is the folder or S3 behind both. Exit status: 0, or 1 with one line
-saying what to do (BackupError).
+snapshot.py takes consistent snapshots while people sync, asking the gateways through
+quiesce.py (the running gateways' side is gate.py, with sessions.py); restore.py puts accounts
+back under their locks; store.py is the folder or S3 behind both. Exit status: 0; 1 with one
+line saying what to do (BackupError), or when an account was not backed up (the snapshot of
+the others is kept; each missed account is named on stderr with the reason).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ def main(command: str, argv: list[str], config: Config) -> int:
             help="also copy gateway.secret (only to a destination holding a SECRETS-OK marker)",
         )
         parser.add_argument("--list", action="store_true", help="list the snapshots there")
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=60.0,
+            help="seconds an account's syncs under way may delay its copy before they are cut"
+            " (default 60)",
+        )
     else:
         parser.add_argument("--from", dest="source", required=True)
         parser.add_argument("--snapshot", help="its name (default: the newest)")
@@ -44,11 +53,18 @@ def main(command: str, argv: list[str], config: Config) -> int:
                 for name in snapshots(store):
                     print(name)
                 return 0
-            taken = take(config, store, include_secret=args.include_secret, keep=args.keep)
+            if args.wait < 0:
+                raise BackupError("--wait must be 0 or more seconds")
+            taken = take(
+                config, store, include_secret=args.include_secret, keep=args.keep, wait=args.wait
+            )
             print(f"snapshot {taken.name} in {store.url}")
-            if taken.busy:
-                # Not an error: they are copied by a later run, once their servers are idle.
-                print(f"busy (syncing; copied next time): {', '.join(taken.busy)}")
+            for account, why in sorted(taken.missed.items()):
+                print(
+                    f"anki-cognito-gateway backup: NOT backed up: {account}: {why}", file=sys.stderr
+                )
+            if taken.missed:
+                return 1
         else:
             store = open_store(args.source)
             done = restore(config, store, args.snapshot, args.account)

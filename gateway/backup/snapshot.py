@@ -1,6 +1,7 @@
 """Taking a consistent snapshot of the gateway's state while people keep syncing.
 
-    take(config, store, *, include_secret=False, keep=None) -> str (the snapshot's name)
+    take(config, store, *, include_secret=False, keep=None, wait=60) -> Taken
+        Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up)
         raises BackupError (secret refused, a copy failed its integrity check)
 
 Layout in the store:
@@ -11,17 +12,38 @@ Layout in the store:
     snapshots/<name>/manifest.json             (written last: a snapshot without it is partial)
     blobs/<sha256>                             media files, shared by every snapshot
 
-Each account is copied while holding its lock (workers/lock.py), so no sync server runs for it
-meanwhile: the stock server opens a collection with SQLite's exclusive locking mode, so nothing
-can read it while its server runs (measured: a copy then waits for ever). An account whose sync
-server is running is skipped and named in the result ("busy"): it is copied at the next run
-(servers stop after `workers.idle_timeout_seconds` without requests), and a sync that wants to
-start meanwhile waits for the copy (at most `workers.start_timeout_seconds`, else 503). SQLite
-files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and checked
-(PRAGMA quick_check) before they are stored; the registry is copied the same way while the
-gateway runs.
+Accounts are copied one at a time while users keep syncing. A running stock server holds its
+account's `media.db` and (after a normal sync) `collection.anki2` open in SQLite's exclusive
+locking mode, so nothing can read them consistently (measured; quiesce.py): the account's
+server has to stop for its copy. Weighed and chosen:
+- waiting for idle servers to stop by themselves (and skipping busy ones, as before) never
+  copies an account that syncs at least every `workers.idle_timeout_seconds`;
+- claiming the account's worker lock alone (workers/lock.py) cannot stop a running server and
+  races the gateway for the lock;
+- copying the files raw (database plus WAL) from under an idle server still needs its requests
+  held, and reads files a process with an exclusive lock may write; stopping the server costs
+  little more (a new one starts in about 0.1-0.2 s);
+- a control socket to each gateway needs every process found and listening; flock files are
+  already how gateway processes agree on an account, and vanish with their holder;
+- so the backup *asks* (quiesce.py, flock files in the account's folder, so it holds across any
+  number of gateway processes sharing the data folder and is dropped if the backup dies): it
+  posts its want, every gateway holds that account's new requests (gate.py), the gateway
+  running its server stops it once no process has a request in flight or a collection sync
+  open, and the backup takes the worker lock, copies to local scratch, lets go, and only then
+  uploads. A sync under way finishes first, so the copy holds the last completed sync.
+Bounds: an account's requests and syncs may delay its copy by `wait` seconds; then its server is
+stopped regardless (a request cut so gets 502, a sync cut so 503 on its next step: Anki says
+"try again" and keeps the user logged in). A constantly syncing client therefore keeps neither
+itself nor anyone else out of a backup: each account costs at most `wait` +
+`quiesce.STOP_MARGIN` seconds. An account whose worker lock is still not free then (a gateway
+that does not answer the want, or another backup copying it) is *missed*: named in the result,
+the manifest, the state file and the metrics, never copied torn. Requests held meanwhile wait
+up to 20 s (gate.HOLD_SECONDS), then get 503.
 Accounts without a folder on this disk (never synced, or kept on another node) are left out.
-Media files are content-addressed: a file already in `blobs/` is not copied again.
+SQLite files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and
+checked (PRAGMA quick_check) before they are stored; the registry is copied the same way while
+the gateway runs. Media files are content-addressed: a file already in `blobs/` is not stored
+again.
 The gateway secret (it derives every host key) goes only to a store marked for secrets: an
 object named SECRETS-OK (store.py) that an operator creates by hand at the destination.
 """
@@ -36,14 +58,14 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.backup import quiesce
 from gateway.backup.store import SECRETS_MARK, Store
 from gateway.config import Config
 from gateway.credentials import SECRET_FILE
 from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
-from gateway.workers.lock import try_lock
 
 log = logging.getLogger("gateway.backup")
 SQLITE_FILES = ("collection.anki2", "media.db")
@@ -113,8 +135,8 @@ async def _accounts(registry: Registry) -> list[Account]:
 @dataclass(frozen=True)
 class Taken:
     name: str
-    #: Accounts skipped because their sync server was running (copied next time).
-    busy: tuple[str, ...] = ()
+    #: Accounts not backed up, and why (module doc, "Bounds").
+    missed: dict[str, str] = field(default_factory=dict)
 
 
 def take(
@@ -123,6 +145,7 @@ def take(
     *,
     include_secret: bool = False,
     keep: int | None = None,
+    wait: float = 60.0,
     clock: float | None = None,
 ) -> Taken:
     if include_secret and not store.exists(SECRETS_MARK):
@@ -134,32 +157,33 @@ def take(
     prefix = f"snapshots/{name}"
     manifest: dict[str, object] = {"snapshot": name, "created": time.time(), "accounts": {}}
     accounts: dict[str, object] = {}
+    missed: dict[str, str] = {}
     new_blobs = 0
     with tempfile.TemporaryDirectory(prefix="gateway-backup-") as scratch:
         tmp = Path(scratch)
         if config.registry.backend == "sqlite":
-            registry_copy = tmp / "registry.sqlite3"
+            registry_copy = tmp / REGISTRY_FILE
             sqlite_copy(config.data_dir / REGISTRY_FILE, registry_copy)
             store.put(f"{prefix}/{REGISTRY_FILE}", registry_copy)
             registry: Registry = SqliteRegistry(registry_copy, tmp / "unused-collections")
         else:  # DynamoDB keeps its own backups (point-in-time recovery, deploy/dynamodb.yaml)
             registry = open_registry(config)
-        busy = []
         for account in asyncio.run(_accounts(registry)):
             if not (config.collections_dir / account.name).is_dir():
                 # Never synced, or (on a cluster) kept on another node's disk: nothing here.
                 continue
-            lock = try_lock(config.collections_dir, account.name)
-            if lock is None:
-                busy.append(account.name)
-                continue
-            try:
-                new_blobs += _copy_account(config, store, prefix, account.name, tmp, accounts)
-            finally:
-                lock.release()
-            accounts[account.name]["sub"] = account.sub  # type: ignore[index]
+            copy = tmp / "account"
+            why = _copy_quiesced(config.collections_dir, account.name, copy, wait)
+            if why is not None:
+                missed[account.name] = why
+                log.warning("account not backed up", extra={"account": account.name, "why": why})
+            else:
+                media, added = _store_account(store, prefix, account.name, copy)
+                accounts[account.name] = {"media": media, "sub": account.sub}
+                new_blobs += added
+            shutil.rmtree(copy, ignore_errors=True)
         manifest["accounts"] = accounts
-        manifest["busy"] = busy
+        manifest["missed"] = missed
         manifest["secret"] = include_secret
         if include_secret:
             store.put(f"{prefix}/gateway.secret", config.data_dir / SECRET_FILE)
@@ -170,22 +194,22 @@ def take(
             "snapshot": name,
             "to": store.url,
             "accounts": len(accounts),
-            "busy": len(busy),
+            "missed": len(missed),
             "new_media": new_blobs,
         },
     )
     if keep is not None:
         prune(store, keep)
-    _record(config, name, busy)
-    return Taken(name, tuple(busy))
+    _record(config, name, missed)
+    return Taken(name, missed)
 
 
 #: In the data folder: the last snapshot taken, read by the metrics (gateway_backup_*).
 STATE_FILE = "backup-state.json"
 
 
-def _record(config: Config, name: str, busy: list[str]) -> None:
-    state = {"snapshot": name, "finished": time.time(), "busy": len(busy)}
+def _record(config: Config, name: str, missed: dict[str, str]) -> None:
+    state = {"snapshot": name, "finished": time.time(), "missed": sorted(missed)}
     target = config.data_dir / STATE_FILE
     partial = target.with_name(STATE_FILE + ".partial")
     partial.write_text(json.dumps(state))
@@ -193,44 +217,61 @@ def _record(config: Config, name: str, busy: list[str]) -> None:
 
 
 def last_backup(data_dir: Path) -> dict[str, float] | None:
-    """{"finished": unix time, "busy": accounts skipped} of the last backup, or None."""
+    """{"finished": unix time, "missed": accounts not backed up} of the last backup, or None."""
     try:
         state = json.loads((data_dir / STATE_FILE).read_text())
-        return {"finished": float(state["finished"]), "busy": float(state["busy"])}
+        missed = state["missed"] if "missed" in state else state["busy"]  # older state files
+        count = len(missed) if isinstance(missed, list) else float(missed)
+        return {"finished": float(state["finished"]), "missed": float(count)}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _copy_account(
-    config: Config, store: Store, prefix: str, name: str, tmp: Path, accounts: dict[str, object]
-) -> int:
-    """Copy one account (its lock held); returns how many media files were new to the store."""
-    new_blobs = 0
-    folder = config.collections_dir / name
+def _copy_quiesced(collections_dir: Path, name: str, target: Path, wait: float) -> str | None:
+    """Copy the account's files into `target` with its sync server stopped (module doc);
+    None when done, else why not."""
+    held = quiesce.hold(collections_dir, name, wait)
+    if isinstance(held, str):
+        return held
+    began = time.monotonic()
+    with held:
+        _copy_files(held.folder, target)
+    log.info(
+        "account copied", extra={"account": name, "ms": round((time.monotonic() - began) * 1000)}
+    )
+    return None
+
+
+def _copy_files(folder: Path, target: Path) -> None:
+    """The account's SQLite files (online backup API, checked) and media files, as they are
+    now (no server runs: the caller holds the account's lock)."""
+    target.mkdir()
     for filename in SQLITE_FILES:
         if (folder / filename).is_file():
-            copy = tmp / filename
-            sqlite_copy(folder / filename, copy)
-            store.put(f"{prefix}/accounts/{name}/{filename}", copy)
-            copy.unlink()
-    media: dict[str, str] = {}
+            sqlite_copy(folder / filename, target / filename)
+    (target / "media").mkdir()
     media_dir = folder / "media"
     if media_dir.is_dir():
-        for entry in sorted(media_dir.iterdir()):
-            if not entry.is_file() or entry.is_symlink():
-                continue
-            # Copied first, hashed from the copy: a file changing meanwhile is stored under the
-            # hash of what was copied.
-            copy = tmp / "media-file"
-            shutil.copyfile(entry, copy)
-            digest = _sha256(copy)
-            if not store.exists(f"blobs/{digest}"):
-                store.put(f"blobs/{digest}", copy)
-                new_blobs += 1
-            media[entry.name] = digest
-            copy.unlink()
-    accounts[name] = {"media": media}
-    return new_blobs
+        for entry in media_dir.iterdir():
+            if entry.is_file() and not entry.is_symlink():
+                shutil.copyfile(entry, target / "media" / entry.name)
+
+
+def _store_account(store: Store, prefix: str, name: str, copy: Path) -> tuple[dict[str, str], int]:
+    """Store one account's copy; returns its media ({file name: sha256}) and how many media
+    files were new to the store."""
+    for filename in SQLITE_FILES:
+        if (copy / filename).is_file():
+            store.put(f"{prefix}/accounts/{name}/{filename}", copy / filename)
+    media: dict[str, str] = {}
+    new_blobs = 0
+    for entry in sorted((copy / "media").iterdir()):
+        digest = _sha256(entry)
+        if not store.exists(f"blobs/{digest}"):
+            store.put(f"blobs/{digest}", entry)
+            new_blobs += 1
+        media[entry.name] = digest
+    return media, new_blobs
 
 
 def snapshots(store: Store) -> list[str]:

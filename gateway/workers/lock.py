@@ -84,18 +84,28 @@ def _write(fd: int, data: bytes) -> None:
     os.pwrite(fd, data, 0)
 
 
-def try_lock(collections_dir: Path, account: str) -> AccountLock | None:
-    """The account's lock if nobody holds it, else None."""
-    path = account_dir(collections_dir, account) / LOCK_NAME
+def try_flock(path: Path, how: int = fcntl.LOCK_EX) -> int | None:
+    """An open descriptor of `path` (created 0o600, never through a symlink) holding flock
+    `how` (LOCK_EX or LOCK_SH), or None when another open file holds a conflicting one.
+    Closing the descriptor drops the lock."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def try_lock(collections_dir: Path, account: str) -> AccountLock | None:
+    """The account's lock if nobody holds it, else None."""
+    path = account_dir(collections_dir, account) / LOCK_NAME
+    fd = try_flock(path)
+    if fd is None:
+        return None
     # A holder killed before it could empty the file left its port behind.
     _write(fd, b"")
     return AccountLock(account, path, fd)

@@ -10,7 +10,7 @@ Contract (design.md, "Workers"):
 - The reaper (`start()`) stops workers idle for longer than `idle_timeout` and forgets dead ones.
 - `report_broken(account)`: the proxy could not talk to the worker; a dead or unhealthy worker
   is stopped and forgotten, so the next lease starts a fresh one. `retire(account)` stops a
-  healthy one too (its account's password changed).
+  healthy one too (its account's password changed, a backup wants it); `running()` lists ours.
 - Across processes, one worker per account (slot.py, lock.py): if another gateway holds the
   account, its worker is used (not counted here) instead of starting a second one.
 - Errors: `ValueError` (unsafe account name), `Unavailable`, `WorkerFailed`, `WorkerTimeout`.
@@ -129,6 +129,11 @@ class WorkerPool:
             slot.usage.end(self._clock())
             if slot.usage.in_flight == 0:
                 self._notify()
+
+    def running(self) -> list[str]:
+        """Accounts whose worker this pool started and that still runs (not starting ones, not
+        another gateway process's)."""
+        return [a for a, s in self._slots.items() if s.process is not None and s.process.alive]
 
     async def report_broken(self, account: str) -> None:
         slot = self._slots.get(account)

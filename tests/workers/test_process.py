@@ -56,7 +56,7 @@ def test_worker_env_is_built_from_scratch(monkeypatch, tmp_path):
         "PATH": "/usr/bin:/bin",
         "HOME": "/home/gateway",
         "LANG": "C.UTF-8",
-        "RUST_LOG": "anki=info",
+        "RUST_LOG": "anki=info,anki::sync::http_server::logging=warn",
         "SYNC_USER1": "bob:pw",
         "SYNC_BASE": str(tmp_path),
         "SYNC_HOST": "127.0.0.1",
@@ -122,6 +122,24 @@ async def test_worker_output_is_logged_per_line_with_the_account(caplog, collect
     assert not any("\x1b[" in r.getMessage() for r in lines)  # colour codes stripped
 
 
+async def test_worker_logs_refusals_with_their_reason_but_no_line_per_request(
+    caplog, collections_dir
+):
+    caplog.set_level(logging.INFO, logger="gateway.worker")
+    worker = await start(collections_dir)
+    try:
+        assert (await login(worker.port, "alice", secret_for("alice")))[0] == 200
+        assert (await login(worker.port, "alice", "wrong"))[0] == 403
+        await asyncio.sleep(0.3)  # the output pipe is read by its own task
+    finally:
+        await worker.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.worker"]
+    assert any("listening" in line for line in lines), lines
+    assert any("invalid user/pass" in line and "403" in line for line in lines), lines
+    # The gateway's access line has these requests; the worker's own would repeat them.
+    assert not any("finished" in line for line in lines), lines
+
+
 class RequestIds(logging.Handler):
     """Which request id each worker line was logged under (the formatters read it then)."""
 
@@ -144,12 +162,12 @@ async def test_worker_output_carries_no_request_id_of_the_request_that_started_i
         token = logs.request_id.set("starter")  # as the middleware does for a request
         worker = await start(collections_dir)
         logs.request_id.reset(token)
-        await login(worker.port, "alice", secret_for("alice"))  # a later line of its output
+        await login(worker.port, "alice", "wrong")  # a later line of its output (a refusal)
         await asyncio.sleep(0.2)
         await worker.stop()
     finally:
         logger.removeHandler(handler)
-    assert any("hostKey" in line for line, _ in handler.seen)
+    assert any("invalid user/pass" in line for line, _ in handler.seen)
     assert {rid for _, rid in handler.seen} == {""}
 
 

@@ -1,0 +1,166 @@
+"""Where proxied requests meet a backup: the gateway's side of the handshake (quiesce.py).
+
+    gate = BackupGate(collections_dir, pool); await gate.start() ... await gate.close()
+    async with gate.passage(account, "sync/start", session) as passage:
+        ...forward...; passage.status = <the answer's status>
+        raises Unavailable (503, Retry-After) when the request cannot pass (below)
+
+Every proxied request holds this process's share of the account's busy lock from the moment it
+goes to the worker (its body read, or its first 64 KiB when it streams: proxy.py) until its
+answer is sent; a worker login likewise; an open collection sync (sessions.py) holds one more
+until it ends. A body still arriving holds nothing: no slow client delays a backup that way.
+While a backup wants the account (sessions.verdict):
+- requests of the sync under way pass, so it ends normally; other requests are HELD (they
+  wait, polling every `POLL` s) until the backup is done. A request held for `hold` seconds
+  gets 503 with Retry-After: Anki shows "please try again in a few minutes" and keeps the
+  user logged in (never 403). `hold` (20 s) stays under Anki's stall timers (30 s at login,
+  60 s in a sync: anki-sync-protocol.md), so the client gets the 503, not a timeout of its own.
+- The watcher (every `WATCH_PERIOD` s) stops this process's worker for a wanted account as
+  soon as no gateway process has a request in flight or a sync open on it (busy lock free), or
+  at the backup's `force_at` regardless: then requests in flight on it fail (502, "try again")
+  and a sync under way is CUT: its next request gets 503 and the client syncs again from the
+  start. So one account holds a backup at most until `force_at`, however its clients behave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from gateway.backup import quiesce
+from gateway.backup.sessions import IN_SYNC, OpenSyncs, Verdict, verdict
+from gateway.errors import Unavailable
+from gateway.workers.lock import account_dir
+from gateway.workers.pool import WorkerPool
+
+log = logging.getLogger("gateway.backup")
+
+#: Seconds a request waits for a backup of its account before a 503.
+HOLD_SECONDS = 20.0
+POLL = 0.1
+WATCH_PERIOD = 0.25
+RETRY_AFTER = 10
+
+
+class Passage:
+    """Set `status` to the answer's status once known (None: no answer)."""
+
+    status: int | None = None
+
+
+class BackupGate:
+    def __init__(
+        self,
+        collections_dir: Path,
+        pool: WorkerPool,
+        *,
+        hold: float | None = None,
+        sync_idle_limit: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._dir = collections_dir
+        self._pool = pool
+        self._hold = HOLD_SECONDS if hold is None else hold
+        self._clock = clock
+        self._wall = wall
+        self._activity = quiesce.Activity()
+        self._syncs = OpenSyncs(sync_idle_limit)
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_forever())
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.wait([self._watcher])
+
+    @contextlib.asynccontextmanager
+    async def passage(self, account: str, method: str, session: str) -> AsyncIterator[Passage]:
+        folder = account_dir(self._dir, account)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._hold
+        held = False
+        while True:
+            if self._syncs.was_cut(account, method, session):
+                raise Unavailable(
+                    "this sync was interrupted by a backup; the client syncs again",
+                    retry_after=RETRY_AFTER,
+                )
+            # The share first, then the look (quiesce.py, "Order").
+            self._activity.enter(folder)
+            want = quiesce.wanted(folder)
+            found = verdict(
+                wanted=want is not None,
+                force_at=want.force_at if want is not None else math.inf,
+                in_open_sync=method in IN_SYNC
+                and self._syncs.is_open(account, session, self._clock()),
+                wall=self._wall(),
+            )
+            if found is Verdict.PASS:
+                break
+            self._activity.leave(folder)
+            if found is Verdict.CUT:
+                self._cut(account, folder)
+                continue
+            if not held:
+                held = True
+                log.info("request held for a backup", extra={"account": account})
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    f"a backup of this account took longer than {self._hold:g} s",
+                    retry_after=RETRY_AFTER,
+                )
+            await asyncio.sleep(POLL)
+        passage = Passage()
+        try:
+            yield passage
+        finally:
+            opened, closed = self._syncs.answered(
+                account, method, session, passage.status, self._clock()
+            )
+            if opened:
+                self._activity.enter(folder)
+            if closed:
+                self._activity.leave(folder)
+            self._activity.leave(folder)
+
+    def _cut(self, account: str, folder: Path) -> None:
+        if self._syncs.cut(account, self._clock()):
+            self._activity.leave(folder)
+            log.warning("sync under way cut for a backup", extra={"account": account})
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_PERIOD)
+            try:
+                self.watch()
+            except Exception:
+                log.exception("backup watcher failed; retrying")
+
+    def watch(self) -> None:
+        """One round: end silent syncs, cut forced ones, stop workers a backup may now have."""
+        for account in self._syncs.expired(self._clock()):
+            self._activity.leave(account_dir(self._dir, account))
+        wall = self._wall()
+        for account in self._syncs.accounts():
+            folder = account_dir(self._dir, account)
+            want = quiesce.wanted(folder)
+            if want is not None and wall >= want.force_at:
+                self._cut(account, folder)
+        for account in self._pool.running():
+            folder = account_dir(self._dir, account)
+            want = quiesce.wanted(folder)
+            if want is None:
+                continue
+            forced = wall >= want.force_at
+            if forced or quiesce.idle_everywhere(folder):
+                why = "a backup forces it" if forced else "a backup wants it"
+                self._pool.retire(account, why)
