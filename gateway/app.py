@@ -188,6 +188,7 @@ def create_app(
             from gateway.cluster.internal import CLUSTER
 
             cluster = await open_cluster(config, secret, lambda: pool.stats()["live"])
+            cluster.router.on_fenced = lambda: pool.retire_all("this node lost its leases")
             app[CLUSTER] = cluster
             login.remote_key = cluster.remote_key
             if config.cluster.storage == "local":

@@ -64,6 +64,10 @@ class Router:
         self._owners: dict[str, tuple[float, Ownership]] = {}
         self._task: asyncio.Task[None] | None = None
         self._blocked: set[str] = set()
+        self._last_beat = clock()
+        self._fenced = False
+        #: Called once when this node's leases are lost (shared storage; `heartbeat`).
+        self.on_fenced: Callable[[], None] = lambda: None
         self._nodes_read = float("-inf")  # last read for an unknown owner
 
     @property
@@ -74,11 +78,8 @@ class Router:
         """Announce this node, then keep it announced in the background. A directory that
         cannot be reached does not stop the start: requests that need it get 503 until a
         heartbeat gets through (as the registry does, gateway/registry/)."""
-        try:
-            await self.beat()
-        except Exception as exc:  # noqa: BLE001 - retried every heartbeat
-            metrics.cluster_heartbeat_failed()
-            log.warning("first heartbeat failed", extra={"error": type(exc).__name__})
+        self._last_beat = self._clock()  # the lease counts from the start
+        await self.heartbeat()
         self._task = asyncio.create_task(self._beat_forever())
 
     async def close(self) -> None:
@@ -103,18 +104,35 @@ class Router:
         )
         self._nodes.setdefault(self.node_id, me)
         await self._directory.announce(me)
+        self._last_beat = me.expires - self._lease
+        self._fenced = False
         nodes = await self._directory.nodes()
         nodes[self.node_id] = me
         self._nodes = nodes
 
+    async def heartbeat(self) -> None:
+        """One heartbeat; a failure is logged and counted, never raised. In shared storage,
+        a node whose heartbeats have failed for `lease_seconds` is *fenced*: other nodes may
+        have taken its accounts over, so it calls `on_fenced` once (the app stops its
+        workers, freeing their locks) and refuses its accounts (503) until a heartbeat gets
+        through again."""
+        try:
+            await self.beat()
+        except Exception as exc:  # noqa: BLE001 - retried next period
+            metrics.cluster_heartbeat_failed()
+            log.warning("heartbeat failed", extra={"error": type(exc).__name__})
+            if self._lost_leases() and not self._fenced:
+                self._fenced = True
+                log.error("heartbeats failing for the whole lease: this node stops its workers")
+                self.on_fenced()
+
+    def _lost_leases(self) -> bool:
+        return self.storage == placement.SHARED and self._clock() - self._last_beat > self._lease
+
     async def _beat_forever(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat)
-            try:
-                await self.beat()
-            except Exception as exc:  # noqa: BLE001 - retried next period
-                metrics.cluster_heartbeat_failed()
-                log.warning("heartbeat failed", extra={"error": type(exc).__name__})
+            await self.heartbeat()
 
     async def _refresh_nodes(self, now: float) -> None:
         """Read the node list again, at most once a second (unknown owners are rare)."""
@@ -173,6 +191,8 @@ class Router:
     async def route(self, sub: str) -> Serve | Forward:
         if sub in self._blocked:
             raise Unavailable("the account is moving to another node", retry_after=5)
+        if self._lost_leases():
+            raise Unavailable("this node lost contact with the cluster directory")
         for _ in range(ROUNDS):
             now = self._clock()
             cached = self._owners.get(sub)

@@ -161,6 +161,12 @@ class WorkerPool:
         if slot is not None and slot.process is not None:
             self._discard(slot, why)
 
+    def retire_all(self, why: str) -> None:
+        """Stop every worker of this gateway (`retire` for each)."""
+        for slot in list(self._slots.values()):
+            if slot.process is not None:
+                self._discard(slot, why)
+
     async def stop(self, account: str) -> None:
         """Stop this gateway's worker for `account` and wait until it has exited (its lock is
         released), e.g. before the account's folder is removed."""

@@ -70,6 +70,7 @@ async def test_a_lease_still_running_is_a_503_with_its_remaining_time(tmp_path):
     clock.now += 7  # b's heartbeat (10 s) has 3 s left, but a thinks b is alive
     assert where(await a.route("s1")) == "b"
     clock.now += 4  # b's heartbeat is over, the owner item's own lease too: takeover
+    await a.beat()  # (a keeps beating; a node without heartbeats for a lease is fenced)
     a.forget("s1")
     assert await a.route("s1") == Serve()
 
@@ -137,3 +138,28 @@ async def test_a_clean_stop_ends_the_heartbeat_so_shared_accounts_move_at_once(t
     a.forget("s1")
     await a.beat()
     assert await a.route("s1") == Serve()  # no wait for b's lease
+
+
+async def test_a_shared_node_that_cannot_heartbeat_for_a_lease_fences_itself(tmp_path):
+    clock = Clock()
+    path = tmp_path / "cluster.sqlite3"
+    a = router(tmp_path, "a", clock, "shared")
+    fenced: list[bool] = []
+    a.on_fenced = lambda: fenced.append(True)
+    await a.heartbeat()
+    assert await a.route("s1") == Serve()
+    path.unlink()
+    path.mkdir()  # the directory cannot be reached from now on
+    clock.now += 5
+    await a.heartbeat()  # failed, but the lease (10 s) still holds
+    a.forget("s1")
+    assert not fenced
+    clock.now += 6
+    await a.heartbeat()
+    await a.heartbeat()
+    assert fenced == [True]  # once: its workers are stopped, their locks freed
+    with pytest.raises(Unavailable):
+        await a.route("s1")  # another node may own it now
+    path.rmdir()
+    await a.heartbeat()
+    assert await a.route("s1") == Serve()  # back once a heartbeat gets through

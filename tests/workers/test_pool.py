@@ -323,3 +323,21 @@ async def test_never_ready_is_worker_timeout_and_no_process_is_left(make_pool, c
 
 def test_stock_command_is_the_configs_default():
     assert Config().worker_command() == STOCK
+
+
+async def test_retire_all_stops_every_worker_and_frees_their_locks(make_pool, collections_dir):
+    pool = await make_pool()
+    for account in ("f1", "f2"):
+        async with pool.lease(account):
+            pass
+    assert len(live_worker_pids(collections_dir)) == 2
+    pool.retire_all("this node lost its leases")  # a fenced cluster node (gateway/cluster/)
+    for account in ("f1", "f2"):
+        await pool.stop(account)  # nothing left to retire: waits for the stop under way
+    assert live_worker_pids(collections_dir) == []
+    for account in ("f1", "f2"):
+        lock = try_lock(collections_dir, account)
+        assert lock is not None
+        lock.release()
+    async with pool.lease("f1"):  # the pool still serves afterwards
+        pass
