@@ -8,6 +8,11 @@
         directory cannot answer. Never a 403: nothing here is the user's credentials.
     Router.forget(sub)             drop the cached owner (a forward failed; look again)
 
+While the directory cannot answer, an owner read in the last `STALE_SECONDS` is still used
+(stale-if-error), for accounts this node serves and for live owners it forwards to: nobody can
+change an owner item meanwhile. In shared storage a node that cannot heartbeat for a whole lease
+fences itself instead (`heartbeat`).
+
 Owner lookups are cached for `cache_seconds` (a second by default), so a busy account costs one
 directory read a second on each node, not one a request. The node list comes with each
 heartbeat; a dead node's heartbeat expiry passes without it, so no refresh is needed to notice.
@@ -25,12 +30,14 @@ from collections.abc import Callable
 
 from gateway import metrics
 from gateway.cluster import placement
-from gateway.cluster.directory import Directory
+from gateway.cluster.directory import Directory, DirectoryUnavailable
 from gateway.cluster.placement import Down, Forward, Node, Ownership, Place, Serve, TakeOver
 from gateway.errors import Unavailable
 
 log = logging.getLogger("gateway.cluster")
 
+#: How long an owner read earlier is used while the directory cannot answer, in seconds.
+STALE_SECONDS = 900.0
 #: Attempts at a decision when other nodes keep changing the owner item meanwhile.
 ROUNDS = 4
 
@@ -196,10 +203,18 @@ class Router:
         for _ in range(ROUNDS):
             now = self._clock()
             cached = self._owners.get(sub)
+            stale = False
             if cached is not None and now - cached[0] < self._cache_seconds:
                 owner: Ownership | None = cached[1]
             else:
-                owner = await self._directory.owner(sub)
+                try:
+                    owner = await self._directory.owner(sub)
+                except DirectoryUnavailable:
+                    if cached is None or now - cached[0] > STALE_SECONDS:
+                        raise
+                    # Stale-if-error: while the directory cannot answer, no node can change
+                    # the owner item either (every change is a conditional write there).
+                    owner, stale = cached[1], True
             if owner is not None and owner.node not in self._nodes:
                 # A node that joined since this node's last heartbeat: learn of it now.
                 await self._refresh_nodes(now)
@@ -208,8 +223,11 @@ class Router:
             )
             if isinstance(decision, (Serve, Forward)):
                 assert owner is not None
-                self._owners[sub] = (now, owner)
+                if not stale:
+                    self._owners[sub] = (now, owner)
                 return decision
+            if stale:
+                raise DirectoryUnavailable("cluster directory unreachable")
             self._owners.pop(sub, None)
             if isinstance(decision, Down):
                 raise Unavailable(

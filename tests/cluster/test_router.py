@@ -163,3 +163,18 @@ async def test_a_shared_node_that_cannot_heartbeat_for_a_lease_fences_itself(tmp
     path.rmdir()
     await a.heartbeat()
     assert await a.route("s1") == Serve()  # back once a heartbeat gets through
+
+
+async def test_a_directory_outage_serves_owners_read_before_and_refuses_the_rest(tmp_path):
+    clock = Clock()
+    path = tmp_path / "cluster.sqlite3"
+    a = router(tmp_path, "a", clock, "local")
+    await a.heartbeat()
+    assert await a.route("known") == Serve()
+    path.unlink()
+    path.mkdir()  # DynamoDB throttled or unreachable, say
+    clock.now += 30  # long past the one-second cache
+    assert await a.route("known") == Serve()  # logged-in devices keep syncing
+    with pytest.raises(Unavailable) as caught:
+        await a.route("never-seen")
+    assert caught.value.status == 503  # never 403
