@@ -11,6 +11,7 @@ still interleave between calls, which is where the races under test are.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -452,7 +453,7 @@ async def test_the_cluster_codes_items_are_never_returned_or_changed(dynamo):
     assert item["owner_node"] == {"S": "n1"}
     await registry.delete("sub-1")
     left = sorted(i["pk"]["S"] for i in dynamo.client.scan(TableName=TABLE)["Items"])
-    assert left == ["node#n1", "owner#alice"]
+    assert left == ["name#alice", "node#n1", "owner#alice"]  # the name stays retired
 
 
 def _counter(name: str, **labels: str) -> float:
@@ -607,3 +608,21 @@ async def test_delete_still_works_when_the_name_claim_is_missing(dynamo):
     dynamo.client.delete_item(TableName=TABLE, Key={"pk": {"S": "name#alice"}})
     assert (await registry.delete("sub-1")).name == "alice"
     assert await registry.get("sub-1") is None
+
+
+async def test_a_deleted_accounts_name_is_never_given_to_another_sub(registry, store, tmp_path):
+    # A worker's password (so the host key the stock server answers) derives from the account
+    # name and key generation alone: a new account under a freed name would get the very key
+    # the deleted account's devices still hold, and they would sync into it.
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "k" * 40)
+    await registry.delete("sub-1")
+    shutil.rmtree(tmp_path / "collections" / "alice", ignore_errors=True)  # as the portal does
+    other = store.open()  # another process or node
+    store.settle()
+    for reg in (registry, other):
+        assert await reg.get_by_name("alice") is None
+    newcomer, created = await other.ensure(Identity("sub-2", "alice", None))
+    assert created and newcomer.name == "alice-2"
+    again, created = await registry.ensure(Identity("sub-1", "alice", None))
+    assert created and again.name == "alice-3"  # the same sub too: its old key is not revived

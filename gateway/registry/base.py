@@ -152,7 +152,10 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def delete(self, sub: str) -> Account | None:
         """Remove the account and its keys (refused from now on); returns the removed account,
-        or None. The folder is the caller's to remove once its worker stopped."""
+        or None. The folder is the caller's to remove once its worker stopped. The name is
+        retired, never given to another account (nor to this `sub` again): a worker's password,
+        so the host key the stock server answers, derives from the name and key generation, and
+        a new account under the same name would get the key the deleted one's devices hold."""
 
     # -- host keys ----------------------------------------------------------------------
 

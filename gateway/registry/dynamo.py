@@ -6,7 +6,8 @@ its scans read past them, filtered out by DynamoDB):
 
     account#<sub>     sub name cognito_username email status created_at last_seen checked_at
                       key_generation portal_epoch, and the index keys username_key email_key
-    name#<name>       sub                the claim on an account name (unique names)
+    name#<name>       sub [retired_at]   the claim on an account name (unique names); kept,
+                                         retired, when the account is deleted (never reused)
     key#<sha256>      sub generation created_at key_sub     one issued host key (its digest)
 
     index by-username  username_key → account items (all attributes)    others_named()
@@ -568,13 +569,19 @@ class DynamoRegistry(Registry):
                 TransactItems=[
                     {"Delete": {"TableName": self._table, "Key": {"pk": _s(ACCOUNT + sub)}}},
                     {
-                        "Delete": {
+                        # The claim stays, retired: the name is never given out again
+                        # (`Registry.delete`). Never another account's claim; a missing one is
+                        # made retired.
+                        "Update": {
                             "TableName": self._table,
                             "Key": {"pk": _s(NAME + account.name)},
-                            # Never another account's claim; a missing one does not block.
+                            "UpdateExpression": "SET #sub = :sub, retired_at = :now",
                             "ConditionExpression": "attribute_not_exists(pk) OR #sub = :sub",
                             "ExpressionAttributeNames": {"#sub": "sub"},
-                            "ExpressionAttributeValues": {":sub": _s(sub)},
+                            "ExpressionAttributeValues": {
+                                ":sub": _s(sub),
+                                ":now": _n(self._clock()),
+                            },
                         }
                     },
                 ],

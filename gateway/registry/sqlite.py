@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS host_keys (
     generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS host_keys_sub ON host_keys(sub);
+CREATE TABLE IF NOT EXISTS retired_names (
+    name       TEXT PRIMARY KEY,
+    sub        TEXT NOT NULL,
+    retired_at REAL NOT NULL
+);
 """
 #: Columns added after the first release: (table, column, definition). Registries made before
 #: gain them at open, with the default (generation 0 derives the passwords of old releases).
@@ -176,7 +181,7 @@ class SqliteRegistry(Registry):
         for name in naming.candidates(base):
             if not naming.is_safe(name):  # pragma: no cover - base_name only yields safe names
                 raise ValueError(f"unsafe account name {name!r}")
-            if self._get_by_name(name) is not None:
+            if self._get_by_name(name) is not None or self._retired(name):
                 continue
             try:
                 # mkdir (not exist_ok) is the atomic claim against leftovers and other processes.
@@ -185,6 +190,12 @@ class SqliteRegistry(Registry):
                 continue
             return name
         raise AssertionError("unreachable")
+
+    def _retired(self, name: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM retired_names WHERE name = ?", (name,)).fetchone()
+            is not None
+        )
 
     async def others_named(self, sub: str, names: set[str]) -> list[Account]:
         if not names:
@@ -255,6 +266,11 @@ class SqliteRegistry(Registry):
             account = self._get(sub)
             self._db.execute("DELETE FROM host_keys WHERE sub = ?", (sub,))
             self._db.execute("DELETE FROM accounts WHERE sub = ?", (sub,))
+            if account is not None:  # never given out again (see `Registry.delete`)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO retired_names (name, sub, retired_at) VALUES (?, ?, ?)",
+                    (account.name, sub, self._clock()),
+                )
         self._forget_keys(sub)
         return account
 
