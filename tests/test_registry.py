@@ -468,11 +468,14 @@ class Failing:
         self._client = client
         self._error = error
         self.failing = False
+        #: The operations called, failed or not.
+        self.attempts: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            self.attempts.append(name)
             if self.failing:
                 raise self._error(name)
             return method(*args, **kwargs)
@@ -626,3 +629,28 @@ async def test_a_deleted_accounts_name_is_never_given_to_another_sub(registry, s
     assert created and newcomer.name == "alice-2"
     again, created = await registry.ensure(Identity("sub-1", "alice", None))
     assert created and again.name == "alice-3"  # the same sub too: its old key is not revived
+
+
+async def test_while_dynamodb_fails_last_sync_is_not_retried_on_every_request(dynamo):
+    # Each failed call already costs botocore's retries; one more UpdateItem per request of
+    # every known device would hammer a throttled table and slow every request down.
+    client = Failing(dynamo.client, _throttled)
+    registry = DynamoRegistry(
+        client, TABLE, dynamo.collections, clock=dynamo.clock, monotonic=dynamo.monotonic
+    )
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "a" * 40)
+    client.failing = True
+    dynamo.clock.now += SEEN_EVERY
+    for _ in range(5):  # requests of a known device, 1 s apart, past cache_seconds
+        dynamo.clock.now += 1
+        dynamo.monotonic.now += 1
+        account = await registry.account_for_key("a" * 40)
+        await registry.seen(account)
+    assert client.attempts.count("update_item") == 1
+    client.failing = False
+    dynamo.clock.now += SEEN_EVERY
+    dynamo.monotonic.now += SEEN_EVERY
+    await registry.seen(await registry.account_for_key("a" * 40))
+    assert (await registry.get("sub-1")).last_seen == dynamo.clock.now  # written once it works
+    await registry.close()

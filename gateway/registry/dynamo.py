@@ -35,7 +35,8 @@ Host keys (immutable) are kept longer; so a logged-in device's request costs no 
 while its account row is cached, and one GetItem otherwise.
 When DynamoDB fails (throttled, unreachable, misconfigured), `account_for_key` answers from the
 last account row read for up to `stale_seconds` (stale-if-error; counted in
-`gateway_registry_stale_answers_total`); `seen` skips "last sync"; everything else raises
+`gateway_registry_stale_answers_total`); `seen` skips "last sync" (and tries again a
+`SEEN_EVERY` later, not at the next request); everything else raises
 `RegistryUnavailable` (503), counted in `gateway_registry_errors_total{kind}`.
 """
 
@@ -211,6 +212,9 @@ class DynamoRegistry(Registry):
         #: name → sub: a name never changes owner while its account exists.
         self._names: TTLCache[str, str] = TTLCache(entries, 3600.0, timer=monotonic)
         self._counts: TTLCache[str, dict[str, int]] = TTLCache(1, _COUNT_SECONDS, timer=monotonic)
+        #: sub → when `seen` last tried to write "last sync" (at most once per SEEN_EVERY,
+        #: also while DynamoDB fails).
+        self._seen_tried: TTLCache[str, float] = TTLCache(entries, SEEN_EVERY, timer=monotonic)
 
     @classmethod
     def from_config(cls, config: Config) -> DynamoRegistry:
@@ -538,6 +542,9 @@ class DynamoRegistry(Registry):
         known = self._fresh.get(account.sub)
         if known is not None and now - known.last_seen < SEEN_EVERY:
             return
+        if account.sub in self._seen_tried:
+            return  # tried within SEEN_EVERY and failed: not again on every request
+        self._seen_tried[account.sub] = now
         try:
             await self._update(account.sub, "SET last_seen = :now", {":now": _n(now)})
         except RegistryUnavailable:
