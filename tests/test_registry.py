@@ -654,3 +654,20 @@ async def test_while_dynamodb_fails_last_sync_is_not_retried_on_every_request(dy
     await registry.seen(await registry.account_for_key("a" * 40))
     assert (await registry.get("sub-1")).last_seen == dynamo.clock.now  # written once it works
     await registry.close()
+
+
+async def test_an_account_item_without_its_attributes_is_a_503_not_an_endless_loop(dynamo):
+    # Another part of the gateway updating `account#<sub>` just as the account is deleted
+    # leaves an item with only its own attribute: the account condition fails for every name.
+    registry = dynamo.open()
+    dynamo.client.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "account#sub-1"}},
+        UpdateExpression="SET owner_node = :n",
+        ExpressionAttributeValues={":n": {"S": "n1"}},
+    )
+    with pytest.raises(RegistryUnavailable):
+        await asyncio.wait_for(registry.ensure(Identity("sub-1", "alice", None)), 10)
+    assert sorted(i["pk"]["S"] for i in dynamo.client.scan(TableName=TABLE)["Items"]) == [
+        "account#sub-1"
+    ]

@@ -404,6 +404,9 @@ class DynamoRegistry(Registry):
                 account = await self._read(identity.sub)
                 if account is not None:
                     return account, False
+                # An `account#` item without an account's attributes (another writer's stub):
+                # every name would fail the same way.
+                raise self._unavailable("TransactWriteItems", "IncompleteAccountItem")
         raise AssertionError("unreachable")  # pragma: no cover - candidates() never ends
 
     async def _refresh(self, identity: Identity) -> Account | None:
