@@ -172,7 +172,11 @@ def create_app(
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
         app[PROXY] = Proxy(
-            Admission(registry, revalidator),
+            Admission(
+                registry,
+                revalidator,
+                FailureLimiter(auth.max_failures_per_address, auth.failure_window_seconds),
+            ),
             pool,
             upstream,
             reused,

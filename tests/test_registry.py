@@ -199,6 +199,7 @@ async def test_host_keys_route_to_active_accounts_only(registry):
     await registry.add_host_key("sub-1", "k" * 40)  # again: ignored
     assert (await registry.account_for_key("k" * 40)).sub == "sub-1"
     assert await registry.account_for_key("x" * 40) is None
+    assert registry.knows_key("k" * 40) and not registry.knows_key("x" * 40)
     assert await registry.host_key_count("sub-1") == 1
     assert await registry.set_status("sub-1", DISABLED)
     assert await registry.account_for_key("k" * 40) is None

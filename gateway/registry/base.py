@@ -169,6 +169,11 @@ class Registry(abc.ABC):
         account is not active, or signed out since the key was issued)."""
 
     @abc.abstractmethod
+    def knows_key(self, host_key: str) -> bool:
+        """Whether `host_key` was issued or answered here lately (in memory: no I/O). A key
+        known here may still be refused by `account_for_key` (revoked since)."""
+
+    @abc.abstractmethod
     async def host_key_count(self, sub: str) -> int: ...
 
     # -- operations ---------------------------------------------------------------------

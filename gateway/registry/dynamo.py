@@ -664,6 +664,9 @@ class DynamoRegistry(Registry):
         self._keys[digest] = known
         return account
 
+    def knows_key(self, host_key: str) -> bool:
+        return key_digest(host_key) in self._keys
+
     async def host_key_count(self, sub: str) -> int:
         return len(await self._query(BY_KEY_SUB, "key_sub", sub))
 

@@ -327,6 +327,9 @@ class SqliteRegistry(Registry):
         self._key_cache[digest] = known
         return account
 
+    def knows_key(self, host_key: str) -> bool:
+        return key_digest(host_key) in self._key_cache
+
     async def host_key_count(self, sub: str) -> int:
         return self._db.execute("SELECT count(*) FROM host_keys WHERE sub = ?", (sub,)).fetchone()[
             0
