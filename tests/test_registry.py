@@ -672,3 +672,31 @@ async def test_an_account_item_without_its_attributes_is_a_503_not_an_endless_lo
     assert sorted(i["pk"]["S"] for i in dynamo.client.scan(TableName=TABLE)["Items"]) == [
         "account#sub-1"
     ]
+
+
+async def test_a_deleted_accounts_keys_never_open_the_same_subs_next_account(registry, store):
+    # portal.delete_cognito_user "keep": the same sub signs in again and gets a new account
+    # (generation 0 again). Another process that answered the old key must not route it there.
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "k" * 40)
+    other = store.open()
+    assert (await other.account_for_key("k" * 40)).name == "alice"
+    await registry.delete("sub-1")
+    again, created = await registry.ensure(Identity("sub-1", "alice", None))
+    assert created and again.key_generation == 0
+    store.settle()
+    assert await other.account_for_key("k" * 40) is None
+    assert await registry.account_for_key("k" * 40) is None
+
+
+async def test_a_key_item_left_after_a_deletion_never_opens_the_subs_next_account(dynamo):
+    # The key items go after the account (housekeeping that may fail: "refused anyway").
+    registry = dynamo.open()
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "k" * 40)
+    pk = {"pk": {"S": "key#" + key_digest("k" * 40)}}
+    left = dynamo.client.get_item(TableName=TABLE, Key=pk)["Item"]
+    await registry.delete("sub-1")
+    dynamo.client.put_item(TableName=TABLE, Item=left)  # as if its removal had failed
+    await registry.ensure(Identity("sub-1", "alice", None))
+    assert await dynamo.open().account_for_key("k" * 40) is None

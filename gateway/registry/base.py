@@ -61,6 +61,18 @@ def key_digest(host_key: str) -> str:
     return hashlib.sha256(host_key.encode("utf-8")).hexdigest()
 
 
+def key_admits(account: Account | None, generation: int, name: str | None) -> bool:
+    """Whether a key issued under `generation` to the account named `name` (None: not known)
+    still opens `account`: it is active, of that generation, and the same account, not a new
+    one the same `sub` got after a deletion (generations start at 0 again; names never do)."""
+    return (
+        account is not None
+        and account.active
+        and account.key_generation == generation
+        and (name is None or account.name == name)
+    )
+
+
 class RegistryUnavailable(Unavailable):
     """The registry's store cannot answer now (unreachable, throttled, timed out).
 

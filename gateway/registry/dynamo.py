@@ -8,7 +8,9 @@ its scans read past them, filtered out by DynamoDB):
                       key_generation portal_epoch, and the index keys username_key email_key
     name#<name>       sub [retired_at]   the claim on an account name (unique names); kept,
                                          retired, when the account is deleted (never reused)
-    key#<sha256>      sub generation created_at key_sub     one issued host key (its digest)
+    key#<sha256>      sub generation created_at key_sub name    one issued host key (its digest);
+                                         it opens only the account `name` (not one the same
+                                         sub gets after a deletion)
 
     index by-username  username_key → account items (all attributes)    others_named()
     index by-email     email_key → account items (all attributes)       others_named()
@@ -65,6 +67,7 @@ from gateway.registry.base import (
     Account,
     Registry,
     RegistryUnavailable,
+    key_admits,
     key_digest,
 )
 
@@ -205,8 +208,9 @@ class DynamoRegistry(Registry):
             entries, max(stale_seconds, 1e-9), timer=monotonic
         )
         self._stale_seconds = stale_seconds
-        #: key digest → (sub, generation): key items never change (positive answers only).
-        self._keys: TTLCache[str, tuple[str, int]] = TTLCache(
+        #: key digest → (sub, generation, account name or None): key items never change
+        #: (positive answers only).
+        self._keys: TTLCache[str, tuple[str, int, str | None]] = TTLCache(
             entries, max(stale_seconds, 3600.0), timer=monotonic
         )
         #: name → sub: a name never changes owner while its account exists.
@@ -319,7 +323,7 @@ class DynamoRegistry(Registry):
                 self._stale[sub] = account
 
     def _forget_keys(self, sub: str) -> None:
-        for digest in [d for d, (owner, _) in self._keys.items() if owner == sub]:
+        for digest in [d for d, (owner, *_) in self._keys.items() if owner == sub]:
             self._keys.pop(digest, None)
 
     async def _read(self, sub: str) -> Account | None:
@@ -619,24 +623,30 @@ class DynamoRegistry(Registry):
     # -- host keys ----------------------------------------------------------------------
 
     async def add_host_key(self, sub: str, host_key: str, generation: int = 0) -> None:
+        """See `Registry.add_host_key`; the key item also names the account (`key_admits`)."""
         digest = key_digest(host_key)
+        account = await self.get(sub)
+        name = account.name if account is not None else None
+        item = {
+            "pk": _s(KEY + digest),
+            "sub": _s(sub),
+            "key_sub": _s(sub),
+            "generation": _n(generation),
+            "created_at": _n(self._clock()),
+        }
+        if name is not None:
+            item["name"] = _s(name)
         try:
             await self._call(
                 "put_item",
                 expected=("ConditionalCheckFailedException",),
                 TableName=self._table,
-                Item={
-                    "pk": _s(KEY + digest),
-                    "sub": _s(sub),
-                    "key_sub": _s(sub),
-                    "generation": _n(generation),
-                    "created_at": _n(self._clock()),
-                },
+                Item=item,
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError:
-            pass  # issued before (INSERT OR IGNORE): keys never change owner or generation
-        self._keys[digest] = (sub, generation)
+            return  # issued before (INSERT OR IGNORE): keys never change owner or generation
+        self._keys[digest] = (sub, generation, name)
 
     async def account_for_key(self, host_key: str) -> Account | None:
         """See `Registry.account_for_key`; answers as of at most `cache_seconds` ago, and from
@@ -650,15 +660,16 @@ class DynamoRegistry(Registry):
                 # independent of the key if the lookup ever changes.
                 if item is None or not hmac.compare_digest(item["pk"]["S"], KEY + digest):
                     return None
-                known = (item["sub"]["S"], int(item["generation"]["N"]))
+                name = item["name"]["S"] if "name" in item else None
+                known = (item["sub"]["S"], int(item["generation"]["N"]), name)
             account = await self.get(known[0])
         except RegistryUnavailable:
             account = self._stale.get(known[0]) if known is not None else None
-            if account is None or not _admits(account, known[1]):
+            if account is None or not key_admits(account, *known[1:]):
                 raise
             metrics.registry_stale_answer()
             return account
-        if account is None or not _admits(account, known[1]):
+        if account is None or not key_admits(account, *known[1:]):
             self._keys.pop(digest, None)
             return None
         self._keys[digest] = known
@@ -686,10 +697,6 @@ class DynamoRegistry(Registry):
         await asyncio.to_thread(self._executor.shutdown, wait=True)
         if self._owns_client:
             self._client.close()
-
-
-def _admits(account: Account, generation: int) -> bool:
-    return account.active and account.key_generation == generation
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

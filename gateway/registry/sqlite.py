@@ -30,7 +30,7 @@ from pathlib import Path
 from gateway import naming, readiness
 from gateway.auth.identity import Identity
 from gateway.auth.spelling import canonical
-from gateway.registry.base import ACTIVE, SEEN_EVERY, Account, Registry, key_digest
+from gateway.registry.base import ACTIVE, SEEN_EVERY, Account, Registry, key_admits, key_digest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -91,9 +91,10 @@ class SqliteRegistry(Registry):
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._add_missing_columns()
-        # key digest → (sub, generation): a key never changes owner or generation, so positive
-        # answers can be kept; whether that generation is still current is read every time.
-        self._key_cache: dict[str, tuple[str, int]] = {}
+        # key digest → (sub, generation, account name): a key never changes owner or
+        # generation, so positive answers can be kept; whether the account is still that one,
+        # at that generation, is read every time (`key_admits`).
+        self._key_cache: dict[str, tuple[str, int, str]] = {}
         self._db_path = db_path
 
     def _add_missing_columns(self) -> None:
@@ -302,7 +303,9 @@ class SqliteRegistry(Registry):
             " VALUES (?, ?, ?, ?)",
             (digest, sub, self._clock(), generation),
         )
-        self._key_cache[digest] = (sub, generation)
+        account = self._get(sub)
+        if account is not None:
+            self._key_cache[digest] = (sub, generation, account.name)
 
     async def account_for_key(self, host_key: str) -> Account | None:
         """See `Registry.account_for_key`. The account row is read on every call, so a change
@@ -318,13 +321,14 @@ class SqliteRegistry(Registry):
             # constant-time comparison keeps that true if the lookup ever changes.
             if row is None or not hmac.compare_digest(row["key_sha256"], digest):
                 return None
-            known = (row["sub"], row["generation"])
-        sub, generation = known
+            sub, generation, name = row["sub"], row["generation"], None  # its row: this account
+        else:
+            sub, generation, name = known
         account = self._get(sub)
-        if account is None or not account.active or account.key_generation != generation:
+        if account is None or not key_admits(account, generation, name):
             self._key_cache.pop(digest, None)
             return None
-        self._key_cache[digest] = known
+        self._key_cache[digest] = (sub, generation, account.name)
         return account
 
     def knows_key(self, host_key: str) -> bool:
