@@ -177,7 +177,11 @@ def create_app(
         gate = BackupGate(config.collections_dir, pool)
         login.gate = gate
         app[PROXY] = Proxy(
-            Admission(registry, revalidator),
+            Admission(
+                registry,
+                revalidator,
+                FailureLimiter(auth.max_failures_per_address, auth.failure_window_seconds),
+            ),
             pool,
             upstream,
             reused,

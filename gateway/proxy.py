@@ -207,10 +207,10 @@ class Proxy:
 
     async def forward(self, request: web.Request, upstream_path: str) -> web.StreamResponse:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
-        account = await self._admission.admit(header.key)
+        address = client_address(request, request.app[CONFIG].server.trust_forwarded_for)
+        account = await self._admission.admit(header.key, address)
         request[ACCOUNT] = account.name
         # Budget owners: the account and the client's address (budget.py).
-        address = client_address(request, request.app[CONFIG].server.trust_forwarded_for)
         meter = payload.PayloadMeter(
             self._limits, self._budget, (f"account:{account.name}", f"address:{address}")
         )
