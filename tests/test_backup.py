@@ -54,18 +54,22 @@ def fresh_download(tmp_path: Path, gw: Any, name: str, login: str) -> Client:
     return fresh
 
 
+def synced_accounts(cognito: Any, tmp_path: Path, start_gateway: Any, *names: str) -> tuple:
+    """A gateway, and for each name a Cognito user and a device that has synced through it."""
+    for name in names:
+        cognito.add_user(name, PASSWORD, f"{name}@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    return gw, [synced_device(tmp_path, gw, name, name) for name in names]
+
+
 def test_accounts_with_running_sync_servers_are_copied_and_one_restores_byte_for_byte(
     cognito, tmp_path, start_gateway
 ) -> None:
-    cognito.add_user("bea", PASSWORD, "bea@example.com")
-    cognito.add_user("ben", PASSWORD, "ben@example.com")
-    gw = start_gateway(cognito.config(tmp_path / "data"))
-    device = synced_device(tmp_path, gw, "bea", "bea")
+    gw, (device, other) = synced_accounts(cognito, tmp_path, start_gateway, "bea", "ben")
     for n in range(3):
         device.add_note(f"note {n}")
         device.add_media(f"file-{n}.bin", os.urandom(20_000))
     device.sync()
-    other = synced_device(tmp_path, gw, "ben", "ben")
     store = LocalStore(tmp_path / "backups")
     assert sorted(gw.app[POOL].running()) == ["bea", "ben"]
 
@@ -567,3 +571,71 @@ def test_a_sync_cut_by_a_backup_is_not_in_the_snapshot_and_the_client_syncs_it_a
     assert fresh.note_fronts() == device.note_fronts() and len(fresh.note_fronts()) == 201
     device.close()
     fresh.close()
+
+
+def test_an_account_whose_copy_fails_is_missed_and_every_other_account_is_still_backed_up(
+    cognito, tmp_path, start_gateway
+) -> None:
+    gw, devices = synced_accounts(cognito, tmp_path, start_gateway, "aaa", "zoe")
+    for name, device in zip(("aaa", "zoe"), devices, strict=True):
+        device.close()
+        gw.call(gw.app[POOL].stop(name))
+    # aaa's collection is damaged on disk (a bad sector, a full disk while it was written):
+    # its copy fails its check. That must cost aaa's copy, not everyone's.
+    damaged = gw.registry.folder(gw.registry.get_by_name("aaa")) / "collection.anki2"
+    with damaged.open("r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff" * 8192)
+    store = LocalStore(tmp_path / "backups")
+    taken = take(gw.config, store)
+    assert list(taken.missed) == ["aaa"] and "copy failed" in taken.missed["aaa"]
+    manifest = json.loads(store.read(f"snapshots/{taken.name}/manifest.json"))
+    assert sorted(manifest["accounts"]) == ["zoe"] and list(manifest["missed"]) == ["aaa"]
+    assert not store.keys(f"snapshots/{taken.name}/accounts/aaa")
+
+
+def test_two_backups_started_in_the_same_second_keep_two_whole_snapshots(
+    cognito, tmp_path, start_gateway
+) -> None:
+    gw, (device,) = synced_accounts(cognito, tmp_path, start_gateway, "sam")
+    device.close()
+    gw.call(gw.app[POOL].stop("sam"))
+    # A timer's run and an operator's, one second: the second one starts while the first one
+    # is still uploading (its manifest not written yet).
+    inner: list[str] = []
+
+    class Overlapping(LocalStore):
+        def put(self, key: str, path: Path) -> None:
+            super().put(key, path)
+            if not inner:
+                inner.append("")
+                inner[0] = take(gw.config, LocalStore(self.root), clock=5_000).name
+
+    store = Overlapping(tmp_path / "backups")
+    outer = take(gw.config, store, clock=5_000).name
+    assert outer != inner[0]
+    assert sorted(snapshots(store)) == sorted([outer, inner[0]])
+    for name in (outer, inner[0]):
+        manifest = json.loads(store.read(f"snapshots/{name}/manifest.json"))
+        assert manifest["snapshot"] == name
+        assert store.exists(f"snapshots/{name}/registry.sqlite3")
+
+
+def test_restoring_every_account_while_one_sync_server_runs_changes_nothing(
+    cognito, tmp_path, start_gateway
+) -> None:
+    gw, (amy, zed) = synced_accounts(cognito, tmp_path, start_gateway, "amy", "zed")
+    store = LocalStore(tmp_path / "backups")
+    take(gw.config, store)
+    amy.add_note("after the backup")
+    assert sync_pushes(amy)
+    gw.call(gw.app[POOL].stop("amy"))
+    after = (gw.registry.folder(gw.registry.get_by_name("amy")) / "collection.anki2").read_bytes()
+    zed.sync()  # zed's sync server runs again
+    with pytest.raises(BackupError, match="zed: its sync server is running"):
+        restore(gw.config, store)
+    # Refused as a whole: amy (restored first, by name) keeps the note she synced since.
+    now = (gw.registry.folder(gw.registry.get_by_name("amy")) / "collection.anki2").read_bytes()
+    assert now == after
+    for client in (amy, zed):
+        client.close()

@@ -3,9 +3,10 @@
     restore(config, store, snapshot=None, accounts=None) -> list[str]   (the accounts restored)
         raises BackupError (no such snapshot or account, an account's sync server running)
 
-Each account is restored under its lock (workers/lock.py): while a sync server of any gateway
-process runs for it, it is refused ("stop it first"); the gateway keeps running for everyone
-else. The account's collection, media database and media files are replaced by the snapshot's;
+Each account is restored under its lock (workers/lock.py), every chosen account's taken before
+any is touched: while a sync server of any gateway process runs for one of them, the restore is
+refused as a whole ("stop it first"); the gateway keeps running for everyone else. The
+account's collection, media database and media files are replaced by the snapshot's;
 its registry row is not touched (the same keys keep working). The registry itself is restored
 by hand, with every gateway stopped (README, "Backups").
 """
@@ -19,7 +20,7 @@ from gateway.backup.snapshot import SQLITE_FILES, BackupError, snapshots
 from gateway.backup.store import Store
 from gateway.config import Config
 from gateway.naming import is_safe
-from gateway.workers.lock import account_dir, try_lock
+from gateway.workers.lock import AccountLock, account_dir, try_lock
 
 
 def restore(
@@ -42,34 +43,44 @@ def restore(
     for account in chosen:
         if not is_safe(account):
             raise BackupError(f"unsafe account name {account!r} in the manifest")
-        _restore_one(config, store, name, account, manifest["accounts"][account]["media"])
+        for filename in manifest["accounts"][account]["media"]:
+            if "/" in filename or "\0" in filename or filename in ("", ".", ".."):
+                raise BackupError(f"{account}: bad media file name {filename!r} in the manifest")
+    # Every chosen account's lock before any is touched: one running sync server refuses the
+    # whole restore, never leaves it half done.
+    locks: list[AccountLock] = []
+    try:
+        for account in chosen:
+            lock = try_lock(config.collections_dir, account)
+            if lock is None:
+                raise BackupError(
+                    f"{account}: its sync server is running; nothing was restored. Stop it first"
+                    f" (python -m gateway accounts disable {account}, wait for it to go idle,"
+                    " restore, then enable it)"
+                )
+            locks.append(lock)
+        for account in chosen:
+            _restore_one(config, store, name, account, manifest["accounts"][account]["media"])
+    finally:
+        for lock in locks:
+            lock.release()
     return chosen
 
 
 def _restore_one(
     config: Config, store: Store, snapshot: str, account: str, media: dict[str, str]
 ) -> None:
-    lock = try_lock(config.collections_dir, account)
-    if lock is None:
-        raise BackupError(
-            f"{account}: its sync server is running; stop it first (python -m gateway accounts"
-            f" disable {account}, wait for it to go idle, restore, then enable it)"
-        )
-    try:
-        folder = account_dir(config.collections_dir, account)
-        for filename in SQLITE_FILES:
-            for suffix in ("", "-wal", "-shm"):
-                (folder / (filename + suffix)).unlink(missing_ok=True)
-            key = f"snapshots/{snapshot}/accounts/{account}/{filename}"
-            if store.exists(key):
-                store.get(key, folder / filename)
-        media_dir = folder / "media"
-        if media_dir.is_dir():
-            shutil.rmtree(media_dir)
-        media_dir.mkdir()
-        for filename, digest in media.items():
-            if "/" in filename or filename in ("", ".", ".."):
-                raise BackupError(f"{account}: bad media file name {filename!r} in the manifest")
-            store.get(f"blobs/{digest}", media_dir / filename)
-    finally:
-        lock.release()
+    """Replace the account's files by the snapshot's; the caller holds the account's lock."""
+    folder = account_dir(config.collections_dir, account)
+    for filename in SQLITE_FILES:
+        for suffix in ("", "-wal", "-shm"):
+            (folder / (filename + suffix)).unlink(missing_ok=True)
+        key = f"snapshots/{snapshot}/accounts/{account}/{filename}"
+        if store.exists(key):
+            store.get(key, folder / filename)
+    media_dir = folder / "media"
+    if media_dir.is_dir():
+        shutil.rmtree(media_dir)
+    media_dir.mkdir()
+    for filename, digest in media.items():  # names checked by restore()
+        store.get(f"blobs/{digest}", media_dir / filename)

@@ -2,7 +2,8 @@
 
     take(config, store, *, include_secret=False, keep=None, wait=60) -> Taken
         Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up)
-        raises BackupError (secret refused, a copy failed its integrity check)
+        raises BackupError (secret refused, the registry's copy failed its check); an
+        account whose copy fails (a damaged file, a full scratch disk) is missed instead
 
 Layout in the store:
     snapshots/<name>/registry.sqlite3          (the SQLite registry only: DynamoDB backs
@@ -37,8 +38,9 @@ stopped regardless (a request cut so gets 502, a sync cut so 503 on its next ste
 itself nor anyone else out of a backup: each account costs at most `wait` +
 `quiesce.STOP_MARGIN` seconds. An account whose worker lock is still not free then (a gateway
 that does not answer the want, or another backup copying it) is *missed*: named in the result,
-the manifest, the state file and the metrics, never copied torn. Requests held meanwhile wait
-up to 20 s (gate.HOLD_SECONDS), then get 503.
+the manifest, the state file and the metrics, never copied torn; so is one whose copy fails
+(a damaged file, a full scratch disk). Requests held meanwhile wait up to 20 s
+(gate.HOLD_SECONDS), then get 503.
 Accounts without a folder on this disk (never synced, or kept on another node) are left out.
 SQLite files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and
 checked (PRAGMA quick_check) before they are stored; the registry is copied the same way while
@@ -54,6 +56,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -116,13 +119,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _name(store: Store, clock: float) -> str:
-    base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock))
-    name, n = base, 1
-    while store.exists(f"snapshots/{name}/manifest.json"):
-        n += 1
-        name = f"{base}-{n}"
-    return name
+def _name(clock: float) -> str:
+    """`<UTC time>-<random>`: sorts by time, and two backups started in one second (a timer's
+    and an operator's, or two nodes sharing a destination) never write into one snapshot (its
+    manifest, the only thing a name check could see, is written last)."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(clock))}-{secrets.token_hex(3)}"
 
 
 async def _accounts(registry: Registry) -> list[Account]:
@@ -153,7 +154,7 @@ def take(
             f"refusing to copy the gateway secret to {store.url}: it is not marked for secrets."
             f" Create an empty {SECRETS_MARK} there first if it is as protected as the secret."
         )
-    name = _name(store, time.time() if clock is None else clock)
+    name = _name(time.time() if clock is None else clock)
     prefix = f"snapshots/{name}"
     manifest: dict[str, object] = {"snapshot": name, "created": time.time(), "accounts": {}}
     accounts: dict[str, object] = {}
@@ -230,12 +231,17 @@ def last_backup(data_dir: Path) -> dict[str, float] | None:
 def _copy_quiesced(collections_dir: Path, name: str, target: Path, wait: float) -> str | None:
     """Copy the account's files into `target` with its sync server stopped (module doc);
     None when done, else why not."""
-    held = quiesce.hold(collections_dir, name, wait)
-    if isinstance(held, str):
-        return held
     began = time.monotonic()
-    with held:
-        _copy_files(held.folder, target)
+    try:
+        held = quiesce.hold(collections_dir, name, wait)
+        if isinstance(held, str):
+            return held
+        with held:
+            _copy_files(held.folder, target)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        # One account's damaged file or a full scratch disk costs that account's copy, not the
+        # backup of every account after it.
+        return f"its copy failed: {exc}"
     log.info(
         "account copied", extra={"account": name, "ms": round((time.monotonic() - began) * 1000)}
     )
