@@ -27,7 +27,7 @@ from gateway.appkeys import LOGIN, POOL
 from gateway.backup.restore import restore
 from gateway.backup.snapshot import BackupError, check, snapshots, take
 from gateway.backup.store import LocalStore, S3Store
-from tests.ankiclient import Client, is_auth_error
+from tests.ankiclient import Client, Required, is_auth_error
 from tests.test_identity_e2e import PASSWORD, raw, sync_pushes, synced_device
 
 
@@ -638,4 +638,28 @@ def test_restoring_every_account_while_one_sync_server_runs_changes_nothing(
     now = (gw.registry.folder(gw.registry.get_by_name("amy")) / "collection.anki2").read_bytes()
     assert now == after
     for client in (amy, zed):
+        client.close()
+
+
+def test_a_device_that_synced_after_the_snapshot_is_asked_for_a_full_sync_after_a_restore(
+    cognito, tmp_path, start_gateway
+) -> None:
+    gw, (device,) = synced_accounts(cognito, tmp_path, start_gateway, "pia")
+    store = LocalStore(tmp_path / "backups")
+    take(gw.config, store)
+    restored = device.note_fronts()
+    device.add_note("synced after the snapshot")
+    assert sync_pushes(device)
+    gw.call(gw.app[POOL].stop("pia"))
+    restore(gw.config, store)
+    # The device is ahead of the restored collection. A normal sync would fail its sanity check
+    # ("Please use Check Database"); Anki's answer for diverged copies is to ask the user which
+    # side wins (a full sync), as after a schema change.
+    out = device.col.sync_collection(device.auth, sync_media=False)
+    assert out.required == Required.FULL_SYNC
+    device.full_sync(upload=False)  # the user keeps the restored collection
+    assert device.note_fronts() == restored
+    fresh = fresh_download(tmp_path, gw, "fresh", "pia")
+    assert fresh.note_fronts() == restored
+    for client in (device, fresh):
         client.close()

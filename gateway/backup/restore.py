@@ -7,14 +7,19 @@ Each account is restored under its lock (workers/lock.py), every chosen account'
 any is touched: while a sync server of any gateway process runs for one of them, the restore is
 refused as a whole ("stop it first"); the gateway keeps running for everyone else. The
 account's collection, media database and media files are replaced by the snapshot's;
-its registry row is not touched (the same keys keep working). The registry itself is restored
-by hand, with every gateway stopped (README, "Backups").
+its registry row is not touched (the same keys keep working). Its schema is marked changed, so
+each device that synced after the snapshot is asked for a full sync (upload or download: the
+user picks which copy wins) rather than failing its next normal sync. The registry itself is
+restored by hand, with every gateway stopped (README, "Backups").
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+import time
+from pathlib import Path
 
 from gateway.backup.snapshot import SQLITE_FILES, BackupError, snapshots
 from gateway.backup.store import Store
@@ -78,9 +83,24 @@ def _restore_one(
         key = f"snapshots/{snapshot}/accounts/{account}/{filename}"
         if store.exists(key):
             store.get(key, folder / filename)
+    if (folder / "collection.anki2").is_file():
+        _ask_for_full_sync(folder / "collection.anki2")
     media_dir = folder / "media"
     if media_dir.is_dir():
         shutil.rmtree(media_dir)
     media_dir.mkdir()
     for filename, digest in media.items():  # names checked by restore()
         store.get(f"blobs/{digest}", media_dir / filename)
+
+
+def _ask_for_full_sync(collection: Path) -> None:
+    """Mark the restored collection's schema as changed now (`col.scm`, milliseconds), as Anki
+    does before a one-way sync: a device that synced after the snapshot is then asked which side
+    wins (upload or download) instead of failing the normal sync's sanity check ("Please use
+    Check Database")."""
+    db = sqlite3.connect(collection)
+    try:
+        with db:
+            db.execute("UPDATE col SET scm = ?", (int(time.time() * 1000),))
+    finally:
+        db.close()

@@ -120,10 +120,11 @@ def _sha256(path: Path) -> str:
 
 
 def _name(clock: float) -> str:
-    """`<UTC time>-<random>`: sorts by time, and two backups started in one second (a timer's
-    and an operator's, or two nodes sharing a destination) never write into one snapshot (its
-    manifest, the only thing a name check could see, is written last)."""
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(clock))}-{secrets.token_hex(3)}"
+    """`<UTC time to the millisecond>Z-<random>`, e.g. 20261130T020000.123Z-3fa9c1: sorts by
+    start time, and two backups started at once (a timer's and an operator's) never write into
+    one snapshot (its manifest, the only thing a name check could see, is written last)."""
+    seconds = time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock))
+    return f"{seconds}.{int(clock * 1000) % 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 async def _accounts(registry: Registry) -> list[Account]:
