@@ -594,31 +594,66 @@ def test_an_account_whose_copy_fails_is_missed_and_every_other_account_is_still_
     assert not store.keys(f"snapshots/{taken.name}/accounts/aaa")
 
 
-def test_two_backups_started_in_the_same_second_keep_two_whole_snapshots(
+def test_a_second_backup_of_one_data_folder_is_refused_and_two_nodes_keep_two_snapshots(
     cognito, tmp_path, start_gateway
 ) -> None:
     gw, (device,) = synced_accounts(cognito, tmp_path, start_gateway, "sam")
     device.close()
-    gw.call(gw.app[POOL].stop("sam"))
-    # A timer's run and an operator's, one second: the second one starts while the first one
-    # is still uploading (its manifest not written yet).
-    inner: list[str] = []
+    node2 = start_gateway(cognito.config(tmp_path / "node2"))
+    # A timer's run and an operator's, or two nodes sharing a destination, in one second: the
+    # other backup starts while the first one is still uploading (its manifest not written).
+    inner: dict[str, object] = {}
 
     class Overlapping(LocalStore):
         def put(self, key: str, path: Path) -> None:
             super().put(key, path)
             if not inner:
-                inner.append("")
-                inner[0] = take(gw.config, LocalStore(self.root), clock=5_000).name
+                with pytest.raises(BackupError, match="another backup of .* is running") as same:
+                    take(gw.config, LocalStore(self.root), clock=5_000)
+                inner["same"] = same.value
+                inner["node2"] = take(node2.config, LocalStore(self.root), clock=5_000).name
 
     store = Overlapping(tmp_path / "backups")
     outer = take(gw.config, store, clock=5_000).name
-    assert outer != inner[0]
-    assert sorted(snapshots(store)) == sorted([outer, inner[0]])
-    for name in (outer, inner[0]):
+    assert outer != inner["node2"]
+    assert sorted(snapshots(store)) == sorted([outer, inner["node2"]])
+    for name in (outer, inner["node2"]):
         manifest = json.loads(store.read(f"snapshots/{name}/manifest.json"))
         assert manifest["snapshot"] == name
         assert store.exists(f"snapshots/{name}/registry.sqlite3")
+    assert sorted(json.loads(store.read(f"snapshots/{outer}/manifest.json"))["accounts"]) == ["sam"]
+
+
+def test_a_backup_killed_while_it_holds_an_account_lets_it_go_and_leaves_no_copy_behind(
+    cognito, tmp_path, start_gateway
+) -> None:
+    from gateway.backup import quiesce
+
+    config = cognito.config(tmp_path / "data")
+    gw, (device,) = synced_accounts(cognito, tmp_path, start_gateway, "kit")
+    folder = gw.registry.folder(gw.registry.get_by_name("kit"))
+    env = {**cli_env(cognito, config.data_dir), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    backup = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "gateway", "backup", "--to", str(tmp_path / "backups")], env=env
+    )
+    deadline = time.monotonic() + 60
+    while quiesce.wanted(folder) is None:  # it wants kit: its copy is under way or next
+        assert backup.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    backup.kill()  # SIGKILL: no clean-up of its own
+    backup.wait()
+    assert quiesce.wanted(folder) is None  # the kernel dropped its want with it
+    device.add_note("after the killed backup")
+    assert sync_pushes(device)  # held no longer
+    leftovers = [*(tmp_path / "tmp").iterdir(), *config.data_dir.glob("backup-scratch/*")]
+    assert leftovers  # its copy of the registry at least
+
+    done = run_cli(env, "backup", "--to", str(tmp_path / "backups"))
+    assert done.returncode == 0, done.stderr
+    # The next run cleared the killed one's copy (a timer killing runs must not fill the disk).
+    assert [*(tmp_path / "tmp").iterdir(), *config.data_dir.glob("backup-scratch/*")] == []
+    device.close()
 
 
 def test_restoring_every_account_while_one_sync_server_runs_changes_nothing(

@@ -30,8 +30,9 @@ server has to stop for its copy. Weighed and chosen:
   number of gateway processes sharing the data folder and is dropped if the backup dies): it
   posts its want, every gateway holds that account's new requests (gate.py), the gateway
   running its server stops it once no process has a request in flight or a collection sync
-  open, and the backup takes the worker lock, copies to local scratch, lets go, and only then
-  uploads. A sync under way finishes first, so the copy holds the last completed sync.
+  open, and the backup takes the worker lock, copies to scratch (`<data>/backup-scratch/`, one
+  account at a time), lets go, and only then uploads. A sync under way finishes first, so the
+  copy holds the last completed sync.
 Bounds: an account's requests and syncs may delay its copy by `wait` seconds; then its server is
 stopped regardless (a request cut so gets 502, a sync cut so 503 on its next step: Anki says
 "try again" and keeps the user logged in). A constantly syncing client therefore keeps neither
@@ -41,6 +42,10 @@ that does not answer the want, or another backup copying it) is *missed*: named 
 the manifest, the state file and the metrics, never copied torn; so is one whose copy fails
 (a damaged file, a full scratch disk). Requests held meanwhile wait up to 20 s
 (gate.HOLD_SECONDS), then get 503.
+One backup runs per data folder at a time (RUN_LOCK; another is refused with BackupError):
+two would each miss the accounts the other holds, and one's pruning could delete media the
+other's snapshot is about to list. Backups from several nodes to one destination must not
+prune it (each node its own prefix, README).
 Accounts without a folder on this disk (never synced, or kept on another node) are left out.
 SQLite files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and
 checked (PRAGMA quick_check) before they are stored; the registry is copied the same way while
@@ -53,14 +58,16 @@ object named SECRETS-OK (store.py) that an operator creates by hand at the desti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import sqlite3
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +76,7 @@ from gateway.backup.store import SECRETS_MARK, Store
 from gateway.config import Config
 from gateway.credentials import SECRET_FILE
 from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
+from gateway.workers.lock import try_flock
 
 log = logging.getLogger("gateway.backup")
 SQLITE_FILES = ("collection.anki2", "media.db")
@@ -155,14 +163,13 @@ def take(
             f"refusing to copy the gateway secret to {store.url}: it is not marked for secrets."
             f" Create an empty {SECRETS_MARK} there first if it is as protected as the secret."
         )
-    name = _name(time.time() if clock is None else clock)
-    prefix = f"snapshots/{name}"
-    manifest: dict[str, object] = {"snapshot": name, "created": time.time(), "accounts": {}}
-    accounts: dict[str, object] = {}
-    missed: dict[str, str] = {}
-    new_blobs = 0
-    with tempfile.TemporaryDirectory(prefix="gateway-backup-") as scratch:
-        tmp = Path(scratch)
+    with _running(config.data_dir) as tmp:
+        name = _name(time.time() if clock is None else clock)
+        prefix = f"snapshots/{name}"
+        manifest: dict[str, object] = {"snapshot": name, "created": time.time(), "accounts": {}}
+        accounts: dict[str, object] = {}
+        missed: dict[str, str] = {}
+        new_blobs = 0
         if config.registry.backend == "sqlite":
             registry_copy = tmp / REGISTRY_FILE
             sqlite_copy(config.data_dir / REGISTRY_FILE, registry_copy)
@@ -190,24 +197,50 @@ def take(
         if include_secret:
             store.put(f"{prefix}/gateway.secret", config.data_dir / SECRET_FILE)
         store.write(f"{prefix}/manifest.json", json.dumps(manifest, indent=1).encode())
-    log.info(
-        "backup taken",
-        extra={
-            "snapshot": name,
-            "to": store.url,
-            "accounts": len(accounts),
-            "missed": len(missed),
-            "new_media": new_blobs,
-        },
-    )
-    if keep is not None:
-        prune(store, keep)
-    _record(config, name, missed)
+        log.info(
+            "backup taken",
+            extra={
+                "snapshot": name,
+                "to": store.url,
+                "accounts": len(accounts),
+                "missed": len(missed),
+                "new_media": new_blobs,
+            },
+        )
+        if keep is not None:
+            prune(store, keep)
+        _record(config, name, missed)
     return Taken(name, missed)
 
 
 #: In the data folder: the last snapshot taken, read by the metrics (gateway_backup_*).
 STATE_FILE = "backup-state.json"
+#: In the data folder: held (flock) while a backup runs on it; the run's local copies.
+RUN_LOCK = ".gateway-backup-run.lock"
+SCRATCH = "backup-scratch"
+
+
+@contextlib.contextmanager
+def _running(data_dir: Path) -> Iterator[Path]:
+    """This data folder's one backup run: its lock (dropped by the kernel if the run dies) and
+    an empty scratch folder, deleted afterwards; a killed run's copy is deleted by the next
+    run. BackupError when another backup of this data folder runs: two at once would each miss
+    the accounts the other holds, and one's pruning could delete media the other's snapshot is
+    about to list."""
+    fd = try_flock(data_dir / RUN_LOCK)
+    if fd is None:
+        raise BackupError(
+            f"another backup of {data_dir} is running; let it finish (one at a time per data"
+            " folder)"
+        )
+    scratch = data_dir / SCRATCH
+    try:
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700)
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.close(fd)
 
 
 def _record(config: Config, name: str, missed: dict[str, str]) -> None:
