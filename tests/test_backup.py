@@ -25,7 +25,8 @@ from anki.errors import SyncError
 from gateway.__main__ import main as gateway_main
 from gateway.appkeys import LOGIN, POOL
 from gateway.backup.restore import restore
-from gateway.backup.snapshot import BackupError, check, snapshots, take
+from gateway.backup.retention import snapshots
+from gateway.backup.snapshot import BackupError, check, take
 from gateway.backup.store import LocalStore, S3Store
 from tests.ankiclient import Client, Required, is_auth_error
 from tests.test_identity_e2e import PASSWORD, raw, sync_pushes, synced_device
@@ -110,6 +111,9 @@ def test_unchanged_media_is_not_copied_again_and_retention_prunes_what_nobody_us
     device.sync()
     gw.call(gw.app[POOL].stop("cid"))
     store = LocalStore(tmp_path / "backups")
+    with pytest.raises(BackupError, match="--keep must be at least 1"):
+        take(gw.config, store, keep=0)
+    assert store.keys("") == []  # refused before anything was copied
     first = take(gw.config, store, clock=1_000).name
     blobs = store.keys("blobs")
     assert len(blobs) == 1

@@ -5,8 +5,9 @@
     restore --from DIR|s3://bucket/prefix [--snapshot NAME] [--account NAME ...]
 
 snapshot.py takes consistent snapshots while people sync, asking the gateways through
-quiesce.py (the running gateways' side is gate.py, with sessions.py); restore.py puts accounts
-back under their locks; store.py is the folder or S3 behind both. Exit status: 0; 1 with one
+quiesce.py (the running gateways' side is gate.py, with sessions.py); retention.py lists and
+prunes them; restore.py puts accounts back under their locks; store.py is the folder or S3
+behind all. Exit status: 0; 1 with one
 line saying what to do (BackupError), or when an account was not backed up (the snapshot of
 the others is kept; each missed account is named on stderr with the reason).
 """
@@ -21,7 +22,8 @@ from gateway.config import Config
 
 def main(command: str, argv: list[str], config: Config) -> int:
     from gateway.backup.restore import restore
-    from gateway.backup.snapshot import BackupError, snapshots, take
+    from gateway.backup.retention import snapshots
+    from gateway.backup.snapshot import BackupError, take
     from gateway.backup.store import open_store
 
     parser = argparse.ArgumentParser(prog=f"python -m gateway {command}")

@@ -21,7 +21,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gateway.backup.snapshot import SQLITE_FILES, BackupError, snapshots
+from gateway.backup.retention import snapshots
+from gateway.backup.snapshot import SQLITE_FILES, BackupError
 from gateway.backup.store import Store
 from gateway.config import Config
 from gateway.naming import is_safe

@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.backup import quiesce
+from gateway.backup.retention import prune
 from gateway.backup.store import SECRETS_MARK, Store
 from gateway.config import Config
 from gateway.credentials import SECRET_FILE
@@ -163,6 +164,8 @@ def take(
             f"refusing to copy the gateway secret to {store.url}: it is not marked for secrets."
             f" Create an empty {SECRETS_MARK} there first if it is as protected as the secret."
         )
+    if keep is not None and keep < 1:
+        raise BackupError("--keep must be at least 1")
     with _running(config.data_dir) as tmp:
         name = _name(time.time() if clock is None else clock)
         prefix = f"snapshots/{name}"
@@ -312,34 +315,3 @@ def _store_account(store: Store, prefix: str, name: str, copy: Path) -> tuple[di
             new_blobs += 1
         media[entry.name] = digest
     return media, new_blobs
-
-
-def snapshots(store: Store) -> list[str]:
-    """Complete snapshots (with a manifest), oldest first."""
-    return sorted(
-        key.split("/")[1]
-        for key in store.keys("snapshots")
-        if key.count("/") == 2 and key.endswith("/manifest.json")
-    )
-
-
-def prune(store: Store, keep: int) -> list[str]:
-    """Keep the newest `keep` snapshots; delete the rest and media no kept snapshot uses."""
-    if keep < 1:
-        raise BackupError("--keep must be at least 1")
-    names = snapshots(store)
-    doomed = names[:-keep]
-    for name in doomed:
-        # The manifest first: a snapshot half deleted is no longer listed as complete.
-        store.delete(f"snapshots/{name}/manifest.json")
-        for key in store.keys(f"snapshots/{name}"):
-            store.delete(key)
-    used: set[str] = set()
-    for name in names[-keep:]:
-        manifest = json.loads(store.read(f"snapshots/{name}/manifest.json"))
-        for account in manifest["accounts"].values():
-            used.update(account["media"].values())
-    for key in store.keys("blobs"):
-        if key.split("/")[-1] not in used:
-            store.delete(key)
-    return doomed
