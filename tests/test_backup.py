@@ -702,3 +702,23 @@ def test_a_device_that_synced_after_the_snapshot_is_asked_for_a_full_sync_after_
     assert fresh.note_fronts() == restored
     for client in (device, fresh):
         client.close()
+
+
+def test_an_account_too_big_for_the_free_space_is_missed_rather_than_filling_the_data_disk(
+    cognito, tmp_path, start_gateway, monkeypatch
+) -> None:
+    from gateway import readiness
+
+    gw, (big, small) = synced_accounts(cognito, tmp_path, start_gateway, "big", "small")
+    big.add_media("large.bin", os.urandom(4 << 20))
+    big.sync()
+    floor = gw.config.server.min_free_disk_megs << 20
+    # The data disk (where the copy goes, and where every user's sync writes) has the floor
+    # /ready needs plus 2 MiB: a 4 MiB account must not take it below the floor.
+    monkeypatch.setattr(readiness, "free_bytes", lambda folder: floor + (2 << 20))
+    taken = take(gw.config, LocalStore(tmp_path / "backups"))
+    assert list(taken.missed) == ["big"]
+    assert "would leave less than server.min_free_disk_megs (1024 MiB) free" in taken.missed["big"]
+    assert not (gw.config.data_dir / "backup-scratch").exists()
+    for client in (big, small):
+        client.close()

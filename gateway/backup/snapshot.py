@@ -40,8 +40,9 @@ itself nor anyone else out of a backup: each account costs at most `wait` +
 `quiesce.STOP_MARGIN` seconds. An account whose worker lock is still not free then (a gateway
 that does not answer the want, or another backup copying it) is *missed*: named in the result,
 the manifest, the state file and the metrics, never copied torn; so is one whose copy fails
-(a damaged file, a full scratch disk). Requests held meanwhile wait up to 20 s
-(gate.HOLD_SECONDS), then get 503.
+(a damaged file) or would leave less than `server.min_free_disk_megs` free on the data disk
+(the scratch copy is there, and a full data disk fails every user's sync). Requests held
+meanwhile wait up to 20 s (gate.HOLD_SECONDS), then get 503.
 One backup runs per data folder at a time (RUN_LOCK; another is refused with BackupError):
 two would each miss the accounts the other holds, and one's pruning could delete media the
 other's snapshot is about to list. Backups from several nodes to one destination must not
@@ -71,6 +72,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway import readiness
 from gateway.backup import quiesce
 from gateway.backup.retention import prune
 from gateway.backup.store import SECRETS_MARK, Store
@@ -81,6 +83,7 @@ from gateway.workers.lock import try_flock
 
 log = logging.getLogger("gateway.backup")
 SQLITE_FILES = ("collection.anki2", "media.db")
+_MIB = 1024 * 1024
 
 
 class BackupError(Exception):
@@ -173,6 +176,7 @@ def take(
         accounts: dict[str, object] = {}
         missed: dict[str, str] = {}
         new_blobs = 0
+        floor = config.server.min_free_disk_megs * _MIB
         if config.registry.backend == "sqlite":
             registry_copy = tmp / REGISTRY_FILE
             sqlite_copy(config.data_dir / REGISTRY_FILE, registry_copy)
@@ -185,7 +189,7 @@ def take(
                 # Never synced, or (on a cluster) kept on another node's disk: nothing here.
                 continue
             copy = tmp / "account"
-            why = _copy_quiesced(config.collections_dir, account.name, copy, wait)
+            why = _copy_quiesced(config.collections_dir, account.name, copy, wait, floor)
             if why is not None:
                 missed[account.name] = why
                 log.warning("account not backed up", extra={"account": account.name, "why": why})
@@ -265,11 +269,20 @@ def last_backup(data_dir: Path) -> dict[str, float] | None:
         return None
 
 
-def _copy_quiesced(collections_dir: Path, name: str, target: Path, wait: float) -> str | None:
-    """Copy the account's files into `target` with its sync server stopped (module doc);
-    None when done, else why not."""
+def _copy_quiesced(
+    collections_dir: Path, name: str, target: Path, wait: float, floor: int
+) -> str | None:
+    """Copy the account's files into `target` with its sync server stopped (module doc), if
+    that leaves `floor` bytes free on its disk (the data disk: a full one fails everyone's
+    syncs); None when done, else why not."""
     began = time.monotonic()
     try:
+        need, free = _size(collections_dir / name), readiness.free_bytes(target.parent)
+        if free - need < floor:
+            return (
+                f"its copy ({need // _MIB} MiB) would leave less than server.min_free_disk_megs"
+                f" ({floor // _MIB} MiB) free on the data disk ({free // _MIB} MiB free)"
+            )
         held = quiesce.hold(collections_dir, name, wait)
         if isinstance(held, str):
             return held
@@ -283,6 +296,15 @@ def _copy_quiesced(collections_dir: Path, name: str, target: Path, wait: float) 
         "account copied", extra={"account": name, "ms": round((time.monotonic() - began) * 1000)}
     )
     return None
+
+
+def _size(folder: Path) -> int:
+    """Bytes of what _copy_files() copies from `folder` (SQLite files with their WAL)."""
+    files = [folder / (f + suffix) for f in SQLITE_FILES for suffix in ("", "-wal")]
+    media_dir = folder / "media"
+    if media_dir.is_dir():
+        files.extend(media_dir.iterdir())
+    return sum(p.lstat().st_size for p in files if p.is_file() and not p.is_symlink())
 
 
 def _copy_files(folder: Path, target: Path) -> None:
