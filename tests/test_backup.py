@@ -738,3 +738,28 @@ def test_an_account_too_big_for_the_free_space_is_missed_rather_than_filling_the
     assert not (gw.config.data_dir / "backup-scratch").exists()
     for client in (big, small):
         client.close()
+
+
+def test_a_backup_to_s3_asks_for_the_stored_media_once_not_once_per_file(
+    cognito, tmp_path, start_gateway
+) -> None:
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(
+        Bucket="anki-backups", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    gw, (device,) = synced_accounts(cognito, tmp_path, start_gateway, "mia")
+    for n in range(20):
+        device.add_media(f"m{n}.bin", os.urandom(1_000))
+    device.sync()
+    store = S3Store("anki-backups", "gw1", client=s3)
+    take(gw.config, store)
+    calls: list[str] = []
+    s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    taken = take(gw.config, store)
+    manifest = json.loads(store.read(f"snapshots/{taken.name}/manifest.json"))
+    assert len(manifest["accounts"]["mia"]["media"]) == 20
+    # Each HEAD is a round trip (tens of ms to S3): one per media file made an account with
+    # 10,000 files cost minutes every run, even with nothing new to store.
+    assert calls.count("HeadObject") == 0
+    assert calls.count("PutObject") == 4  # registry, collection, media database, manifest
+    device.close()

@@ -50,8 +50,8 @@ prune it (each node its own prefix, README).
 Accounts without a folder on this disk (never synced, or kept on another node) are left out.
 SQLite files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and
 checked (PRAGMA quick_check) before they are stored; the registry is copied the same way while
-the gateway runs. Media files are content-addressed: a file already in `blobs/` is not stored
-again.
+the gateway runs. Media files are content-addressed: a file already in `blobs/` (listed once
+per run, not asked for file by file: a round trip each on S3) is not stored again.
 The gateway secret (it derives every host key) goes only to a store marked for secrets: an
 object named SECRETS-OK (store.py) that an operator creates by hand at the destination.
 """
@@ -176,6 +176,7 @@ def take(
         accounts: dict[str, object] = {}
         missed: dict[str, str] = {}
         new_blobs = 0
+        stored = {key.split("/")[-1] for key in store.keys("blobs")}  # one listing
         floor = config.server.min_free_disk_megs * _MIB
         if config.registry.backend == "sqlite":
             registry_copy = tmp / REGISTRY_FILE
@@ -194,7 +195,7 @@ def take(
                 missed[account.name] = why
                 log.warning("account not backed up", extra={"account": account.name, "why": why})
             else:
-                media, added = _store_account(store, prefix, account.name, copy)
+                media, added = _store_account(store, prefix, account.name, copy, stored)
                 accounts[account.name] = {"media": media, "sub": account.sub}
                 new_blobs += added
             shutil.rmtree(copy, ignore_errors=True)
@@ -322,9 +323,12 @@ def _copy_files(folder: Path, target: Path) -> None:
                 shutil.copyfile(entry, target / "media" / entry.name)
 
 
-def _store_account(store: Store, prefix: str, name: str, copy: Path) -> tuple[dict[str, str], int]:
+def _store_account(
+    store: Store, prefix: str, name: str, copy: Path, stored: set[str]
+) -> tuple[dict[str, str], int]:
     """Store one account's copy; returns its media ({file name: sha256}) and how many media
-    files were new to the store."""
+    files were new to the store. `stored`: the digests in `blobs/` (listed once per run, not
+    asked per file), updated."""
     for filename in SQLITE_FILES:
         if (copy / filename).is_file():
             store.put(f"{prefix}/accounts/{name}/{filename}", copy / filename)
@@ -332,8 +336,9 @@ def _store_account(store: Store, prefix: str, name: str, copy: Path) -> tuple[di
     new_blobs = 0
     for entry in sorted((copy / "media").iterdir()):
         digest = _sha256(entry)
-        if not store.exists(f"blobs/{digest}"):
+        if digest not in stored:
             store.put(f"blobs/{digest}", entry)
+            stored.add(digest)
             new_blobs += 1
         media[entry.name] = digest
     return media, new_blobs
