@@ -12,7 +12,8 @@ pools that sign in by email the username *is* the sub), the email, or the email'
 2. A name shaped like a sub: ListUsers by sub.
 3. ListUsers by email: `email = name` when the name has an `@`, else `email ^= "name@"`. Only a
    verified email counts (anyone can type an unverified address into a profile); exactly one
-   such user matches, more are ambiguous.
+   such user matches, more are ambiguous. A local part is ambiguous as soon as any other user
+   is listed, verified or not (anyone can verify `name@` a domain of their own).
 
 `decide()` is the pure part of step 3.
 """
@@ -93,10 +94,15 @@ def decide(
         return _fold(email) == wanted if "@" in name else _fold(email).rpartition("@")[0] == wanted
 
     verified = [user for user in found if user.email is not None and named(user.email)]
-    if len(verified) == 1:
+    # A verified email proves its owner holds that address, not that a folder named after a
+    # local part is theirs: any other user listed with it (the unverified one may be the
+    # folder's owner; ankisyncd verified nothing) makes a local part ambiguous.
+    unverified = sum(user.email is None for user in found)
+    candidates = len(verified) + (0 if "@" in name else unverified)
+    if len(verified) == 1 and candidates == 1:
         return Matched(verified[0], "email")
-    if len(verified) > 1:
-        return Unmatched(f"ambiguous: {len(verified)} Cognito users have a verified email like it")
+    if candidates > 1:
+        return Unmatched(f"ambiguous: {candidates} Cognito users have an email like it")
     if unverified_alias or any(user.email is None for user in found):
         return Unmatched("only an unverified email matches (verified emails only)")
     return Unmatched("no Cognito user with this username, sub or verified email")
