@@ -16,9 +16,10 @@ Order, so that a run that dies half-way can simply be run again:
 4. `media.db` is written from the account's media folder (mediadb.py).
 5. The source folder gets its marker (folder.MARKER), then `.gateway-import` goes.
 
-Moves are renames; across file systems a file is copied (fsync'd) and then removed. Nothing is
-read through a symbolic link: sources are opened relative to directory descriptors (O_NOFOLLOW),
-and a renamed file must still be the inode that was checked.
+Moves are renames (never a link and an unlink: a run killed in between would leave a hard
+link, which the next run must refuse); across file systems a file is copied (fsync'd) and then
+removed. Nothing is read through a symbolic link: sources are opened relative to directory
+descriptors (O_NOFOLLOW), and a renamed file must still be the inode that was checked.
 """
 
 from __future__ import annotations
@@ -176,24 +177,25 @@ def _check(path: Path) -> int:
 
 
 def _move_file(src_dir_fd: int, name: str, checked: os.stat_result, dest: Path) -> None:
-    """Move `name` to `dest`, which must not exist: a new link, or a copy across file systems
-    and for a file of another owner (the old server's user: the sync server, running as this
-    user, must be able to write it)."""
-    if checked.st_uid != os.geteuid():
-        _copy(src_dir_fd, name, checked, dest)
-        os.unlink(name, dir_fd=src_dir_fd)
-        return
-    try:
-        os.link(name, dest, src_dir_fd=src_dir_fd, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP):
-            raise
-        _copy(src_dir_fd, name, checked, dest)
-    else:
-        moved = os.stat(dest, follow_symlinks=False)
-        if (moved.st_dev, moved.st_ino) != (checked.st_dev, checked.st_ino):
-            os.unlink(dest)
-            raise Refused(f"{name!r} changed during the import")
+    """Move `name` to `dest`, which must not exist (the caller checked, holding the account's
+    lock): a rename, or a copy across file systems and for a file of another owner (the old
+    server's user: the sync server, running as this user, must be able to write it).
+
+    A rename, not a link and an unlink: a run killed between those two left the file in both
+    folders, a hard link the next run refused."""
+    if checked.st_uid == os.geteuid():
+        try:
+            os.rename(name, dest, src_dir_fd=src_dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        else:
+            moved = os.stat(dest, follow_symlinks=False)
+            if (moved.st_dev, moved.st_ino) != (checked.st_dev, checked.st_ino):
+                os.rename(dest, name, dst_dir_fd=src_dir_fd)  # what replaced it goes back
+                raise Refused(f"{name!r} changed during the import")
+            return
+    _copy(src_dir_fd, name, checked, dest)
     os.unlink(name, dir_fd=src_dir_fd)
 
 
@@ -217,9 +219,10 @@ def _copy(src_dir_fd: int, name: str, checked: os.stat_result, dest: Path) -> No
 def _move_back(path: Path, folder_fd: int, name: str) -> None:
     if regular(folder_fd, name) is None:
         try:
-            os.link(path, name, dst_dir_fd=folder_fd, follow_symlinks=False)
+            os.rename(path, name, dst_dir_fd=folder_fd)
         except OSError:
-            return  # another file system: leave it in the account folder, named in the error
+            pass  # another file system: leave it in the account folder, named in the error
+        return
     os.unlink(path)
 
 

@@ -293,3 +293,41 @@ def test_a_database_that_is_no_collection_goes_back_and_leaves_the_account_empty
     assert (folder / "collection.anki2").read_bytes() == original
     account = config.collections_dir / "ria"
     assert sorted(p.name for p in account.iterdir()) == [".gateway-worker.lock"]
+
+
+@pytest.mark.parametrize("cut_at", ["collection.anki2", "b.png"])
+def test_a_run_killed_just_after_a_file_reached_the_account_completes_when_run_again(
+    cognito, tmp_path, monkeypatch, cut_at
+):
+    """SIGKILL between the two steps of a move (link, then unlink) left the file in both
+    folders: a hard link, which the next run refused as such."""
+    import importlib
+
+    move_mod = importlib.import_module("gateway.importer.move")
+    cognito.add_user("sam", PASSWORD, "sam@example.com")
+    config = cognito.config(tmp_path / "data")
+    media = {"a.png": b"a" * 10, "b.png": b"b" * 20}
+    folder = old_folder(tmp_path / "old", "sam", ["n1"], media)
+
+    def killed_after(operation):
+        def step(src, *args, **kwargs):
+            operation(src, *args, **kwargs)
+            if src == cut_at:
+                raise RuntimeError("SIGKILL")
+
+        return step
+
+    with monkeypatch.context() as patch:
+        patch.setattr(move_mod.os, "link", killed_after(os.link))
+        patch.setattr(move_mod.os, "rename", killed_after(os.rename))
+        with pytest.raises(RuntimeError):
+            run_import(config, tmp_path / "old")
+
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    assert "left behind" not in " ".join(report), report
+    account = config.collections_dir / "sam"
+    assert {p.name: p.read_bytes() for p in (account / "media").iterdir()} == media
+    assert not (folder / "collection.anki2").exists()
+    assert not any((folder / "collection.media").iterdir())
+    assert (account / "collection.anki2").stat().st_nlink == 1
