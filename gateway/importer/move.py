@@ -166,6 +166,13 @@ def _check(path: Path) -> int:
         result = db.execute("PRAGMA quick_check").fetchone()
         if not result or result[0] != "ok":
             raise Refused(f"{COLLECTION} is damaged (quick_check: {str(result)[:80]})")
+        # A view (or virtual table) named col runs the user's own query: one that never ends
+        # held the import forever. Anki's col is a plain table.
+        kind = db.execute(
+            "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = 'col'"
+        )
+        if kind.fetchone() != ("table",):
+            raise Refused(f"{COLLECTION} is not an Anki collection (col is not a table)")
         row = db.execute("SELECT ver FROM col").fetchone()
     except sqlite3.DatabaseError as exc:
         raise Refused(f"{COLLECTION} is not an Anki collection ({type(exc).__name__})") from None

@@ -331,3 +331,38 @@ def test_a_run_killed_just_after_a_file_reached_the_account_completes_when_run_a
     assert not (folder / "collection.anki2").exists()
     assert not any((folder / "collection.media").iterdir())
     assert (account / "collection.anki2").stat().st_nlink == 1
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # Reading it never ends: the import hung on its own check.
+        "CREATE VIEW col AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
+        " SELECT count(*) AS ver FROM c",
+        "CREATE VIEW col AS SELECT 11 AS ver",
+        "CREATE VIRTUAL TABLE col USING fts5(ver)",
+    ],
+)
+def test_a_crafted_col_that_is_no_table_is_refused_without_running_it(cognito, tmp_path, schema):
+    import threading
+
+    cognito.add_user("tia", PASSWORD, "tia@example.com")
+    config = cognito.config(tmp_path / "data")
+    folder = tmp_path / "old" / "tia"
+    folder.mkdir(parents=True)
+    db = sqlite3.connect(folder / "collection.anki2")
+    db.execute(schema)
+    db.commit()
+    db.close()
+    result: list[tuple[int, list[str]]] = []
+    runner = threading.Thread(
+        target=lambda: result.append(run_import(config, tmp_path / "old")), daemon=True
+    )
+    runner.start()
+    runner.join(60)
+    assert result, "the import did not finish within 60 s"
+    code, report = result[0]
+    assert code == 1
+    assert any("not an Anki collection" in line for line in report), report
+    assert (folder / "collection.anki2").exists()
+    assert not (config.collections_dir / "tia" / "collection.anki2").exists()
