@@ -45,8 +45,9 @@ from gateway.importer.folder import (
     refusal,
     regular,
 )
+from gateway.workers.lock import IMPORTING
 
-IN_PROGRESS = ".gateway-import"
+IN_PROGRESS = IMPORTING
 _COPY = ".gateway-import-copy"
 
 

@@ -366,3 +366,41 @@ def test_a_crafted_col_that_is_no_table_is_refused_without_running_it(cognito, t
     assert any("not an Anki collection" in line for line in report), report
     assert (folder / "collection.anki2").exists()
     assert not (config.collections_dir / "tia" / "collection.anki2").exists()
+
+
+def test_an_account_whose_import_was_cut_off_is_not_served_until_it_completes(
+    cognito, tmp_path, monkeypatch, start_gateway
+):
+    """A device syncing into a half-imported account would upload media the re-run's new
+    media.db renumbers (its own last usn then hides the imported files from it)."""
+    import importlib
+
+    from tests.test_identity_e2e import login_status
+
+    move_mod = importlib.import_module("gateway.importer.move")
+    cognito.add_user("uma", PASSWORD, "uma@example.com")
+    config = cognito.config(tmp_path / "data")
+    old_folder(tmp_path / "old", "uma", ["n1"], {"a.png": b"a" * 10})
+
+    def power_cut(*args: object) -> None:
+        raise RuntimeError("power cut")
+
+    with monkeypatch.context() as patch:  # the collection and media moved, then the run died
+        patch.setattr(move_mod.mediadb, "write", power_cut)
+        with pytest.raises(RuntimeError):
+            run_import(config, tmp_path / "old")
+    assert (config.collections_dir / "uma" / "collection.anki2").exists()
+
+    gw = start_gateway(config)
+    assert login_status(gw.url, "uma", PASSWORD) == 503  # not the half-imported account
+    gw.stop()
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    gw = start_gateway(config)
+    device = Client(tmp_path / "device")
+    device.login("uma", PASSWORD, gw.url)
+    device.sync()
+    assert device.note_fronts() == {"n1", 'media <img src="a.png">'}
+    assert device.media_bytes("a.png") == b"a" * 10
+    device.close()
+    gw.stop()
