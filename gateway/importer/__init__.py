@@ -33,7 +33,7 @@ from gateway.auth.identity import Identity, ProviderMisconfigured, ProviderUnava
 from gateway.config import Config
 from gateway.importer.folder import COLLECTION, AlreadyImported, Skipped, Source, inspect
 from gateway.importer.match import Directory, Matched, Unmatched, match
-from gateway.importer.move import Refused, move, target_problem
+from gateway.importer.move import Refused, finish_marked, move, target_problem
 from gateway.registry import REGISTRY_FILE, Account, Registry, open_registry
 from gateway.usage import human_bytes
 from gateway.workers.lock import try_lock
@@ -101,6 +101,8 @@ async def run(
             out(f"{'Plan' if dry_run else 'Import'} of {directory} ({len(found)} folders):")
             for item in found:
                 if isinstance(item, AlreadyImported):
+                    if not dry_run:
+                        finish_marked(config.collections_dir, item.name, item.note)
                     note = shown(item.note)
                     out(f"  {shown(item.name)}: already imported ({note}); nothing to do")
                     continue

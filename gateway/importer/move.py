@@ -2,6 +2,7 @@
 
     target_problem(target, source_name) -> str | None     why the account cannot take it
     move(root_fd, source, target, account, clock) -> Moved
+    finish_marked(collections_dir, folder, note)          a run killed after step 5's marker
 
 Order, so that a run that dies half-way can simply be run again:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import naming
 from gateway.importer import mediadb
 from gateway.importer.folder import (
     COLLECTION,
@@ -48,6 +51,7 @@ from gateway.importer.folder import (
 from gateway.workers.lock import IMPORTING
 
 IN_PROGRESS = IMPORTING
+_MARKED = re.compile(r"imported into account (\S+) on ")
 _COPY = ".gateway-import-copy"
 
 
@@ -120,6 +124,19 @@ def move(
         os.close(folder_fd)
     (target / IN_PROGRESS).unlink()
     return Moved(files, size, schema, tuple(left))
+
+
+def finish_marked(collections_dir: Path, folder: str, note: str) -> None:
+    """Remove `.gateway-import` from the account an already imported `folder` names in its
+    marker (`note`, the marker's text), when it still names that folder: a run killed between
+    the marker and that removal left the account unserved (workers/lock.py)."""
+    found = _MARKED.match(note)
+    if found is None or not naming.is_safe(found[1]):
+        return
+    progress = collections_dir / found[1] / IN_PROGRESS
+    if progress.is_file() and not progress.is_symlink():
+        if progress.read_text("utf-8", "replace").strip() == folder:
+            progress.unlink()
 
 
 def _move_media(media_fd: int, name: str, target: Path) -> str | None:

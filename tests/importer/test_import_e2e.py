@@ -404,3 +404,31 @@ def test_an_account_whose_import_was_cut_off_is_not_served_until_it_completes(
     assert device.media_bytes("a.png") == b"a" * 10
     device.close()
     gw.stop()
+
+
+def test_a_run_killed_after_marking_the_folder_leaves_the_account_servable_when_run_again(
+    cognito, tmp_path, monkeypatch
+):
+    import importlib
+
+    move_mod = importlib.import_module("gateway.importer.move")
+    cognito.add_user("vera", PASSWORD, "vera@example.com")
+    config = cognito.config(tmp_path / "data")
+    old_folder(tmp_path / "old", "vera", ["n1"], {})
+
+    def marked_then_killed(*args: object) -> None:
+        write_new(*args)
+        raise RuntimeError("SIGKILL")
+
+    write_new = move_mod._write_new
+    with monkeypatch.context() as patch:
+        patch.setattr(move_mod, "_write_new", marked_then_killed)
+        with pytest.raises(RuntimeError):
+            run_import(config, tmp_path / "old")
+    account = config.collections_dir / "vera"
+    assert (account / ".gateway-import").exists()
+
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    assert any("already imported" in line for line in report), report
+    assert not (account / ".gateway-import").exists()  # else the account is never served
