@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,9 @@ async def run(
             out(f"Cognito: {exc.detail}. Nothing was changed.")
             return 2
         _refuse_shared_users(matches)
+        # Folders opening a registry makes (DynamoDB: this node's collections folder); a dry
+        # run removes them again (they would be root's when it runs as root on a fresh disk).
+        made = [p for p in (config.data_dir, config.collections_dir) if not p.exists()]
         registry = _open_registry(config, dry_run)
         failed = 0
         try:
@@ -120,6 +124,10 @@ async def run(
         finally:
             if registry is not None:
                 await registry.close()
+            if dry_run:
+                for folder in reversed(made):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only while empty
     finally:
         os.close(root_fd)
     out(

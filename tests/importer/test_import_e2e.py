@@ -17,9 +17,11 @@ from gateway.importer import run
 from gateway.importer.folder import MARKER
 from gateway.registry import SqliteRegistry
 from gateway.workers.lock import try_lock
+from tests import test_dynamo_e2e
 from tests.ankiclient import Client, Required
 
 PASSWORD = "Correct-Horse-9"
+dynamodb_server = test_dynamo_e2e.dynamodb_server  # the fixture: moto's server on loopback
 
 
 def old_folder(collections: Path, name: str, notes: list[str], media: dict[str, bytes]) -> Path:
@@ -432,3 +434,36 @@ def test_a_run_killed_after_marking_the_folder_leaves_the_account_servable_when_
     assert code == 0, report
     assert any("already imported" in line for line in report), report
     assert not (account / ".gateway-import").exists()  # else the account is never served
+
+
+def test_an_import_into_a_dynamodb_registry_is_served_by_the_gateway(
+    cognito, dynamodb_server, tmp_path, start_gateway
+):
+    import dataclasses
+
+    from gateway.registry.dynamo import create_table, make_client
+
+    cognito.add_user("wes", PASSWORD, "wes@example.com")
+    config = cognito.config(tmp_path / "data")
+    registry = dataclasses.replace(
+        config.registry, backend="dynamodb", table="imports", endpoint_url=dynamodb_server
+    )
+    config = dataclasses.replace(config, registry=registry)
+    create_table(make_client(config), "imports")
+    old_folder(tmp_path / "old", "wes", ["w1"], {"w.png": b"w" * 30})
+
+    code, plan = run_import(config, tmp_path / "old", dry_run=True)
+    assert code == 0, plan
+    assert any("wes → new account wes" in line for line in plan), plan
+    assert not config.data_dir.exists()  # a dry run creates nothing
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    gw = start_gateway(config)
+    device = Client(tmp_path / "device")
+    device.login("wes", PASSWORD, gw.url)
+    device.sync()
+    assert "w1" in device.note_fronts()
+    assert device.media_bytes("w.png") == b"w" * 30
+    device.close()
+    gw.stop()
+    assert "already imported" in " ".join(run_import(config, tmp_path / "old")[1])
