@@ -61,6 +61,14 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def synced_device(tmp_path: Path, url: str, username: str) -> Client:
+    """A fresh device, logged in as `username` and synced once."""
+    device = Client(tmp_path / f"device-{username}")
+    device.login(username, PASSWORD, url)
+    device.sync()
+    return device
+
+
 def run_import(config, directory: Path, *, dry_run: bool = False) -> tuple[int, list[str]]:
     lines: list[str] = []
 
@@ -399,9 +407,7 @@ def test_an_account_whose_import_was_cut_off_is_not_served_until_it_completes(
     code, report = run_import(config, tmp_path / "old")
     assert code == 0, report
     gw = start_gateway(config)
-    device = Client(tmp_path / "device")
-    device.login("uma", PASSWORD, gw.url)
-    device.sync()
+    device = synced_device(tmp_path, gw.url, "uma")
     assert device.note_fronts() == {"n1", 'media <img src="a.png">'}
     assert device.media_bytes("a.png") == b"a" * 10
     device.close()
@@ -459,9 +465,7 @@ def test_an_import_into_a_dynamodb_registry_is_served_by_the_gateway(
     code, report = run_import(config, tmp_path / "old")
     assert code == 0, report
     gw = start_gateway(config)
-    device = Client(tmp_path / "device")
-    device.login("wes", PASSWORD, gw.url)
-    device.sync()
+    device = synced_device(tmp_path, gw.url, "wes")
     assert "w1" in device.note_fronts()
     assert device.media_bytes("w.png") == b"w" * 30
     device.close()
