@@ -8,7 +8,9 @@ pools that sign in by email the username *is* the sub), the email, or the email'
 (`testuser` for `testuser@example.com`, its provisioning endpoint). So, in this order:
 
 1. AdminGetUser with the name. A user whose username or sub is the name matches. Cognito also
-   finds users by an email alias; such a user matches only when that email is verified.
+   finds users by an email alias; such a user matches only when that email is verified. A
+   username match without `@` is ambiguous when the name is also the local part of another
+   user's email (one more ListUsers).
 2. A name shaped like a sub: ListUsers by sub.
 3. ListUsers by email: `email = name` when the name has an `@`, else `email ^= "name@"`. Only a
    verified email counts (anyone can type an unverified address into a profile); exactly one
@@ -63,7 +65,7 @@ async def match(directory: Directory, name: str) -> Matched | Unmatched:
         user = None
     if user is not None:
         if _fold(user.username) == _fold(name):
-            return Matched(user, "username")
+            return await _no_local_part_of_another(directory, name, Matched(user, "username"))
         if user.sub == name:
             return Matched(user, "sub")
         if user.email is not None and _fold(user.email) == _fold(name):
@@ -77,6 +79,24 @@ async def match(directory: Directory, name: str) -> Matched | Unmatched:
     local_part = "@" not in name
     found = await directory.users_by_email(name + "@" if local_part else name, prefix=local_part)
     return decide(name, found, unverified_alias=user is not None)
+
+
+async def _no_local_part_of_another(
+    directory: Directory, name: str, found: Matched
+) -> Matched | Unmatched:
+    """`found` unless `name` (without `@`) is also the local part of another user's email,
+    verified or not: ankisyncd's provisioning named folders so, and anyone can register a
+    username."""
+    if "@" in name:
+        return found
+    listed = await directory.users_by_email(name + "@", prefix=True)
+    others = [user for user in listed if user.sub != found.identity.sub]
+    if others:
+        return Unmatched(
+            f"ambiguous: a Cognito user's username, and the local part of {len(others)} other"
+            " user(s)' email"
+        )
+    return found
 
 
 def decide(

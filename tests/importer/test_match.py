@@ -98,3 +98,16 @@ def test_decide(name, listed, expected):
         assert found.identity.sub == expected
     else:
         assert expected in found.reason
+
+
+async def test_a_username_that_is_another_users_local_part_is_ambiguous(cognito, tmp_path):
+    # ankisyncd named folders by username, and its provisioning by the email's local part:
+    # folder "tess" may be tess@example.com's. Anyone can register the username "tess".
+    cognito.add_user("u1", PASSWORD, "tess@example.com", email_verified=False)
+    cognito.add_user("tess", PASSWORD, "mallory@evil.example")
+    found = await matched(cognito, tmp_path, "tess")
+    assert isinstance(found, Unmatched) and "ambiguous" in found.reason
+    # The username's own email does not make it ambiguous.
+    sub = cognito.add_user("ursula", PASSWORD, "ursula@example.com")
+    mine = await matched(cognito, tmp_path, "ursula")
+    assert isinstance(mine, Matched) and (mine.identity.sub, mine.by) == (sub, "username")
