@@ -113,6 +113,8 @@ def move(
                         why = _move_media(media_fd, item.name, target)
                     except OSError as exc:
                         why = f"could not be moved ({exc.strerror})"
+                    except Refused as exc:  # replaced after it was checked: it stays
+                        why = str(exc)
                     if why is not None:
                         left.append((item.name, why))
             finally:

@@ -471,3 +471,31 @@ def test_an_import_into_a_dynamodb_registry_is_served_by_the_gateway(
     device.close()
     gw.stop()
     assert "already imported" in " ".join(run_import(config, tmp_path / "old")[1])
+
+
+def test_a_media_file_replaced_during_the_move_is_left_behind_and_the_rest_imported(
+    cognito, tmp_path, monkeypatch
+):
+    import importlib
+
+    move_mod = importlib.import_module("gateway.importer.move")
+    cognito.add_user("xia", PASSWORD, "xia@example.com")
+    config = cognito.config(tmp_path / "data")
+    folder = old_folder(tmp_path / "old", "xia", ["n1"], {"a.png": b"a" * 10, "b.png": b"b" * 9})
+    media = folder / "collection.media"
+    rename = os.rename
+
+    def swapped_first(src, *args, **kwargs):
+        if src == "b.png":  # another process replaces the file after it was checked
+            (media / "b.new").write_bytes(b"swapped")
+            os.replace(media / "b.new", media / "b.png")
+        return rename(src, *args, **kwargs)
+
+    monkeypatch.setattr(move_mod.os, "rename", swapped_first)
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    assert any("left behind: b.png" in line and "changed" in line for line in report), report
+    account = config.collections_dir / "xia"
+    assert sorted(p.name for p in (account / "media").iterdir()) == ["a.png"]
+    assert (media / "b.png").read_bytes() == b"swapped"
+    assert not (account / ".gateway-import").exists()
