@@ -229,7 +229,14 @@ def create_app(
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
     if config.portal.enabled:
+        from gateway.localpool import PoolKeeper
         from gateway.portal import create_portal
+
+        if portal_directory is None and isinstance(provider, PoolKeeper):
+            from gateway.portal.standin import StandInDirectory
+
+            # Local mode: the portal re-creates a forgotten stand-in pool as logins do.
+            portal_directory = StandInDirectory(config.cognito, keeper=provider)
 
         prefix = config.server.path_prefix
         secret = credentials.load_or_create(config.data_dir, config.secret)
