@@ -16,6 +16,9 @@
                                   take over the earlier server's collections/ folders
                                   (gateway/importer/); --dry-run prints the plan only
 
+Exit status: 0 done, 1 no such account, 2 wrong usage, 3 the registry cannot answer now (one
+line on stderr, as in the gateway's log: DynamoDB's call and error code).
+
 Works on the registry directly (the SQLite file, WAL; or the DynamoDB table), so it also works
 while the gateway runs: a running gateway sees the change on the account's next request (with
 DynamoDB, within `registry.cache_seconds`).
@@ -25,10 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 
 from gateway.config import Config
-from gateway.registry import ACTIVE, DISABLED, open_registry
+from gateway.registry import ACTIVE, DISABLED, RegistryUnavailable, open_registry
 from gateway.usage import human_bytes, usage
 
 
@@ -49,7 +53,11 @@ def main(argv: list[str], config: Config) -> int:
     args = parser.parse_args(argv)
     if args.action == "create-table":
         return _create_table(config)
-    return asyncio.run(_run(args, config))
+    try:
+        return asyncio.run(_run(args, config))
+    except RegistryUnavailable as exc:  # the detail names the call and AWS's error code
+        print(exc, file=sys.stderr)
+        return 3
 
 
 def _create_table(config: Config) -> int:

@@ -196,7 +196,11 @@ def create_app(
                     adopt_folders(cluster.router, config.collections_dir, sub_of)
                 )
         app[PROXY] = Proxy(
-            Admission(registry, revalidator),
+            Admission(
+                registry,
+                revalidator,
+                FailureLimiter(auth.max_failures_per_address, auth.failure_window_seconds),
+            ),
             pool,
             upstream,
             reused,
@@ -254,7 +258,14 @@ def create_app(
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
     if config.portal.enabled:
+        from gateway.localpool import PoolKeeper
         from gateway.portal import create_portal
+
+        if portal_directory is None and isinstance(provider, PoolKeeper):
+            from gateway.portal.standin import StandInDirectory
+
+            # Local mode: the portal re-creates a forgotten stand-in pool as logins do.
+            portal_directory = StandInDirectory(config.cognito, keeper=provider)
 
         prefix = config.server.path_prefix
         secret = credentials.load_or_create(config.data_dir, config.secret)

@@ -43,18 +43,20 @@ class PoolKeeper:
         self.recreations = 0
 
     async def authenticate(self, username: str, password: str) -> Identity:
-        return await self._kept(lambda: self._inner.authenticate(username, password))
+        return await self.kept(lambda: self._inner.authenticate(username, password))
 
     async def lookup(self, username: str) -> Identity:
-        return await self._kept(lambda: self._inner.lookup(username))
+        return await self.kept(lambda: self._inner.lookup(username))
 
     async def lookup_sub(self, sub: str) -> Identity:
-        return await self._kept(lambda: self._inner.lookup_sub(sub))
+        return await self.kept(lambda: self._inner.lookup_sub(sub))
 
     async def close(self) -> None:
         await self._inner.close()
 
-    async def _kept(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def kept(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, made once more after a re-creation when it found the pool gone (the
+        portal's calls come through here too, gateway/portal/standin.py)."""
         generation = self._generation
         try:
             return await call()

@@ -228,7 +228,11 @@ class Proxy:
         """Serve one sync request. `from_node`: it came signed from another node (cluster/
         internal.py), which saw the client's address; it is never forwarded again."""
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
-        account = await self._admission.admit(header.key)
+        # A request forwarded by another node: the client's address as that node saw it.
+        address = request.get(FORWARDED_FOR) or client_address(
+            request, request.app[CONFIG].server.trust_forwarded_for
+        )
+        account = await self._admission.admit(header.key, address)
         request[ACCOUNT] = account.name
         owner = None
         if self._cluster is not None:
@@ -242,9 +246,6 @@ class Proxy:
             if owner is not None:
                 metrics.cluster_route("forwarded")
         # Budget owners: the account and the client's address (budget.py).
-        address = request.get(FORWARDED_FOR) or client_address(
-            request, request.app[CONFIG].server.trust_forwarded_for
-        )
         meter = payload.PayloadMeter(
             self._limits, self._budget, (f"account:{account.name}", f"address:{address}")
         )

@@ -50,7 +50,7 @@ def probe(registry_writable: bool, collections_dir: Path) -> Probe:
     return Probe(
         registry_writable=registry_writable,
         collections_present=collections_dir.is_dir(),
-        free_bytes=_free_bytes(collections_dir.parent),
+        free_bytes=free_bytes(collections_dir.parent),
     )
 
 
@@ -72,7 +72,8 @@ def sqlite_writable(path: Path) -> bool:
         db.close()
 
 
-def _free_bytes(folder: Path) -> int:
+def free_bytes(folder: Path) -> int:
+    """Bytes free for unprivileged users on the file system of `folder`; 0 if unknown."""
     try:
         stats = os.statvfs(folder)
     except OSError:

@@ -55,3 +55,23 @@ def test_create_table_needs_the_dynamodb_backend(tmp_path, monkeypatch, capsys):
         monkeypatch.setenv(k, v)
     assert main(["accounts", "create-table"]) == 2
     assert "registry.backend is sqlite" in capsys.readouterr().out
+
+
+def test_an_unavailable_registry_is_one_line_and_a_non_zero_exit(tmp_path, monkeypatch, capsys):
+    from moto import mock_aws
+
+    env = {
+        **ENV,
+        "GATEWAY_DATA_DIR": str(tmp_path),
+        "GATEWAY_REGISTRY_BACKEND": "dynamodb",
+        "GATEWAY_REGISTRY_TABLE": "no-such-table",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with mock_aws():
+        for args in (["list"], ["sign-out", "alice"], ["disable", "alice"]):
+            assert main(["accounts", *args]) == 3
+            err = capsys.readouterr().err
+            assert "registry unavailable: DynamoDB" in err and "Traceback" not in err

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from gateway import local, standin
 from tests.ankiclient import Client, Required
 from tests.conftest import live_worker_pids
+from tests.portal.test_pages import sign_up
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -431,6 +433,12 @@ def test_a_restarted_stand_in_gets_its_pool_and_users_back_at_the_next_login(
         stand_in.wait()
         stand_in = start_moto_server(cognito_port)
         time.sleep(1.5)  # past the credential cache
+
+        # Someone signs up on the portal before any login: its calls bring the pool back too
+        # (they were a 503 until an Anki login happened to re-create it).
+        signed_up = sign_up(requests.Session(), url + "account/", "newcomer@example.com")
+        assert signed_up.status_code == 200, signed_up.text[:500]
+        assert "/account/confirm" in signed_up.url, signed_up.url
 
         phone = Client(tmp_path / "phone")
         phone.login(username, password, url)  # was a 500 for ever; now the pool comes back

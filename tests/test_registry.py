@@ -11,6 +11,7 @@ still interleave between calls, which is where the races under test are.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -198,6 +199,7 @@ async def test_host_keys_route_to_active_accounts_only(registry):
     await registry.add_host_key("sub-1", "k" * 40)  # again: ignored
     assert (await registry.account_for_key("k" * 40)).sub == "sub-1"
     assert await registry.account_for_key("x" * 40) is None
+    assert registry.knows_key("k" * 40) and not registry.knows_key("x" * 40)
     assert await registry.host_key_count("sub-1") == 1
     assert await registry.set_status("sub-1", DISABLED)
     assert await registry.account_for_key("k" * 40) is None
@@ -452,7 +454,7 @@ async def test_the_cluster_codes_items_are_never_returned_or_changed(dynamo):
     assert item["owner_node"] == {"S": "n1"}
     await registry.delete("sub-1")
     left = sorted(i["pk"]["S"] for i in dynamo.client.scan(TableName=TABLE)["Items"])
-    assert left == ["node#n1", "owner#alice"]
+    assert left == ["name#alice", "node#n1", "owner#alice"]  # the name stays retired
 
 
 def _counter(name: str, **labels: str) -> float:
@@ -467,11 +469,14 @@ class Failing:
         self._client = client
         self._error = error
         self.failing = False
+        #: The operations called, failed or not.
+        self.attempts: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            self.attempts.append(name)
             if self.failing:
                 raise self._error(name)
             return method(*args, **kwargs)
@@ -607,3 +612,91 @@ async def test_delete_still_works_when_the_name_claim_is_missing(dynamo):
     dynamo.client.delete_item(TableName=TABLE, Key={"pk": {"S": "name#alice"}})
     assert (await registry.delete("sub-1")).name == "alice"
     assert await registry.get("sub-1") is None
+
+
+async def test_a_deleted_accounts_name_is_never_given_to_another_sub(registry, store, tmp_path):
+    # A worker's password (so the host key the stock server answers) derives from the account
+    # name and key generation alone: a new account under a freed name would get the very key
+    # the deleted account's devices still hold, and they would sync into it.
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "k" * 40)
+    await registry.delete("sub-1")
+    shutil.rmtree(tmp_path / "collections" / "alice", ignore_errors=True)  # as the portal does
+    other = store.open()  # another process or node
+    store.settle()
+    for reg in (registry, other):
+        assert await reg.get_by_name("alice") is None
+    newcomer, created = await other.ensure(Identity("sub-2", "alice", None))
+    assert created and newcomer.name == "alice-2"
+    again, created = await registry.ensure(Identity("sub-1", "alice", None))
+    assert created and again.name == "alice-3"  # the same sub too: its old key is not revived
+
+
+async def test_while_dynamodb_fails_last_sync_is_not_retried_on_every_request(dynamo):
+    # Each failed call already costs botocore's retries; one more UpdateItem per request of
+    # every known device would hammer a throttled table and slow every request down.
+    client = Failing(dynamo.client, _throttled)
+    registry = DynamoRegistry(
+        client, TABLE, dynamo.collections, clock=dynamo.clock, monotonic=dynamo.monotonic
+    )
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "a" * 40)
+    client.failing = True
+    dynamo.clock.now += SEEN_EVERY
+    for _ in range(5):  # requests of a known device, 1 s apart, past cache_seconds
+        dynamo.clock.now += 1
+        dynamo.monotonic.now += 1
+        account = await registry.account_for_key("a" * 40)
+        await registry.seen(account)
+    assert client.attempts.count("update_item") == 1
+    client.failing = False
+    dynamo.clock.now += SEEN_EVERY
+    dynamo.monotonic.now += SEEN_EVERY
+    await registry.seen(await registry.account_for_key("a" * 40))
+    assert (await registry.get("sub-1")).last_seen == dynamo.clock.now  # written once it works
+    await registry.close()
+
+
+async def test_an_account_item_without_its_attributes_is_a_503_not_an_endless_loop(dynamo):
+    # Another part of the gateway updating `account#<sub>` just as the account is deleted
+    # leaves an item with only its own attribute: the account condition fails for every name.
+    registry = dynamo.open()
+    dynamo.client.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "account#sub-1"}},
+        UpdateExpression="SET owner_node = :n",
+        ExpressionAttributeValues={":n": {"S": "n1"}},
+    )
+    with pytest.raises(RegistryUnavailable):
+        await asyncio.wait_for(registry.ensure(Identity("sub-1", "alice", None)), 10)
+    assert sorted(i["pk"]["S"] for i in dynamo.client.scan(TableName=TABLE)["Items"]) == [
+        "account#sub-1"
+    ]
+
+
+async def test_a_deleted_accounts_keys_never_open_the_same_subs_next_account(registry, store):
+    # portal.delete_cognito_user "keep": the same sub signs in again and gets a new account
+    # (generation 0 again). Another process that answered the old key must not route it there.
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "k" * 40)
+    other = store.open()
+    assert (await other.account_for_key("k" * 40)).name == "alice"
+    await registry.delete("sub-1")
+    again, created = await registry.ensure(Identity("sub-1", "alice", None))
+    assert created and again.key_generation == 0
+    store.settle()
+    assert await other.account_for_key("k" * 40) is None
+    assert await registry.account_for_key("k" * 40) is None
+
+
+async def test_a_key_item_left_after_a_deletion_never_opens_the_subs_next_account(dynamo):
+    # The key items go after the account (housekeeping that may fail: "refused anyway").
+    registry = dynamo.open()
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "k" * 40)
+    pk = {"pk": {"S": "key#" + key_digest("k" * 40)}}
+    left = dynamo.client.get_item(TableName=TABLE, Key=pk)["Item"]
+    await registry.delete("sub-1")
+    dynamo.client.put_item(TableName=TABLE, Item=left)  # as if its removal had failed
+    await registry.ensure(Identity("sub-1", "alice", None))
+    assert await dynamo.open().account_for_key("k" * 40) is None

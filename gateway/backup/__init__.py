@@ -2,11 +2,12 @@
 
     backup --to DIR|s3://bucket/prefix [--keep N] [--include-secret] [--wait SECONDS]
     backup --list --to DEST
-    restore --from DIR|s3://bucket/prefix [--snapshot NAME] [--account NAME ...]
+    restore --from DIR|s3://bucket/prefix [--snapshot NAME] [--account NAME ...] [--wait S]
 
 snapshot.py takes consistent snapshots while people sync, asking the gateways through
-quiesce.py (the running gateways' side is gate.py, with sessions.py); restore.py puts accounts
-back under their locks; store.py is the folder or S3 behind both. Exit status: 0; 1 with one
+quiesce.py (the running gateways' side is gate.py, with sessions.py); retention.py lists and
+prunes them; restore.py puts accounts back under their locks; store.py is the folder or S3
+behind all. Exit status: 0; 1 with one
 line saying what to do (BackupError), or when an account was not backed up (the snapshot of
 the others is kept; each missed account is named on stderr with the reason).
 """
@@ -21,7 +22,8 @@ from gateway.config import Config
 
 def main(command: str, argv: list[str], config: Config) -> int:
     from gateway.backup.restore import restore
-    from gateway.backup.snapshot import BackupError, snapshots, take
+    from gateway.backup.retention import snapshots
+    from gateway.backup.snapshot import BackupError, take
     from gateway.backup.store import open_store
 
     parser = argparse.ArgumentParser(prog=f"python -m gateway {command}")
@@ -34,27 +36,27 @@ def main(command: str, argv: list[str], config: Config) -> int:
             help="also copy gateway.secret (only to a destination holding a SECRETS-OK marker)",
         )
         parser.add_argument("--list", action="store_true", help="list the snapshots there")
-        parser.add_argument(
-            "--wait",
-            type=float,
-            default=60.0,
-            help="seconds an account's syncs under way may delay its copy before they are cut"
-            " (default 60)",
-        )
     else:
         parser.add_argument("--from", dest="source", required=True)
         parser.add_argument("--snapshot", help="its name (default: the newest)")
         parser.add_argument("--account", action="append", help="only this account (repeatable)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help=f"seconds an account's syncs under way may delay its {command} before they are cut"
+        " (default 60)",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.wait < 0:
+            raise BackupError("--wait must be 0 or more seconds")
         if command == "backup":
             store = open_store(args.to)
             if args.list:
                 for name in snapshots(store):
                     print(name)
                 return 0
-            if args.wait < 0:
-                raise BackupError("--wait must be 0 or more seconds")
             taken = take(
                 config, store, include_secret=args.include_secret, keep=args.keep, wait=args.wait
             )
@@ -67,7 +69,7 @@ def main(command: str, argv: list[str], config: Config) -> int:
                 return 1
         else:
             store = open_store(args.source)
-            done = restore(config, store, args.snapshot, args.account)
+            done = restore(config, store, args.snapshot, args.account, wait=args.wait)
             print(f"restored {len(done)} account(s): {', '.join(done)}")
     except BackupError as exc:
         print(f"anki-cognito-gateway {command}: {exc}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
     take(config, store, *, include_secret=False, keep=None, wait=60) -> Taken
         Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up)
-        raises BackupError (secret refused, a copy failed its integrity check)
+        raises BackupError (secret refused, the registry's copy failed its check); an
+        account whose copy fails (a damaged file, a full scratch disk) is missed instead
 
 Layout in the store:
     snapshots/<name>/registry.sqlite3          (the SQLite registry only: DynamoDB backs
@@ -29,21 +30,28 @@ server has to stop for its copy. Weighed and chosen:
   number of gateway processes sharing the data folder and is dropped if the backup dies): it
   posts its want, every gateway holds that account's new requests (gate.py), the gateway
   running its server stops it once no process has a request in flight or a collection sync
-  open, and the backup takes the worker lock, copies to local scratch, lets go, and only then
-  uploads. A sync under way finishes first, so the copy holds the last completed sync.
+  open, and the backup takes the worker lock, copies to scratch (`<data>/backup-scratch/`, one
+  account at a time), lets go, and only then uploads. A sync under way finishes first, so the
+  copy holds the last completed sync.
 Bounds: an account's requests and syncs may delay its copy by `wait` seconds; then its server is
 stopped regardless (a request cut so gets 502, a sync cut so 503 on its next step: Anki says
 "try again" and keeps the user logged in). A constantly syncing client therefore keeps neither
 itself nor anyone else out of a backup: each account costs at most `wait` +
 `quiesce.STOP_MARGIN` seconds. An account whose worker lock is still not free then (a gateway
 that does not answer the want, or another backup copying it) is *missed*: named in the result,
-the manifest, the state file and the metrics, never copied torn. Requests held meanwhile wait
-up to 20 s (gate.HOLD_SECONDS), then get 503.
+the manifest, the state file and the metrics, never copied torn; so is one whose copy fails
+(a damaged file) or would leave less than `server.min_free_disk_megs` free on the data disk
+(the scratch copy is there, and a full data disk fails every user's sync). Requests held
+meanwhile wait up to 20 s (gate.HOLD_SECONDS), then get 503.
+One backup runs per data folder at a time (RUN_LOCK; another is refused with BackupError):
+two would each miss the accounts the other holds, and one's pruning could delete media the
+other's snapshot is about to list. Backups from several nodes to one destination must not
+prune it (each node its own prefix, README).
 Accounts without a folder on this disk (never synced, or kept on another node) are left out.
 SQLite files are copied with SQLite's online backup API (https://sqlite.org/backup.html) and
 checked (PRAGMA quick_check) before they are stored; the registry is copied the same way while
-the gateway runs. Media files are content-addressed: a file already in `blobs/` is not stored
-again.
+the gateway runs. Media files are content-addressed: a file already in `blobs/` (listed once
+per run, not asked for file by file: a round trip each on S3) is not stored again.
 The gateway secret (it derives every host key) goes only to a store marked for secrets: an
 object named SECRETS-OK (store.py) that an operator creates by hand at the destination.
 """
@@ -51,24 +59,31 @@ object named SECRETS-OK (store.py) that an operator creates by hand at the desti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import secrets
 import shutil
 import sqlite3
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway import readiness
 from gateway.backup import quiesce
+from gateway.backup.retention import prune
 from gateway.backup.store import SECRETS_MARK, Store
 from gateway.config import Config
 from gateway.credentials import SECRET_FILE
 from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
+from gateway.workers.lock import try_flock
 
 log = logging.getLogger("gateway.backup")
 SQLITE_FILES = ("collection.anki2", "media.db")
+_MIB = 1024 * 1024
 
 
 class BackupError(Exception):
@@ -116,13 +131,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _name(store: Store, clock: float) -> str:
-    base = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock))
-    name, n = base, 1
-    while store.exists(f"snapshots/{name}/manifest.json"):
-        n += 1
-        name = f"{base}-{n}"
-    return name
+def _name(clock: float) -> str:
+    """`<UTC time to the millisecond>Z-<random>`, e.g. 20261130T020000.123Z-3fa9c1: sorts by
+    start time, and two backups started at once (a timer's and an operator's) never write into
+    one snapshot (its manifest, the only thing a name check could see, is written last)."""
+    seconds = time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock))
+    return f"{seconds}.{int(clock * 1000) % 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 async def _accounts(registry: Registry) -> list[Account]:
@@ -153,14 +167,17 @@ def take(
             f"refusing to copy the gateway secret to {store.url}: it is not marked for secrets."
             f" Create an empty {SECRETS_MARK} there first if it is as protected as the secret."
         )
-    name = _name(store, time.time() if clock is None else clock)
-    prefix = f"snapshots/{name}"
-    manifest: dict[str, object] = {"snapshot": name, "created": time.time(), "accounts": {}}
-    accounts: dict[str, object] = {}
-    missed: dict[str, str] = {}
-    new_blobs = 0
-    with tempfile.TemporaryDirectory(prefix="gateway-backup-") as scratch:
-        tmp = Path(scratch)
+    if keep is not None and keep < 1:
+        raise BackupError("--keep must be at least 1")
+    with _running(config.data_dir) as tmp:
+        name = _name(time.time() if clock is None else clock)
+        prefix = f"snapshots/{name}"
+        manifest: dict[str, object] = {"snapshot": name, "created": time.time(), "accounts": {}}
+        accounts: dict[str, object] = {}
+        missed: dict[str, str] = {}
+        new_blobs = 0
+        stored = {key.split("/")[-1] for key in store.keys("blobs")}  # one listing
+        floor = config.server.min_free_disk_megs * _MIB
         if config.registry.backend == "sqlite":
             registry_copy = tmp / REGISTRY_FILE
             sqlite_copy(config.data_dir / REGISTRY_FILE, registry_copy)
@@ -173,12 +190,12 @@ def take(
                 # Never synced, or (on a cluster) kept on another node's disk: nothing here.
                 continue
             copy = tmp / "account"
-            why = _copy_quiesced(config.collections_dir, account.name, copy, wait)
+            why = _copy_quiesced(config.collections_dir, account.name, copy, wait, floor)
             if why is not None:
                 missed[account.name] = why
                 log.warning("account not backed up", extra={"account": account.name, "why": why})
             else:
-                media, added = _store_account(store, prefix, account.name, copy)
+                media, added = _store_account(store, prefix, account.name, copy, stored)
                 accounts[account.name] = {"media": media, "sub": account.sub}
                 new_blobs += added
             shutil.rmtree(copy, ignore_errors=True)
@@ -188,24 +205,50 @@ def take(
         if include_secret:
             store.put(f"{prefix}/gateway.secret", config.data_dir / SECRET_FILE)
         store.write(f"{prefix}/manifest.json", json.dumps(manifest, indent=1).encode())
-    log.info(
-        "backup taken",
-        extra={
-            "snapshot": name,
-            "to": store.url,
-            "accounts": len(accounts),
-            "missed": len(missed),
-            "new_media": new_blobs,
-        },
-    )
-    if keep is not None:
-        prune(store, keep)
-    _record(config, name, missed)
+        log.info(
+            "backup taken",
+            extra={
+                "snapshot": name,
+                "to": store.url,
+                "accounts": len(accounts),
+                "missed": len(missed),
+                "new_media": new_blobs,
+            },
+        )
+        if keep is not None:
+            prune(store, keep)
+        _record(config, name, missed)
     return Taken(name, missed)
 
 
 #: In the data folder: the last snapshot taken, read by the metrics (gateway_backup_*).
 STATE_FILE = "backup-state.json"
+#: In the data folder: held (flock) while a backup runs on it; the run's local copies.
+RUN_LOCK = ".gateway-backup-run.lock"
+SCRATCH = "backup-scratch"
+
+
+@contextlib.contextmanager
+def _running(data_dir: Path) -> Iterator[Path]:
+    """This data folder's one backup run: its lock (dropped by the kernel if the run dies) and
+    an empty scratch folder, deleted afterwards; a killed run's copy is deleted by the next
+    run. BackupError when another backup of this data folder runs: two at once would each miss
+    the accounts the other holds, and one's pruning could delete media the other's snapshot is
+    about to list."""
+    fd = try_flock(data_dir / RUN_LOCK)
+    if fd is None:
+        raise BackupError(
+            f"another backup of {data_dir} is running; let it finish (one at a time per data"
+            " folder)"
+        )
+    scratch = data_dir / SCRATCH
+    try:
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700)
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.close(fd)
 
 
 def _record(config: Config, name: str, missed: dict[str, str]) -> None:
@@ -227,19 +270,42 @@ def last_backup(data_dir: Path) -> dict[str, float] | None:
         return None
 
 
-def _copy_quiesced(collections_dir: Path, name: str, target: Path, wait: float) -> str | None:
-    """Copy the account's files into `target` with its sync server stopped (module doc);
-    None when done, else why not."""
-    held = quiesce.hold(collections_dir, name, wait)
-    if isinstance(held, str):
-        return held
+def _copy_quiesced(
+    collections_dir: Path, name: str, target: Path, wait: float, floor: int
+) -> str | None:
+    """Copy the account's files into `target` with its sync server stopped (module doc), if
+    that leaves `floor` bytes free on its disk (the data disk: a full one fails everyone's
+    syncs); None when done, else why not."""
     began = time.monotonic()
-    with held:
-        _copy_files(held.folder, target)
+    try:
+        need, free = _size(collections_dir / name), readiness.free_bytes(target.parent)
+        if free - need < floor:
+            return (
+                f"its copy ({need // _MIB} MiB) would leave less than server.min_free_disk_megs"
+                f" ({floor // _MIB} MiB) free on the data disk ({free // _MIB} MiB free)"
+            )
+        held = quiesce.hold(collections_dir, name, wait)
+        if isinstance(held, str):
+            return held
+        with held:
+            _copy_files(held.folder, target)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        # One account's damaged file or a full scratch disk costs that account's copy, not the
+        # backup of every account after it.
+        return f"its copy failed: {exc}"
     log.info(
         "account copied", extra={"account": name, "ms": round((time.monotonic() - began) * 1000)}
     )
     return None
+
+
+def _size(folder: Path) -> int:
+    """Bytes of what _copy_files() copies from `folder` (SQLite files with their WAL)."""
+    files = [folder / (f + suffix) for f in SQLITE_FILES for suffix in ("", "-wal")]
+    media_dir = folder / "media"
+    if media_dir.is_dir():
+        files.extend(media_dir.iterdir())
+    return sum(p.lstat().st_size for p in files if p.is_file() and not p.is_symlink())
 
 
 def _copy_files(folder: Path, target: Path) -> None:
@@ -257,9 +323,12 @@ def _copy_files(folder: Path, target: Path) -> None:
                 shutil.copyfile(entry, target / "media" / entry.name)
 
 
-def _store_account(store: Store, prefix: str, name: str, copy: Path) -> tuple[dict[str, str], int]:
+def _store_account(
+    store: Store, prefix: str, name: str, copy: Path, stored: set[str]
+) -> tuple[dict[str, str], int]:
     """Store one account's copy; returns its media ({file name: sha256}) and how many media
-    files were new to the store."""
+    files were new to the store. `stored`: the digests in `blobs/` (listed once per run, not
+    asked per file), updated."""
     for filename in SQLITE_FILES:
         if (copy / filename).is_file():
             store.put(f"{prefix}/accounts/{name}/{filename}", copy / filename)
@@ -267,39 +336,9 @@ def _store_account(store: Store, prefix: str, name: str, copy: Path) -> tuple[di
     new_blobs = 0
     for entry in sorted((copy / "media").iterdir()):
         digest = _sha256(entry)
-        if not store.exists(f"blobs/{digest}"):
+        if digest not in stored:
             store.put(f"blobs/{digest}", entry)
+            stored.add(digest)
             new_blobs += 1
         media[entry.name] = digest
     return media, new_blobs
-
-
-def snapshots(store: Store) -> list[str]:
-    """Complete snapshots (with a manifest), oldest first."""
-    return sorted(
-        key.split("/")[1]
-        for key in store.keys("snapshots")
-        if key.count("/") == 2 and key.endswith("/manifest.json")
-    )
-
-
-def prune(store: Store, keep: int) -> list[str]:
-    """Keep the newest `keep` snapshots; delete the rest and media no kept snapshot uses."""
-    if keep < 1:
-        raise BackupError("--keep must be at least 1")
-    names = snapshots(store)
-    doomed = names[:-keep]
-    for name in doomed:
-        # The manifest first: a snapshot half deleted is no longer listed as complete.
-        store.delete(f"snapshots/{name}/manifest.json")
-        for key in store.keys(f"snapshots/{name}"):
-            store.delete(key)
-    used: set[str] = set()
-    for name in names[-keep:]:
-        manifest = json.loads(store.read(f"snapshots/{name}/manifest.json"))
-        for account in manifest["accounts"].values():
-            used.update(account["media"].values())
-    for key in store.keys("blobs"):
-        if key.split("/")[-1] not in used:
-            store.delete(key)
-    return doomed

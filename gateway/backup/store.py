@@ -1,7 +1,7 @@
 """Where backups go: a local folder or an S3 prefix, behind one small interface.
 
     open_store("DIR" | "s3://bucket/prefix") -> Store
-    Store.put(key, path) / get(key, path) / exists(key) / keys(prefix) / delete(key) /
+    Store.put(key, path) / get(key, path) / exists(key) / keys(folder) / delete(key) /
           read(key) -> bytes / write(key, bytes)
 
 Keys are "/"-separated relative names the backup code makes (never user text unchecked).
@@ -115,7 +115,8 @@ class S3Store:
         return True
 
     def keys(self, prefix: str) -> list[str]:
-        base = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        # A folder, as in LocalStore: "snapshots/X" must not list "snapshots/X-2/...".
+        base = self._key(prefix) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         found = []
         for page in self._s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=base

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ from gateway.auth.identity import Identity, ProviderMisconfigured, ProviderUnava
 from gateway.config import Config
 from gateway.importer.folder import COLLECTION, AlreadyImported, Skipped, Source, inspect
 from gateway.importer.match import Directory, Matched, Unmatched, match
-from gateway.importer.move import Refused, move, target_problem
+from gateway.importer.move import Refused, finish_marked, move, target_problem
 from gateway.registry import REGISTRY_FILE, Account, Registry, open_registry
 from gateway.usage import human_bytes
 from gateway.workers.lock import try_lock
@@ -95,12 +96,17 @@ async def run(
             out(f"Cognito: {exc.detail}. Nothing was changed.")
             return 2
         _refuse_shared_users(matches)
+        # Folders opening a registry makes (DynamoDB: this node's collections folder); a dry
+        # run removes them again (they would be root's when it runs as root on a fresh disk).
+        made = [p for p in (config.data_dir, config.collections_dir) if not p.exists()]
         registry = _open_registry(config, dry_run)
         failed = 0
         try:
             out(f"{'Plan' if dry_run else 'Import'} of {directory} ({len(found)} folders):")
             for item in found:
                 if isinstance(item, AlreadyImported):
+                    if not dry_run:
+                        finish_marked(config.collections_dir, item.name, item.note)
                     note = shown(item.note)
                     out(f"  {shown(item.name)}: already imported ({note}); nothing to do")
                     continue
@@ -118,6 +124,10 @@ async def run(
         finally:
             if registry is not None:
                 await registry.close()
+            if dry_run:
+                for folder in reversed(made):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only while empty
     finally:
         os.close(root_fd)
     out(

@@ -8,11 +8,14 @@ pools that sign in by email the username *is* the sub), the email, or the email'
 (`testuser` for `testuser@example.com`, its provisioning endpoint). So, in this order:
 
 1. AdminGetUser with the name. A user whose username or sub is the name matches. Cognito also
-   finds users by an email alias; such a user matches only when that email is verified.
+   finds users by an email alias; such a user matches only when that email is verified. A
+   username match without `@` is ambiguous when the name is also the local part of another
+   user's email (one more ListUsers).
 2. A name shaped like a sub: ListUsers by sub.
 3. ListUsers by email: `email = name` when the name has an `@`, else `email ^= "name@"`. Only a
    verified email counts (anyone can type an unverified address into a profile); exactly one
-   such user matches, more are ambiguous.
+   such user matches, more are ambiguous. A local part is ambiguous as soon as any other user
+   is listed, verified or not (anyone can verify `name@` a domain of their own).
 
 `decide()` is the pure part of step 3.
 """
@@ -62,7 +65,7 @@ async def match(directory: Directory, name: str) -> Matched | Unmatched:
         user = None
     if user is not None:
         if _fold(user.username) == _fold(name):
-            return Matched(user, "username")
+            return await _no_local_part_of_another(directory, name, Matched(user, "username"))
         if user.sub == name:
             return Matched(user, "sub")
         if user.email is not None and _fold(user.email) == _fold(name):
@@ -76,6 +79,24 @@ async def match(directory: Directory, name: str) -> Matched | Unmatched:
     local_part = "@" not in name
     found = await directory.users_by_email(name + "@" if local_part else name, prefix=local_part)
     return decide(name, found, unverified_alias=user is not None)
+
+
+async def _no_local_part_of_another(
+    directory: Directory, name: str, found: Matched
+) -> Matched | Unmatched:
+    """`found` unless `name` (without `@`) is also the local part of another user's email,
+    verified or not: ankisyncd's provisioning named folders so, and anyone can register a
+    username."""
+    if "@" in name:
+        return found
+    listed = await directory.users_by_email(name + "@", prefix=True)
+    others = [user for user in listed if user.sub != found.identity.sub]
+    if others:
+        return Unmatched(
+            f"ambiguous: a Cognito user's username, and the local part of {len(others)} other"
+            " user(s)' email"
+        )
+    return found
 
 
 def decide(
@@ -93,10 +114,15 @@ def decide(
         return _fold(email) == wanted if "@" in name else _fold(email).rpartition("@")[0] == wanted
 
     verified = [user for user in found if user.email is not None and named(user.email)]
-    if len(verified) == 1:
+    # A verified email proves its owner holds that address, not that a folder named after a
+    # local part is theirs: any other user listed with it (the unverified one may be the
+    # folder's owner; ankisyncd verified nothing) makes a local part ambiguous.
+    unverified = sum(user.email is None for user in found)
+    candidates = len(verified) + (0 if "@" in name else unverified)
+    if len(verified) == 1 and candidates == 1:
         return Matched(verified[0], "email")
-    if len(verified) > 1:
-        return Unmatched(f"ambiguous: {len(verified)} Cognito users have a verified email like it")
+    if candidates > 1:
+        return Unmatched(f"ambiguous: {candidates} Cognito users have an email like it")
     if unverified_alias or any(user.email is None for user in found):
         return Unmatched("only an unverified email matches (verified emails only)")
     return Unmatched("no Cognito user with this username, sub or verified email")

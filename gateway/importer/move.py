@@ -2,6 +2,7 @@
 
     target_problem(target, source_name) -> str | None     why the account cannot take it
     move(root_fd, source, target, account, clock) -> Moved
+    finish_marked(collections_dir, folder, note)          a run killed after step 5's marker
 
 Order, so that a run that dies half-way can simply be run again:
 
@@ -16,15 +17,17 @@ Order, so that a run that dies half-way can simply be run again:
 4. `media.db` is written from the account's media folder (mediadb.py).
 5. The source folder gets its marker (folder.MARKER), then `.gateway-import` goes.
 
-Moves are renames; across file systems a file is copied (fsync'd) and then removed. Nothing is
-read through a symbolic link: sources are opened relative to directory descriptors (O_NOFOLLOW),
-and a renamed file must still be the inode that was checked.
+Moves are renames (never a link and an unlink: a run killed in between would leave a hard
+link, which the next run must refuse); across file systems a file is copied (fsync'd) and then
+removed. Nothing is read through a symbolic link: sources are opened relative to directory
+descriptors (O_NOFOLLOW), and a renamed file must still be the inode that was checked.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -32,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import naming
 from gateway.importer import mediadb
 from gateway.importer.folder import (
     COLLECTION,
@@ -44,8 +48,10 @@ from gateway.importer.folder import (
     refusal,
     regular,
 )
+from gateway.workers.lock import IMPORTING
 
-IN_PROGRESS = ".gateway-import"
+IN_PROGRESS = IMPORTING
+_MARKED = re.compile(r"imported into account (\S+) on ")
 _COPY = ".gateway-import-copy"
 
 
@@ -107,6 +113,8 @@ def move(
                         why = _move_media(media_fd, item.name, target)
                     except OSError as exc:
                         why = f"could not be moved ({exc.strerror})"
+                    except Refused as exc:  # replaced after it was checked: it stays
+                        why = str(exc)
                     if why is not None:
                         left.append((item.name, why))
             finally:
@@ -118,6 +126,19 @@ def move(
         os.close(folder_fd)
     (target / IN_PROGRESS).unlink()
     return Moved(files, size, schema, tuple(left))
+
+
+def finish_marked(collections_dir: Path, folder: str, note: str) -> None:
+    """Remove `.gateway-import` from the account an already imported `folder` names in its
+    marker (`note`, the marker's text), when it still names that folder: a run killed between
+    the marker and that removal left the account unserved (workers/lock.py)."""
+    found = _MARKED.match(note)
+    if found is None or not naming.is_safe(found[1]):
+        return
+    progress = collections_dir / found[1] / IN_PROGRESS
+    if progress.is_file() and not progress.is_symlink():
+        if progress.read_text("utf-8", "replace").strip() == folder:
+            progress.unlink()
 
 
 def _move_media(media_fd: int, name: str, target: Path) -> str | None:
@@ -165,6 +186,13 @@ def _check(path: Path) -> int:
         result = db.execute("PRAGMA quick_check").fetchone()
         if not result or result[0] != "ok":
             raise Refused(f"{COLLECTION} is damaged (quick_check: {str(result)[:80]})")
+        # A view (or virtual table) named col runs the user's own query: one that never ends
+        # held the import forever. Anki's col is a plain table.
+        kind = db.execute(
+            "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = 'col'"
+        )
+        if kind.fetchone() != ("table",):
+            raise Refused(f"{COLLECTION} is not an Anki collection (col is not a table)")
         row = db.execute("SELECT ver FROM col").fetchone()
     except sqlite3.DatabaseError as exc:
         raise Refused(f"{COLLECTION} is not an Anki collection ({type(exc).__name__})") from None
@@ -176,24 +204,25 @@ def _check(path: Path) -> int:
 
 
 def _move_file(src_dir_fd: int, name: str, checked: os.stat_result, dest: Path) -> None:
-    """Move `name` to `dest`, which must not exist: a new link, or a copy across file systems
-    and for a file of another owner (the old server's user: the sync server, running as this
-    user, must be able to write it)."""
-    if checked.st_uid != os.geteuid():
-        _copy(src_dir_fd, name, checked, dest)
-        os.unlink(name, dir_fd=src_dir_fd)
-        return
-    try:
-        os.link(name, dest, src_dir_fd=src_dir_fd, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP):
-            raise
-        _copy(src_dir_fd, name, checked, dest)
-    else:
-        moved = os.stat(dest, follow_symlinks=False)
-        if (moved.st_dev, moved.st_ino) != (checked.st_dev, checked.st_ino):
-            os.unlink(dest)
-            raise Refused(f"{name!r} changed during the import")
+    """Move `name` to `dest`, which must not exist (the caller checked, holding the account's
+    lock): a rename, or a copy across file systems and for a file of another owner (the old
+    server's user: the sync server, running as this user, must be able to write it).
+
+    A rename, not a link and an unlink: a run killed between those two left the file in both
+    folders, a hard link the next run refused."""
+    if checked.st_uid == os.geteuid():
+        try:
+            os.rename(name, dest, src_dir_fd=src_dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        else:
+            moved = os.stat(dest, follow_symlinks=False)
+            if (moved.st_dev, moved.st_ino) != (checked.st_dev, checked.st_ino):
+                os.rename(dest, name, dst_dir_fd=src_dir_fd)  # what replaced it goes back
+                raise Refused(f"{name!r} changed during the import")
+            return
+    _copy(src_dir_fd, name, checked, dest)
     os.unlink(name, dir_fd=src_dir_fd)
 
 
@@ -217,9 +246,10 @@ def _copy(src_dir_fd: int, name: str, checked: os.stat_result, dest: Path) -> No
 def _move_back(path: Path, folder_fd: int, name: str) -> None:
     if regular(folder_fd, name) is None:
         try:
-            os.link(path, name, dst_dir_fd=folder_fd, follow_symlinks=False)
+            os.rename(path, name, dst_dir_fd=folder_fd)
         except OSError:
-            return  # another file system: leave it in the account folder, named in the error
+            pass  # another file system: leave it in the account folder, named in the error
+        return
     os.unlink(path)
 
 

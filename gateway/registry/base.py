@@ -61,6 +61,18 @@ def key_digest(host_key: str) -> str:
     return hashlib.sha256(host_key.encode("utf-8")).hexdigest()
 
 
+def key_admits(account: Account | None, generation: int, name: str | None) -> bool:
+    """Whether a key issued under `generation` to the account named `name` (None: not known)
+    still opens `account`: it is active, of that generation, and the same account, not a new
+    one the same `sub` got after a deletion (generations start at 0 again; names never do)."""
+    return (
+        account is not None
+        and account.active
+        and account.key_generation == generation
+        and (name is None or account.name == name)
+    )
+
+
 class RegistryUnavailable(Unavailable):
     """The registry's store cannot answer now (unreachable, throttled, timed out).
 
@@ -152,7 +164,10 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def delete(self, sub: str) -> Account | None:
         """Remove the account and its keys (refused from now on); returns the removed account,
-        or None. The folder is the caller's to remove once its worker stopped."""
+        or None. The folder is the caller's to remove once its worker stopped. The name is
+        retired, never given to another account (nor to this `sub` again): a worker's password,
+        so the host key the stock server answers, derives from the name and key generation, and
+        a new account under the same name would get the key the deleted one's devices hold."""
 
     # -- host keys ----------------------------------------------------------------------
 
@@ -164,6 +179,11 @@ class Registry(abc.ABC):
     async def account_for_key(self, host_key: str) -> Account | None:
         """The active account a host key belongs to, or None (unknown or revoked key: its
         account is not active, or signed out since the key was issued)."""
+
+    @abc.abstractmethod
+    def knows_key(self, host_key: str) -> bool:
+        """Whether `host_key` was issued or answered here lately (in memory: no I/O). A key
+        known here may still be refused by `account_for_key` (revoked since)."""
 
     @abc.abstractmethod
     async def host_key_count(self, sub: str) -> int: ...

@@ -6,8 +6,11 @@ its scans read past them, filtered out by DynamoDB):
 
     account#<sub>     sub name cognito_username email status created_at last_seen checked_at
                       key_generation portal_epoch, and the index keys username_key email_key
-    name#<name>       sub                the claim on an account name (unique names)
-    key#<sha256>      sub generation created_at key_sub     one issued host key (its digest)
+    name#<name>       sub [retired_at]   the claim on an account name (unique names); kept,
+                                         retired, when the account is deleted (never reused)
+    key#<sha256>      sub generation created_at key_sub name    one issued host key (its digest);
+                                         it opens only the account `name` (not one the same
+                                         sub gets after a deletion)
 
     index by-username  username_key → account items (all attributes)    others_named()
     index by-email     email_key → account items (all attributes)       others_named()
@@ -34,7 +37,8 @@ Host keys (immutable) are kept longer; so a logged-in device's request costs no 
 while its account row is cached, and one GetItem otherwise.
 When DynamoDB fails (throttled, unreachable, misconfigured), `account_for_key` answers from the
 last account row read for up to `stale_seconds` (stale-if-error; counted in
-`gateway_registry_stale_answers_total`); `seen` skips "last sync"; everything else raises
+`gateway_registry_stale_answers_total`); `seen` skips "last sync" (and tries again a
+`SEEN_EVERY` later, not at the next request); everything else raises
 `RegistryUnavailable` (503), counted in `gateway_registry_errors_total{kind}`.
 """
 
@@ -63,6 +67,7 @@ from gateway.registry.base import (
     Account,
     Registry,
     RegistryUnavailable,
+    key_admits,
     key_digest,
 )
 
@@ -203,13 +208,17 @@ class DynamoRegistry(Registry):
             entries, max(stale_seconds, 1e-9), timer=monotonic
         )
         self._stale_seconds = stale_seconds
-        #: key digest → (sub, generation): key items never change (positive answers only).
-        self._keys: TTLCache[str, tuple[str, int]] = TTLCache(
+        #: key digest → (sub, generation, account name or None): key items never change
+        #: (positive answers only).
+        self._keys: TTLCache[str, tuple[str, int, str | None]] = TTLCache(
             entries, max(stale_seconds, 3600.0), timer=monotonic
         )
         #: name → sub: a name never changes owner while its account exists.
         self._names: TTLCache[str, str] = TTLCache(entries, 3600.0, timer=monotonic)
         self._counts: TTLCache[str, dict[str, int]] = TTLCache(1, _COUNT_SECONDS, timer=monotonic)
+        #: sub → when `seen` last tried to write "last sync" (at most once per SEEN_EVERY,
+        #: also while DynamoDB fails).
+        self._seen_tried: TTLCache[str, float] = TTLCache(entries, SEEN_EVERY, timer=monotonic)
 
     @classmethod
     def from_config(cls, config: Config) -> DynamoRegistry:
@@ -314,7 +323,7 @@ class DynamoRegistry(Registry):
                 self._stale[sub] = account
 
     def _forget_keys(self, sub: str) -> None:
-        for digest in [d for d, (owner, _) in self._keys.items() if owner == sub]:
+        for digest in [d for d, (owner, *_) in self._keys.items() if owner == sub]:
             self._keys.pop(digest, None)
 
     async def _read(self, sub: str) -> Account | None:
@@ -399,6 +408,9 @@ class DynamoRegistry(Registry):
                 account = await self._read(identity.sub)
                 if account is not None:
                     return account, False
+                # An `account#` item without an account's attributes (another writer's stub):
+                # every name would fail the same way.
+                raise self._unavailable("TransactWriteItems", "IncompleteAccountItem")
         raise AssertionError("unreachable")  # pragma: no cover - candidates() never ends
 
     async def _refresh(self, identity: Identity) -> Account | None:
@@ -537,6 +549,9 @@ class DynamoRegistry(Registry):
         known = self._fresh.get(account.sub)
         if known is not None and now - known.last_seen < SEEN_EVERY:
             return
+        if account.sub in self._seen_tried:
+            return  # tried within SEEN_EVERY and failed: not again on every request
+        self._seen_tried[account.sub] = now
         try:
             await self._update(account.sub, "SET last_seen = :now", {":now": _n(now)})
         except RegistryUnavailable:
@@ -568,13 +583,19 @@ class DynamoRegistry(Registry):
                 TransactItems=[
                     {"Delete": {"TableName": self._table, "Key": {"pk": _s(ACCOUNT + sub)}}},
                     {
-                        "Delete": {
+                        # The claim stays, retired: the name is never given out again
+                        # (`Registry.delete`). Never another account's claim; a missing one is
+                        # made retired.
+                        "Update": {
                             "TableName": self._table,
                             "Key": {"pk": _s(NAME + account.name)},
-                            # Never another account's claim; a missing one does not block.
+                            "UpdateExpression": "SET #sub = :sub, retired_at = :now",
                             "ConditionExpression": "attribute_not_exists(pk) OR #sub = :sub",
                             "ExpressionAttributeNames": {"#sub": "sub"},
-                            "ExpressionAttributeValues": {":sub": _s(sub)},
+                            "ExpressionAttributeValues": {
+                                ":sub": _s(sub),
+                                ":now": _n(self._clock()),
+                            },
                         }
                     },
                 ],
@@ -602,24 +623,30 @@ class DynamoRegistry(Registry):
     # -- host keys ----------------------------------------------------------------------
 
     async def add_host_key(self, sub: str, host_key: str, generation: int = 0) -> None:
+        """See `Registry.add_host_key`; the key item also names the account (`key_admits`)."""
         digest = key_digest(host_key)
+        account = await self.get(sub)
+        name = account.name if account is not None else None
+        item = {
+            "pk": _s(KEY + digest),
+            "sub": _s(sub),
+            "key_sub": _s(sub),
+            "generation": _n(generation),
+            "created_at": _n(self._clock()),
+        }
+        if name is not None:
+            item["name"] = _s(name)
         try:
             await self._call(
                 "put_item",
                 expected=("ConditionalCheckFailedException",),
                 TableName=self._table,
-                Item={
-                    "pk": _s(KEY + digest),
-                    "sub": _s(sub),
-                    "key_sub": _s(sub),
-                    "generation": _n(generation),
-                    "created_at": _n(self._clock()),
-                },
+                Item=item,
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError:
-            pass  # issued before (INSERT OR IGNORE): keys never change owner or generation
-        self._keys[digest] = (sub, generation)
+            return  # issued before (INSERT OR IGNORE): keys never change owner or generation
+        self._keys[digest] = (sub, generation, name)
 
     async def account_for_key(self, host_key: str) -> Account | None:
         """See `Registry.account_for_key`; answers as of at most `cache_seconds` ago, and from
@@ -633,19 +660,23 @@ class DynamoRegistry(Registry):
                 # independent of the key if the lookup ever changes.
                 if item is None or not hmac.compare_digest(item["pk"]["S"], KEY + digest):
                     return None
-                known = (item["sub"]["S"], int(item["generation"]["N"]))
+                name = item["name"]["S"] if "name" in item else None
+                known = (item["sub"]["S"], int(item["generation"]["N"]), name)
             account = await self.get(known[0])
         except RegistryUnavailable:
             account = self._stale.get(known[0]) if known is not None else None
-            if account is None or not _admits(account, known[1]):
+            if account is None or not key_admits(account, *known[1:]):
                 raise
             metrics.registry_stale_answer()
             return account
-        if account is None or not _admits(account, known[1]):
+        if account is None or not key_admits(account, *known[1:]):
             self._keys.pop(digest, None)
             return None
         self._keys[digest] = known
         return account
+
+    def knows_key(self, host_key: str) -> bool:
+        return key_digest(host_key) in self._keys
 
     async def host_key_count(self, sub: str) -> int:
         return len(await self._query(BY_KEY_SUB, "key_sub", sub))
@@ -666,10 +697,6 @@ class DynamoRegistry(Registry):
         await asyncio.to_thread(self._executor.shutdown, wait=True)
         if self._owns_client:
             self._client.close()
-
-
-def _admits(account: Account, generation: int) -> bool:
-    return account.active and account.key_generation == generation
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

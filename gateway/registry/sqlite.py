@@ -30,7 +30,7 @@ from pathlib import Path
 from gateway import naming, readiness
 from gateway.auth.identity import Identity
 from gateway.auth.spelling import canonical
-from gateway.registry.base import ACTIVE, SEEN_EVERY, Account, Registry, key_digest
+from gateway.registry.base import ACTIVE, SEEN_EVERY, Account, Registry, key_admits, key_digest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS host_keys (
     generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS host_keys_sub ON host_keys(sub);
+CREATE TABLE IF NOT EXISTS retired_names (
+    name       TEXT PRIMARY KEY,
+    sub        TEXT NOT NULL,
+    retired_at REAL NOT NULL
+);
 """
 #: Columns added after the first release: (table, column, definition). Registries made before
 #: gain them at open, with the default (generation 0 derives the passwords of old releases).
@@ -86,9 +91,10 @@ class SqliteRegistry(Registry):
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._add_missing_columns()
-        # key digest → (sub, generation): a key never changes owner or generation, so positive
-        # answers can be kept; whether that generation is still current is read every time.
-        self._key_cache: dict[str, tuple[str, int]] = {}
+        # key digest → (sub, generation, account name): a key never changes owner or
+        # generation, so positive answers can be kept; whether the account is still that one,
+        # at that generation, is read every time (`key_admits`).
+        self._key_cache: dict[str, tuple[str, int, str]] = {}
         self._db_path = db_path
 
     def _add_missing_columns(self) -> None:
@@ -176,7 +182,7 @@ class SqliteRegistry(Registry):
         for name in naming.candidates(base):
             if not naming.is_safe(name):  # pragma: no cover - base_name only yields safe names
                 raise ValueError(f"unsafe account name {name!r}")
-            if self._get_by_name(name) is not None:
+            if self._get_by_name(name) is not None or self._retired(name):
                 continue
             try:
                 # mkdir (not exist_ok) is the atomic claim against leftovers and other processes.
@@ -185,6 +191,12 @@ class SqliteRegistry(Registry):
                 continue
             return name
         raise AssertionError("unreachable")
+
+    def _retired(self, name: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM retired_names WHERE name = ?", (name,)).fetchone()
+            is not None
+        )
 
     async def others_named(self, sub: str, names: set[str]) -> list[Account]:
         if not names:
@@ -255,6 +267,11 @@ class SqliteRegistry(Registry):
             account = self._get(sub)
             self._db.execute("DELETE FROM host_keys WHERE sub = ?", (sub,))
             self._db.execute("DELETE FROM accounts WHERE sub = ?", (sub,))
+            if account is not None:  # never given out again (see `Registry.delete`)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO retired_names (name, sub, retired_at) VALUES (?, ?, ?)",
+                    (account.name, sub, self._clock()),
+                )
         self._forget_keys(sub)
         return account
 
@@ -286,7 +303,9 @@ class SqliteRegistry(Registry):
             " VALUES (?, ?, ?, ?)",
             (digest, sub, self._clock(), generation),
         )
-        self._key_cache[digest] = (sub, generation)
+        account = self._get(sub)
+        if account is not None:
+            self._key_cache[digest] = (sub, generation, account.name)
 
     async def account_for_key(self, host_key: str) -> Account | None:
         """See `Registry.account_for_key`. The account row is read on every call, so a change
@@ -302,14 +321,18 @@ class SqliteRegistry(Registry):
             # constant-time comparison keeps that true if the lookup ever changes.
             if row is None or not hmac.compare_digest(row["key_sha256"], digest):
                 return None
-            known = (row["sub"], row["generation"])
-        sub, generation = known
+            sub, generation, name = row["sub"], row["generation"], None  # its row: this account
+        else:
+            sub, generation, name = known
         account = self._get(sub)
-        if account is None or not account.active or account.key_generation != generation:
+        if account is None or not key_admits(account, generation, name):
             self._key_cache.pop(digest, None)
             return None
-        self._key_cache[digest] = known
+        self._key_cache[digest] = (sub, generation, account.name)
         return account
+
+    def knows_key(self, host_key: str) -> bool:
+        return key_digest(host_key) in self._key_cache
 
     async def host_key_count(self, sub: str) -> int:
         return self._db.execute("SELECT count(*) FROM host_keys WHERE sub = ?", (sub,)).fetchone()[

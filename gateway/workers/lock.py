@@ -7,7 +7,8 @@ Contract:
   `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
   the worker is ready. A loser gets the port of the holder's worker once that answers `/health`,
-  and `Unavailable` (503) if it does not within `wait`.
+  and `Unavailable` (503) if it does not within `wait`. An account whose import was cut off
+  (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again.
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
   process exclude each other as two gateway processes do, and the kernel drops the lock when the
   holder dies, even by SIGKILL — a crashed gateway never blocks an account.
@@ -34,6 +35,9 @@ from gateway.naming import is_safe
 from gateway.workers.process import probe_health
 
 LOCK_NAME = ".gateway-worker.lock"
+#: In an account folder while `accounts import` moves a folder in (importer/move.py); the
+#: account is not served until the import completes (a sync would mix with its media index).
+IMPORTING = ".gateway-import"
 RETRY_INTERVAL = 0.05
 
 
@@ -149,6 +153,11 @@ async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
     while True:
         lock = try_lock(collections_dir, account)
         if lock is not None:
+            if (path.parent / IMPORTING).exists():
+                lock.release()
+                raise Unavailable(
+                    f"an import into {account} was cut off: run `accounts import` again"
+                )
             return Claim(lock=lock)
         # Another process holds it: its worker may still be starting (nothing published yet)
         # or stopping; either settles within a start timeout.

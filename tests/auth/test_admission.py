@@ -10,9 +10,10 @@ import pytest
 from gateway.auth.admission import OVERDUE_FACTOR, Admission
 from gateway.auth.fake import FakeProvider
 from gateway.auth.identity import ProviderUnavailable
+from gateway.auth.limiter import FailureLimiter
 from gateway.auth.revalidation import Revalidator
-from gateway.errors import AuthFailed
-from gateway.registry import DISABLED, SUSPENDED, SqliteRegistry
+from gateway.errors import AuthFailed, TooManyAttempts
+from gateway.registry import DISABLED, SUSPENDED, Account, Registry, SqliteRegistry
 
 INTERVAL = 100
 KEY = "a" * 40
@@ -117,3 +118,40 @@ async def test_operator_disable_and_sign_out_refuse_at_once_without_the_provider
     with pytest.raises(AuthFailed):
         await admission.admit("c" * 40)
     assert provider.calls == 1
+
+
+async def test_an_address_spraying_unknown_keys_is_held_back_without_lookups(world):
+    # Each unknown key is one store read (a DynamoDB GetItem): one address may not make them
+    # at will. Keys this process already knows are still admitted from that address.
+    clock, _, registry, revalidator, _ = world
+    admission = Admission(registry, revalidator, FailureLimiter(3, 900, clock=clock))
+    assert (await admission.admit(KEY, "203.0.113.9")).name == "alice"  # known from now on
+    lookups = count_lookups(registry)
+    for n in range(3):
+        with pytest.raises(AuthFailed):
+            await admission.admit(f"{n:040x}", "203.0.113.9")
+    assert len(lookups) == 3
+    with pytest.raises(TooManyAttempts) as refused:
+        await admission.admit("f" * 40, "203.0.113.9")
+    assert refused.value.status == 429 and refused.value.retry_after
+    assert len(lookups) == 3  # no read for it
+    assert (await admission.admit(KEY, "203.0.113.9")).name == "alice"
+    with pytest.raises(AuthFailed):
+        await admission.admit("f" * 40, "198.51.100.7")  # another address: looked up
+    clock.now += 901
+    with pytest.raises(AuthFailed):
+        await admission.admit("f" * 40, "203.0.113.9")
+    assert len(lookups) == 6
+
+
+def count_lookups(registry: Registry) -> list[str]:
+    """The keys `registry.account_for_key` is asked about from now on."""
+    asked: list[str] = []
+    lookup = registry.account_for_key
+
+    async def counted(host_key: str) -> Account | None:
+        asked.append(host_key)
+        return await lookup(host_key)
+
+    registry.account_for_key = counted  # type: ignore[method-assign]
+    return asked

@@ -21,7 +21,7 @@ ACTIONS = {
     "batch_write_item": {"dynamodb:BatchWriteItem"},
     "query": {"dynamodb:Query"},
     "scan": {"dynamodb:Scan"},
-    "transact_write_items": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+    "transact_write_items": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
 }
 
 

@@ -17,9 +17,11 @@ from gateway.importer import run
 from gateway.importer.folder import MARKER
 from gateway.registry import SqliteRegistry
 from gateway.workers.lock import try_lock
+from tests import test_dynamo_e2e
 from tests.ankiclient import Client, Required
 
 PASSWORD = "Correct-Horse-9"
+dynamodb_server = test_dynamo_e2e.dynamodb_server  # the fixture: moto's server on loopback
 
 
 def old_folder(collections: Path, name: str, notes: list[str], media: dict[str, bytes]) -> Path:
@@ -57,6 +59,14 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
         str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
         for p in sorted(root.rglob("*"))
     }
+
+
+def synced_device(tmp_path: Path, url: str, username: str) -> Client:
+    """A fresh device, logged in as `username` and synced once."""
+    device = Client(tmp_path / f"device-{username}")
+    device.login(username, PASSWORD, url)
+    device.sync()
+    return device
 
 
 def run_import(config, directory: Path, *, dry_run: bool = False) -> tuple[int, list[str]]:
@@ -293,3 +303,199 @@ def test_a_database_that_is_no_collection_goes_back_and_leaves_the_account_empty
     assert (folder / "collection.anki2").read_bytes() == original
     account = config.collections_dir / "ria"
     assert sorted(p.name for p in account.iterdir()) == [".gateway-worker.lock"]
+
+
+@pytest.mark.parametrize("cut_at", ["collection.anki2", "b.png"])
+def test_a_run_killed_just_after_a_file_reached_the_account_completes_when_run_again(
+    cognito, tmp_path, monkeypatch, cut_at
+):
+    """SIGKILL between the two steps of a move (link, then unlink) left the file in both
+    folders: a hard link, which the next run refused as such."""
+    import importlib
+
+    move_mod = importlib.import_module("gateway.importer.move")
+    cognito.add_user("sam", PASSWORD, "sam@example.com")
+    config = cognito.config(tmp_path / "data")
+    media = {"a.png": b"a" * 10, "b.png": b"b" * 20}
+    folder = old_folder(tmp_path / "old", "sam", ["n1"], media)
+
+    def killed_after(operation):
+        def step(src, *args, **kwargs):
+            operation(src, *args, **kwargs)
+            if src == cut_at:
+                raise RuntimeError("SIGKILL")
+
+        return step
+
+    with monkeypatch.context() as patch:
+        patch.setattr(move_mod.os, "link", killed_after(os.link))
+        patch.setattr(move_mod.os, "rename", killed_after(os.rename))
+        with pytest.raises(RuntimeError):
+            run_import(config, tmp_path / "old")
+
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    assert "left behind" not in " ".join(report), report
+    account = config.collections_dir / "sam"
+    assert {p.name: p.read_bytes() for p in (account / "media").iterdir()} == media
+    assert not (folder / "collection.anki2").exists()
+    assert not any((folder / "collection.media").iterdir())
+    assert (account / "collection.anki2").stat().st_nlink == 1
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # Reading it never ends: the import hung on its own check.
+        "CREATE VIEW col AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
+        " SELECT count(*) AS ver FROM c",
+        "CREATE VIEW col AS SELECT 11 AS ver",
+        "CREATE VIRTUAL TABLE col USING fts5(ver)",
+    ],
+)
+def test_a_crafted_col_that_is_no_table_is_refused_without_running_it(cognito, tmp_path, schema):
+    import threading
+
+    cognito.add_user("tia", PASSWORD, "tia@example.com")
+    config = cognito.config(tmp_path / "data")
+    folder = tmp_path / "old" / "tia"
+    folder.mkdir(parents=True)
+    db = sqlite3.connect(folder / "collection.anki2")
+    db.execute(schema)
+    db.commit()
+    db.close()
+    result: list[tuple[int, list[str]]] = []
+    runner = threading.Thread(
+        target=lambda: result.append(run_import(config, tmp_path / "old")), daemon=True
+    )
+    runner.start()
+    runner.join(60)
+    assert result, "the import did not finish within 60 s"
+    code, report = result[0]
+    assert code == 1
+    assert any("not an Anki collection" in line for line in report), report
+    assert (folder / "collection.anki2").exists()
+    assert not (config.collections_dir / "tia" / "collection.anki2").exists()
+
+
+def test_an_account_whose_import_was_cut_off_is_not_served_until_it_completes(
+    cognito, tmp_path, monkeypatch, start_gateway
+):
+    """A device syncing into a half-imported account would upload media the re-run's new
+    media.db renumbers (its own last usn then hides the imported files from it)."""
+    import importlib
+
+    from tests.test_identity_e2e import login_status
+
+    move_mod = importlib.import_module("gateway.importer.move")
+    cognito.add_user("uma", PASSWORD, "uma@example.com")
+    config = cognito.config(tmp_path / "data")
+    old_folder(tmp_path / "old", "uma", ["n1"], {"a.png": b"a" * 10})
+
+    def power_cut(*args: object) -> None:
+        raise RuntimeError("power cut")
+
+    with monkeypatch.context() as patch:  # the collection and media moved, then the run died
+        patch.setattr(move_mod.mediadb, "write", power_cut)
+        with pytest.raises(RuntimeError):
+            run_import(config, tmp_path / "old")
+    assert (config.collections_dir / "uma" / "collection.anki2").exists()
+
+    gw = start_gateway(config)
+    assert login_status(gw.url, "uma", PASSWORD) == 503  # not the half-imported account
+    gw.stop()
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    gw = start_gateway(config)
+    device = synced_device(tmp_path, gw.url, "uma")
+    assert device.note_fronts() == {"n1", 'media <img src="a.png">'}
+    assert device.media_bytes("a.png") == b"a" * 10
+    device.close()
+    gw.stop()
+
+
+def test_a_run_killed_after_marking_the_folder_leaves_the_account_servable_when_run_again(
+    cognito, tmp_path, monkeypatch
+):
+    import importlib
+
+    move_mod = importlib.import_module("gateway.importer.move")
+    cognito.add_user("vera", PASSWORD, "vera@example.com")
+    config = cognito.config(tmp_path / "data")
+    old_folder(tmp_path / "old", "vera", ["n1"], {})
+
+    def marked_then_killed(*args: object) -> None:
+        write_new(*args)
+        raise RuntimeError("SIGKILL")
+
+    write_new = move_mod._write_new
+    with monkeypatch.context() as patch:
+        patch.setattr(move_mod, "_write_new", marked_then_killed)
+        with pytest.raises(RuntimeError):
+            run_import(config, tmp_path / "old")
+    account = config.collections_dir / "vera"
+    assert (account / ".gateway-import").exists()
+
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    assert any("already imported" in line for line in report), report
+    assert not (account / ".gateway-import").exists()  # else the account is never served
+
+
+def test_an_import_into_a_dynamodb_registry_is_served_by_the_gateway(
+    cognito, dynamodb_server, tmp_path, start_gateway
+):
+    import dataclasses
+
+    from gateway.registry.dynamo import create_table, make_client
+
+    cognito.add_user("wes", PASSWORD, "wes@example.com")
+    config = cognito.config(tmp_path / "data")
+    registry = dataclasses.replace(
+        config.registry, backend="dynamodb", table="imports", endpoint_url=dynamodb_server
+    )
+    config = dataclasses.replace(config, registry=registry)
+    create_table(make_client(config), "imports")
+    old_folder(tmp_path / "old", "wes", ["w1"], {"w.png": b"w" * 30})
+
+    code, plan = run_import(config, tmp_path / "old", dry_run=True)
+    assert code == 0, plan
+    assert any("wes → new account wes" in line for line in plan), plan
+    assert not config.data_dir.exists()  # a dry run creates nothing
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    gw = start_gateway(config)
+    device = synced_device(tmp_path, gw.url, "wes")
+    assert "w1" in device.note_fronts()
+    assert device.media_bytes("w.png") == b"w" * 30
+    device.close()
+    gw.stop()
+    assert "already imported" in " ".join(run_import(config, tmp_path / "old")[1])
+
+
+def test_a_media_file_replaced_during_the_move_is_left_behind_and_the_rest_imported(
+    cognito, tmp_path, monkeypatch
+):
+    import importlib
+
+    move_mod = importlib.import_module("gateway.importer.move")
+    cognito.add_user("xia", PASSWORD, "xia@example.com")
+    config = cognito.config(tmp_path / "data")
+    folder = old_folder(tmp_path / "old", "xia", ["n1"], {"a.png": b"a" * 10, "b.png": b"b" * 9})
+    media = folder / "collection.media"
+    rename = os.rename
+
+    def swapped_first(src, *args, **kwargs):
+        if src == "b.png":  # another process replaces the file after it was checked
+            (media / "b.new").write_bytes(b"swapped")
+            os.replace(media / "b.new", media / "b.png")
+        return rename(src, *args, **kwargs)
+
+    monkeypatch.setattr(move_mod.os, "rename", swapped_first)
+    code, report = run_import(config, tmp_path / "old")
+    assert code == 0, report
+    assert any("left behind: b.png" in line and "changed" in line for line in report), report
+    account = config.collections_dir / "xia"
+    assert sorted(p.name for p in (account / "media").iterdir()) == ["a.png"]
+    assert (media / "b.png").read_bytes() == b"swapped"
+    assert not (account / ".gateway-import").exists()

@@ -36,12 +36,23 @@ async def test_an_email_folder_matches_only_a_verified_email(cognito, tmp_path):
 
 async def test_a_local_part_folder_matches_one_verified_email_and_refuses_two(cognito, tmp_path):
     sub = cognito.add_user("u1", PASSWORD, "testuser@example.com")
-    cognito.add_user("u2", PASSWORD, "testuser@example.org", email_verified=False)
     found = await matched(cognito, tmp_path, "testuser")
     assert isinstance(found, Matched) and found.identity.sub == sub
     cognito.add_user("u3", PASSWORD, "testuser@example.net")
     twice = await matched(cognito, tmp_path, "testuser")
     assert isinstance(twice, Unmatched) and "ambiguous" in twice.reason
+
+
+async def test_a_look_alike_with_a_verified_email_cannot_claim_a_local_part_folder(
+    cognito, tmp_path
+):
+    # The folder's owner signed up through ankisyncd, which verified nothing: their email is
+    # unverified. An attacker registers victim@evil.example and verifies that address.
+    # Folder "v.old": ankisyncd's provisioning named folders by the email's local part.
+    cognito.add_user("owner", PASSWORD, "v.old@example.com", email_verified=False)
+    cognito.add_user("mallory2", PASSWORD, "v.old@evil.example")
+    claimed = await matched(cognito, tmp_path, "v.old")
+    assert isinstance(claimed, Unmatched) and "ambiguous" in claimed.reason
 
 
 async def test_an_email_pool_matches_sub_folders_and_verified_emails(cognito_email, tmp_path):
@@ -72,7 +83,10 @@ def user(email: str | None) -> Identity:
         ("ann", [user("Ann@A.com")], "s-Ann@A.com"),  # case folded
         ("ann", [user("annie@a.com")], "no Cognito user"),  # Cognito's filter is not trusted
         ("ann", [user(None)], "unverified"),
-        ("ann", [user("ann@a.com"), user(None)], "s-ann@a.com"),
+        # The unverified one may be the folder's owner (ankisyncd verified nothing): refused.
+        ("ann", [user("ann@a.com"), user(None)], "ambiguous"),
+        ("ann", [user("ann@a.com"), user("annie@b.com")], "s-ann@a.com"),  # not listed really
+        ("ann@a.com", [user("ann@a.com"), user(None)], "s-ann@a.com"),  # owns this very address
         ("ann", [user("ann@a.com"), user("ann@b.com")], "ambiguous"),
         ("ann@a.com", [user("ann@a.com.evil")], "no Cognito user"),
         ("ann@a.com", [], "no Cognito user"),
@@ -84,3 +98,16 @@ def test_decide(name, listed, expected):
         assert found.identity.sub == expected
     else:
         assert expected in found.reason
+
+
+async def test_a_username_that_is_another_users_local_part_is_ambiguous(cognito, tmp_path):
+    # ankisyncd named folders by username, and its provisioning by the email's local part:
+    # folder "tess" may be tess@example.com's. Anyone can register the username "tess".
+    cognito.add_user("u1", PASSWORD, "tess@example.com", email_verified=False)
+    cognito.add_user("tess", PASSWORD, "mallory@evil.example")
+    found = await matched(cognito, tmp_path, "tess")
+    assert isinstance(found, Unmatched) and "ambiguous" in found.reason
+    # The username's own email does not make it ambiguous.
+    sub = cognito.add_user("ursula", PASSWORD, "ursula@example.com")
+    mine = await matched(cognito, tmp_path, "ursula")
+    assert isinstance(mine, Matched) and (mine.identity.sub, mine.by) == (sub, "username")
