@@ -7,6 +7,7 @@ stable identities, the configuration it builds, the users file, the box).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -570,3 +571,46 @@ def test_portal_users_are_listed_without_their_password(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Anki-abc-12" in out and "me@example.com" in out
     assert "My-Own-Secret-1" not in out and "waiting for its code" in out
+
+
+async def test_a_sign_up_that_lost_its_seed_to_another_request_is_made_again(tmp_path, moto_url):
+    # Another request to the stand-in draws from moto's generator between the seed and the
+    # sign-up: the user is made again under a new seed, so its `sub` can be reproduced.
+    from gateway.auth.cognito import CognitoProvider
+    from gateway.localpool import PoolKeeper
+    from gateway.localusers import PortalUsers
+    from gateway.portal.standin import StandInDirectory
+
+    class RacedOnce(PortalUsers):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.seeds: list[int] = []
+
+        def seed(self) -> int:
+            seed = super().seed()
+            if not self.seeds:
+                standin.seed_stand_in(moto_url, seed + 1)  # as if another request drew first
+            self.seeds.append(seed)
+            return seed
+
+    standin.use_dummy_aws_credentials()
+    pool_id, client_id, _ = standin.bootstrap(moto_url, [])
+    config = stand_in_config(tmp_path, {})
+    cognito = dataclasses.replace(
+        config.cognito, endpoint_url=moto_url, user_pool_id=pool_id, client_id=client_id
+    )
+    users = RacedOnce(tmp_path, moto_url)
+    keeper = PoolKeeper(CognitoProvider(cognito), lambda: (pool_id, client_id), ("", ""), users)
+    directory = StandInDirectory(cognito, keeper=keeper)
+    try:
+        await directory.sign_up("racer@example.com", "Racer-Pass-1")
+        await directory.confirm("racer@example.com", "123456")
+    finally:
+        await directory.close()
+        await keeper.close()
+    assert len(users.seeds) == 2
+    [recorded] = standin.load_users(tmp_path)
+    assert recorded.seed == users.seeds[1] and recorded.confirmed and recorded.portal
+    assert recorded.sub == standin.expected_sub(recorded.seed)
+    listed = standin.cognito_client(moto_url).list_users(UserPoolId=pool_id)["Users"]
+    assert [u["Username"] for u in listed] == ["racer@example.com"]
