@@ -14,6 +14,8 @@ those for a loopback or compose-internal address only.
 
 `add-user` writes `<data>/local-users.json` and, when local mode is running on that data folder,
 also creates the user in its stand-in at once (`<data>/local-mode.json` says where that is).
+People who sign up on the portal are written there too (gateway/localusers.py, handed to the
+portal through the PoolKeeper `keeper()` builds).
 The start-up box goes to stdout (tests parse it); logs go to stderr.
 """
 

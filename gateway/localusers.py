@@ -1,7 +1,7 @@
 """Local mode's record of the people who use the portal: they come back after restarts too.
 
     PortalUsers(data_dir, endpoint)
-        .seed()                              -> int      seeds the stand-in for the next sign-up
+        .seed()                   -> (int, bool)      seeds the stand-in for the next sign-up
         .signed_up(email, password, seed, sub)            recorded, waiting for its code
         .confirmed(email)                                 re-created from now on
         .password_set(email, password)                    after a portal password reset
@@ -31,12 +31,11 @@ class PortalUsers:
         self._data_dir = data_dir
         self._endpoint = endpoint
 
-    def seed(self) -> int:
-        """A new seed, already given to the stand-in's generator (best effort: a stand-in that
-        refuses it gives a `sub` that cannot be reproduced, which `bootstrap()` reports)."""
+    def seed(self) -> tuple[int, bool]:
+        """(a new seed, whether the stand-in's generator took it). A stand-in that refuses it
+        (not moto) gives a `sub` that cannot be reproduced, which `bootstrap()` reports."""
         seed = secrets.randbits(48)
-        standin.seed_stand_in(self._endpoint, seed)
-        return seed
+        return seed, standin.seed_stand_in(self._endpoint, seed)
 
     def signed_up(self, email: str, password: str, seed: int, sub: str) -> None:
         """Record a sign-up the stand-in just took (replacing an older one for that email)."""

@@ -586,12 +586,12 @@ async def test_a_sign_up_that_lost_its_seed_to_another_request_is_made_again(tmp
             super().__init__(*args)
             self.seeds: list[int] = []
 
-        def seed(self) -> int:
-            seed = super().seed()
+        def seed(self) -> tuple[int, bool]:
+            seed, seeded = super().seed()
             if not self.seeds:
                 standin.seed_stand_in(moto_url, seed + 1)  # as if another request drew first
             self.seeds.append(seed)
-            return seed
+            return seed, seeded
 
     standin.use_dummy_aws_credentials()
     pool_id, client_id, _ = standin.bootstrap(moto_url, [])

@@ -49,12 +49,13 @@ class StandInDirectory(CognitoDirectory):
         for attempt in range(standin.SUB_ATTEMPTS):
             if await self._sub(email) is not None:
                 break  # taken: Cognito's neutral answer, and nothing to record
-            seed = await asyncio.to_thread(users.seed)
+            seed, seeded = await asyncio.to_thread(users.seed)
             await super().sign_up(email, password)
             sub = await self._sub(email)
             if sub is None:
                 return  # refused without saying so: nothing was made
-            if sub == standin.expected_sub(seed) or attempt == standin.SUB_ATTEMPTS - 1:
+            last = attempt == standin.SUB_ATTEMPTS - 1 or not seeded
+            if sub == standin.expected_sub(seed) or last:
                 # After the last attempt the `sub` is kept as it is; the next re-creation says
                 # that it could not be reproduced (gateway/standin.py).
                 await asyncio.to_thread(users.signed_up, email, password, seed, sub)
