@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import standin
+from gateway.auth.identity import UnknownUser
 from gateway.config import CognitoConfig
 from gateway.localpool import PoolKeeper
 from gateway.localusers import PortalUsers
@@ -96,13 +97,12 @@ class StandInDirectory(CognitoDirectory):
         await self._record(lambda users: users.removed(username, action))
 
     async def _sub(self, email: str) -> str | None:
+        """The user's `sub`, by the provider's own lookup (AdminGetUser); None: no such user."""
+        assert self._keeper is not None  # only with local mode's users
         try:
-            found = await self._run(
-                "admin_get_user", UserPoolId=self._config.user_pool_id, Username=email
-            )
-        except _Refused:
+            return (await self._keeper.lookup(email)).sub
+        except UnknownUser:
             return None
-        return next((a["Value"] for a in found["UserAttributes"] if a["Name"] == "sub"), None)
 
     async def _record(self, change: Callable[[PortalUsers], None]) -> None:
         """`change(users)` in a thread (it locks and writes a file), in local mode only."""
