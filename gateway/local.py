@@ -14,6 +14,8 @@ those for a loopback or compose-internal address only.
 
 `add-user` writes `<data>/local-users.json` and, when local mode is running on that data folder,
 also creates the user in its stand-in at once (`<data>/local-mode.json` says where that is).
+People who sign up on the portal are written there too (gateway/localusers.py, handed to the
+portal through the PoolKeeper `keeper()` builds).
 The start-up box goes to stdout (tests parse it); logs go to stderr.
 """
 
@@ -167,9 +169,10 @@ def serve(args: argparse.Namespace) -> int:
             f"port {args.port} on {args.host} is in use: is local mode already running? "
             f"Or pick another: python -m gateway dev --port {args.port + 1}"
         )
+    if not standin.load_users(data_dir):
+        demo = standin.new_user(DEMO_EMAIL)
+        standin.update_users(data_dir, lambda saved: None if saved else saved.append(demo))
     users = standin.load_users(data_dir)
-    if not users:
-        users = [standin.new_user(DEMO_EMAIL)]
     standin.use_dummy_aws_credentials()
     # docker-compose.yml's `local` profile wires the stand-in in through the gateway's own
     # setting; a --cognito-port given explicitly still means "start one in this process".
@@ -187,7 +190,7 @@ def serve(args: argparse.Namespace) -> int:
     with stand_in as endpoint:
         standin.wait_for(endpoint, args.cognito_wait)
         pool_id, client_id, warnings = standin.bootstrap(endpoint, users)
-        standin.save_users(data_dir, users)
+        standin.record_subs(data_dir, users)
         try:
             config = local_config(
                 data_dir=data_dir,
@@ -208,8 +211,9 @@ def serve(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         url = args.public_url or server_url(args.host, args.port, config.server.path_prefix)
         lan = lan_addresses() if args.host in ("0.0.0.0", "::") and not args.public_url else None
+        shown = [u for u in users if not u.portal]
         text = banner(
-            url, users, lan=lan, add_user=add_user_command(args.data), portal=config.portal.enabled
+            url, shown, lan=lan, add_user=add_user_command(args.data), portal=config.portal.enabled
         )
         print(text, flush=True)
         state = data_dir / STATE_FILE
@@ -227,16 +231,18 @@ def keeper(config: config_mod.Config, data_dir: Path, endpoint: str, ids: tuple[
     """The Cognito provider, re-creating the stand-in's pool and users when it forgot them."""
     from gateway.auth.cognito import CognitoProvider
     from gateway.localpool import PoolKeeper
+    from gateway.localusers import PortalUsers
 
     def recreate() -> tuple[str, str]:
-        users = standin.load_users(data_dir) or [standin.new_user(DEMO_EMAIL)]
+        users = standin.load_users(data_dir)
         pool_id, client_id, warnings = standin.bootstrap(endpoint, users)
-        standin.save_users(data_dir, users)
+        standin.record_subs(data_dir, users)
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
         return pool_id, client_id
 
-    return PoolKeeper(CognitoProvider(config.cognito), recreate, ids)
+    users = PortalUsers(data_dir, endpoint)
+    return PoolKeeper(CognitoProvider(config.cognito), recreate, ids, users=users)
 
 
 def add_user(args: argparse.Namespace) -> int:
@@ -246,11 +252,14 @@ def add_user(args: argparse.Namespace) -> int:
         raise LocalModeError(f"{email!r}: give an email address (it is also the username)")
     if args.password is not None and len(args.password) < 8:
         raise LocalModeError("the password must have at least 8 characters")
-    users = standin.load_users(data_dir)
-    if any(u.email.casefold() == email.casefold() for u in users):
-        raise LocalModeError(f"{email} exists already: python -m gateway dev users")
     user = standin.new_user(email, args.password)
-    users.append(user)
+
+    def append(users: list[LocalUser]) -> None:
+        if any(u.email.casefold() == email.casefold() for u in users):
+            raise LocalModeError(f"{email} exists already: python -m gateway dev users")
+        users.append(user)
+
+    standin.update_users(data_dir, append)
     live = running_stand_in(data_dir)
     if live is not None:
         standin.use_dummy_aws_credentials()
@@ -262,7 +271,7 @@ def add_user(args: argparse.Namespace) -> int:
             warning, live = f"the running stand-in did not take the user ({exc})", None
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
-    standin.save_users(data_dir, users)
+    standin.record_subs(data_dir, [user])
     when = "now (local mode is running)" if live else "at the next start of local mode"
     print(f"Added {email}; it can log in {when}.")
     print(f"    Username:    {user.email}\n    Password:    {user.password}")
@@ -284,7 +293,10 @@ def list_users(args: argparse.Namespace) -> int:
     if not users:
         print(f"No local users yet in {args.data}; `python -m gateway dev` creates {DEMO_EMAIL}.")
     for user in users:
-        print(f"{user.email}\t{user.password}")
+        # A portal user's password is the person's own: not shown.
+        shown = "(set on the portal)" if user.portal else user.password
+        state = "" if user.confirmed else "\t(waiting for its code)"
+        print(f"{user.email}\t{shown}{state}")
     return 0
 
 

@@ -1,6 +1,8 @@
 """Local mode's identity provider: re-creates the stand-in's pool when the stand-in forgot it.
 
-    PoolKeeper(inner, recreate, expected)     an IdentityProvider around `inner`
+    PoolKeeper(inner, recreate, expected, users=None)     an IdentityProvider around `inner`;
+                                                          `users`: where the portal records
+                                                          local mode's sign-ups (localusers.py)
 
 moto keeps everything in memory. When the stand-in restarts (its container crashed and the
 engine started it again), the pool, the app client and the users are gone, and every call
@@ -18,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.auth.identity import Identity, IdentityProvider, ProviderMisconfigured
+
+if TYPE_CHECKING:
+    from gateway.localusers import PortalUsers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,8 +38,11 @@ class PoolKeeper:
         inner: IdentityProvider,
         recreate: Callable[[], tuple[str, str]],
         expected: tuple[str, str],
+        users: PortalUsers | None = None,
     ) -> None:
         self._inner = inner
+        #: The portal's stand-in directory records sign-ups here (gateway/portal/standin.py).
+        self.users = users
         self._recreate = recreate
         self._expected = expected
         self._lock = asyncio.Lock()

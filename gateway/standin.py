@@ -12,6 +12,12 @@ which `sub` a seed yields, so a different one (another request drew from the gen
 is caught and the user re-created. If it stays different (a moto upgrade changed the generator),
 the caller is warned: that user gets a new, empty account, the old folder stays on disk.
 
+People who sign up on the portal in local mode are local users too (`portal: true`): the
+portal's stand-in directory (gateway/portal/standin.py) records them through `PortalUsers`
+(gateway/localusers.py), so they come back like the others. Every change to the file goes
+through `update_users()`: a lock file serialises the writers (`dev add-user`, the running
+gateway), and the file is replaced atomically.
+
 Nothing here talks to AWS: the boto3 client always has the stand-in's `endpoint_url`, and
 `use_dummy_aws_credentials()` replaces any real credentials in this process.
 """
@@ -19,19 +25,21 @@ Nothing here talks to AWS: the boto3 client always has the stand-in's `endpoint_
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 DEMO_EMAIL = "demo@example.com"
 USERS_FILE = "local-users.json"
+USERS_LOCK = "local-users.lock"
 REGION = "us-east-1"
 POOL_NAME = "anki-gateway-local"
 CLIENT_NAME = "anki-gateway"
@@ -66,6 +74,12 @@ class LocalUser:
     seed: int
     #: The `sub` the user got; "" until first created.
     sub: str = ""
+    #: Signed up on the portal: the password is the person's own (not shown in the box).
+    portal: bool = False
+    #: False while a portal sign-up waits for its code; such users are not re-created.
+    confirmed: bool = True
+    #: Disabled on the portal (`portal.delete_cognito_user: disable`); re-created disabled.
+    disabled: bool = False
 
 
 def new_password() -> str:
@@ -92,7 +106,8 @@ def load_users(data_dir: Path) -> list[LocalUser]:
 
 
 def save_users(data_dir: Path, users: list[LocalUser]) -> None:
-    """Written atomically and readable by the owner only: it holds passwords."""
+    """Written atomically and readable by the owner only: it holds passwords. Callers that
+    read the file first hold the lock: `update_users()`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / USERS_FILE
     tmp = path.with_suffix(".tmp")
@@ -101,6 +116,40 @@ def save_users(data_dir: Path, users: list[LocalUser]) -> None:
         json.dump({"users": [asdict(u) for u in users]}, out, indent=2)
         out.write("\n")
     os.replace(tmp, path)
+
+
+T = TypeVar("T")
+
+
+def update_users(data_dir: Path, change: Callable[[list[LocalUser]], T]) -> T:
+    """Load the users, `change(users)` in place, save them; returns what `change` returned.
+
+    Holds an exclusive lock (`flock` on `<data>/local-users.lock`) throughout, so concurrent
+    writers in this or other processes never lose each other's changes. Raises LocalModeError
+    for an unreadable file; `change` may raise to leave the file as it was.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / USERS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        users = load_users(data_dir)
+        result = change(users)
+        save_users(data_dir, users)
+        return result
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def record_subs(data_dir: Path, created: list[LocalUser]) -> None:
+    """Store the `sub`s `bootstrap()` gave `created` in the file, leaving other changes made
+    meanwhile (a user added or removed) alone."""
+    subs = {u.email.casefold(): u.sub for u in created if u.sub}
+
+    def change(users: list[LocalUser]) -> None:
+        for user in users:
+            user.sub = subs.get(user.email.casefold(), user.sub)
+
+    update_users(data_dir, change)
 
 
 # -- the Cognito stand-in -----------------------------------------------------------------
@@ -272,12 +321,18 @@ def ensure_user(boto: Any, endpoint: str, pool_id: str, user: LocalUser) -> str 
     boto.admin_set_user_password(
         UserPoolId=pool_id, Username=user.email, Password=user.password, Permanent=True
     )
+    if user.disabled:
+        boto.admin_disable_user(UserPoolId=pool_id, Username=user.email)
     return warning
 
 
 def bootstrap(endpoint: str, users: list[LocalUser]) -> tuple[str, str, list[str]]:
-    """Pool, app client and users in the stand-in: (pool id, client id, warnings)."""
+    """Pool, app client and users in the stand-in: (pool id, client id, warnings).
+
+    Portal sign-ups still waiting for their code are left out: the person signs up again.
+    """
     boto = cognito_client(endpoint)
     pool_id, client_id = ensure_pool(boto, endpoint)
-    warnings = [w for u in users if (w := ensure_user(boto, endpoint, pool_id, u))]
+    confirmed = [u for u in users if u.confirmed]
+    warnings = [w for u in confirmed if (w := ensure_user(boto, endpoint, pool_id, u))]
     return pool_id, client_id, warnings

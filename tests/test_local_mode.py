@@ -7,6 +7,7 @@ stable identities, the configuration it builds, the users file, the box).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -27,7 +28,8 @@ import requests
 from gateway import local, standin
 from tests.ankiclient import Client, Required
 from tests.conftest import live_worker_pids
-from tests.portal.test_pages import sign_up
+from tests.portal.conftest import PORTAL_PASSWORD
+from tests.portal.test_pages import csrf, post_form, sign_up
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -451,3 +453,164 @@ def test_a_restarted_stand_in_gets_its_pool_and_users_back_at_the_next_login(
         stand_in.wait()
     log = (tmp_path / f"local-mode-{url.split(':')[-1].strip('/')}.log").read_text()
     assert "forgot its pool" in log
+
+
+def local_user(data: Path, email: str) -> dict[str, Any] | None:
+    users = json.loads((data / standin.USERS_FILE).read_text())["users"]
+    return next((u for u in users if u["email"] == email), None)
+
+
+def test_a_portal_sign_up_survives_stand_in_and_local_mode_restarts(tmp_path, run_local_mode):
+    cognito_port = free_port()
+    stand_in = start_moto_server(cognito_port)
+    data = tmp_path / "data-local"
+    settings = tmp_path / "gateway.yaml"
+    # No cached login hides the stand-in; every sync re-checks the user by `sub` in the background.
+    settings.write_text("auth:\n  cache_ttl_seconds: 1\n  recheck_seconds: 1\n")
+    port = free_port()
+    email, new_password = "newcomer@example.com", "Reset-Pass-2027"
+    try:
+        endpoint = f"http://127.0.0.1:{cognito_port}"
+        mode = run_local_mode(data, port, "--cognito-endpoint", endpoint, "--config", str(settings))
+        url, _, _ = parse_box(mode.box())
+        mode.wait_ready(url)
+        base = url + "account/"
+        browser = requests.Session()
+        assert "/account/confirm" in sign_up(browser, base, email).url
+        confirmed = post_form(browser, base + "confirm", {"email": email, "code": "123456"})
+        assert confirmed.status_code == 200 and "/account/signin" in confirmed.url, confirmed.url
+        laptop = Client(tmp_path / "laptop")
+        laptop.login(email, PORTAL_PASSWORD, url)
+        laptop.add_note("signed up on the portal")
+        assert laptop.sync() == Required.FULL_UPLOAD
+        laptop.close()
+
+        # A password reset on the portal (any code works in local mode) is recorded too.
+        post_form(browser, base + "forgot", {"email": email})
+        fields = {"email": email, "code": "123456", "password": new_password}
+        assert post_form(browser, base + "reset", fields).status_code == 200
+        recorded = local_user(data, email)
+        assert recorded is not None and recorded["password"] == new_password
+        assert stat.S_IMODE((data / standin.USERS_FILE).stat().st_mode) == 0o600
+
+        # The stand-in restarts and forgets everyone: the portal user comes back with its `sub`.
+        stand_in.kill()
+        stand_in.wait()
+        stand_in = start_moto_server(cognito_port)
+        time.sleep(1.5)  # past the credential cache
+        phone = Client(tmp_path / "phone")
+        phone.login(email, new_password, url)
+        assert phone.sync() == Required.FULL_DOWNLOAD
+        assert phone.note_fronts() == {"signed up on the portal"}
+        time.sleep(2.5)  # the background re-check by `sub` runs and finds the user
+        phone.add_note("after the stand-in restart")
+        assert phone.sync() == Required.NO_CHANGES
+        phone.close()
+        assert mode.stop() == 0
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+    # Local mode restarts with a fresh stand-in of its own.
+    mode = run_local_mode(data, port, "--config", str(settings))
+    url, username, _ = parse_box(mode.box())
+    assert username == standin.DEMO_EMAIL  # the box shows the local users, not portal ones
+    mode.wait_ready(url)
+    tablet = Client(tmp_path / "tablet")
+    tablet.login(email, new_password, url)
+    assert tablet.sync() == Required.FULL_DOWNLOAD
+    assert tablet.note_fronts() == {"signed up on the portal", "after the stand-in restart"}
+    tablet.close()
+    assert sorted(p.name for p in (data / "collections").iterdir()) == ["newcomer"]
+
+    # Deleting the account on the portal removes the user from local-users.json as well.
+    browser = requests.Session()
+    signed_in = post_form(browser, base + "signin", {"email": email, "password": new_password})
+    assert signed_in.url == base, signed_in.text[:500]
+    token = csrf(browser.get(base).text, "delete-")
+    fields = {"delete-csrf_token": token, "delete-password": new_password}
+    assert browser.post(base + "delete", data=fields, timeout=30).status_code == 200
+    assert local_user(data, email) is None
+    assert local_user(data, standin.DEMO_EMAIL) is not None
+    assert mode.stop() == 0
+
+
+def test_concurrent_writers_of_the_users_file_lose_nothing(tmp_path):
+    # `dev add-user` and the running gateway's portal write the same file.
+    def add(n: int) -> None:
+        standin.update_users(tmp_path, lambda users: users.append(standin.new_user(f"u{n}@x.org")))
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(u.email for u in standin.load_users(tmp_path)) == sorted(
+        f"u{n}@x.org" for n in range(30)
+    )
+    assert stat.S_IMODE((tmp_path / standin.USERS_FILE).stat().st_mode) == 0o600
+
+
+def test_a_user_disabled_on_the_portal_comes_back_disabled(tmp_path, moto_url):
+    from gateway.localusers import PortalUsers
+
+    user = standin.new_user("gone@example.com", "password-1")
+    standin.save_users(tmp_path, [user, standin.new_user("other@example.com")])
+    PortalUsers(tmp_path, moto_url).removed("GONE@example.com", "disable")
+    pool_id, _, _ = standin.bootstrap(moto_url, standin.load_users(tmp_path))
+    boto = standin.cognito_client(moto_url)
+    assert boto.admin_get_user(UserPoolId=pool_id, Username=user.email)["Enabled"] is False
+    PortalUsers(tmp_path, moto_url).removed("gone@example.com", "delete")
+    assert [u.email for u in standin.load_users(tmp_path)] == ["other@example.com"]
+
+
+def test_portal_users_are_listed_without_their_password(tmp_path, capsys):
+    mine = standin.LocalUser("me@example.com", "My-Own-Secret-1", 1, portal=True, confirmed=False)
+    standin.save_users(tmp_path, [standin.new_user("demo@example.com", "Anki-abc-12"), mine])
+    assert local.main(["users", "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Anki-abc-12" in out and "me@example.com" in out
+    assert "My-Own-Secret-1" not in out and "waiting for its code" in out
+
+
+async def test_a_sign_up_that_lost_its_seed_to_another_request_is_made_again(tmp_path, moto_url):
+    # Another request to the stand-in draws from moto's generator between the seed and the
+    # sign-up: the user is made again under a new seed, so its `sub` can be reproduced.
+    from gateway.auth.cognito import CognitoProvider
+    from gateway.localpool import PoolKeeper
+    from gateway.localusers import PortalUsers
+    from gateway.portal.standin import StandInDirectory
+
+    class RacedOnce(PortalUsers):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.seeds: list[int] = []
+
+        def seed(self) -> tuple[int, bool]:
+            seed, seeded = super().seed()
+            if not self.seeds:
+                standin.seed_stand_in(moto_url, seed + 1)  # as if another request drew first
+            self.seeds.append(seed)
+            return seed, seeded
+
+    standin.use_dummy_aws_credentials()
+    pool_id, client_id, _ = standin.bootstrap(moto_url, [])
+    config = stand_in_config(tmp_path, {})
+    cognito = dataclasses.replace(
+        config.cognito, endpoint_url=moto_url, user_pool_id=pool_id, client_id=client_id
+    )
+    users = RacedOnce(tmp_path, moto_url)
+    keeper = PoolKeeper(CognitoProvider(cognito), lambda: (pool_id, client_id), ("", ""), users)
+    directory = StandInDirectory(cognito, keeper=keeper)
+    try:
+        await directory.sign_up("racer@example.com", "Racer-Pass-1")
+        await directory.confirm("racer@example.com", "123456")
+    finally:
+        await directory.close()
+        await keeper.close()
+    assert len(users.seeds) == 2
+    [recorded] = standin.load_users(tmp_path)
+    assert recorded.seed == users.seeds[1] and recorded.confirmed and recorded.portal
+    assert recorded.sub == standin.expected_sub(recorded.seed)
+    listed = standin.cognito_client(moto_url).list_users(UserPoolId=pool_id)["Users"]
+    assert [u["Username"] for u in listed] == ["racer@example.com"]
