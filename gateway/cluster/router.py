@@ -122,9 +122,17 @@ class Router:
         a node whose heartbeats have failed for `lease_seconds` is *fenced*: other nodes may
         have taken its accounts over, so it calls `on_fenced` once (the app stops its
         workers, freeing their locks) and refuses its accounts (503) until a heartbeat gets
-        through again."""
+        through again.
+
+        A beat that hangs (a directory that stops answering: boto3 waits out its timeouts and
+        retries, 10 s and more) is given up when this node's lease ends, so the fence is not
+        late: other nodes may take the accounts over from then on."""
         try:
-            await self.beat()
+            if self.storage == placement.SHARED and not self._fenced:
+                left = self._last_beat + self._lease - self._clock()
+                await asyncio.wait_for(self.beat(), timeout=max(left, 0.0))
+            else:
+                await self.beat()
         except Exception as exc:  # noqa: BLE001 - retried next period
             metrics.cluster_heartbeat_failed()
             log.warning("heartbeat failed", extra={"error": type(exc).__name__})
@@ -134,7 +142,7 @@ class Router:
                 self.on_fenced()
 
     def _lost_leases(self) -> bool:
-        return self.storage == placement.SHARED and self._clock() - self._last_beat > self._lease
+        return self.storage == placement.SHARED and self._clock() - self._last_beat >= self._lease
 
     async def _beat_forever(self) -> None:
         while True:
