@@ -42,6 +42,10 @@ STALE_SECONDS = 900.0
 ROUNDS = 4
 
 
+class NodeIdInUse(Exception):
+    """Another live node announces this node's id from another URL: this one must not start."""
+
+
 class Router:
     def __init__(
         self,
@@ -84,8 +88,22 @@ class Router:
     async def start(self) -> None:
         """Announce this node, then keep it announced in the background. A directory that
         cannot be reached does not stop the start: requests that need it get 503 until a
-        heartbeat gets through (as the registry does, gateway/registry/)."""
+        heartbeat gets through (as the registry does, gateway/registry/).
+
+        Raises `NodeIdInUse` while another node's heartbeat with this node's id and another
+        URL lasts (a configuration copied without a new `cluster.node_id`: both would serve
+        that id's accounts, each with its own worker)."""
         self._last_beat = self._clock()  # the lease counts from the start
+        try:
+            known = (await self._directory.nodes()).get(self.node_id)
+        except DirectoryUnavailable:
+            known = None  # the heartbeat retries; nothing to compare with now
+        if known is not None and known.live(self._clock()) and known.url != self._url:
+            log.error(
+                "another live node uses this node's id: give each node its own cluster.node_id",
+                extra={"node": self.node_id, "other_url": known.url},
+            )
+            raise NodeIdInUse(f"node id {self.node_id} is in use by {known.url}")
         await self.heartbeat()
         self._task = asyncio.create_task(self._beat_forever())
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.cluster.placement import Forward, Serve
-from gateway.cluster.router import Router
+from gateway.cluster.router import NodeIdInUse, Router
 from gateway.cluster.sqlite import SqliteDirectory
 from gateway.errors import Unavailable
 
@@ -178,3 +178,37 @@ async def test_a_directory_outage_serves_owners_read_before_and_refuses_the_rest
     with pytest.raises(Unavailable) as caught:
         await a.route("never-seen")
     assert caught.value.status == 503  # never 403
+
+
+async def test_a_node_id_a_live_node_announces_from_another_url_does_not_start_twice(tmp_path):
+    """A configuration copied to a new machine without a new `cluster.node_id`: both would
+    serve that id's accounts, each its own worker (local storage: each from its own disk, two
+    copies that drift apart). The second refuses to start while the first's heartbeat lasts;
+    the same node restarted (same URL) starts, and so does the copy once the first stopped."""
+    clock = Clock()
+    first = router(tmp_path, "a", clock, "local")
+    await first.start()
+    copy = Router(
+        SqliteDirectory(tmp_path / "cluster.sqlite3"),
+        node_id="a",
+        url="http://elsewhere/",
+        lease_seconds=10,
+        heartbeat_seconds=2,
+        clock=clock,
+    )
+    with pytest.raises(NodeIdInUse):
+        await copy.start()
+    restarted = router(tmp_path, "a", clock, "local")
+    await restarted.start()
+    await restarted.close()  # a clean stop: its heartbeat ends now
+    await first.close()
+    moved = Router(
+        SqliteDirectory(tmp_path / "cluster.sqlite3"),
+        node_id="a",
+        url="http://elsewhere/",
+        lease_seconds=10,
+        heartbeat_seconds=2,
+        clock=clock,
+    )
+    await moved.start()
+    await moved.close()
