@@ -23,11 +23,13 @@ def where(decision: Serve | Forward) -> str:
     return "here" if isinstance(decision, Serve) else decision.node.id
 
 
-def router(tmp_path, node_id: str, clock: Clock, storage: str, load: int = 0) -> Router:
+def router(
+    tmp_path, node_id: str, clock: Clock, storage: str, load: int = 0, url: str = ""
+) -> Router:
     return Router(
         SqliteDirectory(tmp_path / "cluster.sqlite3"),
         node_id=node_id,
-        url=f"http://{node_id}/",
+        url=url or f"http://{node_id}/",
         storage=storage,
         lease_seconds=10,
         heartbeat_seconds=2,
@@ -188,27 +190,13 @@ async def test_a_node_id_a_live_node_announces_from_another_url_does_not_start_t
     clock = Clock()
     first = router(tmp_path, "a", clock, "local")
     await first.start()
-    copy = Router(
-        SqliteDirectory(tmp_path / "cluster.sqlite3"),
-        node_id="a",
-        url="http://elsewhere/",
-        lease_seconds=10,
-        heartbeat_seconds=2,
-        clock=clock,
-    )
+    copy = router(tmp_path, "a", clock, "local", url="http://elsewhere/")
     with pytest.raises(NodeIdInUse):
         await copy.start()
     restarted = router(tmp_path, "a", clock, "local")
     await restarted.start()
     await restarted.close()  # a clean stop: its heartbeat ends now
     await first.close()
-    moved = Router(
-        SqliteDirectory(tmp_path / "cluster.sqlite3"),
-        node_id="a",
-        url="http://elsewhere/",
-        lease_seconds=10,
-        heartbeat_seconds=2,
-        clock=clock,
-    )
+    moved = router(tmp_path, "a", clock, "local", url="http://elsewhere/")
     await moved.start()
     await moved.close()
