@@ -150,6 +150,46 @@ def test_a_request_whose_body_was_still_arriving_when_its_account_moved_is_not_s
     client.close()
 
 
+def test_unsigned_internal_requests_count_against_the_per_address_limit(local_cluster):
+    """`_cluster/hostkey` (also move, erase) reads its small body before it can check the
+    signature over it: held open by anyone reaching the port, such requests count per address
+    like any other (server.max_requests_per_address, 32 here), or one address could hold any
+    number of them. Only forwarded sync requests, refused unsigned before any body byte is
+    read, are counted where their clients connected."""
+    cluster, _ = local_cluster
+    node = cluster.nodes[1]
+    head = (
+        b"POST /_cluster/hostkey HTTP/1.1\r\nHost: x\r\nanki-sync: "
+        + sync_header("")
+        + b"\r\nContent-Length: 100\r\n\r\n{"
+    )
+
+    async def hold_and_ask() -> bytes:
+        held = []
+        try:
+            for _ in range(32):
+                reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+                writer.write(head)
+                await writer.drain()
+                held.append(writer)
+            await asyncio.sleep(1.0)  # all 32 are in, waiting for the rest of their bodies
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            held.append(writer)
+            body = b'{"sub": "x"}'
+            writer.write(
+                b"POST /_cluster/hostkey HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), 30)
+        finally:
+            for writer in held:
+                writer.transport.abort()
+
+    answer = asyncio.run(hold_and_ask())
+    assert answer.startswith(b"HTTP/1.1 429"), answer[:100]
+
+
 def test_a_deleted_account_s_folder_is_erased_on_its_owner_node_only_once_deleted(
     local_cluster, tmp_path
 ):
