@@ -139,9 +139,13 @@ def _log_client_gone(reason: str) -> int:
 async def per_address_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     """At most `server.max_requests_per_address` requests in flight per client (addresses.py)."""
     config = request.app[CONFIG]
-    if config.cluster.enabled and request.path.startswith(config.server.path_prefix + "_cluster/"):
-        # Another node's forwarded requests: their clients were counted where they connected
-        # (the route refuses anything unsigned before doing any work).
+    if config.cluster.enabled and request.path.startswith(
+        tuple(config.server.path_prefix + "_cluster/" + kind for kind in ("sync/", "msync/"))
+    ):
+        # Another node's forwarded sync requests: their clients were counted where they
+        # connected (the route refuses anything unsigned before reading a body byte). The
+        # other internal routes read a small body before they can check its signature: they
+        # count here like any request.
         return await handler(request)
     address = client_address(request, config.server.trust_forwarded_for)
     in_flight = request.app[IN_FLIGHT]

@@ -69,7 +69,7 @@ from gateway.cluster.internal import (
     Misdirected,
     forwarding_headers,
 )
-from gateway.cluster.placement import Forward, Node
+from gateway.cluster.placement import Forward, Node, Serve
 from gateway.errors import (
     BodyTooLarge,
     ClientStalled,
@@ -254,7 +254,9 @@ class Proxy:
                 return await self._to_node(
                     request, upstream_path, owner, (account.sub, header.key), address, meter
                 )
-            return await self._forward(request, upstream_path, account.name, header.session, meter)
+            return await self._forward(
+                request, upstream_path, (account.sub, account.name), header.session, meter
+            )
         except (BodyTooLarge, Overloaded) as exc:
             # The worker got an incomplete body and dropped it: the drain, at the client's pace,
             # must not keep the budget from other bodies meanwhile.
@@ -290,6 +292,18 @@ class Proxy:
         if from_node:
             raise Misdirected(f"the account belongs to node {decision.node.id}")
         return decision.node
+
+    async def _still_owner(self, sub: str) -> None:
+        """`Unavailable` (503) unless this node still owns `sub` (with several nodes). The owner
+        was decided when the request's headers came; its body may have taken long enough for
+        the account to move away (cluster/move.py waits only for requests on its worker), and
+        a worker started now would serve a fresh, empty folder on a node that is no longer
+        the owner."""
+        if self._cluster is None:
+            return
+        if not isinstance(await self._cluster.router.route(sub), Serve):
+            metrics.cluster_route("unavailable")
+            raise Unavailable("the account moved to another node meanwhile", retry_after=1)
 
     async def _to_node(
         self,
@@ -331,11 +345,13 @@ class Proxy:
         self,
         request: web.Request,
         upstream_path: str,
-        account: str,
+        sub_and_name: tuple[str, str],
         session: str,
         meter: payload.PayloadMeter,
     ) -> web.StreamResponse:
         body, reuse = await self._body(request, upstream_path, meter)
+        await self._still_owner(sub_and_name[0])
+        account = sub_and_name[1]
         # Past a backup of the account only now: a body still arriving holds no worker, and a
         # sync cut while its body arrived must not reach the fresh worker (backup/gate.py).
         async with self._passage(account, upstream_path, session) as passage:

@@ -283,6 +283,22 @@ async def test_sign_out_moves_the_generation_on_and_refuses_old_keys_in_every_pr
         await other.sign_out("no-such-sub")
 
 
+async def test_a_key_newer_than_a_cached_row_is_read_again_not_refused(registry, store):
+    """Sign out everywhere and log in again through another node (several nodes behind a load
+    balancer); the device's next request reaches this node, whose cached row still has the old
+    generation. The key is newer than that row, so the row is read again: refusing it (403)
+    would log out the device that has just logged in."""
+    await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.add_host_key("sub-1", "a" * 40)
+    assert (await registry.account_for_key("a" * 40)).key_generation == 0  # the row cached
+    other = store.open()  # another node
+    assert await other.sign_out("sub-1") == 1
+    await other.add_host_key("sub-1", "c" * 40, generation=1)
+    account = await registry.account_for_key("c" * 40)
+    assert account is not None and account.key_generation == 1
+    assert await registry.account_for_key("a" * 40) is None  # and the old key goes at once
+
+
 async def test_status_changes_and_only_from_are_a_compare_and_set(registry, store):
     await registry.ensure(Identity("sub-1", "alice", None))
     await registry.add_host_key("sub-1", "k" * 40)

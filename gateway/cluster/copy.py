@@ -26,7 +26,8 @@ MANIFEST = ".gateway-manifest.json"
 DATABASES = ("collection.anki2", "media.db")
 
 
-def _digest(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -44,7 +45,7 @@ def manifest(folder: Path) -> dict[str, str]:
             path = here / name
             if name in skipped or path.is_symlink() or not path.is_file():
                 continue
-            found[path.relative_to(folder).as_posix()] = _digest(path)
+            found[path.relative_to(folder).as_posix()] = sha256_of(path)
         dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
     return found
 

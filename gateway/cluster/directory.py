@@ -1,7 +1,8 @@
 """The cluster directory: heartbeat items (`node#<id>`) and owner items (`owner#<sub>`).
 
     Directory.announce(node)              write this node's heartbeat item
-    Directory.nodes() -> {id: Node}       every node that ever announced itself (live or not)
+    Directory.nodes() -> {id: Node}       every node that announced itself (live or not; DynamoDB
+                                          leaves out nodes dead for over a day)
     Directory.owner(sub) -> Ownership?    the account's owner item
     Directory.claim(new, replaces) -> bool
         a conditional write: `new` is stored only if the owner item is still `replaces`

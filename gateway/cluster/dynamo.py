@@ -1,7 +1,8 @@
 """The directory in the registry's DynamoDB table (partition key `pk`, String, no sort key).
 
 Items written here: `node#<id>` (a heartbeat: url, public_url, load, expires), `node#` (the
-set of node ids ever announced, so listing nodes never scans the table) and `owner#<sub>`
+set of node ids announced, so listing nodes never scans the table; an id whose node has been
+dead for a day leaves it, `FORGET_SECONDS`) and `owner#<sub>`
 (node, expires, version). Account items belong to the registry and are never touched.
 `claim` is a conditional PutItem (`attribute_not_exists(pk)` or `version = :old`). Only
 GetItem, PutItem and UpdateItem are used: the registry's policy (deploy/dynamodb.yaml) covers
@@ -13,6 +14,8 @@ errors raise `DirectoryUnavailable` (503).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -30,11 +33,16 @@ from gateway.cluster.placement import Node, Ownership
 T = TypeVar("T")
 #: The item listing every node id (no node id is empty, so it cannot clash with one).
 INDEX = NODE_PREFIX
+#: A node whose heartbeat ended this long ago (seconds) leaves the index.
+FORGET_SECONDS = 86400.0
 
 
 class DynamoDirectory(Directory):
-    def __init__(self, client: Any, table: str, *, threads: int = 8) -> None:
+    def __init__(
+        self, client: Any, table: str, *, threads: int = 8, clock: Callable[[], float] = time.time
+    ) -> None:
         self._client = client
+        self._clock = clock
         self._table = table
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="cluster-directory")
 
@@ -93,7 +101,25 @@ class DynamoDirectory(Directory):
         for node_id, answer in zip(ids, answers, strict=True):
             if "Item" in answer:
                 found[node_id] = node_from(node_id, _plain(answer["Item"]))
+        await self._forget_gone(ids, found)
         return found
+
+    async def _forget_gone(self, ids: list[str], found: dict[str, Node]) -> None:
+        """Drop from the index the ids of nodes dead for over `FORGET_SECONDS` (each costs
+        every node a GetItem per heartbeat; ids that come and go would pile up). A node that
+        comes back adds itself again with its next heartbeat. Best effort."""
+        limit = self._clock() - FORGET_SECONDS
+        gone = [i for i in ids if i not in found or found[i].expires < limit]
+        if not gone:
+            return
+        with contextlib.suppress(DirectoryUnavailable):
+            await self._call(
+                self._client.update_item,
+                TableName=self._table,
+                Key={"pk": {"S": INDEX}},
+                UpdateExpression="DELETE ids :gone",
+                ExpressionAttributeValues={":gone": {"SS": gone}},
+            )
 
     async def owner(self, sub: str) -> Ownership | None:
         answer = await self._call(

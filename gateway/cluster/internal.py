@@ -48,6 +48,7 @@ _REFUSAL_LABELS = {
     "malformed time": "malformed",
     "time outside the replay window": "outside_window",
     "bad signature": "bad_signature",
+    "archive differs from the signed one": "bad_signature",
 }
 #: Seconds a client is told to wait after a forward failed.
 RETRY_AFTER = 5

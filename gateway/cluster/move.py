@@ -5,7 +5,8 @@
     source  answers the account's requests with 503 ("moving"), waits for requests in flight
             (up to `DRAIN_SECONDS`), stops its worker, holds the account's lock, packs the
             folder with a manifest of hashes (copy.py)
-            ──signed POST _cluster/receive?sub=&name= (the archive, streamed)──► target
+            ──signed POST _cluster/receive?sub=&name= (the archive, streamed; the signature
+              covers its SHA-256, `ARCHIVE`: a replay cannot carry another archive)──► target
     target  unpacks into `.incoming-<name>-<random>`, checks every hash and SQLite's
             integrity_check, moves an earlier folder of that name aside (`.replaced-...`, only
             when no worker holds it) and renames the copy into place; 200
@@ -22,6 +23,8 @@ dot are never account names (naming.py), so nothing set aside can clash with an 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -56,8 +59,18 @@ class MoveFailed(Exception):
     """Nothing changed: the source still owns the account (the message says why)."""
 
 
+#: On `_cluster/receive`: the archive's SHA-256 (hex), which the signature covers.
+ARCHIVE = "X-Gateway-Archive-SHA256"
+
+
 def identity(sub: str, name: str) -> str:
     return signing.identity_of(f"{sub}\0{name}")
+
+
+def copy_identity(sub: str, name: str, digest: str) -> str:
+    """What a copy's signature binds: the account and the archive's SHA-256, so a copy's
+    request sent again within the replay window cannot carry another archive."""
+    return signing.identity_of(f"{sub}\0{name}\0{digest}")
 
 
 async def give(
@@ -102,7 +115,9 @@ async def give(
 
 async def _send(cluster: Cluster, base: str, sub: str, name: str, archive: Path) -> None:
     url = base + SEGMENT + "receive"
-    headers = cluster.sign("POST", url, identity(sub, name))
+    digest = await asyncio.to_thread(copy.sha256_of, archive)
+    headers = cluster.sign("POST", url, copy_identity(sub, name, digest))
+    headers[ARCHIVE] = digest
     try:
         with archive.open("rb") as body:
             async with cluster.session.post(
@@ -126,16 +141,21 @@ async def receive(request: web.Request, collections_dir: Path) -> web.StreamResp
     sub, name = request.query.get("sub", ""), request.query.get("name", "")
     if not sub or not is_safe(name):
         return cluster.refuse(request, "malformed move")
-    reason = cluster.problem(request, identity(sub, name))
+    digest = request.headers.get(ARCHIVE, "")
+    reason = cluster.problem(request, copy_identity(sub, name, digest))
     if reason is not None:
         return cluster.refuse(request, reason)
     await asyncio.to_thread(collections_dir.mkdir, parents=True, exist_ok=True)  # a new node
     incoming = collections_dir / f".incoming-{name}-{secrets.token_hex(4)}"
     archive = incoming.with_suffix(".tar")
     try:
+        received = hashlib.sha256()
         with archive.open("wb") as out:
             async for chunk in request.content.iter_chunked(1 << 20):
+                received.update(chunk)
                 await asyncio.to_thread(out.write, chunk)
+        if not hmac.compare_digest(received.hexdigest(), digest):
+            return cluster.refuse(request, "archive differs from the signed one")
         problem = await asyncio.to_thread(copy.unpack, archive, incoming)
         if problem is not None:
             log.warning("move refused: copy does not check out", extra={"problem": problem})

@@ -42,6 +42,10 @@ STALE_SECONDS = 900.0
 ROUNDS = 4
 
 
+class NodeIdInUse(Exception):
+    """Another live node announces this node's id from another URL: this one must not start."""
+
+
 class Router:
     def __init__(
         self,
@@ -84,8 +88,22 @@ class Router:
     async def start(self) -> None:
         """Announce this node, then keep it announced in the background. A directory that
         cannot be reached does not stop the start: requests that need it get 503 until a
-        heartbeat gets through (as the registry does, gateway/registry/)."""
+        heartbeat gets through (as the registry does, gateway/registry/).
+
+        Raises `NodeIdInUse` while another node's heartbeat with this node's id and another
+        URL lasts (a configuration copied without a new `cluster.node_id`: both would serve
+        that id's accounts, each with its own worker)."""
         self._last_beat = self._clock()  # the lease counts from the start
+        try:
+            known = (await self._directory.nodes()).get(self.node_id)
+        except DirectoryUnavailable:
+            known = None  # the heartbeat retries; nothing to compare with now
+        if known is not None and known.live(self._clock()) and known.url != self._url:
+            log.error(
+                "another live node uses this node's id: give each node its own cluster.node_id",
+                extra={"node": self.node_id, "other_url": known.url},
+            )
+            raise NodeIdInUse(f"node id {self.node_id} is in use by {known.url}")
         await self.heartbeat()
         self._task = asyncio.create_task(self._beat_forever())
 
@@ -122,9 +140,17 @@ class Router:
         a node whose heartbeats have failed for `lease_seconds` is *fenced*: other nodes may
         have taken its accounts over, so it calls `on_fenced` once (the app stops its
         workers, freeing their locks) and refuses its accounts (503) until a heartbeat gets
-        through again."""
+        through again.
+
+        A beat that hangs (a directory that stops answering: boto3 waits out its timeouts and
+        retries, 10 s and more) is given up when this node's lease ends, so the fence is not
+        late: other nodes may take the accounts over from then on."""
         try:
-            await self.beat()
+            if self.storage == placement.SHARED and not self._fenced:
+                left = self._last_beat + self._lease - self._clock()
+                await asyncio.wait_for(self.beat(), timeout=max(left, 0.0))
+            else:
+                await self.beat()
         except Exception as exc:  # noqa: BLE001 - retried next period
             metrics.cluster_heartbeat_failed()
             log.warning("heartbeat failed", extra={"error": type(exc).__name__})
@@ -134,7 +160,7 @@ class Router:
                 self.on_fenced()
 
     def _lost_leases(self) -> bool:
-        return self.storage == placement.SHARED and self._clock() - self._last_beat > self._lease
+        return self.storage == placement.SHARED and self._clock() - self._last_beat >= self._lease
 
     async def _beat_forever(self) -> None:
         while True:

@@ -68,7 +68,7 @@ def problem(
     node, timestamp, signature = (headers.get(h) for h in HEADERS)
     if not node or not timestamp or not signature:
         return "not signed"
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         return "malformed time"
     if abs(now - int(timestamp)) > max_skew:
         return "time outside the replay window"

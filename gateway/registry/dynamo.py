@@ -663,6 +663,11 @@ class DynamoRegistry(Registry):
                 name = item["name"]["S"] if "name" in item else None
                 known = (item["sub"]["S"], int(item["generation"]["N"]), name)
             account = await self.get(known[0])
+            if account is not None and known[1] > account.key_generation:
+                # A key newer than the cached row (signed out and logged in again through
+                # another node): the row is stale, not the key; refusing it would log out
+                # the device that has just logged in.
+                account = await self._read(known[0])
         except RegistryUnavailable:
             account = self._stale.get(known[0]) if known is not None else None
             if account is None or not key_admits(account, *known[1:]):

@@ -96,3 +96,20 @@ async def test_an_unreachable_store_is_unavailable_not_a_crash(tmp_path):
     (tmp_path / "d.sqlite3").mkdir()  # a folder where the file should be: cannot be opened
     with pytest.raises(DirectoryUnavailable):
         await missing.owner("x")
+
+
+async def test_nodes_dead_for_a_day_leave_the_dynamodb_index(aws):
+    """Every heartbeat reads each node listed in the index (a GetItem each): node ids that
+    come and go (a task id per ECS task, say) must not pile up there for good."""
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    create_table(client, TABLE)
+    now = 1_800_000_000.0
+    directory = DynamoDirectory(client, TABLE, clock=lambda: now)
+    await directory.announce(Node("gone", "http://gone/", "", 0, now - 2 * 86400))
+    await directory.announce(Node("a", "http://a/", "", 0, now + 30))
+    await directory.announce(Node("b", "http://b/", "", 0, now - 3600))  # down, not for long
+    assert set(await directory.nodes()) == {"gone", "a", "b"}
+    assert set(await directory.nodes()) == {"a", "b"}
+    await directory.announce(Node("gone", "http://gone/", "", 0, now + 30))  # back again
+    assert set(await directory.nodes()) == {"gone", "a", "b"}
+    await directory.close()

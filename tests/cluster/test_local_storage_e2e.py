@@ -24,7 +24,7 @@ import pytest
 from anki.errors import SyncError
 
 from gateway import config as config_mod
-from gateway import standin
+from gateway import protocol, standin
 from gateway.cluster import move, signing
 from gateway.registry import open_registry
 from tests.ankiclient import Required, is_auth_error
@@ -44,6 +44,7 @@ from tests.cluster.nodes import (
     through,
     users,
 )
+from tests.rawhttp import sync_header
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -106,6 +107,87 @@ def test_a_move_during_activity_loses_nothing_and_keeps_the_key(local_cluster, t
     )
     client.close()
     fresh.close()
+
+
+def test_a_request_whose_body_was_still_arriving_when_its_account_moved_is_not_served_there(
+    local_cluster, tmp_path
+):
+    """A request routed before a move, whose (small) body arrives after the move: the old
+    owner must not start a worker for it on a fresh, empty folder (the request's writes would
+    land on a node that no longer owns the account); 503, and the client tries again."""
+    cluster, people = local_cluster
+    user = people[2]
+    client = synced(tmp_path, "slow-body", user, cluster.nodes[0], "before the move")
+    assert client.auth is not None
+    source = owner_node(cluster, user.sub)
+    target = next(n for n in cluster.nodes if n is not source)
+    body = protocol.compress(b'{"v":11,"cv":"test"}')
+    head = (
+        b"POST /sync/meta HTTP/1.1\r\nHost: x\r\nConnection: close\r\nanki-sync: "
+        + sync_header(client.auth.hkey)
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+
+    async def slow_meta() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", source.port)
+        try:
+            writer.write(head + body[:4])
+            await writer.drain()
+            await asyncio.sleep(1.0)  # routed on the source, the body not in yet
+            said = await asyncio.to_thread(admin, cluster, "move", "user2", "--to", target.id)
+            assert f"user2: moved to {target.id}" in said
+            writer.write(body[4:])
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), 30)
+        finally:
+            writer.close()
+
+    answer = asyncio.run(slow_meta())
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+    assert not (source.data_dir / "collections" / "user2").exists()
+    through(client, source).sync()  # served by the new owner, through the old one
+    assert "before the move" in client.note_fronts()
+    client.close()
+
+
+def test_unsigned_internal_requests_count_against_the_per_address_limit(local_cluster):
+    """`_cluster/hostkey` (also move, erase) reads its small body before it can check the
+    signature over it: held open by anyone reaching the port, such requests count per address
+    like any other (server.max_requests_per_address, 32 here), or one address could hold any
+    number of them. Only forwarded sync requests, refused unsigned before any body byte is
+    read, are counted where their clients connected."""
+    cluster, _ = local_cluster
+    node = cluster.nodes[1]
+    head = (
+        b"POST /_cluster/hostkey HTTP/1.1\r\nHost: x\r\nanki-sync: "
+        + sync_header("")
+        + b"\r\nContent-Length: 100\r\n\r\n{"
+    )
+
+    async def hold_and_ask() -> bytes:
+        held = []
+        try:
+            for _ in range(32):
+                reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+                writer.write(head)
+                await writer.drain()
+                held.append(writer)
+            await asyncio.sleep(1.0)  # all 32 are in, waiting for the rest of their bodies
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            held.append(writer)
+            body = b'{"sub": "x"}'
+            writer.write(
+                b"POST /_cluster/hostkey HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), 30)
+        finally:
+            for writer in held:
+                writer.transport.abort()
+
+    answer = asyncio.run(hold_and_ask())
+    assert answer.startswith(b"HTTP/1.1 429"), answer[:100]
 
 
 def test_a_deleted_account_s_folder_is_erased_on_its_owner_node_only_once_deleted(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.cluster.placement import Forward, Serve
-from gateway.cluster.router import Router
+from gateway.cluster.router import NodeIdInUse, Router
 from gateway.cluster.sqlite import SqliteDirectory
 from gateway.errors import Unavailable
 
@@ -23,11 +23,13 @@ def where(decision: Serve | Forward) -> str:
     return "here" if isinstance(decision, Serve) else decision.node.id
 
 
-def router(tmp_path, node_id: str, clock: Clock, storage: str, load: int = 0) -> Router:
+def router(
+    tmp_path, node_id: str, clock: Clock, storage: str, load: int = 0, url: str = ""
+) -> Router:
     return Router(
         SqliteDirectory(tmp_path / "cluster.sqlite3"),
         node_id=node_id,
-        url=f"http://{node_id}/",
+        url=url or f"http://{node_id}/",
         storage=storage,
         lease_seconds=10,
         heartbeat_seconds=2,
@@ -178,3 +180,23 @@ async def test_a_directory_outage_serves_owners_read_before_and_refuses_the_rest
     with pytest.raises(Unavailable) as caught:
         await a.route("never-seen")
     assert caught.value.status == 503  # never 403
+
+
+async def test_a_node_id_a_live_node_announces_from_another_url_does_not_start_twice(tmp_path):
+    """A configuration copied to a new machine without a new `cluster.node_id`: both would
+    serve that id's accounts, each its own worker (local storage: each from its own disk, two
+    copies that drift apart). The second refuses to start while the first's heartbeat lasts;
+    the same node restarted (same URL) starts, and so does the copy once the first stopped."""
+    clock = Clock()
+    first = router(tmp_path, "a", clock, "local")
+    await first.start()
+    copy = router(tmp_path, "a", clock, "local", url="http://elsewhere/")
+    with pytest.raises(NodeIdInUse):
+        await copy.start()
+    restarted = router(tmp_path, "a", clock, "local")
+    await restarted.start()
+    await restarted.close()  # a clean stop: its heartbeat ends now
+    await first.close()
+    moved = router(tmp_path, "a", clock, "local", url="http://elsewhere/")
+    await moved.start()
+    await moved.close()

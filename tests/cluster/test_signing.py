@@ -33,6 +33,10 @@ def test_a_signed_request_passes_within_the_window():
     [
         ({"h": {signing.SIGNATURE: None}}, "not signed"),
         ({"h": {signing.TIME: "12a"}}, "malformed time"),
+        # Unicode digits pass str.isdigit(); int() refuses the first (a 500 and a traceback
+        # for an unsigned request) and reads the second.
+        ({"h": {signing.TIME: "1700000000\u00b2"}}, "malformed time"),
+        ({"h": {signing.TIME: "\u0661\u0667\u0660\u0660"}}, "malformed time"),
         ({"now": NOW + 31}, "time outside the replay window"),
         ({"now": NOW - 31}, "time outside the replay window"),
         ({"method": "GET"}, "bad signature"),
