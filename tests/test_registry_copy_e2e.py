@@ -33,7 +33,7 @@ def test_a_sqlite_registry_copied_into_dynamodb_keeps_devices_syncing_with_their
     start_gateway: Any,
     tmp_path: Path,
 ) -> None:
-    for user in ("alice", "bob", "carol"):
+    for user in ("alice", "bob", "carol", "dave"):
         cognito.add_user(user, PASSWORD, f"{user}@example.com")
     data = tmp_path / "data"
     on_sqlite = cognito.config(data)
@@ -104,11 +104,15 @@ def test_a_sqlite_registry_copied_into_dynamodb_keeps_devices_syncing_with_their
     assert first.returncode == 4, first.stdout + first.stderr
     assert "carol: account not copied: its name is held by another account" in first.stdout
     assert "accounts: 2 copied, 0 already there, 1 in conflict" in first.stdout
-    # Alice's two keys of generation 1 and Bob's; not the tablet's (signed out), nor Carol's
+    # Alice's key of generation 1 (one for all her devices: the stock server derives it from
+    # the account's worker password) and Bob's; not the tablet's (signed out), nor Carol's
     # (her account is not in the table).
-    assert "keys: 3 copied, 0 already there, 0 in conflict" in first.stdout
-    # A device logs in between the two copies.
-    desk = clients("desk")
+    assert "keys: 2 copied, 0 already there, 0 in conflict" in first.stdout
+    # A new user and another of Alice's devices log in between the two copies.
+    daves, desk = clients("dave"), clients("desk")
+    daves.add_note("Dave's, between the copies")
+    daves.login("dave", PASSWORD, gw.url)
+    daves.sync()
     desk.login("alice", PASSWORD, gw.url)
     desk.sync()
     gw.stop()
@@ -120,30 +124,40 @@ def test_a_sqlite_registry_copied_into_dynamodb_keeps_devices_syncing_with_their
     gw = start_gateway(dataclasses.replace(on_sqlite, registry=registry))
     second = cli("copy-registry")
     assert second.returncode == 4, second.stdout + second.stderr
-    assert "accounts: 0 copied, 2 already there, 1 in conflict" in second.stdout
-    assert "keys: 1 copied, 3 already there, 0 in conflict" in second.stdout
+    assert "accounts: 1 copied, 2 already there, 1 in conflict" in second.stdout
+    assert "keys: 1 copied, 2 already there, 0 in conflict" in second.stdout
     before = table()
     third = cli("copy-registry")
     assert third.returncode == 4, third.stdout + third.stderr
-    assert "keys: 0 copied, 4 already there, 0 in conflict" in third.stdout
+    assert "accounts: 0 copied, 3 already there, 1 in conflict" in third.stdout
+    assert "keys: 0 copied, 3 already there, 0 in conflict" in third.stdout
     assert table() == before  # a run with nothing new changes nothing
     assert squatter in before  # the conflicting item was not overwritten
     assert not any(item["pk"]["S"].startswith("key#") and "carol" in str(item) for item in before)
     for line in (planned.stdout + first.stdout + second.stdout + third.stdout).splitlines():
         assert not any(len(word) == 64 for word in line.split()), line  # no key digests
 
-    # Every device syncs with the key it holds, no login, no full sync; notes are there.
+    # Every device syncs with the key it holds, no login, no full sync; notes are there. (The
+    # restarted gateway listens on another port: what a load balancer's address hides.)
+    for device in (tablet, phone, laptop, desk, bobs, carols, daves):
+        assert device.auth is not None
+        device.auth.endpoint = gw.url
     phone.add_note("written on DynamoDB")
     assert phone.sync() in INCREMENTAL
     assert laptop.sync() in INCREMENTAL
     assert laptop.note_fronts() == {"written on SQLite", "written on DynamoDB"}
     assert desk.sync() in INCREMENTAL
     assert desk.note_fronts() == {"written on SQLite", "written on DynamoDB"}
+    assert daves.sync() in INCREMENTAL
+    fresh_dave = clients("dave-again")
+    fresh_dave.login("dave", PASSWORD, gw.url)  # the same account (no "dave-2"), with his note
+    fresh_dave.sync()
+    assert fresh_dave.note_fronts() == {"Dave's, between the copies"}
     # Signed out before the copy: still refused. Disabled: still disabled.
     for refused in (tablet, bobs):
         with pytest.raises(SyncError) as info:
             refused.sync()
         assert is_auth_error(info.value)
     assert gw.registry.get_by_name("bob").status == DISABLED
-    for device in (tablet, phone, laptop, desk, bobs, carols):
+    for device in (tablet, phone, laptop, desk, bobs, carols, daves, fresh_dave):
         device.close()
