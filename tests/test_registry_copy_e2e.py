@@ -153,8 +153,9 @@ def test_a_sqlite_registry_copied_into_dynamodb_keeps_devices_syncing_with_their
     fresh_dave.login("dave", PASSWORD, gw.url)  # the same account (no "dave-2"), with his note
     fresh_dave.sync()
     assert fresh_dave.note_fronts() == {"Dave's, between the copies"}
-    # Signed out before the copy: still refused. Disabled: still disabled.
-    for refused in (tablet, bobs):
+    # Signed out before the copy: still refused. Disabled: still disabled. Carol's account was
+    # not copied (her name is someone else's in the table): refused, as the README says.
+    for refused in (tablet, bobs, carols):
         with pytest.raises(SyncError) as info:
             refused.sync()
         assert is_auth_error(info.value)

@@ -25,6 +25,10 @@ Guarantees, as the SQLite registry's (tests/test_registry.py runs both):
   PutItem over an existing one), so attributes other code adds survive.
 - a key counts only while its account is active and the key's generation is the account's.
 
+`copy_account`, `copy_retired_name` and `copy_host_key` write items copied from another
+registry (registry/transfer.py) with the same layout, each only where no item is (conditional),
+never replacing one.
+
 The collection folder is not created here: on a cluster it belongs on the owner node's disk,
 and the worker start path makes it (workers/lock.py `account_dir`). A name whose folder exists
 on this node is still never given out (a leftover is never adopted).
