@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         default="serve",
         choices=["serve", "check-config", "dev", "accounts", "health", "backup", "restore"],
         help="serve (default); check-config: validate and exit; dev: local mode (see README); "
-        "accounts list|disable NAME|enable NAME|sign-out NAME|create-table|import DIR "
-        "[--dry-run]; health: exit 0 when the gateway on this machine answers /health "
+        "accounts list|disable NAME|enable NAME|sign-out NAME|create-table|copy-registry "
+        "[--from FILE] [--dry-run]|import DIR [--dry-run]; health: exit 0 when the gateway on "
+        "this machine answers /health "
         "(container health checks); backup --to DEST; restore --from DEST",
     )
     args, rest = parser.parse_known_args(argv)

@@ -12,12 +12,18 @@
                                   generation moves on; other accounts are untouched)
     accounts create-table         create the DynamoDB table `registry.table` (registry.backend
                                   dynamodb) with its indexes; nothing if it exists
+    accounts copy-registry [--from FILE] [--dry-run]
+                                  copy the SQLite registry (default <data>/registry.sqlite3)
+                                  into the DynamoDB table registry.* names (registry.backend
+                                  dynamodb): accounts, names, retired names, key digests; never
+                                  replaces an item in the table; exit 4 when some conflict
     accounts import DIR [--dry-run]
                                   take over the earlier server's collections/ folders
                                   (gateway/importer/); --dry-run prints the plan only
 
 Exit status: 0 done, 1 no such account, 2 wrong usage, 3 the registry cannot answer now (one
-line on stderr, as in the gateway's log: DynamoDB's call and error code).
+line on stderr, as in the gateway's log: DynamoDB's call and error code), 4 copy-registry left
+items in conflict (one line each, naming the account).
 
 Works on the registry directly (the SQLite file, WAL; or the DynamoDB table), so it also works
 while the gateway runs: a running gateway sees the change on the account's next request (with
@@ -30,9 +36,17 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 from gateway.config import Config
-from gateway.registry import ACTIVE, DISABLED, RegistryUnavailable, open_registry
+from gateway.registry import (
+    ACTIVE,
+    DISABLED,
+    REGISTRY_FILE,
+    RegistryUnavailable,
+    SqliteRegistry,
+    open_registry,
+)
 from gateway.usage import human_bytes, usage
 
 
@@ -47,6 +61,9 @@ def main(argv: list[str], config: Config) -> int:
     sub.add_parser("create-table")
     for action in ("disable", "enable", "sign-out"):
         sub.add_parser(action).add_argument("name")
+    copying = sub.add_parser("copy-registry")
+    copying.add_argument("--from", dest="source", type=Path, metavar="FILE")
+    copying.add_argument("--dry-run", action="store_true")
     moving = sub.add_parser("move")
     moving.add_argument("name")
     moving.add_argument("--to", required=True, metavar="NODE")
@@ -54,6 +71,8 @@ def main(argv: list[str], config: Config) -> int:
     if args.action == "create-table":
         return _create_table(config)
     try:
+        if args.action == "copy-registry":
+            return asyncio.run(_copy_registry(config, args.source, dry_run=args.dry_run))
         return asyncio.run(_run(args, config))
     except RegistryUnavailable as exc:  # the detail names the call and AWS's error code
         print(exc, file=sys.stderr)
@@ -69,6 +88,33 @@ def _create_table(config: Config) -> int:
     create_table(make_client(config), config.registry.table)
     print(f"DynamoDB table {config.registry.table} ready")
     return 0
+
+
+async def _copy_registry(config: Config, source: Path | None, *, dry_run: bool) -> int:
+    from gateway.registry.dynamo import DynamoRegistry
+    from gateway.registry.transfer import copy_registry
+
+    if config.registry.backend != "dynamodb":
+        print(
+            "copy-registry: the table to copy into is the configured one: set registry.backend "
+            "dynamodb (GATEWAY_REGISTRY_BACKEND=dynamodb) and registry.table"
+        )
+        return 2
+    source = source or config.data_dir / REGISTRY_FILE
+    if not source.is_file():
+        print(f"copy-registry: no SQLite registry at {source}")
+        return 2
+    sqlite = SqliteRegistry(source, config.collections_dir)
+    table = DynamoRegistry.from_config(config)
+    try:
+        report = await copy_registry(await sqlite.contents(), table, dry_run=dry_run)
+    finally:
+        await table.close()
+        await sqlite.close()
+    for line in report.conflicts:
+        print(line)
+    print(("dry run: " if dry_run else "") + report.summary(dry_run=dry_run))
+    return 4 if report.conflicts else 0
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:

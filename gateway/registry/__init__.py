@@ -4,6 +4,8 @@
                 `RegistryUnavailable` (503)
     sqlite.py   `SqliteRegistry`: one SQLite file in the data folder (the single-host default)
     dynamo.py   `DynamoRegistry`: one DynamoDB table shared by every node; `create_table`
+    transfer.py `copy_registry`: a SQLite registry's contents into the table, never replacing an
+                item there (`accounts copy-registry`)
 
 `open_registry(config)` opens the one `registry.backend` chooses.
 """

@@ -56,6 +56,35 @@ class Account:
         return self.status == ACTIVE
 
 
+@dataclass(frozen=True)
+class IssuedKey:
+    """A host key as the registry keeps it: its digest (`key_digest`), never the key; the
+    `generation` it was issued under; `created_at` in Unix seconds."""
+
+    digest: str
+    sub: str
+    generation: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class RetiredName:
+    """The name of a deleted account, never given out again (`Registry.delete`)."""
+
+    name: str
+    sub: str
+    retired_at: float
+
+
+@dataclass(frozen=True)
+class Contents:
+    """Everything a registry holds, for copying it into another (registry/transfer.py)."""
+
+    accounts: list[Account]
+    retired: list[RetiredName]
+    keys: list[IssuedKey]
+
+
 def key_digest(host_key: str) -> str:
     """The stored form of a host key: SHA-256, 64 lowercase hex digits."""
     return hashlib.sha256(host_key.encode("utf-8")).hexdigest()

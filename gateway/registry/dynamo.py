@@ -25,6 +25,10 @@ Guarantees, as the SQLite registry's (tests/test_registry.py runs both):
   PutItem over an existing one), so attributes other code adds survive.
 - a key counts only while its account is active and the key's generation is the account's.
 
+`copy_account`, `copy_retired_name` and `copy_host_key` write items copied from another
+registry (registry/transfer.py) with the same layout, each only where no item is (conditional),
+never replacing one.
+
 The collection folder is not created here: on a cluster it belongs on the owner node's disk,
 and the worker start path makes it (workers/lock.py `account_dir`). A name whose folder exists
 on this node is still never given out (a leftover is never adopted).
@@ -61,12 +65,15 @@ from cachetools import TTLCache
 from gateway import awsclient, metrics, naming
 from gateway.auth.identity import Identity
 from gateway.auth.spelling import canonical
+from gateway.registry import transfer
 from gateway.registry.base import (
     ACTIVE,
     SEEN_EVERY,
     Account,
+    IssuedKey,
     Registry,
     RegistryUnavailable,
+    RetiredName,
     key_admits,
     key_digest,
 )
@@ -171,6 +178,40 @@ def _account(item: dict[str, Any] | None) -> Account | None:
         key_generation=int(number("key_generation")),
         portal_epoch=int(number("portal_epoch")),
     )
+
+
+def _account_item(account: Account) -> dict[str, Any]:
+    """The `account#<sub>` item for `account`, with its index keys."""
+    item = {
+        "pk": _s(ACCOUNT + account.sub),
+        "sub": _s(account.sub),
+        "name": _s(account.name),
+        "cognito_username": _s(account.cognito_username),
+        "username_key": _s(canonical(account.cognito_username)),
+        "status": _s(account.status),
+        "created_at": _n(account.created_at),
+        "last_seen": _n(account.last_seen),
+        "checked_at": _n(account.checked_at),
+        "key_generation": _n(account.key_generation),
+        "portal_epoch": _n(account.portal_epoch),
+    }
+    if account.email is not None:
+        item |= {"email": _s(account.email), "email_key": _s(canonical(account.email))}
+    return item
+
+
+def _key_item(key: IssuedKey, name: str | None) -> dict[str, Any]:
+    """The `key#<digest>` item: the key opens only the account `name` (None: not known)."""
+    item = {
+        "pk": _s(KEY + key.digest),
+        "sub": _s(key.sub),
+        "key_sub": _s(key.sub),
+        "generation": _n(key.generation),
+        "created_at": _n(key.created_at),
+    }
+    if name is not None:
+        item["name"] = _s(name)
+    return item
 
 
 class DynamoRegistry(Registry):
@@ -438,21 +479,6 @@ class DynamoRegistry(Registry):
             created_at=now,
             last_seen=now,
         )
-        item = {
-            "pk": _s(ACCOUNT + identity.sub),
-            "sub": _s(identity.sub),
-            "name": _s(name),
-            "cognito_username": _s(identity.username),
-            "username_key": _s(canonical(identity.username)),
-            "status": _s(ACTIVE),
-            "created_at": _n(now),
-            "last_seen": _n(now),
-            "checked_at": _n(0),
-            "key_generation": _n(0),
-            "portal_epoch": _n(0),
-        }
-        if identity.email is not None:
-            item |= {"email": _s(identity.email), "email_key": _s(canonical(identity.email))}
         new = "attribute_not_exists(pk)"
         writes = [
             {
@@ -462,7 +488,13 @@ class DynamoRegistry(Registry):
                     "ConditionExpression": new,
                 }
             },
-            {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": new}},
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": _account_item(account),
+                    "ConditionExpression": new,
+                }
+            },
         ]
         for _ in range(_CONFLICT_RETRIES):
             try:
@@ -627,26 +659,9 @@ class DynamoRegistry(Registry):
         digest = key_digest(host_key)
         account = await self.get(sub)
         name = account.name if account is not None else None
-        item = {
-            "pk": _s(KEY + digest),
-            "sub": _s(sub),
-            "key_sub": _s(sub),
-            "generation": _n(generation),
-            "created_at": _n(self._clock()),
-        }
-        if name is not None:
-            item["name"] = _s(name)
-        try:
-            await self._call(
-                "put_item",
-                expected=("ConditionalCheckFailedException",),
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError:
-            return  # issued before (INSERT OR IGNORE): keys never change owner or generation
-        self._keys[digest] = (sub, generation, name)
+        item = _key_item(IssuedKey(digest, sub, generation, self._clock()), name)
+        if await self._put_new(item):  # else issued before (INSERT OR IGNORE): keys never
+            self._keys[digest] = (sub, generation, name)  # change owner or generation
 
     async def account_for_key(self, host_key: str) -> Account | None:
         """See `Registry.account_for_key`; answers as of at most `cache_seconds` ago, and from
@@ -685,6 +700,131 @@ class DynamoRegistry(Registry):
 
     async def host_key_count(self, sub: str) -> int:
         return len(await self._query(BY_KEY_SUB, "key_sub", sub))
+
+    # -- copying a registry in (registry/transfer.py) -----------------------------------
+
+    async def copy_account(self, account: Account, *, dry_run: bool = False) -> tuple[str, str]:
+        """Write `account` (all its fields) and its name claim, unless either is in the table:
+        (outcome, reason) as `transfer.COPIED`, `PRESENT` (the same account) or `CONFLICT` (a
+        reason naming no key). `dry_run`: read only."""
+        outcome = await self._compare_account(account)
+        if outcome[0] != transfer.COPIED or dry_run:
+            return outcome
+        try:
+            await self._call(
+                "transact_write_items",
+                expected=("TransactionCanceledException",),
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": {"pk": _s(NAME + account.name), "sub": _s(account.sub)},
+                            # Its own claim (not retired) may be there: an account deleted in
+                            # the table keeps its claim retired and is not made again.
+                            "ConditionExpression": "attribute_not_exists(pk) OR "
+                            "(#sub = :sub AND attribute_not_exists(retired_at))",
+                            "ExpressionAttributeNames": {"#sub": "sub"},
+                            "ExpressionAttributeValues": {":sub": _s(account.sub)},
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _account_item(account),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ],
+            )
+        except ClientError:
+            return transfer.after_failed_write(await self._compare_account(account))
+        self._remember(account.sub, account)
+        self._counts.clear()
+        return outcome
+
+    async def _compare_account(self, account: Account) -> tuple[str, str]:
+        claim = await self._get_item(NAME + account.name)
+        if claim is not None:
+            if claim.get("sub", {}).get("S") != account.sub:
+                return transfer.CONFLICT, "its name is held by another account in the table"
+            if "retired_at" in claim:
+                return transfer.CONFLICT, "deleted in the table (its name is retired there)"
+        there = await self._read(account.sub)
+        if there is None:
+            return transfer.COPIED, ""
+        changed = transfer.differences(there, account)
+        if changed:
+            return transfer.CONFLICT, "differs in the table: " + ", ".join(changed)
+        return transfer.PRESENT, ""
+
+    async def copy_retired_name(
+        self, retired: RetiredName, *, dry_run: bool = False
+    ) -> tuple[str, str]:
+        """Write the retired claim `name#<name>` unless a claim is in the table; as
+        `copy_account`."""
+        outcome = await self._compare_retired(retired)
+        if outcome[0] != transfer.COPIED or dry_run:
+            return outcome
+        item = {
+            "pk": _s(NAME + retired.name),
+            "sub": _s(retired.sub),
+            "retired_at": _n(retired.retired_at),
+        }
+        if await self._put_new(item):
+            return outcome
+        return transfer.after_failed_write(await self._compare_retired(retired))
+
+    async def _compare_retired(self, retired: RetiredName) -> tuple[str, str]:
+        claim = await self._get_item(NAME + retired.name)
+        if claim is None:
+            return transfer.COPIED, ""
+        if claim.get("sub", {}).get("S") != retired.sub:
+            return transfer.CONFLICT, "the name is held by another account in the table"
+        if "retired_at" not in claim:
+            return (
+                transfer.CONFLICT,
+                "deleted in the SQLite registry but not in the table: delete it again",
+            )
+        return transfer.PRESENT, ""
+
+    async def copy_host_key(
+        self, key: IssuedKey, name: str, *, dry_run: bool = False
+    ) -> tuple[str, str]:
+        """Write `key#<digest>` (issued to the account `name`) unless it is in the table; as
+        `copy_account`."""
+        outcome = await self._compare_key(key, name)
+        if outcome[0] != transfer.COPIED or dry_run:
+            return outcome
+        if await self._put_new(_key_item(key, name)):
+            return outcome
+        return transfer.after_failed_write(await self._compare_key(key, name))
+
+    async def _compare_key(self, key: IssuedKey, name: str) -> tuple[str, str]:
+        item = await self._get_item(KEY + key.digest)
+        if item is None:
+            return transfer.COPIED, ""
+        there = (
+            item.get("sub", {}).get("S"),
+            int(item["generation"]["N"]) if "generation" in item else None,
+            item.get("name", {}).get("S", name),
+        )
+        if there != (key.sub, key.generation, name):
+            return transfer.CONFLICT, "a host key differs in the table (account or generation)"
+        return transfer.PRESENT, ""
+
+    async def _put_new(self, item: dict[str, Any]) -> bool:
+        """PutItem only if no item has its `pk`; whether it was written."""
+        try:
+            await self._call(
+                "put_item",
+                expected=("ConditionalCheckFailedException",),
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError:
+            return False
+        return True
 
     # -- operations ---------------------------------------------------------------------
 

@@ -30,7 +30,17 @@ from pathlib import Path
 from gateway import naming, readiness
 from gateway.auth.identity import Identity
 from gateway.auth.spelling import canonical
-from gateway.registry.base import ACTIVE, SEEN_EVERY, Account, Registry, key_admits, key_digest
+from gateway.registry.base import (
+    ACTIVE,
+    SEEN_EVERY,
+    Account,
+    Contents,
+    IssuedKey,
+    Registry,
+    RetiredName,
+    key_admits,
+    key_digest,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -293,6 +303,28 @@ class SqliteRegistry(Registry):
     async def all(self) -> list[Account]:
         rows = self._db.execute(_SELECT + " ORDER BY name").fetchall()
         return [a for a in map(_account, rows) if a is not None]
+
+    async def contents(self) -> Contents:
+        """Every account, retired name and issued key digest, read in one transaction (a
+        consistent view while a gateway keeps writing), for `accounts copy-registry`."""
+        self._db.execute("BEGIN")
+        try:
+            accounts = await self.all()
+            retired = [
+                RetiredName(row["name"], row["sub"], row["retired_at"])
+                for row in self._db.execute(
+                    "SELECT name, sub, retired_at FROM retired_names ORDER BY name"
+                )
+            ]
+            keys = [
+                IssuedKey(row["key_sha256"], row["sub"], row["generation"], row["created_at"])
+                for row in self._db.execute(
+                    "SELECT key_sha256, sub, generation, created_at FROM host_keys ORDER BY sub"
+                )
+            ]
+        finally:
+            self._db.execute("COMMIT")
+        return Contents(accounts, retired, keys)
 
     # -- host keys ------------------------------------------------------------------------
 
