@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,34 @@ def dynamodb_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def accounts_cli(
+    data_dir: Path, cognito: Any, table: str, endpoint_url: str
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`python -m gateway accounts ARGS...` in a process of its own, on `data_dir` and the
+    DynamoDB `table` at `endpoint_url` (a moto server), with the moto pool's settings."""
+    env = {
+        **os.environ,
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_COGNITO_USER_POOL_ID": cognito.pool_id,
+        "GATEWAY_COGNITO_CLIENT_ID": cognito.client_id,
+        "GATEWAY_COGNITO_REGION": REGION,
+        "GATEWAY_REGISTRY_BACKEND": "dynamodb",
+        "GATEWAY_REGISTRY_TABLE": table,
+        "GATEWAY_REGISTRY_ENDPOINT_URL": endpoint_url,
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "accounts", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return cli
+
+
 def test_login_sync_and_a_command_line_sign_out_through_a_dynamodb_registry(
     cognito: Any, dynamodb_server: str, start_gateway: Any, tmp_path: Path
 ) -> None:
@@ -74,25 +102,8 @@ def test_login_sync_and_a_command_line_sign_out_through_a_dynamodb_registry(
         cache_seconds=CACHE_SECONDS,
     )
     config = dataclasses.replace(config, registry=registry)
-    env = {
-        **os.environ,
-        "GATEWAY_DATA_DIR": str(tmp_path / "cli-data"),  # the table, not a file, is shared
-        "GATEWAY_COGNITO_USER_POOL_ID": cognito.pool_id,
-        "GATEWAY_COGNITO_CLIENT_ID": cognito.client_id,
-        "GATEWAY_COGNITO_REGION": REGION,
-        "GATEWAY_REGISTRY_BACKEND": "dynamodb",
-        "GATEWAY_REGISTRY_TABLE": TABLE,
-        "GATEWAY_REGISTRY_ENDPOINT_URL": dynamodb_server,
-    }
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gateway", "accounts", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    # The table, not a file, is shared: the command line gets a data folder of its own.
+    cli = accounts_cli(tmp_path / "cli-data", cognito, TABLE, dynamodb_server)
 
     made = cli("create-table")
     assert made.returncode == 0, made.stderr

@@ -7,9 +7,6 @@ with the keys they hold (no login), moto for Cognito, the command line in a proc
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from anki.errors import SyncError
 from gateway.registry import DISABLED
 from tests.ankiclient import Client, Required, is_auth_error
 from tests.conftest import REGION
-from tests.test_dynamo_e2e import dynamodb_server  # noqa: F401 - the fixture
+from tests.test_dynamo_e2e import accounts_cli, dynamodb_server  # noqa: F401 - the fixture
 
 PASSWORD = "Correct-Horse-9"
 TABLE = "anki-gateway-copy"
@@ -37,25 +34,7 @@ def test_a_sqlite_registry_copied_into_dynamodb_keeps_devices_syncing_with_their
         cognito.add_user(user, PASSWORD, f"{user}@example.com")
     data = tmp_path / "data"
     on_sqlite = cognito.config(data)
-    env = {
-        **os.environ,
-        "GATEWAY_DATA_DIR": str(data),  # the SQLite registry to copy from
-        "GATEWAY_COGNITO_USER_POOL_ID": cognito.pool_id,
-        "GATEWAY_COGNITO_CLIENT_ID": cognito.client_id,
-        "GATEWAY_COGNITO_REGION": REGION,
-        "GATEWAY_REGISTRY_BACKEND": "dynamodb",
-        "GATEWAY_REGISTRY_TABLE": TABLE,
-        "GATEWAY_REGISTRY_ENDPOINT_URL": dynamodb_server,
-    }
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gateway", "accounts", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    cli = accounts_cli(data, cognito, TABLE, dynamodb_server)  # copies from data's SQLite
 
     def clients(name: str) -> Client:
         return Client(tmp_path / "clients" / name)
