@@ -40,9 +40,9 @@ from gateway import config as config_mod
 from gateway import logs
 from gateway.app import create_app
 from gateway.appkeys import LOGIN, POOL, REGISTRY
-from gateway.auth.cognito import CognitoProvider
-from gateway.auth.identity import Identity
 from gateway.auth.login import LoginResult
+from gateway.identity.cognito import CognitoProvider
+from gateway.identity.provider import Identity
 
 
 class TimedProvider:

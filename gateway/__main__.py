@@ -18,7 +18,7 @@ DEFAULT_CONFIG = Path("config/gateway.yaml")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dev"]:
-        from gateway.local import main as local_main
+        from gateway.local.mode import main as local_main
 
         return local_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "dev":
         # Local mode builds its own configuration around the stand-in; it only reads --config.
-        from gateway.local import main as local_main
+        from gateway.local.mode import main as local_main
 
         return local_main((["--config", str(args.config)] if args.config else []) + rest)
     takes_arguments = ("accounts", "backup", "restore")
@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr)
         return 2
     if args.command == "accounts":
-        from gateway.admin import main as admin_main
+        from gateway.cli.accounts import main as admin_main
 
         return admin_main(rest, config)
     if args.command in ("backup", "restore"):
         from gateway.backup import main as backup_main
 
         return backup_main(args.command, rest, config)
-    from gateway.datadir import problem
+    from gateway.cli.datadir import problem
 
     unwritable = problem(config.data_dir)
     if unwritable is not None:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"configuration OK ({path or 'defaults and environment'})")
         if "--probe" in rest:
-            from gateway.probe import probe
+            from gateway.ops.probe import probe
 
             findings = probe(config)
             for finding in findings:

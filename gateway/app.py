@@ -9,10 +9,10 @@ Routes (all under `server.path_prefix`, default "/"):
     GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
 
-Every request passes three middlewares (middlewares.py): the error tree to HTTP with one log
-line per request, a bound on requests in flight per client address (addresses.py), and the
+Every request passes three middlewares (web/middlewares.py): the error tree to HTTP with one log
+line per request, a bound on requests in flight per client address (web/addresses.py), and the
 refusal of bodies with a Content-Encoding (aiohttp would inflate them). Bodies
-are read at the client's pace or not at all (bodies.py, pace.py); headers must arrive within
+are read at the client's pace or not at all (web/bodies.py, web/pace.py); headers must arrive within
 `server.header_timeout_seconds` (`server_options()`).
 """
 
@@ -25,16 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import (
-    credentials,
-    librarylogs,
-    logs,
-    metricsserver,
-    openfiles,
-    protocol,
-    readiness,
-)
-from gateway.addresses import InFlight
+from gateway import logs, protocol
 from gateway.appkeys import (
     ACCOUNT,
     CONFIG,
@@ -48,27 +39,31 @@ from gateway.appkeys import (
 )
 from gateway.auth.admission import Admission
 from gateway.auth.cache import CredentialCache
-from gateway.auth.identity import IdentityProvider
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.backup.gate import BackupGate
-from gateway.bodies import read_capped
-from gateway.budget import InflationBudget
 from gateway.config import Config
 from gateway.errors import NotFound
-from gateway.middlewares import (
+from gateway.identity.provider import IdentityProvider
+from gateway.ops import metricsserver, readiness
+from gateway.ops.usagetotals import UsageTotals, usage_totals
+from gateway.proxy import Proxy, new_upstream_session
+from gateway.registry import RegistryUnavailable, open_registry
+from gateway.uploads.budget import InflationBudget
+from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
+from gateway.web import librarylogs, openfiles
+from gateway.web.addresses import InFlight
+from gateway.web.bodies import read_capped
+from gateway.web.middlewares import (
     IN_FLIGHT,
     client_address,
     errors_and_access_log,
     per_address_limit,
     refuse_encoded_bodies,
 )
-from gateway.pace import Pacing
-from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
-from gateway.proxy import Proxy, new_upstream_session
-from gateway.registry import RegistryUnavailable, open_registry
-from gateway.usagetotals import UsageTotals, usage_totals
+from gateway.web.pace import Pacing
+from gateway.workers import credentials
 from gateway.workers.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -100,7 +95,7 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
-    """Public: whether, and which fixed problems (readiness.py); never counts or paths."""
+    """Public: whether, and which fixed problems (ops/readiness.py); never counts or paths."""
     config = request.app[CONFIG]
     writable = await request.app[REGISTRY].writable()
     found = await asyncio.to_thread(readiness.probe, writable, config.collections_dir)
@@ -141,7 +136,7 @@ def create_app(
         password_for = credentials.password_deriver(secret)
         registry = open_registry(config)
         if provider is None:
-            from gateway.auth.cognito import CognitoProvider
+            from gateway.identity.cognito import CognitoProvider
 
             chosen: IdentityProvider = CognitoProvider(config.cognito)
         else:
@@ -258,11 +253,11 @@ def create_app(
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
     if config.portal.enabled:
-        from gateway.localpool import PoolKeeper
+        from gateway.local.keeper import PoolKeeper
         from gateway.portal import create_portal
 
         if portal_directory is None and isinstance(provider, PoolKeeper):
-            from gateway.portal.standin import StandInDirectory
+            from gateway.local.directory import StandInDirectory
 
             # Local mode: the portal re-creates a forgotten stand-in pool as logins do.
             portal_directory = StandInDirectory(config.cognito, keeper=provider)
@@ -369,7 +364,7 @@ def server_options(config: Config) -> dict[str, Any]:
 
 def run(config: Config, provider: IdentityProvider | None = None) -> None:
     """Serve until SIGINT/SIGTERM; every worker is stopped before this returns. `provider`
-    replaces the Cognito one (local mode's, gateway/localpool.py)."""
+    replaces the Cognito one (local mode's, gateway/local/keeper.py)."""
     logs.configure(config.logging.level, config.logging.format)
     before, after = openfiles.raise_soft_limit()
     log.info("open file limit", extra={"before": before, "after": after})

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from gateway.auth.identity import IdentityProvider
     from gateway.auth.login import LoginService
     from gateway.auth.revalidation import Revalidator
     from gateway.config import Config
-    from gateway.pace import Pacing
+    from gateway.identity.provider import IdentityProvider
+    from gateway.ops.usagetotals import UsageTotals
     from gateway.registry import Registry
-    from gateway.usagetotals import UsageTotals
+    from gateway.web.pace import Pacing
     from gateway.workers.pool import WorkerPool
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
@@ -24,7 +24,7 @@ LOGIN: web.AppKey[LoginService] = web.AppKey("login")
 REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")
 #: Usage totals over all accounts, walked every few minutes (metrics).
 USAGE: web.AppKey[UsageTotals] = web.AppKey("usage_totals")
-#: How fast request bodies must arrive (bodies.py); defaults when unset.
+#: How fast request bodies must arrive (web/bodies.py); defaults when unset.
 PACING: web.AppKey[Pacing] = web.AppKey("pacing")
 
 #: The local account a request was routed to or logged in as (for the access log).

@@ -70,7 +70,7 @@ class ServerConfig:
     header_timeout_seconds: float = 30.0
     #: A request body that brings no byte for this long is abandoned (408, connection closed),
     #: and so is one that brings fewer than `min_body_bytes_per_second` times this many bytes in
-    #: any such window (pace.py); the same rules cut off a client that does not read a proxied
+    #: any such window (web/pace.py); the same rules cut off a client that does not read a proxied
     #: answer. Anki gives up after 60 s without progress itself.
     body_idle_timeout_seconds: float = 60.0
     min_body_bytes_per_second: int = 1024
@@ -130,10 +130,10 @@ class WorkersConfig:
     #: How long a request waits for a worker slot when all are busy before 503.
     queue_timeout_seconds: float = 10.0
     #: Largest request body in MiB as sent (compressed), counted by the gateway; also passed to
-    #: the worker as MAX_SYNC_PAYLOAD_MEGS (payload.py).
+    #: the worker as MAX_SYNC_PAYLOAD_MEGS (uploads/payload.py).
     max_payload_megs: int = 100
     #: MiB that the request bodies in flight to all workers may inflate to together (each
-    #: worker holds a body inflated in memory); beyond it 503 (payload.py).
+    #: worker holds a body inflated in memory); beyond it 503 (uploads/payload.py).
     max_inflated_megs: int = 1024
 
 
@@ -577,7 +577,8 @@ def validate(config: Config) -> list[str]:
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
     if w.max_inflated_megs < 4 * w.max_payload_megs:
-        # budget.py: three quarters of it must hold one body inflated to 3 x max_payload_megs.
+        # uploads/budget.py: three quarters of it must hold one body inflated to
+        # 3 x max_payload_megs.
         problems.append("workers.max_inflated_megs: at least 4 x workers.max_payload_megs")
     if a.cache_ttl_seconds > MAX_CACHE_TTL:
         problems.append(

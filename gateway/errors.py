@@ -4,14 +4,14 @@
     ├── BadRequest                  400  malformed login body or anki-sync header
     ├── ClientTooOld                501  no anki-sync header: a legacy client (Anki < 2.1.57)
     ├── NotFound                    404  outside sync/ and msync/, disabled routes
-    ├── ClientStalled               408  a request body stopped or trickled (pace.py)
-    ├── BodyTooLarge                413  a proxied body over the payload limits (payload.py)
+    ├── ClientStalled               408  a request body stopped or trickled (web/pace.py)
+    ├── BodyTooLarge                413  a proxied body over the payload limits (uploads/payload.py)
     ├── EncodedBody                 415  a request body with a Content-Encoding
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
     │   └── TooManyInFlight         429  too many requests in flight from one address
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
-    │   └── Overloaded              503  bodies in flight inflate to the budget (payload.py)
+    │   └── Overloaded              503  bodies in flight inflate to the budget (uploads/payload.py)
     ├── WorkerFailed                502  a worker could not start or broke mid-request
     └── WorkerTimeout               504  a worker did not become ready in time
 
@@ -78,7 +78,7 @@ class ClientStalled(GatewayError):
 
 
 class BodyTooLarge(GatewayError):
-    """A proxied body broke a size rule (payload.py). `sync/upload` is answered as the stock
+    """A proxied body broke a size rule (uploads/payload.py). `sync/upload` is answered as the stock
     server answers an oversized collection instead (proxy.py); other methods get 413."""
 
     status = 413
@@ -106,7 +106,7 @@ class TooManyAttempts(GatewayError):
 
 
 class TooManyInFlight(TooManyAttempts):
-    """One client address has too many requests in flight (addresses.py)."""
+    """One client address has too many requests in flight (web/addresses.py)."""
 
     public = "too many requests at once, try again later"
     retry_after = 1

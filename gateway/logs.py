@@ -3,7 +3,7 @@
 Nothing secret is ever passed to a logger: callers log account names and subs, never passwords,
 host keys, API keys or Cognito tokens. `redact()` is for the one place that logs foreign text
 (worker output), in case a future server version prints a credential. Library records are made
-safe before they get here (librarylogs.py).
+safe before they get here (web/librarylogs.py).
 
 Both formats escape control characters (C0, DEL, C1, and the Unicode line and paragraph
 separators) in everything a client can influence, such as a request path with `%0a` in it: one
@@ -101,7 +101,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # botocore's debug logs carry request bodies. aiohttp's records are tamed (librarylogs.py).
+    # botocore's debug logs carry request bodies. aiohttp's records are tamed (web/librarylogs.py).
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("boto3").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -10,7 +10,7 @@ the process; the gauges that describe one running gateway (its workers, accounts
 read at scrape time from that app (`AppCollector`). `render(app, accounts)` is the exposition of
 both; `accounts` ({status: count}, or None when the registry could not answer) is read by the
 caller, since registry calls are coroutines. Usage totals over all accounts come from the app's
-last walk (usagetotals.py), never from a walk per scrape.
+last walk (ops/usagetotals.py), never from a walk per scrape.
 
     request(route, status, seconds)        route: login sync media provision portal health cluster
                                             other
@@ -326,7 +326,7 @@ class AppCollector(Collector):
 
 
 def _usage(app: web.Application) -> Iterator[Any]:
-    """Usage totals over all accounts, as the last walk found them (usagetotals.py)."""
+    """Usage totals over all accounts, as the last walk found them (ops/usagetotals.py)."""
     from gateway.appkeys import USAGE
 
     keeper = app.get(USAGE)

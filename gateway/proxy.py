@@ -17,7 +17,7 @@ Content-Length). So a request body of up to `WHOLE_BODY` bytes is read whole and
 `Content-Length` (the bytes unchanged, only the framing) over a reused connection; bigger bodies
 (uploads) stream chunked over a fresh connection each.
 
-Body sizes (payload.py): every request body passes a `PayloadMeter` before its bytes go
+Body sizes (uploads/payload.py): every request body passes a `PayloadMeter` before its bytes go
 upstream, so the gateway, not the stock server, enforces `workers.max_payload_megs` on the wire
 and bounds what a body may inflate to in the worker. A body that breaks a rule is cut off
 upstream (the worker gets an incomplete body and drops it), the rest of it is read and dropped
@@ -47,19 +47,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
-from gateway import metrics, payload, protocol
+from gateway import metrics, protocol
 from gateway.appkeys import ACCOUNT, CONFIG
 from gateway.auth.admission import Admission
 from gateway.backup.gate import BackupGate, Passage
-from gateway.bodies import (
-    StreamedBody,
-    client_side,
-    drain,
-    loop_time,
-    paced_chunks,
-    paced_write,
-    pacing_of,
-)
 from gateway.cluster import signing
 from gateway.cluster.internal import (
     FORWARDED_FOR,
@@ -78,7 +69,17 @@ from gateway.errors import (
     WorkerFailed,
     WorkerTimeout,
 )
-from gateway.middlewares import client_address
+from gateway.uploads import payload
+from gateway.web.bodies import (
+    StreamedBody,
+    client_side,
+    drain,
+    loop_time,
+    paced_chunks,
+    paced_write,
+    pacing_of,
+)
+from gateway.web.middlewares import client_address
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.proxy")
@@ -127,7 +128,7 @@ async def request_body(
 ) -> bytes | StreamedBody | None:
     """The body to send upstream: all of it if it ends within `WHOLE_BODY` bytes, else a stream
     of what was read so far and the rest. Reads about `WHOLE_BODY` bytes ahead, at the client's
-    pace (bodies.py: `ClientStalled` when it stops or trickles). Every chunk passes `meter`
+    pace (web/bodies.py: `ClientStalled` when it stops or trickles). Every chunk passes `meter`
     before it is handed on: `BodyTooLarge` instead (also for a Content-Length over the cap,
     before any byte is read)."""
     if not request.body_exists:
@@ -245,7 +246,7 @@ class Proxy:
                 return web.Response(status=308, headers={"Location": owner.public_url})
             if owner is not None:
                 metrics.cluster_route("forwarded")
-        # Budget owners: the account and the client's address (budget.py).
+        # Budget owners: the account and the client's address (uploads/budget.py).
         meter = payload.PayloadMeter(
             self._limits, self._budget, (f"account:{account.name}", f"address:{address}")
         )
@@ -450,7 +451,7 @@ class Proxy:
                     written += len(chunk)
                     waiting_since = loop_time()
             except ClientStalled:
-                # It does not read the answer (pace.py): it would hold the worker for ever.
+                # It does not read the answer (web/pace.py): it would hold the worker for ever.
                 if request.transport is not None:
                     request.transport.abort()
                 raise ConnectionResetError("client stalled reading the answer") from None

@@ -1,5 +1,5 @@
 from gateway.__main__ import main
-from gateway.auth.identity import Identity
+from gateway.identity.provider import Identity
 from gateway.registry import SqliteRegistry
 from tests.blocking import BlockingRegistry
 

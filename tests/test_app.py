@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from gateway.addresses import InFlight
 from gateway.app import create_app, server_options
-from gateway.auth.fake import FakeProvider
-from gateway.openfiles import raise_soft_limit
+from gateway.identity.fake import FakeProvider
+from gateway.web.addresses import InFlight
+from gateway.web.openfiles import raise_soft_limit
 from tests.conftest import fake_provider_config
 from tests.rawhttp import sync_header
 

@@ -723,7 +723,7 @@ def test_a_device_that_synced_after_the_snapshot_is_asked_for_a_full_sync_after_
 def test_an_account_too_big_for_the_free_space_is_missed_rather_than_filling_the_data_disk(
     cognito, tmp_path, start_gateway, monkeypatch
 ) -> None:
-    from gateway import readiness
+    from gateway.ops import readiness
 
     gw, (big, small) = synced_accounts(cognito, tmp_path, start_gateway, "big", "small")
     big.add_media("large.bin", os.urandom(4 << 20))

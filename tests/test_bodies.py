@@ -15,7 +15,7 @@ import zstandard
 
 from gateway.app import create_app, server_options
 from gateway.appkeys import POOL
-from gateway.auth.fake import FakeProvider
+from gateway.identity.fake import FakeProvider
 from tests.conftest import fake_provider_config
 from tests.rawhttp import exchange, login, sync_header
 

@@ -3,7 +3,7 @@ import hmac
 
 import pytest
 
-from gateway.credentials import password_deriver
+from gateway.workers.credentials import password_deriver
 
 SECRET = b"s" * 64
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zstandard
 
-from gateway.decoders import MIB, DecoderPool
+from gateway.uploads.decoders import MIB, DecoderPool
 
 
 def streamed(data: bytes, window_log: int | None = None) -> bytes:

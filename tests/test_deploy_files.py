@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from gateway import config as cfg
-from gateway import local
+from gateway.local import mode as local
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -402,19 +402,17 @@ def test_readme_configuration_reference_lists_every_setting_with_its_default():
 
 
 def test_readme_iam_policy_names_exactly_the_cognito_calls_the_gateway_makes():
-    source = (ROOT / "gateway" / "auth" / "cognito.py").read_text(encoding="utf-8")
+    source = (ROOT / "gateway" / "identity" / "cognito.py").read_text(encoding="utf-8")
     # Every API call goes through CognitoProvider._call("<operation>", ...).
     calls = set(re.findall(r'_call\(\s*"([a-z_]+)"', source))
     assert {"admin_initiate_auth", "admin_get_user", "list_users"} <= calls
     actions = {"cognito-idp:" + "".join(p.title() for p in c.split("_")) for c in calls}
     policy = json.loads(re.search(r"```json\n(.*?)```", README, re.S).group(1))
     assert set(policy["Statement"][0]["Action"]) == actions
-    # The portal's admin calls (its public-API calls need no IAM permission); standin.py is
-    # local mode's directory, never used against a real pool.
+    # The portal's admin calls (its public-API calls need no IAM permission); local mode's
+    # directory (gateway/local/directory.py) is never used against a real pool.
     portal = "".join(
-        p.read_text(encoding="utf-8")
-        for p in (ROOT / "gateway" / "portal").glob("*.py")
-        if p.name != "standin.py"
+        p.read_text(encoding="utf-8") for p in (ROOT / "gateway" / "portal").glob("*.py")
     )
     admin = set(re.findall(r'"((?:admin|describe)_[a-z_]+)"', portal))
     assert {"admin_delete_user", "admin_disable_user", "describe_user_pool"} <= admin

@@ -21,8 +21,8 @@ from anki.errors import SyncError
 
 from gateway.__main__ import main as gateway_main
 from gateway.appkeys import REVALIDATOR
-from gateway.auth.fake import FakeProvider
-from gateway.auth.identity import ProviderUnavailable
+from gateway.identity.fake import FakeProvider
+from gateway.identity.provider import ProviderUnavailable
 from tests.ankiclient import Client, is_auth_error
 
 PASSWORD = "Correct-Horse-9"

@@ -17,9 +17,9 @@ import pytest
 import zstandard
 
 from gateway.app import create_app
-from gateway.auth.fake import FakeProvider
-from gateway.librarylogs import tame
+from gateway.identity.fake import FakeProvider
 from gateway.logs import JsonFormatter, TextFormatter
+from gateway.web.librarylogs import tame
 from tests.conftest import fake_provider_config
 from tests.rawhttp import exchange, login, sync_header
 

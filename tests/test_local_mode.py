@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import requests
 
-from gateway import local, standin
+from gateway.local import mode as local
+from gateway.local import standin
 from tests.ankiclient import Client, Required
 from tests.conftest import live_worker_pids
 from tests.portal.conftest import PORTAL_PASSWORD
@@ -60,7 +61,7 @@ def moto_url() -> Iterator[str]:
 
 
 def test_moto_ignores_a_sub_given_at_creation_so_seeds_are_needed(moto_url):
-    # Pins the moto behaviour the seed scheme exists for (gateway/standin.py).
+    # Pins the moto behaviour the seed scheme exists for (gateway/local/standin.py).
     boto = standin.cognito_client(moto_url)
     pool_id, _ = standin.ensure_pool(boto)
     wanted = "11111111-2222-4333-8444-555555555555"
@@ -552,7 +553,7 @@ def test_concurrent_writers_of_the_users_file_lose_nothing(tmp_path):
 
 
 def test_a_user_disabled_on_the_portal_comes_back_disabled(tmp_path, moto_url):
-    from gateway.localusers import PortalUsers
+    from gateway.local.users import PortalUsers
 
     user = standin.new_user("gone@example.com", "password-1")
     standin.save_users(tmp_path, [user, standin.new_user("other@example.com")])
@@ -576,10 +577,10 @@ def test_portal_users_are_listed_without_their_password(tmp_path, capsys):
 async def test_a_sign_up_that_lost_its_seed_to_another_request_is_made_again(tmp_path, moto_url):
     # Another request to the stand-in draws from moto's generator between the seed and the
     # sign-up: the user is made again under a new seed, so its `sub` can be reproduced.
-    from gateway.auth.cognito import CognitoProvider
-    from gateway.localpool import PoolKeeper
-    from gateway.localusers import PortalUsers
-    from gateway.portal.standin import StandInDirectory
+    from gateway.identity.cognito import CognitoProvider
+    from gateway.local.directory import StandInDirectory
+    from gateway.local.keeper import PoolKeeper
+    from gateway.local.users import PortalUsers
 
     class RacedOnce(PortalUsers):
         def __init__(self, *args: Any) -> None:

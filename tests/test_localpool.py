@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from gateway.auth.fake import FakeProvider
-from gateway.auth.identity import ProviderMisconfigured
-from gateway.localpool import FORGOTTEN, PoolKeeper
+from gateway.identity.fake import FakeProvider
+from gateway.identity.provider import ProviderMisconfigured
+from gateway.local.keeper import FORGOTTEN, PoolKeeper
 
 IDS = ("pool-1", "client-1")
 

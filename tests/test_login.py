@@ -14,14 +14,14 @@ import zstandard
 
 from gateway.app import create_app
 from gateway.appkeys import REGISTRY
-from gateway.auth.fake import FakeProvider
-from gateway.auth.identity import (
+from gateway.config import load
+from gateway.identity.fake import FakeProvider
+from gateway.identity.provider import (
     ChallengeRequired,
     LockedOut,
     ProviderMisconfigured,
     ProviderUnavailable,
 )
-from gateway.config import load
 
 HEADER = json.dumps(
     {"v": 11, "k": "", "c": "26.09.3,test,linux", "s": "abc"}, separators=(",", ":")

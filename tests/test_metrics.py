@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metricsserver import METRICS_PORT
+from gateway.ops.metricsserver import METRICS_PORT
 from tests.test_identity_e2e import PASSWORD, login_status, synced_device
 
 TOKEN = "metrics-token-0123456789"
@@ -131,7 +131,7 @@ def test_usage_totals_over_all_accounts_are_gauges_without_names(
     while "gateway_usage_media_files{}" not in (got := scrape(metrics_url(fresh))):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    from gateway.usage import usage
+    from gateway.ops.usage import usage
 
     used = usage(config.collections_dir / "kim")
     assert used.media_files == 1 and used.collection_bytes > 0

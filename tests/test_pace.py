@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.pace import Pacing
+from gateway.web.pace import Pacing
 
 PACING = Pacing(idle_timeout=10.0, min_rate=100.0)  # 1000 bytes per 10 s window
 

@@ -8,8 +8,8 @@ import random
 import pytest
 import zstandard
 
-from gateway.decoders import DecoderPool
-from gateway.payload import (
+from gateway.uploads.decoders import DecoderPool
+from gateway.uploads.payload import (
     MIB,
     InflationBudget,
     OverBudget,

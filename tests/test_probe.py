@@ -11,7 +11,7 @@ import pytest
 from botocore.stub import Stubber
 
 from gateway.__main__ import main
-from gateway.probe import probe
+from gateway.ops.probe import probe
 
 
 def test_a_working_pool_passes_every_check(cognito, tmp_path) -> None:

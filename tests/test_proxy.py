@@ -22,12 +22,12 @@ from aiohttp import web
 from gateway.app import PROXY, add_routes
 from gateway.appkeys import CONFIG, PACING
 from gateway.auth.admission import Admission
-from gateway.auth.identity import Identity
 from gateway.config import load
-from gateway.middlewares import errors_and_access_log
-from gateway.pace import Pacing
+from gateway.identity.provider import Identity
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import SqliteRegistry
+from gateway.web.middlewares import errors_and_access_log
+from gateway.web.pace import Pacing
 
 KEY = "f" * 40
 SEEN: web.AppKey[dict] = web.AppKey("seen", dict)

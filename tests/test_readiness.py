@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from gateway.app import create_app
-from gateway.auth.fake import FakeProvider
-from gateway.readiness import Probe, problems
+from gateway.identity.fake import FakeProvider
+from gateway.ops.readiness import Probe, problems
 from tests.conftest import fake_provider_config
 
 MIB = 1024 * 1024

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
 from gateway import metrics
-from gateway.auth.identity import Identity
+from gateway.identity.provider import Identity
 from gateway.registry import (
     DISABLED,
     SEEN_EVERY,

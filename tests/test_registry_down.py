@@ -11,7 +11,7 @@ import json
 import zstandard
 
 from gateway.app import create_app
-from gateway.auth.fake import FakeProvider
+from gateway.identity.fake import FakeProvider
 from tests.conftest import fake_provider_config
 
 PASSWORD = "pw-Secret-123"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from gateway.auth.identity import Identity
+from gateway.identity.provider import Identity
 from gateway.registry import DISABLED, SqliteRegistry
 from gateway.registry.base import Account
 from gateway.registry.transfer import copy_registry, differences

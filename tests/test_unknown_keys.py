@@ -9,7 +9,7 @@ import json
 import zstandard
 
 from gateway.app import REGISTRY, create_app
-from gateway.auth.fake import FakeProvider
+from gateway.identity.fake import FakeProvider
 from tests.auth.test_admission import count_lookups
 from tests.conftest import fake_provider_config
 from tests.test_registry_down import PASSWORD, header, zbody

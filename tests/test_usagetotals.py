@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from gateway.usagetotals import UsageTotals, total
+from gateway.ops.usagetotals import UsageTotals, total
 
 
 def account(root, name: str, collection: int, media: list[int]) -> None:

@@ -1,1 +1,1 @@
-"""Who the user is: identity providers (Cognito), the credential cache and the login limiter."""
+"""Who may sync: login, admission, revalidation, the credential cache and the login limiter."""

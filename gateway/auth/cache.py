@@ -1,7 +1,7 @@
 """Credential cache: remembers successful logins for a while, and only successful ones.
 
-Keyed by the username's canonical spelling (spelling.py; the caller passes it) and an HMAC of
-the password under a random key made at start-up:
+Keyed by the username's canonical spelling (identity/spelling.py; the caller passes it) and an
+HMAC of the password under a random key made at start-up:
 no password and no plain hash is kept, and a wrong password can never ride on a cached success
 (the earlier system keyed by username alone and let exactly that happen). Bounded, with a TTL
 and an injected clock; `SingleFlight` makes concurrent identical logins share one provider call.

@@ -4,7 +4,7 @@
                                └miss→ single flight → provider.authenticate → registry.ensure
                                       → the account's worker logs the local account in → host key
 
-Limiter and cache are keyed by the username's canonical spelling (spelling.py), so every
+Limiter and cache are keyed by the username's canonical spelling (identity/spelling.py), so every
 spelling of one user shares one failure budget and one cache entry. A cached login is bounded
 by `auth.cache_ttl_seconds` and dropped sooner when Cognito verifies another password for the
 same `sub` or the same spelling for another `sub` (a changed password, a re-created user), or
@@ -28,9 +28,7 @@ import aiohttp
 
 from gateway import metrics, protocol
 from gateway.auth.cache import CredentialCache, SingleFlight
-from gateway.auth.identity import BadCredentials, ChallengeRequired, Identity, IdentityProvider
 from gateway.auth.limiter import FailureLimiter
-from gateway.auth.spelling import canonical
 from gateway.errors import (
     AuthFailed,
     BadRequest,
@@ -40,6 +38,8 @@ from gateway.errors import (
     Unavailable,
     WorkerFailed,
 )
+from gateway.identity.provider import BadCredentials, ChallengeRequired, Identity, IdentityProvider
+from gateway.identity.spelling import canonical
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
 from gateway.workers.pool import WorkerPool
 

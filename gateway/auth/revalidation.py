@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 
 from gateway import metrics
-from gateway.auth.identity import IdentityProvider, UnknownUser
 from gateway.errors import GatewayError
+from gateway.identity.provider import IdentityProvider, UnknownUser
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry, RegistryUnavailable
 
 log = logging.getLogger("gateway.revalidation")

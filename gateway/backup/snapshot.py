@@ -72,13 +72,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway import readiness
 from gateway.backup import quiesce
 from gateway.backup.retention import prune
 from gateway.backup.store import SECRETS_MARK, Store
 from gateway.config import Config
-from gateway.credentials import SECRET_FILE
+from gateway.ops import readiness
 from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
+from gateway.workers.credentials import SECRET_FILE
 from gateway.workers.lock import try_flock
 
 log = logging.getLogger("gateway.backup")

@@ -21,11 +21,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.bodies import read_capped
 from gateway.cluster.internal import CLUSTER, SEGMENT, Cluster
 from gateway.cluster.move import identity
 from gateway.errors import GatewayError
 from gateway.naming import is_safe
+from gateway.web.bodies import read_capped
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.cluster")

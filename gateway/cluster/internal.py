@@ -28,11 +28,11 @@ import aiohttp
 from aiohttp import web
 
 from gateway import metrics, protocol
-from gateway.bodies import read_capped
 from gateway.cluster import signing
 from gateway.cluster.placement import Forward, Node
 from gateway.cluster.router import Router
 from gateway.errors import BadRequest, Unavailable
+from gateway.web.bodies import read_capped
 
 log = logging.getLogger("gateway.cluster")
 

@@ -38,12 +38,12 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from gateway.bodies import read_capped
 from gateway.cluster import copy, signing
 from gateway.cluster.internal import CLUSTER, SEGMENT, Cluster
 from gateway.cluster.placement import Serve
 from gateway.errors import GatewayError
 from gateway.naming import is_safe
+from gateway.web.bodies import read_capped
 from gateway.workers.lock import try_lock
 from gateway.workers.pool import WorkerPool
 

@@ -30,13 +30,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway import naming
-from gateway.auth.identity import Identity, ProviderMisconfigured, ProviderUnavailable
 from gateway.config import Config
+from gateway.identity.provider import Identity, ProviderMisconfigured, ProviderUnavailable
 from gateway.importer.folder import COLLECTION, AlreadyImported, Skipped, Source, inspect
 from gateway.importer.match import Directory, Matched, Unmatched, match
 from gateway.importer.move import Refused, finish_marked, move, target_problem
+from gateway.ops.usage import human_bytes
 from gateway.registry import REGISTRY_FILE, Account, Registry, open_registry
-from gateway.usage import human_bytes
 from gateway.workers.lock import try_lock
 
 #: Media files named per folder in the report before "... and N more".
@@ -58,7 +58,7 @@ def main(argv: list[str], config: Config) -> int:
         return 2
 
     async def go() -> int:
-        from gateway.auth.cognito import CognitoProvider
+        from gateway.identity.cognito import CognitoProvider
 
         provider = CognitoProvider(config.cognito)
         try:

@@ -23,7 +23,7 @@ import stat
 import unicodedata
 from dataclasses import dataclass, field
 
-from gateway.auth.cognito import is_possible_username
+from gateway.identity.cognito import is_possible_username
 
 COLLECTION = "collection.anki2"
 WAL = "collection.anki2-wal"

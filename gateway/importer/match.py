@@ -27,7 +27,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.auth.identity import Identity, UnknownUser
+from gateway.identity.provider import Identity, UnknownUser
 
 _SUB = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

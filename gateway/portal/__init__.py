@@ -100,7 +100,7 @@ def create_portal(
     logging.getLogger("aiohttp_session").setLevel(logging.ERROR)
     portal[FORM_SECRET] = derive(secret, "forms")
     portal[LIMITS] = FailureLimiter(settings.max_attempts_per_address, LIMIT_WINDOW)
-    from gateway.portal.standin import NOTICE as STAND_IN_NOTICE
+    from gateway.local.directory import NOTICE as STAND_IN_NOTICE
 
     portal[NOTICE] = STAND_IN_NOTICE if config.cognito.local_stand_in else ""
 
@@ -108,7 +108,7 @@ def create_portal(
         if directory is not None:
             chosen = directory
         elif config.cognito.local_stand_in:
-            from gateway.portal.standin import StandInDirectory
+            from gateway.local.directory import StandInDirectory
 
             chosen = StandInDirectory(config.cognito)
         else:

@@ -28,10 +28,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gateway.auth.cognito import classify_exception, hold_botocore_wire_logs, make_client
-from gateway.auth.cognito import secret_hash as compute_secret_hash
-from gateway.auth.identity import ProviderUnavailable
 from gateway.config import CognitoConfig
+from gateway.identity.cognito import classify_exception, hold_botocore_wire_logs, make_client
+from gateway.identity.cognito import secret_hash as compute_secret_hash
+from gateway.identity.provider import ProviderUnavailable
 from gateway.portal.policy import PasswordPolicy
 
 log = logging.getLogger("gateway.portal.cognito")

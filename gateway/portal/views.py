@@ -37,10 +37,10 @@ from aiohttp_session import get_session, new_session
 
 from gateway import metrics
 from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
-from gateway.auth.identity import UnknownUser
-from gateway.auth.spelling import canonical
 from gateway.errors import AuthFailed, GatewayError, TooManyAttempts
-from gateway.middlewares import client_address
+from gateway.identity.provider import UnknownUser
+from gateway.identity.spelling import canonical
+from gateway.ops.usage import human_bytes, usage
 from gateway.portal import forms
 from gateway.portal.directory import (
     AlreadyConfirmed,
@@ -50,7 +50,7 @@ from gateway.portal.directory import (
     WrongCode,
 )
 from gateway.portal.keys import DIRECTORY, FORM_SECRET, LIMITS, NOTICE
-from gateway.usage import human_bytes, usage
+from gateway.web.middlewares import client_address
 
 log = logging.getLogger("gateway.portal")
 routes = web.RouteTableDef()

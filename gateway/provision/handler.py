@@ -43,11 +43,10 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.appkeys import ACCOUNT, CONFIG, PROVIDER, REGISTRY
-from gateway.auth.identity import Identity, IdentityProvider, UnknownUser
-from gateway.auth.spelling import canonical
-from gateway.bodies import read_capped
 from gateway.config import Secret
 from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.identity.provider import Identity, IdentityProvider, UnknownUser
+from gateway.identity.spelling import canonical
 from gateway.provision import request as body_format
 from gateway.provision.signature import (
     SIGNATURE_HEADER,
@@ -57,6 +56,7 @@ from gateway.provision.signature import (
     Verifier,
 )
 from gateway.registry import RegistryUnavailable
+from gateway.web.bodies import read_capped
 
 log = logging.getLogger("gateway.provision")
 

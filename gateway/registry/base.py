@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import naming
-from gateway.auth.identity import Identity
 from gateway.errors import Unavailable
+from gateway.identity.provider import Identity
 
 #: "Last sync" (`last_seen`) is written at most this often per account, in seconds.
 SEEN_EVERY = 60.0
@@ -159,7 +159,7 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def others_named(self, sub: str, names: set[str]) -> list[Account]:
         """Active accounts of other subs whose stored username or email is one of `names`
-        (canonical spellings, auth/spelling.py)."""
+        (canonical spellings, identity/spelling.py)."""
 
     @abc.abstractmethod
     async def set_status(self, sub: str, status: str, *, only_from: str | None = None) -> bool:

@@ -62,9 +62,10 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from cachetools import TTLCache
 
-from gateway import awsclient, metrics, naming
-from gateway.auth.identity import Identity
-from gateway.auth.spelling import canonical
+from gateway import metrics, naming
+from gateway.aws import client as awsclient
+from gateway.identity.provider import Identity
+from gateway.identity.spelling import canonical
 from gateway.registry import transfer
 from gateway.registry.base import (
     ACTIVE,

@@ -7,7 +7,7 @@ processes may share one data folder: creation runs under SQLite's write lock
 (`BEGIN IMMEDIATE`), and a name is only taken if no row and no folder has it.
 
 Host keys are stored as SHA-256 digests: the registry file alone does not let anyone sync.
-Each account has a key generation, part of its derived worker password (credentials.py):
+Each account has a key generation, part of its derived worker password (workers/credentials.py):
 `sign_out()` moves it on and forgets the account's keys, so every device's key is refused at
 its next request (in every process sharing this file: a key counts only while its generation
 is the account's) and the next login gets a new key.
@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gateway import naming, readiness
-from gateway.auth.identity import Identity
-from gateway.auth.spelling import canonical
+from gateway import naming
+from gateway.identity.provider import Identity
+from gateway.identity.spelling import canonical
+from gateway.ops import readiness
 from gateway.registry.base import (
     ACTIVE,
     SEEN_EVERY,

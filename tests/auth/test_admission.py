@@ -8,11 +8,11 @@ import asyncio
 import pytest
 
 from gateway.auth.admission import OVERDUE_FACTOR, Admission
-from gateway.auth.fake import FakeProvider
-from gateway.auth.identity import ProviderUnavailable
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.revalidation import Revalidator
 from gateway.errors import AuthFailed, TooManyAttempts
+from gateway.identity.fake import FakeProvider
+from gateway.identity.provider import ProviderUnavailable
 from gateway.registry import DISABLED, SUSPENDED, Account, Registry, SqliteRegistry
 
 INTERVAL = 100

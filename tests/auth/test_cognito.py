@@ -29,7 +29,8 @@ from botocore.exceptions import (
 )
 from botocore.stub import Stubber
 
-from gateway.auth.cognito import (
+from gateway.config import CognitoConfig, Secret
+from gateway.identity.cognito import (
     CognitoProvider,
     classify,
     classify_exception,
@@ -39,7 +40,7 @@ from gateway.auth.cognito import (
     make_client,
     secret_hash,
 )
-from gateway.auth.identity import (
+from gateway.identity.provider import (
     BadCredentials,
     ChallengeRequired,
     Identity,
@@ -48,7 +49,6 @@ from gateway.auth.identity import (
     ProviderUnavailable,
     UnknownUser,
 )
-from gateway.config import CognitoConfig, Secret
 
 if TYPE_CHECKING:
     from conftest import CognitoPool

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gateway.auth.cognito import CognitoProvider
-from gateway.auth.fake import FakeProvider
-from gateway.auth.identity import (
+from gateway.identity.cognito import CognitoProvider
+from gateway.identity.fake import FakeProvider
+from gateway.identity.provider import (
     BadCredentials,
     ChallengeRequired,
     Identity,

@@ -2,9 +2,9 @@ import asyncio
 
 import pytest
 
-from gateway.auth.fake import FakeProvider
-from gateway.auth.identity import ProviderUnavailable
 from gateway.auth.revalidation import RETRY_AFTER_FAILURE, Revalidator
+from gateway.identity.fake import FakeProvider
+from gateway.identity.provider import ProviderUnavailable
 from gateway.registry import ACTIVE, DISABLED, SUSPENDED, SqliteRegistry
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.auth.spelling import canonical
+from gateway.identity.spelling import canonical
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from gateway import standin
+from gateway.local import standin
 from tests.ankiclient import Client
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from gateway import awsclient, standin
+from gateway.aws import client as awsclient
 from gateway.cluster.dynamo import DynamoDirectory
 from gateway.cluster.placement import SHARED, Serve
 from gateway.cluster.router import Router
 from gateway.errors import Unavailable
+from gateway.local import standin
 from tests.cluster.nodes import TABLE, create_table, start_moto
 
 

@@ -24,8 +24,9 @@ import pytest
 from anki.errors import SyncError
 
 from gateway import config as config_mod
-from gateway import protocol, standin
+from gateway import protocol
 from gateway.cluster import move, signing
+from gateway.local import standin
 from gateway.registry import open_registry
 from tests.ankiclient import Required, is_auth_error
 from tests.cluster.nodes import (

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from anki.errors import SyncError
 
-from gateway import protocol, standin
+from gateway import protocol
 from gateway.cluster import signing
+from gateway.local import standin
 from tests.ankiclient import is_auth_error
 from tests.cluster.nodes import (
     SECRET,

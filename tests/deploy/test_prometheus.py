@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from gateway.metricsserver import METRICS_PORT
+from gateway.ops.metricsserver import METRICS_PORT
 from tests.test_identity_e2e import PASSWORD, synced_device
 
 ROOT = Path(__file__).resolve().parents[2]

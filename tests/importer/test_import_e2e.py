@@ -12,7 +12,7 @@ import pytest
 from anki.collection import Collection
 
 from gateway.__main__ import main as cli
-from gateway.auth.cognito import CognitoProvider
+from gateway.identity.cognito import CognitoProvider
 from gateway.importer import run
 from gateway.importer.folder import MARKER
 from gateway.registry import SqliteRegistry
@@ -163,7 +163,7 @@ def test_a_copy_of_an_imported_folder_never_overwrites_the_account(cognito, tmp_
 def test_an_account_whose_sync_server_runs_is_refused_and_left_alone(cognito, tmp_path):
     sub = cognito.add_user("alice", PASSWORD, "alice@example.com")
     config = cognito.config(tmp_path / "data")
-    from gateway.auth.identity import Identity
+    from gateway.identity.provider import Identity
 
     async def provision() -> None:
         registry = SqliteRegistry(config.data_dir / "registry.sqlite3", config.collections_dir)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth.cognito import CognitoProvider
-from gateway.auth.identity import Identity
+from gateway.identity.cognito import CognitoProvider
+from gateway.identity.provider import Identity
 from gateway.importer.match import Matched, Unmatched, decide, match
 
 PASSWORD = "Correct-Horse-9"

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from gateway.appkeys import REGISTRY
-from gateway.auth.cognito import CognitoProvider
 from gateway.config import Secret
+from gateway.identity.cognito import CognitoProvider
 from gateway.provision import signature
 from tests.provision.minimal_app import KEY, ProvisionServer
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from gateway.local.directory import StandInDirectory
 from gateway.portal.directory import ExpiredCode, WrongCode
-from gateway.portal.standin import StandInDirectory
 
 GOOD_CODE = "246810"
 EXPIRED_CODE = "135790"

@@ -294,7 +294,7 @@ def test_last_sync_follows_sync_requests_not_only_logins(
 
 
 def test_deletion_is_put_off_whole_when_cognito_cannot_be_told(portal_gateway: Any) -> None:
-    from gateway.auth.identity import ProviderUnavailable
+    from gateway.identity.provider import ProviderUnavailable
 
     gw, directory = portal_gateway()
     base = gw.url + "account/"

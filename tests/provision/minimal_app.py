@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.appkeys import CONFIG, PROVIDER, REGISTRY
-from gateway.auth.identity import IdentityProvider
 from gateway.config import Config
+from gateway.identity.provider import IdentityProvider
 from gateway.provision.handler import add_routes
 from gateway.registry import SqliteRegistry
 from tests.blocking import BlockingRegistry

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from gateway.auth.cognito import CognitoProvider
-from gateway.auth.fake import FakeProvider
-from gateway.auth.identity import Identity, ProviderMisconfigured, ProviderUnavailable
 from gateway.config import Config, Secret
+from gateway.identity.cognito import CognitoProvider
+from gateway.identity.fake import FakeProvider
+from gateway.identity.provider import Identity, ProviderMisconfigured, ProviderUnavailable
 from gateway.provision.signature import signed_headers
 from gateway.registry import SqliteRegistry
 from tests.blocking import BlockingRegistry

@@ -16,7 +16,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from gateway.auth.identity import BadCredentials, Identity, UnknownUser
+from gateway.identity.provider import BadCredentials, Identity, UnknownUser
 
 
 @dataclass

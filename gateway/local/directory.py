@@ -8,7 +8,7 @@ when `cognito.local_stand_in` is on. With local mode's PoolKeeper (`keeper`), a 
 the pool gone (the stand-in restarted) re-creates it as a login does, so a sign-up right after a
 restart works.
 
-With local mode's `PoolKeeper.users` (gateway/localusers.py), sign-ups, confirmations, password
+With local mode's `PoolKeeper.users` (gateway/local/users.py), sign-ups, confirmations, password
 resets and deletions are also written to `local-users.json`, and each sign-up is made under a
 fresh seed of moto's generator, so the person comes back with the same `sub` (and account)
 after the stand-in or local mode restarts, like a `dev add-user` user.
@@ -21,11 +21,11 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from gateway import standin
-from gateway.auth.identity import UnknownUser
 from gateway.config import CognitoConfig
-from gateway.localpool import PoolKeeper
-from gateway.localusers import PortalUsers
+from gateway.identity.provider import UnknownUser
+from gateway.local import standin
+from gateway.local.keeper import PoolKeeper
+from gateway.local.users import PortalUsers
 from gateway.portal.directory import AlreadyConfirmed, CognitoDirectory, _Refused
 
 NOTICE = "Local mode: no email is sent, and any code of 6 digits confirms."
@@ -58,7 +58,7 @@ class StandInDirectory(CognitoDirectory):
             last = attempt == standin.SUB_ATTEMPTS - 1 or not seeded
             if sub == standin.expected_sub(seed) or last:
                 # After the last attempt the `sub` is kept as it is; the next re-creation says
-                # that it could not be reproduced (gateway/standin.py).
+                # that it could not be reproduced (gateway/local/standin.py).
                 await asyncio.to_thread(users.signed_up, email, password, seed, sub)
                 return
             # Another request drew from moto's generator in between: unconfirmed, nothing

@@ -1,6 +1,6 @@
 """AWS Cognito as the identity provider: AdminInitiateAuth and AdminGetUser through boto3.
 
-Contract (the interface is in identity.py; the Cognito facts in docs/cognito.md):
+Contract (the interface is in provider.py; the Cognito facts in docs/cognito.md):
 
 - `authenticate` makes one AdminInitiateAuth call (botocore's standard retries aside) and answers
   with an `Identity` keyed on the IdToken's `sub`, or raises one typed failure. A username or
@@ -46,8 +46,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway import awsclient, metrics
-from gateway.auth.identity import (
+from gateway import metrics
+from gateway.aws import client as awsclient
+from gateway.config import CognitoConfig, region_of
+from gateway.errors import GatewayError
+from gateway.identity.provider import (
     BadCredentials,
     ChallengeRequired,
     Identity,
@@ -56,8 +59,6 @@ from gateway.auth.identity import (
     ProviderUnavailable,
     UnknownUser,
 )
-from gateway.config import CognitoConfig, region_of
-from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ def hold_botocore_wire_logs() -> None:
 
 def make_client(config: CognitoConfig) -> Any:
     """The process's one cognito-idp client: creating one takes ~100 ms; threads may share it."""
-    # Three tries in all (awsclient.py): 3 x (3 s connect + 5 s read) stays inside the Anki
+    # Three tries in all (aws/client.py): 3 x (3 s connect + 5 s read) stays inside the Anki
     # client's 30 s login stall timer, so a hanging Cognito becomes our 503, not a timeout.
     return awsclient.make(
         "cognito-idp",

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 import zstandard
 
-from gateway.budget import InflationBudget, OverBudget, Share
-from gateway.decoders import DecoderPool
+from gateway.uploads.budget import InflationBudget, OverBudget, Share
+from gateway.uploads.decoders import DecoderPool
 
 MIB = 1024 * 1024
 #: Inflated bytes handed to the counter at a time (and dropped).

@@ -2,13 +2,13 @@
 
     PoolKeeper(inner, recreate, expected, users=None)     an IdentityProvider around `inner`;
                                                           `users`: where the portal records
-                                                          local mode's sign-ups (localusers.py)
+                                                          local mode's sign-ups (users.py)
 
 moto keeps everything in memory. When the stand-in restarts (its container crashed and the
 engine started it again), the pool, the app client and the users are gone, and every call
 for the pool answers ResourceNotFoundException: without this, every new login would be a 500
 until local mode is restarted by hand. So a call that fails that way runs `recreate()` (pool,
-app client and the users of `local-users.json`, gateway/standin.py) in a thread, once for all
+app client and the users of `local-users.json`, gateway/local/standin.py) in a thread, once for all
 the calls failing at the same time, and is made once more. The stand-in seeds its generator
 before creating the pool and client, so they come back with the ids in the gateway's
 configuration (`expected`); if they do not, the log says to restart local mode. Users come back
@@ -22,10 +22,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from gateway.auth.identity import Identity, IdentityProvider, ProviderMisconfigured
+from gateway.identity.provider import Identity, IdentityProvider, ProviderMisconfigured
 
 if TYPE_CHECKING:
-    from gateway.localusers import PortalUsers
+    from gateway.local.users import PortalUsers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,7 +41,7 @@ class PoolKeeper:
         users: PortalUsers | None = None,
     ) -> None:
         self._inner = inner
-        #: The portal's stand-in directory records sign-ups here (gateway/portal/standin.py).
+        #: The portal's stand-in directory records sign-ups here (gateway/local/directory.py).
         self.users = users
         self._recreate = recreate
         self._expected = expected
@@ -64,7 +64,7 @@ class PoolKeeper:
 
     async def kept(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()`, made once more after a re-creation when it found the pool gone (the
-        portal's calls come through here too, gateway/portal/standin.py)."""
+        portal's calls come through here too, gateway/local/directory.py)."""
         generation = self._generation
         try:
             return await call()

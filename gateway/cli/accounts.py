@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.ops.usage import human_bytes, usage
 from gateway.registry import (
     ACTIVE,
     DISABLED,
@@ -47,7 +48,6 @@ from gateway.registry import (
     SqliteRegistry,
     open_registry,
 )
-from gateway.usage import human_bytes, usage
 
 
 def main(argv: list[str], config: Config) -> int:

@@ -9,7 +9,7 @@
 - `refuse_encoded_bodies`: a request body with a `Content-Encoding` other than `identity` is
   refused (`EncodedBody`, 415) before it is read. aiohttp's server would inflate it (gzip,
   deflate, br, zstd) before any handler reads it: a proxied body would reach the worker changed
-  and its size limits (payload.py) would count the wrong bytes. Anki never sends one.
+  and its size limits (uploads/payload.py) would count the wrong bytes. Anki never sends one.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway import logs, metrics
-from gateway.addresses import InFlight
 from gateway.appkeys import ACCOUNT, CONFIG
 from gateway.errors import EncodedBody, GatewayError, TooManyInFlight
+from gateway.web.addresses import InFlight
 
 log = logging.getLogger("gateway")
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")

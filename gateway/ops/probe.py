@@ -19,8 +19,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gateway.auth.cognito import make_client, secret_hash
 from gateway.config import Config
+from gateway.identity.cognito import make_client, secret_hash
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@
 
 moto keeps users in memory only. `dev add-user` users live in `<data>/local-users.json` and are
 re-created under their seed (same `sub`, same account) whenever the stand-in or local mode
-restarts (gateway/standin.py). Someone who signs up on the portal is written to the same file
-(`portal: true`) by the portal's stand-in directory (gateway/portal/standin.py), which seeds the
+restarts (gateway/local/standin.py). Someone who signs up on the portal is written to the same file
+(`portal: true`) by the portal's stand-in directory (gateway/local/directory.py), which seeds the
 stand-in with a fresh seed right before the sign-up so that the `sub` can be reproduced. Only
-local mode builds one of these (gateway/local.py, through its PoolKeeper); production never
+local mode builds one of these (gateway/local/mode.py, through its PoolKeeper); production never
 does. The methods block (file lock, an HTTP call to the stand-in): call them in a thread.
 Passwords go to the 0600 file only, never to a log.
 """
@@ -22,8 +22,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from gateway import standin
-from gateway.standin import LocalUser
+from gateway.local import standin
+from gateway.local.standin import LocalUser
 
 
 class PortalUsers:

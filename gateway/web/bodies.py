@@ -30,7 +30,7 @@ from aiohttp import web
 
 from gateway.appkeys import PACING
 from gateway.errors import BadRequest, ClientStalled, GatewayError, PayloadTooLarge
-from gateway.pace import Pace, Pacing
+from gateway.web.pace import Pace, Pacing
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout_at as _deadline

@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.appkeys import USAGE
-from gateway.usage import usage
+from gateway.ops.usage import usage
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Local mode: the whole product on one machine, no AWS account (`python -m gateway dev`).
 
-A Cognito stand-in (moto's server, gateway/standin.py) runs on loopback with a user pool, an app
-client and the local users (a demo user on first start). The gateway then runs exactly as in
+A Cognito stand-in (moto's server, gateway/local/standin.py) runs on loopback with a user pool,
+an app client and the local users (a demo user on first start). The gateway then runs exactly as in
 production: the same `CognitoProvider` (boto3 with `endpoint_url` pointing at the stand-in), the
 same registry, the same stock sync-server workers, the same configuration loader. Only two
 settings differ, `cognito.endpoint_url` and `cognito.local_stand_in: true`, and the loader accepts
@@ -14,7 +14,7 @@ those for a loopback or compose-internal address only.
 
 `add-user` writes `<data>/local-users.json` and, when local mode is running on that data folder,
 also creates the user in its stand-in at once (`<data>/local-mode.json` says where that is).
-People who sign up on the portal are written there too (gateway/localusers.py, handed to the
+People who sign up on the portal are written there too (gateway/local/users.py, handed to the
 portal through the PoolKeeper `keeper()` builds).
 The start-up box goes to stdout (tests parse it); logs go to stderr.
 """
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config as config_mod
-from gateway import standin
-from gateway.standin import DEMO_EMAIL, LocalModeError, LocalUser
+from gateway.local import standin
+from gateway.local.standin import DEMO_EMAIL, LocalModeError, LocalUser
 
 DEFAULT_DATA = Path("data-local")
 DEFAULT_PORT = 8080
@@ -229,9 +229,9 @@ def serve(args: argparse.Namespace) -> int:
 
 def keeper(config: config_mod.Config, data_dir: Path, endpoint: str, ids: tuple[str, str]) -> Any:
     """The Cognito provider, re-creating the stand-in's pool and users when it forgot them."""
-    from gateway.auth.cognito import CognitoProvider
-    from gateway.localpool import PoolKeeper
-    from gateway.localusers import PortalUsers
+    from gateway.identity.cognito import CognitoProvider
+    from gateway.local.keeper import PoolKeeper
+    from gateway.local.users import PortalUsers
 
     def recreate() -> tuple[str, str]:
         users = standin.load_users(data_dir)

@@ -13,8 +13,8 @@ is caught and the user re-created. If it stays different (a moto upgrade changed
 the caller is warned: that user gets a new, empty account, the old folder stays on disk.
 
 People who sign up on the portal in local mode are local users too (`portal: true`): the
-portal's stand-in directory (gateway/portal/standin.py) records them through `PortalUsers`
-(gateway/localusers.py), so they come back like the others. Every change to the file goes
+portal's stand-in directory (gateway/local/directory.py) records them through `PortalUsers`
+(gateway/local/users.py), so they come back like the others. Every change to the file goes
 through `update_users()`: a lock file serialises the writers (`dev add-user`, the running
 gateway), and the file is replaced atomically.
 
@@ -235,7 +235,7 @@ def ensure_pool(boto: Any, endpoint: str | None = None) -> tuple[str, str]:
 
     With `endpoint`, moto's generator is seeded before each is created (`POOL_SEED`,
     `CLIENT_SEED`), so a stand-in that restarted and forgot them gives back the same ids: the
-    running gateway's configuration stays right (gateway/localpool.py).
+    running gateway's configuration stays right (gateway/local/keeper.py).
     """
     pools = boto.list_user_pools(MaxResults=60)["UserPools"]
     pool_id = next((p["Id"] for p in pools if p["Name"] == POOL_NAME), None)

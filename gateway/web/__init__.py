@@ -1,0 +1,2 @@
+"""HTTP mechanics every request passes: the middlewares, paced and capped bodies, requests in
+flight per client address, aiohttp's own log records made safe, the open-file limit."""
