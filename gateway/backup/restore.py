@@ -90,7 +90,13 @@ def restore(
                 for account in chosen:
                     if swap.recover(folders[account]):
                         log.warning("a cut-off restore undone", extra={"account": account})
-                swap.swap_all([(folders[a], folders[a] / STAGING) for a in chosen])
+                try:
+                    swap.swap_all([(folders[a], folders[a] / STAGING) for a in chosen])
+                except OSError as exc:
+                    raise BackupError(
+                        f"the files could not be swapped ({exc.strerror or exc}); nothing was"
+                        " restored, every account is as it was"
+                    ) from None
         finally:
             for folder in folders.values():
                 shutil.rmtree(folder / STAGING, ignore_errors=True)
