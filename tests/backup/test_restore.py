@@ -14,8 +14,6 @@ import pytest
 from anki.errors import SyncError
 
 from gateway.appkeys import POOL
-from gateway.backup import swap
-from gateway.backup.manifest import open_sealed, seal
 from gateway.backup.restore import restore
 from gateway.backup.snapshot import BackupError, take
 from gateway.backup.store import LocalStore
@@ -56,6 +54,8 @@ def ahead_of(store: LocalStore, gw: Any, devices: list[Any]) -> str:
 def resealed(store: LocalStore, name: str, change: Any) -> None:
     """The snapshot's manifest changed by `change` and signed again with the right key (what a
     bug, not an attacker, could produce)."""
+    from gateway.backup.manifest import open_sealed, seal
+
     key = f"snapshots/{name}/manifest.json"
     body = open_sealed(store.read(key), name, MANIFEST_KEY.encode())
     change(body)
@@ -229,6 +229,8 @@ def test_a_snapshot_taken_with_another_key_or_unsigned_is_refused(
 
 def failing_rename(at: int, fail: Any) -> Any:
     """os.rename, but the `at`-th call runs `fail()` instead."""
+    from gateway.backup import swap
+
     rename, calls = swap.os.rename, []
 
     def rename_or_fail(source: Any, target: Any) -> None:
@@ -243,6 +245,8 @@ def failing_rename(at: int, fail: Any) -> Any:
 def test_a_failure_while_swapping_the_second_account_puts_the_first_back_too(
     cognito, tmp_path, start_gateway, monkeypatch
 ) -> None:
+    from gateway.backup import swap
+
     gw, devices = synced_accounts(cognito, tmp_path, start_gateway, "bea", "ben")
     store = LocalStore(tmp_path / "backups")
     name = ahead_of(store, gw, devices)
@@ -265,6 +269,8 @@ def test_a_failure_while_swapping_the_second_account_puts_the_first_back_too(
 def test_a_restore_killed_while_swapping_leaves_the_account_unserved_until_run_again(
     cognito, tmp_path, start_gateway, monkeypatch
 ) -> None:
+    from gateway.backup import swap
+
     gw, (device,) = synced_accounts(cognito, tmp_path, start_gateway, "kim")
     store = LocalStore(tmp_path / "backups")
     restored = device.note_fronts()
