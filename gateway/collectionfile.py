@@ -70,13 +70,13 @@ def problem(path: Path, kind: str) -> str | None:
 
 
 def _schema_problem(db: sqlite3.Connection) -> str | None:
-    rows = db.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
-    made = sorted(
-        f"{kind} {name!r}"
-        for kind, name, sql in rows
-        if kind not in ("table", "index")
-        or (kind == "table" and str(sql or "").lstrip().upper().startswith("CREATE VIRTUAL"))
-    )
+    made = []
+    for kind, name, sql in db.execute("SELECT type, name, sql FROM sqlite_master"):
+        if kind == "table" and str(sql or "").lstrip().upper().startswith("CREATE VIRTUAL"):
+            made.append(f"virtual table {name!r}")
+        elif kind not in ("table", "index"):
+            made.append(f"{kind} {name!r}")
+    made.sort()
     if made:
         shown = ", ".join(made[:3]) + (f" and {len(made) - 3} more" if len(made) > 3 else "")
         return f"holds what Anki never makes ({shown}): refused, not run"
@@ -109,7 +109,12 @@ def size_problem(fd: int, limit: int) -> str | None:
     size = os.fstat(fd).st_size
     if size > limit:
         return f"{size >> 20} MiB, over the {limit >> 20} MiB limit"
-    with contextlib.suppress(OSError):  # a file system without SEEK_HOLE: size alone
+    at = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
         if size and os.lseek(fd, 0, os.SEEK_HOLE) < size:
             return "a sparse file (holes), not one SQLite wrote"
+    except OSError:
+        pass  # a file system without SEEK_HOLE: the size alone
+    finally:
+        os.lseek(fd, at, os.SEEK_SET)
     return None
