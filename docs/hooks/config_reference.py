@@ -12,7 +12,7 @@ marker. Nothing in the table is kept by hand; every cell comes from the code the
 - meaning: the field's `#:` comment lines in the dataclass source (the Sphinx convention for
   attribute documentation), and a section's class docstring above its table.
 
-A field without a `#:` comment is an error (`ReferenceError`), so `mkdocs build --strict` fails
+A field without a `#:` comment is an error (`UndocumentedSetting`), so `mkdocs build --strict` fails
 when a new setting lands undocumented. Pure apart from reading the module's source.
 """
 
@@ -30,7 +30,7 @@ _FIELD = re.compile(r"^    (\w+)\s*:")
 _DOC = re.compile(r"^    #:\s?(.*)$")
 
 
-class ReferenceError(Exception):
+class UndocumentedSetting(Exception):
     """The schema cannot be documented (a setting has no description)."""
 
 
@@ -76,34 +76,25 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _rows(cls: type, section: str | None, names: list[str]) -> list[str]:
+def rows(cls: type, section: str | None, names: list[str]) -> list[str]:
+    """One Markdown table row per field in `names` of dataclass `cls`; `section` None: top level."""
     hints, docs = get_type_hints(cls), field_docs(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    rows = []
+    out = []
     for name in names:
         f, hint = fields[name], hints[name]
         key = f"{section}.{name}" if section else name
         if name not in docs:
-            raise ReferenceError(f"{key}: no `#:` description in {cls.__name__}")
+            raise UndocumentedSetting(f"{key}: no `#:` description in {cls.__name__}")
         env = cfg.env_names(section, name, f.metadata)
         meaning = docs[name]
         if _is_secret(hint):
             files = ", ".join(f"`{n}_FILE`" for n in env)
             meaning += f" Secret: may come from a file ({files}, or `{name}_file:` in YAML)."
-        rows.append(
-            "| "
-            + " | ".join(
-                [
-                    f"`{key}`",
-                    ", ".join(f"`{n}`" for n in env),
-                    default_text(f),
-                    type_name(hint),
-                    _cell(meaning),
-                ]
-            )
-            + " |"
-        )
-    return rows
+        cells = [f"`{key}`", ", ".join(f"`{n}`" for n in env), default_text(f)]
+        cells += [type_name(hint), _cell(meaning)]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 _HEAD = ["| setting | environment | default | type | meaning |", "|---|---|---|---|---|"]
@@ -112,7 +103,7 @@ _HEAD = ["| setting | environment | default | type | meaning |", "|---|---|---|-
 def reference() -> str:
     """The whole reference: top-level settings, then one section per `config.SECTIONS` entry."""
     top = [f.name for f in dataclasses.fields(cfg.Config) if f.name not in cfg.SECTIONS]
-    parts = ["## Top level", "", *_HEAD, *_rows(cfg.Config, None, top), ""]
+    parts = ["## Top level", "", *_HEAD, *rows(cfg.Config, None, top), ""]
     for section, cls in cfg.SECTIONS.items():
         names = [f.name for f in dataclasses.fields(cls)]
         # A dataclass without a docstring gets a generated one: its signature.
@@ -120,7 +111,7 @@ def reference() -> str:
         parts += [f"## `{section}`", ""]
         if intro and not intro.startswith(cls.__name__ + "("):
             parts += [inspect.cleandoc(intro), ""]
-        parts += [*_HEAD, *_rows(cls, section, names), ""]
+        parts += [*_HEAD, *rows(cls, section, names), ""]
     return "\n".join(parts)
 
 
