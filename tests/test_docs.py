@@ -162,3 +162,24 @@ def test_every_document_the_code_cites_exists():
     assert {"anki-sync-protocol.md", "design.md", "cognito.md"} <= cited
     missing = sorted(name for name in cited if not (DOCS / name).is_file())
     assert not missing, missing
+
+
+ANKI_MESSAGES = [
+    # What Anki shows (docs/anki-sync-protocol.md, "What the client shows"), and the wordings
+    # the issue asks to find.
+    "Email or password was incorrect",
+    "authentication failed",
+    "Only one copy of Anki can sync to your account at once",
+    "Please use Check Database",
+    "AnkiWeb encountered a problem. Please try again in a few minutes.",
+    "Your Anki version is too old",
+    "A network error occurred",
+    "collection exceeds size limit",
+]
+
+
+@pytest.mark.parametrize("message", ANKI_MESSAGES)
+def test_troubleshooting_is_keyed_by_what_anki_says(message):
+    page = (DOCS / "troubleshooting.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^#{2,3} (.*)$", page, re.M)
+    assert any(message.lower() in h.lower() for h in headings), message
