@@ -17,11 +17,11 @@ dev: install
 test: install lint
 	$(BIN)/pytest
 
+# The last step builds the documentation site (mkdocs.yml, docs/) with every warning an error,
+# into the gitignored site/ (rebuilt from scratch each time).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# The documentation site (docs/, mkdocs.yml): every warning is an error. Into the
-	# gitignored site/, rebuilt from scratch each time.
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 install: $(VENV)/.installed
