@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from gateway import config as cfg
@@ -61,7 +62,7 @@ def type_name(hint: Any) -> str:
     args = get_args(hint)
     if len(args) == 2 and args[1] is Ellipsis:
         return "list of strings"
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", cfg.Path: "path"}
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", Path: "path"}
     return names[hint]
 
 
