@@ -2,15 +2,17 @@
 
     take(config, store, *, include_secret=False, keep=None, wait=60) -> Taken
         Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up)
-        raises BackupError (secret refused, the registry's copy failed its check); an
-        account whose copy fails (a damaged file, a full scratch disk) is missed instead
+        raises BackupError (no backup.manifest_key, secret refused, the registry's copy
+        failed its check); an account whose copy fails (a damaged file, a full scratch disk)
+        is missed instead
 
 Layout in the store:
     snapshots/<name>/registry.sqlite3          (the SQLite registry only: DynamoDB backs
                                                itself up, point-in-time recovery)
     snapshots/<name>/accounts/<account>/collection.anki2, media.db
     snapshots/<name>/gateway.secret            (only with include_secret, see below)
-    snapshots/<name>/manifest.json             (written last: a snapshot without it is partial)
+    snapshots/<name>/manifest.json             (written last: a snapshot without it is partial;
+                                               every file's SHA-256, signed: manifest.py)
     blobs/<sha256>                             media files, shared by every snapshot
 
 Accounts are copied one at a time while users keep syncing. A running stock server holds its

@@ -199,6 +199,9 @@ def test_backup_verify_passes_a_sound_snapshot_and_names_its_exit_codes(
     no_key = {k: v for k, v in env.items() if k != "GATEWAY_BACKUP_MANIFEST_KEY"}
     done = run_cli(no_key, "backup", "verify", str(store.root))
     assert done.returncode == 2 and "backup.manifest_key is not set" in done.stderr
+    # The key shows nowhere, not even in a refusal made with it.
+    for run in (done, run_cli(env, "backup", "verify", str(store.root))):
+        assert MANIFEST_KEY not in run.stdout + run.stderr
     devices[0].close()
 
 
