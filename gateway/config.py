@@ -135,6 +135,11 @@ class WorkersConfig:
     #: MiB that the request bodies in flight to all workers may inflate to together (each
     #: worker holds a body inflated in memory); beyond it 503 (payload.py).
     max_inflated_megs: int = 1024
+    #: Seconds a collection sync may go without a request before another device of the account
+    #: may start one (syncsession/: one sync per account at a time; an abandoned sync, say a
+    #: phone that lost its network, holds the account at most this long). Anki's own stall
+    #: timer is 60 s; the stock server alone never expires a sync.
+    sync_session_idle_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -569,6 +574,7 @@ def validate(config: Config) -> list[str]:
         ("workers.queue_timeout_seconds", w.queue_timeout_seconds),
         ("workers.max_payload_megs", w.max_payload_megs),
         ("workers.max_inflated_megs", w.max_inflated_megs),
+        ("workers.sync_session_idle_seconds", w.sync_session_idle_seconds),
         ("provision.max_clock_skew_seconds", p.max_clock_skew_seconds),
         ("provision.max_body_bytes", p.max_body_bytes),
         ("portal.session_max_age_seconds", config.portal.session_max_age_seconds),
