@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 import zstandard
 
 from tests.ankiclient import Client
@@ -29,19 +28,15 @@ class Device:
     def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
         body = zstandard.ZstdCompressor().compress(json.dumps(payload or {}).encode())
         header = {"v": 11, "k": self.key, "c": "test", "s": self.session}
-        request = urllib.request.Request(
+        answer = requests.post(
             self.url + "sync/" + method,
             data=body,
-            method="POST",
             headers={"anki-sync": json.dumps(header, separators=(",", ":"))},
+            timeout=30,
         )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                return answer.status, zstandard.ZstdDecompressor().decompressobj().decompress(
-                    answer.read()
-                )
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        if answer.status_code != 200:
+            return answer.status_code, answer.content
+        return 200, zstandard.ZstdDecompressor().decompressobj().decompress(answer.content)
 
 
 @pytest.fixture
