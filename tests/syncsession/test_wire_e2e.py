@@ -40,23 +40,36 @@ class Device:
 
 
 @pytest.fixture
-def account(cognito, start_gateway, tmp_path: Path) -> tuple[str, str]:
-    """A gateway (sync sessions lapse after IDLE s) and the host key of an account with a
-    collection."""
+def account(cognito, start_gateway, tmp_path: Path) -> tuple[str, str, str]:
+    """Two gateway processes on one data folder (sync sessions lapse after IDLE s), and the
+    host key of an account with a collection."""
     tmp = tmp_path
     cognito.add_user("quinn", PASSWORD, "quinn@example.com")
-    gw = start_gateway(cognito.config(tmp / "data", workers={"sync_session_idle_seconds": IDLE}))
+    config = cognito.config(tmp / "data", workers={"sync_session_idle_seconds": IDLE})
+    gw, other_gw = start_gateway(config), start_gateway(config)
     client = Client(tmp / "device")
     client.add_note("seed")
     auth = client.login("quinn", PASSWORD, gw.url)
     client.sync(media=False)
     client.close()
-    return gw.url, auth.hkey
+    return gw.url, auth.hkey, other_gw.url
 
 
 def devices(account, *sessions: str) -> list[Device]:
-    url, key = account
+    url, key, _ = account
     return [Device(url, key, s) for s in sessions]
+
+
+def test_the_rule_holds_across_two_gateway_processes_on_one_data_folder(account):
+    url, key, other_url = account
+    first, second = Device(url, key, "first-4"), Device(other_url, key, "second-4")
+    assert first.send("start", START)[0] == 200
+    assert second.send("start", START) == (409, b"409")
+    assert second.send("abort") == (200, b"null")
+    assert first.send("applyGraves", NO_GRAVES) == (200, b"null")
+    assert first.send("abort")[0] == 200
+    assert second.send("start", START)[0] == 200
+    assert second.send("abort")[0] == 200
 
 
 def test_a_second_start_gets_the_stock_409_and_the_first_sync_goes_on(account):
