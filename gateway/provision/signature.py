@@ -23,7 +23,8 @@ import hmac
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from gateway.nonce import Nonce, nonce
 
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
 SIGNATURE_HEADER = "X-Signature"
@@ -34,21 +35,6 @@ _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 
 class SignatureError(Exception):
     """The request's signature is missing, malformed, stale, wrong or replayed."""
-
-
-@dataclass(frozen=True)
-class Nonce:
-    """What to remember of a verified signature: `key` (SHA-256 hex of the purpose and the
-    signature, lower-case) until Unix time `until`."""
-
-    key: str
-    until: float
-
-
-def nonce(purpose: str, signature_hex: str, until: float) -> Nonce:
-    """The nonce of a verified signature, kept apart per `purpose` ("provision", "move" ...)."""
-    digest = hashlib.sha256(f"{purpose}:{signature_hex.lower()}".encode("ascii")).hexdigest()
-    return Nonce(digest, until)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -4,7 +4,8 @@
     async with guard.turn(account, "sync/chunk", session) as turn:
         if turn.answer is not None: return turn.answer      # answered here, never sent on
         ...send to the worker...; turn.status = <the worker's status>
-    raises SyncConflict (409) when another device's sync holds the account
+    raises SyncConflict (409) when another device's sync holds the account, Unavailable (503,
+    Retry-After) for a request of a sync that was cut (rules.py)
 
 Only collection-sync methods touch the lease file; media sync and anything else pass untouched.
 Requests that begin or drop a sync (`rules.TURNSTILE`) pass one at a time (store.py); one that
@@ -22,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import protocol
-from gateway.errors import SyncConflict
+from gateway.errors import SyncConflict, Unavailable
 from gateway.syncsession import rules
 from gateway.syncsession.rules import Action, Lease
 from gateway.syncsession.store import LeaseStore, TurnstileBusy
@@ -30,6 +31,8 @@ from gateway.syncsession.store import LeaseStore, TurnstileBusy
 log = logging.getLogger("gateway.syncsession")
 
 _GUARDED = rules.IN_SYNC | rules.TURNSTILE
+#: Seconds a cut sync's client is told to wait before syncing again.
+RETRY_AFTER = 5
 #: Seconds a request waits for its turn (under Anki's 60 s stall timer).
 WAIT = 20.0
 
@@ -82,6 +85,11 @@ class SessionGuard:
         if action is Action.REFUSE:
             log.info("sync refused: another device is syncing", extra={"method": method})
             raise SyncConflict(f"{method} while another sync of the account is live")
+        if action is Action.RETRY:
+            raise Unavailable(
+                f"{method} of a sync that was cut; the client syncs again",
+                retry_after=RETRY_AFTER,
+            )
         if action is Action.ANSWER_ABORT:
             # The stock answer to an abort with nothing live: 200 and JSON null.
             body, headers = protocol.encode_answer(None)

@@ -25,9 +25,12 @@ The gateway's rule, applied before a request reaches the worker:
   live), never sent on: an abort ends only its own sync;
 - `sync/start` with no live lease claims one; `sync/finish` and `sync/abort` of the live
   session release it (whatever the answer), and so does a `start` that is refused upstream;
+- a method inside a sync whose session holds no live lease (the sync was cut: its account
+  moved to another node, its worker stopped, or it lapsed): RETRY (503 with Retry-After, "try
+  again"), never sent on; an abort of it is answered here;
 - a lease not renewed for `idle` seconds has lapsed (a phone that lost its network): the next
-  device may start. Should the silent device come back, its requests are refused (409): its
-  sync fails and it syncs again, nothing of the other's is touched.
+  device may start. Should the silent device come back, its requests are refused (409, or 503
+  if nobody holds the account): its sync fails and it syncs again, nothing else is touched.
 - media sync (`msync/*`) passes: the stock server keeps no state between media requests and
   none of them touches the collection sync (handlers.rs), each is its own transaction.
 """
@@ -62,6 +65,7 @@ class Action(enum.Enum):
     PASS = "pass"  # noqa: S105 - an action, not a password
     REFUSE = "refuse"
     ANSWER_ABORT = "answer_abort"
+    RETRY = "retry"
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,15 @@ def before(lease: Lease | None, method: str, session: str, now: float, idle: flo
             return Decision(Action.REFUSE, lease)
         return Decision(Action.PASS, Lease(session, now + idle))
     if method in IN_SYNC:
+        if method == "sync/abort" and (live is None or other):
+            return Decision(Action.ANSWER_ABORT, lease)
         if other:
-            refused = Action.ANSWER_ABORT if method == "sync/abort" else Action.REFUSE
-            return Decision(refused, lease)
-        # Its own sync, or none live: the worker decides (409 if it knows no such sync).
+            return Decision(Action.REFUSE, lease)
+        if live is None:
+            # A sync nobody holds: cut (its account moved, its worker stopped) or silent past
+            # the limit. The worker would answer 409 if it lost it; the client is told to sync
+            # again instead.
+            return Decision(Action.RETRY, lease)
         return Decision(Action.PASS, Lease(session, now + idle))
     if method in DROPS_LIVE and other:
         return Decision(Action.REFUSE, lease)

@@ -36,8 +36,14 @@ LAPSED = Lease("a", NOW - 1)
         (MINE, "msync/uploadChanges", "b", Action.PASS, MINE),
         # A lapsed sync holds nothing: another device's requests pass.
         (LAPSED, "sync/meta", "b", Action.PASS, LAPSED),
-        (LAPSED, "sync/applyChanges", "b", Action.PASS, Lease("b", NOW + IDLE)),
+        (LAPSED, "sync/meta", "a", Action.PASS, LAPSED),
         (None, "sync/meta", "b", Action.PASS, None),
+        # A sync nobody holds was cut (moved, worker stopped, lapsed): "try again" (503).
+        (LAPSED, "sync/applyChanges", "b", Action.RETRY, LAPSED),
+        (LAPSED, "sync/chunk", "a", Action.RETRY, LAPSED),
+        (None, "sync/applyChanges", "b", Action.RETRY, None),
+        (None, "sync/finish", "b", Action.RETRY, None),
+        (None, "sync/abort", "b", Action.ANSWER_ABORT, None),
     ],
 )
 def test_before_decides_each_request(lease, method, session, action, kept):

@@ -111,3 +111,5 @@ def test_an_abandoned_sync_lapses_after_the_idle_limit_and_cannot_come_back(acco
     assert lost.send("abort") == (200, b"null")
     assert other.send("applyGraves", NO_GRAVES) == (200, b"null")
     assert other.send("abort")[0] == 200
+    # Nobody holds the account now: the cut sync is told to try again, not "only one copy".
+    assert lost.send("applyGraves", NO_GRAVES)[0] == 503
