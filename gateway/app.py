@@ -29,6 +29,7 @@ from gateway import (
     credentials,
     librarylogs,
     logs,
+    metrics,
     metricsserver,
     openfiles,
     protocol,
@@ -56,6 +57,7 @@ from gateway.backup.gate import BackupGate
 from gateway.bodies import read_capped
 from gateway.budget import InflationBudget
 from gateway.config import Config
+from gateway.containment import Limits, open_containment
 from gateway.errors import NotFound
 from gateway.middlewares import (
     IN_FLIGHT,
@@ -152,7 +154,13 @@ def create_app(
             found = await registry.get_by_name(account)
             return password_for(account, found.key_generation if found else 0)
 
-        pool = WorkerPool.from_config(config, worker_password)
+        containment = open_containment(
+            Limits.from_config(config.workers),
+            config.workers.containment,
+            config.workers.cgroup_dir,
+        )
+        metrics.containment(containment.mode)
+        pool = WorkerPool.from_config(config, worker_password, containment)
         upstream = new_upstream_session()
         reused = new_upstream_session(reuse=True)
         app[REGISTRY], app[PROVIDER], app[POOL] = registry, chosen, pool

@@ -135,6 +135,25 @@ class WorkersConfig:
     #: MiB that the request bodies in flight to all workers may inflate to together (each
     #: worker holds a body inflated in memory); beyond it 503 (payload.py).
     max_inflated_megs: int = 1024
+    #: How each worker is boxed (gateway/containment/): "auto" (cgroup v2 where the gateway
+    #: can create cgroups, else per-process limits), "cgroup" (refuse to start without), or
+    #: "rlimit" (per-process limits only).
+    containment: str = "auto"
+    #: The cgroup v2 directory to put workers under. Empty: the gateway's own cgroup.
+    cgroup_dir: str = ""
+    #: MiB of memory one worker may use (cgroup memory.max; RLIMIT_DATA): past it the worker
+    #: is killed, alone, and the request gets 503 with Retry-After. Measured: a full upload of
+    #: an honest 280 MB collection (the stock server's cap is 3 x max_payload_megs inflated)
+    #: peaks at 373 MiB resident and 573 MiB of private memory; keep at least 6 x
+    #: max_payload_megs.
+    max_memory_megs: int = 1024
+    #: Processes and threads one worker may have (cgroup pids.max). The stock server runs 3.
+    max_pids: int = 64
+    #: One worker's CPU weight among the workers (cgroup cpu.weight, 1-10000); all workers
+    #: together weigh as much as the gateway.
+    cpu_weight: int = 100
+    #: The workers' nice value in rlimit mode (0-19): their CPU share against the gateway.
+    nice: int = 5
 
 
 @dataclass(frozen=True)
@@ -287,6 +306,7 @@ SECTIONS = {
     "registry": RegistryConfig,
 }
 DELETE_ACTIONS = {"delete", "disable", "keep"}
+CONTAINMENT_MODES = ("auto", "cgroup", "rlimit")
 AUTH_FLOWS = {"ADMIN_USER_PASSWORD_AUTH", "ADMIN_NO_SRP_AUTH"}
 _POOL_ID = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d)_[0-9A-Za-z]+$")
 
@@ -507,6 +527,21 @@ def _validate_registry(r: RegistryConfig) -> list[str]:
     return problems
 
 
+def _validate_containment(w: WorkersConfig) -> list[str]:
+    problems = []
+    if w.containment not in CONTAINMENT_MODES:
+        problems.append(f"workers.containment: must be one of {', '.join(CONTAINMENT_MODES)}")
+    if w.max_memory_megs < 64:
+        problems.append("workers.max_memory_megs: at least 64 (an idle worker uses about 30)")
+    if w.max_pids < 8:
+        problems.append("workers.max_pids: at least 8")
+    if not 1 <= w.cpu_weight <= 10000:
+        problems.append("workers.cpu_weight: 1 to 10000")
+    if not 0 <= w.nice <= 19:
+        problems.append("workers.nice: 0 to 19")
+    return problems
+
+
 def validate(config: Config) -> list[str]:
     """Cross-field checks; pure. Returns every problem found."""
     problems: list[str] = _validate_cluster(config.cluster)
@@ -576,6 +611,7 @@ def validate(config: Config) -> list[str]:
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
+    problems += _validate_containment(w)
     if w.max_inflated_megs < 4 * w.max_payload_megs:
         # budget.py: three quarters of it must hold one body inflated to 3 x max_payload_megs.
         problems.append("workers.max_inflated_megs: at least 4 x workers.max_payload_megs")
