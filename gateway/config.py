@@ -65,9 +65,13 @@ class ServerConfig:
     #: `/ready` answers 503 while the data folder's file system has less than this many MiB
     #: free (0: no check). Logins write the registry and uploads the collections.
     min_free_disk_megs: int = 1024
-    #: Seconds a client has to send a request's headers, from connecting or from the end of its
-    #: previous request; also how long an idle keep-alive connection stays open.
+    #: Seconds a client has to send a request's headers, from connecting or from the first
+    #: byte of a later request on the same connection (connections.py).
     header_timeout_seconds: float = 30.0
+    #: Seconds an idle keep-alive connection stays open between requests. Keep it above the
+    #: idle time of every proxy in front (ALB 60 s, Caddy 2 min upstream, nginx 60 s), or the
+    #: proxy sends requests into connections the gateway just closed (502).
+    keepalive_seconds: float = 75.0
     #: A request body that brings no byte for this long is abandoned (408, connection closed),
     #: and so is one that brings fewer than `min_body_bytes_per_second` times this many bytes in
     #: any such window (pace.py); the same rules cut off a client that does not read a proxied
@@ -596,6 +600,7 @@ def validate(config: Config) -> list[str]:
         ("auth.failure_window_seconds", a.failure_window_seconds),
         ("auth.recheck_seconds", a.recheck_seconds),
         ("server.header_timeout_seconds", s.header_timeout_seconds),
+        ("server.keepalive_seconds", s.keepalive_seconds),
         ("server.body_idle_timeout_seconds", s.body_idle_timeout_seconds),
         ("server.max_requests_per_address", s.max_requests_per_address),
         ("workers.max_workers", w.max_workers),
