@@ -191,9 +191,7 @@ class RunningGateway:
 
         async def boot() -> None:
             self.app = create_app(self.config, **self._app_kwargs)
-            self._runner = Runner(
-                self.app, handle_signals=False, **server_options(self.config)
-            )
+            self._runner = Runner(self.app, handle_signals=False, **server_options(self.config))
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()
