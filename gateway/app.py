@@ -59,7 +59,7 @@ from gateway.backup.gate import BackupGate
 from gateway.bodies import read_capped
 from gateway.budget import InflationBudget
 from gateway.config import Config
-from gateway.connections import Runner
+from gateway.connections import Runner, constant_server
 from gateway.containment import Limits, open_containment
 from gateway.errors import NotFound
 from gateway.middlewares import (
@@ -135,6 +135,7 @@ def create_app(
         middlewares=[errors_and_access_log, per_address_limit, refuse_encoded_bodies],
         client_max_size=1024**2,
     )
+    constant_server(app)
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight(config.server.max_requests_per_address)
     app[PACING] = Pacing(
