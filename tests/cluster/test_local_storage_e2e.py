@@ -319,8 +319,9 @@ def test_with_public_urls_sync_meta_moves_the_client_to_its_owner(tmp_path):
 
 
 def test_a_single_gateway_becomes_three_nodes_and_keeps_its_accounts(tmp_path):
-    """README, "From one node to three": the old node restarts as a cluster node first, adopts
-    the account folders on its disk, then new nodes join; nobody logs in again, no full sync."""
+    """docs/deploy/several-nodes.md, "From one node to three": the old node restarts as a
+    cluster node first, adopts the account folders on its disk, then new nodes join; nobody logs
+    in again, no full sync."""
     people = users(2)
     moto = start_moto()
     pool_id, client_id, _ = standin.bootstrap(moto.url, people)
