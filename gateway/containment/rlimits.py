@@ -29,12 +29,21 @@ import resource
 from gateway.containment import Death, Limits, classify
 
 
+def _within_hard(which: int, value: int) -> int:
+    hard = resource.getrlimit(which)[1]
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)
+
+
 class RlimitBox:
     def __init__(self, limits: Limits) -> None:
-        # Computed before the fork: the child only makes system calls.
-        self._settings = (
-            (resource.RLIMIT_DATA, limits.memory_bytes),
-            (resource.RLIMIT_CORE, 0),
+        # Computed before the fork: the child only makes system calls. Never above a hard limit
+        # the gateway itself already has (raising it would fail, and the worker with it).
+        self._settings = tuple(
+            (which, _within_hard(which, value))
+            for which, value in (
+                (resource.RLIMIT_DATA, limits.memory_bytes),
+                (resource.RLIMIT_CORE, 0),
+            )
         )
         self._nice = limits.nice
 

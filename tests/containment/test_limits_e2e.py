@@ -21,6 +21,7 @@ from bench import collection
 from gateway import metrics, protocol
 from gateway.containment import cgroups
 from tests import rawhttp
+from tests.ankiclient import Client, Required
 from tests.conftest import live_worker_pids
 from tests.test_uploads import PASSWORD, send
 
@@ -72,8 +73,12 @@ def over_the_limit_dies_alone(cognito, tmp_path, start_gateway, caplog, body, mo
             "max_inflated_megs": 200,
         },
     )
-    gw = start_gateway(config)
     caplog.set_level(logging.INFO)
+    gw = start_gateway(config)
+    (started,) = [r for r in caplog.records if r.getMessage() == "worker containment"]
+    assert (started.mode, started.memory_megs) == (mode, LIMIT_MEGS)
+    in_force = {"mode": mode}
+    assert metrics.REGISTRY.get_sample_value("gateway_worker_containment", in_force) == 1
     bob = gw.call(rawhttp.login(gw.port, "bob", PASSWORD))
     eve = gw.call(rawhttp.login(gw.port, "eve", PASSWORD))
     eve_pid, bob_pid = (pid_of(config.collections_dir, name) for name in ("eve", "bob"))
@@ -95,9 +100,19 @@ def over_the_limit_dies_alone(cognito, tmp_path, start_gateway, caplog, body, mo
     # Alone: the other account's worker is the same process and serves on.
     assert eve_pid in live_worker_pids(config.collections_dir)
     assert meta(gw, eve) == 200
-    # The account's next sync works, on a fresh worker.
-    assert meta(gw, bob) == 200
+    # The account's next sync works, on a fresh worker: a real client's, with a small
+    # collection (the big one never reached the server).
+    device = Client(tmp_path / "device")
+    device.login("bob", PASSWORD, gw.url)
+    device.add_note("after the kill")
+    assert device.sync(media=False) == Required.FULL_UPLOAD
     assert pid_of(config.collections_dir, "bob") not in (bob_pid, None)
+    other = Client(tmp_path / "other")
+    other.login("bob", PASSWORD, gw.url)
+    other.sync(media=False)
+    assert other.note_fronts() == {"after the kill"}
+    for each in (device, other):
+        each.close()
     return sampler.peak
 
 
