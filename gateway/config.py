@@ -330,6 +330,17 @@ REGISTRY_BACKENDS = {"sqlite", "dynamodb"}
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    """Backups and restores (gateway/backup/)."""
+
+    #: Authenticates every snapshot's manifest (HMAC-SHA256 over each file's SHA-256): a
+    #: restore refuses a snapshot it does not verify. Keep it away from the backup store and
+    #: with the other secrets (a restore on a new machine needs it). Required to back up,
+    #: restore and verify. At least 32 characters.
+    manifest_key: Secret | None = None
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     #: `DEBUG`, `INFO`, `WARNING` or `ERROR`. No level logs a password, key or secret.
     level: str = "INFO"
@@ -357,6 +368,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
 
     @property
     def collections_dir(self) -> Path:
@@ -383,6 +395,7 @@ SECTIONS = {
     "logging": LoggingConfig,
     "cluster": ClusterConfig,
     "registry": RegistryConfig,
+    "backup": BackupConfig,
 }
 DELETE_ACTIONS = {"delete", "disable", "keep"}
 CONTAINMENT_MODES = ("auto", "cgroup", "rlimit")
@@ -709,6 +722,9 @@ def validate(config: Config) -> list[str]:
             problems.append(f"provision.api_keys[{i}]: too short (at least 16 characters)")
     if config.secret is not None and len(config.secret.reveal()) < 16:
         problems.append("secret: too short (at least 16 characters)")
+    key = config.backup.manifest_key
+    if key is not None and len(key.reveal()) < 32:
+        problems.append("backup.manifest_key: too short (at least 32 characters)")
     if config.logging.format not in {"json", "text"}:
         problems.append('logging.format: must be "json" or "text"')
     if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
