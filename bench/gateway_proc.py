@@ -41,9 +41,9 @@ from gateway import logs
 from gateway.app import create_app, server_options
 from gateway.appkeys import LOGIN, POOL, REGISTRY
 from gateway.auth.login import LoginResult
-from gateway.connections import Runner
 from gateway.identity.cognito import CognitoProvider
 from gateway.identity.provider import Identity
+from gateway.web.connections import Runner
 
 
 class TimedProvider:

@@ -14,7 +14,7 @@ line per request, a bound on requests in flight per client address (web/addresse
 refusal of bodies with a Content-Encoding (aiohttp would inflate them). Bodies
 are read at the client's pace or not at all (web/bodies.py, web/pace.py); headers must arrive within
 `server.header_timeout_seconds`, and idle keep-alive connections last
-`server.keepalive_seconds` (`server_options()`, connections.py).
+`server.keepalive_seconds` (`server_options()`, web/connections.py).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.backup.gate import BackupGate
 from gateway.config import Config
-from gateway.connections import Runner, constant_server
 from gateway.containment import Limits, open_containment
 from gateway.errors import NotFound
 from gateway.identity.provider import IdentityProvider
@@ -60,6 +59,7 @@ from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.web import librarylogs, openfiles
 from gateway.web.addresses import InFlight
 from gateway.web.bodies import read_capped
+from gateway.web.connections import Runner, constant_server
 from gateway.web.middlewares import (
     IN_FLIGHT,
     client_address,
@@ -370,7 +370,7 @@ def add_cluster_routes(app: web.Application, prefix: str) -> None:
 
 def server_options(config: Config) -> dict[str, Any]:
     """The connection settings of `connections.Runner` from the config (for `run()` and the
-    tests alike): keep-alive idle time apart from the header deadline (connections.py)."""
+    tests alike): keep-alive idle time apart from the header deadline (web/connections.py)."""
     return {
         "keepalive_timeout": config.server.keepalive_seconds,
         "header_timeout": config.server.header_timeout_seconds,

@@ -188,7 +188,7 @@ class RunningGateway:
         from aiohttp import web
 
         from gateway.app import create_app, server_options
-        from gateway.connections import Runner
+        from gateway.web.connections import Runner
 
         self._thread.start()
 
@@ -220,7 +220,7 @@ async def serve_app() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     `run_app` serves it (aiohttp's handler_cancellation off unless given), for raw sockets."""
     from aiohttp import web
 
-    from gateway.connections import Runner
+    from gateway.web.connections import Runner
 
     runners: list[Any] = []
 

@@ -1,4 +1,4 @@
-"""Client connections (gateway/connections.py): an idle keep-alive connection outlives every
+"""Client connections (gateway/web/connections.py): an idle keep-alive connection outlives every
 proxy's idle time in front, while a request's headers must still come quickly (issue 16,
 item 5). Fast: the same relation with short settings, plus a check of the defaults."""
 

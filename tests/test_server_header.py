@@ -9,9 +9,9 @@ import asyncio
 import aiohttp
 
 from gateway.app import create_app, server_options
-from gateway.connections import SERVER
 from gateway.identity.fake import FakeProvider
 from gateway.ops.metricsserver import METRICS_PORT
+from gateway.web.connections import SERVER
 from tests.conftest import fake_provider_config
 from tests.rawhttp import login, sync_header
 

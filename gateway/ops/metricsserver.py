@@ -24,9 +24,9 @@ from aiohttp import web
 from gateway import metrics
 from gateway.appkeys import CONFIG, REGISTRY
 from gateway.auth.limiter import FailureLimiter
-from gateway.connections import Runner, constant_server
 from gateway.errors import TooManyAttempts
 from gateway.registry import RegistryUnavailable
+from gateway.web.connections import Runner, constant_server
 from gateway.web.middlewares import client_address
 
 log = logging.getLogger("gateway.metrics")
