@@ -46,14 +46,12 @@ from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.backup.gate import BackupGate
 from gateway.config import Config
-from gateway.containment import Limits, open_containment
 from gateway.errors import NotFound
 from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import RegistryUnavailable, open_registry
-from gateway.syncsession import SessionGuard
 from gateway.uploads.budget import InflationBudget
 from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.web import librarylogs, openfiles
@@ -69,7 +67,9 @@ from gateway.web.middlewares import (
 )
 from gateway.web.pace import Pacing
 from gateway.workers import credentials
+from gateway.workers.containment import Limits, open_containment
 from gateway.workers.pool import WorkerPool
+from gateway.workers.syncsession import SessionGuard
 
 if TYPE_CHECKING:
     from gateway.portal.directory import CognitoDirectory

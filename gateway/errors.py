@@ -14,7 +14,7 @@
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
     │   ├── Overloaded              503  bodies in flight inflate to the budget (uploads/payload.py)
     │   └── WorkerDied              503  the worker died during the request (e.g. at its
-    │                                    memory limit, gateway/containment/); a fresh one
+    │                                    memory limit, gateway/workers/containment/); a fresh one
     │                                    serves the retry
     ├── WorkerFailed                502  a worker could not start or broke mid-request
     └── WorkerTimeout               504  a worker did not become ready in time

@@ -70,7 +70,6 @@ from gateway.errors import (
     WorkerFailed,
     WorkerTimeout,
 )
-from gateway.syncsession import SessionGuard, Turn
 from gateway.uploads import payload
 from gateway.web.bodies import (
     StreamedBody,
@@ -83,6 +82,7 @@ from gateway.web.bodies import (
 )
 from gateway.web.middlewares import client_address
 from gateway.workers.pool import WorkerPool
+from gateway.workers.syncsession import SessionGuard, Turn
 
 log = logging.getLogger("gateway.proxy")
 
@@ -401,7 +401,7 @@ class Proxy:
                         raise WorkerFailed("worker refused the connection") from None
                 except WorkerFailed as exc:
                     # Killed at its memory limit, or crashed: retryable, never a 403
-                    # (gateway/containment/). A fresh worker serves the next request.
+                    # (gateway/workers/containment/). A fresh worker serves the next request.
                     death = await self._pool.report_broken(account)
                     if death is not None:
                         raise WorkerDied(f"worker died: {death.detail}") from exc

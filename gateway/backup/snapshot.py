@@ -78,10 +78,10 @@ from gateway.backup import quiesce
 from gateway.backup.manifest import SQLITE_FILES, seal
 from gateway.backup.retention import prune
 from gateway.backup.store import SECRETS_MARK, Store
-from gateway.collectionfile import unicase
 from gateway.config import Config
 from gateway.ops import readiness
 from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
+from gateway.workers.collectionfile import unicase
 from gateway.workers.credentials import SECRET_FILE
 from gateway.workers.lock import try_flock
 

@@ -21,10 +21,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gateway import collectionfile
 from gateway.backup.manifest import ManifestError, open_sealed
 from gateway.backup.snapshot import BackupError, sha256
 from gateway.backup.store import Store
+from gateway.workers import collectionfile
 
 _KINDS = {"collection.anki2": "collection", "media.db": "media"}
 

@@ -19,10 +19,10 @@ import sqlite3
 import tarfile
 from pathlib import Path
 
-from gateway.syncsession.store import FILE_NAME as SYNC_LEASE
-from gateway.syncsession.store import TURNSTILE
 from gateway.workers.leftovers import stale_temporaries
 from gateway.workers.lock import LOCK_NAME
+from gateway.workers.syncsession.store import FILE_NAME as SYNC_LEASE
+from gateway.workers.syncsession.store import TURNSTILE
 
 MANIFEST = ".gateway-manifest.json"
 DATABASES = ("collection.anki2", "media.db")

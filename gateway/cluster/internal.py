@@ -32,8 +32,8 @@ from gateway.cluster import signing
 from gateway.cluster.placement import Forward, Node
 from gateway.cluster.router import Router
 from gateway.errors import BadRequest, Unavailable
-from gateway.nonce import nonce
 from gateway.registry.base import Registry
+from gateway.registry.nonce import nonce
 from gateway.web.bodies import read_capped
 
 log = logging.getLogger("gateway.cluster")

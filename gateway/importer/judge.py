@@ -22,8 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gateway import collectionfile
 from gateway.importer.folder import COLLECTION, WAL, open_dir, refusal, regular
+from gateway.workers import collectionfile
 
 
 def collection_problem(root_fd: int, folder: str, limit: int) -> str | None:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import collectionfile, naming
+from gateway import naming
 from gateway.importer import mediadb
 from gateway.importer.folder import (
     COLLECTION,
@@ -49,6 +49,7 @@ from gateway.importer.folder import (
     refusal,
     regular,
 )
+from gateway.workers import collectionfile
 from gateway.workers.lock import IMPORTING
 
 IN_PROGRESS = IMPORTING

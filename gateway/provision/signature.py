@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Callable
 
-from gateway.nonce import Nonce, nonce
+from gateway.registry.nonce import Nonce, nonce
 
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
 SIGNATURE_HEADER = "X-Signature"

@@ -33,10 +33,10 @@ from pathlib import Path
 
 from gateway import metrics
 from gateway.config import Config
-from gateway.containment import Containment, Death
 from gateway.errors import Unavailable
 from gateway.naming import is_safe
 from gateway.workers import ledger
+from gateway.workers.containment import Containment, Death
 from gateway.workers.ledger import Usage
 from gateway.workers.process import probe_health
 from gateway.workers.slot import Launch, Slot

@@ -17,9 +17,9 @@ Contract:
   repeats the gateway's access line and cost 6 % of the gateway's time on small requests.
 - `stop()` sends SIGINT (the stock server's clean shutdown), SIGKILL after a grace period, and
   always reaps.
-- Containment (gateway/containment/): the worker enters its `Box` in the child before exec, so
-  it never runs outside it; the box is removed once the process is reaped. `death()` says why
-  a worker exited that nobody asked to stop (`Death`: "memory" or "crash").
+- Containment (gateway/workers/containment/): the worker enters its `Box` in the child before
+  exec, so it never runs outside it; the box is removed once the process is reaped. `death()`
+  says why a worker exited that nobody asked to stop (`Death`: "memory" or "crash").
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateway.containment import Box, Death, classify
 from gateway.errors import WorkerFailed, WorkerTimeout
 from gateway.logs import redact, request_id
+from gateway.workers.containment import Box, Death, classify
 
 log = logging.getLogger("gateway.worker")
 

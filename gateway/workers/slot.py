@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import metrics
-from gateway.containment import Box, Containment
 from gateway.workers import leftovers, lock
+from gateway.workers.containment import Box, Containment
 from gateway.workers.ledger import Usage
 from gateway.workers.process import WorkerProcess, start_worker
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from gateway.containment import MIB, Limits
-from gateway.containment.rlimits import RlimitContainment
+from gateway.workers.containment import MIB, Limits
+from gateway.workers.containment.rlimits import RlimitContainment
 
 REPORT = (
     "import json, os, resource\n"
@@ -37,8 +37,8 @@ def test_the_memory_limit_never_exceeds_a_hard_limit_the_gateway_has() -> None:
     gateway = (
         "import json, resource, subprocess, sys\n"
         f"resource.setrlimit(resource.RLIMIT_DATA, ({256 * MIB}, {256 * MIB}))\n"
-        "from gateway.containment import MIB, Limits\n"
-        "from gateway.containment.rlimits import RlimitContainment\n"
+        "from gateway.workers.containment import MIB, Limits\n"
+        "from gateway.workers.containment.rlimits import RlimitContainment\n"
         "box = RlimitContainment(Limits(512 * MIB, 64, 100, 0), 'test').box('bob')\n"
         f"out = subprocess.run([sys.executable, '-c', {REPORT!r}], preexec_fn=box.enter,"
         " capture_output=True, check=True)\n"

@@ -19,7 +19,7 @@ import zstandard
 
 from bench import collection
 from gateway import metrics, protocol
-from gateway.containment import cgroups
+from gateway.workers.containment import cgroups
 from tests import rawhttp
 from tests.ankiclient import Client, Required
 from tests.conftest import live_worker_pids

@@ -5,6 +5,6 @@
 - guard.py: what the proxy calls around each request it sends to a worker.
 """
 
-from gateway.syncsession.guard import SessionGuard, Turn
+from gateway.workers.syncsession.guard import SessionGuard, Turn
 
 __all__ = ["SessionGuard", "Turn"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.containment import MIB, Limits
-from gateway.containment.cgroups import CgroupContainment, find, own_path
+from gateway.workers.containment import MIB, Limits
+from gateway.workers.containment.cgroups import CgroupContainment, find, own_path
 
 LIMITS = Limits(memory_bytes=512 * MIB, pids=64, cpu_weight=100, nice=5)
 

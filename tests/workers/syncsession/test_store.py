@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.syncsession.rules import Lease
-from gateway.syncsession.store import FILE_NAME, LeaseStore, TurnstileBusy
+from gateway.workers.syncsession.rules import Lease
+from gateway.workers.syncsession.store import FILE_NAME, LeaseStore, TurnstileBusy
 
 
 def test_a_lease_written_by_one_store_is_read_by_another(tmp_path: Path):

@@ -34,8 +34,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.syncsession.rules import Lease
 from gateway.workers.lock import account_dir, try_flock
+from gateway.workers.syncsession.rules import Lease
 
 FILE_NAME = ".gateway-sync-session"
 TURNSTILE = ".gateway-sync-turnstile"

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from gateway.containment import classify
+from gateway.workers.containment import classify
 
 RUST_OOM = "memory allocation of 67108864 bytes failed | note: run with `RUST_BACKTRACE=1`"
 

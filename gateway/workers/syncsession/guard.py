@@ -24,9 +24,9 @@ from aiohttp import web
 
 from gateway import protocol
 from gateway.errors import SyncConflict, Unavailable
-from gateway.syncsession import rules
-from gateway.syncsession.rules import Action, Lease
-from gateway.syncsession.store import LeaseStore, TurnstileBusy
+from gateway.workers.syncsession import rules
+from gateway.workers.syncsession.rules import Action, Lease
+from gateway.workers.syncsession.store import LeaseStore, TurnstileBusy
 
 log = logging.getLogger("gateway.syncsession")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from anki.collection import Collection
 
-from gateway.collectionfile import problem, size_problem
+from gateway.workers.collectionfile import problem, size_problem
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,7 @@ class Containment(Protocol):
 
 def open_containment(limits: Limits, mode: str = "auto", cgroup_dir: str = "") -> Containment:
     """The containment in force (module doc); logs which one, and why, at INFO."""
-    from gateway.containment import cgroups, rlimits
+    from gateway.workers.containment import cgroups, rlimits
 
     chosen: Containment
     if mode == "rlimit":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.syncsession.rules import Action, Lease, after, before
+from gateway.workers.syncsession.rules import Action, Lease, after, before
 
 IDLE = 60.0
 NOW = 1000.0
