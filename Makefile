@@ -17,11 +17,13 @@ dev: install
 test: install lint
 	$(BIN)/pytest
 
-# The last step builds the documentation site (mkdocs.yml, docs/) with every warning an error,
-# into the gitignored site/ (rebuilt from scratch each time).
+# lint-imports keeps the dependency direction (pyproject.toml [tool.importlinter],
+# docs/design/layout.md). The last step builds the documentation site (mkdocs.yml, docs/) with
+# every warning an error, into the gitignored site/ (rebuilt from scratch each time).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 install: $(VENV)/.installed

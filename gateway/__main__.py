@@ -18,7 +18,7 @@ DEFAULT_CONFIG = Path("config/gateway.yaml")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dev"]:
-        from gateway.local.mode import main as local_main
+        from gateway.cli.dev import main as local_main
 
         return local_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command == "dev":
         # Local mode builds its own configuration around the stand-in; it only reads --config.
-        from gateway.local.mode import main as local_main
+        from gateway.cli.dev import main as local_main
 
         return local_main((["--config", str(args.config)] if args.config else []) + rest)
     takes_arguments = ("accounts", "backup", "restore")

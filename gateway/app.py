@@ -31,6 +31,7 @@ from gateway import logs, metrics, protocol
 from gateway.appkeys import (
     ACCOUNT,
     CONFIG,
+    GAUGES,
     LOGIN,
     PACING,
     POOL,
@@ -45,6 +46,7 @@ from gateway.auth.limiter import FailureLimiter
 from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.backup.gate import BackupGate
+from gateway.backup.gauges import BackupGauges
 from gateway.config import Config
 from gateway.errors import NotFound
 from gateway.identity.provider import IdentityProvider
@@ -266,22 +268,31 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     app[USAGE] = UsageTotals(config.collections_dir)
+    app[GAUGES] = (BackupGauges(config.data_dir),)
     app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
     if config.portal.enabled:
+        from gateway.local.directory import NOTICE, StandInDirectory
         from gateway.local.keeper import PoolKeeper
         from gateway.portal import create_portal
 
         if portal_directory is None and isinstance(provider, PoolKeeper):
-            from gateway.local.directory import StandInDirectory
-
             # Local mode: the portal re-creates a forgotten stand-in pool as logins do.
             portal_directory = StandInDirectory(config.cognito, keeper=provider)
+        from gateway.portal.directory import CognitoDirectory
 
+        stand_in = config.cognito.local_stand_in
         prefix = config.server.path_prefix
         secret = credentials.load_or_create(config.data_dir, config.secret)
-        app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
+        portal = create_portal(
+            config,
+            secret,
+            portal_directory,
+            directory_type=StandInDirectory if stand_in else CognitoDirectory,
+            notice=NOTICE if stand_in else "",
+        )
+        app.add_subapp(prefix + "account/", portal)
 
         from gateway.portal import SECURITY_HEADERS
 

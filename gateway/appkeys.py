@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from gateway.auth.login import LoginService
     from gateway.auth.revalidation import Revalidator
     from gateway.config import Config
@@ -26,6 +28,10 @@ REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")
 USAGE: web.AppKey[UsageTotals] = web.AppKey("usage_totals")
 #: How fast request bodies must arrive (web/bodies.py); defaults when unset.
 PACING: web.AppKey[Pacing] = web.AppKey("pacing")
+
+#: Gauges read at scrape time besides the app's own (ops/gauges.py), registered by the
+#: composition root (app.py): the last backup's (backup/gauges.py).
+GAUGES: web.AppKey[tuple[Collector, ...]] = web.AppKey("gauges")
 
 #: The local account a request was routed to or logged in as (for the access log).
 ACCOUNT: web.RequestKey[str] = web.RequestKey("account", str)

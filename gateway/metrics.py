@@ -6,11 +6,10 @@ Names follow Prometheus conventions (https://prometheus.io/docs/practices/naming
 ever carries an account name, an email, a username or a key: only fixed, small sets of values.
 
 Counters and histograms live in this module's registry (`REGISTRY`), shared by every app in
-the process; the gauges that describe one running gateway (its workers, accounts and disk) are
-read at scrape time from that app (`AppCollector`). `render(app, accounts)` is the exposition of
-both; `accounts` ({status: count}, or None when the registry could not answer) is read by the
-caller, since registry calls are coroutines. Usage totals over all accounts come from the app's
-last walk (ops/usagetotals.py), never from a walk per scrape.
+the process; the gauges that describe one running gateway (its workers, accounts, disk and usage:
+ops/gauges.py; its last backup: backup/gauges.py) are collectors read at scrape time, handed to
+`render(*gauges)`, the exposition of both. This module imports nothing of the gateway: whatever
+reads the running gateway lives above it and is registered from there.
 
     request(route, status, seconds)        route: login sync media provision portal health cluster
                                             other
@@ -35,16 +34,8 @@ last walk (ops/usagetotals.py), never from a walk per scrape.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -290,88 +281,10 @@ def cluster_heartbeat_failed() -> None:
     _CLUSTER_HEARTBEAT_FAILURES.inc()
 
 
-class AppCollector(Collector):
-    """Gauges read from one running gateway at scrape time: workers, accounts, free disk."""
-
-    def __init__(self, app: web.Application, accounts: dict[str, int] | None) -> None:
-        self._app = app
-        self._accounts = accounts
-
-    def collect(self) -> Iterator[Any]:
-        from gateway.appkeys import CONFIG, POOL
-
-        app = self._app
-        workers = GaugeMetricFamily(
-            "gateway_workers", "Sync server processes, by state.", labels=["state"]
-        )
-        stats = app[POOL].stats()
-        for state in ("live", "busy", "starting"):
-            workers.add_metric([state], stats.get(state, 0))
-        workers_max = GaugeMetricFamily(
-            "gateway_workers_max", "The bound on sync server processes (workers.max_workers)."
-        )
-        workers_max.add_metric([], stats.get("max", 0))
-        accounts = GaugeMetricFamily(
-            "gateway_accounts", "Accounts in the registry, by status.", labels=["status"]
-        )
-        if self._accounts is not None:
-            for status in ("active", "disabled", "suspended"):
-                accounts.add_metric([status], self._accounts.get(status, 0))
-        disk = GaugeMetricFamily(
-            "gateway_data_free_bytes", "Free space of the data folder's file system."
-        )
-        disk_total = GaugeMetricFamily(
-            "gateway_data_size_bytes", "Size of the data folder's file system."
-        )
-        usage = shutil.disk_usage(app[CONFIG].data_dir)
-        disk.add_metric([], usage.free)
-        disk_total.add_metric([], usage.total)
-        yield from (workers, workers_max, accounts, disk, disk_total)
-        yield from _usage(app)
-        from gateway.backup.snapshot import last_backup
-
-        state = last_backup(app[CONFIG].data_dir)
-        if state is not None:
-            finished = GaugeMetricFamily(
-                "gateway_backup_last_success_timestamp_seconds",
-                "When the last backup finished (python -m gateway backup), in Unix time.",
-            )
-            finished.add_metric([], state["finished"])
-            skipped = GaugeMetricFamily(
-                "gateway_backup_missed_accounts",
-                "Accounts the last backup could not copy consistently within its bound.",
-            )
-            skipped.add_metric([], state["missed"])
-            yield from (finished, skipped)
-
-
-def _usage(app: web.Application) -> Iterator[Any]:
-    """Usage totals over all accounts, as the last walk found them (ops/usagetotals.py)."""
-    from gateway.appkeys import USAGE
-
-    keeper = app.get(USAGE)
-    totals = keeper.latest if keeper is not None else None
-    if totals is None:
-        return
-    for name, text, value in (
-        ("gateway_usage_collection_bytes", "Collection files of all accounts.", "collection_bytes"),
-        ("gateway_usage_media_files", "Media files of all accounts.", "media_files"),
-        ("gateway_usage_media_bytes", "Media bytes of all accounts.", "media_bytes"),
-        ("gateway_usage_account_folders", "Account folders counted.", "accounts"),
-        (
-            "gateway_usage_computed_timestamp_seconds",
-            "When the usage totals were last computed (every few minutes), in Unix time.",
-            "computed_at",
-        ),
-    ):
-        family = GaugeMetricFamily(name, text)
-        family.add_metric([], getattr(totals, value))
-        yield family
-
-
-def render(app: web.Application, accounts: dict[str, int] | None) -> bytes:
-    """The text exposition: the process's counters and this app's gauges. `accounts`:
-    {status: count} from the registry, or None (the gauge has no samples then)."""
+def render(*gauges: Collector) -> bytes:
+    """The text exposition: the process's counters, then `gauges` (collectors read at scrape
+    time, handed in by the caller: ops/gauges.py, backup/gauges.py)."""
     own = CollectorRegistry(auto_describe=False)
-    own.register(AppCollector(app, accounts))
+    for collector in gauges:
+        own.register(collector)
     return generate_latest(REGISTRY) + generate_latest(own)

@@ -12,7 +12,7 @@ re-created under their seed (same `sub`, same account) whenever the stand-in or 
 restarts (gateway/local/standin.py). Someone who signs up on the portal is written to the same file
 (`portal: true`) by the portal's stand-in directory (gateway/local/directory.py), which seeds the
 stand-in with a fresh seed right before the sign-up so that the `sub` can be reproduced. Only
-local mode builds one of these (gateway/local/mode.py, through its PoolKeeper); production never
+local mode builds one of these (gateway/local/mode.py `keeper()`); production never
 does. The methods block (file lock, an HTTP call to the stand-in): call them in a thread.
 Passwords go to the 0600 file only, never to a log.
 """

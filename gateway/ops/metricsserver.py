@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import metrics
-from gateway.appkeys import CONFIG, REGISTRY
+from gateway.appkeys import CONFIG, GAUGES, REGISTRY
 from gateway.auth.limiter import FailureLimiter
 from gateway.errors import TooManyAttempts
+from gateway.ops.gauges import AppGauges
 from gateway.registry import RegistryUnavailable
 from gateway.web.connections import Runner, constant_server
 from gateway.web.middlewares import client_address
@@ -41,9 +42,8 @@ async def _serve(request: web.Request) -> web.Response:
         accounts: dict[str, int] | None = await gateway[REGISTRY].count_by_status()
     except RegistryUnavailable:
         accounts = None  # the rest still helps to see why
-    return web.Response(
-        body=metrics.render(gateway, accounts), headers={"Content-Type": metrics.CONTENT_TYPE}
-    )
+    body = metrics.render(AppGauges(gateway, accounts), *gateway.get(GAUGES, ()))
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 async def _serve_with_token(request: web.Request) -> web.Response:

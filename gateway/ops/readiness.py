@@ -4,25 +4,22 @@ The answer is public, so it says only whether, and which of a few fixed problems
     "registry not writable"       the registry cannot take a write now (`Registry.writable`;
                                   SQLite: its write lock cannot be taken within `PROBE_TIMEOUT`
                                   seconds, BEGIN IMMEDIATE on a connection of its own, rolled
-                                  back: locked by another process, read-only)
+                                  back: locked by another process, read-only; registry/sqlite.py)
     "collections folder missing"
     "low disk space"              the data folder's file system has less than `min_free_megs`
                                   MiB free for unprivileged users (statvfs `f_bavail`): logins
                                   write the registry, uploads the collections, both fail there
 No paths, numbers or worker counts: how many users are active is for operators (metrics).
 
-`problems()` is pure; `probe()` and `sqlite_writable()` do I/O and block (run them in a thread).
+`problems()` is pure; `probe()` does I/O and blocks (run it in a thread).
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Seconds the registry probe waits for the write lock.
-PROBE_TIMEOUT = 1.0
 _MIB = 1024 * 1024
 
 
@@ -52,24 +49,6 @@ def probe(registry_writable: bool, collections_dir: Path) -> Probe:
         collections_present=collections_dir.is_dir(),
         free_bytes=free_bytes(collections_dir.parent),
     )
-
-
-def sqlite_writable(path: Path) -> bool:
-    try:
-        # mode=rw: never creates a registry where there was none.
-        db = sqlite3.connect(
-            f"file:{path}?mode=rw", uri=True, timeout=PROBE_TIMEOUT, isolation_level=None
-        )
-    except sqlite3.Error:
-        return False
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("ROLLBACK")
-        return True
-    except sqlite3.Error:
-        return False
-    finally:
-        db.close()
 
 
 def free_bytes(folder: Path) -> int:

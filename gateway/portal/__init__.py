@@ -29,7 +29,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from gateway.appkeys import CONFIG
 from gateway.auth.limiter import FailureLimiter
-from gateway.config import Config
+from gateway.config import CognitoConfig, Config
 from gateway.errors import Unavailable
 from gateway.portal.directory import CognitoDirectory
 from gateway.portal.keys import DIRECTORY, FORM_SECRET, LIMITS, NOTICE
@@ -76,8 +76,16 @@ def derive(secret: bytes, purpose: str) -> bytes:
 
 
 def create_portal(
-    config: Config, secret: bytes, directory: CognitoDirectory | None = None
+    config: Config,
+    secret: bytes,
+    directory: CognitoDirectory | None = None,
+    *,
+    directory_type: Callable[[CognitoConfig], CognitoDirectory] = CognitoDirectory,
+    notice: str = "",
 ) -> web.Application:
+    """The portal sub-app. Its Cognito calls go through `directory`, or one `directory_type`
+    makes at start-up (local mode's stand-in directory, chosen by the app); `notice` is shown
+    on every page. The directory is closed on shutdown."""
     portal = web.Application(middlewares=[_headers_and_errors(config)], client_max_size=16 * 1024)
     settings = config.portal
     setup_sessions(
@@ -100,19 +108,10 @@ def create_portal(
     logging.getLogger("aiohttp_session").setLevel(logging.ERROR)
     portal[FORM_SECRET] = derive(secret, "forms")
     portal[LIMITS] = FailureLimiter(settings.max_attempts_per_address, LIMIT_WINDOW)
-    from gateway.local.directory import NOTICE as STAND_IN_NOTICE
-
-    portal[NOTICE] = STAND_IN_NOTICE if config.cognito.local_stand_in else ""
+    portal[NOTICE] = notice
 
     async def directory_lifetime(app: web.Application) -> AsyncIterator[None]:
-        if directory is not None:
-            chosen = directory
-        elif config.cognito.local_stand_in:
-            from gateway.local.directory import StandInDirectory
-
-            chosen = StandInDirectory(config.cognito)
-        else:
-            chosen = CognitoDirectory(config.cognito)
+        chosen = directory if directory is not None else directory_type(config.cognito)
         app[DIRECTORY] = chosen
         yield
         await chosen.close()

@@ -30,7 +30,6 @@ from pathlib import Path
 from gateway import naming
 from gateway.identity.provider import Identity
 from gateway.identity.spelling import canonical
-from gateway.ops import readiness
 from gateway.registry.base import (
     ACTIVE,
     SEEN_EVERY,
@@ -86,6 +85,9 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(Account))
 #: The columns read into an `Account`, named: a newer release's extra columns never break it.
 _SELECT = "SELECT " + ", ".join(_FIELDS) + " FROM accounts"  # noqa: S608 - constant names
 
+#: Seconds the readiness probe (`writable()`) waits for the write lock.
+PROBE_TIMEOUT = 1.0
+
 
 def _account(row: sqlite3.Row | None) -> Account | None:
     return Account(**{name: row[name] for name in _FIELDS}) if row is not None else None
@@ -127,9 +129,9 @@ class SqliteRegistry(Registry):
         self._db.close()
 
     async def writable(self) -> bool:
-        """Whether SQLite's write lock can be taken within `readiness.PROBE_TIMEOUT` seconds, on
+        """Whether SQLite's write lock can be taken within `PROBE_TIMEOUT` seconds, on
         a connection of its own (in a thread: it may wait for the lock)."""
-        return await asyncio.to_thread(readiness.sqlite_writable, self._db_path)
+        return await asyncio.to_thread(sqlite_writable, self._db_path)
 
     # -- accounts -----------------------------------------------------------------------
 
@@ -387,3 +389,21 @@ class SqliteRegistry(Registry):
         return self._db.execute("SELECT count(*) FROM host_keys WHERE sub = ?", (sub,)).fetchone()[
             0
         ]
+
+
+def sqlite_writable(path: Path) -> bool:
+    try:
+        # mode=rw: never creates a registry where there was none.
+        db = sqlite3.connect(
+            f"file:{path}?mode=rw", uri=True, timeout=PROBE_TIMEOUT, isolation_level=None
+        )
+    except sqlite3.Error:
+        return False
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+        return True
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()

@@ -27,7 +27,7 @@ import logging
 import os
 from pathlib import Path
 
-from gateway.workers.containment import Death, Limits, classify
+from gateway.workers.containment.box import Death, Limits, classify
 
 log = logging.getLogger("gateway.containment")
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import resource
 
-from gateway.workers.containment import Death, Limits, classify
+from gateway.workers.containment.box import Death, Limits, classify
 
 
 def _within_hard(which: int, value: int) -> int:
