@@ -6,9 +6,9 @@ dead for a day leaves it, `FORGET_SECONDS`) and `owner#<sub>`
 (node, expires, version). Account items belong to the registry and are never touched.
 `claim` is a conditional PutItem (`attribute_not_exists(pk)` or `version = :old`). Only
 GetItem, PutItem and UpdateItem are used: the registry's policy (deploy/dynamodb.yaml) covers
-them, and nothing here scans the table. boto3
-blocks, so every call runs in this directory's own thread pool; throttling, timeouts and network
-errors raise `DirectoryUnavailable` (503).
+them, and nothing here scans the table. boto3 blocks, so every call runs in this directory's
+own thread pool (aws/calls.py); throttling, timeouts and network errors raise
+`DirectoryUnavailable` (503).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
+from gateway.aws.calls import AwsCallFailed, AwsCalls
 from gateway.cluster.directory import (
     NODE_PREFIX,
     OWNER_PREFIX,
@@ -30,7 +30,8 @@ from gateway.cluster.directory import (
 )
 from gateway.cluster.placement import Node, Ownership
 
-T = TypeVar("T")
+#: A claim lost to another node: the answer, not a failure.
+_CONFLICT = ("ConditionalCheckFailedException",)
 #: The item listing every node id (no node id is empty, so it cannot clash with one).
 INDEX = NODE_PREFIX
 #: A node whose heartbeat ended this long ago (seconds) leaves the index.
@@ -41,23 +42,16 @@ class DynamoDirectory(Directory):
     def __init__(
         self, client: Any, table: str, *, threads: int = 8, clock: Callable[[], float] = time.time
     ) -> None:
-        self._client = client
         self._clock = clock
         self._table = table
-        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="cluster-directory")
+        self._aws = AwsCalls(client, threads=threads, name="cluster-directory")
 
-    async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        loop = asyncio.get_running_loop()
+    async def _call(self, operation: str, **params: Any) -> Any:
         try:
-            return await loop.run_in_executor(self._threads, lambda: fn(**kwargs))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise
-            raise DirectoryUnavailable(f"cluster directory: {_code(exc)}") from None
-        except BotoCoreError as exc:
-            raise DirectoryUnavailable(f"cluster directory: {type(exc).__name__}") from None
+            return await self._aws.run(operation, _CONFLICT, **params)
+        except AwsCallFailed as failed:
+            error = DirectoryUnavailable(f"cluster directory: {failed.code or 'error'}")
+        raise error
 
     async def announce(self, node: Node) -> None:
         item = {
@@ -67,9 +61,9 @@ class DynamoDirectory(Directory):
             "load": {"N": str(node.load)},
             "expires": {"N": repr(node.expires)},
         }
-        await self._call(self._client.put_item, TableName=self._table, Item=item)
+        await self._call("put_item", TableName=self._table, Item=item)
         await self._call(
-            self._client.update_item,
+            "update_item",
             TableName=self._table,
             Key={"pk": {"S": INDEX}},
             UpdateExpression="ADD ids :me",
@@ -78,7 +72,7 @@ class DynamoDirectory(Directory):
 
     async def nodes(self) -> dict[str, Node]:
         index = await self._call(
-            self._client.get_item,
+            "get_item",
             TableName=self._table,
             Key={"pk": {"S": INDEX}},
             ConsistentRead=True,
@@ -89,7 +83,7 @@ class DynamoDirectory(Directory):
         answers = await asyncio.gather(
             *(
                 self._call(
-                    self._client.get_item,
+                    "get_item",
                     TableName=self._table,
                     Key={"pk": {"S": NODE_PREFIX + node_id}},
                     ConsistentRead=True,
@@ -114,7 +108,7 @@ class DynamoDirectory(Directory):
             return
         with contextlib.suppress(DirectoryUnavailable):
             await self._call(
-                self._client.update_item,
+                "update_item",
                 TableName=self._table,
                 Key={"pk": {"S": INDEX}},
                 UpdateExpression="DELETE ids :gone",
@@ -123,7 +117,7 @@ class DynamoDirectory(Directory):
 
     async def owner(self, sub: str) -> Ownership | None:
         answer = await self._call(
-            self._client.get_item,
+            "get_item",
             TableName=self._table,
             Key={"pk": {"S": OWNER_PREFIX + sub}},
             ConsistentRead=True,
@@ -148,19 +142,15 @@ class DynamoDirectory(Directory):
                 "ExpressionAttributeValues": {":old": {"N": str(replaces.version)}},
             }
         try:
-            await self._call(self._client.put_item, TableName=self._table, Item=item, **condition)
-        except ClientError:  # only ConditionalCheckFailedException gets here (_call)
+            await self._call("put_item", TableName=self._table, Item=item, **condition)
+        except ClientError:  # only the _CONFLICT gets here (_call)
             return False
         return True
 
     async def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        await self._aws.close(wait=False)
 
 
 def _plain(item: dict[str, dict[str, Any]]) -> dict[str, object]:
     """A DynamoDB item's attributes as plain values (numbers stay strings)."""
     return {name: next(iter(value.values())) for name, value in item.items()}
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "error"))

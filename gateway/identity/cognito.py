@@ -29,10 +29,8 @@ Contract (the interface is in provider.py; the Cognito facts in docs/cognito.md)
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
-import functools
 import hashlib
 import hmac
 import json
@@ -40,14 +38,11 @@ import logging
 import re
 import time
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway import metrics
 from gateway.aws import client as awsclient
+from gateway.aws.calls import CLOSED, REFUSED, UNREACHABLE, AwsCallFailed, AwsCalls
 from gateway.config import CognitoConfig, region_of
 from gateway.errors import GatewayError
 from gateway.identity.provider import (
@@ -192,27 +187,30 @@ def classify(
     return misconfigured
 
 
-def classify_exception(
-    exc: Exception, *, lookup: bool = False, hide: tuple[str, ...] = ()
+def classify_failure(
+    failed: AwsCallFailed, *, lookup: bool = False, hide: tuple[str, ...] = ()
 ) -> GatewayError:
-    """`classify()` for a boto3 exception; `hide` are strings scrubbed from any echoed message."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        message = str(error.get("Message", ""))[:300]
+    """`classify()` for a failed call (aws/calls.py); `hide` are strings scrubbed from any
+    echoed message."""
+    if failed.kind == REFUSED:
+        message = failed.message
         for secret in hide:
             if secret:
                 message = message.replace(secret, "[redacted]")
-        return classify(str(error.get("Code", "")), message, status, lookup=lookup)
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return classify(failed.code, message, failed.status, lookup=lookup)
+    if failed.kind == UNREACHABLE:
         # Refused, reset, DNS, TLS, connect or read timeout, closed mid-answer: after botocore's
         # retries, Cognito (or the way to it) is down. Timeouts are HTTPClientError subclasses.
         return ProviderUnavailable(
-            f"Cognito unreachable: {type(exc).__name__}", retry_after=UNAVAILABLE_RETRY_AFTER
+            f"Cognito unreachable: {failed.code}", retry_after=UNAVAILABLE_RETRY_AFTER
+        )
+    if failed.kind == CLOSED:
+        return ProviderUnavailable(
+            "identity provider is shutting down", retry_after=UNAVAILABLE_RETRY_AFTER
         )
     # NoCredentialsError, NoRegionError, ParamValidationError, ...: this gateway's setup. The
     # class name only: ParamValidationError's text quotes parameter values.
-    return ProviderMisconfigured(f"boto3 {type(exc).__name__}")
+    return ProviderMisconfigured(f"boto3 {failed.code}")
 
 
 def _error_kind(error: GatewayError) -> str:
@@ -265,9 +263,7 @@ class CognitoProvider:
         self._config = config
         self._owns_client = client is None
         self._client = make_client(config) if client is None else client
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.max_concurrency, thread_name_prefix="cognito"
-        )
+        self._aws = AwsCalls(self._client, threads=config.max_concurrency, name="cognito")
         self._closed = False
         #: Cognito API calls made (refusals without a call are not counted).
         self.calls = 0
@@ -399,7 +395,7 @@ class CognitoProvider:
         self._closed = True
         # Let calls already queued finish (each bounded by the botocore timeouts), so no thread
         # is still using the client when it closes.
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        await self._aws.close()
         if self._owns_client:
             self._client.close()
 
@@ -411,19 +407,18 @@ class CognitoProvider:
             raise ProviderUnavailable(
                 "identity provider is shutting down", retry_after=UNAVAILABLE_RETRY_AFTER
             )
-        method = functools.partial(getattr(self._client, operation), **params)
         self.calls += 1
         started = time.perf_counter()
         try:
-            answer = await asyncio.get_running_loop().run_in_executor(self._executor, method)
-        except (ClientError, BotoCoreError) as exc:
-            error = classify_exception(exc, lookup=lookup, hide=hide)
+            answer = await self._aws.run(operation, **params)
+        except AwsCallFailed as failed:
+            error = classify_failure(failed, lookup=lookup, hide=hide)
             metrics.cognito_call(operation, time.perf_counter() - started, _error_kind(error))
         else:
             metrics.cognito_call(operation, time.perf_counter() - started, None)
             return answer
-        # Raised outside the except block on purpose: botocore's exception (and its text) is not
-        # chained into tracebacks; `error.detail` carries what is safe to know.
+        # Raised outside the except block on purpose: the unscrubbed message is not chained into
+        # tracebacks; `error.detail` carries what is safe to know.
         raise self._logged(operation, error)
 
     @staticmethod

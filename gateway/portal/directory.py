@@ -19,17 +19,13 @@ Like the provider, nothing here logs a password or a code, and botocore's wire l
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from gateway.aws.calls import REFUSED, AwsCallFailed, AwsCalls
 from gateway.config import CognitoConfig
-from gateway.identity.cognito import classify_exception, hold_botocore_wire_logs, make_client
+from gateway.identity.cognito import classify_failure, hold_botocore_wire_logs, make_client
 from gateway.identity.cognito import secret_hash as compute_secret_hash
 from gateway.identity.provider import ProviderUnavailable
 from gateway.portal.policy import PasswordPolicy
@@ -92,12 +88,12 @@ class CognitoDirectory:
         self._config = config
         self._owns_client = client is None
         self._client = make_client(config) if client is None else client
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="portal-cognito")
+        self._aws = AwsCalls(self._client, threads=4, name="portal-cognito")
         self._policy: tuple[float, PasswordPolicy] | None = None
         hold_botocore_wire_logs()
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        await self._aws.close()
         if self._owns_client:
             self._client.close()
 
@@ -189,17 +185,15 @@ class CognitoDirectory:
             raise error() from None
 
     async def _run(self, operation: str, hide: tuple[str, ...] = (), **params: Any) -> Any:
-        method = functools.partial(getattr(self._client, operation), **params)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, method)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in _ERRORS or code in _HIDDEN or code in _PERSONAL:
-                raise _Refused(code) from None
-            error = classify_exception(exc, hide=hide)
-        except BotoCoreError as exc:
-            error = classify_exception(exc, hide=hide)
-        # Outside the except blocks: botocore's exception text is not chained into tracebacks.
+            return await self._aws.run(operation, **params)
+        except AwsCallFailed as failed:
+            if failed.kind == REFUSED and (
+                failed.code in _ERRORS or failed.code in _HIDDEN or failed.code in _PERSONAL
+            ):
+                raise _Refused(failed.code) from None
+            error = classify_failure(failed, hide=hide)
+        # Outside the except block: the unscrubbed message is not chained into tracebacks.
         log.warning("portal: Cognito %s failed: %s", operation, error.detail)
         raise error
 

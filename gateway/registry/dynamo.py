@@ -51,22 +51,19 @@ last account row read for up to `stale_seconds` (stale-if-error; counted in
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hmac
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 from cachetools import TTLCache
 
 from gateway import metrics, naming
 from gateway.aws import client as awsclient
+from gateway.aws.calls import CLOSED, SETUP, UNREACHABLE, AwsCallFailed, AwsCalls
 from gateway.identity.provider import Identity
 from gateway.identity.spelling import canonical
 from gateway.registry import transfer
@@ -242,9 +239,7 @@ class DynamoRegistry(Registry):
         self._table = table
         self._clock = clock
         self._owns_client = owns_client
-        self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrency, thread_name_prefix="registry"
-        )
+        self._aws = AwsCalls(client, threads=max_concurrency, name="registry")
         entries = _CACHE_ENTRIES
         #: sub → Account, trusted for `cache_seconds`.
         self._fresh: TTLCache[str, Account] = TTLCache(entries, cache_seconds, timer=monotonic)
@@ -283,23 +278,17 @@ class DynamoRegistry(Registry):
     async def _call(self, operation: str, *, expected: tuple[str, ...] = (), **params: Any) -> Any:
         """One API call in the thread pool. ClientErrors whose code is in `expected` are
         raised as they are; every other failure as a logged, counted RegistryUnavailable."""
-        method = functools.partial(getattr(self._client, operation), **params)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, method)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in expected:
-                raise
-            error = self._unavailable(operation, code)
-        except BotoCoreError as exc:
-            # Refused, reset, DNS, TLS, timeouts (unavailable); no credentials or region, bad
-            # parameters (misconfigured). The class name only: some messages quote parameters.
-            reachable = not isinstance(exc, (BotoConnectionError, HTTPClientError))
-            kind = "misconfigured" if reachable else "unavailable"
-            error = self._unavailable(operation, type(exc).__name__, kind)
-        except RuntimeError:  # the pool is shut down: the gateway is stopping
-            error = RegistryUnavailable("registry closing")
-        # Raised outside the except blocks: botocore's exception is not chained into logs.
+            return await self._aws.run(operation, expected, **params)
+        except AwsCallFailed as failed:
+            if failed.kind == CLOSED:  # the gateway is stopping
+                error = RegistryUnavailable("registry closing")
+            else:
+                # Throttled or unavailable by its code (refused); refused, reset, DNS, TLS,
+                # timeouts (unreachable); no credentials or region, bad parameters (setup).
+                kind = {UNREACHABLE: "unavailable", SETUP: "misconfigured"}.get(failed.kind)
+                error = self._unavailable(operation, failed.code, kind)
+        # Raised outside the except block: nothing of botocore's is chained into logs.
         raise error
 
     @staticmethod
@@ -861,7 +850,7 @@ class DynamoRegistry(Registry):
 
     async def close(self) -> None:
         # Let queued calls finish (each bounded by the botocore timeouts) before the client goes.
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        await self._aws.close()
         if self._owns_client:
             self._client.close()
 

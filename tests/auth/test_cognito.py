@@ -29,11 +29,12 @@ from botocore.exceptions import (
 )
 from botocore.stub import Stubber
 
+from gateway.aws.calls import failure
 from gateway.config import CognitoConfig, Secret
 from gateway.identity.cognito import (
     CognitoProvider,
     classify,
-    classify_exception,
+    classify_failure,
     identity_from_id_token,
     is_possible_password,
     is_possible_username,
@@ -800,7 +801,7 @@ def test_classify_maps_every_cognito_error(
     assert type(classify(code, message, status, lookup=lookup)) is expected
 
 
-def test_classify_exception_scrubs_hidden_strings_from_echoed_messages() -> None:
+def test_classify_failure_scrubs_hidden_strings_from_echoed_messages() -> None:
     error = ClientError(
         {
             "Error": {"Code": "InvalidParameterException", "Message": f"bad value {PASSWORD}"},
@@ -808,7 +809,7 @@ def test_classify_exception_scrubs_hidden_strings_from_echoed_messages() -> None
         },
         "AdminInitiateAuth",
     )
-    mapped = classify_exception(error, hide=(PASSWORD, ""))
+    mapped = classify_failure(failure("admin_initiate_auth", error), hide=(PASSWORD, ""))
     assert isinstance(mapped, ProviderMisconfigured)
     assert PASSWORD not in mapped.detail and "[redacted]" in mapped.detail
 
