@@ -1,112 +1,14 @@
-"""Command line: `python -m gateway [--config PATH] {serve,check-config,dev,accounts}`.
-
-Only parses arguments, loads the configuration and hands over; exits non-zero with every
-configuration problem listed when the configuration is invalid.
-"""
+"""`python -m gateway ...`: the command tree is gateway/cli/tree.py."""
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
 import sys
-from pathlib import Path
-
-DEFAULT_CONFIG = Path("config/gateway.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["dev"]:
-        from gateway.cli.dev import main as local_main
+    from gateway.cli.tree import main as run
 
-        return local_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(os.environ["GATEWAY_CONFIG"]) if os.environ.get("GATEWAY_CONFIG") else None,
-        help=f"YAML settings file (default: $GATEWAY_CONFIG, else {DEFAULT_CONFIG} if present)",
-    )
-    parser.add_argument(
-        "command",
-        nargs="?",
-        default="serve",
-        choices=["serve", "check-config", "dev", "accounts", "health", "backup", "restore"],
-        help="serve (default); check-config: validate and exit; dev: local mode (see README); "
-        "accounts list|disable NAME|enable NAME|sign-out NAME|create-table|copy-registry "
-        "[--from FILE] [--dry-run]|import DIR [--dry-run]; health: exit 0 when the gateway on "
-        "this machine answers /health "
-        "(container health checks); backup --to DEST; restore --from DEST",
-    )
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "dev":
-        # Local mode builds its own configuration around the stand-in; it only reads --config.
-        from gateway.cli.dev import main as local_main
-
-        return local_main((["--config", str(args.config)] if args.config else []) + rest)
-    takes_arguments = ("accounts", "backup", "restore")
-    if rest and args.command not in takes_arguments and rest != ["--probe"]:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-
-    from gateway import config as config_mod
-
-    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-    try:
-        config = config_mod.load(path)
-    except config_mod.ConfigError as exc:
-        print(f"anki-cognito-gateway: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "health":
-        return health(config)
-    command = config.worker_command()
-    if shutil.which(command[0]) is None:
-        print(f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr)
-        return 2
-    if args.command == "accounts":
-        from gateway.cli.accounts import main as admin_main
-
-        return admin_main(rest, config)
-    if args.command in ("backup", "restore"):
-        from gateway.backup import main as backup_main
-
-        return backup_main(args.command, rest, config)
-    from gateway.cli.datadir import problem
-
-    unwritable = problem(config.data_dir)
-    if unwritable is not None:
-        print(f"anki-cognito-gateway: {unwritable}", file=sys.stderr)
-        return 2
-    if args.command == "check-config":
-        print(f"configuration OK ({path or 'defaults and environment'})")
-        if "--probe" in rest:
-            from gateway.ops.probe import probe
-
-            findings = probe(config)
-            for finding in findings:
-                mark = "ok  " if finding.ok else "FAIL"
-                print(
-                    f"{mark} {finding.what}" + (f"\n     fix: {finding.fix}" if finding.fix else "")
-                )
-            return 0 if all(f.ok for f in findings) else 1
-        return 0
-    from gateway.app import run
-
-    run(config)
-    return 0
-
-
-def health(config: object) -> int:
-    """0 when GET <prefix>health on this machine answers 200 within 4 s, else 1."""
-    import urllib.request
-
-    server = config.server  # type: ignore[attr-defined]
-    url = f"http://127.0.0.1:{server.port}{server.path_prefix}health"
-    try:
-        with urllib.request.urlopen(url, timeout=4) as answer:  # noqa: S310 - loopback http
-            return 0 if answer.status == 200 else 1
-    except OSError:
-        return 1
+    return run(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from gateway import config as cfg
-from gateway.cli import dev
+from gateway.cli import tree
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -277,8 +277,8 @@ def test_compose_local_profile_wires_the_gateway_to_the_stand_in():
     # And its command is local mode, with arguments local mode understands.
     command = gateway["command"]
     assert command[:4] == ["python", "-m", "gateway", "dev"]
-    args = dev.parser().parse_args(
-        [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in command[4:]]
+    args = tree.parser().parse_args(
+        [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in command[3:]]
     )
     assert (str(args.data), args.host, args.port) == ("/data", "0.0.0.0", CONTAINER_PORT)
     # Both local services run the image built with the stand-in in it.

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.cli import dev
+from gateway.__main__ import main as gateway_main
 from gateway.local import mode as local
 from gateway.local import standin
 from tests.ankiclient import Client, Required
@@ -195,17 +195,28 @@ def test_the_box_names_url_username_and_password():
 
 def test_add_user_without_a_running_server_is_picked_up_at_next_start(tmp_path, capsys):
     assert (
-        dev.main(
-            ["add-user", "new@example.com", "--password", "long-enough", "--data", str(tmp_path)]
+        gateway_main(
+            [
+                "dev",
+                "add-user",
+                "new@example.com",
+                "--password",
+                "long-enough",
+                "--data",
+                str(tmp_path),
+            ]
         )
         == 0
     )
     assert "at the next start" in capsys.readouterr().out
     assert [u.email for u in standin.load_users(tmp_path)] == ["new@example.com"]
-    assert dev.main(["--data", str(tmp_path), "add-user", "NEW@example.com"]) == 1
-    assert dev.main(["add-user", "not-an-email", "--data", str(tmp_path)]) == 1
+    assert gateway_main(["dev", "--data", str(tmp_path), "add-user", "NEW@example.com"]) == 1
+    assert gateway_main(["dev", "add-user", "not-an-email", "--data", str(tmp_path)]) == 1
     assert (
-        dev.main(["add-user", "x@example.com", "--password", "short", "--data", str(tmp_path)]) == 1
+        gateway_main(
+            ["dev", "add-user", "x@example.com", "--password", "short", "--data", str(tmp_path)]
+        )
+        == 1
     )
 
 
@@ -214,7 +225,7 @@ def test_a_taken_port_is_explained(tmp_path, capsys):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        assert dev.main(["--data", str(tmp_path), "--port", str(port)]) == 1
+        assert gateway_main(["dev", "--data", str(tmp_path), "--port", str(port)]) == 1
     assert "in use" in capsys.readouterr().err
 
 
@@ -568,7 +579,7 @@ def test_a_user_disabled_on_the_portal_comes_back_disabled(tmp_path, moto_url):
 def test_portal_users_are_listed_without_their_password(tmp_path, capsys):
     mine = standin.LocalUser("me@example.com", "My-Own-Secret-1", 1, portal=True, confirmed=False)
     standin.save_users(tmp_path, [standin.new_user("demo@example.com", "Anki-abc-12"), mine])
-    assert dev.main(["users", "--data", str(tmp_path)]) == 0
+    assert gateway_main(["dev", "users", "--data", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Anki-abc-12" in out and "me@example.com" in out
     assert "My-Own-Secret-1" not in out and "waiting for its code" in out

@@ -1,1 +1,3 @@
-"""Command-line commands beyond serving: the `accounts` admin commands and the data-folder check."""
+"""The command line: one argparse tree (tree.py) and a module per command group: the server
+commands (server.py), local mode (dev.py), accounts (accounts.py), backups (backups.py), and
+the data-folder check (datadir.py)."""

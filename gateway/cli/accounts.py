@@ -50,24 +50,31 @@ from gateway.registry import (
 )
 
 
-def main(argv: list[str], config: Config) -> int:
-    if argv[:1] == ["import"]:
-        from gateway.importer import main as import_main
-
-        return import_main(argv[1:], config)
-    parser = argparse.ArgumentParser(prog="python -m gateway accounts")
+def add_arguments(parser: argparse.ArgumentParser, common: list[argparse.ArgumentParser]) -> None:
+    """The `accounts` subcommands, on its parser in the command tree (tree.py); `common` are the
+    options every subcommand takes too (--config)."""
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("list")
-    sub.add_parser("create-table")
+    sub.add_parser("list", parents=common)
+    sub.add_parser("create-table", parents=common)
     for action in ("disable", "enable", "sign-out"):
-        sub.add_parser(action).add_argument("name")
-    copying = sub.add_parser("copy-registry")
+        sub.add_parser(action, parents=common).add_argument("name")
+    copying = sub.add_parser("copy-registry", parents=common)
     copying.add_argument("--from", dest="source", type=Path, metavar="FILE")
     copying.add_argument("--dry-run", action="store_true")
-    moving = sub.add_parser("move")
+    moving = sub.add_parser("move", parents=common)
     moving.add_argument("name")
     moving.add_argument("--to", required=True, metavar="NODE")
-    args = parser.parse_args(argv)
+    importing = sub.add_parser("import", parents=common)
+    importing.add_argument("dir", type=Path, help="the earlier server's collections folder")
+    importing.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    if args.action == "import":
+        from gateway.importer import main as import_main
+
+        return import_main(args.dir, config, dry_run=args.dry_run)
     if args.action == "create-table":
         return _create_table(config)
     try:

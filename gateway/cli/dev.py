@@ -159,20 +159,21 @@ def list_users(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+def add_arguments(top: argparse.ArgumentParser) -> None:
+    """The `dev` command's flags and subcommands, on its parser in the command tree (tree.py)."""
     data_help = f"data folder (default: ./{DEFAULT_DATA})"
-    top = argparse.ArgumentParser(
-        prog="python -m gateway dev",
-        description="Local mode: the gateway with a Cognito stand-in on this machine (no AWS).",
-    )
     top.add_argument("--data", type=Path, default=DEFAULT_DATA, help=data_help)
     # Also accepted after a subcommand; SUPPRESS keeps a --data given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", type=Path, default=argparse.SUPPRESS, help=data_help)
     top.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
     top.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default: 8080)")
+    # SUPPRESS keeps a --config given before `dev`; $GATEWAY_CONFIG is not read here.
     top.add_argument(
-        "--config", type=Path, help="YAML settings file (Cognito settings are overridden)"
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="YAML settings file (Cognito settings are overridden)",
     )
     stand_in = top.add_mutually_exclusive_group()
     stand_in.add_argument(
@@ -187,20 +188,19 @@ def parser() -> argparse.ArgumentParser:
         "--cognito-wait", type=float, default=30.0, help="seconds to wait for the stand-in"
     )
     top.add_argument("--public-url", help="the server URL to print, e.g. when behind a port map")
-    commands = top.add_subparsers(dest="command")
+    commands = top.add_subparsers(dest="dev_command")
     add = commands.add_parser("add-user", parents=[common], help="add a local user")
     add.add_argument("email")
     add.add_argument("--password", help="default: a generated one, printed")
     commands.add_parser("users", parents=[common], help="list the local users and passwords")
-    return top
+    top.set_defaults(run=run)
 
 
-def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     try:
-        if args.command == "add-user":
+        if args.dev_command == "add-user":
             return add_user(args)
-        if args.command == "users":
+        if args.dev_command == "users":
             return list_users(args)
         return serve(args)
     except LocalModeError as exc:

@@ -27,7 +27,6 @@ or misconfigured, run as root).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -50,11 +49,8 @@ from gateway.workers.lock import try_lock
 SHOWN_LEFT = 10
 
 
-def main(argv: list[str], config: Config) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway accounts import")
-    parser.add_argument("dir", type=Path, help="the earlier server's collections folder")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    args = parser.parse_args(argv)
+def main(folder: Path, config: Config, *, dry_run: bool) -> int:
+    """`accounts import DIR [--dry-run]` (its arguments: gateway/cli/accounts.py)."""
     owner = config.data_dir.stat().st_uid if config.data_dir.exists() else 0
     if os.geteuid() == 0 and owner != 0:
         # Files root made (the registry, account folders, media.db) would lock the gateway out.
@@ -69,7 +65,7 @@ def main(argv: list[str], config: Config) -> int:
 
         provider = CognitoProvider(config.cognito)
         try:
-            return await run(args.dir, config, provider, dry_run=args.dry_run)
+            return await run(folder, config, provider, dry_run=dry_run)
         finally:
             await provider.close()
 

@@ -229,7 +229,7 @@ def test_root_is_refused_when_the_gateway_user_owns_the_data_folder(cognito, tmp
     config.data_dir.mkdir()
     os.chown(config.data_dir, 10001, 10001)
     old_folder(tmp_path / "old", "x", ["n"], {})
-    assert import_main([str(tmp_path / "old")], config) == 2
+    assert import_main(tmp_path / "old", config, dry_run=False) == 2
     assert "not as root" in capsys.readouterr().out
     assert not (config.data_dir / "registry.sqlite3").exists()
 

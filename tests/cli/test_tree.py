@@ -1,0 +1,70 @@
+"""The one command tree (gateway/cli/tree.py) keeps the command line as it was: where --config
+may stand, the default command, what each wrong usage exits with."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.__main__ import main
+
+
+@pytest.fixture
+def configured(tmp_path, monkeypatch):
+    """A settings file naming a data folder; no GATEWAY_* settings in the environment."""
+    for name in ("GATEWAY_CONFIG", "GATEWAY_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = tmp_path / "gateway.yaml"
+    settings.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "cognito:\n  user_pool_id: eu-west-1_Tree1\n  client_id: c\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    return settings
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{settings}", "accounts", "list"],
+        ["accounts", "--config", "{settings}", "list"],
+        ["accounts", "list", "--config", "{settings}"],
+        ["--config", "{settings}", "check-config"],
+        ["check-config", "--config", "{settings}"],
+    ],
+)
+def test_config_is_taken_before_or_after_the_command(configured, capsys, argv):
+    assert main([a.format(settings=configured) for a in argv]) == 0
+    assert "invalid configuration" not in capsys.readouterr().err
+
+
+def test_gateway_config_names_the_file_when_no_flag_does(configured, monkeypatch, capsys):
+    monkeypatch.setenv("GATEWAY_CONFIG", str(configured))
+    assert main(["check-config"]) == 0
+    assert f"configuration OK ({configured})" in capsys.readouterr().out
+
+
+def test_local_mode_never_reads_gateway_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "missing.yaml"))
+    assert main(["dev", "users", "--data", str(tmp_path / "local")]) == 0
+    assert "No local users yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--probe"],  # --probe is check-config's
+        ["backup", "--config", "{settings}"],  # --to is required (verify aside)
+        ["accounts", "--config", "{settings}"],  # an action is required
+        ["restore", "--config", "{settings}"],  # --from is required
+        ["no-such-command"],
+    ],
+)
+def test_wrong_usage_exits_2(configured, argv):
+    with pytest.raises(SystemExit) as stopped:
+        main([a.format(settings=configured) for a in argv])
+    assert stopped.value.code == 2
+
+
+def test_backup_verify_without_a_manifest_key_cannot_check_and_exits_2(configured, capsys):
+    assert main(["--config", str(configured), "backup", "verify", str(configured.parent)]) == 2
+    assert "anki-cognito-gateway backup verify:" in capsys.readouterr().err
