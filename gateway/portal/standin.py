@@ -7,9 +7,9 @@ checks the codes itself: a sign-up, a resend and a reset request for an existing
 random single-use code (gateway/portal/codes.py) that is printed on local mode's console (stdout,
 the terminal that runs it; never a log record), and confirm/reset refuse any other code. So
 local mode on a network address (`dev --host 0.0.0.0`) does not let a neighbour confirm or reset
-anyone's account. Used only when `cognito.local_stand_in` is on. With local mode's PoolKeeper (`keeper`), a call that finds
-the pool gone (the stand-in restarted) re-creates it as a login does, so a sign-up right after a
-restart works.
+anyone's account. Used only when `cognito.local_stand_in` is on. With local mode's PoolKeeper
+(`keeper`), a call that finds the pool gone (the stand-in restarted) re-creates it as a login
+does, so a sign-up right after a restart works.
 
 With local mode's `PoolKeeper.users` (gateway/localusers.py), sign-ups, confirmations, password
 resets and deletions are also written to `local-users.json`, and each sign-up is made under a
@@ -33,9 +33,7 @@ from gateway.localusers import PortalUsers
 from gateway.portal.codes import CodeBook
 from gateway.portal.directory import AlreadyConfirmed, CognitoDirectory, _Refused
 
-NOTICE = (
-    "Local mode: no email is sent. The code is printed in the terminal that runs the gateway."
-)
+NOTICE = "Local mode: no email is sent. The code is printed in the terminal that runs the gateway."
 CONFIRM, RESET = "confirm", "reset"
 
 
