@@ -343,3 +343,24 @@ def test_a_sign_out_seen_by_another_gateway_process_never_answers_403_and_heals(
     assert status == 200, taken
     assert raw(second.url, "sync/download", old_key) == 403
     device.close()
+
+
+# -- sign-in honesty: credentials no Cognito user can have ------------------------------------
+
+
+def test_impossible_passwords_get_the_stock_403_without_cognito_and_leave_the_budget_alone(
+    cognito, tmp_path, start_gateway
+) -> None:
+    from gateway.appkeys import PROVIDER
+
+    cognito.add_user("wes", PASSWORD, "wes@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data", auth={"max_failures_per_user": 3}))
+    impossible = ["", " " + PASSWORD, PASSWORD + " ", PASSWORD + "\n", "\t", "short", "x" * 257]
+    # Empty was a 400 ("please use Check Database" in Anki); the stock server says 403.
+    assert [login_status(gw.url, "wes", p) for p in impossible] == [403] * len(impossible)
+    assert gw.app[PROVIDER].calls == 0  # not one reached Cognito (nor its lockout)
+    # Seven refusals, but none about wes's password: the real one still works at once.
+    device = client(tmp_path, "wes")
+    device.login("wes", PASSWORD, gw.url)
+    assert gw.app[PROVIDER].calls == 1
+    device.close()

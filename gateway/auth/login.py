@@ -28,7 +28,13 @@ import aiohttp
 
 from gateway import metrics, protocol
 from gateway.auth.cache import CredentialCache, SingleFlight
-from gateway.auth.identity import BadCredentials, ChallengeRequired, Identity, IdentityProvider
+from gateway.auth.identity import (
+    BadCredentials,
+    ChallengeRequired,
+    Identity,
+    IdentityProvider,
+    ImpossibleCredentials,
+)
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.spelling import canonical
 from gateway.errors import (
@@ -155,10 +161,15 @@ class LoginService:
         still in flight. The count is taken back when the attempt is not the client's failure
         (success, provider unavailable). A success does not clear earlier failures: they age
         out of the window, since a look-alike account (another Cognito user with the same
-        canonical spelling) could otherwise clear its victim's budget at will."""
+        canonical spelling) could otherwise clear its victim's budget at will. Credentials the
+        provider refused without a call (ImpossibleCredentials) stay charged to the address but
+        not to the user: they say nothing about that user's password."""
         marks = (self._users.record_failure(user), self._addresses.record_failure(address))
         try:
             result = await call()
+        except ImpossibleCredentials:
+            self._users.forgive(user, marks[0])
+            raise
         except AuthFailed:
             raise
         except BaseException:
