@@ -241,8 +241,10 @@ class LoginService:
 
     async def sign_out(self, sub: str) -> int:
         """Sign every device of `sub` out: new key generation, cached logins and the running
-        worker dropped. Returns the new generation; KeyError for an unknown `sub`."""
+        worker dropped, every account-portal session ended (the portal epoch moves on).
+        Returns the new generation; KeyError for an unknown `sub`."""
         generation = await self.registry.sign_out(sub)
+        await self.registry.end_portal_sessions(sub)
         metrics.revocation("signed_out")
         self.forget_account(sub)
         account = await self.registry.get(sub)

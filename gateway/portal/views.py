@@ -73,7 +73,7 @@ MESSAGES = {
     "form-expired": "That form had expired. Please try again.",
     "devices": (
         "Every Anki device is signed out. Each must log in again (Sync, then your email and "
-        "password)."
+        "password). Other browsers signed in to these pages are signed out too."
     ),
     "wrong-password": "That password is not right; nothing was deleted.",
     "too-many": "Too many attempts. Please wait a few minutes and try again.",
@@ -405,7 +405,12 @@ async def signed_in_form(
 @routes.post("/devices")
 async def sign_out_devices(request: web.Request) -> web.StreamResponse:
     account, _ = await signed_in_form(request, forms.ConfirmActionForm, DEVICES)
-    await request.config_dict[LOGIN].sign_out(account.sub)
+    await request.config_dict[LOGIN].sign_out(account.sub)  # ends every portal session too
+    now = await request.config_dict[REGISTRY].get(account.sub)
+    if now is not None:
+        # ... except this browser's, which asked: it carries the new epoch on. Copies of its
+        # old cookie keep the old one, so they are ended with the rest.
+        (await get_session(request))[EPOCH] = now.portal_epoch
     raise redirect(request, "", "devices")
 
 

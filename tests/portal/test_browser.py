@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from anki.errors import SyncError
 
 from tests.ankiclient import Client, Required, is_auth_error
 from tests.portal.conftest import EXPIRED_CODE, GOOD_CODE, PORTAL_PASSWORD
+from tests.portal.test_pages import post_form
 from tests.test_identity_e2e import raw
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -153,9 +155,19 @@ def test_a_stranger_goes_from_nothing_to_a_synced_anki_and_back_out(
     assert text(browser, "#collection-size") != "0 bytes"
     assert text(browser, "#media-files").startswith("1 (")
 
+    # A second browser signed in (e.g. a borrowed computer, or a stolen cookie).
+    other = requests.Session()
+    signed_in = post_form(
+        other, base + "signin", {"email": login_name, "password": PORTAL_PASSWORD}
+    )
+    assert signed_in.url == base
     # Sign out all devices: the client's next sync is an AUTH error; logging in again works.
+    # The other browser's session ends too; this one, which asked, stays signed in.
     click_and_wait(browser, "#sign-out-devices")
     assert "Every Anki device is signed out" in page_text(browser)
+    assert other.get(base, timeout=30).url.startswith(base + "signin")
+    browser.get(base)
+    assert browser.current_url == base
     with pytest.raises(SyncError) as info:
         device.sync()
     assert is_auth_error(info.value)
