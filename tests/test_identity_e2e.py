@@ -364,3 +364,31 @@ def test_impossible_passwords_get_the_stock_403_without_cognito_and_leave_the_bu
     device.login("wes", PASSWORD, gw.url)
     assert gw.app[PROVIDER].calls == 1
     device.close()
+
+
+def test_a_user_re_created_within_the_cache_lifetime_never_gets_the_deleted_users_account(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # The default cache TTL (60 s), and no re-check due: only the cache rule stands in the way.
+    old_sub = cognito.add_user("rita", PASSWORD, "rita@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    old = synced_device(tmp_path, gw, "old", "rita")
+    cognito.boto.admin_delete_user(UserPoolId=cognito.pool_id, Username="rita")
+    new_sub = cognito.add_user("rita", PASSWORD, "rita@example.com")
+    assert new_sub != old_sub
+    new = client(tmp_path, "new")
+    new.login("rita", PASSWORD, gw.url)  # at once: the old login is still in the cache
+    assert new.auth.hkey != old.auth.hkey
+    assert gw.registry.account_for_key(new.auth.hkey).sub == new_sub
+    assert gw.registry.get(new_sub).name == "rita-2"
+    # A hit for a sub Cognito still has is answered from the cache: one lookup by sub, no
+    # second password check.
+    from gateway.appkeys import PROVIDER
+
+    calls = gw.app[PROVIDER].calls
+    again = client(tmp_path, "again")
+    again.login("rita", PASSWORD, gw.url)
+    assert again.auth.hkey == new.auth.hkey
+    assert gw.app[PROVIDER].calls == calls + 1
+    for device in (old, new, again):
+        device.close()

@@ -10,6 +10,16 @@ by `auth.cache_ttl_seconds` and dropped sooner when Cognito verifies another pas
 same `sub` or the same spelling for another `sub` (a changed password, a re-created user), or
 when the account's key generation moves on ("sign out all devices").
 
+The cache never answers on its own word. A user deleted in Cognito and re-created with the same
+name and password (a new `sub`) must not be handed the deleted user's account, and nothing
+tells the gateway of a deletion: it can happen at any moment after the entry was made. So a
+hit stands only once Cognito, asked at that moment by `sub` (`lookup_sub`), still has that
+`sub`, enabled, and known by the name typed (its username or verified email, canonical);
+anything else drops the entry and the password goes to Cognito as on a miss. A hit thus saves
+the password check (AdminInitiateAuth, and a count towards Cognito's lockout) and the worker
+login, not the round trip; concurrent hits for one `sub` share one lookup. When Cognito cannot
+be asked, the login gets 503 as an uncached one would.
+
 The user's password goes to the identity provider and nowhere else. The worker only ever sees
 the local account name and its derived secret, so the key it issues is the key the client keeps.
 That key is deterministic (the stock server's key is sha1("name:password")), which is why keys
@@ -34,6 +44,7 @@ from gateway.auth.identity import (
     Identity,
     IdentityProvider,
     ImpossibleCredentials,
+    UnknownUser,
 )
 from gateway.auth.limiter import FailureLimiter
 from gateway.auth.spelling import canonical
@@ -87,6 +98,7 @@ class LoginService:
         self._users = user_limiter
         self._addresses = address_limiter
         self._flights: SingleFlight[LoginResult] = SingleFlight()
+        self._lookups: SingleFlight[Identity] = SingleFlight()
         #: Called with an account of another sub found under a name Cognito just vouched for
         #: (the app starts a re-check of its owner).
         self.on_rival: Callable[[Account], None] = lambda account: None
@@ -122,9 +134,11 @@ class LoginService:
                 account is not None
                 and account.active
                 and account.key_generation == cached.generation
+                and await self._still_named(user, cached.identity.sub)
             ):
                 log.info("login (cached)", extra={"account": account.name})
                 return cached, True
+            self.cache.forget_tags(_tags(cached.identity.sub, set()))
         # Identical concurrent logins share one flight, and count as one attempt.
         result = await self._flights.run(
             cache_key,
@@ -135,6 +149,23 @@ class LoginService:
             ),
         )
         return result, False
+
+    async def _still_named(self, user: str, sub: str) -> bool:
+        """Cognito's word, now, that `sub` exists, is enabled and is known as `user` (a
+        canonical spelling). Raises the provider's Unavailable/Misconfigured."""
+        try:
+            identity = await self._lookups.run(sub, lambda: self.provider.lookup_sub(sub))
+        except UnknownUser:
+            log.info("cached login dropped: its sub is gone from the identity provider")
+            return False
+        if identity.sub != sub or not identity.enabled:
+            return False
+        names = {canonical(identity.username), canonical(identity.email or "")}
+        if user not in names:
+            log.info("cached login dropped: the name typed is no longer the sub's")
+            return False
+        await self.registry.mark_checked(sub)
+        return True
 
     async def verify(self, username: str, password: str, address: str) -> Account:
         """A password check without a host key (the account portal's sign-in and its "password
