@@ -168,6 +168,11 @@ class PortalConfig:
     session_max_age_seconds: int = 3600
     #: Sign-up, confirmation, resend and reset attempts per client address within 15 minutes.
     max_attempts_per_address: int = 20
+    #: "Download my data": exports (.colpkg with media) one account may start in 24 hours.
+    exports_per_day: int = 3
+    #: Exports this gateway process builds at once (each copies and compresses a whole
+    #: collection); more are told to try again shortly.
+    max_concurrent_exports: int = 2
 
 
 @dataclass(frozen=True)
@@ -573,6 +578,8 @@ def validate(config: Config) -> list[str]:
         ("provision.max_body_bytes", p.max_body_bytes),
         ("portal.session_max_age_seconds", config.portal.session_max_age_seconds),
         ("portal.max_attempts_per_address", config.portal.max_attempts_per_address),
+        ("portal.exports_per_day", config.portal.exports_per_day),
+        ("portal.max_concurrent_exports", config.portal.max_concurrent_exports),
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")

@@ -17,10 +17,12 @@ last walk (usagetotals.py), never from a walk per scrape.
     login(outcome)                          ok cached bad_credentials challenge limited
                                             unavailable misconfigured bad_request worker_failed
     cognito_call(operation, seconds, kind)  kind: None (ok) rejected unavailable misconfigured
-                                            locked_out
+                                            locked_out trigger_refused
     revocation(reason)                      suspended signed_out deleted
     recheck_postponed()
     provisioning(outcome)                   created existing refused unavailable error
+    export(outcome)                         sent limit running busy nothing disk failed
+    pruned(outcome)                         deleted would_delete skipped (accounts prune)
     worker_started(seconds) / worker_crashed() / worker_evicted() / queue_wait(seconds) /
     worker_unavailable()
     proxied(direction, count)               direction: upload (client → worker), download
@@ -97,6 +99,18 @@ _POSTPONED = Counter(
 _PROVISIONING = Counter(
     "gateway_provisioning_total",
     "POST /provision-user answers, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+_EXPORTS = Counter(
+    "gateway_exports_total",
+    '"Download my data" (.colpkg) requests on the portal, by outcome.',
+    ["outcome"],
+    registry=REGISTRY,
+)
+_PRUNED = Counter(
+    "gateway_pruned_accounts_total",
+    "Inactive accounts seen by `accounts prune`, by outcome (would_delete: a dry run).",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -207,6 +221,14 @@ def cognito_call(operation: str, seconds: float, kind: str | None) -> None:
     _COGNITO_SECONDS.labels(operation).observe(seconds)
     if kind is not None:
         _COGNITO_ERRORS.labels(operation, kind).inc()
+
+
+def export(outcome: str) -> None:
+    _EXPORTS.labels(outcome).inc()
+
+
+def pruned(outcome: str, count: int = 1) -> None:
+    _PRUNED.labels(outcome).inc(count)
 
 
 def revocation(reason: str) -> None:

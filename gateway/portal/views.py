@@ -9,7 +9,10 @@
     GET/POST signin           email + password (the Anki login's limiter and Cognito check)
     POST signout              ends every portal session of the account
     GET/POST forgot, reset    password reset by emailed code
-    POST devices              sign out all Anki devices (a new key generation)
+    POST devices              sign out all Anki devices (a new key generation); ends every
+                              other portal session of the account too
+    POST export               "Download my data": the account's .colpkg with media, streamed
+                              (gateway/export/); only the signed-in owner's own account
     POST delete               password again → workers stopped, folder and registry row gone,
                               the Cognito user deleted/disabled/kept as configured
 
@@ -25,6 +28,7 @@ an email. A session carries the account's portal epoch; signing out, a password 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -40,6 +44,9 @@ from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
 from gateway.auth.identity import UnknownUser
 from gateway.auth.spelling import canonical
 from gateway.errors import AuthFailed, GatewayError, TooManyAttempts
+from gateway.export import EXPORT_SCRATCH, ExportError
+from gateway.export import make as make_export
+from gateway.export.download import Ticket, send
 from gateway.middlewares import client_address
 from gateway.portal import forms
 from gateway.portal.directory import (
@@ -49,7 +56,7 @@ from gateway.portal.directory import (
     WeakPassword,
     WrongCode,
 )
-from gateway.portal.keys import DIRECTORY, FORM_SECRET, LIMITS, NOTICE
+from gateway.portal.keys import DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
 from gateway.usage import human_bytes, usage
 
 log = logging.getLogger("gateway.portal")
@@ -58,7 +65,13 @@ routes = web.RouteTableDef()
 #: Session keys.
 SUB, EPOCH, SIGNED_IN_AT = "sub", "epoch", "at"
 #: Field-name prefixes of the extra forms on a page (ids stay unique).
-RESEND, DELETE, DEVICES, SIGNOUT = "resend-", "delete-", "devices-", "signout-"
+RESEND, DELETE, DEVICES, SIGNOUT, EXPORT = (
+    "resend-",
+    "delete-",
+    "devices-",
+    "signout-",
+    "export-",
+)
 #: Largest form body, in bytes.
 MAX_FORM = 16 * 1024
 
@@ -80,6 +93,11 @@ MESSAGES = {
     "deleted": "Your account and all its data are deleted.",
     "try-later": "Nothing was deleted: the service could not finish it now. Try again later.",
     "need-email": "Enter your email to get a new code.",
+    "export-limit": "You have downloaded your data as often as allowed today. Try tomorrow.",
+    "export-running": "Your download is being prepared already; it starts by itself.",
+    "export-busy": "The service is busy (a backup or other downloads). Try again in a minute.",
+    "export-nothing": "There is nothing to download yet: sync from Anki first.",
+    "export-failed": "The download could not be made now. Try again later.",
 }
 TOO_MANY = MESSAGES["too-many"]
 
@@ -214,6 +232,7 @@ async def home(request: web.Request) -> web.StreamResponse:
         devices_form=await bind(request, forms.ConfirmActionForm, prefix=DEVICES),
         signout_form=await bind(request, forms.ConfirmActionForm, prefix=SIGNOUT),
         delete_form=await bind(request, forms.DeleteForm, prefix=DELETE),
+        export_form=await bind(request, forms.ConfirmActionForm, prefix=EXPORT),
     )
 
 
@@ -412,6 +431,39 @@ async def sign_out_devices(request: web.Request) -> web.StreamResponse:
         # old cookie keep the old one, so they are ended with the rest.
         (await get_session(request))[EPOCH] = now.portal_epoch
     raise redirect(request, "", "devices")
+
+
+@routes.post("/export")
+async def export(request: web.Request) -> web.StreamResponse:
+    # The account is the session's own: nothing in the request names one, so no other name,
+    # path or id can be slipped in. POST with the form's CSRF token: no cross-site trigger.
+    account, _ = await signed_in_form(request, forms.ConfirmActionForm, EXPORT)
+    ticket = request.config_dict[DOWNLOADS].admit(account.sub)
+    if not isinstance(ticket, Ticket):
+        metrics.export(ticket.reason)
+        raise redirect(request, "", "export-" + ticket.reason)
+    config = request.config_dict[CONFIG]
+    with ticket:
+        try:
+            package = await asyncio.to_thread(
+                make_export,
+                config.collections_dir,
+                account.name,
+                config.data_dir / EXPORT_SCRATCH,
+                min_free=config.server.min_free_disk_megs * 1024 * 1024,
+            )
+        except ExportError as exc:
+            outcome = exc.reason
+            log.warning(
+                "portal: export not made", extra={"account": account.name, "reason": exc.detail}
+            )
+            metrics.export(outcome)
+            reason = {"disk": "busy"}.get(outcome, outcome)
+            raise redirect(request, "", "export-" + reason) from None
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        log.info("portal: export sent", extra={"account": account.name})
+        metrics.export("sent")
+        return await send(request, package, f"{account.name}-{day}.colpkg")
 
 
 @routes.post("/delete")
