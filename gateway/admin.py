@@ -21,6 +21,10 @@
                                   the account's collection and media as an Anki collection
                                   package (.colpkg, gateway/export/), made consistently while
                                   devices sync (the backup's handshake); FILE must not exist
+    accounts prune --inactive-days N [--delete] [--wait SECONDS]
+                                  accounts not seen for N days (gateway/retention/): listed
+                                  (a dry run, the default), or with --delete removed as the
+                                  portal's "delete my account" does; exit 3 when some are left
     accounts import DIR [--dry-run]
                                   take over the earlier server's collections/ folders
                                   (gateway/importer/); --dry-run prints the plan only
@@ -73,10 +77,16 @@ def main(argv: list[str], config: Config) -> int:
     exporting = sub.add_parser("export")
     exporting.add_argument("name")
     exporting.add_argument("--to", required=True, type=Path, metavar="FILE", dest="target")
+    pruning = sub.add_parser("prune")
+    pruning.add_argument("--inactive-days", type=int, required=True, metavar="N")
+    pruning.add_argument("--delete", action="store_true", help="default: a dry run")
+    pruning.add_argument("--wait", type=float, default=60.0, metavar="SECONDS")
     moving = sub.add_parser("move")
     moving.add_argument("name")
     moving.add_argument("--to", required=True, metavar="NODE")
     args = parser.parse_args(argv)
+    if args.action == "prune" and args.inactive_days < 1:
+        parser.error("--inactive-days: at least 1")
     if args.action == "create-table":
         return _create_table(config)
     try:
@@ -140,6 +150,12 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
                     f"\t{human_bytes(used.media_bytes)}"
                 )
             return 0
+        if args.action == "prune":
+            from gateway.retention.prune import prune
+
+            return await prune(
+                config, registry, args.inactive_days, delete=args.delete, wait=args.wait
+            )
         account = await registry.get_by_name(args.name)
         if account is None:
             print(f"no account named {args.name!r}")

@@ -22,7 +22,6 @@ last walk (usagetotals.py), never from a walk per scrape.
     recheck_postponed()
     provisioning(outcome)                   created existing refused unavailable error
     export(outcome)                         sent limit running busy nothing disk failed
-    pruned(outcome)                         deleted would_delete skipped (accounts prune)
     worker_started(seconds) / worker_crashed() / worker_evicted() / queue_wait(seconds) /
     worker_unavailable()
     proxied(direction, count)               direction: upload (client → worker), download
@@ -105,12 +104,6 @@ _PROVISIONING = Counter(
 _EXPORTS = Counter(
     "gateway_exports_total",
     '"Download my data" (.colpkg) requests on the portal, by outcome.',
-    ["outcome"],
-    registry=REGISTRY,
-)
-_PRUNED = Counter(
-    "gateway_pruned_accounts_total",
-    "Inactive accounts seen by `accounts prune`, by outcome (would_delete: a dry run).",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -227,10 +220,6 @@ def export(outcome: str) -> None:
     _EXPORTS.labels(outcome).inc()
 
 
-def pruned(outcome: str, count: int = 1) -> None:
-    _PRUNED.labels(outcome).inc(count)
-
-
 def revocation(reason: str) -> None:
     _REVOCATIONS.labels(reason).inc()
 
@@ -345,6 +334,34 @@ class AppCollector(Collector):
             )
             skipped.add_metric([], state["missed"])
             yield from (finished, skipped)
+        yield from _prune(app)
+
+
+def _prune(app: web.Application) -> Iterator[Any]:
+    """The last `accounts prune` run (another process: read from its state file)."""
+    from gateway.appkeys import CONFIG
+    from gateway.retention.prune import last_run
+
+    state = last_run(app[CONFIG].data_dir)
+    if state is None:
+        return
+    finished = GaugeMetricFamily(
+        "gateway_prune_last_run_timestamp_seconds",
+        "When `accounts prune` last finished (a dry run too), in Unix time.",
+    )
+    finished.add_metric([], state["finished"])
+    counted = GaugeMetricFamily(
+        "gateway_prune_last_run_accounts",
+        "Accounts of the last `accounts prune` run, by outcome (would_delete: a dry run).",
+        labels=["outcome"],
+    )
+    for outcome in OUTCOMES:
+        counted.add_metric([outcome], state.get(outcome, 0))
+    yield from (finished, counted)
+
+
+#: `accounts prune` outcomes (retention/prune.py).
+OUTCOMES = ("deleted", "would_delete", "skipped", "failed")
 
 
 def _usage(app: web.Application) -> Iterator[Any]:

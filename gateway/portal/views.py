@@ -43,6 +43,7 @@ from gateway import metrics
 from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
 from gateway.auth.identity import UnknownUser
 from gateway.auth.spelling import canonical
+from gateway.deletion import Steps, delete_account
 from gateway.errors import AuthFailed, GatewayError, TooManyAttempts
 from gateway.export import EXPORT_SCRATCH, ExportError
 from gateway.export import make as make_export
@@ -337,6 +338,8 @@ async def signin(request: web.Request) -> web.StreamResponse:
         except AuthFailed:
             error = "Email or password is not right, or the account is not confirmed yet."
         else:
+            # Cognito vouched for the owner just now: the account counts as seen (retention/).
+            await request.config_dict[REGISTRY].mark_checked(account.sub)
             session = await new_session(request)  # a fresh session id: no fixation
             session[SUB] = account.sub
             session[EPOCH] = account.portal_epoch
@@ -535,29 +538,20 @@ async def _erase_on_owner(app: Any, account: Any) -> None:
 
 
 async def _delete_account(request: web.Request, account: Any) -> bool:
-    """Delete the account; False (nothing deleted) when Cognito could not be told first.
-
-    Order: cached logins dropped and the Cognito user deleted or disabled first (as configured),
-    so no login can re-create the account meanwhile; then the registry row and keys (refused
-    from now on), the worker stopped, the folder removed."""
+    """Delete the account (gateway/deletion.py); False (nothing deleted) when Cognito could not
+    be told first."""
     app = request.config_dict
     registry = app[REGISTRY]
-    folder = registry.folder(account)
     action = app[CONFIG].portal.delete_cognito_user
-    app[LOGIN].forget_account(account.sub)
-    try:
-        await app[DIRECTORY].remove(account.cognito_username, action)
-    except GatewayError as exc:
-        log.warning(
-            "portal: deletion put off: Cognito could not be told",
-            extra={"account": account.name, "reason": exc.detail},
-        )
-        return False
-    await registry.delete(account.sub)
-    metrics.revocation("deleted")
-    app[LOGIN].forget_account(account.sub)
-    await _erase_on_owner(app, account)
-    await app[POOL].stop(account.name)
-    shutil.rmtree(folder, ignore_errors=True)
-    log.info("portal: account deleted", extra={"account": account.name, "sub": account.sub})
-    return True
+
+    async def remove_user(username: str) -> None:
+        await app[DIRECTORY].remove(username, action)
+
+    async def erase(gone: Any) -> None:
+        folder = registry.folder(gone)
+        await _erase_on_owner(app, gone)
+        await app[POOL].stop(gone.name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    steps = Steps(registry, remove_user, erase, forget=app[LOGIN].forget_account)
+    return await delete_account(account, steps)

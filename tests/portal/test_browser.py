@@ -53,7 +53,16 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         f"--user-data-dir={tmp_path / 'chromium'}",
     ):
         options.add_argument(flag)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     driver.set_page_load_timeout(30)
     try:
         yield driver
@@ -267,3 +276,38 @@ def test_a_reset_with_a_weak_password_shows_the_rules_before_calling_cognito(
     assert calls == ["reset"]
     sign_in(browser, base, "forgetful@example.com", "Better-Pass-2027")
     assert browser.current_url == base
+
+
+def test_download_my_data_saves_a_package_that_anki_imports_whole(
+    portal_gateway: Any, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from tests.export.test_export import imported
+
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    sign_up_and_confirm(browser, base, "keeper@example.com")
+    sign_in(browser, base, "keeper@example.com")
+    device = Client(tmp_path / "device")
+    device.add_note("kept")
+    device.add_media("kept.png", b"\x89PNG not really" * 300)
+    device.login("keeper@example.com", PORTAL_PASSWORD, gw.url)
+    assert device.sync() == Required.FULL_UPLOAD
+    fronts = device.note_fronts()
+    device.close()
+
+    browser.get(base)
+    browser.find_element(By.CSS_SELECTOR, "#download-data").click()
+    downloads = tmp_path / "downloads"
+    deadline = time.monotonic() + 60
+    while not (saved := [p for p in downloads.iterdir() if p.suffix == ".colpkg"]):
+        assert time.monotonic() < deadline, list(downloads.iterdir())
+        time.sleep(0.2)
+    [package] = saved
+    assert package.name.startswith("keeper-")
+    assert browser.current_url == base  # the page stays; the file arrives as a download
+    assert imported(package, tmp_path / "imported") == (
+        fronts,
+        {"kept.png": b"\x89PNG not really" * 300},
+    )
