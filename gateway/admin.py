@@ -9,7 +9,8 @@
                                   make NODE its owner; devices keep their keys
     accounts sign-out NAME        "log out everywhere": every device's key gets 403 at its next
                                   request; the next login gets a new key (the account's key
-                                  generation moves on; other accounts are untouched)
+                                  generation moves on; other accounts are untouched); its
+                                  account-portal sessions end too
     accounts create-table         create the DynamoDB table `registry.table` (registry.backend
                                   dynamodb) with its indexes; nothing if it exists
     accounts copy-registry [--from FILE] [--dry-run]
@@ -166,6 +167,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
             return await asyncio.to_thread(_export, config, account.name, args.target)
         if args.action == "sign-out":
             generation = await registry.sign_out(account.sub)
+            await registry.end_portal_sessions(account.sub)  # as the portal's button does
             print(f"{account.name}: signed out everywhere (key generation {generation})")
             return 0
         await registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
