@@ -68,6 +68,7 @@ from gateway.pace import Pacing
 from gateway.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import RegistryUnavailable, open_registry
+from gateway.syncsession import SessionGuard
 from gateway.usagetotals import UsageTotals, usage_totals
 from gateway.workers.pool import WorkerPool
 
@@ -174,7 +175,11 @@ def create_app(
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
-        gate = BackupGate(config.collections_dir, pool)
+        gate = BackupGate(
+            config.collections_dir,
+            pool,
+            sync_idle_limit=config.workers.sync_session_idle_seconds,
+        )
         login.gate = gate
         cluster = None
         adopting: asyncio.Task[int] | None = None
@@ -211,6 +216,7 @@ def create_app(
             ),
             gate,
             cluster,
+            SessionGuard(config.collections_dir, idle=config.workers.sync_session_idle_seconds),
         )
         await pool.start()
         await gate.start()

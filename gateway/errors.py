@@ -8,6 +8,7 @@
     ├── BodyTooLarge                413  a proxied body over the payload limits (payload.py)
     ├── EncodedBody                 415  a request body with a Content-Encoding
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
+    ├── SyncConflict                409  another device's sync holds the account (syncsession/)
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
     │   └── TooManyInFlight         429  too many requests in flight from one address
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
@@ -97,6 +98,14 @@ class EncodedBody(GatewayError):
 class AuthFailed(GatewayError):
     status = 403
     public = "authentication failed"
+
+
+class SyncConflict(GatewayError):
+    """Another device's collection sync holds the account: the stock server's own answer for
+    it, which Anki shows as "Only one copy of Anki can sync to your account at once"."""
+
+    status = 409
+    public = "409"
 
 
 class TooManyAttempts(GatewayError):

@@ -22,6 +22,8 @@ import pytest
 from gateway import config as config_mod
 
 REGION = "eu-west-1"
+#: The backup.manifest_key of the tests' gateways.
+MANIFEST_KEY = "test-manifest-key-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +88,7 @@ class CognitoPool:
             "GATEWAY_LOGGING_FORMAT": "text",
             # Any free port: several gateways may run at once in one test.
             "GATEWAY_METRICS_PORT": "0",
+            "GATEWAY_BACKUP_MANIFEST_KEY": MANIFEST_KEY,
         }
         if self.client_secret:
             env["GATEWAY_COGNITO_CLIENT_SECRET"] = self.client_secret
