@@ -2,7 +2,8 @@
 
     make(collections_dir, account, scratch_root, *, wait=60.0, min_free=0) -> Path   (blocking)
         the package file, in a private folder under `scratch_root` the caller removes
-        (`discard(path)`) once it is sent; raises ExportError
+        (`discard(path)`) once it is sent; raises ExportError. Folders a killed export left
+        there for a day are removed by the next one.
 
 What it contains: the account's collection as of its last completed sync (notes, cards, decks,
 note types, review history, deck options) and every file in its media folder: what Anki's own
@@ -29,6 +30,7 @@ import contextlib
 import secrets
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 from gateway import readiness
@@ -40,6 +42,8 @@ from gateway.workers.lock import account_dir
 PACKAGE = "collection.colpkg"
 #: Where packages are built, under the data folder (each in a private folder of its own).
 EXPORT_SCRATCH = "export-scratch"
+#: A private folder this old is left over from an export that was killed: removed.
+STALE_SECONDS = 86_400.0
 
 
 class ExportError(Exception):
@@ -67,6 +71,7 @@ def make(
     if not (folder / "collection.anki2").is_file():
         raise ExportError("nothing", "the account has no collection here yet")
     scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _sweep(scratch_root, time.time() - STALE_SECONDS)
     work = scratch_root / secrets.token_hex(8)
     work.mkdir(mode=0o700)
     try:
@@ -90,6 +95,14 @@ def make(
     except (BackupError, OSError, sqlite3.Error, colpkg.ExporterError) as exc:
         discard(work / PACKAGE)
         raise ExportError("failed", f"{type(exc).__name__}: {exc}") from None
+
+
+def _sweep(scratch_root: Path, before: float) -> None:
+    """Remove what an export killed half-way (a gateway stopped meanwhile) left behind."""
+    for entry in scratch_root.iterdir():
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink() and entry.stat().st_mtime < before:
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def discard(package: Path) -> None:

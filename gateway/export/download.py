@@ -1,7 +1,8 @@
 """Exports over HTTP: who may start one now, and sending the package without holding it in memory.
 
     Downloads(per_day, concurrent, clock=time.monotonic)
-        admit(sub) -> Ticket | Refused     Ticket is a context manager (leave it to free the slot)
+        admit(sub) -> Ticket | Refused     Ticket: `release()` (or leave it as a context
+                                           manager) frees the slot
     await send(request, package, filename) -> web.StreamResponse
 
 Admission (pure, injected clock): at most `per_day` exports per account in any 24 hours (each
@@ -48,6 +49,10 @@ class Ticket:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Free the account's and the process's slot (once; later calls do nothing)."""
         if self._release is not None:
             release, self._release = self._release, None
             release()

@@ -46,6 +46,7 @@ from gateway.auth.spelling import canonical
 from gateway.deletion import Steps, delete_account
 from gateway.errors import AuthFailed, GatewayError, TooManyAttempts
 from gateway.export import EXPORT_SCRATCH, ExportError
+from gateway.export import discard as discard_export
 from gateway.export import make as make_export
 from gateway.export.download import Ticket, send
 from gateway.middlewares import client_address
@@ -446,27 +447,39 @@ async def export(request: web.Request) -> web.StreamResponse:
         metrics.export(ticket.reason)
         raise redirect(request, "", "export-" + ticket.reason)
     config = request.config_dict[CONFIG]
-    with ticket:
-        try:
-            package = await asyncio.to_thread(
-                make_export,
-                config.collections_dir,
-                account.name,
-                config.data_dir / EXPORT_SCRATCH,
-                min_free=config.server.min_free_disk_megs * 1024 * 1024,
-            )
-        except ExportError as exc:
-            outcome = exc.reason
-            log.warning(
-                "portal: export not made", extra={"account": account.name, "reason": exc.detail}
-            )
-            metrics.export(outcome)
-            reason = {"disk": "busy"}.get(outcome, outcome)
-            raise redirect(request, "", "export-" + reason) from None
-        day = time.strftime("%Y-%m-%d", time.gmtime())
-        log.info("portal: export sent", extra={"account": account.name})
-        metrics.export("sent")
-        return await send(request, package, f"{account.name}-{day}.colpkg")
+    job = asyncio.ensure_future(
+        asyncio.to_thread(
+            make_export,
+            config.collections_dir,
+            account.name,
+            config.data_dir / EXPORT_SCRATCH,
+            min_free=config.server.min_free_disk_megs * 1024 * 1024,
+        )
+    )
+    # The thread cannot be stopped: if the browser goes away meanwhile, the slot is freed and
+    # the package removed only once it is done.
+    job.add_done_callback(lambda _: ticket.release())
+    try:
+        package = await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(_discard_unsent)
+        raise
+    except ExportError as exc:
+        log.warning(
+            "portal: export not made", extra={"account": account.name, "reason": exc.detail}
+        )
+        metrics.export(exc.reason)
+        reason = {"disk": "busy"}.get(exc.reason, exc.reason)
+        raise redirect(request, "", "export-" + reason) from None
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    log.info("portal: export sent", extra={"account": account.name})
+    metrics.export("sent")
+    return await send(request, package, f"{account.name}-{day}.colpkg")
+
+
+def _discard_unsent(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        discard_export(done.result())
 
 
 @routes.post("/delete")
