@@ -73,10 +73,15 @@ class ServerConfig:
     #: full disk; a backup does not copy an account whose copy would leave less than this. 0: no
     #: check.
     min_free_disk_megs: int = 1024
-    #: Seconds a client has to send a request's headers, counted from connecting or from the end of
-    #: its previous answer (so also how long an idle keep-alive connection stays open); then the
-    #: connection is closed without an answer.
+    #: Seconds a client has to send a request's headers, counted from connecting or from the first
+    #: byte of a later request on the same connection; then the connection is closed without an
+    #: answer.
     header_timeout_seconds: float = 30.0
+    #: Seconds an idle keep-alive connection stays open between requests. Keep it above the idle
+    #: time of every proxy in front (an ALB's 60 s, Caddy's upstream `keepalive`, nginx's upstream
+    #: `keepalive_timeout`), or the proxy sends requests into connections the gateway has just
+    #: closed and the client gets a 502.
+    keepalive_seconds: float = 75.0
     #: A request body that brings no byte for this many seconds gets 408 and its connection closed
     #: (a sync request frees its worker); a client that takes no byte of a proxied answer for this
     #: long is cut off. Anki itself gives up after 60 s without progress.
@@ -85,8 +90,8 @@ class ServerConfig:
     #: `body_idle_timeout_seconds` window (a trickle never trips the idle timeout). 0: no minimum.
     min_body_bytes_per_second: int = 1024
     #: Requests in flight at once from one client address; beyond it 429 (`Retry-After: 1`) and the
-    #: connection is closed. Idle connections close after the header timeout, so this bounds
-    #: connections too. Every device behind one NAT address counts together.
+    #: connection is closed. Idle connections close after `server.keepalive_seconds`, so this
+    #: bounds connections too. Every device behind one NAT address counts together.
     max_requests_per_address: int = 32
 
 
@@ -185,6 +190,28 @@ class WorkersConfig:
     #: phone that lost its network, holds the account at most this long). Anki's own stall
     #: timer is 60 s; the stock server alone never expires a sync.
     sync_session_idle_seconds: float = 60.0
+    #: How each sync server is boxed (docs/security/containment.md): `auto` (cgroup v2 where the
+    #: gateway can create cgroups, else per-process limits), `cgroup` (refuse to start without
+    #: cgroups) or `rlimit` (per-process limits only). The start-up line "worker containment" and
+    #: the metric `gateway_worker_containment` say which mode is in force.
+    containment: str = "auto"
+    #: The cgroup v2 directory to put workers under. Empty: the gateway's own cgroup.
+    cgroup_dir: str = ""
+    #: MiB of memory one sync server may use (cgroup `memory.max`, or `RLIMIT_DATA`): past it that
+    #: server alone is killed and its request gets 503 with `Retry-After`. Measured: an honest
+    #: 280 MB collection's full upload (the stock server's cap is 3 x `max_payload_megs`
+    #: inflated) peaks at 373 MiB resident, 573 MiB of private memory; keep at least 6 x
+    #: `workers.max_payload_megs`. At least 64.
+    max_memory_megs: int = 1024
+    #: Processes and threads one sync server may have (cgroup `pids.max`; in rlimit mode the memory
+    #: limit bounds them). The stock server runs 3.
+    max_pids: int = 64
+    #: One sync server's CPU weight among the others (cgroup `cpu.weight`, 1 to 10000); all of them
+    #: together weigh as much as the gateway, which so keeps at least half the CPU.
+    cpu_weight: int = 100
+    #: The sync servers' nice value in rlimit mode (0 to 19), so busy servers yield to the
+    #: gateway.
+    nice: int = 5
 
 
 @dataclass(frozen=True)
@@ -381,6 +408,7 @@ SECTIONS = {
     "backup": BackupConfig,
 }
 DELETE_ACTIONS = {"delete", "disable", "keep"}
+CONTAINMENT_MODES = ("auto", "cgroup", "rlimit")
 AUTH_FLOWS = {"ADMIN_USER_PASSWORD_AUTH", "ADMIN_NO_SRP_AUTH"}
 _POOL_ID = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d)_[0-9A-Za-z]+$")
 
@@ -601,6 +629,21 @@ def _validate_registry(r: RegistryConfig) -> list[str]:
     return problems
 
 
+def _validate_containment(w: WorkersConfig) -> list[str]:
+    problems = []
+    if w.containment not in CONTAINMENT_MODES:
+        problems.append(f"workers.containment: must be one of {', '.join(CONTAINMENT_MODES)}")
+    if w.max_memory_megs < 64:
+        problems.append("workers.max_memory_megs: at least 64 (an idle worker uses about 30)")
+    if w.max_pids < 8:
+        problems.append("workers.max_pids: at least 8")
+    if not 1 <= w.cpu_weight <= 10000:
+        problems.append("workers.cpu_weight: 1 to 10000")
+    if not 0 <= w.nice <= 19:
+        problems.append("workers.nice: 0 to 19")
+    return problems
+
+
 def validate(config: Config) -> list[str]:
     """Cross-field checks; pure. Returns every problem found."""
     problems: list[str] = _validate_cluster(config.cluster)
@@ -655,6 +698,7 @@ def validate(config: Config) -> list[str]:
         ("auth.failure_window_seconds", a.failure_window_seconds),
         ("auth.recheck_seconds", a.recheck_seconds),
         ("server.header_timeout_seconds", s.header_timeout_seconds),
+        ("server.keepalive_seconds", s.keepalive_seconds),
         ("server.body_idle_timeout_seconds", s.body_idle_timeout_seconds),
         ("server.max_requests_per_address", s.max_requests_per_address),
         ("workers.max_workers", w.max_workers),
@@ -673,6 +717,7 @@ def validate(config: Config) -> list[str]:
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
+    problems += _validate_containment(w)
     if w.max_inflated_megs < 4 * w.max_payload_megs:
         # budget.py: three quarters of it must hold one body inflated to 3 x max_payload_megs.
         problems.append("workers.max_inflated_megs: at least 4 x workers.max_payload_megs")

@@ -12,7 +12,10 @@
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
     │   └── TooManyInFlight         429  too many requests in flight from one address
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
-    │   └── Overloaded              503  bodies in flight inflate to the budget (payload.py)
+    │   ├── Overloaded              503  bodies in flight inflate to the budget (payload.py)
+    │   └── WorkerDied              503  the worker died during the request (e.g. at its
+    │                                    memory limit, gateway/containment/); a fresh one
+    │                                    serves the retry
     ├── WorkerFailed                502  a worker could not start or broke mid-request
     └── WorkerTimeout               504  a worker did not become ready in time
 
@@ -133,6 +136,13 @@ class Overloaded(Unavailable):
     with this one: try again shortly."""
 
     public = "server busy, try again later"
+
+
+class WorkerDied(Unavailable):
+    """The account's worker exited during the request (killed at its memory limit, or
+    crashed): retryable, the next request starts a fresh worker."""
+
+    public = "sync backend restarted, try again later"
 
 
 class WorkerFailed(GatewayError):

@@ -75,6 +75,7 @@ from gateway.errors import (
     ClientStalled,
     Overloaded,
     Unavailable,
+    WorkerDied,
     WorkerFailed,
     WorkerTimeout,
 )
@@ -397,6 +398,13 @@ class Proxy:
                     await self._pool.report_broken(account)
                     if attempt == 2:
                         raise WorkerFailed("worker refused the connection") from None
+                except WorkerFailed as exc:
+                    # Killed at its memory limit, or crashed: retryable, never a 403
+                    # (gateway/containment/). A fresh worker serves the next request.
+                    death = await self._pool.report_broken(account)
+                    if death is not None:
+                        raise WorkerDied(f"worker died: {death.detail}") from exc
+                    raise
         raise WorkerFailed("worker closed the connection")
 
     async def _refuse_body(

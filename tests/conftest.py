@@ -188,14 +188,13 @@ class RunningGateway:
         from aiohttp import web
 
         from gateway.app import create_app, server_options
+        from gateway.connections import Runner
 
         self._thread.start()
 
         async def boot() -> None:
             self.app = create_app(self.config, **self._app_kwargs)
-            self._runner = web.AppRunner(
-                self.app, handle_signals=False, **server_options(self.config)
-            )
+            self._runner = Runner(self.app, handle_signals=False, **server_options(self.config))
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()
@@ -221,10 +220,12 @@ async def serve_app() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     `run_app` serves it (aiohttp's handler_cancellation off unless given), for raw sockets."""
     from aiohttp import web
 
+    from gateway.connections import Runner
+
     runners: list[Any] = []
 
     async def serve(app: Any, **kwargs: Any) -> int:
-        runner = web.AppRunner(app, **kwargs)
+        runner = Runner(app, **kwargs)
         await runner.setup()
         runners.append(runner)
         site = web.TCPSite(runner, "127.0.0.1", 0)
