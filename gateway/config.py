@@ -252,6 +252,11 @@ class PortalConfig:
     #: Sign-up, confirmation, resend and reset attempts per client address (and per email) within 15
     #: minutes.
     max_attempts_per_address: int = 20
+    #: "Download my data": exports (.colpkg with media) one account may start in 24 hours.
+    exports_per_day: int = 3
+    #: Exports this gateway process builds at once (each copies and compresses a whole
+    #: collection); more are told to try again shortly.
+    max_concurrent_exports: int = 2
 
 
 @dataclass(frozen=True)
@@ -707,6 +712,8 @@ def validate(config: Config) -> list[str]:
         ("provision.max_body_bytes", p.max_body_bytes),
         ("portal.session_max_age_seconds", config.portal.session_max_age_seconds),
         ("portal.max_attempts_per_address", config.portal.max_attempts_per_address),
+        ("portal.exports_per_day", config.portal.exports_per_day),
+        ("portal.max_concurrent_exports", config.portal.max_concurrent_exports),
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
