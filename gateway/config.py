@@ -70,10 +70,15 @@ class ServerConfig:
     header_timeout_seconds: float = 30.0
     #: A request body that brings no byte for this long is abandoned (408, connection closed),
     #: and so is one that brings fewer than `min_body_bytes_per_second` times this many bytes in
-    #: any such window (pace.py); the same rules cut off a client that does not read a proxied
-    #: answer. Anki gives up after 60 s without progress itself.
+    #: the last such many seconds (a sliding window, pace.py); the same rules cut off a client
+    #: that does not read a proxied answer. Anki gives up after 60 s without progress itself.
     body_idle_timeout_seconds: float = 60.0
     min_body_bytes_per_second: int = 1024
+    #: Every body (and proxied answer) must end by `body_idle_timeout_seconds` plus its size
+    #: divided by this rate (408 after that): a trickle just above `min_body_bytes_per_second`
+    #: ends there instead of running until the size cap. At the defaults a 100 MiB upload
+    #: has 1.8 h, a 1 MiB one 2 min. 0: no deadline (pace.py).
+    min_body_average_bytes_per_second: int = 16384
     #: Requests in flight at once from one client address (429 beyond).
     max_requests_per_address: int = 32
 
@@ -586,6 +591,8 @@ def validate(config: Config) -> list[str]:
         )
     if s.min_body_bytes_per_second < 0:
         problems.append("server.min_body_bytes_per_second: must be 0 (no minimum) or more")
+    if s.min_body_average_bytes_per_second < 0:
+        problems.append("server.min_body_average_bytes_per_second: must be 0 (no deadline) or more")
     if s.min_free_disk_megs < 0:
         problems.append("server.min_free_disk_megs: must be 0 (no check) or more")
     for i, key in enumerate(p.api_keys):
