@@ -194,8 +194,8 @@ class PayloadMeter:
 
     def feed(self, chunk: bytes) -> None:
         """Counts `chunk` (module doc for the exceptions)."""
-        if self._broken:
-            raise TooLarge("already refused")
+        if self._broken or self._closed:
+            raise TooLarge("already refused or ended")
         if self._replay is not None:
             chunk, self._replay = self._replay, None  # `chunk` is its last part
         if self._kept is None:

@@ -87,7 +87,7 @@ from gateway.errors import (
     WorkerFailed,
     WorkerTimeout,
 )
-from gateway.middlewares import client_address
+from gateway.middlewares import answer_and_close, client_address
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.proxy")
@@ -420,7 +420,7 @@ class Proxy:
         body, headers = protocol.encode_raw_answer(protocol.UPLOAD_TOO_LARGE)
         response = web.Response(body=body, headers=headers)
         if not ended:
-            response.force_close()
+            await answer_and_close(request, response)  # not after aiohttp's lingering time
         return response
 
     async def _exchange(
