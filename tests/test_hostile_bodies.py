@@ -10,10 +10,7 @@ small enough that one account can fill it (item 4 at the default sizes is in tes
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import os
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +18,11 @@ import aiohttp
 import pytest
 import zstandard
 
+from gateway import protocol
 from gateway.app import PROXY
 from tests import rawhttp
 from tests.ankiclient import Client
-from gateway import protocol
+from tests.bombs import v07_rle_bomb, zip_bomb
 from tests.conftest import CognitoPool, RunningGateway, live_worker_pids, make_pool
 from tests.test_uploads import PASSWORD, peak_mib, send
 
@@ -82,24 +80,6 @@ def worker_of(gw: RunningGateway, key: str, account: str) -> int:
     return pid
 
 
-def zip_bomb() -> bytes:
-    """Issue 16, item 1: one deflated entry of 100 MiB of zeros, named 24 times by `_meta`,
-    in zstd: 331 bytes on the wire."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        zf.writestr("0", b"\0" * (100 * MIB), compress_type=zipfile.ZIP_DEFLATED)
-        zf.writestr("_meta", json.dumps([[f"a{i}.png", "0"] for i in range(24)]))
-    return zstandard.ZstdCompressor(level=19).compress(out.getvalue())
-
-
-def v07_bomb() -> bytes:
-    """Issue 16, item 2: a 19 KB zstd v0.7 (legacy) frame of RLE blocks of 64 KiB, inflating
-    to 299 MiB in the worker, whose zstd reads the legacy formats."""
-    header = (0xFD2FB527).to_bytes(4, "little") + bytes([0x00, 0x30])  # window 2^16
-    rle = bytes([0x81, 0x00, 0x00, 0x00])  # type 2 (RLE), size 0x10000, byte 0
-    return header + rle * (299 * 16) + bytes([0xC0, 0x00, 0x00])  # end block
-
-
 def test_the_media_zip_bomb_is_413_and_never_reaches_the_worker(defaults, tmp_path):
     body = zip_bomb()
     assert len(body) < 400
@@ -121,7 +101,7 @@ def test_the_media_zip_bomb_is_413_and_never_reaches_the_worker(defaults, tmp_pa
 
 
 def test_a_legacy_zstd_frame_is_415_and_never_reaches_the_worker(defaults):
-    body = v07_bomb()
+    body = v07_rle_bomb()  # 19 KB, 299 MiB inflated by the worker's zstd
     assert 19_000 < len(body) < 20_000
     key = defaults.call(rawhttp.login(defaults.port, "carol", PASSWORD))
     pid = worker_of(defaults, key, "carol")
