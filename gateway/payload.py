@@ -51,6 +51,7 @@ decoder instead.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -150,6 +151,9 @@ class PayloadMeter:
         self._decoders = decoders
         self._media_zip = media_zip
         self._broken = False
+        #: `_closed` (released) and `_busy` (a feed() runs) change under `_lock`: release()
+        #: may come from the event loop while a feed() runs in a thread (module doc).
+        self._lock = threading.Lock()
         self._closed = False
         self._busy = False
         #: The body so far while it may still be counted inline; None once it may not.
@@ -194,15 +198,16 @@ class PayloadMeter:
 
     def feed(self, chunk: bytes) -> None:
         """Counts `chunk` (module doc for the exceptions)."""
-        if self._broken or self._closed:
-            raise TooLarge("already refused or ended")
+        with self._lock:
+            if self._broken or self._closed:
+                raise TooLarge("already refused or ended")
+            self._busy = True
         if self._replay is not None:
             chunk, self._replay = self._replay, None  # `chunk` is its last part
         if self._kept is None:
             self._counter.cap = None
         self.compressed += len(chunk)
         limits = self.limits
-        self._busy = True
         try:
             if self.compressed > limits.max_compressed:
                 raise TooLarge(f"more than {limits.max_compressed} bytes on the wire")
@@ -216,7 +221,10 @@ class PayloadMeter:
             self._stop_inflating()
             raise
         finally:
-            self._busy = False
+            with self._lock:
+                self._busy = False
+                if self._closed:  # released meanwhile: its decoder never goes back
+                    self._stop_inflating()
 
     def _inflate(self, chunk: bytes) -> None:
         try:
@@ -228,7 +236,7 @@ class PayloadMeter:
         """Frees the decoder and its window (up to 128 MiB): a refused body may still be
         drained for a while. `reuse`: the body went well, the decoder may serve another
         (decoders.py decides)."""
-        if reuse and self.inflating and self._decoder is not None and not self._busy:
+        if reuse and self.inflating and self._decoder is not None:
             self._decoders.give(self._decoder, self.inflated)
         self.inflating = False
         self._inflater = None  # type: ignore[assignment]
@@ -248,8 +256,9 @@ class PayloadMeter:
     def release(self) -> None:
         """Gives this body's share of the budget and its decoder back (its request has ended);
         idempotent."""
-        self._closed = True
-        if not self._busy:
-            self._stop_inflating(reuse=not self._broken)
+        with self._lock:
+            self._closed = True
+            if not self._busy:
+                self._stop_inflating(reuse=not self._broken)
         if self._share is not None:
             self._share.release()
