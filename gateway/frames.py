@@ -50,33 +50,36 @@ class FrameScanner:
 
     def __init__(self) -> None:
         self.ended = False
-        self._need = 5  # the magic and the frame header descriptor
-        self._header = bytearray()
+        self._need = 5  # header bytes to read next: the magic and the frame header descriptor
+        self._pending = b""  # a header's first bytes, when it spans two chunks
         self._state = "magic"
         self._skip = 0  # block content (or checksum) bytes still to pass over
-        self._last = False
         self._checksum = False
+        self._single = False
+        self._fcs_size = 0
 
     def feed(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        at, size = 0, len(data)
+        while at < size:
             if self.ended:
                 raise Unreadable("data after the end of the zstd frame")
             if self._skip:
-                step = min(self._skip, len(view))
+                step = min(self._skip, size - at)
                 self._skip -= step
-                view = view[step:]
+                at += step
                 if not self._skip and self._state == "checksum":
                     self.ended = True
                 continue
-            step = min(self._need - len(self._header), len(view))
-            self._header += view[:step]
-            view = view[step:]
-            if len(self._header) == self._need:
-                self._advance()
+            need = self._need
+            if size - at < need:
+                self._pending = bytes(data[at:])
+                return
+            self._advance(data[at : at + need])
+            at += need
 
-    def _advance(self) -> None:
-        h = self._header
+    def _advance(self, h: bytes) -> None:
         if self._state == "magic":
             magic = int.from_bytes(h[:4], "little")
             if magic != MAGIC:
@@ -85,7 +88,7 @@ class FrameScanner:
         elif self._state == "frame header":
             self._window(h)
             self._next_block()
-        elif self._state == "block":
+        else:
             self._block(int.from_bytes(h, "little"))
 
     def _descriptor(self, fhd: int) -> None:
@@ -98,12 +101,9 @@ class FrameScanner:
         fcs_size = (1 if single else 0, 2, 4, 8)[fcs_flag]
         self._single, self._fcs_size = single, fcs_size
         self._state = "frame header"
-        self._header = bytearray()
-        self._need = (0 if single else 1) + fcs_size
-        if not self._need:
-            self._next_block()
+        self._need = (0 if single else 1) + fcs_size  # never 0: single segment has 1+
 
-    def _window(self, h: bytearray) -> None:
+    def _window(self, h: bytes) -> None:
         if self._single:
             window = int.from_bytes(h[: self._fcs_size], "little")
             window += 256 if self._fcs_size == 2 else 0  # RFC 8878 §3.1.1.1.4
@@ -116,23 +116,17 @@ class FrameScanner:
 
     def _next_block(self) -> None:
         self._state = "block"
-        self._header = bytearray()
         self._need = 3
 
     def _block(self, header: int) -> None:
-        self._last = bool(header & 1)
         kind, size = (header >> 1) & 0x03, header >> 3
         if kind not in (_RAW, _RLE, _COMPRESSED):
             raise Unreadable("zstd block of the reserved type")
         if size > MAX_BLOCK:
             raise Unreadable(f"zstd block of {size} bytes")
         self._skip = 1 if kind == _RLE else size
-        if self._last:
+        if header & 1:  # the last block
             self._state = "checksum"
             self._skip += 4 if self._checksum else 0
-            self._header = bytearray()
-            self._need = 0
             if not self._skip:
                 self.ended = True
-        else:
-            self._next_block()

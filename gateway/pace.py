@@ -61,12 +61,12 @@ class Pace:
     def deadline(self) -> float:
         """The latest time to wake up and `feed()` again, even if nothing arrived."""
         p = self._pacing
-        times = [self._last_byte + p.idle_timeout]
+        at = self._last_byte + p.idle_timeout
         if p.min_rate > 0:
-            times.append(self._window_end())
+            at = min(at, self._window_end())
         if p.min_average_rate > 0:
-            times.append(self._start + p.idle_timeout + self._total / p.min_average_rate)
-        return min(times)
+            at = min(at, self._start + p.idle_timeout + self._total / p.min_average_rate)
+        return at
 
     def _window_end(self) -> float:
         """When the last `idle` seconds will hold too few bytes if nothing more arrives."""
