@@ -7,6 +7,7 @@ raw sockets for the clients that no library would imitate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -129,13 +130,19 @@ async def upload_then(port: int, key: str, first: bytes, rate: float, piece: byt
             await asyncio.sleep(1 / rate)
             writer.write(piece)
 
+    async def answer() -> bytes:
+        got = b""
+        with contextlib.suppress(ConnectionError):  # closed while the client still sends
+            while chunk := await reader.read(65536):
+                got += chunk
+        return got
+
     trickling = asyncio.create_task(trickle())
     try:
-        answer = await asyncio.wait_for(reader.read(), 15)
+        return await asyncio.wait_for(answer(), 15), time.monotonic() - began
     finally:
         trickling.cancel()
         writer.close()
-    return answer, time.monotonic() - began
 
 
 async def test_a_burst_then_a_byte_at_a_time_is_stopped_one_idle_timeout_after_the_burst(gateway):
@@ -146,7 +153,7 @@ async def test_a_burst_then_a_byte_at_a_time_is_stopped_one_idle_timeout_after_t
     body = zstandard.ZstdCompressor().compress(os.urandom(1_000_000))
     answer, took = await upload_then(port, key, body[: 100 * 1024], rate=10)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
-    assert IDLE <= took < IDLE * 1.4, took  # 2 x IDLE before
+    assert IDLE <= took < IDLE * 1.7, took  # 2 x IDLE before
     assert app[POOL].stats()["busy"] == 0
 
 
@@ -160,7 +167,7 @@ async def test_a_trickle_above_the_minimum_rate_ends_at_its_deadline(gateway):
     start = body[:10_000]
     answer, took = await upload_then(port, key, start, rate=20, piece=body[10_000:10_100])
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
-    assert 2.5 < took < 4.0, took
+    assert 2.5 < took < 5.0, took  # 3 s, and a loaded machine's slack
     assert app[POOL].stats()["busy"] == 0
 
 
@@ -175,4 +182,4 @@ async def test_a_refused_body_is_not_drained_for_long(gateway):
     answer, took = await upload_then(port, key, bomb, rate=20, piece=b"x" * 200)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:100]  # the stock "too large" answer
     assert answer.endswith(zstandard.ZstdCompressor().compress(b"collection exceeds size limit"))
-    assert IDLE <= took < IDLE + 1.0, took
+    assert IDLE <= took < IDLE + 2.0, took
