@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         "accounts list|disable NAME|enable NAME|sign-out NAME|create-table|copy-registry "
         "[--from FILE] [--dry-run]|import DIR [--dry-run]; health: exit 0 when the gateway on "
         "this machine answers /health "
-        "(container health checks); backup --to DEST; restore --from DEST",
+        "(container health checks); backup --to DEST; backup verify DEST[/snapshots/NAME]; "
+        "restore --from DEST",
     )
     args, rest = parser.parse_known_args(argv)
     if args.command == "dev":
