@@ -39,8 +39,8 @@ Where the work runs (issue 18): inflating costs CPU in proportion to a body, so 
 small bodies: it counts a chunk on the caller's thread while the body is within `INLINE_BYTES`
 on the wire and `INLINE_OUT` inflated, so a `sync/meta` pays no thread hop; past either bound
 it answers False, the meter starts over, and the next `feed()` (in the thread) inflates the
-whole body so far again. So the caller's thread never inflates more than `INLINE_OUT` bytes of
-any body. One body's chunks are fed one at a time, in order; `release()` may come from another
+whole body so far again. So the caller's thread never inflates more than `INLINE_OUT` bytes
+(and one `PIECE` more) of any body. One body's chunks are fed one at a time, in order; `release()` may come from another
 thread while a `feed()` still runs (a cancelled request): the meter then keeps its decoder
 out of the pool and its share grants nothing more.
 
