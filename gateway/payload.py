@@ -40,9 +40,9 @@ small bodies: it counts a chunk on the caller's thread while the body is within 
 on the wire and `INLINE_OUT` inflated, so a `sync/meta` pays no thread hop; past either bound
 it answers False, the meter starts over, and the next `feed()` (in the thread) inflates the
 whole body so far again. So the caller's thread never inflates more than `INLINE_OUT` bytes
-(and one `PIECE` more) of any body. One body's chunks are fed one at a time, in order; `release()` may come from another
-thread while a `feed()` still runs (a cancelled request): the meter then keeps its decoder
-out of the pool and its share grants nothing more.
+(and one `PIECE` more) of any body. One body's chunks are fed one at a time, in order;
+`release()` may come from another thread while a `feed()` still runs (a cancelled request):
+the meter then keeps its decoder out of the pool and its share grants nothing more.
 
 Each body takes its decoder from a `DecoderPool` (decoders.py) and gives it back when its
 request has ended, so small bodies do not each pay for a new one; a refused body drops its
