@@ -54,6 +54,7 @@ from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import RegistryUnavailable, open_registry
+from gateway.retention.gauges import PruneGauges
 from gateway.uploads.budget import InflationBudget
 from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.web import librarylogs, openfiles
@@ -136,7 +137,9 @@ def create_app(
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight(config.server.max_requests_per_address)
     app[PACING] = Pacing(
-        config.server.body_idle_timeout_seconds, config.server.min_body_bytes_per_second
+        config.server.body_idle_timeout_seconds,
+        config.server.min_body_bytes_per_second,
+        config.server.min_body_average_bytes_per_second,
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -268,7 +271,7 @@ def create_app(
 
     app.cleanup_ctx.append(resources)
     app[USAGE] = UsageTotals(config.collections_dir)
-    app[GAUGES] = (BackupGauges(config.data_dir),)
+    app[GAUGES] = (BackupGauges(config.data_dir), PruneGauges(config.data_dir))
     app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)

@@ -30,7 +30,7 @@ USAGE: web.AppKey[UsageTotals] = web.AppKey("usage_totals")
 PACING: web.AppKey[Pacing] = web.AppKey("pacing")
 
 #: Gauges read at scrape time besides the app's own (ops/gauges.py), registered by the
-#: composition root (app.py): the last backup's (backup/gauges.py).
+#: composition root (app.py): the last backup's and prune run's (backup/, retention/gauges.py).
 GAUGES: web.AppKey[tuple[Collector, ...]] = web.AppKey("gauges")
 
 #: The local account a request was routed to or logged in as (for the access log).

@@ -7,19 +7,21 @@ ever carries an account name, an email, a username or a key: only fixed, small s
 
 Counters and histograms live in this module's registry (`REGISTRY`), shared by every app in
 the process; the gauges that describe one running gateway (its workers, accounts, disk and usage:
-ops/gauges.py; its last backup: backup/gauges.py) are collectors read at scrape time, handed to
-`render(*gauges)`, the exposition of both. This module imports nothing of the gateway: whatever
-reads the running gateway lives above it and is registered from there.
+ops/gauges.py; the last backup and prune runs: backup/gauges.py, retention/gauges.py) are
+collectors read at scrape time, handed to `render(*gauges)`, the exposition of both. This
+module imports nothing of the gateway: whatever reads the running gateway lives above it and is
+registered from there.
 
     request(route, status, seconds)        route: login sync media provision portal health cluster
                                             other
     login(outcome)                          ok cached bad_credentials challenge limited
                                             unavailable misconfigured bad_request worker_failed
     cognito_call(operation, seconds, kind)  kind: None (ok) rejected unavailable misconfigured
-                                            locked_out
+                                            locked_out trigger_refused
     revocation(reason)                      suspended signed_out deleted
     recheck_postponed()
     provisioning(outcome)                   created existing refused unavailable error
+    export(outcome)                         sent limit running busy nothing disk failed
     worker_started(seconds) / worker_died(reason) / worker_evicted() / queue_wait(seconds) /
     worker_unavailable()                    reason: memory crash
     containment(mode)                       the worker containment in force (info gauge)
@@ -89,6 +91,12 @@ _POSTPONED = Counter(
 _PROVISIONING = Counter(
     "gateway_provisioning_total",
     "POST /provision-user answers, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+_EXPORTS = Counter(
+    "gateway_exports_total",
+    '"Download my data" (.colpkg) requests on the portal, by outcome.',
     ["outcome"],
     registry=REGISTRY,
 )
@@ -212,6 +220,10 @@ def cognito_call(operation: str, seconds: float, kind: str | None) -> None:
         _COGNITO_ERRORS.labels(operation, kind).inc()
 
 
+def export(outcome: str) -> None:
+    _EXPORTS.labels(outcome).inc()
+
+
 def revocation(reason: str) -> None:
     _REVOCATIONS.labels(reason).inc()
 
@@ -283,7 +295,7 @@ def cluster_heartbeat_failed() -> None:
 
 def render(*gauges: Collector) -> bytes:
     """The text exposition: the process's counters, then `gauges` (collectors read at scrape
-    time, handed in by the caller: ops/gauges.py, backup/gauges.py)."""
+    time, handed in by the caller: ops/gauges.py)."""
     own = CollectorRegistry(auto_describe=False)
     for collector in gauges:
         own.register(collector)

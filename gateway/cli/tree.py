@@ -10,6 +10,7 @@
 `main(argv)` parses, loads the configuration (every problem listed, exit 2), checks that the
 worker command exists (exit 2; not for `health`) and runs the command's handler, returning its
 exit status. Wrong usage exits 2 (argparse). `--config` is also taken after the command.
+`run(argv, config)` runs one command with a configuration already loaded (tests).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from gateway.cli import accounts, backups, dev, server
+from gateway.config import Config
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 
@@ -100,4 +102,9 @@ def main(argv: list[str]) -> int:
                 f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr
             )
             return 2
+    return args.run(args, config)
+
+
+def run(argv: list[str], config: Config) -> int:
+    args = parser().parse_args(argv)
     return args.run(args, config)

@@ -6,7 +6,9 @@ usage totals of the last walk (ops/usagetotals.py; never a walk per scrape).
                                from the registry, read by the caller since registry calls are
                                coroutines, or None when it could not answer (no samples then)
 
-Rendered with the counters by `metrics.render` (ops/metricsserver.py).
+    render(app, accounts) -> bytes
+                               the exposition: the counters, these gauges, then the collectors
+                               the app registered (appkeys.GAUGES: the last backup and prune runs)
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.appkeys import CONFIG, POOL, USAGE
+from gateway import metrics
+from gateway.appkeys import CONFIG, GAUGES, POOL, USAGE
 
 
 class AppGauges(Collector):
@@ -80,3 +83,7 @@ def _usage(app: web.Application) -> Iterator[Any]:
         family = GaugeMetricFamily(name, text)
         family.add_metric([], getattr(totals, value))
         yield family
+
+
+def render(app: web.Application, accounts: dict[str, int] | None) -> bytes:
+    return metrics.render(AppGauges(app, accounts), *app.get(GAUGES, ()))

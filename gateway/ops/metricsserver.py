@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import metrics
-from gateway.appkeys import CONFIG, GAUGES, REGISTRY
+from gateway.appkeys import CONFIG, REGISTRY
 from gateway.auth.limiter import FailureLimiter
 from gateway.errors import TooManyAttempts
-from gateway.ops.gauges import AppGauges
+from gateway.ops import gauges
 from gateway.registry import RegistryUnavailable
 from gateway.web.connections import Runner, constant_server
 from gateway.web.middlewares import client_address
@@ -42,7 +42,7 @@ async def _serve(request: web.Request) -> web.Response:
         accounts: dict[str, int] | None = await gateway[REGISTRY].count_by_status()
     except RegistryUnavailable:
         accounts = None  # the rest still helps to see why
-    body = metrics.render(AppGauges(gateway, accounts), *gateway.get(GAUGES, ()))
+    body = gauges.render(gateway, accounts)
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
