@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import logs, metrics, protocol
+from gateway import logs, protocol
 from gateway.appkeys import (
     ACCOUNT,
     CONFIG,
@@ -35,28 +34,18 @@ from gateway.appkeys import (
     LOGIN,
     PACING,
     POOL,
-    PROVIDER,
     REGISTRY,
-    REVALIDATOR,
     USAGE,
 )
-from gateway.auth.admission import Admission
-from gateway.auth.cache import CredentialCache
-from gateway.auth.limiter import FailureLimiter
-from gateway.auth.login import LoginService
-from gateway.auth.revalidation import Revalidator
-from gateway.backup.gate import BackupGate
 from gateway.backup.gauges import BackupGauges
 from gateway.config import Config
 from gateway.errors import NotFound
 from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
-from gateway.proxy import Proxy, new_upstream_session
-from gateway.registry import RegistryUnavailable, open_registry
+from gateway.proxy import PROXY
+from gateway.resources import add_resources
 from gateway.retention.gauges import PruneGauges
-from gateway.uploads.budget import InflationBudget
-from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.web import librarylogs, openfiles
 from gateway.web.addresses import InFlight
 from gateway.web.bodies import read_capped
@@ -70,15 +59,11 @@ from gateway.web.middlewares import (
 )
 from gateway.web.pace import Pacing
 from gateway.workers import credentials
-from gateway.workers.containment import Limits, open_containment
-from gateway.workers.pool import WorkerPool
-from gateway.workers.syncsession import SessionGuard
 
 if TYPE_CHECKING:
     from gateway.portal.directory import CognitoDirectory
 
 log = logging.getLogger("gateway")
-PROXY: web.AppKey[Proxy] = web.AppKey("proxy")
 
 
 async def host_key(request: web.Request) -> web.StreamResponse:
@@ -142,134 +127,7 @@ def create_app(
         config.server.min_body_average_bytes_per_second,
     )
 
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        secret = credentials.load_or_create(config.data_dir, config.secret)
-        password_for = credentials.password_deriver(secret)
-        registry = open_registry(config)
-        if provider is None:
-            from gateway.identity.cognito import CognitoProvider
-
-            chosen: IdentityProvider = CognitoProvider(config.cognito)
-        else:
-            chosen = provider
-
-        async def worker_password(account: str) -> str:
-            # Read when a worker starts: the account's current key generation.
-            found = await registry.get_by_name(account)
-            return password_for(account, found.key_generation if found else 0)
-
-        containment = open_containment(
-            Limits.from_config(config.workers),
-            config.workers.containment,
-            config.workers.cgroup_dir,
-        )
-        metrics.containment(containment.mode)
-        pool = WorkerPool.from_config(config, worker_password, containment)
-        upstream = new_upstream_session()
-        reused = new_upstream_session(reuse=True)
-        app[REGISTRY], app[PROVIDER], app[POOL] = registry, chosen, pool
-        auth = config.auth
-        app[LOGIN] = login = LoginService(
-            provider=chosen,
-            registry=registry,
-            pool=pool,
-            upstream=upstream,
-            password_for=password_for,
-            cache=CredentialCache(auth.cache_ttl_seconds, auth.cache_max_entries),
-            user_limiter=FailureLimiter(auth.max_failures_per_user, auth.failure_window_seconds),
-            address_limiter=FailureLimiter(
-                auth.max_failures_per_address, auth.failure_window_seconds
-            ),
-        )
-        revalidator = Revalidator(
-            chosen, registry, auth.recheck_seconds, on_suspend=login.forget_account
-        )
-        login.on_rival = revalidator.check_soon
-        app[REVALIDATOR] = revalidator
-        gate = BackupGate(
-            config.collections_dir,
-            pool,
-            sync_idle_limit=config.workers.sync_session_idle_seconds,
-        )
-        login.gate = gate
-        cluster = None
-        adopting: asyncio.Task[int] | None = None
-
-        async def sub_of(name: str) -> str | None:
-            found = await registry.get_by_name(name)
-            return None if found is None else found.sub
-
-        if config.cluster.enabled:
-            from gateway.cluster import adopt_folders, open_cluster
-            from gateway.cluster.internal import CLUSTER
-
-            cluster = await open_cluster(config, secret, lambda: pool.stats()["live"])
-            cluster.router.on_fenced = lambda: pool.retire_all("this node lost its leases")
-            app[CLUSTER] = cluster
-            login.remote_key = cluster.remote_key
-            if config.cluster.storage == "local":
-                adopting = asyncio.create_task(
-                    adopt_folders(cluster.router, config.collections_dir, sub_of)
-                )
-        app[PROXY] = Proxy(
-            Admission(
-                registry,
-                revalidator,
-                FailureLimiter(auth.max_failures_per_address, auth.failure_window_seconds),
-            ),
-            pool,
-            upstream,
-            reused,
-            PayloadLimits.from_megs(config.workers.max_payload_megs),
-            InflationBudget(
-                config.workers.max_inflated_megs * MIB,
-                STOCK_INFLATED_FACTOR * config.workers.max_payload_megs * MIB,
-            ),
-            gate,
-            cluster,
-            SessionGuard(config.collections_dir, idle=config.workers.sync_session_idle_seconds),
-        )
-        await pool.start()
-        await gate.start()
-        if config.cognito.local_stand_in:
-            log.warning(
-                "using a LOCAL Cognito stand-in: not for production",
-                extra={"endpoint": config.cognito.endpoint_url},
-            )
-        try:
-            accounts: int | None = await registry.count()
-        except RegistryUnavailable:
-            accounts = None  # serve anyway: requests answer 503 until the registry answers
-        log.info(
-            "gateway started",
-            extra={
-                "data_dir": str(config.data_dir),
-                "registry": config.registry.backend,
-                "accounts": accounts,
-            },
-        )
-        try:
-            yield
-        finally:
-            if adopting is not None:
-                adopting.cancel()
-                await asyncio.gather(adopting, return_exceptions=True)
-            await revalidator.close()
-            await gate.close()
-            await pool.close()
-            if cluster is not None:
-                # After the workers stopped (their locks are free): this node's heartbeat is
-                # marked ended, so other nodes take its accounts over at once (shared storage).
-                from gateway.cluster import close_cluster
-
-                await close_cluster(cluster)
-            await upstream.close()
-            await reused.close()
-            await chosen.close()
-            await registry.close()
-            log.info("gateway stopped")
-
-    app.cleanup_ctx.append(resources)
+    add_resources(app, provider)
     app[USAGE] = UsageTotals(config.collections_dir)
     app[GAUGES] = (BackupGauges(config.data_dir), PruneGauges(config.data_dir))
     app.cleanup_ctx.append(usage_totals)
@@ -408,8 +266,9 @@ async def _serve(config: Config, app: web.Application) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await runner.setup()
     try:
+        # Inside the try: a start-up step that fails still closes what the ones before opened.
+        await runner.setup()
         await web.TCPSite(runner, config.server.host, config.server.port).start()
         await stop.wait()
     finally:

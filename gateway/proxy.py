@@ -524,3 +524,7 @@ class Proxy:
                 # answer was delivered: no failure.
                 log.debug("client closed right after the whole answer", extra={"bytes": written})
             return response
+
+
+#: The app's proxy (gateway/resources.py builds it).
+PROXY: web.AppKey[Proxy] = web.AppKey("proxy")

@@ -270,7 +270,7 @@ def live_worker_pids(collections_dir: Path) -> list[int]:
 
 @pytest.fixture
 def outage(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The registries the gateway opens from now on (`gateway.app.open_registry`), as
+    """The registries the gateway opens from now on (`gateway.resources.open_registry`), as
     `tests.outage.Outage`: set `.down` to make every registry call fail."""
     from tests.outage import Outage
 
@@ -280,5 +280,5 @@ def outage(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         opened.append(Outage(config.data_dir / "registry.sqlite3", config.collections_dir))
         return opened[-1]
 
-    monkeypatch.setattr("gateway.app.open_registry", open_outage)
+    monkeypatch.setattr("gateway.resources.open_registry", open_outage)
     return opened

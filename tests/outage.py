@@ -3,7 +3,7 @@
 these tests pin is the gateway's answer, not the store; the DynamoDB registry's own mapping of
 AWS errors to `RegistryUnavailable` is tested in tests/test_registry.py.
 
-The `outage` fixture (tests/conftest.py) makes `gateway.app.open_registry` open these."""
+The `outage` fixture (tests/conftest.py) makes `gateway.resources.open_registry` open these."""
 
 from __future__ import annotations
 
