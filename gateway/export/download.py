@@ -8,7 +8,7 @@
 Admission (pure, injected clock): at most `per_day` exports per account in any 24 hours (each
 admitted one counts, finished or not: building one costs the server the same), one at a time
 per account in this process (a second click while one builds is refused, not queued; across
-processes the backup handshake's flock refuses it: gateway/export/__init__.py), and at most
+processes the backup handshake's flock refuses it: gateway/export/job.py), and at most
 `concurrent` in this process at once (each copies and compresses a whole collection). Refused
 says why: "limit" (with `retry_after` seconds), "running", "busy".
 

@@ -1,7 +1,7 @@
 """`python -m gateway accounts prune --inactive-days N [--delete]`: remove unused accounts.
 
 Off unless an operator runs it (from cron or a timer, say). Without `--delete` it is a dry run:
-it lists the accounts not seen for N days (retention/__init__.py says what "seen" means) and
+it lists the accounts not seen for N days (retention/unused.py says what "seen" means) and
 changes nothing. With `--delete` each listed account is deleted through the same path as the
 portal's "delete my account" (gateway/deletion.py, the Cognito user treated as
 `portal.delete_cognito_user` says), after reading it again from the registry just before: an
@@ -30,7 +30,7 @@ from gateway.backup import quiesce
 from gateway.config import Config
 from gateway.deletion import Steps, delete_account
 from gateway.registry import Account, Registry
-from gateway.retention import inactive, last_seen
+from gateway.retention.unused import inactive, last_seen
 from gateway.workers.lock import LOCK_NAME
 
 STATE_FILE = "prune-state.json"
