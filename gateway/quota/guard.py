@@ -1,0 +1,141 @@
+"""Quotas where the bytes arrive: what the proxy asks before and while a sync request's body
+reaches the account's worker. The file system is read here (sizes, in a thread where a walk
+may be long); the rules are limits.py's.
+
+    QuotaGuard(defaults)
+        .limits_of(account)                  the account's `Limits` (registry override applied)
+        await .collection(account, folder)   `OverQuota` if the collection on disk is over its
+                                             limit (normal syncs: sync/meta, start, applyChanges,
+                                             applyChunk)
+        .upload(limits)                      a `BodyCheck` for a full upload (sync/upload)
+        await .media(account, folder)        a `BodyCheck` for msync/uploadChanges
+        .media_applied(account, check)       the worker took that upload: remember the total
+
+    BodyCheck.chunk(compressed, inflated)    after each metered chunk (uploads/payload.py)
+    BodyCheck.inflated(data)                 each inflated piece, in order
+        both raise `OverQuota` (limits.py) or `NotStock` (mediaupload.py)
+
+Media totals: walking a media folder of 20,000 files costs tens of milliseconds, and a media
+sync sends up to 25 files a request; so an account's total is walked (in a thread) at most
+every `MEDIA_TOTAL_SECONDS` and moved on by each upload the worker took. A total that is a few
+files off for a while only moves the moment the limit bites by those files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.ops.usage import collection_bytes, media_bytes
+from gateway.quota import limits as rules
+from gateway.quota.limits import Limits, Override
+from gateway.quota.mediaupload import MediaUpload
+from gateway.registry.base import Account
+
+#: Seconds an account's media total is trusted before the folder is walked again.
+MEDIA_TOTAL_SECONDS = 600.0
+
+
+def override_of(account: Account) -> Override:
+    return Override(
+        account.quota_collection_upload_megs,
+        account.quota_collection_megs,
+        account.quota_media_megs,
+        account.quota_media_file_megs,
+    )
+
+
+def stored_size(media_dir: Path, filename: str) -> int:
+    """The size of the media file the worker holds as `filename` (0: none, or a name that is
+    not a plain file name: such a file cannot be in the folder)."""
+    if not filename or filename in (".", "..") or any(c in filename for c in "/\\\0"):
+        return 0
+    try:
+        return os.stat(media_dir / filename, follow_symlinks=False).st_size
+    except (OSError, ValueError):
+        return 0
+
+
+class BodyCheck:
+    """One request body's quota check (see the module doc)."""
+
+    def chunk(self, compressed: int, inflated: int) -> None:
+        pass
+
+    def inflated(self, data: bytes) -> None:
+        pass
+
+
+class UploadCheck(BodyCheck):
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+
+    def chunk(self, compressed: int, inflated: int) -> None:
+        rules.check_upload(self._limits, compressed, inflated)
+
+
+class MediaCheck(BodyCheck):
+    """Each file against the per-file limit at its header; the account's total once `_meta`
+    says which files the upload adds, replaces and deletes. `total` is what the media takes
+    once the worker applies the upload (known after `_meta`, else None)."""
+
+    def __init__(self, limits: Limits, media_dir: Path, current: int) -> None:
+        self._limits = limits
+        self._dir = media_dir
+        self._current = current
+        self.total: int | None = None
+        self._zip = MediaUpload(self._file, self._meta)
+
+    def inflated(self, data: bytes) -> None:
+        self._zip.feed(data)
+
+    def _file(self, name: str, size: int) -> None:
+        rules.check_media_file(self._limits, name, size)
+
+    def _meta(self, changes: list[tuple[str, int | None]]) -> None:
+        total = self._current
+        for filename, size in changes:
+            if size is not None:
+                rules.check_media_file(self._limits, filename, size)
+            total += (size or 0) - stored_size(self._dir, filename)
+        self.total = max(total, 0)
+        rules.check_media_total(self._limits, self.total)
+
+
+class QuotaGuard:
+    def __init__(self, defaults: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.defaults = defaults
+        self._clock = clock
+        #: account name -> (media bytes, when known)
+        self._media: dict[str, tuple[int, float]] = {}
+
+    def limits_of(self, account: Account) -> Limits:
+        return self.defaults.with_override(override_of(account))
+
+    def collection(self, account: Account, folder: Path) -> None:
+        """`OverQuota` when the collection on disk (file and WAL: two stats) is over."""
+        limits = self.limits_of(account)
+        if limits.collection is not None:
+            rules.check_collection(limits, collection_bytes(folder))
+
+    def upload(self, account: Account) -> BodyCheck:
+        return UploadCheck(self.limits_of(account))
+
+    async def media(self, account: Account, folder: Path) -> MediaCheck:
+        known = self._media.get(account.name)
+        if known is None or self._clock() - known[1] > MEDIA_TOTAL_SECONDS:
+            total = await asyncio.to_thread(media_bytes, folder)
+            known = (total, self._clock())
+            self._media[account.name] = known
+        return MediaCheck(self.limits_of(account), folder / "media", known[0])
+
+    def media_applied(self, account: Account, check: BodyCheck) -> None:
+        if isinstance(check, MediaCheck) and check.total is not None:
+            self._media[account.name] = (check.total, self._clock())
+
+    def forget(self, name: str) -> None:
+        """Walk the account's media again next time (its folder changed from outside)."""
+        self._media.pop(name, None)
