@@ -49,6 +49,8 @@ from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import Proxy, new_upstream_session
+from gateway.quota import QuotaGuard
+from gateway.quota.limits import quota_limits
 from gateway.registry import RegistryUnavailable, open_registry
 from gateway.uploads.budget import InflationBudget
 from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
@@ -206,6 +208,7 @@ def create_app(
             ),
             gate,
             cluster,
+            QuotaGuard(quota_limits(config.quota), registry.folder),
         )
         await pool.start()
         await gate.start()

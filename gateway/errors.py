@@ -6,6 +6,8 @@
     ├── NotFound                    404  outside sync/ and msync/, disabled routes
     ├── ClientStalled               408  a request body stopped or trickled (web/pace.py)
     ├── BodyTooLarge                413  a proxied body over the payload limits (uploads/payload.py)
+    │   └── QuotaReached            413  an account's storage limit (quota/): most methods
+    │                                    answer it as a message Anki shows (proxy.py)
     ├── EncodedBody                 415  a request body with a Content-Encoding
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
@@ -83,6 +85,18 @@ class BodyTooLarge(GatewayError):
 
     status = 413
     public = "request body too large"
+
+
+class QuotaReached(BodyTooLarge):
+    """An account's storage limit is reached (quota/limits.py). `message` is for the user: the
+    proxy answers sync/upload, sync/meta and msync/uploadChanges with it in the form Anki shows
+    (quota/answers.py); the other methods get 413."""
+
+    public = "storage limit reached"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class EncodedBody(GatewayError):

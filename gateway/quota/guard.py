@@ -2,13 +2,13 @@
 reaches the account's worker. The file system is read here (sizes, in a thread where a walk
 may be long); the rules are limits.py's.
 
-    QuotaGuard(defaults)
+    QuotaGuard(defaults, folder_of)          folder_of(account): its folder (Registry.folder)
         .limits_of(account)                  the account's `Limits` (registry override applied)
-        await .collection(account, folder)   `OverQuota` if the collection on disk is over its
+        .collection(account)                 `OverQuota` if the collection on disk is over its
                                              limit (normal syncs: sync/meta, start, applyChanges,
                                              applyChunk)
-        .upload(limits)                      a `BodyCheck` for a full upload (sync/upload)
-        await .media(account, folder)        a `BodyCheck` for msync/uploadChanges
+        .upload(account)                     a `BodyCheck` for a full upload (sync/upload)
+        await .media(account)                a `BodyCheck` for msync/uploadChanges
         .media_applied(account, check)       the worker took that upload: remember the total
 
     BodyCheck.chunk(compressed, inflated)    after each metered chunk (uploads/payload.py)
@@ -78,8 +78,10 @@ class UploadCheck(BodyCheck):
 
 
 class MediaCheck(BodyCheck):
-    """Each file against the per-file limit at its header; the account's total once `_meta`
-    says which files the upload adds, replaces and deletes. `total` is what the media takes
+    """Once `_meta` names the files (each file's size came with its header, before its data):
+    each against the per-file limit, by its name (the zip's own names are "0", "1", ...:
+    no help to the user), and the account's total with what the upload adds, replaces and
+    deletes. `total` is what the media takes
     once the worker applies the upload (known after `_meta`, else None)."""
 
     def __init__(self, limits: Limits, media_dir: Path, current: int) -> None:
@@ -87,13 +89,10 @@ class MediaCheck(BodyCheck):
         self._dir = media_dir
         self._current = current
         self.total: int | None = None
-        self._zip = MediaUpload(self._file, self._meta)
+        self._zip = MediaUpload(self._meta)
 
     def inflated(self, data: bytes) -> None:
         self._zip.feed(data)
-
-    def _file(self, name: str, size: int) -> None:
-        rules.check_media_file(self._limits, name, size)
 
     def _meta(self, changes: list[tuple[str, int | None]]) -> None:
         total = self._current
@@ -106,8 +105,14 @@ class MediaCheck(BodyCheck):
 
 
 class QuotaGuard:
-    def __init__(self, defaults: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        defaults: Limits,
+        folder_of: Callable[[Account], Path],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.defaults = defaults
+        self._folder_of = folder_of
         self._clock = clock
         #: account name -> (media bytes, when known)
         self._media: dict[str, tuple[int, float]] = {}
@@ -115,16 +120,17 @@ class QuotaGuard:
     def limits_of(self, account: Account) -> Limits:
         return self.defaults.with_override(override_of(account))
 
-    def collection(self, account: Account, folder: Path) -> None:
+    def collection(self, account: Account) -> None:
         """`OverQuota` when the collection on disk (file and WAL: two stats) is over."""
         limits = self.limits_of(account)
         if limits.collection is not None:
-            rules.check_collection(limits, collection_bytes(folder))
+            rules.check_collection(limits, collection_bytes(self._folder_of(account)))
 
     def upload(self, account: Account) -> BodyCheck:
         return UploadCheck(self.limits_of(account))
 
-    async def media(self, account: Account, folder: Path) -> MediaCheck:
+    async def media(self, account: Account) -> MediaCheck:
+        folder = self._folder_of(account)
         known = self._media.get(account.name)
         if known is None or self._clock() - known[1] > MEDIA_TOTAL_SECONDS:
             total = await asyncio.to_thread(media_bytes, folder)

@@ -19,6 +19,10 @@ this gateway's own (config.py `QuotaConfig`).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import QuotaConfig
 
 MB = 1_000_000
 
@@ -82,6 +86,16 @@ class Limits:
             megs = getattr(override, f.name + "_megs")
             values[f.name] = getattr(self, f.name) if megs is None else _bytes(megs)
         return Limits(**values)
+
+
+def quota_limits(settings: QuotaConfig) -> Limits:
+    """The default `Limits`: the configuration's `quota` section."""
+    return Limits.from_megs(
+        settings.collection_upload_megs,
+        settings.collection_megs,
+        settings.media_megs,
+        settings.media_file_megs,
+    )
 
 
 def megs_text(size: int) -> str:

@@ -7,9 +7,8 @@ with the 26.9 client): *stored* entries named "0", "1", ... (one per file, at mo
 the central directory. So each file's size is in its local header, before its data, and the
 files' names come with `_meta`, before the central directory.
 
-    MediaUpload(on_file, on_meta)
-        .feed(data)     on_file(zip_name, size) at each file's header, before its data;
-                        on_meta(changes) once `_meta` is read: [(filename, size or None)],
+    MediaUpload(on_meta)
+        .feed(data)     on_meta(changes) once `_meta` is read: [(filename, size or None)],
                         None for a deletion; `NotStock` for anything a stock client never sends
                         (a compressed or encrypted entry, sizes after the data, a `_meta` that
                         is not such a list, no `_meta` before the central directory)
@@ -39,12 +38,7 @@ class NotStock(Exception):
 
 
 class MediaUpload:
-    def __init__(
-        self,
-        on_file: Callable[[str, int], None],
-        on_meta: Callable[[list[tuple[str, int | None]]], None],
-    ) -> None:
-        self._on_file = on_file
+    def __init__(self, on_meta: Callable[[list[tuple[str, int | None]]], None]) -> None:
         self._on_meta = on_meta
         self._sizes: dict[str, int] = {}
         self._buf = bytearray()
@@ -102,7 +96,6 @@ class MediaUpload:
                 self._read_meta()
         else:
             self._sizes[name] = size
-            self._on_file(name, size)
         self._skip = size
 
     def _read_meta(self) -> None:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from gateway.uploads.budget import InflationBudget, OverBudget, Share
+from gateway.uploads.budget import InflationBudget, Share
 from gateway.uploads.decoders import DecoderPool
 
 MIB = 1024 * 1024
@@ -86,22 +86,30 @@ class PayloadLimits:
 
 class _Counter:
     """The decompressor's sink: counts inflated bytes; past `granted` it asks `grant` for more
-    (which raises to stop the decompressor)."""
+    (which raises to stop the decompressor); then hands them to `watch`, if any (which may
+    raise too)."""
 
-    def __init__(self, grant: Callable[[int], int]) -> None:
+    def __init__(
+        self, grant: Callable[[int], int], watch: Callable[[bytes], None] | None = None
+    ) -> None:
         self.inflated = 0
         self.granted = 0
         self._grant = grant
+        self._watch = watch
 
     def write(self, data: bytes) -> int:
         self.inflated += len(data)
         if self.inflated > self.granted:
             self.granted = self._grant(self.inflated)
+        if self._watch is not None:
+            self._watch(data)
         return len(data)
 
 
 class PayloadMeter:
-    """One body's meter: `feed()` every chunk, in order, before forwarding it."""
+    """One body's meter: `feed()` every chunk, in order, before forwarding it. `watch` sees the
+    inflated body, in order, piece by piece (quota/guard.py reads a media upload's file sizes
+    there); what it raises, `feed()` raises, and the body is refused."""
 
     def __init__(
         self,
@@ -109,10 +117,11 @@ class PayloadMeter:
         budget: InflationBudget | None = None,
         owners: tuple[str, ...] = (),
         decoders: DecoderPool = DECODERS,
+        watch: Callable[[bytes], None] | None = None,
     ) -> None:
         self.limits = limits
         self._share: Share | None = budget.share(owners) if budget is not None else None
-        self._counter = _Counter(self._grant)
+        self._counter = _Counter(self._grant, watch)
         self._decoders = decoders
         self._decoder: zstandard.ZstdDecompressor | None = decoders.take()
         self._inflater = self._decoder.stream_writer(
@@ -128,8 +137,8 @@ class PayloadMeter:
         return self._counter.inflated
 
     def feed(self, chunk: bytes) -> None:
-        """Counts `chunk`; `TooLarge` or `OverBudget` if the body may not go on (every later
-        call raises `TooLarge`)."""
+        """Counts `chunk`; `TooLarge`, `OverBudget` or what `watch` raised if the body may not
+        go on (every later call raises `TooLarge`)."""
         if self._broken:
             raise TooLarge("already refused")
         self.compressed += len(chunk)
@@ -139,7 +148,7 @@ class PayloadMeter:
                 raise TooLarge(f"more than {limits.max_compressed} bytes on the wire")
             if self.inflating:
                 self._inflate(chunk)
-        except (TooLarge, OverBudget):
+        except Exception:
             self._broken = True
             self._stop_inflating()
             raise
