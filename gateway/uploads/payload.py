@@ -43,8 +43,10 @@ from dataclasses import dataclass
 
 import zstandard
 
-from gateway.uploads.budget import InflationBudget, Share
+from gateway.uploads.budget import InflationBudget, OverBudget, Share
 from gateway.uploads.decoders import DecoderPool
+
+__all__ = ["DECODERS", "InflationBudget", "OverBudget", "PayloadLimits", "PayloadMeter", "TooLarge"]
 
 MIB = 1024 * 1024
 #: Inflated bytes handed to the counter at a time (and dropped).
