@@ -51,6 +51,7 @@ from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.quota import QuotaGuard
 from gateway.quota.limits import quota_limits
+from gateway.quota.usage import limits_by_name
 from gateway.registry import RegistryUnavailable, open_registry
 from gateway.uploads.budget import InflationBudget
 from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
@@ -251,7 +252,10 @@ def create_app(
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
-    app[USAGE] = UsageTotals(config.collections_dir)
+    app[USAGE] = UsageTotals(
+        config.collections_dir,
+        limits=lambda: limits_by_name(app[REGISTRY], quota_limits(config.quota)),
+    )
     app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)

@@ -5,12 +5,18 @@ the metrics show it. Pure: sizes in (ops/usage.py measures them), verdicts and t
                           per-file and upload limits apply to uploads, not to what is stored)
     limit_text(limit)  -> "250.0 MB" or "unlimited"
     share(used, limit) -> used / limit (0.0 when unlimited), for the metrics' histogram
+    await limits_by_name(registry, defaults) -> name -> that account's `Limits` (one read
+                          of every account: the usage totals' walk does it every few minutes)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.ops.usage import Usage
-from gateway.quota.limits import Limits, megs_text
+from gateway.quota.guard import override_of
+from gateway.quota.limits import Limits, Override, megs_text
+from gateway.registry.base import Registry
 
 
 def over(used: Usage, limits: Limits) -> tuple[str, ...]:
@@ -28,3 +34,12 @@ def limit_text(limit: int | None) -> str:
 
 def share(used: int, limit: int | None) -> float:
     return 0.0 if not limit else used / limit
+
+
+async def limits_by_name(registry: Registry, defaults: Limits) -> Callable[[str], Limits]:
+    own = {
+        a.name: defaults.with_override(override_of(a))
+        for a in await registry.all()
+        if override_of(a) != Override()
+    }
+    return lambda name: own.get(name, defaults)
