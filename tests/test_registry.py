@@ -372,9 +372,7 @@ async def test_touch_mark_checked_and_portal_epochs(registry, store):
     assert await registry.count() == 1
 
 
-async def test_quota_overrides_are_set_kept_per_field_and_seen_by_another_process(
-    registry, store
-):
+async def test_quota_overrides_are_set_kept_per_field_and_seen_by_another_process(registry, store):
     await registry.ensure(Identity("sub-1", "alice", None))
     fresh = await registry.get("sub-1")
     assert (fresh.quota_media_megs, fresh.quota_collection_megs) == (None, None)
