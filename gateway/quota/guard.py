@@ -17,8 +17,10 @@ may be long); the rules are limits.py's.
 
 Media totals: walking a media folder of 20,000 files costs tens of milliseconds, and a media
 sync sends up to 25 files a request; so an account's total is walked (in a thread) at most
-every `MEDIA_TOTAL_SECONDS` and moved on by each upload the worker took. A total that is a few
-files off for a while only moves the moment the limit bites by those files.
+every `MEDIA_TOTAL_SECONDS` and moved on by each upload the worker answered 200 (also one
+whose JSON carries the worker's own error: the total then counts files it did not take, until
+the next walk). A total that is a few files off for a while only moves the moment the limit
+bites by those files. At most `MEDIA_TOTALS_KEPT` accounts' totals are kept.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cachetools import TTLCache
+
 from gateway.ops.usage import collection_bytes, media_bytes
 from gateway.quota import limits as rules
 from gateway.quota.limits import Limits, Override
@@ -37,6 +41,7 @@ from gateway.registry.base import Account
 
 #: Seconds an account's media total is trusted before the folder is walked again.
 MEDIA_TOTAL_SECONDS = 600.0
+MEDIA_TOTALS_KEPT = 100_000
 
 
 def override_of(account: Account) -> Override:
@@ -101,7 +106,8 @@ class MediaCheck(BodyCheck):
                 rules.check_media_file(self._limits, filename, size)
             total += (size or 0) - stored_size(self._dir, filename)
         self.total = max(total, 0)
-        rules.check_media_total(self._limits, self.total)
+        if self.total > self._current:  # an upload that frees room always passes
+            rules.check_media_total(self._limits, self.total)
 
 
 class QuotaGuard:
@@ -113,9 +119,10 @@ class QuotaGuard:
     ) -> None:
         self.defaults = defaults
         self._folder_of = folder_of
-        self._clock = clock
-        #: account name -> (media bytes, when known)
-        self._media: dict[str, tuple[int, float]] = {}
+        #: account name -> its media bytes
+        self._media: TTLCache[str, int] = TTLCache(
+            MEDIA_TOTALS_KEPT, MEDIA_TOTAL_SECONDS, timer=clock
+        )
 
     def limits_of(self, account: Account) -> Limits:
         return self.defaults.with_override(override_of(account))
@@ -132,16 +139,10 @@ class QuotaGuard:
     async def media(self, account: Account) -> MediaCheck:
         folder = self._folder_of(account)
         known = self._media.get(account.name)
-        if known is None or self._clock() - known[1] > MEDIA_TOTAL_SECONDS:
-            total = await asyncio.to_thread(media_bytes, folder)
-            known = (total, self._clock())
-            self._media[account.name] = known
-        return MediaCheck(self.limits_of(account), folder / "media", known[0])
+        if known is None:
+            known = self._media[account.name] = await asyncio.to_thread(media_bytes, folder)
+        return MediaCheck(self.limits_of(account), folder / "media", known)
 
     def media_applied(self, account: Account, check: BodyCheck) -> None:
         if isinstance(check, MediaCheck) and check.total is not None:
-            self._media[account.name] = (check.total, self._clock())
-
-    def forget(self, name: str) -> None:
-        """Walk the account's media again next time (its folder changed from outside)."""
-        self._media.pop(name, None)
+            self._media[account.name] = check.total

@@ -40,6 +40,22 @@ def test_the_total_counts_replaced_and_deleted_files_once(tmp_path):
         feed(check, stock_zip({"old.jpg": b"n" * 600, "new.png": b"p" * 300}, ("gone.gif",)))
 
 
+def test_an_upload_that_frees_room_passes_while_the_account_is_over(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "a").write_bytes(b"a" * 500)
+    (media / "b").write_bytes(b"b" * 500)
+    over = MediaCheck(Limits(media=100), media, 1000)
+    feed(over, stock_zip({}, ("a",)))
+    assert over.total == 500
+    shrink = MediaCheck(Limits(media=100), media, 1000)
+    feed(shrink, stock_zip({"b": b"x" * 400}))
+    assert shrink.total == 900
+    grow = MediaCheck(Limits(media=100), media, 1000)
+    with pytest.raises(OverQuota):
+        feed(grow, stock_zip({"b": b"x" * 501}))
+
+
 @pytest.mark.parametrize("name", ["../secret", "a/b", "..", ".", "", "a\\b", "nul\0"])
 def test_names_that_leave_the_media_folder_count_as_no_file(tmp_path, name):
     (tmp_path / "secret").write_bytes(b"s" * 10)
