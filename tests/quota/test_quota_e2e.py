@@ -145,3 +145,27 @@ def test_media_over_the_file_or_total_limit_shows_the_message_and_the_next_media
     bob.sync()
     assert server_files(gw)[huge] == 3 * MB
     bob.close()
+
+
+def test_a_client_skipping_meta_gets_413_for_growth_while_over_and_the_worker_never_sees_it(
+    cognito, tmp_path, start_gateway
+):
+    from gateway import protocol
+    from gateway.appkeys import POOL
+    from tests.conftest import live_worker_pids
+    from tests.test_uploads import send
+
+    gw = started(cognito, tmp_path, start_gateway, collection_megs=1)
+    big = device(tmp_path, "big", gw, megabytes=2.5)
+    set_quota(gw, collection_megs=0)
+    big.sync(media=False)
+    set_quota(gw, collection_megs=None)
+    key = big.auth.hkey
+    big.close()
+    gw.call(gw.app[POOL].stop("bob"))
+    assert live_worker_pids(gw.config.collections_dir) == []
+    body = protocol.compress(b'{"minUsn":0,"lnewer":true,"graves":null}')
+    for method in ("sync/start", "sync/applyChanges", "sync/applyChunk"):
+        status, _ = gw.call(send(gw.url, key, body, method))
+        assert status == 413
+    assert live_worker_pids(gw.config.collections_dir) == []  # refused before any worker
