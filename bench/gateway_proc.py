@@ -38,11 +38,12 @@ from aiohttp import web
 
 from gateway import config as config_mod
 from gateway import logs
-from gateway.app import create_app
+from gateway.app import create_app, server_options
 from gateway.appkeys import LOGIN, POOL, REGISTRY
 from gateway.auth.login import LoginResult
 from gateway.identity.cognito import CognitoProvider
 from gateway.identity.provider import Identity
+from gateway.web.connections import Runner
 
 
 class TimedProvider:
@@ -159,7 +160,7 @@ def control_app(gateway: web.Application, provider: TimedProvider) -> web.Applic
 async def serve(config: config_mod.Config, control_port: int) -> None:
     provider = TimedProvider(CognitoProvider(config.cognito))
     app = create_app(config, provider=provider)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = Runner(app, access_log=None, handle_signals=False, **server_options(config))
     await runner.setup()
     await web.TCPSite(runner, config.server.host, config.server.port).start()
     control = web.AppRunner(control_app(app, provider), access_log=None)

@@ -13,19 +13,21 @@ Every request passes three middlewares (web/middlewares.py): the error tree to H
 line per request, a bound on requests in flight per client address (web/addresses.py), and the
 refusal of bodies with a Content-Encoding (aiohttp would inflate them). Bodies
 are read at the client's pace or not at all (web/bodies.py, web/pace.py); headers must arrive within
-`server.header_timeout_seconds` (`server_options()`).
+`server.header_timeout_seconds`, and idle keep-alive connections last
+`server.keepalive_seconds` (`server_options()`, web/connections.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import logs, protocol
+from gateway import logs, metrics, protocol
 from gateway.appkeys import (
     ACCOUNT,
     CONFIG,
@@ -44,6 +46,7 @@ from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.backup.gate import BackupGate
 from gateway.config import Config
+from gateway.containment import Limits, open_containment
 from gateway.errors import NotFound
 from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
@@ -53,11 +56,13 @@ from gateway.quota import QuotaGuard
 from gateway.quota.limits import quota_limits
 from gateway.quota.usage import limits_by_name
 from gateway.registry import RegistryUnavailable, open_registry
+from gateway.syncsession import SessionGuard
 from gateway.uploads.budget import InflationBudget
 from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.web import librarylogs, openfiles
 from gateway.web.addresses import InFlight
 from gateway.web.bodies import read_capped
+from gateway.web.connections import Runner, constant_server
 from gateway.web.middlewares import (
     IN_FLIGHT,
     client_address,
@@ -128,6 +133,7 @@ def create_app(
         middlewares=[errors_and_access_log, per_address_limit, refuse_encoded_bodies],
         client_max_size=1024**2,
     )
+    constant_server(app)
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight(config.server.max_requests_per_address)
     app[PACING] = Pacing(
@@ -150,7 +156,13 @@ def create_app(
             found = await registry.get_by_name(account)
             return password_for(account, found.key_generation if found else 0)
 
-        pool = WorkerPool.from_config(config, worker_password)
+        containment = open_containment(
+            Limits.from_config(config.workers),
+            config.workers.containment,
+            config.workers.cgroup_dir,
+        )
+        metrics.containment(containment.mode)
+        pool = WorkerPool.from_config(config, worker_password, containment)
         upstream = new_upstream_session()
         reused = new_upstream_session(reuse=True)
         app[REGISTRY], app[PROVIDER], app[POOL] = registry, chosen, pool
@@ -172,7 +184,11 @@ def create_app(
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
-        gate = BackupGate(config.collections_dir, pool)
+        gate = BackupGate(
+            config.collections_dir,
+            pool,
+            sync_idle_limit=config.workers.sync_session_idle_seconds,
+        )
         login.gate = gate
         cluster = None
         adopting: asyncio.Task[int] | None = None
@@ -209,6 +225,7 @@ def create_app(
             ),
             gate,
             cluster,
+            SessionGuard(config.collections_dir, idle=config.workers.sync_session_idle_seconds),
             QuotaGuard(quota_limits(config.quota), registry.folder),
         )
         await pool.start()
@@ -359,14 +376,12 @@ def add_cluster_routes(app: web.Application, prefix: str) -> None:
 
 
 def server_options(config: Config) -> dict[str, Any]:
-    """aiohttp's server settings from the config (for `run_app` and `AppRunner` alike).
-
-    aiohttp's keep-alive timer runs from the moment a connection opens and after each answer,
-    and closes a connection whose next request's headers are not complete by then: it is the
-    header-read timeout as well (measured with aiohttp 3.14: a silent connection and one
-    trickling header lines are both closed on time).
-    """
-    return {"keepalive_timeout": config.server.header_timeout_seconds}
+    """The connection settings of `connections.Runner` from the config (for `run()` and the
+    tests alike): keep-alive idle time apart from the header deadline (web/connections.py)."""
+    return {
+        "keepalive_timeout": config.server.keepalive_seconds,
+        "header_timeout": config.server.header_timeout_seconds,
+    }
 
 
 def run(config: Config, provider: IdentityProvider | None = None) -> None:
@@ -375,13 +390,20 @@ def run(config: Config, provider: IdentityProvider | None = None) -> None:
     logs.configure(config.logging.level, config.logging.format)
     before, after = openfiles.raise_soft_limit()
     log.info("open file limit", extra={"before": before, "after": after})
-    web.run_app(
-        create_app(config, provider=provider),
-        host=config.server.host,
-        port=config.server.port,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-        shutdown_timeout=10,
-        **server_options(config),
+    asyncio.run(_serve(config, create_app(config, provider=provider)))
+
+
+async def _serve(config: Config, app: web.Application) -> None:
+    runner = Runner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=10, **server_options(config)
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.server.host, config.server.port).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()

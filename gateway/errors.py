@@ -10,10 +10,14 @@
     │                                    answer it as a message Anki shows (proxy.py)
     ├── EncodedBody                 415  a request body with a Content-Encoding
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
+    ├── SyncConflict                409  another device's sync holds the account (syncsession/)
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
     │   └── TooManyInFlight         429  too many requests in flight from one address
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
-    │   └── Overloaded              503  bodies in flight inflate to the budget (uploads/payload.py)
+    │   ├── Overloaded              503  bodies in flight inflate to the budget (uploads/payload.py)
+    │   └── WorkerDied              503  the worker died during the request (e.g. at its
+    │                                    memory limit, gateway/containment/); a fresh one
+    │                                    serves the retry
     ├── WorkerFailed                502  a worker could not start or broke mid-request
     └── WorkerTimeout               504  a worker did not become ready in time
 
@@ -113,6 +117,14 @@ class AuthFailed(GatewayError):
     public = "authentication failed"
 
 
+class SyncConflict(GatewayError):
+    """Another device's collection sync holds the account: the stock server's own answer for
+    it, which Anki shows as "Only one copy of Anki can sync to your account at once"."""
+
+    status = 409
+    public = "409"
+
+
 class TooManyAttempts(GatewayError):
     status = 429
     public = "too many attempts, try again later"
@@ -138,6 +150,13 @@ class Overloaded(Unavailable):
     with this one: try again shortly."""
 
     public = "server busy, try again later"
+
+
+class WorkerDied(Unavailable):
+    """The account's worker exited during the request (killed at its memory limit, or
+    crashed): retryable, the next request starts a fresh worker."""
+
+    public = "sync backend restarted, try again later"
 
 
 class WorkerFailed(GatewayError):

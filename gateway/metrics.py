@@ -21,8 +21,9 @@ last walk (ops/usagetotals.py), never from a walk per scrape.
     revocation(reason)                      suspended signed_out deleted
     recheck_postponed()
     provisioning(outcome)                   created existing refused unavailable error
-    worker_started(seconds) / worker_crashed() / worker_evicted() / queue_wait(seconds) /
-    worker_unavailable()
+    worker_started(seconds) / worker_died(reason) / worker_evicted() / queue_wait(seconds) /
+    worker_unavailable()                    reason: memory crash
+    containment(mode)                       the worker containment in force (info gauge)
     proxied(direction, count)               direction: upload (client → worker), download
     registry_error(kind)                    kind: throttled unavailable misconfigured
     registry_stale_answer()                 a key answered from memory while DynamoDB failed
@@ -38,7 +39,7 @@ import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -111,7 +112,18 @@ _WORKER_START_SECONDS = Histogram(
 )
 _WORKER_CRASHES = Counter(
     "gateway_worker_crashes_total",
-    "Sync servers found dead (not stopped by us).",
+    "Sync servers found dead (not stopped by us), whatever the reason.",
+    registry=REGISTRY,
+)
+_WORKER_KILLS = Counter(
+    "gateway_worker_memory_kills_total",
+    "Sync servers that died at their memory limit (workers.max_memory_megs).",
+    registry=REGISTRY,
+)
+_CONTAINMENT = Gauge(
+    "gateway_worker_containment",
+    "1 for the worker containment mode in force: cgroup (v2) or rlimit (per process).",
+    ["mode"],
     registry=REGISTRY,
 )
 _WORKER_EVICTIONS = Counter(
@@ -234,8 +246,16 @@ def worker_started(seconds: float) -> None:
     _WORKER_START_SECONDS.observe(seconds)
 
 
-def worker_crashed() -> None:
+def worker_died(reason: str) -> None:
+    """A worker exited unasked; `reason` "memory" (at its limit) or "crash"."""
     _WORKER_CRASHES.inc()
+    if reason == "memory":
+        _WORKER_KILLS.inc()
+
+
+def containment(mode: str) -> None:
+    for each in ("cgroup", "rlimit"):
+        _CONTAINMENT.labels(each).set(1 if each == mode else 0)
 
 
 def worker_evicted() -> None:

@@ -67,6 +67,7 @@ from gateway.errors import (
     Overloaded,
     QuotaReached,
     Unavailable,
+    WorkerDied,
     WorkerFailed,
     WorkerTimeout,
 )
@@ -74,6 +75,7 @@ from gateway.quota import OverQuota, QuotaGuard, answers
 from gateway.quota.guard import BodyCheck
 from gateway.quota.mediaupload import NotStock
 from gateway.registry.base import Account
+from gateway.syncsession import SessionGuard, Turn
 from gateway.uploads import payload
 from gateway.web.bodies import (
     StreamedBody,
@@ -225,8 +227,10 @@ class Proxy:
         budget: payload.InflationBudget | None = None,
         gate: BackupGate | None = None,
         cluster: Cluster | None = None,
+        sessions: SessionGuard | None = None,
         quota: QuotaGuard | None = None,
     ) -> None:
+        self._sessions = sessions
         self._quota = quota
         self._gate = gate
         self._cluster = cluster
@@ -397,12 +401,25 @@ class Proxy:
         body, reuse = await self._body(request, upstream_path, meter, check)
         await self._still_owner(sub_and_name[0])
         account = sub_and_name[1]
-        # Past a backup of the account only now: a body still arriving holds no worker, and a
-        # sync cut while its body arrived must not reach the fresh worker (backup/gate.py).
-        async with self._passage(account, upstream_path, session) as passage:
-            response = await self._send(request, upstream_path, account, body, reuse=reuse)
-            passage.status = response.status
-            return response
+        # One collection sync per account (syncsession/): decided once the body is here.
+        async with self._turn(account, upstream_path, session) as turn:
+            if turn.answer is not None:
+                return turn.answer
+            # Past a backup of the account only now: a body still arriving holds no worker,
+            # and a sync cut while its body arrived must not reach the fresh worker
+            # (backup/gate.py).
+            async with self._passage(account, upstream_path, session) as passage:
+                response = await self._send(request, upstream_path, account, body, reuse=reuse)
+                passage.status = turn.status = response.status
+                return response
+
+    def _turn(
+        self, account: str, upstream_path: str, session: str
+    ) -> contextlib.AbstractAsyncContextManager[Turn]:
+        """This request's turn in the account's one sync (syncsession/); none without a guard."""
+        if self._sessions is None:
+            return contextlib.nullcontext(Turn())
+        return self._sessions.turn(account, upstream_path, session)
 
     async def _send(
         self,
@@ -426,6 +443,13 @@ class Proxy:
                     await self._pool.report_broken(account)
                     if attempt == 2:
                         raise WorkerFailed("worker refused the connection") from None
+                except WorkerFailed as exc:
+                    # Killed at its memory limit, or crashed: retryable, never a 403
+                    # (gateway/containment/). A fresh worker serves the next request.
+                    death = await self._pool.report_broken(account)
+                    if death is not None:
+                        raise WorkerDied(f"worker died: {death.detail}") from exc
+                    raise
         raise WorkerFailed("worker closed the connection")
 
     async def _refuse_body(

@@ -42,8 +42,11 @@ def bomb(prefix: int = 300_000, zeros: int = 301 * MIB) -> bytes:
     return out.compress(os.urandom(prefix)) + out.compress(b"\0" * zeros) + out.flush()
 
 
-async def send(url: str, key: str, body: bytes, path: str = "sync/upload") -> tuple[int, bytes]:
-    """POSTs `body` chunked in 4 KiB pieces, as Anki does; (status, inflated answer)."""
+async def send(
+    url: str, key: str, body: bytes, path: str = "sync/upload", *, with_headers: bool = False
+) -> tuple[int, bytes] | tuple[int, bytes, dict[str, str]]:
+    """POSTs `body` chunked in 4 KiB pieces, as Anki does; (status, inflated answer), and the
+    answer's headers if `with_headers`."""
 
     async def chunks():
         for i in range(0, len(body), 4096):
@@ -55,6 +58,8 @@ async def send(url: str, key: str, body: bytes, path: str = "sync/upload") -> tu
             raw = await r.read()
             if r.status == 200:
                 raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+            if with_headers:
+                return r.status, raw, dict(r.headers)
             return r.status, raw
 
 

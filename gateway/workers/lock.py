@@ -8,7 +8,8 @@ Contract:
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
   the worker is ready. A loser gets the port of the holder's worker once that answers `/health`,
   and `Unavailable` (503) if it does not within `wait`. An account whose import was cut off
-  (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again.
+  (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again; so is one
+  whose restore was cut off while it swapped the files (`RESTORING`), until `restore` runs again.
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
   process exclude each other as two gateway processes do, and the kernel drops the lock when the
   holder dies, even by SIGKILL — a crashed gateway never blocks an account.
@@ -38,6 +39,9 @@ LOCK_NAME = ".gateway-worker.lock"
 #: In an account folder while `accounts import` moves a folder in (importer/move.py); the
 #: account is not served until the import completes (a sync would mix with its media index).
 IMPORTING = ".gateway-import"
+#: In an account folder while a restore swaps its files (backup/swap.py); a restore killed
+#: meanwhile leaves it, and the account is not served until a restore is run again.
+RESTORING = ".gateway-restore-swap"
 RETRY_INTERVAL = 0.05
 
 
@@ -158,6 +162,9 @@ async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
                 raise Unavailable(
                     f"an import into {account} was cut off: run `accounts import` again"
                 )
+            if (path.parent / RESTORING).exists():
+                lock.release()
+                raise Unavailable(f"a restore of {account} was cut off: run `restore` again")
             return Claim(lock=lock)
         # Another process holds it: its worker may still be starting (nothing published yet)
         # or stopping; either settles within a start timeout.
