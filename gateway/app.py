@@ -52,6 +52,9 @@ from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import Proxy, new_upstream_session
+from gateway.quota import QuotaGuard
+from gateway.quota.limits import quota_limits
+from gateway.quota.usage import limits_by_name
 from gateway.registry import RegistryUnavailable, open_registry
 from gateway.syncsession import SessionGuard
 from gateway.uploads.budget import InflationBudget
@@ -225,6 +228,7 @@ def create_app(
             gate,
             cluster,
             SessionGuard(config.collections_dir, idle=config.workers.sync_session_idle_seconds),
+            QuotaGuard(quota_limits(config.quota), registry.folder),
         )
         await pool.start()
         await gate.start()
@@ -267,7 +271,10 @@ def create_app(
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
-    app[USAGE] = UsageTotals(config.collections_dir)
+    app[USAGE] = UsageTotals(
+        config.collections_dir,
+        limits=lambda: limits_by_name(app[REGISTRY], quota_limits(config.quota)),
+    )
     app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
