@@ -44,6 +44,8 @@ from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import PROXY
+from gateway.quota.limits import quota_limits
+from gateway.quota.usage import limits_by_name
 from gateway.resources import add_resources
 from gateway.retention.gauges import PruneGauges
 from gateway.web import librarylogs, openfiles
@@ -128,7 +130,10 @@ def create_app(
     )
 
     add_resources(app, provider)
-    app[USAGE] = UsageTotals(config.collections_dir)
+    app[USAGE] = UsageTotals(
+        config.collections_dir,
+        limits=lambda: limits_by_name(app[REGISTRY], quota_limits(config.quota)),
+    )
     app[GAUGES] = (BackupGauges(config.data_dir), PruneGauges(config.data_dir))
     app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)

@@ -223,6 +223,21 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
+class QuotaConfig:
+    #: Largest collection a full upload (sync/upload) may send, compressed, in MB (1,000,000
+    #: bytes); 0: unlimited. AnkiWeb's figure: 100.
+    collection_upload_megs: int = 100
+    #: Largest collection uncompressed, in MB: a full upload inflated, and the collection on
+    #: the server's disk before a normal sync; 0: unlimited. AnkiWeb's figure: 250.
+    collection_megs: int = 250
+    #: All of an account's media files together, in MB; 0: unlimited. AnkiWeb publishes no
+    #: such figure: this default is the gateway's own.
+    media_megs: int = 1000
+    #: Largest single media file, in MB; 0: unlimited. AnkiWeb's figure: 100.
+    media_file_megs: int = 100
+
+
+@dataclass(frozen=True)
 class ProvisionConfig:
     #: Accepted `X-API-Key` values for `POST /provision-user` (two during a rotation), each at least
     #: 16 characters. None: the route is off (404). Comma-separated in the environment.
@@ -380,6 +395,7 @@ class Config:
     cognito: CognitoConfig = field(default_factory=CognitoConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
     provision: ProvisionConfig = field(default_factory=ProvisionConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -407,6 +423,7 @@ SECTIONS = {
     "cognito": CognitoConfig,
     "auth": AuthConfig,
     "workers": WorkersConfig,
+    "quota": QuotaConfig,
     "provision": ProvisionConfig,
     "portal": PortalConfig,
     "metrics": MetricsConfig,
@@ -669,6 +686,9 @@ def validate(config: Config) -> list[str]:
         problems.append("cognito.client_id: required (GATEWAY_COGNITO_CLIENT_ID)")
     problems += _validate_portal(config.portal)
     problems += _validate_registry(config.registry)
+    for f in dataclasses.fields(QuotaConfig):
+        if getattr(config.quota, f.name) < 0:
+            problems.append(f"quota.{f.name}: 0 (unlimited) or more")
     m = config.metrics
     if not 0 <= m.port <= 65535:
         problems.append("metrics.port: 0 to 65535")

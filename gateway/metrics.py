@@ -185,6 +185,14 @@ _CLUSTER_HEARTBEAT_FAILURES = Counter(
 )
 
 
+_QUOTA_REFUSED = Counter(
+    "gateway_quota_refused_total",
+    "Sync requests refused because an account reached a storage limit, by method.",
+    ["method"],
+    registry=REGISTRY,
+)
+
+
 def route_kind(path: str, prefix: str) -> str:
     """The fixed label of a request path (never the path itself: it is the client's text)."""
     rest = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
@@ -275,6 +283,10 @@ def registry_error(kind: str) -> None:
 
 def registry_stale_answer() -> None:
     _REGISTRY_STALE.inc()
+
+
+def quota_refused(method: str) -> None:
+    _QUOTA_REFUSED.labels(method).inc()
 
 
 def cluster_route(outcome: str) -> None:

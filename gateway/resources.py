@@ -40,6 +40,8 @@ from gateway.auth.revalidation import Revalidator
 from gateway.backup.gate import BackupGate
 from gateway.cluster.internal import CLUSTER
 from gateway.proxy import PROXY, Proxy, new_upstream_session
+from gateway.quota import QuotaGuard
+from gateway.quota.limits import quota_limits
 from gateway.registry import RegistryUnavailable, open_registry
 from gateway.uploads.budget import InflationBudget
 from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
@@ -211,6 +213,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
         app[_GATE],
         cluster,
         SessionGuard(config.collections_dir, idle=workers.sync_session_idle_seconds),
+        QuotaGuard(quota_limits(config.quota), registry.folder),
     )
     if cluster is None or config.cluster.storage != "local":
         yield

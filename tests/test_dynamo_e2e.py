@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from anki.errors import SyncError
+from anki.errors import BackendError, SyncError
 
 from tests.ankiclient import Client, is_auth_error
 from tests.conftest import REGION
@@ -142,5 +142,14 @@ def test_login_sync_and_a_command_line_sign_out_through_a_dynamodb_registry(
     laptop.login("alice", PASSWORD, gw.url)
     laptop.sync()
     assert laptop.note_fronts() == {"written through a DynamoDB registry", "after signing out"}
+
+    # The operator's per-account limit, set in the table from the command line, reaches the
+    # running gateway: a media file over it gets Anki's message.
+    limited = cli("quota", "alice", "--media-file-megs", "1")
+    assert limited.returncode == 0 and "media_file: 1 MB" in limited.stdout, limited.stderr
+    time.sleep(CACHE_SECONDS + 0.5)
+    phone.add_media("clip.mp4", os.urandom(1_100_000))
+    with pytest.raises(BackendError, match="over this server's limit of 1.0 MB per file"):
+        phone.sync()
     for device in (phone, laptop):
         device.close()

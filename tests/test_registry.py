@@ -372,6 +372,36 @@ async def test_touch_mark_checked_and_portal_epochs(registry, store):
     assert await registry.count() == 1
 
 
+async def test_quota_overrides_are_set_kept_per_field_and_seen_by_another_process(registry, store):
+    await registry.ensure(Identity("sub-1", "alice", None))
+    fresh = await registry.get("sub-1")
+    assert (fresh.quota_media_megs, fresh.quota_collection_megs) == (None, None)
+    assert await registry.set_quota("sub-1", {"quota_media_megs": 5, "quota_collection_megs": 0})
+    assert await registry.set_quota("sub-1", {"quota_media_file_megs": 2})
+    account = await registry.get("sub-1")
+    assert (
+        account.quota_collection_upload_megs,
+        account.quota_collection_megs,
+        account.quota_media_megs,
+        account.quota_media_file_megs,
+    ) == (None, 0, 5, 2)
+    # Back to the default for one field; the others stay.
+    assert await registry.set_quota("sub-1", {"quota_media_megs": None})
+    other = store.open()
+    store.settle()
+    seen = await other.get_by_name(account.name)
+    assert (seen.quota_collection_megs, seen.quota_media_megs, seen.quota_media_file_megs) == (
+        0,
+        None,
+        2,
+    )
+    assert not await registry.set_quota("no-such-sub", {"quota_media_megs": 1})
+    assert await registry.get("no-such-sub") is None
+    for bad in ({"quota_media_megs": -1}, {"quota_media_megs": 1.5}, {"status": 1}):
+        with pytest.raises(ValueError):
+            await registry.set_quota("sub-1", bad)
+
+
 async def test_delete_removes_the_account_its_name_claim_and_its_keys(registry, store):
     await registry.ensure(Identity("sub-1", "alice", None))
     await registry.ensure(Identity("sub-2", "bob", None))

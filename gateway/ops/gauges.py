@@ -1,6 +1,6 @@
 """The gauges of one running gateway, read at scrape time from its app: workers by state and
 their bound, accounts by status, the data folder's file system (free and size, bytes), and the
-usage totals of the last walk (ops/usagetotals.py; never a walk per scrape).
+usage totals and quota shares of the last walk (ops/usagetotals.py; never a walk per scrape).
 
     AppGauges(app, accounts)   a prometheus-client `Collector`; `accounts` is {status: count}
                                from the registry, read by the caller since registry calls are
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway import metrics
@@ -83,6 +83,29 @@ def _usage(app: web.Application) -> Iterator[Any]:
         family = GaugeMetricFamily(name, text)
         family.add_metric([], getattr(totals, value))
         yield family
+    over = GaugeMetricFamily(
+        "gateway_quota_accounts_over",
+        "Accounts whose stored collection or media is over its limit.",
+    )
+    over.add_metric([], totals.over_quota)
+    yield over
+    for name, shares in (("collection", totals.collection_shares), ("media", totals.media_shares)):
+        yield _share_histogram(name, shares)
+
+
+#: Shares of a limit (1.0 = at the limit) the quota histograms count accounts under.
+QUOTA_SHARE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
+
+
+def _share_histogram(kind: str, shares: tuple[float, ...]) -> HistogramMetricFamily:
+    """Accounts by how much of their `kind` limit they use (the last walk; unlimited: 0)."""
+    family = HistogramMetricFamily(
+        f"gateway_quota_{kind}_share",
+        f"Accounts by their stored {kind} as a share of its limit (1 = at the limit).",
+    )
+    buckets = [(str(b), sum(1 for s in shares if s <= b)) for b in QUOTA_SHARE_BUCKETS]
+    family.add_metric([], buckets + [("+Inf", len(shares))], sum(shares))
+    return family
 
 
 def render(app: web.Application, accounts: dict[str, int] | None) -> bytes:

@@ -59,6 +59,10 @@ from gateway.portal.directory import (
     WrongCode,
 )
 from gateway.portal.keys import DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
+from gateway.quota import usage as quota_usage
+from gateway.quota.guard import override_of
+from gateway.quota.limits import quota_limits
+from gateway.quota.usage import limit_text
 from gateway.web.middlewares import client_address
 
 log = logging.getLogger("gateway.portal")
@@ -217,6 +221,7 @@ async def home(request: web.Request) -> web.StreamResponse:
         raise redirect(request, "signin", request.query.get("m", ""))
     registry = request.config_dict[REGISTRY]
     used = usage(registry.folder(account))
+    limits = quota_limits(request.config_dict[CONFIG].quota).with_override(override_of(account))
     synced = (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(account.last_seen))
         if account.last_seen > account.created_at
@@ -231,6 +236,10 @@ async def home(request: web.Request) -> web.StreamResponse:
         collection_size=human_bytes(used.collection_bytes),
         media_files=used.media_files,
         media_size=human_bytes(used.media_bytes),
+        collection_limit=limit_text(limits.collection),
+        media_limit=limit_text(limits.media),
+        media_file_limit=limit_text(limits.media_file),
+        over_quota=quota_usage.over(used, limits),
         devices_form=await bind(request, forms.ConfirmActionForm, prefix=DEVICES),
         signout_form=await bind(request, forms.ConfirmActionForm, prefix=SIGNOUT),
         delete_form=await bind(request, forms.DeleteForm, prefix=DELETE),

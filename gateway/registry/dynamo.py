@@ -5,7 +5,8 @@ which owns the `node#` and `owner#` items; this module never writes, changes or 
 its scans read past them, filtered out by DynamoDB):
 
     account#<sub>     sub name cognito_username email status created_at last_seen checked_at
-                      key_generation portal_epoch, and the index keys username_key email_key
+                      key_generation portal_epoch [quota_*_megs], and the index keys
+                      username_key email_key
     name#<name>       sub [retired_at]   the claim on an account name (unique names); kept,
                                          retired, when the account is deleted (never reused)
     key#<sha256>      sub generation created_at key_sub name    one issued host key (its digest);
@@ -54,7 +55,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ from gateway.identity.spelling import canonical
 from gateway.registry import transfer
 from gateway.registry.base import (
     ACTIVE,
+    QUOTA_FIELDS,
     SEEN_EVERY,
     Account,
     IssuedKey,
@@ -77,6 +79,7 @@ from gateway.registry.base import (
     RetiredName,
     key_admits,
     key_digest,
+    quota_values,
 )
 
 if TYPE_CHECKING:
@@ -178,6 +181,7 @@ def _account(item: dict[str, Any] | None) -> Account | None:
         checked_at=number("checked_at"),
         key_generation=int(number("key_generation")),
         portal_epoch=int(number("portal_epoch")),
+        **{name: int(item[name]["N"]) for name in QUOTA_FIELDS if name in item},
     )
 
 
@@ -198,6 +202,9 @@ def _account_item(account: Account) -> dict[str, Any]:
     }
     if account.email is not None:
         item |= {"email": _s(account.email), "email_key": _s(canonical(account.email))}
+    for name in QUOTA_FIELDS:
+        if getattr(account, name) is not None:
+            item[name] = _n(getattr(account, name))
     return item
 
 
@@ -331,9 +338,10 @@ class DynamoRegistry(Registry):
             "Key": {"pk": _s(ACCOUNT + sub)},
             "UpdateExpression": expression,
             "ConditionExpression": condition,
-            "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",
         }
+        if values:  # DynamoDB refuses an empty map (an update that only removes attributes)
+            params["ExpressionAttributeValues"] = values
         names = {k: v for k, v in _NAMES.items() if k in expression + condition}
         if names:
             params["ExpressionAttributeNames"] = names
@@ -565,6 +573,26 @@ class DynamoRegistry(Registry):
 
     async def end_portal_sessions(self, sub: str) -> None:
         await self._update(sub, "ADD portal_epoch :one", {":one": _n(1)})
+
+    async def set_quota(self, sub: str, megs: Mapping[str, int | None]) -> bool:
+        """See `Registry.set_quota`: one UpdateItem (SET the limits given, REMOVE those back
+        to the default), only on an existing account."""
+        values = quota_values(megs)
+        if not values:
+            return await self.get(sub) is not None
+        given = {k: v for k, v in values.items() if v is not None}
+        expression = " ".join(
+            part
+            for part in (
+                "SET " + ", ".join(f"{k} = :{k}" for k in given) if given else "",
+                "REMOVE " + ", ".join(k for k in values if k not in given)
+                if len(given) < len(values)
+                else "",
+            )
+            if part
+        )
+        attribute_values = {f":{k}": _n(v) for k, v in given.items()}
+        return await self._update(sub, expression, attribute_values) is not None
 
     async def seen(self, account: Account) -> None:
         """See `Registry.seen`. Never raises: "last sync" is not worth a failed sync."""

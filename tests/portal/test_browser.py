@@ -311,3 +311,35 @@ def test_download_my_data_saves_a_package_that_anki_imports_whole(
         fronts,
         {"kept.png": b"\x89PNG not really" * 300},
     )
+
+
+def test_the_account_page_shows_usage_against_the_accounts_limits(
+    portal_gateway: Any, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    gw, _ = portal_gateway(quota={"media_megs": 2})
+    base = gw.url + "account/"
+    sign_up_and_confirm(browser, base, "keeper@example.com")
+    sign_in(browser, base, "keeper@example.com")
+    assert text(browser, "#collection-size") == "0 bytes of 250.0 MB"
+    assert text(browser, "#media-files") == "0 (0 bytes of 2.0 MB)"
+    assert text(browser, "#media-file-limit") == "100.0 MB"
+
+    device = Client(tmp_path / "device")
+    device.add_media("song.mp3", os.urandom(1_500_000))
+    device.login("keeper@example.com", PORTAL_PASSWORD, gw.url)
+    device.sync()
+    device.close()
+    browser.get(base)
+    assert text(browser, "#media-files") == "1 (1.5 MB of 2.0 MB)"
+    assert text(browser, "#collection-size").endswith(" of 250.0 MB")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#over-media, #over-collection")
+
+    # The operator lowers this account's media limit below what it holds.
+    registry = gw.registry
+    registry.set_quota(registry.get_by_name("keeper").sub, {"quota_media_megs": 1})
+    browser.get(base)
+    assert text(browser, "#media-files") == "1 (1.5 MB of 1.0 MB)"
+    assert "Your media is over this server's limit" in text(browser, "#over-media")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#over-collection")
