@@ -136,7 +136,7 @@ def test_usage_totals_over_all_accounts_are_gauges_without_names(
     while "gateway_usage_media_files{}" not in (got := scrape(metrics_url(fresh))):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    from gateway.ops.usage import usage
+    from gateway.workers.usage import usage
 
     used = usage(config.collections_dir / "kim")
     assert used.media_files == 1 and used.collection_bytes > 0

@@ -56,7 +56,6 @@ import time
 from pathlib import Path
 
 from gateway.config import Config
-from gateway.ops.usage import Usage, human_bytes, usage
 from gateway.quota import usage as quota_usage
 from gateway.quota.guard import override_of
 from gateway.quota.limits import quota_limits
@@ -72,6 +71,7 @@ from gateway.registry import (
     open_registry,
 )
 from gateway.registry.base import QUOTA_FIELDS
+from gateway.workers.usage import Usage, human_bytes, usage
 
 
 def add_arguments(parser: argparse.ArgumentParser, common: list[argparse.ArgumentParser]) -> None:

@@ -41,9 +41,9 @@ from gateway.importer.folder import COLLECTION, AlreadyImported, Skipped, Source
 from gateway.importer.judge import collection_problem
 from gateway.importer.match import Directory, Matched, Unmatched, match
 from gateway.importer.move import Refused, finish_marked, move, target_problem
-from gateway.ops.usage import human_bytes
 from gateway.registry import REGISTRY_FILE, Account, Registry, open_registry
 from gateway.workers.lock import try_lock
+from gateway.workers.usage import human_bytes
 
 #: Media files named per folder in the report before "... and N more".
 SHOWN_LEFT = 10

@@ -1,2 +1,2 @@
-"""Operations: the metrics exposition listener, readiness, account usage and its totals, and
-the Cognito set-up probe of `check-config --probe`."""
+"""Operations: the metrics exposition listener and the gauges it reads, readiness, the usage
+totals over all accounts, and the Cognito set-up probe of `check-config --probe`."""

@@ -26,9 +26,9 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.appkeys import USAGE
-from gateway.ops.usage import usage
 from gateway.quota import usage as quota_usage
 from gateway.quota.limits import Limits
+from gateway.workers.usage import usage
 
 log = logging.getLogger(__name__)
 

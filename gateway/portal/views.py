@@ -49,7 +49,6 @@ from gateway.export import make as make_export
 from gateway.export.download import Ticket, send
 from gateway.identity.provider import UnknownUser
 from gateway.identity.spelling import canonical
-from gateway.ops.usage import human_bytes, usage
 from gateway.portal import forms
 from gateway.portal.directory import (
     AlreadyConfirmed,
@@ -64,6 +63,7 @@ from gateway.quota.guard import override_of
 from gateway.quota.limits import quota_limits
 from gateway.quota.usage import limit_text
 from gateway.web.middlewares import client_address
+from gateway.workers.usage import human_bytes, usage
 
 log = logging.getLogger("gateway.portal")
 routes = web.RouteTableDef()

@@ -34,10 +34,10 @@ from pathlib import Path
 
 from cachetools import TTLCache
 
-from gateway.ops.usage import collection_bytes, media_bytes
 from gateway.quota import limits as rules
 from gateway.quota.limits import Limits, Override
 from gateway.registry.base import Account
+from gateway.workers.usage import collection_bytes, media_bytes
 
 #: Seconds an account's media total is trusted before the folder is walked again.
 MEDIA_TOTAL_SECONDS = 600.0

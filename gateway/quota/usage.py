@@ -1,5 +1,5 @@
 """An account's usage against its limits, as the portal, `accounts list`/`accounts quota` and
-the metrics show it. Pure: sizes in (ops/usage.py measures them), verdicts and text out.
+the metrics show it. Pure: sizes in (workers/usage.py measures them), verdicts and text out.
 
     over(used, limits) -> ("collection", "media")   the limits the stored data is over (the
                           per-file and upload limits apply to uploads, not to what is stored)
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.ops.usage import Usage
 from gateway.quota.guard import override_of
 from gateway.quota.limits import Limits, Override, megs_text
 from gateway.registry.base import Registry
+from gateway.workers.usage import Usage
 
 
 def over(used: Usage, limits: Limits) -> tuple[str, ...]:
