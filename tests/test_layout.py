@@ -1,4 +1,5 @@
-"""The import graph (grimp, which import-linter is built on): no cycles, metrics at the bottom.
+"""The import graph (grimp, which import-linter is built on): no cycles, metrics at the bottom;
+package `__init__` files hold a docstring and re-exports only.
 
 The layer contract itself is in pyproject.toml ([tool.importlinter], `lint-imports` in `make
 lint`); these tests pin what a list of layers alone does not: no loop among the modules of one
@@ -8,11 +9,15 @@ TYPE_CHECKING:`) run nothing and are left out, as in the contract.
 
 from __future__ import annotations
 
+import ast
 from collections import defaultdict, deque
 from collections.abc import Callable
+from pathlib import Path
 
 import grimp
 import pytest
+
+import gateway
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +86,19 @@ def test_no_package_imports_itself_through_others(graph):
 
 def test_metrics_imports_nothing_of_the_gateway(graph):
     assert graph.find_modules_directly_imported_by("gateway.metrics") == set()
+
+
+def package_inits() -> list[Path]:
+    return sorted(Path(gateway.__file__).parent.glob("**/__init__.py"))
+
+
+@pytest.mark.parametrize("init", package_inits(), ids=lambda p: str(p.parent.name))
+def test_a_package_init_holds_its_docstring_and_re_exports_only(init: Path):
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    body = tree.body[1:] if ast.get_docstring(tree) is not None else tree.body
+    for statement in body:
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            continue
+        names = [t.id for t in getattr(statement, "targets", []) if isinstance(t, ast.Name)]
+        dunders = names and all(n.startswith("__") and n.endswith("__") for n in names)
+        assert dunders, f"{init}:{statement.lineno}: not an import, __all__ or __version__"

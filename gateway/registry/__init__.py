@@ -1,18 +1,16 @@
 """Account registry: identity `sub` → local account, host key → account, behind one boundary.
 
-    base.py     `Registry` (the async interface), `Account`, statuses, `key_digest`,
-                `RegistryUnavailable` (503)
-    sqlite.py   `SqliteRegistry`: one SQLite file in the data folder (the single-host default)
-    dynamo.py   `DynamoRegistry`: one DynamoDB table shared by every node; `create_table`
-    transfer.py `copy_registry`: a SQLite registry's contents into the table, never replacing an
-                item there (`accounts copy-registry`)
-
-`open_registry(config)` opens the one `registry.backend` chooses.
+base.py     `Registry` (the async interface), `Account`, statuses, `key_digest`,
+            `RegistryUnavailable` (503)
+sqlite.py   `SqliteRegistry`: one SQLite file in the data folder (the single-host default)
+dynamo.py   `DynamoRegistry`: one DynamoDB table shared by every node; `create_table`
+transfer.py `copy_registry`: a SQLite registry's contents into the table, never replacing an
+            item there (`accounts copy-registry`)
+nonce.py    what the registry remembers of a verified signature (`Registry.spend_nonce`)
+opening.py  `open_registry(config)`: the one `registry.backend` chooses; `REGISTRY_FILE`
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from gateway.registry.base import (
     ACTIVE,
@@ -25,13 +23,8 @@ from gateway.registry.base import (
     RegistryUnavailable,
     key_digest,
 )
+from gateway.registry.opening import REGISTRY_FILE, open_registry
 from gateway.registry.sqlite import SqliteRegistry
-
-if TYPE_CHECKING:
-    from gateway.config import Config
-
-#: The SQLite registry's file name inside the data folder.
-REGISTRY_FILE = "registry.sqlite3"
 
 __all__ = [
     "ACTIVE",
@@ -47,14 +40,3 @@ __all__ = [
     "key_digest",
     "open_registry",
 ]
-
-
-def open_registry(config: Config) -> Registry:
-    """The registry `config.registry.backend` chooses: "sqlite", `<data>/registry.sqlite3`;
-    "dynamodb", the table `config.registry.table` (which must exist: `dynamo.create_table`,
-    deploy/dynamodb.yaml). Folders are under `config.collections_dir` either way."""
-    if config.registry.backend == "dynamodb":
-        from gateway.registry.dynamo import DynamoRegistry
-
-        return DynamoRegistry.from_config(config)
-    return SqliteRegistry(config.data_dir / REGISTRY_FILE, config.collections_dir)
