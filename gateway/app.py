@@ -4,7 +4,9 @@ Routes (all under `server.path_prefix`, default "/"):
     POST sync/hostKey        answered here (gateway/auth/login.py)
     *    sync/*, msync/*     proxied to the account's worker (gateway/proxy.py)
     POST provision-user      gateway/provision/handler.py
-    *    account/...         the account portal, when portal.enabled (gateway/portal/)
+    *    account/...         the account portal, when portal.enabled (gateway/portal/); with
+                             portal.host, the portal is at the root of that host instead
+    GET  (the prefix itself) a browser's landing page, when portal.enabled (portal/landing.py)
     GET  health              liveness: the process serves requests
     GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
@@ -288,22 +290,19 @@ def create_app(
             # Local mode: the portal re-creates a forgotten stand-in pool as logins do.
             portal_directory = StandInDirectory(config.cognito, keeper=provider)
 
-        prefix = config.server.path_prefix
+        from gateway.portal import landing
+
         secret = credentials.load_or_create(config.data_dir, config.secret)
-        app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
-
-        from gateway.portal import SECURITY_HEADERS
-
-        def to(target: str) -> Any:
-            async def handler(request: web.Request) -> web.StreamResponse:
-                moved = web.HTTPSeeOther(target)
-                moved.headers.update(SECURITY_HEADERS)
-                raise moved
-
-            return handler
-
-        # A person opening the sync URL in a browser lands on the set-up page.
-        app.router.add_get(prefix, to(prefix + "account/setup"))
+        if config.portal.host:
+            # Its own host name: the portal at that host's root (matched before any route).
+            app.add_domain(
+                config.portal.host, create_portal(config, secret, portal_directory, base="/")
+            )
+        else:
+            prefix = config.server.path_prefix
+            app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
+        # A person opening the sync URL in a browser: "Create an account" and "Set up Anki".
+        landing.add_routes(app, config)
     add_routes(app, config.server.path_prefix)
     return app
 
