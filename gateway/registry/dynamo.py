@@ -33,8 +33,8 @@ registry (registry/transfer.py) with the same layout, each only where no item is
 never replacing one.
 
 The collection folder is not created here: on a cluster it belongs on the owner node's disk,
-and the worker start path makes it (workers/lock.py `account_dir`). A name whose folder exists
-on this node is still never given out (a leftover is never adopted).
+and the account's first login there makes it (workers/lock.py `make_account_dir`). A name
+whose folder exists on this node is still never given out (a leftover is never adopted).
 
 Cost and caching. Calls run in a bounded thread pool (`max_concurrency`), never on the event
 loop; botocore retries (standard mode, 3 tries) before an error counts. Account rows read are
