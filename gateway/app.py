@@ -4,7 +4,9 @@ Routes (all under `server.path_prefix`, default "/"):
     POST sync/hostKey        answered here (gateway/auth/login.py)
     *    sync/*, msync/*     proxied to the account's worker (gateway/proxy.py)
     POST provision-user      gateway/provision/handler.py
-    *    account/...         the account portal, when portal.enabled (gateway/portal/)
+    *    account/...         the account portal, when portal.enabled (gateway/portal/); with
+                             portal.host, the portal is at the root of that host instead
+    GET  (the prefix itself) a browser's landing page, when portal.enabled (portal/landing.py)
     GET  health              liveness: the process serves requests
     GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
@@ -146,32 +148,28 @@ def create_app(
         if portal_directory is None and isinstance(provider, PoolKeeper):
             # Local mode: the portal re-creates a forgotten stand-in pool as logins do.
             portal_directory = StandInDirectory(config.cognito, keeper=provider)
+        from gateway.portal import landing
         from gateway.portal.directory import CognitoDirectory
 
         stand_in = config.cognito.local_stand_in
-        prefix = config.server.path_prefix
+        chosen = {
+            "directory_type": StandInDirectory if stand_in else CognitoDirectory,
+            "notice": NOTICE if stand_in else "",
+        }
         secret = credentials.load_or_create(config.data_dir, config.secret)
-        portal = create_portal(
-            config,
-            secret,
-            portal_directory,
-            directory_type=StandInDirectory if stand_in else CognitoDirectory,
-            notice=NOTICE if stand_in else "",
-        )
-        app.add_subapp(prefix + "account/", portal)
-
-        from gateway.portal import SECURITY_HEADERS
-
-        def to(target: str) -> Any:
-            async def handler(request: web.Request) -> web.StreamResponse:
-                moved = web.HTTPSeeOther(target)
-                moved.headers.update(SECURITY_HEADERS)
-                raise moved
-
-            return handler
-
-        # A person opening the sync URL in a browser lands on the set-up page.
-        app.router.add_get(prefix, to(prefix + "account/setup"))
+        if config.portal.host:
+            # Its own host name: the portal at that host's root (matched before any route).
+            app.add_domain(
+                config.portal.host,
+                create_portal(config, secret, portal_directory, base="/", **chosen),
+            )
+        else:
+            prefix = config.server.path_prefix
+            app.add_subapp(
+                prefix + "account/", create_portal(config, secret, portal_directory, **chosen)
+            )
+        # A person opening the sync URL in a browser: "Create an account" and "Set up Anki".
+        landing.add_routes(app, config)
     add_routes(app, config.server.path_prefix)
     return app
 

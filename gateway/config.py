@@ -258,8 +258,14 @@ class ProvisionConfig:
 @dataclass(frozen=True)
 class PortalConfig:
     #: Serve the account portal (sign-up, confirmation, password reset, Anki set-up, sign out all
-    #: devices, delete) at `<server.path_prefix>account/`. Local mode turns it on.
+    #: devices, delete) at `<server.path_prefix>account/`, or at the root of `host`. Local mode
+    #: turns it on.
     enabled: bool = False
+    #: A host name of the portal's own, e.g. `signup.example.com`: requests whose Host is it get
+    #: the portal at `/` (its session cookie is scoped to that host), and the sync host's
+    #: `account/` pages send people there. Needs `public_url` (the sync URL the set-up page
+    #: shows). Empty: the portal is under the sync host's `<server.path_prefix>account/`.
+    host: str = ""
     #: The URL users type into Anki, shown on the set-up page, e.g. `https://sync.example.com/`
     #: (with the path prefix; an http(s) URL ending in `/`). Empty: taken from each request (scheme,
     #: Host and path prefix).
@@ -453,17 +459,7 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """Read `path` (may be None or missing only if it is None), apply `environ`, validate."""
     environ = os.environ if environ is None else environ
     problems: list[str] = []
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError([f"{path}: {exc}"]) from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"{path}: the top level must be a mapping"])
-        raw = loaded
+    raw = _read(path)
     top: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         section_raw = raw.get(name) or {}
@@ -478,6 +474,37 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def load_server(path: Path | None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Only the `server` section, for `python -m gateway health`: a container's health check
+    needs the port and path prefix, not settings (Cognito's) that local mode makes itself."""
+    raw = _read(path).get("server") or {}
+    problems: list[str] = []
+    server = _build(
+        ServerConfig,
+        "server",
+        raw if isinstance(raw, dict) else {},
+        environ or os.environ,
+        problems,
+    )
+    if problems:
+        raise ConfigError(problems)
+    return server
+
+
+def _read(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{path}: {exc}"]) from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping"])
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -587,6 +614,12 @@ def _coerce(hint: Any, value: Any) -> Any:
     raise TypeError(f"unsupported setting type {hint}")
 
 
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
+    re.IGNORECASE,
+)
+
+
 def _validate_portal(portal: PortalConfig) -> list[str]:
     problems = []
     if portal.delete_cognito_user not in DELETE_ACTIONS:
@@ -596,6 +629,20 @@ def _validate_portal(portal: PortalConfig) -> list[str]:
         problems.append(
             "portal.public_url: an http(s) URL ending in '/', e.g. https://sync.example.com/"
         )
+    if portal.host:
+        if not _HOST_NAME.fullmatch(portal.host):
+            problems.append(
+                "portal.host: a host name without scheme or port, e.g. signup.example.com"
+            )
+        elif not url:
+            problems.append(
+                "portal.host: needs portal.public_url (the sync URL, on the other host, that the "
+                "set-up page shows)"
+            )
+        elif (urlsplit(url).hostname or "") == portal.host.lower():
+            problems.append("portal.host: must differ from the host of portal.public_url")
+        if not portal.enabled:
+            problems.append("portal.host: needs portal.enabled: true")
     if not portal.service_name.strip() or len(portal.service_name) > 80:
         problems.append("portal.service_name: 1 to 80 characters")
     return problems

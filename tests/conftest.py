@@ -159,14 +159,14 @@ def cognito_email(mock_cognito: None) -> CognitoPool:
 class RunningGateway:
     """The gateway app served on a real loopback port from a background thread."""
 
-    def __init__(self, config: config_mod.Config, **app_kwargs: Any) -> None:
+    def __init__(self, config: config_mod.Config, port: int = 0, **app_kwargs: Any) -> None:
         self.config = config
         self._app_kwargs = app_kwargs
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.app: Any = None
         self._runner: Any = None
-        self.port = 0
+        self.port = port  # 0: any free one
 
     @property
     def url(self) -> str:
@@ -196,7 +196,7 @@ class RunningGateway:
             self.app = create_app(self.config, **self._app_kwargs)
             self._runner = Runner(self.app, handle_signals=False, **server_options(self.config))
             await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

@@ -11,7 +11,9 @@ still interleave between calls, which is where the races under test are.
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +36,7 @@ from gateway.registry import (
     SqliteRegistry,
     key_digest,
 )
+from gateway.registry import dynamo as dynamo_mod
 from gateway.registry.dynamo import DynamoRegistry, create_table
 
 TABLE = "anki-gateway-test"
@@ -760,6 +763,31 @@ async def test_a_nonce_is_spent_once_for_every_process_and_after_a_restart(store
     store.opened.remove(one)
     assert await store.open().spend_nonce("n" * 64, until) is False  # a restart
     assert await two.spend_nonce("m" * 64, until) is True
+
+
+async def test_nonces_do_not_accumulate(store):
+    """Issue 21: SQLite drops expired nonces as it spends a new one; a DynamoDB nonce item
+    carries the table's TTL attribute (whole seconds, not before `until`), and the table
+    has TTL enabled on it, so DynamoDB deletes it on its own."""
+    registry = store.open()
+    until = store.clock.now + 10.5
+    assert await registry.spend_nonce("n" * 64, until)
+    store.clock.now += 11
+    assert await registry.spend_nonce("m" * 64, store.clock.now + 10)
+    if isinstance(store, SqliteStore):
+        db = sqlite3.connect(store.path)
+        try:
+            kept = [row[0] for row in db.execute("SELECT nonce FROM nonces")]
+        finally:
+            db.close()
+        assert kept == ["m" * 64]
+        return
+    assert isinstance(store, DynamoStore)
+    item = store.client.get_item(TableName=TABLE, Key={"pk": {"S": "nonce#" + "n" * 64}})["Item"]
+    assert int(item[dynamo_mod.TTL_ATTRIBUTE]["N"]) == math.ceil(until)
+    ttl = store.client.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
+    assert ttl["AttributeName"] == dynamo_mod.TTL_ATTRIBUTE
 
 
 async def test_an_expired_nonce_is_forgotten(store):

@@ -11,6 +11,7 @@ calls into gateway/backup/, and the exit codes (gateway/backup/__init__.py has t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -90,6 +91,8 @@ def backup(args: argparse.Namespace, config: Config) -> int:
     except BackupError as exc:
         print(f"anki-cognito-gateway backup: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        return _unusable("backup", args.to, exc)
     return 0
 
 
@@ -109,7 +112,23 @@ def restore(args: argparse.Namespace, config: Config) -> int:
     except BackupError as exc:
         print(f"anki-cognito-gateway restore: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        return _unusable("restore", args.source, exc)
     return 0
+
+
+def _unusable(command: str, where: str, exc: OSError) -> int:
+    """The destination (most often: nothing mounted at /backups in a container, whose root only
+    root may write) or a full disk: one line saying what to do; exit 1."""
+    verb = "write" if command == "backup" else "read"
+    print(
+        f"anki-cognito-gateway {command}: cannot {verb}"
+        f" {where}: {exc.strerror or exc} ({exc.filename or where}); it must be a folder this"
+        f" user (uid {os.getuid()}; the image runs as uid 10001) can"
+        f" {verb}, e.g. a volume mounted there",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def verify(snapshot: str, config: Config) -> int:

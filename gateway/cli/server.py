@@ -4,8 +4,10 @@ gateway process itself.
     serve          run the gateway until SIGINT/SIGTERM
     check-config   exit 0 when the configuration loads and the data folder takes a file;
                    --probe also asks AWS (ops/probe.py): 1 when a probe fails
-    health         exit 0 when the gateway on this machine answers <prefix>health with 200
-                   within 4 s, else 1 (container health checks)
+    health [--url URL]
+                   exit 0 when the gateway on this machine (or URL) answers <prefix>health
+                   with 200 within 4 s, else 1 (container health checks); reads only the
+                   `server` settings
 
 An unwritable data folder is one line naming the fix, exit 2 (cli/datadir.py).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import urllib.request
+from pathlib import Path
 
 from gateway.config import Config
 
@@ -57,12 +60,22 @@ def check_config(args: argparse.Namespace, config: Config) -> int:
     return 0 if all(f.ok for f in findings) else 1
 
 
-def health(args: argparse.Namespace, config: Config) -> int:
-    """0 when GET <prefix>health on this machine answers 200 within 4 s, else 1."""
-    server = config.server
-    url = f"http://127.0.0.1:{server.port}{server.path_prefix}health"
+def add_health_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="check this URL instead of this gateway's /health")
+
+
+def health(url: str | None, path: Path | None) -> int:
+    """0 when GET <prefix>health on this machine answers 200 within 4 s, else 1. Reads only the
+    `server` settings (a local-mode container has no production configuration); `--url URL`
+    checks that URL instead (the Cognito stand-in's health check: no argument with a space).
+    ConfigError when the server settings are invalid."""
+    from gateway.config import load_server
+
+    if url is None:
+        server = load_server(path)
+        url = f"http://127.0.0.1:{server.port}{server.path_prefix}health"
     try:
-        with urllib.request.urlopen(url, timeout=4) as answer:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(url, timeout=4) as answer:  # noqa: S310 - an operator's URL
             return 0 if answer.status == 200 else 1
-    except OSError:
+    except (OSError, ValueError):
         return 1

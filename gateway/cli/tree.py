@@ -7,9 +7,10 @@
                                                                 cli/accounts.py
     backup [verify] / restore                                   cli/backups.py
 
-`main(argv)` parses, loads the configuration (every problem listed, exit 2), checks that the
-worker command exists (exit 2; not for `health`) and runs the command's handler, returning its
-exit status. Wrong usage exits 2 (argparse). `--config` is also taken after the command.
+`main(argv)` parses, loads the configuration (every problem listed, exit 2; `health` reads the
+`server` settings only), checks that the worker command exists (exit 2) and runs the command's
+handler, returning its exit status. Wrong usage exits 2 (argparse). `--config` is also taken
+after the command.
 `run(argv, config)` runs one command with a configuration already loaded (tests).
 """
 
@@ -47,11 +48,14 @@ def parser() -> argparse.ArgumentParser:
     server.add_check_arguments(
         commands.add_parser("check-config", parents=[after], help="validate and exit")
     )
-    commands.add_parser(
-        "health",
-        parents=[after],
-        help="exit 0 when the gateway on this machine answers /health (container health checks)",
-    ).set_defaults(run=server.health)
+    server.add_health_arguments(
+        commands.add_parser(
+            "health",
+            parents=[after],
+            help="exit 0 when the gateway on this machine answers /health "
+            "(container health checks)",
+        )
+    )
     dev.add_arguments(
         commands.add_parser(
             "dev",
@@ -91,17 +95,16 @@ def main(argv: list[str]) -> int:
         args.config = Path(os.environ["GATEWAY_CONFIG"])
     args.config = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     try:
+        if args.command == "health":
+            return server.health(args.url, args.config)
         config = config_mod.load(args.config)
     except config_mod.ConfigError as exc:
         print(f"anki-cognito-gateway: {exc}", file=sys.stderr)
         return 2
-    if args.command != "health":
-        command = config.worker_command()
-        if shutil.which(command[0]) is None:
-            print(
-                f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr
-            )
-            return 2
+    command = config.worker_command()
+    if shutil.which(command[0]) is None:
+        print(f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr)
+        return 2
     return args.run(args, config)
 
 

@@ -42,7 +42,7 @@ from gateway.importer.judge import collection_problem
 from gateway.importer.match import Directory, Matched, Unmatched, match
 from gateway.importer.move import Refused, finish_marked, move, target_problem
 from gateway.registry import REGISTRY_FILE, Account, Registry, open_registry
-from gateway.workers.lock import try_lock
+from gateway.workers.lock import make_account_dir, try_lock
 from gateway.workers.usage import human_bytes
 
 #: Media files named per folder in the report before "... and N more".
@@ -248,6 +248,7 @@ async def _one(
         _left(source.skipped_media, out)
         return True
     assert account is not None
+    make_account_dir(config.collections_dir, account.name)  # an import brings it here
     lock = try_lock(config.collections_dir, account.name)
     if lock is None:
         out(

@@ -1,4 +1,5 @@
-"""The account portal: server-rendered pages for people, at `<server.path_prefix>account/`.
+"""The account portal: server-rendered pages for people, at `<server.path_prefix>account/`, or
+at the root of a host name of its own (`portal.host`; app.py mounts it with `add_domain`).
 
 A sub-application of the gateway with its own middlewares, so none of this touches the sync
 routes: signed, encrypted cookie sessions (aiohttp-session, Fernet; HttpOnly, SameSite=Lax,
@@ -8,7 +9,11 @@ headers on every answer (a CSP without inline script or style, no framing, no re
 caching), and an error page instead of any traceback. It calls the gateway's own identity
 provider, limiter, registry and worker pool (through `request.config_dict`), never copies.
 
-    create_portal(config, secret, directory=None) -> web.Application   (add_subapp it)
+    create_portal(config, secret, directory=None, base=None) -> web.Application
+        base: the path its pages sit under, "<server.path_prefix>account/" (the default: mount
+        it with add_subapp there) or "/" (its own host: mount it with add_domain; every other
+        path of that host is then the portal's 404, so the host serves nothing else).
+    landing.py: the sync host's browser page, pointing at wherever the portal is.
 """
 
 from gateway.portal.site import SECURITY_HEADERS, create_portal

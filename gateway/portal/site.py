@@ -1,7 +1,7 @@
-"""The portal sub-application: `create_portal(config, secret, directory, ...)` with its
-encrypted cookie sessions, templates, static files and the middleware that sets the security
-headers (`SECURITY_HEADERS`) and turns errors into pages. The whole is in the package
-docstring (gateway/portal/__init__.py)."""
+"""The portal sub-application: `create_portal(...)` with its encrypted cookie sessions,
+templates, static files and the middleware that sets the security headers (`SECURITY_HEADERS`)
+and turns errors into pages. The whole is in the package docstring
+(gateway/portal/__init__.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from gateway.config import CognitoConfig, Config
 from gateway.errors import Unavailable
 from gateway.export.download import Downloads
 from gateway.portal.directory import CognitoDirectory
-from gateway.portal.keys import DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
+from gateway.portal.keys import BASE, DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
 from gateway.portal.views import routes
 
 log = logging.getLogger("gateway.portal")
@@ -72,14 +72,19 @@ def create_portal(
     config: Config,
     secret: bytes,
     directory: CognitoDirectory | None = None,
+    base: str | None = None,
     *,
     directory_type: Callable[[CognitoConfig], CognitoDirectory] = CognitoDirectory,
     notice: str = "",
 ) -> web.Application:
-    """The portal sub-app. Its Cognito calls go through `directory`, or one `directory_type`
-    makes at start-up (local mode's stand-in directory, chosen by the app); `notice` is shown
-    on every page. The directory is closed on shutdown."""
-    portal = web.Application(middlewares=[_headers_and_errors(config)], client_max_size=16 * 1024)
+    """The portal sub-app (package docstring). Its Cognito calls go through `directory`, or one
+    `directory_type` makes at start-up (local mode's stand-in directory, chosen by the app);
+    `notice` is shown on every page. The directory is closed on shutdown."""
+    base = base or config.server.path_prefix + "account/"
+    portal = web.Application(
+        middlewares=[_headers_and_errors(base, config)], client_max_size=16 * 1024
+    )
+    portal[BASE] = base
     settings = config.portal
     setup_sessions(
         portal,
@@ -89,7 +94,8 @@ def create_portal(
             max_age=settings.session_max_age_seconds,
             httponly=True,
             samesite="Lax",
-            path=config.server.path_prefix + "account/",
+            # Host-only (no Domain attribute): on its own host the cookie goes to that host alone.
+            path=base,
         ),
     )
     aiohttp_jinja2.setup(
@@ -113,10 +119,16 @@ def create_portal(
     portal.cleanup_ctx.append(directory_lifetime)
     portal.router.add_routes(routes)
     portal.router.add_static("/static/", HERE / "static", append_version=True)
+    if base == "/":
+        portal.router.add_route("*", "/{tail:.*}", _not_here)
     return portal
 
 
-def _headers_and_errors(config: Config) -> Any:
+async def _not_here(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound()
+
+
+def _headers_and_errors(home: str, config: Config) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         secure = request.secure
@@ -125,7 +137,6 @@ def _headers_and_errors(config: Config) -> Any:
             secure = secure or forwarded == "https"
         token = _secure_request.set(secure)
         try:
-            home = config.server.path_prefix + "account/"
             if request.path == home[:-1]:
                 raise web.HTTPSeeOther(home)  # the sub-app also matches the bare prefix
             response = await handler(request)
@@ -166,7 +177,7 @@ def _error_page(request: web.Request, status: int) -> web.Response:
             "error.html",
             request,
             {
-                "base": request.config_dict[CONFIG].server.path_prefix + "account/",
+                "base": request.config_dict[BASE],
                 "service": request.config_dict[CONFIG].portal.service_name,
                 "notice": "",
                 "text": text,

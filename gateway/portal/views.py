@@ -57,7 +57,7 @@ from gateway.portal.directory import (
     WeakPassword,
     WrongCode,
 )
-from gateway.portal.keys import DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
+from gateway.portal.keys import BASE, DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
 from gateway.quota import usage as quota_usage
 from gateway.quota.guard import override_of
 from gateway.quota.limits import quota_limits
@@ -112,7 +112,16 @@ TOO_MANY = MESSAGES["too-many"]
 
 
 def base(request: web.Request) -> str:
-    return request.config_dict[CONFIG].server.path_prefix + "account/"
+    return request.config_dict[BASE]
+
+
+def scheme(request: web.Request) -> str:
+    """http or https as the client sees it (X-Forwarded-Proto when trusted)."""
+    if request.config_dict[CONFIG].server.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip()
+        if forwarded in ("http", "https"):
+            return forwarded
+    return request.scheme
 
 
 def server_url(request: web.Request) -> str:
@@ -120,11 +129,7 @@ def server_url(request: web.Request) -> str:
     config = request.config_dict[CONFIG]
     if config.portal.public_url:
         return config.portal.public_url
-    scheme = request.scheme
-    if config.server.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip()
-        scheme = forwarded if forwarded in ("http", "https") else scheme
-    return f"{scheme}://{request.host}{config.server.path_prefix}"
+    return f"{scheme(request)}://{request.host}{config.server.path_prefix}"
 
 
 def address(request: web.Request) -> str:

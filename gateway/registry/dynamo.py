@@ -13,9 +13,13 @@ its scans read past them, filtered out by DynamoDB):
                                          it opens only the account `name` (not one the same
                                          sub gets after a deletion)
 
-    nonce#<digest>    until              a verified signature, remembered until `until` (Unix
+    nonce#<digest>    until expires      a verified signature, remembered until `until` (Unix
                                          seconds) against replays (`spend_nonce`); an expired
-                                         one is overwritten, never read as live
+                                         one is overwritten, never read as live. `expires`
+                                         (`until` rounded up, whole seconds) is the table's
+                                         TTL attribute: DynamoDB deletes the item on its own
+                                         some time after (usually within days), so nonces
+                                         never accumulate
     index by-username  username_key → account items (all attributes)    others_named()
     index by-email     email_key → account items (all attributes)       others_named()
     index by-key-sub   key_sub → key items (keys only)                  sign_out(), delete()
@@ -34,8 +38,8 @@ registry (registry/transfer.py) with the same layout, each only where no item is
 never replacing one.
 
 The collection folder is not created here: on a cluster it belongs on the owner node's disk,
-and the worker start path makes it (workers/lock.py `account_dir`). A name whose folder exists
-on this node is still never given out (a leftover is never adopted).
+and the account's first login there makes it (workers/lock.py `make_account_dir`). A name
+whose folder exists on this node is still never given out (a leftover is never adopted).
 
 Cost and caching. Calls run in a bounded thread pool (`max_concurrency`), never on the event
 loop; botocore retries (standard mode, 3 tries) before an error counts. Account rows read are
@@ -54,6 +58,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -88,6 +93,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.registry")
 
 ACCOUNT, NAME, KEY, NONCE = "account#", "name#", "key#", "nonce#"
+#: The table's TTL attribute (Unix seconds, whole): only nonce items carry it.
+TTL_ATTRIBUTE = "expires"
 BY_USERNAME, BY_EMAIL, BY_KEY_SUB = "by-username", "by-email", "by-key-sub"
 #: Error codes after which a call may succeed later by itself (metrics label, log level).
 _THROTTLED = {
@@ -107,9 +114,9 @@ _NAMES = {"#status": "status", "#name": "name"}
 
 
 def create_table(client: Any, name: str) -> None:
-    """Create the registry table `name` (on-demand capacity) with its indexes and wait until it
-    is active; nothing if it exists. `client`: a boto3 DynamoDB client. Raises botocore's
-    ClientError for anything but "exists"."""
+    """Create the registry table `name` (on-demand capacity) with its indexes and TTL on
+    `TTL_ATTRIBUTE`, and wait until it is active; nothing if it exists. `client`: a boto3
+    DynamoDB client. Raises botocore's ClientError for anything but "exists"."""
     string = "S"
     try:
         client.create_table(
@@ -129,7 +136,13 @@ def create_table(client: Any, name: str) -> None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
             raise
+        client.get_waiter("table_exists").wait(TableName=name)
+        return
     client.get_waiter("table_exists").wait(TableName=name)
+    client.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
 
 
 def _index(name: str, key: str, projection: str) -> dict[str, Any]:
@@ -682,7 +695,11 @@ class DynamoRegistry(Registry):
                 "put_item",
                 expected=("ConditionalCheckFailedException",),
                 TableName=self._table,
-                Item={"pk": _s(NONCE + nonce), "until": _n(until)},
+                Item={
+                    "pk": _s(NONCE + nonce),
+                    "until": _n(until),
+                    TTL_ATTRIBUTE: _n(math.ceil(until)),
+                },
                 ConditionExpression="attribute_not_exists(pk) OR #until < :now",
                 ExpressionAttributeNames={"#until": "until"},
                 ExpressionAttributeValues={":now": _n(self._clock())},

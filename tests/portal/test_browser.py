@@ -343,3 +343,46 @@ def test_the_account_page_shows_usage_against_the_accounts_limits(
     assert text(browser, "#media-files") == "1 (1.5 MB of 1.0 MB)"
     assert "Your media is over this server's limit" in text(browser, "#over-media")
     assert not browser.find_elements(By.CSS_SELECTOR, "#over-collection")
+
+
+def test_sign_up_on_its_own_host_and_sync_on_the_other(
+    two_hosts: Any, browser: Any, tmp_path: Path
+) -> None:
+    gw, directory, sync_url, portal_url = two_hosts
+
+    # Opening the sync URL in a browser offers both ways on; "Create an account" goes to the
+    # portal's host, at its root.
+    browser.get(sync_url)
+    assert text(browser, "#set-up-anki") == "Set up Anki"
+    click_and_wait(browser, "#create-account")
+    assert browser.current_url == portal_url + "signup"
+    sign_up_and_confirm(browser, portal_url, "two.hosts@example.com")
+    assert directory.sent == ["two.hosts@example.com"]
+    sign_in(browser, portal_url, "two.hosts@example.com")
+    assert browser.current_url == portal_url
+
+    # The session cookie belongs to the portal's host alone, at its root.
+    (cookie,) = browser.get_cookies()
+    assert (cookie["name"], cookie["domain"], cookie["path"]) == (
+        "portal_session",
+        "signup.localhost",
+        "/",
+    )
+    browser.get(sync_url)
+    assert browser.get_cookies() == []
+
+    # An old link to the sync host's account pages lands on the portal host, still signed in;
+    # the set-up page names the sync host.
+    browser.get(sync_url + "account/setup")
+    assert browser.current_url == portal_url + "setup"
+    assert (text(browser, "#server-url"), text(browser, "#login-name")) == (
+        sync_url,
+        "two.hosts@example.com",
+    )
+
+    # The real client logs in and syncs against the sync side of the same listener.
+    device = Client(tmp_path / "device")
+    device.add_note("front")
+    device.login("two.hosts@example.com", PORTAL_PASSWORD, gw.url)
+    assert device.sync() == Required.FULL_UPLOAD
+    device.close()

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from gateway import protocol
 from gateway.errors import SyncConflict, Unavailable
+from gateway.workers.lock import NoAccountFolder
 from gateway.workers.syncsession import rules
 from gateway.workers.syncsession.rules import Action, Lease
 from gateway.workers.syncsession.store import LeaseStore, TurnstileBusy
@@ -104,4 +105,7 @@ class SessionGuard:
                 now = self._clock()
                 return None, rules.after(lease, method, session, turn.status, now, self._idle)
 
-            self._store.update(account, settle)
+            try:
+                self._store.update(account, settle)
+            except NoAccountFolder:
+                pass  # moved away meanwhile: its lease stayed behind with the folder

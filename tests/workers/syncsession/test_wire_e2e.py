@@ -25,15 +25,18 @@ class Device:
     def __init__(self, url: str, key: str, session: str) -> None:
         self.url, self.key, self.session = url, key, session
 
-    def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
+    def post(self, method: str, payload: object = None) -> requests.Response:
         body = zstandard.ZstdCompressor().compress(json.dumps(payload or {}).encode())
         header = {"v": 11, "k": self.key, "c": "test", "s": self.session}
-        answer = requests.post(
+        return requests.post(
             self.url + "sync/" + method,
             data=body,
             headers={"anki-sync": json.dumps(header, separators=(",", ":"))},
             timeout=30,
         )
+
+    def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
+        answer = self.post(method, payload)
         if answer.status_code != 200:
             return answer.status_code, answer.content
         return 200, zstandard.ZstdDecompressor().decompressobj().decompress(answer.content)
