@@ -1,4 +1,4 @@
-"""config/gateway.yaml documents every setting of gateway/config.py; production refuses stand-ins.
+"""config/gateway.yaml documents every setting of gateway/config/; production refuses stand-ins.
 
 The settings are read from the dataclasses themselves, so a setting added to the loader without
 a line in config/gateway.yaml fails here.

@@ -2,7 +2,7 @@
 
 The documentation: README.md (the two commands), docs/deploy/docker.md (the image and compose),
 docs/deploy/cognito-pool.md (the IAM policy) and the configuration reference, which the site
-generates from gateway/config.py (docs/hooks/config_reference.py).
+generates from gateway/config/schema.py (docs/hooks/config_reference.py).
 
 No Docker engine is needed: the Dockerfile and compose file are parsed here, the compose file is
 also resolved by Docker Compose itself (`docker-compose config`, from the `test` extra), and the

@@ -1,4 +1,4 @@
-"""MkDocs hook: the configuration reference, generated from `gateway/config.py` at build time.
+"""MkDocs hook: the configuration reference, generated from `gateway/config/schema.py` when built.
 
 Contract: in a page holding the marker `<!-- configuration-reference -->` (configuration.md),
 `on_page_markdown` puts one table per section of the configuration schema in place of the

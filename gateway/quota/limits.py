@@ -13,7 +13,7 @@ show). A limit of `None` is unlimited.
 
 The defaults are AnkiWeb's published figures (a collection of 100 MB compressed / 250 MB
 uncompressed, a media file of 100 MB); AnkiWeb publishes no media total, so that default is
-this gateway's own (config.py `QuotaConfig`).
+this gateway's own (config/schema.py `QuotaConfig`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The `cluster:` settings (gateway/config.py): off by default, every problem named."""
+"""The `cluster:` settings (gateway/config/): off by default, every problem named."""
 
 from __future__ import annotations
 
