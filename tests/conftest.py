@@ -26,14 +26,18 @@ REGION = "eu-west-1"
 MANIFEST_KEY = "test-manifest-key-0123456789abcdef"
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Fake credentials: no test may ever reach real AWS.
+def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials: no test may ever reach real AWS."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_aws_env(monkeypatch)
 
 
 @dataclass
@@ -150,6 +154,18 @@ def cognito(mock_cognito: None) -> CognitoPool:
     return make_pool()
 
 
+@pytest.fixture(scope="module")
+def module_cognito() -> Iterator[CognitoPool]:
+    """moto as Cognito and one user pool for a whole module, for tests that share gateways
+    (`start_module_gateway`); each test keeps to users and sessions of its own."""
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fake_aws_env(monkeypatch)
+        with mock_aws():
+            yield make_pool()
+
+
 @pytest.fixture
 def cognito_email(mock_cognito: None) -> CognitoPool:
     """A pool whose users sign in with their email (Cognito gives them UUID usernames)."""
@@ -237,9 +253,7 @@ async def serve_app() -> AsyncIterator[Callable[..., Awaitable[int]]]:
         await runner.cleanup()
 
 
-@pytest.fixture
-def start_gateway() -> Iterator[Any]:
-    """`start_gateway(config, **create_app_kwargs)` → a RunningGateway, stopped at teardown."""
+def _gateways() -> Iterator[Callable[..., RunningGateway]]:
     started: list[RunningGateway] = []
 
     def start(config: config_mod.Config, **kwargs: Any) -> RunningGateway:
@@ -250,6 +264,18 @@ def start_gateway() -> Iterator[Any]:
     yield start
     for gw in reversed(started):
         gw.stop()
+
+
+@pytest.fixture
+def start_gateway() -> Iterator[Callable[..., RunningGateway]]:
+    """`start_gateway(config, **create_app_kwargs)` → a RunningGateway, stopped at teardown."""
+    yield from _gateways()
+
+
+@pytest.fixture(scope="module")
+def start_module_gateway() -> Iterator[Callable[..., RunningGateway]]:
+    """`start_gateway` for a module-scoped fixture: the gateways stop after the module's tests."""
+    yield from _gateways()
 
 
 def live_worker_pids(collections_dir: Path) -> list[int]:
