@@ -8,6 +8,7 @@ patches botocore process-wide, so the gateway's Cognito calls in that thread hit
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import uuid
@@ -115,8 +116,16 @@ def fake_provider_config(tmp_path: Path, **env: str) -> config_mod.Config:
     )
 
 
+@functools.cache
+def _boto_session() -> boto3.session.Session:
+    """One boto3 session for every test's pool client: its loader reads the service model once
+    (moto drops boto3's default session whenever it starts, so `boto3.client` reads it again).
+    moto's stub is a handler of every botocore session, so this one's calls reach moto too."""
+    return boto3.session.Session()
+
+
 def make_pool(*, with_secret: bool = False, email_as_username: bool = False) -> CognitoPool:
-    boto = boto3.client("cognito-idp", region_name=REGION)
+    boto = _boto_session().client("cognito-idp", region_name=REGION)
     pool_args: dict[str, Any] = {
         "PoolName": f"pool-{uuid.uuid4().hex[:6]}",
         # As operators are told to create pools; moto compares case-sensitively regardless.

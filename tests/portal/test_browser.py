@@ -25,8 +25,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless chromium for the module's tests (`browser` gives each a clean one)."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         if os.environ.get("CI") == "true":
             pytest.fail("chromium and chromium-driver must be installed in CI (.ci/run)")
@@ -48,7 +49,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--disable-component-update",
         "--disable-sync",
         "--window-size=390,844",  # a phone's viewport
-        f"--user-data-dir={tmp_path / 'chromium'}",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
@@ -57,6 +58,16 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(chromium: Any) -> Any:
+    """The module's chromium as a fresh one: no cookies (each test's gateway is another port
+    of 127.0.0.1, and cookies ignore ports), no cache, a blank page."""
+    for command in ("Network.clearBrowserCookies", "Network.clearBrowserCache"):
+        chromium.execute_cdp_cmd(command, {})
+    chromium.get("about:blank")
+    return chromium
 
 
 def click_and_wait(driver: Any, css: str) -> None:
