@@ -134,7 +134,9 @@ def create_app(
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight(config.server.max_requests_per_address)
     app[PACING] = Pacing(
-        config.server.body_idle_timeout_seconds, config.server.min_body_bytes_per_second
+        config.server.body_idle_timeout_seconds,
+        config.server.min_body_bytes_per_second,
+        config.server.min_body_average_bytes_per_second,
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -86,9 +86,15 @@ class ServerConfig:
     #: (a sync request frees its worker); a client that takes no byte of a proxied answer for this
     #: long is cut off. Anki itself gives up after 60 s without progress.
     body_idle_timeout_seconds: float = 60.0
-    #: The same for a body, either way, that averages fewer than this many bytes a second over each
-    #: `body_idle_timeout_seconds` window (a trickle never trips the idle timeout). 0: no minimum.
+    #: The same for a body, either way, that moved fewer than this many bytes a second over the
+    #: last `body_idle_timeout_seconds` (a sliding window: a trickle never trips the idle timeout,
+    #: and an early burst buys no time). 0: no minimum.
     min_body_bytes_per_second: int = 1024
+    #: Every body (and proxied answer) must end by `body_idle_timeout_seconds` plus its size
+    #: divided by this rate (408 after that): a trickle just above `min_body_bytes_per_second`
+    #: ends there instead of running until the size cap. At the defaults a 100 MiB upload has
+    #: 1.8 h, a 1 MiB one 2 min. 0: no deadline.
+    min_body_average_bytes_per_second: int = 16384
     #: Requests in flight at once from one client address; beyond it 429 (`Retry-After: 1`) and the
     #: connection is closed. Idle connections close after `server.keepalive_seconds`, so this
     #: bounds connections too. Every device behind one NAT address counts together.
@@ -182,8 +188,10 @@ class WorkersConfig:
     #: server holds a body inflated in memory while it works on it). Bodies inflating past 16 MiB
     #: each take one of `3/4 x this / (3 x max_payload_megs)` places (2 by default), smaller ones
     #: share the rest; one account, and one client address, holds at most one place and 16 MiB of
-    #: the rest at a time; a body that finds no room gets 503 ("try again in a few minutes"). At
-    #: least 4 x `workers.max_payload_megs`; keep it below the memory the sync servers may use.
+    #: the rest at a time; a body that finds no room gets 503 ("try again in a few minutes"). Two
+    #: bodies per account that inflate to at most 1 MiB each (normal syncs) take nothing from it
+    #: and are never refused for room: add `max_workers` x 2 MiB when sizing memory. At least
+    #: 4 x `workers.max_payload_megs`; keep it below the memory the sync servers may use.
     max_inflated_megs: int = 1024
     #: Seconds a collection sync may go without a request before another device of the account
     #: may start one (syncsession/: one sync per account at a time; an abandoned sync, say a
@@ -252,6 +260,11 @@ class PortalConfig:
     #: Sign-up, confirmation, resend and reset attempts per client address (and per email) within 15
     #: minutes.
     max_attempts_per_address: int = 20
+    #: "Download my data": exports (.colpkg with media) one account may start in 24 hours.
+    exports_per_day: int = 3
+    #: Exports this gateway process builds at once (each copies and compresses a whole
+    #: collection); more are told to try again shortly.
+    max_concurrent_exports: int = 2
 
 
 @dataclass(frozen=True)
@@ -707,6 +720,8 @@ def validate(config: Config) -> list[str]:
         ("provision.max_body_bytes", p.max_body_bytes),
         ("portal.session_max_age_seconds", config.portal.session_max_age_seconds),
         ("portal.max_attempts_per_address", config.portal.max_attempts_per_address),
+        ("portal.exports_per_day", config.portal.exports_per_day),
+        ("portal.max_concurrent_exports", config.portal.max_concurrent_exports),
     ):
         if value <= 0:
             problems.append(f"{name}: must be greater than 0")
@@ -722,6 +737,8 @@ def validate(config: Config) -> list[str]:
         )
     if s.min_body_bytes_per_second < 0:
         problems.append("server.min_body_bytes_per_second: must be 0 (no minimum) or more")
+    if s.min_body_average_bytes_per_second < 0:
+        problems.append("server.min_body_average_bytes_per_second: must be 0 (no deadline) or more")
     if s.min_free_disk_megs < 0:
         problems.append("server.min_free_disk_megs: must be 0 (no check) or more")
     for i, key in enumerate(p.api_keys):

@@ -6,7 +6,9 @@
     ├── NotFound                    404  outside sync/ and msync/, disabled routes
     ├── ClientStalled               408  a request body stopped or trickled (web/pace.py)
     ├── BodyTooLarge                413  a proxied body over the payload limits (uploads/payload.py)
+    │   └── MediaZipRefused         413  a media zip not as Anki writes it (uploads/mediazip.py)
     ├── EncodedBody                 415  a request body with a Content-Encoding
+    ├── UnreadableBody              415  a proxied body that is not one modern zstd frame
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
     ├── SyncConflict                409  another device's sync holds the account (syncsession/)
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
@@ -87,6 +89,23 @@ class BodyTooLarge(GatewayError):
 
     status = 413
     public = "request body too large"
+
+
+class MediaZipRefused(BodyTooLarge):
+    """A media upload whose zip is not what a stock client writes (uploads/mediazip.py): deflated or
+    oversized entries, more than 25 files, names twice, sizes that disagree."""
+
+    public = "media upload refused: the zip is not as Anki writes it"
+
+
+class UnreadableBody(GatewayError):
+    """A proxied body the gateway cannot read, so cannot count (uploads/frames.py): legacy or
+    skippable zstd frames, several frames, data zstd cannot decode. Anki shows 415 as "a
+    network error occurred" (measured with the 26.9 client; 400 would read "use Check
+    Database")."""
+
+    status = 415
+    public = "request body is not one zstd frame"
 
 
 class EncodedBody(GatewayError):

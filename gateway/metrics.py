@@ -17,10 +17,11 @@ last walk (ops/usagetotals.py), never from a walk per scrape.
     login(outcome)                          ok cached bad_credentials challenge limited
                                             unavailable misconfigured bad_request worker_failed
     cognito_call(operation, seconds, kind)  kind: None (ok) rejected unavailable misconfigured
-                                            locked_out
+                                            locked_out trigger_refused
     revocation(reason)                      suspended signed_out deleted
     recheck_postponed()
     provisioning(outcome)                   created existing refused unavailable error
+    export(outcome)                         sent limit running busy nothing disk failed
     worker_started(seconds) / worker_died(reason) / worker_evicted() / queue_wait(seconds) /
     worker_unavailable()                    reason: memory crash
     containment(mode)                       the worker containment in force (info gauge)
@@ -98,6 +99,12 @@ _POSTPONED = Counter(
 _PROVISIONING = Counter(
     "gateway_provisioning_total",
     "POST /provision-user answers, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+_EXPORTS = Counter(
+    "gateway_exports_total",
+    '"Download my data" (.colpkg) requests on the portal, by outcome.',
     ["outcome"],
     registry=REGISTRY,
 )
@@ -219,6 +226,10 @@ def cognito_call(operation: str, seconds: float, kind: str | None) -> None:
     _COGNITO_SECONDS.labels(operation).observe(seconds)
     if kind is not None:
         _COGNITO_ERRORS.labels(operation, kind).inc()
+
+
+def export(outcome: str) -> None:
+    _EXPORTS.labels(outcome).inc()
 
 
 def revocation(reason: str) -> None:
@@ -343,6 +354,34 @@ class AppCollector(Collector):
             )
             skipped.add_metric([], state["missed"])
             yield from (finished, skipped)
+        yield from _prune(app)
+
+
+def _prune(app: web.Application) -> Iterator[Any]:
+    """The last `accounts prune` run (another process: read from its state file)."""
+    from gateway.appkeys import CONFIG
+    from gateway.retention.prune import last_run
+
+    state = last_run(app[CONFIG].data_dir)
+    if state is None:
+        return
+    finished = GaugeMetricFamily(
+        "gateway_prune_last_run_timestamp_seconds",
+        "When `accounts prune` last finished (a dry run too), in Unix time.",
+    )
+    finished.add_metric([], state["finished"])
+    counted = GaugeMetricFamily(
+        "gateway_prune_last_run_accounts",
+        "Accounts of the last `accounts prune` run, by outcome (would_delete: a dry run).",
+        labels=["outcome"],
+    )
+    for outcome in OUTCOMES:
+        counted.add_metric([outcome], state.get(outcome, 0))
+    yield from (finished, counted)
+
+
+#: `accounts prune` outcomes (retention/prune.py).
+OUTCOMES = ("deleted", "would_delete", "skipped", "failed")
 
 
 def _usage(app: web.Application) -> Iterator[Any]:

@@ -292,7 +292,7 @@ def _copy_quiesced(
     syncs); None when done, else why not."""
     began = time.monotonic()
     try:
-        need, free = _size(collections_dir / name), readiness.free_bytes(target.parent)
+        need, free = account_bytes(collections_dir / name), readiness.free_bytes(target.parent)
         if free - need < floor:
             return (
                 f"its copy ({need // _MIB} MiB) would leave less than server.min_free_disk_megs"
@@ -302,7 +302,7 @@ def _copy_quiesced(
         if isinstance(held, str):
             return held
         with held:
-            _copy_files(held.folder, target)
+            copy_files(held.folder, target)
     except (BackupError, OSError, sqlite3.Error) as exc:
         # One account's damaged file or a full scratch disk costs that account's copy, not the
         # backup of every account after it.
@@ -313,8 +313,8 @@ def _copy_quiesced(
     return None
 
 
-def _size(folder: Path) -> int:
-    """Bytes of what _copy_files() copies from `folder` (SQLite files with their WAL)."""
+def account_bytes(folder: Path) -> int:
+    """Bytes of what copy_files() copies from `folder` (SQLite files with their WAL)."""
     files = [folder / (f + suffix) for f in SQLITE_FILES for suffix in ("", "-wal")]
     media_dir = folder / "media"
     if media_dir.is_dir():
@@ -322,7 +322,7 @@ def _size(folder: Path) -> int:
     return sum(p.lstat().st_size for p in files if p.is_file() and not p.is_symlink())
 
 
-def _copy_files(folder: Path, target: Path) -> None:
+def copy_files(folder: Path, target: Path) -> None:
     """The account's SQLite files (online backup API, checked) and media files, as they are
     now (no server runs: the caller holds the account's lock)."""
     target.mkdir()
