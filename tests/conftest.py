@@ -10,7 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -285,6 +290,38 @@ def start_gateway() -> Iterator[Callable[..., RunningGateway]]:
 def start_module_gateway() -> Iterator[Callable[..., RunningGateway]]:
     """`start_gateway` for a module-scoped fixture: the gateways stop after the module's tests."""
     yield from _gateways()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m moto.server` on loopback in its own process, one for the whole run (it takes
+    seconds to start); yields its URL. Reset it before use (tests.test_dynamo_e2e's
+    `dynamodb_server` does)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/moto-api/data.json", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
 
 
 def live_worker_pids(collections_dir: Path) -> list[int]:

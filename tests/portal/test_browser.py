@@ -54,16 +54,8 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         options.add_argument(flag)
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
+    options.add_experimental_option("prefs", {"download.prompt_for_download": False})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.execute_cdp_cmd(
-        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-    )
     driver.set_page_load_timeout(30)
     try:
         yield driver
@@ -72,11 +64,17 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
-def browser(chromium: Any) -> Any:
+def browser(chromium: Any, tmp_path: Path) -> Any:
     """The module's chromium as a fresh one: no cookies (each test's gateway is another port
-    of 127.0.0.1, and cookies ignore ports), no cache, a blank page."""
+    of 127.0.0.1, and cookies ignore ports), no cache, a blank page, and downloads saved to
+    the test's own `tmp_path / "downloads"`."""
     for command in ("Network.clearBrowserCookies", "Network.clearBrowserCache"):
         chromium.execute_cdp_cmd(command, {})
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    chromium.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     chromium.get("about:blank")
     return chromium
 
