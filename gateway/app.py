@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -362,19 +363,34 @@ def server_options(config: Config) -> dict[str, Any]:
     return {"keepalive_timeout": config.server.header_timeout_seconds}
 
 
-def run(config: Config, provider: IdentityProvider | None = None) -> None:
+def run(
+    config: Config,
+    provider: Callable[[], IdentityProvider] | None = None,
+    *,
+    sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM; every worker is stopped before this returns. `provider`
-    replaces the Cognito one (local mode's, gateway/local/keeper.py)."""
-    logs.configure(config.logging.level, config.logging.format)
+    makes the identity provider that replaces Cognito's (local mode's, gateway/local/keeper.py).
+    `sock`, `metrics_sock`: listening sockets bound by the parent of several processes
+    (gateway/processes/); without them this binds `server.host:port` and the metrics address."""
+    logs.configure(config.logging.level, config.logging.format, with_pid=sock is not None)
     before, after = openfiles.raise_soft_limit()
     log.info("open file limit", extra={"before": before, "after": after})
+    app = create_app(config, provider=provider() if provider is not None else None)
+    if metrics_sock is not None:
+        app[metricsserver.METRICS_SOCKET] = metrics_sock
+    where: dict[str, Any] = (
+        {"sock": sock}
+        if sock is not None
+        else {"host": config.server.host, "port": config.server.port}
+    )
     web.run_app(
-        create_app(config, provider=provider),
-        host=config.server.host,
-        port=config.server.port,
+        app,
         access_log=None,
         print=None,
         handle_signals=True,
         shutdown_timeout=10,
+        **where,
         **server_options(config),
     )

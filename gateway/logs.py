@@ -60,14 +60,19 @@ def _extras(record: logging.LogRecord) -> dict[str, object]:
 
 
 class JsonFormatter(logging.Formatter):
+    #: Each line names its process (several gateway processes share one log: processes/).
+    with_pid = False
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self.with_pid:
+            entry["pid"] = record.process
         rid = request_id.get()
         if rid:
             entry["request_id"] = rid
@@ -80,12 +85,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    with_pid = False
+
     def format(self, record: logging.LogRecord) -> str:
         rid = request_id.get()
         line = (
             f"{self.formatTime(record)} {record.levelname:<7} {escape(record.name)}: "
             f"{escape(record.getMessage())}"
         )
+        if self.with_pid:
+            line += f" pid={record.process}"
         if rid:
             line += f" request_id={rid}"
         line += "".join(f" {escape(k)}={escape(str(v))}" for k, v in _extras(record).items())
@@ -95,9 +104,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
+def configure(level: str = "INFO", fmt: str = "json", *, with_pid: bool = False) -> None:
+    """One handler on the root logger; `with_pid`: each line names its process."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    formatter.with_pid = with_pid
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -3,26 +3,33 @@ only behind a bearer token. Never public by default: the counts describe the ser
 
     listener(app)   cleanup context: the separate listener, when `metrics.enabled`; its bound
                     port is `app[METRICS_PORT]`. A port already taken is logged at ERROR and
-                    leaves metrics off rather than stopping the gateway.
+                    leaves metrics off rather than stopping the gateway. One of several gateway
+                    processes serves the socket its parent bound (`app[METRICS_SOCKET]`, shared
+                    by all: any of them answers for all) and publishes its worker counts every
+                    `PUBLISH_PERIOD` s (metrics.workers_now).
     add_route(app)  `<prefix>metrics` on the main port when `metrics.bearer_token` is set:
                     401 without the right `Authorization: Bearer` (compared in constant time).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from gateway import metrics
-from gateway.appkeys import CONFIG, REGISTRY
+from gateway.appkeys import CONFIG, POOL, REGISTRY
 from gateway.registry import RegistryUnavailable
 
 log = logging.getLogger("gateway.metrics")
 METRICS_PORT: web.AppKey[int] = web.AppKey("metrics_port", int)
+METRICS_SOCKET: web.AppKey[socket.socket] = web.AppKey("metrics_socket", socket.socket)
 _GATEWAY: web.AppKey[web.Application] = web.AppKey("metrics_gateway", web.Application)
+PUBLISH_PERIOD = 1.0
 
 
 async def _serve(request: web.Request) -> web.Response:
@@ -53,10 +60,29 @@ def add_route(app: web.Application) -> None:
         app.router.add_get(config.server.path_prefix + "metrics", _serve_with_token)
 
 
+async def _publish_workers(app: web.Application) -> None:
+    while True:
+        metrics.workers_now(app[POOL].stats())
+        await asyncio.sleep(PUBLISH_PERIOD)
+
+
 async def listener(app: web.Application) -> AsyncIterator[None]:
     settings = app[CONFIG].metrics
     if not settings.enabled:
         yield
+        return
+    if metrics.several_processes():
+        sock = app.get(METRICS_SOCKET)
+        publishing = asyncio.create_task(_publish_workers(app))
+        try:
+            if sock is None:  # the parent could not bind it, and said so
+                yield
+            else:
+                async for _ in _serve_shared(app, sock):
+                    yield
+        finally:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
         return
     own = web.Application()
     own[_GATEWAY] = app
@@ -76,6 +102,20 @@ async def listener(app: web.Application) -> AsyncIterator[None]:
             sockets = site._server.sockets if site._server is not None else ()  # noqa: SLF001
             app[METRICS_PORT] = sockets[0].getsockname()[1] if sockets else settings.port
             log.info("metrics listening", extra={"address": f"{settings.host}:{app[METRICS_PORT]}"})
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _serve_shared(app: web.Application, sock: socket.socket) -> AsyncIterator[None]:
+    own = web.Application()
+    own[_GATEWAY] = app
+    own.router.add_get("/metrics", _serve)
+    runner = web.AppRunner(own, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        app[METRICS_PORT] = sock.getsockname()[1]
         yield
     finally:
         await runner.cleanup()
