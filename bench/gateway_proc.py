@@ -66,8 +66,8 @@ class TimedProvider:
     async def lookup(self, username: str) -> Identity:
         return await self.inner.lookup(username)
 
-    async def lookup_sub(self, sub: str) -> Identity:
-        return await self.inner.lookup_sub(sub)
+    async def lookup_sub(self, sub: str, username: str = "") -> Identity:
+        return await self.inner.lookup_sub(sub, username)
 
     async def close(self) -> None:
         await self.inner.close()

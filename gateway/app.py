@@ -166,7 +166,11 @@ def create_app(
             ),
         )
         revalidator = Revalidator(
-            chosen, registry, auth.recheck_seconds, on_suspend=login.forget_account
+            chosen,
+            registry,
+            auth.recheck_seconds,
+            on_suspend=login.forget_account,
+            calls_per_second=auth.recheck_calls_per_second,
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator

@@ -124,8 +124,9 @@ class AuthConfig:
     recheck_seconds: int = 900
     #: Cognito calls a second that re-checks may make together (each gateway process gets its
     #: share). A re-check over the budget is postponed, never a logout; one pool serves about
-    #: `recheck_calls_per_second * recheck_seconds` accounts active within each interval.
-    recheck_calls_per_second: float = 10.0
+    #: `recheck_calls_per_second * recheck_seconds` accounts active within each interval
+    #: (50 x 900 = 45,000 with the defaults).
+    recheck_calls_per_second: float = 50.0
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ last walk (ops/usagetotals.py), never from a walk per scrape.
                                             locked_out
     revocation(reason)                      suspended signed_out deleted
     recheck_postponed()
+    recheck_deferred()                      a re-check put off: its calls-per-second budget spent
     provisioning(outcome)                   created existing refused unavailable error
     worker_started(seconds) / worker_crashed() / worker_evicted() / queue_wait(seconds) /
     worker_unavailable()
@@ -93,6 +94,11 @@ _REVOCATIONS = Counter(
 _POSTPONED = Counter(
     "gateway_rechecks_postponed_total",
     "Re-checks of a key's owner put off because Cognito was unavailable.",
+    registry=REGISTRY,
+)
+_DEFERRED = Counter(
+    "gateway_rechecks_deferred_total",
+    "Re-checks of a key's owner put off because auth.recheck_calls_per_second was spent.",
     registry=REGISTRY,
 )
 _PROVISIONING = Counter(
@@ -216,6 +222,10 @@ def revocation(reason: str) -> None:
 
 def recheck_postponed() -> None:
     _POSTPONED.inc()
+
+
+def recheck_deferred() -> None:
+    _DEFERRED.inc()
 
 
 def provisioning(outcome: str) -> None:

@@ -189,7 +189,7 @@ async def _identity(parsed: body_format.ProvisionRequest, provider: IdentityProv
     """The user as Cognito records it; Refused when Cognito does not confirm the request."""
     try:
         if parsed.sub is not None:
-            found = await provider.lookup_sub(parsed.sub)
+            found = await provider.lookup_sub(parsed.sub, parsed.username or "")
         else:
             name = parsed.username or parsed.email
             assert name is not None  # parse() requires one of them
