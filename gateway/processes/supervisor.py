@@ -1,7 +1,9 @@
 """The parent of several gateway processes: prepares once, forks, watches, stops (see __init__).
 
-    serve_several(config, count, provider) -> int   0 after SIGTERM/SIGINT, 1 when a child
-                                                    failed during start-up (or could not stop)
+    serve_several(config, count, provider, child=None) -> int
+        0 after SIGTERM/SIGINT, 1 when a child failed during start-up (or could not stop).
+        `child(index, config, provider, sock, metrics_sock)` serves in each child until its
+        SIGTERM (default: gateway.app.run; the benchmark adds its control port)
 
 The parent blocks SIGCHLD, SIGTERM and SIGINT and waits for them with `sigwaitinfo`, so no
 signal is lost between two checks and no handler runs in the middle of a fork. Children run in
@@ -44,6 +46,23 @@ START_GRACE = 10.0
 STOP_GRACE = 40.0
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
+ChildMain = Callable[
+    [int, "Config", "Callable[[], IdentityProvider] | None", socket.socket, "socket.socket | None"],
+    None,
+]
+
+
+def run_app(
+    index: int,
+    config: Config,
+    provider: Callable[[], IdentityProvider] | None,
+    sock: socket.socket,
+    metrics_sock: socket.socket | None,
+) -> None:
+    from gateway.app import run
+
+    run(config, provider, sock=sock, metrics_sock=metrics_sock)
+
 
 @dataclass
 class Child:
@@ -53,7 +72,10 @@ class Child:
 
 
 def serve_several(
-    config: Config, count: int, provider: Callable[[], IdentityProvider] | None = None
+    config: Config,
+    count: int,
+    provider: Callable[[], IdentityProvider] | None = None,
+    child: ChildMain = run_app,
 ) -> int:
     if "prometheus_client" in sys.modules:  # pragma: no cover - a wiring mistake
         raise RuntimeError("prometheus_client was imported before its multiprocess mode was set")
@@ -75,7 +97,7 @@ def serve_several(
             return 1
         metrics_sock = _metrics_socket(config)
         mine = share(config, count)
-        return _Supervisor(mine, group, metrics_sock, provider).run()
+        return _Supervisor(mine, group, metrics_sock, provider, child).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -111,7 +133,9 @@ class _Supervisor:
         group: list[socket.socket],
         metrics_sock: socket.socket | None,
         provider: Callable[[], IdentityProvider] | None,
+        child: ChildMain,
     ) -> None:
+        self._child_main = child
         self._config = config
         self._group = group
         self._metrics_sock = metrics_sock
@@ -213,9 +237,7 @@ class _Supervisor:
         for sock in self._group:
             if sock is not mine:
                 sock.close()
-        from gateway.app import run
-
-        run(self._config, self._provider, sock=mine, metrics_sock=self._metrics_sock)
+        self._child_main(index, self._config, self._provider, mine, self._metrics_sock)
         return 0
 
 
