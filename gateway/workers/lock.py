@@ -7,8 +7,11 @@ Contract:
   `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
   the worker is ready. A loser gets the port of the holder's worker once that answers `/health`,
-  and `Unavailable` (503) if it does not within `wait`. An account whose import was cut off
-  (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again.
+  and `Unavailable` (503) if it does not within `wait`; a holder the caller saw answer lately
+  (`trusted`, the same published record) is not asked again (several gateway processes share
+  an account's worker on every request: a /health round trip each cost milliseconds). An
+  account whose import was cut off (`IMPORTING` in its folder) is `Unavailable` until
+  `accounts import` is run again.
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
   process exclude each other as two gateway processes do, and the kernel drops the lock when the
   holder dies, even by SIGKILL — a crashed gateway never blocks an account.
@@ -140,13 +143,17 @@ def read_holder(path: Path) -> Holder | None:
 
 @dataclass(frozen=True)
 class Claim:
-    """Either `lock` (ours: start the worker) or `port` (another process's worker)."""
+    """Either `lock` (ours: start the worker) or `port` (another process's worker, published
+    as `holder`)."""
 
     lock: AccountLock | None = None
     port: int | None = None
+    holder: Holder | None = None
 
 
-async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
+async def claim(
+    collections_dir: Path, account: str, *, wait: float, trusted: Holder | None = None
+) -> Claim:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     path = account_dir(collections_dir, account) / LOCK_NAME
@@ -162,8 +169,9 @@ async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
         # Another process holds it: its worker may still be starting (nothing published yet)
         # or stopping; either settles within a start timeout.
         holder = read_holder(path)
-        if holder is not None and holder.here and await probe_health(holder.port, timeout=1.0):
-            return Claim(port=holder.port)
+        if holder is not None and holder.here:
+            if holder == trusted or await probe_health(holder.port, timeout=1.0):
+                return Claim(port=holder.port, holder=holder)
         if loop.time() >= deadline:
             raise Unavailable(
                 f"the worker for {account} belongs to another gateway process and is not reachable"
