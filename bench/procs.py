@@ -319,6 +319,17 @@ class Gateway(Service):
         super().__init__("gateway", command, env=env, log=log, port=port)
         self.wait_http("/health", timeout=60)
         self.data_dir = data_dir
+        deadline = time.monotonic() + 60
+        for control in self.control_ports:  # /health answered from one process: all up?
+            while True:
+                try:
+                    http_post_json(control, "/stats", {})
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(f"gateway control port not up: see {log}") from None
+                    time.sleep(0.05)
 
     @property
     def url(self) -> str:
