@@ -8,8 +8,9 @@ Contract:
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
   the worker is ready. A loser gets the port of the holder's worker once that answers `/health`,
   and `Unavailable` (503) if it does not within `wait`; a holder the caller saw answer lately
-  (`trusted`, the same published record) is not asked again (several gateway processes share
-  an account's worker on every request: a /health round trip each cost milliseconds). An
+  (`trusted`, the same published record) is used after one read of the lock file (several
+  gateway processes share an account's worker on every request: a /health round trip, a mkdir
+  and path resolutions each time cost milliseconds). An
   account whose import was cut off (`IMPORTING` in its folder) is `Unavailable` until
   `accounts import` is run again.
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
@@ -154,6 +155,12 @@ class Claim:
 async def claim(
     collections_dir: Path, account: str, *, wait: float, trusted: Holder | None = None
 ) -> Claim:
+    if trusted is not None:
+        # The folder was checked when the holder was first seen: one read, no mkdir, no
+        # resolution, no lock attempt. A holder that died since left its record behind: its
+        # worker died with it, the connection is refused, and the caller forgets the trust.
+        if read_holder(collections_dir / account / LOCK_NAME) == trusted:
+            return Claim(port=trusted.port, holder=trusted)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     path = account_dir(collections_dir, account) / LOCK_NAME
