@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.local import standin
+from gateway.processes.supervisor import START_GRACE
 from tests.ankiclient import Client
 from tests.cluster.nodes import ROOT, SECRET, Moto, free_port, start_moto, wait_http
 from tests.conftest import live_worker_pids
@@ -31,6 +32,7 @@ class Served:
     data_dir: Path
     log: Path
     users: list[standin.LocalUser]
+    started: float = 0.0
 
     def children(self) -> list[int]:
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -82,9 +84,8 @@ def _serve(moto: Moto, tmp: Path, processes: int, **extra: str) -> Served:
         )
     url = f"http://127.0.0.1:{port}/"
     wait_http(url + "health", 60, process)
-    return Served(
-        process, url, f"http://127.0.0.1:{metrics_port}/metrics", tmp / "data", log, people
-    )
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    return Served(process, url, metrics_url, tmp / "data", log, people, time.monotonic())
 
 
 @pytest.fixture(scope="module")
@@ -144,17 +145,21 @@ def test_two_processes_serve_one_port_and_requests_land_on_both(served: Served) 
 
 def test_metrics_sum_every_process(served: Served) -> None:
     before = _metric(served, "gateway_requests_total", route="other", code="4xx")
-    for n in range(10):
+    for n in range(24):
         assert _get(served.url + f"counted-{n}") == 404
+    _wait(lambda: sum(1 for e in served.lines() if e.get("path", "").startswith("/counted")) == 24)
+    answered_by = {e["pid"] for e in served.lines() if e.get("path", "").startswith("/counted")}
+    assert answered_by == set(served.children())  # both processes counted some
     # Whichever process answers the scrape counts the other's requests too.
     for _ in range(4):
-        assert _metric(served, "gateway_requests_total", route="other", code="4xx") == before + 10
+        assert _metric(served, "gateway_requests_total", route="other", code="4xx") == before + 24
     assert _metric(served, "gateway_workers_max") == 50  # 25 each: the host's bound, shared
 
 
 def test_a_sync_works_end_to_end_and_a_second_device_syncs_through_any_process(
     served: Served, tmp_path: Path
 ) -> None:
+    assert len(served.children()) == 2
     user = served.users[0]
     one = Client(tmp_path / "one")
     one.login(user.email, user.password, served.url)
@@ -176,6 +181,7 @@ def test_a_sync_works_end_to_end_and_a_second_device_syncs_through_any_process(
 
 
 def test_a_child_that_dies_is_replaced(served: Served) -> None:
+    time.sleep(max(0.0, START_GRACE + 1 - (time.monotonic() - served.started)))
     victim = served.children()[0]
     os.kill(victim, signal.SIGKILL)
     _wait(lambda: len(served.children()) == 2 and victim not in served.children())
@@ -192,6 +198,18 @@ def test_sigterm_stops_every_process_and_worker(served: Served) -> None:
         assert not Path(f"/proc/{pid}").exists()
     assert live_worker_pids(served.data_dir / "collections") == []
     assert "gateway processes stopped" in {e.get("msg") for e in served.lines()}
+
+
+def test_a_child_that_dies_during_start_up_stops_all_with_status_1(
+    moto: Moto, tmp_path: Path
+) -> None:
+    gateway = _serve(moto, tmp_path, 2)
+    os.kill(gateway.children()[0], signal.SIGKILL)  # within START_GRACE of its start
+    assert gateway.process.wait(60) == 1
+    assert "a gateway process failed during start-up; stopping all" in {
+        e.get("msg") for e in gateway.lines()
+    }
+    assert live_worker_pids(gateway.data_dir / "collections") == []
 
 
 def test_a_taken_port_fails_at_once_with_a_clear_line(moto: Moto, tmp_path: Path) -> None:
