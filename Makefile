@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (README.md):
 #   make dev    local mode: the gateway with a Cognito stand-in, no AWS account
-#   make test   linters and the whole test suite (what CI runs: .ci/run)
+#   make test   linters, the documentation site and the whole test suite (what CI runs: .ci/run)
 # Both create .venv and install the project with its test tools first, when needed.
 
 PYTHON ?= python3
@@ -17,9 +17,12 @@ dev: install
 test: install lint
 	$(BIN)/pytest
 
+# The last step builds the documentation site (mkdocs.yml, docs/) with every warning an error,
+# into the gitignored site/ (rebuilt from scratch each time).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 install: $(VENV)/.installed
 
@@ -30,4 +33,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site

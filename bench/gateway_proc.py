@@ -171,12 +171,13 @@ def control_app(gateway: web.Application, provider: TimedProvider) -> web.Applic
 async def serve(
     config: config_mod.Config, control_port: int, sock: socket.socket | None = None
 ) -> None:
-    from gateway.app import create_app
+    from gateway.app import create_app, server_options
     from gateway.identity.cognito import CognitoProvider
+    from gateway.web.connections import Runner
 
     provider = TimedProvider(CognitoProvider(config.cognito))
     app = create_app(config, provider=provider)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = Runner(app, access_log=None, handle_signals=False, **server_options(config))
     await runner.setup()
     if sock is None:
         await web.TCPSite(runner, config.server.host, config.server.port).start()

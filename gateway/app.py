@@ -13,20 +13,22 @@ Every request passes three middlewares (web/middlewares.py): the error tree to H
 line per request, a bound on requests in flight per client address (web/addresses.py), and the
 refusal of bodies with a Content-Encoding (aiohttp would inflate them). Bodies
 are read at the client's pace or not at all (web/bodies.py, web/pace.py); headers must arrive within
-`server.header_timeout_seconds` (`server_options()`).
+`server.header_timeout_seconds`, and idle keep-alive connections last
+`server.keepalive_seconds` (`server_options()`, web/connections.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway import logs, protocol
+from gateway import logs, metrics, protocol
 from gateway.appkeys import (
     ACCOUNT,
     CONFIG,
@@ -45,17 +47,20 @@ from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.backup.gate import BackupGate
 from gateway.config import Config
+from gateway.containment import Limits, open_containment
 from gateway.errors import NotFound
 from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import Proxy, new_upstream_session
 from gateway.registry import RegistryUnavailable, open_registry
+from gateway.syncsession import SessionGuard
 from gateway.uploads.budget import InflationBudget
 from gateway.uploads.payload import MIB, STOCK_INFLATED_FACTOR, PayloadLimits
 from gateway.web import librarylogs, openfiles
 from gateway.web.addresses import InFlight
 from gateway.web.bodies import read_capped
+from gateway.web.connections import Runner, constant_server
 from gateway.web.middlewares import (
     IN_FLIGHT,
     client_address,
@@ -126,10 +131,13 @@ def create_app(
         middlewares=[errors_and_access_log, per_address_limit, refuse_encoded_bodies],
         client_max_size=1024**2,
     )
+    constant_server(app)
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight(config.server.max_requests_per_address)
     app[PACING] = Pacing(
-        config.server.body_idle_timeout_seconds, config.server.min_body_bytes_per_second
+        config.server.body_idle_timeout_seconds,
+        config.server.min_body_bytes_per_second,
+        config.server.min_body_average_bytes_per_second,
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -148,7 +156,13 @@ def create_app(
             found = await registry.get_by_name(account)
             return password_for(account, found.key_generation if found else 0)
 
-        pool = WorkerPool.from_config(config, worker_password)
+        containment = open_containment(
+            Limits.from_config(config.workers),
+            config.workers.containment,
+            config.workers.cgroup_dir,
+        )
+        metrics.containment(containment.mode)
+        pool = WorkerPool.from_config(config, worker_password, containment)
         upstream = new_upstream_session()
         reused = new_upstream_session(reuse=True)
         app[REGISTRY], app[PROVIDER], app[POOL] = registry, chosen, pool
@@ -174,7 +188,11 @@ def create_app(
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
-        gate = BackupGate(config.collections_dir, pool)
+        gate = BackupGate(
+            config.collections_dir,
+            pool,
+            sync_idle_limit=config.workers.sync_session_idle_seconds,
+        )
         login.gate = gate
         cluster = None
         adopting: asyncio.Task[int] | None = None
@@ -211,6 +229,7 @@ def create_app(
             ),
             gate,
             cluster,
+            SessionGuard(config.collections_dir, idle=config.workers.sync_session_idle_seconds),
         )
         await pool.start()
         await gate.start()
@@ -357,14 +376,12 @@ def add_cluster_routes(app: web.Application, prefix: str) -> None:
 
 
 def server_options(config: Config) -> dict[str, Any]:
-    """aiohttp's server settings from the config (for `run_app` and `AppRunner` alike).
-
-    aiohttp's keep-alive timer runs from the moment a connection opens and after each answer,
-    and closes a connection whose next request's headers are not complete by then: it is the
-    header-read timeout as well (measured with aiohttp 3.14: a silent connection and one
-    trickling header lines are both closed on time).
-    """
-    return {"keepalive_timeout": config.server.header_timeout_seconds}
+    """The connection settings of `connections.Runner` from the config (for `run()` and the
+    tests alike): keep-alive idle time apart from the header deadline (web/connections.py)."""
+    return {
+        "keepalive_timeout": config.server.keepalive_seconds,
+        "header_timeout": config.server.header_timeout_seconds,
+    }
 
 
 def run(
@@ -384,17 +401,23 @@ def run(
     app = create_app(config, provider=provider() if provider is not None else None)
     if metrics_sock is not None:
         app[metricsserver.METRICS_SOCKET] = metrics_sock
-    where: dict[str, Any] = (
-        {"sock": sock}
-        if sock is not None
-        else {"host": config.server.host, "port": config.server.port}
+    asyncio.run(_serve(config, app, sock))
+
+
+async def _serve(config: Config, app: web.Application, sock: socket.socket | None) -> None:
+    runner = Runner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=10, **server_options(config)
     )
-    web.run_app(
-        app,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-        shutdown_timeout=10,
-        **where,
-        **server_options(config),
-    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.setup()
+    try:
+        if sock is None:
+            await web.TCPSite(runner, config.server.host, config.server.port).start()
+        else:
+            await web.SockSite(runner, sock).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()

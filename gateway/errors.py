@@ -6,12 +6,18 @@
     ├── NotFound                    404  outside sync/ and msync/, disabled routes
     ├── ClientStalled               408  a request body stopped or trickled (web/pace.py)
     ├── BodyTooLarge                413  a proxied body over the payload limits (uploads/payload.py)
+    │   └── MediaZipRefused         413  a media zip not as Anki writes it (uploads/mediazip.py)
     ├── EncodedBody                 415  a request body with a Content-Encoding
+    ├── UnreadableBody              415  a proxied body that is not one modern zstd frame
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
+    ├── SyncConflict                409  another device's sync holds the account (syncsession/)
     ├── TooManyAttempts             429  login limiter or Cognito's own lockout (Retry-After)
     │   └── TooManyInFlight         429  too many requests in flight from one address
     ├── Unavailable                 503  identity provider down/throttled, no worker slot
-    │   └── Overloaded              503  bodies in flight inflate to the budget (uploads/payload.py)
+    │   ├── Overloaded              503  bodies in flight inflate to the budget (uploads/payload.py)
+    │   └── WorkerDied              503  the worker died during the request (e.g. at its
+    │                                    memory limit, gateway/containment/); a fresh one
+    │                                    serves the retry
     ├── WorkerFailed                502  a worker could not start or broke mid-request
     └── WorkerTimeout               504  a worker did not become ready in time
 
@@ -85,6 +91,23 @@ class BodyTooLarge(GatewayError):
     public = "request body too large"
 
 
+class MediaZipRefused(BodyTooLarge):
+    """A media upload whose zip is not what a stock client writes (uploads/mediazip.py): deflated or
+    oversized entries, more than 25 files, names twice, sizes that disagree."""
+
+    public = "media upload refused: the zip is not as Anki writes it"
+
+
+class UnreadableBody(GatewayError):
+    """A proxied body the gateway cannot read, so cannot count (uploads/frames.py): legacy or
+    skippable zstd frames, several frames, data zstd cannot decode. Anki shows 415 as "a
+    network error occurred" (measured with the 26.9 client; 400 would read "use Check
+    Database")."""
+
+    status = 415
+    public = "request body is not one zstd frame"
+
+
 class EncodedBody(GatewayError):
     """A request body with a `Content-Encoding`: Anki never sends one (its bodies are zstd
     inside), and aiohttp would inflate it before the gateway reads it (RFC 9110 §15.5.16)."""
@@ -97,6 +120,14 @@ class EncodedBody(GatewayError):
 class AuthFailed(GatewayError):
     status = 403
     public = "authentication failed"
+
+
+class SyncConflict(GatewayError):
+    """Another device's collection sync holds the account: the stock server's own answer for
+    it, which Anki shows as "Only one copy of Anki can sync to your account at once"."""
+
+    status = 409
+    public = "409"
 
 
 class TooManyAttempts(GatewayError):
@@ -124,6 +155,13 @@ class Overloaded(Unavailable):
     with this one: try again shortly."""
 
     public = "server busy, try again later"
+
+
+class WorkerDied(Unavailable):
+    """The account's worker exited during the request (killed at its memory limit, or
+    crashed): retryable, the next request starts a fresh worker."""
+
+    public = "sync backend restarted, try again later"
 
 
 class WorkerFailed(GatewayError):

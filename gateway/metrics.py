@@ -17,13 +17,15 @@ last walk (ops/usagetotals.py), never from a walk per scrape.
     login(outcome)                          ok cached bad_credentials challenge limited
                                             unavailable misconfigured bad_request worker_failed
     cognito_call(operation, seconds, kind)  kind: None (ok) rejected unavailable misconfigured
-                                            locked_out
+                                            locked_out trigger_refused
     revocation(reason)                      suspended signed_out deleted
     recheck_postponed()
     recheck_deferred()                      a re-check put off: its calls-per-second budget spent
     provisioning(outcome)                   created existing refused unavailable error
-    worker_started(seconds) / worker_crashed() / worker_evicted() / queue_wait(seconds) /
-    worker_unavailable()
+    export(outcome)                         sent limit running busy nothing disk failed
+    worker_started(seconds) / worker_died(reason) / worker_evicted() / queue_wait(seconds) /
+    worker_unavailable()                    reason: memory crash
+    containment(mode)                       the worker containment in force (info gauge)
     proxied(direction, count)               direction: upload (client → worker), download
     registry_error(kind)                    kind: throttled unavailable misconfigured
     registry_stale_answer()                 a key answered from memory while DynamoDB failed
@@ -107,6 +109,12 @@ _PROVISIONING = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+_EXPORTS = Counter(
+    "gateway_exports_total",
+    '"Download my data" (.colpkg) requests on the portal, by outcome.',
+    ["outcome"],
+    registry=REGISTRY,
+)
 _WORKER_STARTS = Counter(
     "gateway_worker_starts_total", "Sync server processes started.", registry=REGISTRY
 )
@@ -118,7 +126,18 @@ _WORKER_START_SECONDS = Histogram(
 )
 _WORKER_CRASHES = Counter(
     "gateway_worker_crashes_total",
-    "Sync servers found dead (not stopped by us).",
+    "Sync servers found dead (not stopped by us), whatever the reason.",
+    registry=REGISTRY,
+)
+_WORKER_KILLS = Counter(
+    "gateway_worker_memory_kills_total",
+    "Sync servers that died at their memory limit (workers.max_memory_megs).",
+    registry=REGISTRY,
+)
+_CONTAINMENT = Gauge(
+    "gateway_worker_containment",
+    "1 for the worker containment mode in force: cgroup (v2) or rlimit (per process).",
+    ["mode"],
     registry=REGISTRY,
 )
 _WORKER_EVICTIONS = Counter(
@@ -216,6 +235,10 @@ def cognito_call(operation: str, seconds: float, kind: str | None) -> None:
         _COGNITO_ERRORS.labels(operation, kind).inc()
 
 
+def export(outcome: str) -> None:
+    _EXPORTS.labels(outcome).inc()
+
+
 def revocation(reason: str) -> None:
     _REVOCATIONS.labels(reason).inc()
 
@@ -237,8 +260,16 @@ def worker_started(seconds: float) -> None:
     _WORKER_START_SECONDS.observe(seconds)
 
 
-def worker_crashed() -> None:
+def worker_died(reason: str) -> None:
+    """A worker exited unasked; `reason` "memory" (at its limit) or "crash"."""
     _WORKER_CRASHES.inc()
+    if reason == "memory":
+        _WORKER_KILLS.inc()
+
+
+def containment(mode: str) -> None:
+    for each in ("cgroup", "rlimit"):
+        _CONTAINMENT.labels(each).set(1 if each == mode else 0)
 
 
 def worker_evicted() -> None:
@@ -339,6 +370,34 @@ class AppCollector(Collector):
             )
             skipped.add_metric([], state["missed"])
             yield from (finished, skipped)
+        yield from _prune(app)
+
+
+def _prune(app: web.Application) -> Iterator[Any]:
+    """The last `accounts prune` run (another process: read from its state file)."""
+    from gateway.appkeys import CONFIG
+    from gateway.retention.prune import last_run
+
+    state = last_run(app[CONFIG].data_dir)
+    if state is None:
+        return
+    finished = GaugeMetricFamily(
+        "gateway_prune_last_run_timestamp_seconds",
+        "When `accounts prune` last finished (a dry run too), in Unix time.",
+    )
+    finished.add_metric([], state["finished"])
+    counted = GaugeMetricFamily(
+        "gateway_prune_last_run_accounts",
+        "Accounts of the last `accounts prune` run, by outcome (would_delete: a dry run).",
+        labels=["outcome"],
+    )
+    for outcome in OUTCOMES:
+        counted.add_metric([outcome], state.get(outcome, 0))
+    yield from (finished, counted)
+
+
+#: `accounts prune` outcomes (retention/prune.py).
+OUTCOMES = ("deleted", "would_delete", "skipped", "failed")
 
 
 def _usage(app: web.Application) -> Iterator[Any]:

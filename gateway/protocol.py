@@ -117,6 +117,9 @@ def decode_login(body: bytes) -> tuple[str, str]:
     """`(username, password)` from a hostKey body; BadRequest for anything malformed.
 
     The username is stripped (desktop and AnkiDroid strip it too); the password is kept as typed.
+    Empty strings are well-formed: the stock server answers them 403 ("email or password
+    incorrect"), and so does the identity provider here; a 400 would make Anki say "please use
+    Check Database".
     """
     if len(body) > MAX_LOGIN_COMPRESSED:
         raise PayloadTooLarge("login body too large")
@@ -129,10 +132,7 @@ def decode_login(body: bytes) -> tuple[str, str]:
     username, password = data.get("u"), data.get("p")
     if not isinstance(username, str) or not isinstance(password, str):
         raise BadRequest("login body needs string fields u and p")
-    username = username.strip()
-    if not username or not password:
-        raise BadRequest("login body has an empty username or password")
-    return username, password
+    return username.strip(), password
 
 
 def encode_login(username: str, password: str) -> bytes:

@@ -25,7 +25,11 @@ upstream (the worker gets an incomplete body and drops it), the rest of it is re
 honest oversized collection on `sync/upload` (200, "collection exceeds size limit", which Anki
 shows), 413 on any other method. A body that would take the bodies in flight together past
 `workers.max_inflated_megs` (`InflationBudget`) is refused the same way with 503 ("try again").
-The meter only reads; the bytes still pass untouched.
+The meter only reads; the bytes still pass untouched. A body the meter cannot read (not one
+modern zstd frame, frames.py) gets 415, a media upload whose zip is not as Anki writes it
+(`msync/uploadChanges`, mediazip.py) 413 with a message; neither ever reaches the worker
+whole. The meter inflates in a thread pool (`INFLATERS`), except for the first bytes of small
+bodies (payload.py, `feed_inline`), so no body's inflating holds up the event loop.
 
 Sending a request twice (design.md: "retries happen only when the request provably never
 reached a worker"). A refused connection proves nothing reached the worker: any request is then
@@ -39,9 +43,12 @@ connection, and any failure after connecting is a 502.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 from aiohttp import web
@@ -64,11 +71,15 @@ from gateway.cluster.placement import Forward, Node, Serve
 from gateway.errors import (
     BodyTooLarge,
     ClientStalled,
+    MediaZipRefused,
     Overloaded,
     Unavailable,
+    UnreadableBody,
+    WorkerDied,
     WorkerFailed,
     WorkerTimeout,
 )
+from gateway.syncsession import SessionGuard, Turn
 from gateway.uploads import payload
 from gateway.web.bodies import (
     StreamedBody,
@@ -79,7 +90,7 @@ from gateway.web.bodies import (
     paced_write,
     pacing_of,
 )
-from gateway.web.middlewares import client_address
+from gateway.web.middlewares import answer_and_close, client_address
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.proxy")
@@ -106,6 +117,10 @@ _RESPONSE_OWNED = frozenset({"date", "server"})
 CHUNK = 64 * 1024
 #: Request bodies up to this size are forwarded whole, with a Content-Length (module doc).
 WHOLE_BODY = 64 * 1024
+#: Threads that inflate request bodies to meter them (zstandard releases the GIL): one a core.
+INFLATERS = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="inflate")
+#: The method whose body is a media zip (uploads/mediazip.py).
+MEDIA_UPLOAD = "msync/uploadChanges"
 
 
 def end_to_end(headers: MultiMapping[str], also_drop: Iterable[str] = ()) -> CIMultiDict[str]:
@@ -153,9 +168,11 @@ async def request_body(
 async def _metered(
     chunks: AsyncIterator[bytes], meter: payload.PayloadMeter
 ) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
     async for chunk in chunks:
         try:
-            meter.feed(chunk)
+            if not meter.feed_inline(chunk):
+                await loop.run_in_executor(INFLATERS, meter.feed, chunk)
         except payload.TooLarge as exc:
             raise BodyTooLarge(
                 f"request body {exc.reason} (compressed {meter.compressed}, "
@@ -163,6 +180,10 @@ async def _metered(
             ) from None
         except payload.OverBudget as exc:
             raise Overloaded(str(exc)) from None
+        except payload.Unreadable as exc:
+            raise UnreadableBody(f"request body unreadable: {exc}") from None
+        except payload.Refused as exc:
+            raise MediaZipRefused(f"media zip refused: {exc}") from None
         yield chunk
 
 
@@ -213,7 +234,9 @@ class Proxy:
         budget: payload.InflationBudget | None = None,
         gate: BackupGate | None = None,
         cluster: Cluster | None = None,
+        sessions: SessionGuard | None = None,
     ) -> None:
+        self._sessions = sessions
         self._gate = gate
         self._cluster = cluster
         self._limits = limits or payload.PayloadLimits.from_megs(100)
@@ -248,7 +271,10 @@ class Proxy:
                 metrics.cluster_route("forwarded")
         # Budget owners: the account and the client's address (uploads/budget.py).
         meter = payload.PayloadMeter(
-            self._limits, self._budget, (f"account:{account.name}", f"address:{address}")
+            self._limits,
+            self._budget,
+            (f"account:{account.name}", f"address:{address}"),
+            media_zip=upstream_path == MEDIA_UPLOAD,
         )
         try:
             if owner is not None:
@@ -258,7 +284,7 @@ class Proxy:
             return await self._forward(
                 request, upstream_path, (account.sub, account.name), header.session, meter
             )
-        except (BodyTooLarge, Overloaded) as exc:
+        except (BodyTooLarge, Overloaded, UnreadableBody) as exc:
             # The worker got an incomplete body and dropped it: the drain, at the client's pace,
             # must not keep the budget from other bodies meanwhile.
             meter.release()
@@ -353,12 +379,25 @@ class Proxy:
         body, reuse = await self._body(request, upstream_path, meter)
         await self._still_owner(sub_and_name[0])
         account = sub_and_name[1]
-        # Past a backup of the account only now: a body still arriving holds no worker, and a
-        # sync cut while its body arrived must not reach the fresh worker (backup/gate.py).
-        async with self._passage(account, upstream_path, session) as passage:
-            response = await self._send(request, upstream_path, account, body, reuse=reuse)
-            passage.status = response.status
-            return response
+        # One collection sync per account (syncsession/): decided once the body is here.
+        async with self._turn(account, upstream_path, session) as turn:
+            if turn.answer is not None:
+                return turn.answer
+            # Past a backup of the account only now: a body still arriving holds no worker,
+            # and a sync cut while its body arrived must not reach the fresh worker
+            # (backup/gate.py).
+            async with self._passage(account, upstream_path, session) as passage:
+                response = await self._send(request, upstream_path, account, body, reuse=reuse)
+                passage.status = turn.status = response.status
+                return response
+
+    def _turn(
+        self, account: str, upstream_path: str, session: str
+    ) -> contextlib.AbstractAsyncContextManager[Turn]:
+        """This request's turn in the account's one sync (syncsession/); none without a guard."""
+        if self._sessions is None:
+            return contextlib.nullcontext(Turn())
+        return self._sessions.turn(account, upstream_path, session)
 
     async def _send(
         self,
@@ -382,21 +421,31 @@ class Proxy:
                     await self._pool.report_broken(account)
                     if attempt == 2:
                         raise WorkerFailed("worker refused the connection") from None
+                except WorkerFailed as exc:
+                    # Killed at its memory limit, or crashed: retryable, never a 403
+                    # (gateway/containment/). A fresh worker serves the next request.
+                    death = await self._pool.report_broken(account)
+                    if death is not None:
+                        raise WorkerDied(f"worker died: {death.detail}") from exc
+                    raise
         raise WorkerFailed("worker closed the connection")
 
     async def _refuse_body(
-        self, request: web.Request, upstream_path: str, exc: BodyTooLarge | Overloaded
+        self,
+        request: web.Request,
+        upstream_path: str,
+        exc: BodyTooLarge | Overloaded | UnreadableBody,
     ) -> web.StreamResponse:
         """The answer to a body over the limits (module doc), once the rest of it is dropped."""
         ended = await drain(request, self._limits.max_compressed)
-        if upstream_path != "sync/upload" or isinstance(exc, Overloaded):
+        if upstream_path != "sync/upload" or type(exc) is not BodyTooLarge:
             exc.close_connection = not ended
             raise exc
         log.info("upload refused: too large", extra={"reason": exc.detail})
         body, headers = protocol.encode_raw_answer(protocol.UPLOAD_TOO_LARGE)
         response = web.Response(body=body, headers=headers)
         if not ended:
-            response.force_close()
+            await answer_and_close(request, response)  # not after aiohttp's lingering time
         return response
 
     async def _exchange(

@@ -22,6 +22,8 @@ import pytest
 from gateway import config as config_mod
 
 REGION = "eu-west-1"
+#: The backup.manifest_key of the tests' gateways.
+MANIFEST_KEY = "test-manifest-key-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +88,7 @@ class CognitoPool:
             "GATEWAY_LOGGING_FORMAT": "text",
             # Any free port: several gateways may run at once in one test.
             "GATEWAY_METRICS_PORT": "0",
+            "GATEWAY_BACKUP_MANIFEST_KEY": MANIFEST_KEY,
         }
         if self.client_secret:
             env["GATEWAY_COGNITO_CLIENT_SECRET"] = self.client_secret
@@ -185,14 +188,13 @@ class RunningGateway:
         from aiohttp import web
 
         from gateway.app import create_app, server_options
+        from gateway.web.connections import Runner
 
         self._thread.start()
 
         async def boot() -> None:
             self.app = create_app(self.config, **self._app_kwargs)
-            self._runner = web.AppRunner(
-                self.app, handle_signals=False, **server_options(self.config)
-            )
+            self._runner = Runner(self.app, handle_signals=False, **server_options(self.config))
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()
@@ -218,10 +220,12 @@ async def serve_app() -> AsyncIterator[Callable[..., Awaitable[int]]]:
     `run_app` serves it (aiohttp's handler_cancellation off unless given), for raw sockets."""
     from aiohttp import web
 
+    from gateway.web.connections import Runner
+
     runners: list[Any] = []
 
     async def serve(app: Any, **kwargs: Any) -> int:
-        runner = web.AppRunner(app, **kwargs)
+        runner = Runner(app, **kwargs)
         await runner.setup()
         runners.append(runner)
         site = web.TCPSite(runner, "127.0.0.1", 0)

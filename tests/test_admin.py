@@ -75,3 +75,15 @@ def test_an_unavailable_registry_is_one_line_and_a_non_zero_exit(tmp_path, monke
             assert main(["accounts", *args]) == 3
             err = capsys.readouterr().err
             assert "registry unavailable: DynamoDB" in err and "Traceback" not in err
+
+
+def test_sign_out_ends_the_accounts_portal_sessions_too(tmp_path, monkeypatch, capsys):
+    for k, v in {**ENV, "GATEWAY_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    reg = BlockingRegistry(SqliteRegistry(tmp_path / "registry.sqlite3", tmp_path / "collections"))
+    before, _ = reg.ensure(Identity("sub-1", "alice", "alice@example.com"))
+    assert main(["accounts", "sign-out", "alice"]) == 0
+    after = reg.get("sub-1")
+    assert after.key_generation == before.key_generation + 1
+    assert after.portal_epoch == before.portal_epoch + 1  # a session of the old epoch is void
+    reg.close()

@@ -29,6 +29,7 @@ from gateway.backup.retention import snapshots
 from gateway.backup.snapshot import BackupError, check, take
 from gateway.backup.store import LocalStore, S3Store
 from tests.ankiclient import Client, Required, is_auth_error
+from tests.conftest import MANIFEST_KEY
 from tests.test_identity_e2e import PASSWORD, raw, sync_pushes, synced_device
 
 
@@ -182,6 +183,7 @@ def test_backup_and_restore_through_s3_and_the_command_line(
         ("GATEWAY_DATA_DIR", str(config.data_dir)),
         ("GATEWAY_COGNITO_USER_POOL_ID", cognito.pool_id),
         ("GATEWAY_COGNITO_CLIENT_ID", cognito.client_id),
+        ("GATEWAY_BACKUP_MANIFEST_KEY", MANIFEST_KEY),
     ):
         monkeypatch.setenv(name, value)
     assert gateway_main(["backup", "--to", "s3://anki-backups/gw1", "--keep", "3"]) == 0
@@ -222,6 +224,7 @@ def cli_env(cognito: Any, data_dir: Path) -> dict[str, str]:
         "GATEWAY_COGNITO_CLIENT_ID": cognito.client_id,
         "GATEWAY_COGNITO_REGION": "eu-west-1",
         "GATEWAY_LOGGING_FORMAT": "text",
+        "GATEWAY_BACKUP_MANIFEST_KEY": MANIFEST_KEY,
     }
 
 

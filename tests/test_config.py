@@ -150,3 +150,29 @@ def test_the_credential_cache_lifetime_is_bounded(ttl, ok):
     else:
         with pytest.raises(cfg.ConfigError, match="auth.cache_ttl_seconds: at most 300"):
             cfg.load(None, env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("CONTAINMENT", "docker", "workers.containment: must be one of auto, cgroup, rlimit"),
+        ("MAX_MEMORY_MEGS", "63", "workers.max_memory_megs: at least 64"),
+        ("MAX_PIDS", "7", "workers.max_pids: at least 8"),
+        ("CPU_WEIGHT", "0", "workers.cpu_weight: 1 to 10000"),
+        ("CPU_WEIGHT", "10001", "workers.cpu_weight: 1 to 10000"),
+        ("NICE", "-1", "workers.nice: 0 to 19"),
+        ("NICE", "20", "workers.nice: 0 to 19"),
+    ],
+)
+def test_containment_settings_out_of_range_are_refused(name, value, problem):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(None, {**REQUIRED, f"GATEWAY_WORKERS_{name}": value})
+    assert problem in str(info.value)
+
+
+def test_containment_defaults_leave_an_honest_upload_at_the_stock_cap_room():
+    # Measured (docs/security/containment.md): a 280 MB collection's full upload peaks at
+    # 573 MiB of private memory, the stock server's cap being 3 x max_payload_megs inflated.
+    workers = cfg.load(None, REQUIRED).workers
+    assert workers.containment == "auto"
+    assert workers.max_memory_megs >= 6 * workers.max_payload_megs > 573

@@ -1,4 +1,8 @@
-"""The deployment files say what README.md says, and agree with the code they deploy.
+"""The deployment files say what their documentation says, and agree with the code they deploy.
+
+The documentation: README.md (the two commands), docs/deploy/docker.md (the image and compose),
+docs/deploy/cognito-pool.md (the IAM policy) and the configuration reference, which the site
+generates from gateway/config.py (docs/hooks/config_reference.py).
 
 No Docker engine is needed: the Dockerfile and compose file are parsed here, the compose file is
 also resolved by Docker Compose itself (`docker-compose config`, from the `test` extra), and the
@@ -8,6 +12,7 @@ linters that install from PyPI (yamllint, hadolint) or Debian (nginx, Caddy) che
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import re
 import shlex
@@ -27,6 +32,8 @@ from gateway.local import mode as local
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCKER_PAGE = (ROOT / "docs" / "deploy" / "docker.md").read_text(encoding="utf-8")
+COGNITO_PAGE = (ROOT / "docs" / "deploy" / "cognito-pool.md").read_text(encoding="utf-8")
 ENV_EXAMPLE = (ROOT / ".env.example").read_text(encoding="utf-8")
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 HEALTH_URL = "http://127.0.0.1:8080/health"
@@ -92,7 +99,7 @@ def docker_env() -> dict[str, str]:
 def test_dockerfile_base_image_is_slim_and_pinned_by_version():
     image = one("FROM").split()[0]
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
-    assert f"`{image.split('@')[0]}`" in README
+    assert f"`{image.split('@')[0]}`" in DOCKER_PAGE
 
 
 def test_dockerfile_installs_the_project_whose_anki_version_is_pinned():
@@ -107,26 +114,26 @@ def test_dockerfile_installs_the_project_whose_anki_version_is_pinned():
     # The image runs the installed package: no source copy of gateway/ is left in /app.
     copies = [args for name, args in dockerfile() if name == "COPY"]
     assert "gateway ./gateway" not in copies and "gateway /tmp/src/gateway" in copies
-    assert f"`{anki[0]}`" in README
+    assert f"`{anki[0]}`" in DOCKER_PAGE
 
 
 def test_dockerfile_runs_as_a_numeric_non_root_user():
     user = one("USER")
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) != 0 and (not gid or int(gid) != 0)
-    assert f"uid/gid **{uid}**" in README
+    assert f"uid/gid **{uid}**" in DOCKER_PAGE
 
 
 def test_dockerfile_data_volume_is_the_gateways_data_dir():
     assert json.loads(one("VOLUME")) == ["/data"]
     assert docker_env()["GATEWAY_DATA_DIR"] == "/data"
-    assert "volume **`/data`**" in README
+    assert "volume **`/data`**" in DOCKER_PAGE
 
 
 def test_dockerfile_exposes_the_port_the_gateway_listens_on():
     assert one("EXPOSE") == str(CONTAINER_PORT)
     assert docker_env()["GATEWAY_SERVER_PORT"] == str(CONTAINER_PORT)
-    assert f"`EXPOSE {CONTAINER_PORT}`" in README
+    assert f"`EXPOSE {CONTAINER_PORT}`" in DOCKER_PAGE
 
 
 def test_dockerfile_healthcheck_runs_the_health_command_with_no_spaces_in_arguments():
@@ -135,7 +142,7 @@ def test_dockerfile_healthcheck_runs_the_health_command_with_no_spaces_in_argume
     assert argv == ["python", "-m", "gateway", "health"]
     assert not any(" " in arg for arg in argv)  # engines that split on spaces keep it whole
     assert "--interval=30s" in options
-    assert HEALTH_URL in README
+    assert HEALTH_URL in DOCKER_PAGE
 
 
 def test_the_health_command_says_whether_the_gateway_answers(tmp_path, monkeypatch):
@@ -179,7 +186,7 @@ def test_dockerfile_cmd_is_exec_form_so_sigterm_reaches_the_gateway():
     assert json.loads(one("CMD")) == ["python", "-m", "gateway", "serve"]
     assert not [a for n, a in dockerfile() if n == "ENTRYPOINT"]
     assert one("STOPSIGNAL") == "SIGTERM"
-    assert '`CMD ["python", "-m", "gateway", "serve"]`' in README
+    assert '`CMD ["python", "-m", "gateway", "serve"]`' in DOCKER_PAGE
 
 
 def test_dockerfile_only_sets_settings_the_loader_knows():
@@ -230,7 +237,7 @@ def test_compose_services_keep_data_in_the_images_volume_and_publish_its_port():
         assert volume in COMPOSE["volumes"]
         (port,) = svc["ports"]
         assert port.endswith(f":{CONTAINER_PORT}")
-        assert f"`{volume}`" in README
+        assert f"`{volume}`" in DOCKER_PAGE
 
 
 def test_compose_health_checks_match_the_images():
@@ -277,7 +284,7 @@ def test_compose_local_profile_wires_the_gateway_to_the_stand_in():
     # Both local services run the image built with the stand-in in it.
     for svc in (stand_in, gateway):
         assert svc["build"]["args"]["EXTRAS"] == "[dev]"
-    assert "docker compose --profile local up" in README
+    assert "docker compose --profile local up" in DOCKER_PAGE
 
 
 def test_compose_only_sets_settings_the_loader_knows():
@@ -361,13 +368,25 @@ def test_yamllint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# -- .env.example and README.md ----------------------------------------------------------------
+# -- .env.example and the configuration reference ---------------------------------------------
+
+
+def reference_hook():
+    spec = importlib.util.spec_from_file_location(
+        "config_reference", ROOT / "docs" / "hooks" / "config_reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REFERENCE = reference_hook().reference()
 
 
 @pytest.mark.parametrize("name", primary_env_names())
-def test_every_setting_is_in_env_example_and_readme(name):
+def test_every_setting_is_in_env_example_and_the_configuration_reference(name):
     assert re.search(rf"^#? ?{name}=", ENV_EXAMPLE, re.M), f".env.example lacks {name}"
-    assert f"`{name}`" in README, f"README.md lacks {name}"
+    assert f"`{name}`" in REFERENCE, f"the configuration reference lacks {name}"
 
 
 def test_env_example_names_no_setting_the_loader_does_not_know():
@@ -375,10 +394,10 @@ def test_env_example_names_no_setting_the_loader_does_not_know():
     assert named <= all_env_names(), named - all_env_names()
 
 
-def test_readme_configuration_reference_lists_every_setting_with_its_default():
+def test_configuration_reference_lists_every_setting_with_its_default():
     rows = {
         m.group(1): m.group(0)
-        for m in re.finditer(r"^\| `([a-z_.]+)` \|.*$", README, re.M)
+        for m in re.finditer(r"^\| `([a-z_.]+)` \|.*$", REFERENCE, re.M)
         if "GATEWAY_" in m.group(0)
     }
     expected = {}
@@ -401,13 +420,13 @@ def test_readme_configuration_reference_lists_every_setting_with_its_default():
         assert cells[2] == shown, key
 
 
-def test_readme_iam_policy_names_exactly_the_cognito_calls_the_gateway_makes():
+def test_iam_policy_page_names_exactly_the_cognito_calls_the_gateway_makes():
     source = (ROOT / "gateway" / "identity" / "cognito.py").read_text(encoding="utf-8")
     # Every API call goes through CognitoProvider._call("<operation>", ...).
     calls = set(re.findall(r'_call\(\s*"([a-z_]+)"', source))
     assert {"admin_initiate_auth", "admin_get_user", "list_users"} <= calls
     actions = {"cognito-idp:" + "".join(p.title() for p in c.split("_")) for c in calls}
-    policy = json.loads(re.search(r"```json\n(.*?)```", README, re.S).group(1))
+    policy = json.loads(re.search(r"```json\n(.*?)```", COGNITO_PAGE, re.S).group(1))
     assert set(policy["Statement"][0]["Action"]) == actions
     # The portal's admin calls (its public-API calls need no IAM permission); local mode's
     # directory (gateway/local/directory.py) is never used against a real pool.
@@ -435,7 +454,7 @@ def test_make_targets_are_what_the_readme_says():
     assert "$(BIN)/pip install -e '.[test]'" in makefile
     assert "$(PYTHON) -m venv $(VENV)" in makefile
     assert re.search(r"^dev: install\n\t\$\(BIN\)/python -m gateway dev", makefile, re.M)
-    for step in ("ruff check .", "ruff format --check .", "pytest"):
+    for step in ("ruff check .", "ruff format --check .", "mkdocs build --strict", "pytest"):
         assert f"$(BIN)/{step}" in makefile
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert ci.rstrip().splitlines()[-1] == "make test"

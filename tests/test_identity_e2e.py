@@ -343,3 +343,52 @@ def test_a_sign_out_seen_by_another_gateway_process_never_answers_403_and_heals(
     assert status == 200, taken
     assert raw(second.url, "sync/download", old_key) == 403
     device.close()
+
+
+# -- sign-in honesty: credentials no Cognito user can have ------------------------------------
+
+
+def test_impossible_passwords_get_the_stock_403_without_cognito_and_leave_the_budget_alone(
+    cognito, tmp_path, start_gateway
+) -> None:
+    from gateway.appkeys import PROVIDER
+
+    cognito.add_user("wes", PASSWORD, "wes@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data", auth={"max_failures_per_user": 3}))
+    impossible = ["", " " + PASSWORD, PASSWORD + " ", PASSWORD + "\n", "\t", "short", "x" * 257]
+    # Empty was a 400 ("please use Check Database" in Anki); the stock server says 403.
+    assert [login_status(gw.url, "wes", p) for p in impossible] == [403] * len(impossible)
+    assert gw.app[PROVIDER].calls == 0  # not one reached Cognito (nor its lockout)
+    # Seven refusals, but none about wes's password: the real one still works at once.
+    device = client(tmp_path, "wes")
+    device.login("wes", PASSWORD, gw.url)
+    assert gw.app[PROVIDER].calls == 1
+    device.close()
+
+
+def test_a_user_re_created_within_the_cache_lifetime_never_gets_the_deleted_users_account(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # The default cache TTL (60 s), and no re-check due: only the cache rule stands in the way.
+    old_sub = cognito.add_user("rita", PASSWORD, "rita@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    old = synced_device(tmp_path, gw, "old", "rita")
+    cognito.boto.admin_delete_user(UserPoolId=cognito.pool_id, Username="rita")
+    new_sub = cognito.add_user("rita", PASSWORD, "rita@example.com")
+    assert new_sub != old_sub
+    new = client(tmp_path, "new")
+    new.login("rita", PASSWORD, gw.url)  # at once: the old login is still in the cache
+    assert new.auth.hkey != old.auth.hkey
+    assert gw.registry.account_for_key(new.auth.hkey).sub == new_sub
+    assert gw.registry.get(new_sub).name == "rita-2"
+    # A hit for a sub Cognito still has is answered from the cache: one lookup by sub, no
+    # second password check.
+    from gateway.appkeys import PROVIDER
+
+    calls = gw.app[PROVIDER].calls
+    again = client(tmp_path, "again")
+    again.login("rita", PASSWORD, gw.url)
+    assert again.auth.hkey == new.auth.hkey
+    assert gw.app[PROVIDER].calls == calls + 1
+    for device in (old, new, again):
+        device.close()

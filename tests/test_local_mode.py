@@ -268,6 +268,18 @@ class LocalMode:
             if line.startswith("=") and len([g for g in got if g.startswith("=")]) == 2:
                 return got
 
+    def printed_code(self, email: str, timeout: float = 20) -> str:
+        """The next code local mode prints on its console for `email`."""
+        deadline = time.monotonic() + timeout
+        marker = f" code for {email}: "
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no code printed for {email}") from None
+            if marker in line:
+                return line.rsplit(": ", 1)[1].strip()
+
     def wait_ready(self, url: str, timeout: float = 30) -> None:
         import urllib.request
 
@@ -478,7 +490,8 @@ def test_a_portal_sign_up_survives_stand_in_and_local_mode_restarts(tmp_path, ru
         base = url + "account/"
         browser = requests.Session()
         assert "/account/confirm" in sign_up(browser, base, email).url
-        confirmed = post_form(browser, base + "confirm", {"email": email, "code": "123456"})
+        code = mode.printed_code(email)
+        confirmed = post_form(browser, base + "confirm", {"email": email, "code": code})
         assert confirmed.status_code == 200 and "/account/signin" in confirmed.url, confirmed.url
         laptop = Client(tmp_path / "laptop")
         laptop.login(email, PORTAL_PASSWORD, url)
@@ -486,9 +499,9 @@ def test_a_portal_sign_up_survives_stand_in_and_local_mode_restarts(tmp_path, ru
         assert laptop.sync() == Required.FULL_UPLOAD
         laptop.close()
 
-        # A password reset on the portal (any code works in local mode) is recorded too.
+        # A password reset on the portal (with the code printed on the console) is recorded too.
         post_form(browser, base + "forgot", {"email": email})
-        fields = {"email": email, "code": "123456", "password": new_password}
+        fields = {"email": email, "code": mode.printed_code(email), "password": new_password}
         assert post_form(browser, base + "reset", fields).status_code == 200
         recorded = local_user(data, email)
         assert recorded is not None and recorded["password"] == new_password
@@ -602,10 +615,13 @@ async def test_a_sign_up_that_lost_its_seed_to_another_request_is_made_again(tmp
     )
     users = RacedOnce(tmp_path, moto_url)
     keeper = PoolKeeper(CognitoProvider(cognito), lambda: (pool_id, client_id), ("", ""), users)
-    directory = StandInDirectory(cognito, keeper=keeper)
+    codes: list[str] = []
+    directory = StandInDirectory(
+        cognito, keeper=keeper, announce=lambda purpose, email, code: codes.append(code)
+    )
     try:
         await directory.sign_up("racer@example.com", "Racer-Pass-1")
-        await directory.confirm("racer@example.com", "123456")
+        await directory.confirm("racer@example.com", codes[-1])
     finally:
         await directory.close()
         await keeper.close()
@@ -615,3 +631,38 @@ async def test_a_sign_up_that_lost_its_seed_to_another_request_is_made_again(tmp
     assert recorded.sub == standin.expected_sub(recorded.seed)
     listed = standin.cognito_client(moto_url).list_users(UserPoolId=pool_id)["Users"]
     assert [u["Username"] for u in listed] == ["racer@example.com"]
+
+
+def test_on_a_network_address_a_made_up_reset_code_takes_no_account(tmp_path, run_local_mode):
+    # Issue example: `dev --host 0.0.0.0`, then /account/forgot and /account/reset with 000000
+    # for the demo user; the new password used to work in Anki. Only the printed code resets.
+    data = tmp_path / "data-local"
+    port = free_port()
+    mode = run_local_mode(data, port, "--host", "0.0.0.0")
+    _, username, password = parse_box(mode.box())
+    url = f"http://127.0.0.1:{port}/"
+    mode.wait_ready(url)
+    base = url + "account/"
+    stranger = requests.Session()
+    post_form(stranger, base + "forgot", {"email": username})
+    taken = {"email": username, "code": "000000", "password": "Taken-Over-2027"}
+    refused = post_form(stranger, base + "reset", taken)
+    assert "That code is not right" in refused.text
+    intruder = Client(tmp_path / "intruder")
+    with pytest.raises(Exception, match="(?i)password"):
+        intruder.login(username, "Taken-Over-2027", url)
+    intruder.close()
+
+    owner = Client(tmp_path / "owner")
+    owner.login(username, password, url)  # the demo password still works
+    owner.close()
+    code = mode.printed_code(username)
+    assert len(code) == 6 and code.isdigit()
+    fields = {"email": username, "code": code, "password": "Owner-Chose-2027"}
+    assert "your password is changed" in post_form(stranger, base + "reset", fields).text
+    again = post_form(stranger, base + "reset", {**fields, "password": "Second-Use-2027"})
+    assert "That code is not right" in again.text  # used up
+    owner = Client(tmp_path / "owner2")
+    owner.login(username, "Owner-Chose-2027", url)
+    owner.close()
+    assert mode.stop() == 0

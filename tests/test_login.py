@@ -21,6 +21,7 @@ from gateway.identity.provider import (
     LockedOut,
     ProviderMisconfigured,
     ProviderUnavailable,
+    RefusedByOperator,
 )
 
 HEADER = json.dumps(
@@ -93,6 +94,7 @@ async def test_concurrent_identical_logins_make_one_provider_call(gateway):
         (ChallengeRequired("NEW_PASSWORD_REQUIRED"), 403, False),
         (ChallengeRequired("SOFTWARE_TOKEN_MFA"), 403, False),
         (LockedOut("Password attempts exceeded"), 429, True),
+        (RefusedByOperator("PreAuthentication failed with error on hold"), 403, False),
         (ProviderMisconfigured("ResourceNotFoundException"), 500, False),
     ],
 )

@@ -9,10 +9,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.app import create_app, server_options
+from gateway.identity.fake import FakeProvider
 from gateway.ops.metricsserver import METRICS_PORT
+from tests.conftest import fake_provider_config
 from tests.test_identity_e2e import PASSWORD, login_status, synced_device
 
 TOKEN = "metrics-token-0123456789"
@@ -142,3 +146,29 @@ def test_usage_totals_over_all_accounts_are_gauges_without_names(
     assert got["gateway_usage_computed_timestamp_seconds{}"] <= time.time()
     # The first gateway walked before the sync and has not walked again since.
     assert scrape(metrics_url(gw)).get("gateway_usage_media_files{}") == 0
+
+
+async def test_wrong_metrics_tokens_count_like_wrong_passwords_then_429(tmp_path, serve_app):
+    # Issue 16, item 6: 1,000 guesses at 2,400/s were all answered 401, none 429.
+    config = fake_provider_config(
+        tmp_path,
+        GATEWAY_METRICS_BEARER_TOKEN=TOKEN,
+        GATEWAY_METRICS_ENABLED="false",
+        GATEWAY_AUTH_MAX_FAILURES_PER_ADDRESS="5",
+    )
+    port = await serve_app(create_app(config, provider=FakeProvider()), **server_options(config))
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    async def scrape_with(session, token: str) -> tuple[int, str | None]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.get(url, headers=headers) as r:
+            return r.status, r.headers.get("Retry-After")
+
+    async with aiohttp.ClientSession() as session:
+        assert (await scrape_with(session, TOKEN))[0] == 200  # the right one is not counted
+        guesses = [await scrape_with(session, f"guess-{i:020d}") for i in range(8)]
+        assert [status for status, _ in guesses] == [401] * 5 + [429] * 3
+        assert all(int(wait) > 0 for _, wait in guesses[5:])
+        # Blocked for the right token too: a 200 among the 429s would confirm a guess.
+        status, wait = await scrape_with(session, TOKEN)
+        assert status == 429 and int(wait) > 0

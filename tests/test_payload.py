@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 
 import pytest
 import zstandard
 
 from gateway.uploads.decoders import DecoderPool
 from gateway.uploads.payload import (
+    INLINE_OUT,
     MIB,
     InflationBudget,
     OverBudget,
     PayloadLimits,
     PayloadMeter,
+    Refused,
     TooLarge,
+    Unreadable,
 )
 
 
@@ -76,11 +80,11 @@ def test_the_allowance_grows_with_the_bytes_on_the_wire():
     assert limits.inflated_allowance(100 * MIB) == 300 * MIB - 1
 
 
-def test_a_body_that_is_not_zstd_is_counted_on_the_wire_only():
-    meter = feed_all(PayloadLimits.from_megs(1), b"not zstd at all" * 1000)
-    assert not meter.inflating and meter.compressed == 15_000
-    with pytest.raises(TooLarge):
-        feed_all(PayloadLimits.from_megs(1), b"x" * (MIB + 1))
+def test_a_body_that_is_not_zstd_is_refused_not_counted_on_the_wire_only():
+    # It used to be counted by its compressed bytes only: what the meter cannot read, it
+    # cannot count (issue 16, item 2).
+    with pytest.raises(Unreadable, match="not a zstd frame"):
+        feed_all(PayloadLimits.from_megs(1), b"not zstd at all" * 1000)
 
 
 def text(size: int) -> bytes:
@@ -207,7 +211,8 @@ def test_concurrent_meters_never_share_a_decoder():
 def test_a_body_that_is_not_zstd_drops_its_decoder():
     decoders = DecoderPool()
     meter = PayloadMeter(PayloadLimits.from_megs(1), decoders=decoders)
-    meter.feed(b"not zstd at all")
+    with pytest.raises(Unreadable):
+        meter.feed(b"not zstd at all")
     meter.release()
     assert len(decoders) == 0
 
@@ -222,12 +227,100 @@ def test_many_small_bodies_from_one_address_in_flight_at_once_all_get_room():
     ]
     for meter in meters:
         meter.feed(streamed(b'{"v":11,"cv":"anki,26.09.3"}'))  # sync/meta: about 40 bytes
-    assert budget.pool_held <= 200 * 64 * 1024
-    # The address's share still ends at 16 MiB: a slow stranger there cannot hold more.
-    more = [PayloadMeter(limits, budget, (f"account:x{n}", "address:192.0.2.1")) for n in range(60)]
+    assert budget.pool_held == 0  # small bodies ride in their accounts' lanes (budget.py)
+    # The address's share of the pool still ends at 16 MiB: a slow stranger there cannot hold
+    # more with bodies past the lane.
+    more = [PayloadMeter(limits, budget, (f"account:x{n}", "address:192.0.2.1")) for n in range(9)]
+    body = streamed(text(2 * MIB))
     with pytest.raises(OverBudget):
         for meter in more:
-            meter.feed(streamed(b"tiny"))
+            meter.feed(body)
+    assert budget._pooled_by["address:192.0.2.1"] <= 16 * MIB
     for meter in meters + more:
         meter.release()
+    assert (budget.slots_held, budget.pool_held) == (0, 0)
+    assert budget._lane_by == {}
+
+
+def test_small_bodies_are_counted_inline_and_big_ones_start_over_for_a_thread():
+    limits = PayloadLimits.from_megs(100)
+    meta = PayloadMeter(limits)
+    assert meta.feed_inline(streamed(b'{"v":11,"cv":"anki,26.09.3"}'))
+    # A small body that inflates past INLINE_OUT: the caller's thread stops there, and the
+    # thread's feed() counts the whole body again from its first byte.
+    body = streamed(text(3 * MIB))
+    first, second = body[:1000], body[1000:]
+    meter = PayloadMeter(limits)
+    assert meter.feed_inline(first) is True or meter.inflated <= INLINE_OUT
+    if not meter.feed_inline(second):
+        meter.feed(second)
+    assert meter.inflated == 3 * MIB
+    assert not meter.feed_inline(b"")  # once in the thread, always in the thread
+
+
+def test_a_bomb_costs_the_callers_thread_at_most_inline_out():
+    bomb = streamed(b"\0" * (300 * MIB))  # ~10 KB on the wire: within INLINE_BYTES
+    meter = PayloadMeter(PayloadLimits.from_megs(100))
+    assert not meter.feed_inline(bomb)
+    assert meter.inflated == 0  # started over: nothing decided inline
+    with pytest.raises(TooLarge, match="allowance"):
+        meter.feed(bomb)
+
+
+def test_a_media_upload_is_checked_as_it_inflates():
+    from tests.test_mediazip import HONEST, media_zip
+
+    limits = PayloadLimits.from_megs(100)
+    ok = PayloadMeter(limits, media_zip=True)
+    ok.feed(streamed(HONEST))
+    bomb = media_zip(
+        [("a0.png", b"\0" * (100 * MIB))],
+        method=zipfile.ZIP_DEFLATED,
+        meta=[[f"a{i}.png", "0"] for i in range(24)],
+    )
+    body = streamed(bomb)
+    assert len(body) < 1000  # the issue's 331 bytes on the wire
+    with pytest.raises(Refused, match="not stored"):
+        PayloadMeter(limits, media_zip=True).feed(body)
+    with pytest.raises(Refused, match="ends early"):
+        PayloadMeter(limits, media_zip=True).feed(streamed(HONEST[:-30]))
+
+
+def test_thirty_accounts_holding_12_mib_bodies_cannot_refuse_anyone_a_normal_sync():
+    # Issue 16, item 4, at the default sizes: 30 accounts, each from its own address, each
+    # with a body inflating to 12 MiB that then trickles, filled the pool, and every other
+    # user's sync/meta got 503.
+    limits = PayloadLimits.from_megs(100)
+    budget = InflationBudget(1024 * MIB, limits.max_inflated)
+    body = streamed(b"\0" * (12 * MIB))
+    held, refused = [], 0
+    for n in range(30):
+        meter = PayloadMeter(limits, budget, (f"account:m{n}", f"address:198.51.100.{n}"))
+        held.append(meter)
+        try:
+            meter.feed(body)
+        except OverBudget:
+            refused += 1  # a hostile account degrades only itself
+    assert refused > 0 and budget.slots_held == budget.slots
+    meta, chunk = streamed(b'{"v":11,"cv":"anki,26.09.3"}'), streamed(text(512 * 1024))
+    for n in range(50):  # everyone else's normal syncs: meta, chunks of a few hundred KiB
+        meter = PayloadMeter(limits, budget, (f"account:u{n}", f"address:203.0.113.{n}"))
+        meter.feed(meta)
+        other = PayloadMeter(limits, budget, (f"account:u{n}", f"address:203.0.113.{n}"))
+        other.feed(chunk)
+        meter.release()
+        other.release()
+    for meter in held:
+        meter.release()
+    assert (budget.slots_held, budget.pool_held, budget._lane_by) == (0, 0, {})
+
+
+def test_a_released_meter_grants_nothing_more():
+    # A request cancelled while its chunk inflates in a thread: release() comes first.
+    limits = PayloadLimits.from_megs(4)
+    budget = InflationBudget(16 * MIB, limits.max_inflated)
+    meter = PayloadMeter(limits, budget, ("account:a",))
+    meter.release()
+    with pytest.raises(TooLarge):
+        meter.feed(streamed(text(2 * MIB)))
     assert (budget.slots_held, budget.pool_held) == (0, 0)

@@ -17,6 +17,13 @@ def z_streamed(data: bytes) -> bytes:
     return out.compress(data) + out.flush()
 
 
+def test_an_empty_username_or_password_is_well_formed_for_the_provider_to_refuse():
+    # The stock server answers 403 for these; a 400 would make Anki say "Check Database".
+    for payload in ({"u": "a", "p": ""}, {"u": "   ", "p": "x"}, {"u": "", "p": ""}):
+        username, password = protocol.decode_login(z_streamed(json.dumps(payload).encode()))
+        assert (username, password) == (payload["u"].strip(), payload["p"])
+
+
 def test_login_body_round_trips_and_username_is_stripped():
     body = z_streamed(json.dumps({"u": "  alice@example.com\n", "p": " pw "}).encode())
     assert protocol.decode_login(body) == ("alice@example.com", " pw ")
@@ -30,8 +37,6 @@ def test_login_body_round_trips_and_username_is_stripped():
         b'{"u": "a"}',
         b'{"u": 1, "p": "x"}',
         b'{"u": "a", "p": null}',
-        b'{"u": "   ", "p": "x"}',
-        b'{"u": "a", "p": ""}',
         b"\xff\xfe",
     ],
 )

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+import zstandard
 from aiohttp import web
 
 from gateway.app import PROXY, add_routes
@@ -31,6 +33,26 @@ from gateway.web.pace import Pacing
 
 KEY = "f" * 40
 SEEN: web.AppKey[dict] = web.AppKey("seen", dict)
+
+
+def z(data: bytes) -> bytes:
+    """A body as Anki sends it: one zstd frame (the gateway refuses anything else)."""
+    return zstandard.ZstdCompressor(level=1).compress(data)
+
+
+def pieces(size: int, piece: int = 65536) -> list[bytes]:
+    """One zstd frame of `size` random bytes (about as long on the wire), in pieces."""
+    frame = z(os.urandom(size))
+    return [frame[i : i + piece] for i in range(0, len(frame), piece)]
+
+
+def raw_frame(blocks: int) -> tuple[bytes, bytes, bytes]:
+    """A zstd frame of `blocks` raw blocks of 128 KiB, as (head, one block, end): a large
+    body whose pieces can be sent again and again without holding it whole."""
+    head = (0xFD2FB528).to_bytes(4, "little") + bytes([0x00, 0x58])  # 2 MiB window
+    block = ((128 * 1024) << 3).to_bytes(3, "little") + os.urandom(128 * 1024)
+    end = (1).to_bytes(3, "little")  # the last block: raw, empty
+    return head, block, end
 
 
 def header(key: str = KEY) -> str:
@@ -203,7 +225,7 @@ async def test_request_is_forwarded_and_hop_by_hop_headers_dropped(stack):
     status, headers, body = await post(
         server,
         "/anki/sync/meta",
-        data=b"payload",
+        data=z(b"payload"),
         headers={
             "anki-sync": header(),
             "Connection": "keep-alive, X-Client-Hop",
@@ -222,11 +244,11 @@ async def test_request_is_forwarded_and_hop_by_hop_headers_dropped(stack):
 async def test_unknown_key_is_403_and_never_reaches_a_worker(stack):
     server, _, pool = stack
     status, _, _ = await post(
-        server, "/anki/sync/meta", data=b"x", headers={"anki-sync": header("0" * 40)}
+        server, "/anki/sync/meta", data=z(b"x"), headers={"anki-sync": header("0" * 40)}
     )
     assert status == 403
     status, _, _ = await post(
-        server, "/anki/sync/meta", data=b"x", headers={"anki-sync": header("")}
+        server, "/anki/sync/meta", data=z(b"x"), headers={"anki-sync": header("")}
     )
     assert status == 403
     assert pool.leases == 0
@@ -234,8 +256,8 @@ async def test_unknown_key_is_403_and_never_reaches_a_worker(stack):
 
 async def test_missing_header_is_501_and_malformed_header_is_400(stack):
     server, _, pool = stack
-    assert (await post(server, "/anki/sync/meta", data=b"x"))[0] == 501
-    assert (await post(server, "/anki/msync/begin", data=b"x", headers={"anki-sync": "{"}))[
+    assert (await post(server, "/anki/sync/meta", data=z(b"x")))[0] == 501
+    assert (await post(server, "/anki/msync/begin", data=z(b"x"), headers={"anki-sync": "{"}))[
         0
     ] == 400
     assert pool.leases == 0
@@ -246,7 +268,7 @@ async def test_missing_header_is_501_and_malformed_header_is_400(stack):
 )
 async def test_outside_sync_and_msync_is_404(stack, path):
     server, _, pool = stack
-    status, _, _ = await post(server, path, data=b"x", headers={"anki-sync": header()})
+    status, _, _ = await post(server, path, data=z(b"x"), headers={"anki-sync": header()})
     assert status == 404
     assert pool.leases == 0
 
@@ -254,7 +276,7 @@ async def test_outside_sync_and_msync_is_404(stack, path):
 async def test_upstream_redirect_is_passed_back_not_followed(stack):
     server, _, _ = stack
     status, headers, _ = await post(
-        server, "/anki/sync/redirectme", data=b"x", headers={"anki-sync": header()}
+        server, "/anki/sync/redirectme", data=z(b"x"), headers={"anki-sync": header()}
     )
     assert status == 308
     assert headers["Location"] == "http://elsewhere.example/"
@@ -264,7 +286,7 @@ async def test_mid_body_upstream_failure_aborts_the_client_connection(stack):
     server, _, _ = stack
     async with aiohttp.ClientSession() as s:
         async with s.post(
-            server.make_url("/anki/sync/broken"), data=b"x", headers={"anki-sync": header()}
+            server.make_url("/anki/sync/broken"), data=z(b"x"), headers={"anki-sync": header()}
         ) as r:
             assert r.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
@@ -273,12 +295,14 @@ async def test_mid_body_upstream_failure_aborts_the_client_connection(stack):
 
 async def test_100_mb_upload_streams_with_flat_memory(stack):
     server, upstream, _ = stack
-    size = 100 * 1024 * 1024
-    chunk = b"\xab" * (256 * 1024)
+    head, block, end = raw_frame(799)  # just under 100 MiB of raw blocks (the cap)
+    size = len(head) + 799 * len(block) + len(end)
 
     async def body() -> AsyncIterator[bytes]:
-        for _ in range(size // len(chunk)):
-            yield chunk
+        yield head
+        for _ in range(799):
+            yield block
+        yield end
 
     # Everything (client, gateway, upstream) shares this process; the client's own chunks are
     # reused, so whatever tracemalloc sees at peak is buffering in the gateway or the upstream.
@@ -298,30 +322,34 @@ async def test_small_chunked_body_is_forwarded_whole_with_content_length(stack):
     # the connection; a small body therefore goes upstream with a Content-Length (bytes intact).
     server, upstream, _ = stack
 
+    frame = z(b"abcdef")
+
     async def chunked():
-        yield b"abc"
-        yield b"def"
+        yield frame[:5]
+        yield frame[5:]
 
     status, headers, _ = await post(
         server, "/anki/sync/meta", data=chunked(), headers={"anki-sync": header()}
     )
-    assert status == 200 and headers["X-Total"] == "6"
+    assert status == 200 and headers["X-Total"] == str(len(frame))
     seen = upstream.app[SEEN]["headers"]
-    assert seen.get("Content-Length") == "6"
+    assert seen.get("Content-Length") == str(len(frame))
     assert "Transfer-Encoding" not in seen
 
 
 async def test_large_body_streams_upstream_chunked(stack):
     server, upstream, _ = stack
 
+    body = pieces(10 * 65536)
+
     async def big():
-        for _ in range(10):
-            yield b"x" * 65536
+        for piece in body:
+            yield piece
 
     status, headers, _ = await post(
         server, "/anki/sync/upload", data=big(), headers={"anki-sync": header()}
     )
-    assert status == 200 and headers["X-Total"] == str(10 * 65536)
+    assert status == 200 and headers["X-Total"] == str(sum(map(len, body)))
     seen = upstream.app[SEEN]["headers"]
     assert seen.get("Transfer-Encoding") == "chunked"
 
@@ -330,20 +358,22 @@ async def test_small_read_only_requests_reuse_one_upstream_connection_others_do_
     server, upstream, _ = stack
     for _ in range(3):
         await post(
-            server, "/anki/msync/mediaChanges", data=b"small", headers={"anki-sync": header()}
+            server, "/anki/msync/mediaChanges", data=z(b"small"), headers={"anki-sync": header()}
         )
     peers = list(upstream.app[SEEN]["peers"])
     assert len(set(peers)) == 1
 
+    body = pieces(2 * 65536)
+
     async def big():
-        for _ in range(2):
-            yield b"x" * 65536
+        for piece in body:
+            yield piece
 
     for _ in range(2):
         await post(server, "/anki/sync/chunk", data=big(), headers={"anki-sync": header()})
     # A write is never sent over a connection that may be stale (it could not be retried).
     for _ in range(2):
-        await post(server, "/anki/sync/start", data=b"small", headers={"anki-sync": header()})
+        await post(server, "/anki/sync/start", data=z(b"small"), headers={"anki-sync": header()})
     others = upstream.app[SEEN]["peers"][3:]
     assert len(set(others)) == 4 and not set(others) & set(peers)
 
@@ -354,9 +384,9 @@ async def test_request_the_worker_read_before_its_connection_broke_is_never_sent
 ):
     server, upstream, _ = stack
     # Warm the reused connection first, as a sync does with meta.
-    await post(server, "/anki/msync/mediaChanges", data=b"x", headers={"anki-sync": header()})
+    await post(server, "/anki/msync/mediaChanges", data=z(b"x"), headers={"anki-sync": header()})
     status, _, _ = await post(
-        server, f"/anki/sync/{method}", data=b"changes", headers={"anki-sync": header()}
+        server, f"/anki/sync/{method}", data=z(b"changes"), headers={"anki-sync": header()}
     )
     assert 500 <= status < 600
     assert upstream.app[SEEN]["delivered"] == [f"/sync/{method}"]
@@ -365,9 +395,13 @@ async def test_request_the_worker_read_before_its_connection_broke_is_never_sent
 async def test_client_that_stops_reading_a_download_is_cut_off_and_frees_the_worker(stack):
     server, upstream, _ = stack
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    body = z(b"{}")
     writer.write(
-        b"POST /anki/sync/download HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-        b"anki-sync: " + header().encode() + b"\r\n\r\n{}"
+        b"POST /anki/sync/download HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body)
+        + b"anki-sync: "
+        + header().encode()
+        + b"\r\n\r\n"
+        + body
     )
     await writer.drain()
     began = time.monotonic()
@@ -388,9 +422,11 @@ async def test_worker_dying_mid_upload_is_502_and_the_rest_of_the_body_is_draine
     caplog.set_level(logging.DEBUG)
     server, _, _ = stack
 
+    body = pieces(40 * 65536)
+
     async def slow_body():
-        for _ in range(40):
-            yield b"x" * 65536
+        for piece in body:
+            yield piece
             await asyncio.sleep(0.01)
 
     status, _, _ = await post(
@@ -405,7 +441,7 @@ async def test_time_the_worker_takes_is_not_held_against_a_reading_client(stack,
     caplog.set_level(logging.INFO)
     server, _, _ = stack
     status, _, body = await post(
-        server, "/anki/msync/downloadFiles", data=b"{}", headers={"anki-sync": header()}
+        server, "/anki/msync/downloadFiles", data=z(b"{}"), headers={"anki-sync": header()}
     )
     assert status == 200
     assert body == b"a" * 10 + b"b" * 10

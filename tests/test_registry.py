@@ -716,3 +716,25 @@ async def test_a_key_item_left_after_a_deletion_never_opens_the_subs_next_accoun
     dynamo.client.put_item(TableName=TABLE, Item=left)  # as if its removal had failed
     await registry.ensure(Identity("sub-1", "alice", None))
     assert await dynamo.open().account_for_key("k" * 40) is None
+
+
+# -- nonces of signed requests (provisioning, moves) ------------------------------------------
+
+
+async def test_a_nonce_is_spent_once_for_every_process_and_after_a_restart(store):
+    one, two = store.open(), store.open()
+    until = store.clock.now + 600
+    assert await one.spend_nonce("n" * 64, until) is True
+    assert await two.spend_nonce("n" * 64, until) is False  # another process
+    await one.close()
+    store.opened.remove(one)
+    assert await store.open().spend_nonce("n" * 64, until) is False  # a restart
+    assert await two.spend_nonce("m" * 64, until) is True
+
+
+async def test_an_expired_nonce_is_forgotten(store):
+    registry = store.open()
+    assert await registry.spend_nonce("n" * 64, store.clock.now + 10)
+    store.clock.now += 11
+    assert await registry.spend_nonce("n" * 64, store.clock.now + 10)
+    assert not await registry.spend_nonce("n" * 64, store.clock.now + 10)

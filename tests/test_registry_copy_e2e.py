@@ -133,7 +133,8 @@ def test_a_sqlite_registry_copied_into_dynamodb_keeps_devices_syncing_with_their
     fresh_dave.sync()
     assert fresh_dave.note_fronts() == {"Dave's, between the copies"}
     # Signed out before the copy: still refused. Disabled: still disabled. Carol's account was
-    # not copied (her name is someone else's in the table): refused, as the README says.
+    # not copied (her name is someone else's in the table): refused, as
+    # docs/operations/dynamodb-registry.md says.
     for refused in (tablet, bobs, carols):
         with pytest.raises(SyncError) as info:
             refused.sync()

@@ -10,6 +10,16 @@ by `auth.cache_ttl_seconds` and dropped sooner when Cognito verifies another pas
 same `sub` or the same spelling for another `sub` (a changed password, a re-created user), or
 when the account's key generation moves on ("sign out all devices").
 
+The cache never answers on its own word. A user deleted in Cognito and re-created with the same
+name and password (a new `sub`) must not be handed the deleted user's account, and nothing
+tells the gateway of a deletion: it can happen at any moment after the entry was made. So a
+hit stands only once Cognito, asked at that moment by `sub` (`lookup_sub`), still has that
+`sub`, enabled, and known by the name typed (its username or verified email, canonical);
+anything else drops the entry and the password goes to Cognito as on a miss. A hit thus saves
+the password check (AdminInitiateAuth, and a count towards Cognito's lockout) and the worker
+login, not the round trip; concurrent hits for one `sub` share one lookup. When Cognito cannot
+be asked, the login gets 503 as an uncached one would.
+
 The user's password goes to the identity provider and nowhere else. The worker only ever sees
 the local account name and its derived secret, so the key it issues is the key the client keeps.
 That key is deterministic (the stock server's key is sha1("name:password")), which is why keys
@@ -38,7 +48,14 @@ from gateway.errors import (
     Unavailable,
     WorkerFailed,
 )
-from gateway.identity.provider import BadCredentials, ChallengeRequired, Identity, IdentityProvider
+from gateway.identity.provider import (
+    BadCredentials,
+    ChallengeRequired,
+    Identity,
+    IdentityProvider,
+    ImpossibleCredentials,
+    UnknownUser,
+)
 from gateway.identity.spelling import canonical
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
 from gateway.workers.pool import WorkerPool
@@ -81,6 +98,7 @@ class LoginService:
         self._users = user_limiter
         self._addresses = address_limiter
         self._flights: SingleFlight[LoginResult] = SingleFlight()
+        self._lookups: SingleFlight[Identity] = SingleFlight()
         #: Called with an account of another sub found under a name Cognito just vouched for
         #: (the app starts a re-check of its owner).
         self.on_rival: Callable[[Account], None] = lambda account: None
@@ -116,9 +134,11 @@ class LoginService:
                 account is not None
                 and account.active
                 and account.key_generation == cached.generation
+                and await self._still_named(user, cached.identity.sub)
             ):
                 log.info("login (cached)", extra={"account": account.name})
                 return cached, True
+            self.cache.forget_tags(_tags(cached.identity.sub, set()))
         # Identical concurrent logins share one flight, and count as one attempt.
         result = await self._flights.run(
             cache_key,
@@ -129,6 +149,23 @@ class LoginService:
             ),
         )
         return result, False
+
+    async def _still_named(self, user: str, sub: str) -> bool:
+        """Cognito's word, now, that `sub` exists, is enabled and is known as `user` (a
+        canonical spelling). Raises the provider's Unavailable/Misconfigured."""
+        try:
+            identity = await self._lookups.run(sub, lambda: self.provider.lookup_sub(sub))
+        except UnknownUser:
+            log.info("cached login dropped: its sub is gone from the identity provider")
+            return False
+        if identity.sub != sub or not identity.enabled:
+            return False
+        names = {canonical(identity.username), canonical(identity.email or "")}
+        if user not in names:
+            log.info("cached login dropped: the name typed is no longer the sub's")
+            return False
+        await self.registry.mark_checked(sub)
+        return True
 
     async def verify(self, username: str, password: str, address: str) -> Account:
         """A password check without a host key (the account portal's sign-in and its "password
@@ -155,10 +192,15 @@ class LoginService:
         still in flight. The count is taken back when the attempt is not the client's failure
         (success, provider unavailable). A success does not clear earlier failures: they age
         out of the window, since a look-alike account (another Cognito user with the same
-        canonical spelling) could otherwise clear its victim's budget at will."""
+        canonical spelling) could otherwise clear its victim's budget at will. Credentials the
+        provider refused without a call (ImpossibleCredentials) stay charged to the address but
+        not to the user: they say nothing about that user's password."""
         marks = (self._users.record_failure(user), self._addresses.record_failure(address))
         try:
             result = await call()
+        except ImpossibleCredentials:
+            self._users.forgive(user, marks[0])
+            raise
         except AuthFailed:
             raise
         except BaseException:
@@ -230,8 +272,10 @@ class LoginService:
 
     async def sign_out(self, sub: str) -> int:
         """Sign every device of `sub` out: new key generation, cached logins and the running
-        worker dropped. Returns the new generation; KeyError for an unknown `sub`."""
+        worker dropped, every account-portal session ended (the portal epoch moves on).
+        Returns the new generation; KeyError for an unknown `sub`."""
         generation = await self.registry.sign_out(sub)
+        await self.registry.end_portal_sessions(sub)
         metrics.revocation("signed_out")
         self.forget_account(sub)
         account = await self.registry.get(sub)

@@ -2,25 +2,33 @@
 
     backup --to DIR|s3://bucket/prefix [--keep N] [--include-secret] [--wait SECONDS]
     backup --list --to DEST
-    restore --from DIR|s3://bucket/prefix [--snapshot NAME] [--account NAME ...] [--wait S]
+    backup verify DEST[/snapshots/NAME]
+    restore --from DIR|s3://bucket/prefix [--snapshot NAME] [--account NAME ...]
+            [--exclude NAME ...] [--wait S]
 
 snapshot.py takes consistent snapshots while people sync, asking the gateways through
-quiesce.py (the running gateways' side is gate.py, with sessions.py); retention.py lists and
-prunes them; restore.py puts accounts back under their locks; store.py is the folder or S3
-behind all. Exit status: 0; 1 with one
-line saying what to do (BackupError), or when an account was not backed up (the snapshot of
-the others is kept; each missed account is named on stderr with the reason).
+quiesce.py (the running gateways' side is gate.py, with sessions.py), and signs their manifest
+(manifest.py); retention.py lists and prunes them; verify.py checks one; restore.py puts
+accounts back under their locks, all or none (swap.py); store.py is the folder or S3 behind
+all. Exit status: 0; 1 with one line saying what to do (BackupError), or when an account was
+not backed up (the snapshot of the others is kept; each missed account is named on stderr with
+the reason). `backup verify`: 0 the snapshot is sound (a restore would take it); 1 it is not
+(each problem on stderr: a restore refuses it); 2 it could not be checked (no
+backup.manifest_key, no such store or snapshot).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from gateway.config import Config
 
 
 def main(command: str, argv: list[str], config: Config) -> int:
+    if command == "backup" and argv[:1] == ["verify"]:
+        return _verify(argv[1:], config)
     from gateway.backup.restore import restore
     from gateway.backup.retention import snapshots
     from gateway.backup.snapshot import BackupError, take
@@ -40,6 +48,9 @@ def main(command: str, argv: list[str], config: Config) -> int:
         parser.add_argument("--from", dest="source", required=True)
         parser.add_argument("--snapshot", help="its name (default: the newest)")
         parser.add_argument("--account", action="append", help="only this account (repeatable)")
+        parser.add_argument(
+            "--exclude", action="append", default=[], help="not this account (repeatable)"
+        )
     parser.add_argument(
         "--wait",
         type=float,
@@ -69,9 +80,57 @@ def main(command: str, argv: list[str], config: Config) -> int:
                 return 1
         else:
             store = open_store(args.source)
-            done = restore(config, store, args.snapshot, args.account, wait=args.wait)
+            done = restore(
+                config,
+                store,
+                args.snapshot,
+                args.account,
+                exclude=tuple(args.exclude),
+                wait=args.wait,
+            )
             print(f"restored {len(done)} account(s): {', '.join(done)}")
     except BackupError as exc:
         print(f"anki-cognito-gateway {command}: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _verify(argv: list[str], config: Config) -> int:
+    import tempfile
+
+    from gateway.backup.retention import snapshots
+    from gateway.backup.snapshot import BackupError, manifest_key
+    from gateway.backup.store import open_store
+    from gateway.backup.verify import verify
+
+    parser = argparse.ArgumentParser(prog="python -m gateway backup verify")
+    parser.add_argument(
+        "snapshot",
+        help="DEST/snapshots/NAME (DEST a folder or s3://bucket/prefix), or DEST: its newest",
+    )
+    args = parser.parse_args(argv)
+    dest, _, name = args.snapshot.rstrip("/").rpartition("/snapshots/")
+    if not dest:
+        dest, name = args.snapshot, ""
+    try:
+        key = manifest_key(config)
+        store = open_store(dest)
+        available = snapshots(store)
+        name = name or (available[-1] if available else "")
+        if name not in available:
+            raise BackupError(f"no complete snapshot {name!r} in {store.url}")
+    except (BackupError, ValueError, OSError) as exc:
+        print(f"anki-cognito-gateway backup verify: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with tempfile.TemporaryDirectory(prefix="gateway-verify-") as scratch:
+            problems = verify(store, name, key, Path(scratch))
+    except BackupError as exc:
+        print(f"anki-cognito-gateway backup verify: {exc}", file=sys.stderr)
+        return 1
+    for account, problem in problems.items():
+        print(f"anki-cognito-gateway backup verify: {name}: {account}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"snapshot {name} in {store.url} verified")
     return 0

@@ -1,36 +1,50 @@
-"""Putting accounts back from a snapshot (snapshot.py).
+"""Putting accounts back from a snapshot (snapshot.py), every chosen account or none.
 
-    restore(config, store, snapshot=None, accounts=None, *, wait=60) -> list[str]
-        (the accounts restored); raises BackupError (no such snapshot or account, an account
-        that could not be quiesced: then nothing was restored)
+    restore(config, store, snapshot=None, accounts=None, *, exclude=(), wait=60) -> list[str]
+        (the accounts restored); raises BackupError (no key, no such snapshot or account, a
+        snapshot that fails its checks, an account that could not be quiesced: then nothing
+        was restored, and the message names the account and why)
 
-Each account is quiesced as for a backup (quiesce.hold: the gateways stop its sync server once
-its syncs under way end, or after `wait` seconds, and hold its requests; the restore holds its
-worker lock), every chosen account before any is touched, so the gateway keeps running and
-nobody is logged out. The account's collection, media database and media files are replaced
-by the snapshot's; its registry row is not touched (the same keys keep working). Its schema
-is marked changed, so each device that synced after the snapshot is asked for a full sync
-(upload or download: the user picks which copy wins) rather than failing its next normal
-sync. Requests of an account restored early wait (then 503) while later ones are quiesced.
-The registry itself is restored by hand, with every gateway stopped (README, "Backups").
+In order, so that a failure anywhere leaves every account exactly as it was:
+1. The manifest's MAC and shape are checked (manifest.py, under `backup.manifest_key`).
+2. Each chosen account is STAGED while its users keep syncing: its files are downloaded into
+   `<account>/.gateway-restore-new/` and checked (verify.stage: each file's SHA-256, SQLite's
+   integrity check, no trigger, view or virtual table; nothing of the file runs). The first
+   account that fails refuses the whole restore; the others can be restored with --exclude.
+   The staged collection's schema is then marked changed, so each device that synced after
+   the snapshot is asked for a full sync (upload or download: the user picks which copy wins)
+   rather than failing its next normal sync.
+3. Every chosen account is quiesced as for a backup (quiesce.hold: the gateways stop its sync
+   server once its syncs under way end, or after `wait` seconds, and hold its requests; the
+   restore holds its worker lock), so the gateway keeps running and nobody is logged out.
+4. The staged files replace the accounts' in one step per account, all accounts or none
+   (swap.py: renames, undone on any failure; a killed restore is undone by the next).
+The registry row is not touched (the same keys keep working). Requests of the chosen accounts
+wait (then 503) during steps 3-4 only. The registry itself is restored by hand, with every
+gateway stopped (docs/operations/backups.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import shutil
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
-from gateway.backup import quiesce
+from gateway.backup import quiesce, swap
 from gateway.backup.retention import snapshots
-from gateway.backup.snapshot import SQLITE_FILES, BackupError
+from gateway.backup.snapshot import BackupError, manifest_key, running
 from gateway.backup.store import Store
+from gateway.backup.verify import read_manifest, stage
 from gateway.config import Config
-from gateway.naming import is_safe
 from gateway.workers.lock import account_dir
+
+log = logging.getLogger("gateway.backup")
+#: In an account folder while a restore stages its files there.
+STAGING = ".gateway-restore-new"
 
 
 def restore(
@@ -39,61 +53,67 @@ def restore(
     snapshot: str | None = None,
     accounts: list[str] | None = None,
     *,
+    exclude: tuple[str, ...] = (),
     wait: float = 60.0,
 ) -> list[str]:
+    key = manifest_key(config)
     available = snapshots(store)
     if not available:
         raise BackupError(f"no complete snapshot in {store.url}")
     name = snapshot or available[-1]
     if name not in available:
         raise BackupError(f"no snapshot {name!r} in {store.url}; there are: {', '.join(available)}")
-    manifest = json.loads(store.read(f"snapshots/{name}/manifest.json"))
-    chosen = accounts or sorted(manifest["accounts"])
-    missing = [a for a in chosen if a not in manifest["accounts"]]
+    manifest = read_manifest(store, name, key)
+    listed = manifest["accounts"]
+    missing = [a for a in [*(accounts or ()), *exclude] if a not in listed]
     if missing:
         raise BackupError(f"snapshot {name} has no account {', '.join(missing)}")
-    for account in chosen:
-        if not is_safe(account):
-            raise BackupError(f"unsafe account name {account!r} in the manifest")
-        for filename in manifest["accounts"][account]["media"]:
-            if "/" in filename or "\0" in filename or filename in ("", ".", ".."):
-                raise BackupError(f"{account}: bad media file name {filename!r} in the manifest")
-    # Every chosen account quiesced before any is touched, as for a backup (quiesce.py: the
-    # gateways stop its sync server and hold its requests): one that cannot be refuses the
-    # whole restore, never leaves it half done.
-    with contextlib.ExitStack() as stack:
-        for account in chosen:
-            held = quiesce.hold(config.collections_dir, account, wait)
-            if isinstance(held, str):
-                raise BackupError(
-                    f"{account}: {held}; nothing was restored. Try again, with a longer --wait"
-                    " if its syncs take long"
-                )
-            stack.enter_context(held)
-        for account in chosen:
-            _restore_one(config, store, name, account, manifest["accounts"][account]["media"])
+    chosen = [a for a in (accounts or sorted(listed)) if a not in exclude]
+    if not chosen:
+        raise BackupError("no account left to restore")
+    with running(config.data_dir):
+        folders = {account: account_dir(config.collections_dir, account) for account in chosen}
+        try:
+            for account in chosen:
+                _stage(store, name, account, listed[account], folders[account] / STAGING)
+            # Every chosen account quiesced before any is touched: one that cannot be refuses
+            # the whole restore.
+            with contextlib.ExitStack() as stack:
+                for account in chosen:
+                    held = quiesce.hold(config.collections_dir, account, wait)
+                    if isinstance(held, str):
+                        raise BackupError(
+                            f"{account}: {held}; nothing was restored. Try again, with a longer"
+                            " --wait if its syncs take long"
+                        )
+                    stack.enter_context(held)
+                for account in chosen:
+                    if swap.recover(folders[account]):
+                        log.warning("a cut-off restore undone", extra={"account": account})
+                try:
+                    swap.swap_all([(folders[a], folders[a] / STAGING) for a in chosen])
+                except OSError as exc:
+                    raise BackupError(
+                        f"the files could not be swapped ({exc.strerror or exc}); nothing was"
+                        " restored, every account is as it was"
+                    ) from None
+        finally:
+            for folder in folders.values():
+                shutil.rmtree(folder / STAGING, ignore_errors=True)
+    log.info("restored", extra={"snapshot": name, "accounts": len(chosen)})
     return chosen
 
 
-def _restore_one(
-    config: Config, store: Store, snapshot: str, account: str, media: dict[str, str]
-) -> None:
-    """Replace the account's files by the snapshot's; the caller has it quiesced."""
-    folder = account_dir(config.collections_dir, account)
-    for filename in SQLITE_FILES:
-        for suffix in ("", "-wal", "-shm"):
-            (folder / (filename + suffix)).unlink(missing_ok=True)
-        key = f"snapshots/{snapshot}/accounts/{account}/{filename}"
-        if store.exists(key):
-            store.get(key, folder / filename)
-    if (folder / "collection.anki2").is_file():
-        _ask_for_full_sync(folder / "collection.anki2")
-    media_dir = folder / "media"
-    if media_dir.is_dir():
-        shutil.rmtree(media_dir)
-    media_dir.mkdir()
-    for filename, digest in media.items():  # names checked by restore()
-        store.get(f"blobs/{digest}", media_dir / filename)
+def _stage(store: Store, snapshot: str, account: str, entry: dict[str, Any], target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)  # a killed run's
+    problem = stage(store, snapshot, account, entry, target)
+    if problem is not None:
+        raise BackupError(
+            f"{account}: {problem}. Nothing was restored (to restore the other accounts of"
+            f" the snapshot, add --exclude {account})"
+        )
+    if (target / "collection.anki2").is_file():
+        _ask_for_full_sync(target / "collection.anki2")
 
 
 def _ask_for_full_sync(collection: Path) -> None:
@@ -101,7 +121,7 @@ def _ask_for_full_sync(collection: Path) -> None:
     does before a one-way sync: a device that synced after the snapshot is then asked which side
     wins (upload or download) instead of failing the normal sync's sanity check ("Please use
     Check Database")."""
-    db = sqlite3.connect(collection)
+    db = sqlite3.connect(collection)  # checked first: no trigger of the file's runs
     try:
         with db:
             db.execute("UPDATE col SET scm = ?", (int(time.time() * 1000),))

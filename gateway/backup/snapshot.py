@@ -2,15 +2,17 @@
 
     take(config, store, *, include_secret=False, keep=None, wait=60) -> Taken
         Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up)
-        raises BackupError (secret refused, the registry's copy failed its check); an
-        account whose copy fails (a damaged file, a full scratch disk) is missed instead
+        raises BackupError (no backup.manifest_key, secret refused, the registry's copy
+        failed its check); an account whose copy fails (a damaged file, a full scratch disk)
+        is missed instead
 
 Layout in the store:
     snapshots/<name>/registry.sqlite3          (the SQLite registry only: DynamoDB backs
                                                itself up, point-in-time recovery)
     snapshots/<name>/accounts/<account>/collection.anki2, media.db
     snapshots/<name>/gateway.secret            (only with include_secret, see below)
-    snapshots/<name>/manifest.json             (written last: a snapshot without it is partial)
+    snapshots/<name>/manifest.json             (written last: a snapshot without it is partial;
+                                               every file's SHA-256, signed: manifest.py)
     blobs/<sha256>                             media files, shared by every snapshot
 
 Accounts are copied one at a time while users keep syncing. A running stock server holds its
@@ -73,8 +75,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.backup import quiesce
+from gateway.backup.manifest import SQLITE_FILES, seal
 from gateway.backup.retention import prune
 from gateway.backup.store import SECRETS_MARK, Store
+from gateway.collectionfile import unicase
 from gateway.config import Config
 from gateway.ops import readiness
 from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
@@ -82,7 +86,6 @@ from gateway.workers.credentials import SECRET_FILE
 from gateway.workers.lock import try_flock
 
 log = logging.getLogger("gateway.backup")
-SQLITE_FILES = ("collection.anki2", "media.db")
 _MIB = 1024 * 1024
 
 
@@ -90,21 +93,27 @@ class BackupError(Exception):
     """The backup (or restore) cannot be done; the message says why and what to do."""
 
 
-def _unicase(a: str, b: str) -> int:
-    """Anki's `unicase` collation (case-insensitive), close enough to read the file."""
-    x, y = a.casefold(), b.casefold()
-    return (x > y) - (x < y)
-
-
 def check(path: Path) -> str:
     """SQLite's quick_check of a copy ("ok" when sound). The quick form: it checks the file's
-    structure without re-sorting Anki's indexes by a collation only Anki implements exactly."""
+    structure without re-sorting Anki's indexes (a restore runs the full check, restore.py)."""
     db = sqlite3.connect(path)
     try:
-        db.create_collation("unicase", _unicase)
+        db.create_collation("unicase", unicase)
         return str(db.execute("PRAGMA quick_check").fetchone()[0])
     finally:
         db.close()
+
+
+def manifest_key(config: Config) -> bytes:
+    """The key manifests are signed with; BackupError when it is not configured."""
+    if config.backup.manifest_key is None:
+        raise BackupError(
+            "backup.manifest_key is not set (GATEWAY_BACKUP_MANIFEST_KEY or"
+            " GATEWAY_BACKUP_MANIFEST_KEY_FILE): snapshots are signed with it and restores"
+            " check them with it. Set one (at least 32 characters) and keep it away from the"
+            " backup store"
+        )
+    return config.backup.manifest_key.reveal().encode()
 
 
 def sqlite_copy(source: Path, target: Path) -> None:
@@ -123,7 +132,7 @@ def sqlite_copy(source: Path, target: Path) -> None:
         raise BackupError(f"{source}: the copy fails its integrity check ({result})")
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -169,10 +178,11 @@ def take(
         )
     if keep is not None and keep < 1:
         raise BackupError("--keep must be at least 1")
-    with _running(config.data_dir) as tmp:
+    key = manifest_key(config)
+    with running(config.data_dir) as tmp:
         name = _name(time.time() if clock is None else clock)
         prefix = f"snapshots/{name}"
-        manifest: dict[str, object] = {"snapshot": name, "created": time.time(), "accounts": {}}
+        manifest: dict[str, object] = {"snapshot": name, "created": time.time(), "registry": None}
         accounts: dict[str, object] = {}
         missed: dict[str, str] = {}
         new_blobs = 0
@@ -181,6 +191,7 @@ def take(
         if config.registry.backend == "sqlite":
             registry_copy = tmp / REGISTRY_FILE
             sqlite_copy(config.data_dir / REGISTRY_FILE, registry_copy)
+            manifest["registry"] = sha256(registry_copy)
             store.put(f"{prefix}/{REGISTRY_FILE}", registry_copy)
             registry: Registry = SqliteRegistry(registry_copy, tmp / "unused-collections")
         else:  # DynamoDB keeps its own backups (point-in-time recovery, deploy/dynamodb.yaml)
@@ -195,16 +206,18 @@ def take(
                 missed[account.name] = why
                 log.warning("account not backed up", extra={"account": account.name, "why": why})
             else:
-                media, added = _store_account(store, prefix, account.name, copy, stored)
-                accounts[account.name] = {"media": media, "sub": account.sub}
+                files, media, added = _store_account(store, prefix, account.name, copy, stored)
+                accounts[account.name] = {"files": files, "media": media, "sub": account.sub}
                 new_blobs += added
             shutil.rmtree(copy, ignore_errors=True)
         manifest["accounts"] = accounts
         manifest["missed"] = missed
         manifest["secret"] = include_secret
+        manifest["secret_sha256"] = None
         if include_secret:
+            manifest["secret_sha256"] = sha256(config.data_dir / SECRET_FILE)
             store.put(f"{prefix}/gateway.secret", config.data_dir / SECRET_FILE)
-        store.write(f"{prefix}/manifest.json", json.dumps(manifest, indent=1).encode())
+        store.write(f"{prefix}/manifest.json", seal(manifest, key))
         log.info(
             "backup taken",
             extra={
@@ -229,17 +242,18 @@ SCRATCH = "backup-scratch"
 
 
 @contextlib.contextmanager
-def _running(data_dir: Path) -> Iterator[Path]:
+def running(data_dir: Path) -> Iterator[Path]:
     """This data folder's one backup run: its lock (dropped by the kernel if the run dies) and
     an empty scratch folder, deleted afterwards; a killed run's copy is deleted by the next
-    run. BackupError when another backup of this data folder runs: two at once would each miss
-    the accounts the other holds, and one's pruning could delete media the other's snapshot is
-    about to list."""
+    run. BackupError when another backup (or restore) of this data folder runs: two backups at
+    once would each miss the accounts the other holds, and one's pruning could delete media the
+    other's snapshot is about to list; a restore and a backup would each hold accounts the
+    other waits for."""
     fd = try_flock(data_dir / RUN_LOCK)
     if fd is None:
         raise BackupError(
-            f"another backup of {data_dir} is running; let it finish (one at a time per data"
-            " folder)"
+            f"another backup of {data_dir} is running, or a restore; let it finish (one at a"
+            " time per data folder)"
         )
     scratch = data_dir / SCRATCH
     try:
@@ -278,7 +292,7 @@ def _copy_quiesced(
     syncs); None when done, else why not."""
     began = time.monotonic()
     try:
-        need, free = _size(collections_dir / name), readiness.free_bytes(target.parent)
+        need, free = account_bytes(collections_dir / name), readiness.free_bytes(target.parent)
         if free - need < floor:
             return (
                 f"its copy ({need // _MIB} MiB) would leave less than server.min_free_disk_megs"
@@ -288,7 +302,7 @@ def _copy_quiesced(
         if isinstance(held, str):
             return held
         with held:
-            _copy_files(held.folder, target)
+            copy_files(held.folder, target)
     except (BackupError, OSError, sqlite3.Error) as exc:
         # One account's damaged file or a full scratch disk costs that account's copy, not the
         # backup of every account after it.
@@ -299,8 +313,8 @@ def _copy_quiesced(
     return None
 
 
-def _size(folder: Path) -> int:
-    """Bytes of what _copy_files() copies from `folder` (SQLite files with their WAL)."""
+def account_bytes(folder: Path) -> int:
+    """Bytes of what copy_files() copies from `folder` (SQLite files with their WAL)."""
     files = [folder / (f + suffix) for f in SQLITE_FILES for suffix in ("", "-wal")]
     media_dir = folder / "media"
     if media_dir.is_dir():
@@ -308,7 +322,7 @@ def _size(folder: Path) -> int:
     return sum(p.lstat().st_size for p in files if p.is_file() and not p.is_symlink())
 
 
-def _copy_files(folder: Path, target: Path) -> None:
+def copy_files(folder: Path, target: Path) -> None:
     """The account's SQLite files (online backup API, checked) and media files, as they are
     now (no server runs: the caller holds the account's lock)."""
     target.mkdir()
@@ -325,20 +339,22 @@ def _copy_files(folder: Path, target: Path) -> None:
 
 def _store_account(
     store: Store, prefix: str, name: str, copy: Path, stored: set[str]
-) -> tuple[dict[str, str], int]:
-    """Store one account's copy; returns its media ({file name: sha256}) and how many media
-    files were new to the store. `stored`: the digests in `blobs/` (listed once per run, not
-    asked per file), updated."""
+) -> tuple[dict[str, str], dict[str, str], int]:
+    """Store one account's copy; returns its SQLite files and its media ({file name: sha256})
+    and how many media files were new to the store. `stored`: the digests in `blobs/` (listed
+    once per run, not asked per file), updated."""
+    files: dict[str, str] = {}
     for filename in SQLITE_FILES:
         if (copy / filename).is_file():
+            files[filename] = sha256(copy / filename)
             store.put(f"{prefix}/accounts/{name}/{filename}", copy / filename)
     media: dict[str, str] = {}
     new_blobs = 0
     for entry in sorted((copy / "media").iterdir()):
-        digest = _sha256(entry)
+        digest = sha256(entry)
         if digest not in stored:
             store.put(f"blobs/{digest}", entry)
             stored.add(digest)
             new_blobs += 1
         media[entry.name] = digest
-    return media, new_blobs
+    return files, media, new_blobs

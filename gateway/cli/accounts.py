@@ -9,7 +9,8 @@
                                   make NODE its owner; devices keep their keys
     accounts sign-out NAME        "log out everywhere": every device's key gets 403 at its next
                                   request; the next login gets a new key (the account's key
-                                  generation moves on; other accounts are untouched)
+                                  generation moves on; other accounts are untouched); its
+                                  account-portal sessions end too
     accounts create-table         create the DynamoDB table `registry.table` (registry.backend
                                   dynamodb) with its indexes; nothing if it exists
     accounts copy-registry [--from FILE] [--dry-run]
@@ -17,13 +18,22 @@
                                   into the DynamoDB table registry.* names (registry.backend
                                   dynamodb): accounts, names, retired names, key digests; never
                                   replaces an item in the table; exit 4 when some conflict
+    accounts export NAME --to FILE
+                                  the account's collection and media as an Anki collection
+                                  package (.colpkg, gateway/export/), made consistently while
+                                  devices sync (the backup's handshake); FILE must not exist
+    accounts prune --inactive-days N [--delete] [--wait SECONDS]
+                                  accounts not seen for N days (gateway/retention/): listed
+                                  (a dry run, the default), or with --delete removed as the
+                                  portal's "delete my account" does; exit 3 when some are left
     accounts import DIR [--dry-run]
                                   take over the earlier server's collections/ folders
                                   (gateway/importer/); --dry-run prints the plan only
 
-Exit status: 0 done, 1 no such account, 2 wrong usage, 3 the registry cannot answer now (one
-line on stderr, as in the gateway's log: DynamoDB's call and error code), 4 copy-registry left
-items in conflict (one line each, naming the account).
+Exit status: 0 done, 1 no such account (or nothing to export), 2 wrong usage, 3 the registry
+cannot answer now (one line on stderr, as in the gateway's log: DynamoDB's call and error
+code; for export: the account is busy or the export failed), 4 copy-registry left items in
+conflict (one line each, naming the account).
 
 Works on the registry directly (the SQLite file, WAL; or the DynamoDB table), so it also works
 while the gateway runs: a running gateway sees the change on the account's next request (with
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,10 +75,19 @@ def main(argv: list[str], config: Config) -> int:
     copying = sub.add_parser("copy-registry")
     copying.add_argument("--from", dest="source", type=Path, metavar="FILE")
     copying.add_argument("--dry-run", action="store_true")
+    exporting = sub.add_parser("export")
+    exporting.add_argument("name")
+    exporting.add_argument("--to", required=True, type=Path, metavar="FILE", dest="target")
+    pruning = sub.add_parser("prune")
+    pruning.add_argument("--inactive-days", type=int, required=True, metavar="N")
+    pruning.add_argument("--delete", action="store_true", help="default: a dry run")
+    pruning.add_argument("--wait", type=float, default=60.0, metavar="SECONDS")
     moving = sub.add_parser("move")
     moving.add_argument("name")
     moving.add_argument("--to", required=True, metavar="NODE")
     args = parser.parse_args(argv)
+    if args.action == "prune" and args.inactive_days < 1:
+        parser.error("--inactive-days: at least 1")
     if args.action == "create-table":
         return _create_table(config)
     try:
@@ -131,14 +151,23 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
                     f"\t{human_bytes(used.media_bytes)}"
                 )
             return 0
+        if args.action == "prune":
+            from gateway.retention.prune import prune
+
+            return await prune(
+                config, registry, args.inactive_days, delete=args.delete, wait=args.wait
+            )
         account = await registry.get_by_name(args.name)
         if account is None:
             print(f"no account named {args.name!r}")
             return 1
         if args.action == "move":
             return await _move(config, account.sub, account.name, args.to)
+        if args.action == "export":
+            return await asyncio.to_thread(_export, config, account.name, args.target)
         if args.action == "sign-out":
             generation = await registry.sign_out(account.sub)
+            await registry.end_portal_sessions(account.sub)  # as the portal's button does
             print(f"{account.name}: signed out everywhere (key generation {generation})")
             return 0
         await registry.set_status(account.sub, DISABLED if args.action == "disable" else ACTIVE)
@@ -146,6 +175,26 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         return 0
     finally:
         await registry.close()
+
+
+def _export(config: Config, name: str, target: Path) -> int:
+    from gateway.export import EXPORT_SCRATCH, ExportError, discard, make
+
+    if target.exists() or target.is_symlink():
+        print(f"accounts export: {target} exists; give a new file name", file=sys.stderr)
+        return 2
+    try:
+        package = make(config.collections_dir, name, config.data_dir / EXPORT_SCRATCH)
+    except ExportError as exc:
+        print(f"{name}: not exported: {exc.detail}", file=sys.stderr)
+        return 1 if exc.reason == "nothing" else 3
+    try:
+        package.chmod(0o600)  # someone's whole collection
+        shutil.move(package, target)
+    finally:
+        discard(package)
+    print(f"{name}: exported to {target} ({human_bytes(target.stat().st_size)})")
+    return 0
 
 
 async def _move(config: Config, sub: str, name: str, to: str) -> int:

@@ -19,6 +19,8 @@ import sqlite3
 import tarfile
 from pathlib import Path
 
+from gateway.syncsession.store import FILE_NAME as SYNC_LEASE
+from gateway.syncsession.store import TURNSTILE
 from gateway.workers.leftovers import stale_temporaries
 from gateway.workers.lock import LOCK_NAME
 
@@ -40,7 +42,8 @@ def manifest(folder: Path) -> dict[str, str]:
     found: dict[str, str] = {}
     for root, dirs, files in os.walk(folder, followlinks=False):
         here = Path(root)
-        skipped = set(stale_temporaries(files)) | {LOCK_NAME, MANIFEST}
+        # The sync lease stays behind: the sync it names ends with the source's worker.
+        skipped = set(stale_temporaries(files)) | {LOCK_NAME, MANIFEST, SYNC_LEASE, TURNSTILE}
         for name in sorted(files):
             path = here / name
             if name in skipped or path.is_symlink() or not path.is_file():

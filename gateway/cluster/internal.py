@@ -32,6 +32,8 @@ from gateway.cluster import signing
 from gateway.cluster.placement import Forward, Node
 from gateway.cluster.router import Router
 from gateway.errors import BadRequest, Unavailable
+from gateway.nonce import nonce
+from gateway.registry.base import Registry
 from gateway.web.bodies import read_capped
 
 log = logging.getLogger("gateway.cluster")
@@ -49,6 +51,7 @@ _REFUSAL_LABELS = {
     "time outside the replay window": "outside_window",
     "bad signature": "bad_signature",
     "archive differs from the signed one": "bad_signature",
+    "signature already used (replay)": "replayed",
 }
 #: Seconds a client is told to wait after a forward failed.
 RETRY_AFTER = 5
@@ -80,6 +83,15 @@ class Cluster:
         return signing.problem(
             self.key, request.method, request.path, identity, headers, self.clock(), self.max_skew
         )
+
+    async def first_use(self, request: web.Request, purpose: str, registry: Registry) -> bool:
+        """Spend the signature of a request `problem()` passed, once: False if it was spent
+        before (a replay), by any node or before a restart (the registry keeps it until its
+        time leaves the replay window). Only verified signatures reach this."""
+        signature = request.headers.get(signing.SIGNATURE, "")
+        until = int(request.headers.get(signing.TIME, "0")) + self.max_skew + 1
+        spent = nonce(purpose, signature, until)
+        return await registry.spend_nonce(spent.key, spent.until)
 
     def refuse(self, request: web.Request, reason: str) -> web.Response:
         metrics.cluster_refused(_REFUSAL_LABELS.get(reason, "malformed"))

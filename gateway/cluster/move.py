@@ -1,7 +1,8 @@
 """Moving an account between nodes' own disks (local storage):
 `python -m gateway accounts move NAME --to NODE`.
 
-    command ──signed POST _cluster/move {"sub", "name", "to"}──► the owner node (source)
+    command ──signed POST _cluster/move {"sub", "name", "to"} (the signature covers all three:
+              a captured request cannot be sent on with another target)──► the owner node
     source  answers the account's requests with 503 ("moving"), waits for requests in flight
             (up to `DRAIN_SECONDS`), stops its worker, holds the account's lock, packs the
             folder with a manifest of hashes (copy.py)
@@ -13,6 +14,11 @@
     source  flips the owner item to the target (conditional write on its version), renames its
             own folder to `.moved-<name>-<time>` (kept until an operator deletes it), releases
             the lock and the account; 200 to the command
+
+Each signed request (`move`, `receive`) is accepted once: its verified signature is spent in
+the registry (`Cluster.first_use`; DynamoDB in a cluster), which every node and a restart see,
+so a captured move or archive copy sent again within the replay window is refused (401), also
+by a node the account has left since.
 
 Any failure before the flip leaves the source the owner with its folder as it was; the target
 removes its incoming copy. Clients keep syncing with their keys: keys derive from the shared
@@ -38,6 +44,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from gateway.appkeys import REGISTRY
 from gateway.cluster import copy, signing
 from gateway.cluster.internal import CLUSTER, SEGMENT, Cluster
 from gateway.cluster.placement import Serve
@@ -59,12 +66,18 @@ class MoveFailed(Exception):
     """Nothing changed: the source still owns the account (the message says why)."""
 
 
+REPLAYED = "signature already used (replay)"
 #: On `_cluster/receive`: the archive's SHA-256 (hex), which the signature covers.
 ARCHIVE = "X-Gateway-Archive-SHA256"
 
 
 def identity(sub: str, name: str) -> str:
     return signing.identity_of(f"{sub}\0{name}")
+
+
+def move_identity(sub: str, name: str, to: str) -> str:
+    """What a move command's signature binds: the account and the target node."""
+    return signing.identity_of(f"{sub}\0{name}\0{to}")
 
 
 def copy_identity(sub: str, name: str, digest: str) -> str:
@@ -143,6 +156,8 @@ async def receive(request: web.Request, collections_dir: Path) -> web.StreamResp
         return cluster.refuse(request, "malformed move")
     digest = request.headers.get(ARCHIVE, "")
     reason = cluster.problem(request, copy_identity(sub, name, digest))
+    if reason is None and not await cluster.first_use(request, "receive", request.app[REGISTRY]):
+        reason = REPLAYED
     if reason is not None:
         return cluster.refuse(request, reason)
     await asyncio.to_thread(collections_dir.mkdir, parents=True, exist_ok=True)  # a new node
@@ -204,7 +219,7 @@ async def request_move(config: Any, sub: str, name: str, to: str) -> dict[str, A
         "POST",
         urlsplit(url).path,
         f"command@{config.cluster.node_id}",
-        identity(sub, name),
+        move_identity(sub, name, to),
         time.time(),
     )
     async with aiohttp.ClientSession(timeout=TRANSFER_TIMEOUT) as session:
@@ -227,7 +242,9 @@ async def handle_move(
         sub, name, to = (str(data[k]) for k in ("sub", "name", "to"))
     except (ValueError, KeyError, TypeError, GatewayError):
         return cluster.refuse(request, "malformed move")
-    reason = cluster.problem(request, identity(sub, name))
+    reason = cluster.problem(request, move_identity(sub, name, to))
+    if reason is None and not await cluster.first_use(request, "move", request.app[REGISTRY]):
+        reason = REPLAYED
     if reason is not None:
         return cluster.refuse(request, reason)
     if await name_of(sub) != name:

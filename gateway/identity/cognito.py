@@ -4,8 +4,11 @@ Contract (the interface is in provider.py; the Cognito facts in docs/cognito.md)
 
 - `authenticate` makes one AdminInitiateAuth call (botocore's standard retries aside) and answers
   with an `Identity` keyed on the IdToken's `sub`, or raises one typed failure. A username or
-  password that cannot exist in Cognito is refused without a call. Pools are case-sensitive
-  unless created with `UsernameConfiguration.CaseSensitive=false` (the API default is
+  password that cannot exist in Cognito is refused without a call (ImpossibleCredentials, see
+  `is_possible_password` for the rules). A PreAuthentication (or other sign-in) trigger that
+  raises gives `UserLambdaValidationException`: the operator refusing this user, so
+  RefusedByOperator (403) with the trigger's message logged, never "misconfigured". Pools are
+  case-sensitive unless created with `UsernameConfiguration.CaseSensitive=false` (the API default is
   sensitive and cannot change later), while phone keyboards capitalise: when Cognito refuses a
   spelling with capitals (or full-width letters) as unknown, the lower-cased NFKC spelling is
   tried once more. In every pool, so a wrong password typed that way counts twice towards
@@ -59,9 +62,11 @@ from gateway.identity.provider import (
     BadCredentials,
     ChallengeRequired,
     Identity,
+    ImpossibleCredentials,
     LockedOut,
     ProviderMisconfigured,
     ProviderUnavailable,
+    RefusedByOperator,
     UnknownUser,
 )
 
@@ -71,6 +76,14 @@ log = logging.getLogger(__name__)
 # most 256 characters. Anything else can never match a user, so it costs no API call (and no quota).
 MAX_USERNAME = 128
 MAX_PASSWORD = 256
+#: No pool's password policy can ask for fewer (botocore: PasswordPolicyMinLengthType, 6-99), and
+#: every way a password is set (SignUp, AdminSetUserPassword, ConfirmForgotPassword,
+#: ChangePassword, AdminCreateUser's temporary one) enforces the policy.
+MIN_PASSWORD = 6
+#: Cognito refuses a password that begins or ends with a space (AWS "Password requirements";
+#: PasswordType's pattern [\S]+). Only the characters Java's \s means, so a password Cognito
+#: could hold is never refused here.
+_EDGE_SPACE = " \t\n\x0b\x0c\r"
 _USERNAME_CATEGORIES = frozenset("LMSNP")
 
 LOCKOUT_RETRY_AFTER = 60
@@ -99,6 +112,8 @@ _LOCKOUT_MESSAGE = "Password attempts exceeded"
 #: Refusals that may mean "no user with this spelling" (a hidden UserNotFoundException is a
 #: NotAuthorizedException), so a lower-cased spelling is worth one more try.
 _SPELLING_CODES = frozenset({"UserNotFoundException", "NotAuthorizedException"})
+#: A sign-in trigger (PreAuthentication, ...) raised: the operator's refusal of this user.
+TRIGGER_REFUSED = "UserLambdaValidationException"
 #: NotAuthorizedException texts that name a user that exists: another spelling cannot help.
 _EXISTING_USER_MESSAGES = ("disabled", "Password attempts exceeded")
 #: A Cognito `sub` is a UUID; only such a value is ever put into a ListUsers filter.
@@ -115,7 +130,10 @@ def is_possible_username(username: str) -> bool:
 
 
 def is_possible_password(password: str) -> bool:
-    return 0 < len(password) <= MAX_PASSWORD
+    """False for what no Cognito user can have: under 6 or over 256 characters, or white space
+    at either end. Such a password is refused without a call, so it costs no quota and never
+    counts towards Cognito's lockout of the user it names."""
+    return MIN_PASSWORD <= len(password) <= MAX_PASSWORD and password.strip(_EDGE_SPACE) == password
 
 
 def secret_hash(username: str, client_id: str, client_secret: str) -> str:
@@ -183,6 +201,8 @@ def classify(
             return UnknownUser(f"Cognito {code}")
     elif code == "NotAuthorizedException" and _LOCKOUT_MESSAGE in message:
         return LockedOut(detail, retry_after=LOCKOUT_RETRY_AFTER)
+    elif code == TRIGGER_REFUSED:
+        return RefusedByOperator(f"Cognito trigger refused the sign-in: {message}")
     elif code in REJECTED:
         # The code only: some stand-ins put the username in the message.
         refused = BadCredentials(f"Cognito {code}")
@@ -224,6 +244,8 @@ def _error_kind(error: GatewayError) -> str:
     """The metrics label of a failed call (metrics.py)."""
     if isinstance(error, LockedOut):
         return "locked_out"
+    if isinstance(error, RefusedByOperator):
+        return "trigger_refused"
     if isinstance(error, (BadCredentials, UnknownUser)):
         return "rejected"
     if isinstance(error, ProviderUnavailable):
@@ -282,7 +304,7 @@ class CognitoProvider:
         if not is_possible_username(username) or not is_possible_password(password):
             # Not even the username is logged: people type passwords into it.
             log.info("login refused without calling Cognito: impossible username or password")
-            raise BadCredentials("username or password cannot exist in Cognito")
+            raise ImpossibleCredentials("username or password cannot exist in Cognito")
         try:
             identity, unsettled = await self._initiate_auth(username, password)
         except BadCredentials as exc:
@@ -446,7 +468,7 @@ class CognitoProvider:
                 error.detail,
                 extra=extra,
             )
-        elif isinstance(error, (ProviderUnavailable, LockedOut)):
+        elif isinstance(error, (ProviderUnavailable, LockedOut, RefusedByOperator)):
             log.warning("%s", error.detail, extra=extra)
         else:
             log.info("%s", error.detail, extra=extra)

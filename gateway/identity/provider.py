@@ -6,6 +6,10 @@ a fake for tests, or a future provider plug in the same way.
 
     authenticate(username, password) -> Identity
         raises BadCredentials      wrong password, unknown/disabled/unconfirmed user  -> 403
+               ImpossibleCredentials  (a BadCredentials) refused without asking the
+                                   provider: no user can have them; not charged to the user
+               RefusedByOperator   (a BadCredentials) the operator's own hook refused this
+                                   sign-in (Cognito PreAuthentication trigger)         -> 403
                ChallengeRequired   the provider wants a step Anki cannot do (MFA, ...) -> 403
                LockedOut           the provider's own lockout for this user            -> 429
                ProviderUnavailable throttled, timed out, 5xx, network                  -> 503
@@ -45,6 +49,17 @@ class Identity:
 
 class BadCredentials(AuthFailed):
     public = "authentication failed"
+
+
+class ImpossibleCredentials(BadCredentials):
+    """Credentials no user of the provider can have (e.g. a password with a leading space):
+    refused without a call, and not counted towards the named user's failure budget, since
+    they say nothing about that user's password."""
+
+
+class RefusedByOperator(BadCredentials):
+    """The operator's own code refused this sign-in (Cognito: a PreAuthentication trigger
+    raised, `UserLambdaValidationException`); `detail` carries its reason for the log."""
 
 
 class ChallengeRequired(AuthFailed):

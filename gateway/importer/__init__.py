@@ -4,16 +4,21 @@ DIR is the `collections/` folder of the Cognito-patched ankisyncd: one folder pe
 after the user's Cognito username, sub, email or the email's local part. For each folder:
 
     inspect (folder.py)  what it holds; symbolic links, hard links, unsafe names refused
+    judge (judge.py)     its collection, on a private copy: the size a stock server takes, no
+                         holes, SQLite integrity, no trigger/view/virtual table, schema 11-18
     match (match.py)     its Cognito user: username, then sub, then a verified email
     account              the registry's account for that sub, created if new (as a login would)
     move (move.py)       collection, WAL and media into the account's folder, under the
                          account's lock; the stock server's media.db written; a marker left in
                          the source folder, so a second run does nothing
 
-Every folder is inspected and matched before anything changes; two folders of one user are both
-refused. `--dry-run` stops there and prints the plan. Run as the gateway's user: root is refused
-when it does not own the data folder (files it made would lock the gateway out), and files of
-another owner (the old server's) are copied, so the sync server can write its copy.
+Every folder is inspected, judged and matched before anything changes; two folders of one user
+are both refused. `--dry-run` stops there and prints the plan: each folder's verdict is the one
+the real run reaches (what a stock client could have produced imports, nothing else does). Each
+folder is judged and reported alone: an error in one is reported and the run goes on.
+Run as the gateway's user: root is refused when it does not own the data folder (files it made
+would lock the gateway out), and files of another owner (the old server's) are copied, so the
+sync server can write its copy.
 
 Exit status: 0 when every folder is imported (or was already), 1 when some could not be (each
 is named with the reason), 2 when the run could not start (DIR unreadable, Cognito unavailable
@@ -26,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +39,7 @@ from gateway import naming
 from gateway.config import Config
 from gateway.identity.provider import Identity, ProviderMisconfigured, ProviderUnavailable
 from gateway.importer.folder import COLLECTION, AlreadyImported, Skipped, Source, inspect
+from gateway.importer.judge import collection_problem
 from gateway.importer.match import Directory, Matched, Unmatched, match
 from gateway.importer.move import Refused, finish_marked, move, target_problem
 from gateway.ops.usage import human_bytes
@@ -88,7 +95,10 @@ async def run(
         out(f"cannot read {directory}: {exc.strerror}")
         return 2
     try:
-        found = [_inspect(root_fd, name) for name in sorted(os.listdir(root_fd))]
+        limit = 3 * config.workers.max_payload_megs << 20
+        found = [
+            _judged(root_fd, _inspect(root_fd, name), limit) for name in sorted(os.listdir(root_fd))
+        ]
         try:
             sources = [s.name for s in found if isinstance(s, Source)]
             matches = {name: await match(provider, name) for name in sources}
@@ -119,7 +129,12 @@ async def run(
                     out(f"  {shown(item.name)}: NOT MATCHED: {found_user.reason}")
                     failed += 1
                     continue
-                ok = await _one(root_fd, item, found_user, registry, config, dry_run, out)
+                try:
+                    ok = await _one(root_fd, item, found_user, registry, config, dry_run, out)
+                except (OSError, sqlite3.Error, ValueError) as exc:
+                    # Each folder is judged alone: an error of one never stops the others.
+                    out(f"  {shown(item.name)}: NOT IMPORTED: {_failure(exc)}")
+                    ok = False
                 failed += not ok
         finally:
             if registry is not None:
@@ -143,6 +158,27 @@ def _inspect(root_fd: int, name: str) -> Source | Skipped | AlreadyImported:
         return inspect(root_fd, name)
     except OSError as exc:
         return Skipped(name, f"unreadable ({exc.strerror})")
+
+
+def _judged(
+    root_fd: int, item: Source | Skipped | AlreadyImported, limit: int
+) -> Source | Skipped | AlreadyImported:
+    """`item`, or Skipped when its collection is not one to import (judge.py)."""
+    if not isinstance(item, Source) or item.collection_bytes is None:
+        return item
+    try:
+        why = collection_problem(root_fd, item.name, limit)
+    except OSError as exc:
+        why = f"unreadable ({exc.strerror})"
+    return item if why is None else Skipped(item.name, why)
+
+
+def _failure(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (
+        f"failed ({type(exc).__name__}: {text[:120]}); if the account is named, it is not served"
+        " until the import is run again"
+    )
 
 
 def _refuse_shared_users(matches: dict[str, Matched | Unmatched]) -> None:

@@ -118,6 +118,14 @@ def inspect(root_fd: int, name: str) -> Source | Skipped | AlreadyImported:
         marker = regular(fd, MARKER)
         if marker is not None and stat.S_ISREG(marker.st_mode):
             return AlreadyImported(name, _marker_note(fd))
+        if marker is not None:
+            # The import ends by writing its marker there: it could not, after moving the
+            # collection in (the account left unserved). Refused before anything moves.
+            return Skipped(
+                name,
+                f"{MARKER} is a folder or link, where the import writes its marker; rename it,"
+                " then run again",
+            )
         col = regular(fd, COLLECTION)
         media_dir = regular(fd, OLD_MEDIA)
         if col is None and media_dir is None:

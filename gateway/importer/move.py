@@ -10,8 +10,9 @@ Order, so that a run that dies half-way can simply be run again:
    media already in the account are this import's own (a second folder for the same account
    is refused).
 2. The collection moves with its WAL (the WAL may hold the last syncs), is opened once (SQLite
-   replays the WAL) and must pass `PRAGMA quick_check` and have Anki's `col` table; otherwise
-   it is moved back and the folder refused, with nothing of it in the account.
+   replays the WAL) and must pass collectionfile.problem() again (judge.py checked a copy
+   before; it could have changed since); otherwise it is moved back and the folder refused,
+   with nothing of it in the account.
 3. Media files move into `<account>/media/` one by one. A file already there with the same
    content is a file an interrupted run moved; a different one is never overwritten.
 4. `media.db` is written from the account's media folder (mediadb.py).
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import naming
+from gateway import collectionfile, naming
 from gateway.importer import mediadb
 from gateway.importer.folder import (
     COLLECTION,
@@ -180,27 +181,15 @@ def _move_collection(folder_fd: int, target: Path) -> int:
 
 
 def _check(path: Path) -> int:
-    db = sqlite3.connect(path)
+    """The moved collection's schema version, once it passes the import's checks (judge.py)."""
+    problem = collectionfile.problem(path, "collection")
+    if problem is not None:
+        raise Refused(f"{COLLECTION}: {problem}")
+    db = collectionfile.connect(path)
     try:
-        db.execute("PRAGMA trusted_schema = OFF")
-        result = db.execute("PRAGMA quick_check").fetchone()
-        if not result or result[0] != "ok":
-            raise Refused(f"{COLLECTION} is damaged (quick_check: {str(result)[:80]})")
-        # A view (or virtual table) named col runs the user's own query: one that never ends
-        # held the import forever. Anki's col is a plain table.
-        kind = db.execute(
-            "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = 'col'"
-        )
-        if kind.fetchone() != ("table",):
-            raise Refused(f"{COLLECTION} is not an Anki collection (col is not a table)")
-        row = db.execute("SELECT ver FROM col").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise Refused(f"{COLLECTION} is not an Anki collection ({type(exc).__name__})") from None
+        return int(db.execute("SELECT ver FROM col").fetchone()[0])
     finally:
         db.close()
-    if not row or not isinstance(row[0], int):
-        raise Refused(f"{COLLECTION} is not an Anki collection (no version)")
-    return row[0]
 
 
 def _move_file(src_dir_fd: int, name: str, checked: os.stat_result, dest: Path) -> None:

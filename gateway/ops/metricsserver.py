@@ -9,6 +9,11 @@ only behind a bearer token. Never public by default: the counts describe the ser
                     `PUBLISH_PERIOD` s (metrics.workers_now).
     add_route(app)  `<prefix>metrics` on the main port when `metrics.bearer_token` is set:
                     401 without the right `Authorization: Bearer` (compared in constant time).
+                    Wrong tokens count like wrong passwords: after `auth.max_failures_per_address`
+                    of them within `auth.failure_window_seconds`, the client address gets 429
+                    with Retry-After, for the right token too (else a 200 among the 429s would
+                    still confirm a guess). Behind a proxy without trust_forwarded_for every
+                    client shares the proxy's address: scrape the own listener instead.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.appkeys import CONFIG, POOL, REGISTRY
+from gateway.auth.limiter import FailureLimiter
+from gateway.errors import TooManyAttempts
 from gateway.registry import RegistryUnavailable
+from gateway.web.connections import Runner, constant_server
+from gateway.web.middlewares import client_address
 
 log = logging.getLogger("gateway.metrics")
 METRICS_PORT: web.AppKey[int] = web.AppKey("metrics_port", int)
 METRICS_SOCKET: web.AppKey[socket.socket] = web.AppKey("metrics_socket", socket.socket)
 _GATEWAY: web.AppKey[web.Application] = web.AppKey("metrics_gateway", web.Application)
 PUBLISH_PERIOD = 1.0
+_WRONG_TOKENS: web.AppKey[FailureLimiter] = web.AppKey("metrics_wrong_tokens", FailureLimiter)
 
 
 async def _serve(request: web.Request) -> web.Response:
@@ -44,12 +54,19 @@ async def _serve(request: web.Request) -> web.Response:
 
 
 async def _serve_with_token(request: web.Request) -> web.Response:
-    token = request.app[CONFIG].metrics.bearer_token
+    config = request.app[CONFIG]
+    limiter = request.app[_WRONG_TOKENS]
+    address = client_address(request, config.server.trust_forwarded_for)
+    wait = limiter.retry_after(address)
+    if wait is not None:
+        raise TooManyAttempts("too many wrong metrics tokens from this address", retry_after=wait)
+    token = config.metrics.bearer_token
     given = request.headers.get("Authorization", "")
     expected = f"Bearer {token.reveal()}" if token is not None else ""
     if not expected or not hmac.compare_digest(
         given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")
     ):
+        limiter.record_failure(address)
         return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": "Bearer"})
     return await _serve(request)
 
@@ -57,6 +74,10 @@ async def _serve_with_token(request: web.Request) -> web.Response:
 def add_route(app: web.Application) -> None:
     config = app[CONFIG]
     if config.metrics.bearer_token is not None:
+        auth = config.auth
+        app[_WRONG_TOKENS] = FailureLimiter(
+            auth.max_failures_per_address, auth.failure_window_seconds
+        )
         app.router.add_get(config.server.path_prefix + "metrics", _serve_with_token)
 
 
@@ -84,11 +105,7 @@ async def listener(app: web.Application) -> AsyncIterator[None]:
             publishing.cancel()
             await asyncio.gather(publishing, return_exceptions=True)
         return
-    own = web.Application()
-    own[_GATEWAY] = app
-    own.router.add_get("/metrics", _serve)
-    runner = web.AppRunner(own, access_log=None, handle_signals=False)
-    await runner.setup()
+    runner = await _own_runner(app)
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         try:
@@ -107,12 +124,19 @@ async def listener(app: web.Application) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
-async def _serve_shared(app: web.Application, sock: socket.socket) -> AsyncIterator[None]:
+async def _own_runner(app: web.Application) -> Runner:
+    """The listener's own small application, set up: GET /metrics of `app`."""
     own = web.Application()
+    constant_server(own)
     own[_GATEWAY] = app
     own.router.add_get("/metrics", _serve)
-    runner = web.AppRunner(own, access_log=None, handle_signals=False)
+    runner = Runner(own, access_log=None, handle_signals=False)
     await runner.setup()
+    return runner
+
+
+async def _serve_shared(app: web.Application, sock: socket.socket) -> AsyncIterator[None]:
+    runner = await _own_runner(app)
     try:
         await web.SockSite(runner, sock).start()
         app[METRICS_PORT] = sock.getsockname()[1]

@@ -31,8 +31,9 @@ from gateway.appkeys import CONFIG
 from gateway.auth.limiter import FailureLimiter
 from gateway.config import Config
 from gateway.errors import Unavailable
+from gateway.export.download import Downloads
 from gateway.portal.directory import CognitoDirectory
-from gateway.portal.keys import DIRECTORY, FORM_SECRET, LIMITS, NOTICE
+from gateway.portal.keys import DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
 from gateway.portal.views import routes
 
 log = logging.getLogger("gateway.portal")
@@ -100,6 +101,7 @@ def create_portal(
     logging.getLogger("aiohttp_session").setLevel(logging.ERROR)
     portal[FORM_SECRET] = derive(secret, "forms")
     portal[LIMITS] = FailureLimiter(settings.max_attempts_per_address, LIMIT_WINDOW)
+    portal[DOWNLOADS] = Downloads(settings.exports_per_day, settings.max_concurrent_exports)
     from gateway.local.directory import NOTICE as STAND_IN_NOTICE
 
     portal[NOTICE] = STAND_IN_NOTICE if config.cognito.local_stand_in else ""

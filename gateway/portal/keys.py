@@ -8,6 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from gateway.auth.limiter import FailureLimiter
+    from gateway.export.download import Downloads
     from gateway.portal.directory import CognitoDirectory
 
 DIRECTORY: web.AppKey[CognitoDirectory] = web.AppKey("portal_directory")
@@ -17,3 +18,5 @@ FORM_SECRET: web.AppKey[bytes] = web.AppKey("portal_form_secret")
 LIMITS: web.AppKey[FailureLimiter] = web.AppKey("portal_limits")
 #: A line shown on every page (local mode's "no email is sent"), or "".
 NOTICE: web.AppKey[str] = web.AppKey("portal_notice")
+#: "Download my data": per-account limits and this process's exports in progress.
+DOWNLOADS: web.AppKey[Downloads] = web.AppKey("portal_downloads")

@@ -9,7 +9,10 @@
     GET/POST signin           email + password (the Anki login's limiter and Cognito check)
     POST signout              ends every portal session of the account
     GET/POST forgot, reset    password reset by emailed code
-    POST devices              sign out all Anki devices (a new key generation)
+    POST devices              sign out all Anki devices (a new key generation); ends every
+                              other portal session of the account too
+    POST export               "Download my data": the account's .colpkg with media, streamed
+                              (gateway/export/); only the signed-in owner's own account
     POST delete               password again → workers stopped, folder and registry row gone,
                               the Cognito user deleted/disabled/kept as configured
 
@@ -25,6 +28,7 @@ an email. A session carries the account's portal epoch; signing out, a password 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -37,7 +41,12 @@ from aiohttp_session import get_session, new_session
 
 from gateway import metrics
 from gateway.appkeys import CONFIG, LOGIN, POOL, PROVIDER, REGISTRY
+from gateway.deletion import Steps, delete_account
 from gateway.errors import AuthFailed, GatewayError, TooManyAttempts
+from gateway.export import EXPORT_SCRATCH, ExportError
+from gateway.export import discard as discard_export
+from gateway.export import make as make_export
+from gateway.export.download import Ticket, send
 from gateway.identity.provider import UnknownUser
 from gateway.identity.spelling import canonical
 from gateway.ops.usage import human_bytes, usage
@@ -49,7 +58,7 @@ from gateway.portal.directory import (
     WeakPassword,
     WrongCode,
 )
-from gateway.portal.keys import DIRECTORY, FORM_SECRET, LIMITS, NOTICE
+from gateway.portal.keys import DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
 from gateway.web.middlewares import client_address
 
 log = logging.getLogger("gateway.portal")
@@ -58,7 +67,13 @@ routes = web.RouteTableDef()
 #: Session keys.
 SUB, EPOCH, SIGNED_IN_AT = "sub", "epoch", "at"
 #: Field-name prefixes of the extra forms on a page (ids stay unique).
-RESEND, DELETE, DEVICES, SIGNOUT = "resend-", "delete-", "devices-", "signout-"
+RESEND, DELETE, DEVICES, SIGNOUT, EXPORT = (
+    "resend-",
+    "delete-",
+    "devices-",
+    "signout-",
+    "export-",
+)
 #: Largest form body, in bytes.
 MAX_FORM = 16 * 1024
 
@@ -73,13 +88,18 @@ MESSAGES = {
     "form-expired": "That form had expired. Please try again.",
     "devices": (
         "Every Anki device is signed out. Each must log in again (Sync, then your email and "
-        "password)."
+        "password). Other browsers signed in to these pages are signed out too."
     ),
     "wrong-password": "That password is not right; nothing was deleted.",
     "too-many": "Too many attempts. Please wait a few minutes and try again.",
     "deleted": "Your account and all its data are deleted.",
     "try-later": "Nothing was deleted: the service could not finish it now. Try again later.",
     "need-email": "Enter your email to get a new code.",
+    "export-limit": "You have downloaded your data as often as allowed today. Try tomorrow.",
+    "export-running": "Your download is being prepared already; it starts by itself.",
+    "export-busy": "The service is busy (a backup or other downloads). Try again in a minute.",
+    "export-nothing": "There is nothing to download yet: sync from Anki first.",
+    "export-failed": "The download could not be made now. Try again later.",
 }
 TOO_MANY = MESSAGES["too-many"]
 
@@ -214,6 +234,7 @@ async def home(request: web.Request) -> web.StreamResponse:
         devices_form=await bind(request, forms.ConfirmActionForm, prefix=DEVICES),
         signout_form=await bind(request, forms.ConfirmActionForm, prefix=SIGNOUT),
         delete_form=await bind(request, forms.DeleteForm, prefix=DELETE),
+        export_form=await bind(request, forms.ConfirmActionForm, prefix=EXPORT),
     )
 
 
@@ -318,6 +339,8 @@ async def signin(request: web.Request) -> web.StreamResponse:
         except AuthFailed:
             error = "Email or password is not right, or the account is not confirmed yet."
         else:
+            # Cognito vouched for the owner just now: the account counts as seen (retention/).
+            await request.config_dict[REGISTRY].mark_checked(account.sub)
             session = await new_session(request)  # a fresh session id: no fixation
             session[SUB] = account.sub
             session[EPOCH] = account.portal_epoch
@@ -405,8 +428,58 @@ async def signed_in_form(
 @routes.post("/devices")
 async def sign_out_devices(request: web.Request) -> web.StreamResponse:
     account, _ = await signed_in_form(request, forms.ConfirmActionForm, DEVICES)
-    await request.config_dict[LOGIN].sign_out(account.sub)
+    await request.config_dict[LOGIN].sign_out(account.sub)  # ends every portal session too
+    now = await request.config_dict[REGISTRY].get(account.sub)
+    if now is not None:
+        # ... except this browser's, which asked: it carries the new epoch on. Copies of its
+        # old cookie keep the old one, so they are ended with the rest.
+        (await get_session(request))[EPOCH] = now.portal_epoch
     raise redirect(request, "", "devices")
+
+
+@routes.post("/export")
+async def export(request: web.Request) -> web.StreamResponse:
+    # The account is the session's own: nothing in the request names one, so no other name,
+    # path or id can be slipped in. POST with the form's CSRF token: no cross-site trigger.
+    account, _ = await signed_in_form(request, forms.ConfirmActionForm, EXPORT)
+    ticket = request.config_dict[DOWNLOADS].admit(account.sub)
+    if not isinstance(ticket, Ticket):
+        metrics.export(ticket.reason)
+        raise redirect(request, "", "export-" + ticket.reason)
+    config = request.config_dict[CONFIG]
+    job = asyncio.ensure_future(
+        asyncio.to_thread(
+            make_export,
+            config.collections_dir,
+            account.name,
+            config.data_dir / EXPORT_SCRATCH,
+            min_free=config.server.min_free_disk_megs * 1024 * 1024,
+        )
+    )
+    # The thread cannot be stopped: if the browser goes away meanwhile, the slot is freed and
+    # the package removed only once it is done.
+    job.add_done_callback(lambda _: ticket.release())
+    try:
+        package = await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(_discard_unsent)
+        raise
+    except ExportError as exc:
+        log.warning(
+            "portal: export not made", extra={"account": account.name, "reason": exc.detail}
+        )
+        metrics.export(exc.reason)
+        reason = {"disk": "busy"}.get(exc.reason, exc.reason)
+        raise redirect(request, "", "export-" + reason) from None
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    log.info("portal: export sent", extra={"account": account.name})
+    metrics.export("sent")
+    return await send(request, package, f"{account.name}-{day}.colpkg")
+
+
+def _discard_unsent(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        discard_export(done.result())
 
 
 @routes.post("/delete")
@@ -478,29 +551,20 @@ async def _erase_on_owner(app: Any, account: Any) -> None:
 
 
 async def _delete_account(request: web.Request, account: Any) -> bool:
-    """Delete the account; False (nothing deleted) when Cognito could not be told first.
-
-    Order: cached logins dropped and the Cognito user deleted or disabled first (as configured),
-    so no login can re-create the account meanwhile; then the registry row and keys (refused
-    from now on), the worker stopped, the folder removed."""
+    """Delete the account (gateway/deletion.py); False (nothing deleted) when Cognito could not
+    be told first."""
     app = request.config_dict
     registry = app[REGISTRY]
-    folder = registry.folder(account)
     action = app[CONFIG].portal.delete_cognito_user
-    app[LOGIN].forget_account(account.sub)
-    try:
-        await app[DIRECTORY].remove(account.cognito_username, action)
-    except GatewayError as exc:
-        log.warning(
-            "portal: deletion put off: Cognito could not be told",
-            extra={"account": account.name, "reason": exc.detail},
-        )
-        return False
-    await registry.delete(account.sub)
-    metrics.revocation("deleted")
-    app[LOGIN].forget_account(account.sub)
-    await _erase_on_owner(app, account)
-    await app[POOL].stop(account.name)
-    shutil.rmtree(folder, ignore_errors=True)
-    log.info("portal: account deleted", extra={"account": account.name, "sub": account.sub})
-    return True
+
+    async def remove_user(username: str) -> None:
+        await app[DIRECTORY].remove(username, action)
+
+    async def erase(gone: Any) -> None:
+        folder = registry.folder(gone)
+        await _erase_on_owner(app, gone)
+        await app[POOL].stop(gone.name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    steps = Steps(registry, remove_user, erase, forget=app[LOGIN].forget_account)
+    return await delete_account(account, steps)

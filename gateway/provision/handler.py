@@ -9,7 +9,8 @@ Checks, in order; each refusal is JSON `{"success": false, "error": "..."}`:
     X-API-Key missing or wrong          401  constant time, against every configured key
     Content-Type not application/json   415
     body over provision.max_body_bytes  400  refused before reading it all
-    signature (with a signing secret)   401  (503 while the replay memory is full)
+    signature (with a signing secret)   401  also a replay, seen by every process (503 while
+                                             the registry that remembers them is unavailable)
     not JSON, wrong types, bad fields   400  gateway/provision/request.py
     user not in Cognito (a lookup)      404
     username does not match that sub    400
@@ -52,7 +53,6 @@ from gateway.provision import request as body_format
 from gateway.provision.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    ReplayCacheFull,
     SignatureError,
     Verifier,
 )
@@ -121,14 +121,18 @@ async def _provision(request: web.Request) -> web.Response:
     verifier = app[VERIFIER]
     if verifier is not None:
         try:
-            verifier.verify(
+            spent = verifier.verify(
                 request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), body
             )
         except SignatureError as exc:
             raise Refused(401, str(exc), _CHALLENGE) from None
-        except ReplayCacheFull:
-            busy = {"Retry-After": "5"}
-            raise Refused(503, "too many signed requests, retry later", busy) from None
+        try:
+            first = await app[REGISTRY].spend_nonce(spent.key, spent.until)
+        except RegistryUnavailable as exc:
+            log.warning("provisioning: registry unavailable", extra={"reason": exc.detail})
+            raise Refused(503, exc.public, {"Retry-After": str(exc.retry_after)}) from None
+        if not first:
+            raise Refused(401, "signature already used (replay)", _CHALLENGE)
     try:
         parsed = body_format.parse(body_format.decode(body))
     except body_format.InvalidRequest as exc:

@@ -7,12 +7,13 @@ a Lambda stays standard-library only and self-contained; tests/lambda prove the 
     X-Signature: sha256=<hex of HMAC-SHA256(secret, f"{timestamp}.".encode() + raw_body)>
 
 `Verifier.verify()` refuses, with `SignatureError` (401): a missing or malformed header, a
-timestamp more than `max_skew` seconds away from now (either way), a signature that does not
-match, and a signature it has already accepted (a replay). It remembers accepted signatures for
-2 × `max_skew` seconds, after which their timestamps are refused anyway. The memory is bounded:
-when it is full of live entries, new requests get `ReplayCacheFull` (503) instead of evicting
-one, because an evicted signature could be replayed. The signature is an addition to the API key,
-never a replacement for it.
+timestamp more than `max_skew` seconds away from now (either way), and a signature that does
+not match. A signature that verifies gives a `Nonce`: the caller spends it in the registry
+(`Registry.spend_nonce`), where every gateway process on the data folder, every node and a
+restart see it, and refuses the request as a replay if it was spent already. Only signatures
+that verify are ever remembered (so junk cannot fill the memory), each for 2 × `max_skew`
+seconds, after which its timestamp is refused anyway. The signature is an addition to the API
+key, never a replacement for it.
 """
 
 from __future__ import annotations
@@ -23,22 +24,17 @@ import re
 import time
 from collections.abc import Callable
 
-from cachetools import TTLCache
+from gateway.nonce import Nonce, nonce
 
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
 SIGNATURE_HEADER = "X-Signature"
 SCHEME = "sha256="
-DEFAULT_CACHE_SIZE = 10_000
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 
 
 class SignatureError(Exception):
     """The request's signature is missing, malformed, stale, wrong or replayed."""
-
-
-class ReplayCacheFull(Exception):
-    """Too many signed requests inside one replay window to remember them all; retry later."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -59,14 +55,12 @@ class Verifier:
         *,
         max_skew: int,
         clock: Callable[[], float] = time.time,
-        cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         self._secret = secret
         self._max_skew = max_skew
         self._clock = clock
-        self._seen: TTLCache[str, bool] = TTLCache(cache_size, ttl=2 * max_skew, timer=clock)
 
-    def verify(self, timestamp: str | None, signature: str | None, body: bytes) -> None:
+    def verify(self, timestamp: str | None, signature: str | None, body: bytes) -> Nonce:
         if timestamp is None or signature is None:
             raise SignatureError("signature headers missing")
         if not _TIMESTAMP.fullmatch(timestamp):
@@ -82,10 +76,4 @@ class Verifier:
         expected = sign(self._secret, sent_at, body).removeprefix(SCHEME)
         if not hmac.compare_digest(given, expected):
             raise SignatureError("signature does not match")
-        if given in self._seen:
-            raise SignatureError("signature already used (replay)")
-        if len(self._seen) >= self._seen.maxsize:
-            self._seen.expire()
-            if len(self._seen) >= self._seen.maxsize:
-                raise ReplayCacheFull("replay cache full")
-        self._seen[given] = True
+        return nonce("provision", given, sent_at + self._max_skew + 1)

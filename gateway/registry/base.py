@@ -217,6 +217,16 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def host_key_count(self, sub: str) -> int: ...
 
+    # -- signed requests ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def spend_nonce(self, nonce: str, until: float) -> bool:
+        """Remember `nonce` (a verified signature's digest) until Unix time `until`: True the
+        first time, False while it is remembered (a replay). Every process and node on this
+        registry, and a restart, sees it. Callers pass only signatures already verified, so
+        what is kept is bounded by what the holders of the secret sign; expired ones are
+        dropped as new ones come."""
+
     # -- operations ---------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -12,6 +12,9 @@ its scans read past them, filtered out by DynamoDB):
                                          it opens only the account `name` (not one the same
                                          sub gets after a deletion)
 
+    nonce#<digest>    until              a verified signature, remembered until `until` (Unix
+                                         seconds) against replays (`spend_nonce`); an expired
+                                         one is overwritten, never read as live
     index by-username  username_key → account items (all attributes)    others_named()
     index by-email     email_key → account items (all attributes)       others_named()
     index by-key-sub   key_sub → key items (keys only)                  sign_out(), delete()
@@ -84,7 +87,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.registry")
 
-ACCOUNT, NAME, KEY = "account#", "name#", "key#"
+ACCOUNT, NAME, KEY, NONCE = "account#", "name#", "key#", "nonce#"
 BY_USERNAME, BY_EMAIL, BY_KEY_SUB = "by-username", "by-email", "by-key-sub"
 #: Error codes after which a call may succeed later by itself (metrics label, log level).
 _THROTTLED = {
@@ -652,6 +655,24 @@ class DynamoRegistry(Registry):
                 await self._call("batch_write_item", RequestItems={self._table: requests})
         except RegistryUnavailable:
             log.warning("old host keys left in the table (refused anyway)", extra={"sub": sub})
+
+    # -- signed requests ----------------------------------------------------------------
+
+    async def spend_nonce(self, nonce: str, until: float) -> bool:
+        """See `Registry.spend_nonce`: one conditional PutItem (absent, or expired)."""
+        try:
+            await self._call(
+                "put_item",
+                expected=("ConditionalCheckFailedException",),
+                TableName=self._table,
+                Item={"pk": _s(NONCE + nonce), "until": _n(until)},
+                ConditionExpression="attribute_not_exists(pk) OR #until < :now",
+                ExpressionAttributeNames={"#until": "until"},
+                ExpressionAttributeValues={":now": _n(self._clock())},
+            )
+        except ClientError:
+            return False
+        return True
 
     # -- host keys ----------------------------------------------------------------------
 

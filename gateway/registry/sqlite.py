@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS retired_names (
     sub        TEXT NOT NULL,
     retired_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS nonces_until ON nonces(until);
 """
 #: Columns added after the first release: (table, column, definition). Registries made before
 #: gain them at open, with the default (generation 0 derives the passwords of old releases).
@@ -326,6 +331,17 @@ class SqliteRegistry(Registry):
         finally:
             self._db.execute("COMMIT")
         return Contents(accounts, retired, keys)
+
+    # -- signed requests ----------------------------------------------------------------
+
+    async def spend_nonce(self, nonce: str, until: float) -> bool:
+        now = self._clock()
+        with self._write():
+            self._db.execute("DELETE FROM nonces WHERE until < ?", (now,))
+            inserted = self._db.execute(
+                "INSERT OR IGNORE INTO nonces (nonce, until) VALUES (?, ?)", (nonce, until)
+            )
+            return inserted.rowcount == 1
 
     # -- host keys ------------------------------------------------------------------------
 

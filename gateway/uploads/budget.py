@@ -1,5 +1,6 @@
 """How many inflated bytes the request bodies in flight to all workers may hold together.
-Pure: counts in, grants out (no I/O, no waiting).
+Pure: counts in, grants out (no I/O, no waiting); safe to call from several threads (the
+meters inflate in a thread pool, payload.py).
 
 Why: each stock worker holds a body inflated in memory while it works on it (payload.py), so
 however small each body is kept, enough of them at once add up. `workers.max_inflated_megs`
@@ -16,11 +17,26 @@ other (all growing at once, then all refused at the same point):
   the budget every other account needs (found by trying: 29 slow bodies from one account on one
   address held all of it).
 
-So `slots * big + pool <= total` always. Each body has a `Share` (`grant()` as it inflates,
-`release()` when its request has ended). Sizes are bytes.
+So `slots * big + pool <= total` always.
+
+The small-body lane (issue 16, item 4: about 30 accounts, each holding a body that inflates
+to 12 MiB and then trickles, filled the pool, and every other user's `sync/meta` got 503):
+each account (the first of a share's owners) has `LANE_BODIES` places for bodies that
+inflate to at most `LANE_BYTES`; such a body takes nothing from the pool or the slots, so
+no number of other accounts can refuse it. A body growing past `LANE_BYTES` leaves its place
+and takes from the pool as above. Normal syncs send bodies far smaller (`sync/meta` about
+100 bytes; the stock client's chunks and media zips aim at a few hundred KiB), and Anki syncs
+a collection and its media at once: two bodies. Lane bodies are bounded per account, and only
+accounts with a worker hold a body in a worker (`workers.max_workers`): all workers together
+hold at most `total + max_workers * LANE_BODIES * LANE_BYTES` inflated bytes.
+
+Each body has a `Share` (`grant()` as it inflates, `release()` when its request has ended;
+no grant after that). Sizes are bytes.
 """
 
 from __future__ import annotations
+
+import threading
 
 MIB = 1024 * 1024
 #: A small body may inflate to this much from the shared pool.
@@ -31,6 +47,9 @@ SMALL = 16 * MIB
 #: was 1 MiB added at a time: the 17th small body in flight from one address (devices behind
 #: one NAT) got 503 (bench measure 8: 56 of 424 syncs of 64 devices failed).
 FIRST_GRANT = 64 * 1024
+#: The small-body lane (module doc): places per account, and the most a lane body inflates to.
+LANE_BODIES = 2
+LANE_BYTES = 1 * MIB
 
 
 class OverBudget(Exception):
@@ -49,6 +68,8 @@ class InflationBudget:
         self.slots_held = 0
         self._pooled_by: dict[str, int] = {}
         self._slots_by: dict[str, int] = {}
+        self._lane_by: dict[str, int] = {}
+        self.lock = threading.Lock()
 
     def share(self, owners: tuple[str, ...] = ()) -> Share:
         return Share(self, owners)
@@ -70,10 +91,31 @@ class Share:
         self._owners = owners
         self._pooled = 0
         self._slot = False
+        self._closed = False
+        self._lane = ""  # the account whose lane place this body holds
+        lane = owners[:1]
+        with budget.lock:
+            if lane and budget._lane_by.get(lane[0], 0) < LANE_BODIES:
+                budget._add(budget._lane_by, lane, 1)
+                self._lane = lane[0]
 
     def grant(self, inflated: int) -> int:
         """Room for the body to inflate to at least `inflated` bytes: the bytes granted, or
         `OverBudget`."""
+        with self._budget.lock:
+            if self._closed:
+                raise OverBudget("the request has ended")
+            if self._lane and inflated <= LANE_BYTES:
+                return LANE_BYTES
+            self._leave_lane()
+            return self._grant(inflated)
+
+    def _leave_lane(self) -> None:
+        if self._lane:
+            self._budget._add(self._budget._lane_by, (self._lane,), -1)
+            self._lane = ""
+
+    def _grant(self, inflated: int) -> int:
         b = self._budget
         if self._slot:
             return b.big
@@ -101,6 +143,12 @@ class Share:
 
     def release(self) -> None:
         """Gives everything back (the body's request has ended); idempotent."""
+        with self._budget.lock:
+            self._closed = True
+            self._leave_lane()
+            self._release()
+
+    def _release(self) -> None:
         b = self._budget
         b.pool_held -= self._pooled
         b._add(b._pooled_by, self._owners, -self._pooled)

@@ -25,19 +25,33 @@ and stops inflating as soon as a rule is broken: a bomb costs the gateway one pi
 window, and since the gateway forwards a chunk only after its verdict, the worker never gets
 the bytes that would take it past a limit.
 
-Bodies are zstd (the protocol). Where the stream stops being valid zstd, the meter stops
-inflating and counts only compressed bytes from then on: the worker's decoder is the same
-libzstd with the same default limits (window up to 2^27 bytes), so it stops inflating at the
-same byte and refuses the body itself (400), as it always has; the meter never judges bodies it
-need not.
+Formats: the meter reads every body the worker would read, or refuses it. Only one modern
+zstd frame passes (frames.py: the worker's decoder also reads legacy formats and skippable
+frames, the gateway's does not, and what the meter cannot read it cannot count); a body the
+gateway's decoder fails on is refused too (`Unreadable`, answered 415). A media upload
+(`media_zip`) must also hold a zip as stock clients write it (mediazip.py: stored entries,
+at most 25 files, each named once by `_meta`, sizes consistent), checked on the inflated bytes
+as they come: the frame's end is in the chunk whose verdict comes last, so the worker never
+gets a whole body that breaks a rule (`mediazip.Refused`, answered 413).
+
+Where the work runs (issue 18): inflating costs CPU in proportion to a body, so the proxy runs
+`feed()` in a thread pool (zstandard releases the GIL). `feed_inline()` is the cheap path for
+small bodies: it counts a chunk on the caller's thread while the body is within `INLINE_BYTES`
+on the wire and `INLINE_OUT` inflated, so a `sync/meta` pays no thread hop; past either bound
+it answers False, the meter starts over, and the next `feed()` (in the thread) inflates the
+whole body so far again. So the caller's thread never inflates more than `INLINE_OUT` bytes
+(and one `PIECE` more) of any body. One body's chunks are fed one at a time, in order;
+`release()` may come from another thread while a `feed()` still runs (a cancelled request):
+the meter then keeps its decoder out of the pool and its share grants nothing more.
 
 Each body takes its decoder from a `DecoderPool` (decoders.py) and gives it back when its
-request has ended, so small bodies do not each pay for a new one; a refused body or one that is
-not zstd drops its decoder instead.
+request has ended, so small bodies do not each pay for a new one; a refused body drops its
+decoder instead.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +59,8 @@ import zstandard
 
 from gateway.uploads.budget import InflationBudget, OverBudget, Share
 from gateway.uploads.decoders import DecoderPool
+from gateway.uploads.frames import FrameScanner, Unreadable
+from gateway.uploads.mediazip import MediaZipCheck, Refused
 
 MIB = 1024 * 1024
 #: Inflated bytes handed to the counter at a time (and dropped).
@@ -54,6 +70,11 @@ PIECE = 64 * 1024
 STOCK_INFLATED_FACTOR = 3
 #: The decoders every meter takes from unless it is given a pool of its own.
 DECODERS = DecoderPool()
+#: `feed_inline()` bounds: bytes on the wire, and inflated bytes (~0.1 ms of inflating).
+INLINE_BYTES = 64 * 1024
+INLINE_OUT = 256 * 1024
+
+__all__ = ["InflationBudget", "OverBudget", "Refused", "TooLarge", "Unreadable"]
 
 
 class TooLarge(Exception):
@@ -84,24 +105,37 @@ class PayloadLimits:
         return min(self.max_inflated - 1, self.free_inflated + int(self.max_ratio * compressed))
 
 
+class _Deferred(Exception):
+    """Inflating inline went past `INLINE_OUT`: the rest belongs in a thread."""
+
+
 class _Counter:
     """The decompressor's sink: counts inflated bytes; past `granted` it asks `grant` for more
-    (which raises to stop the decompressor)."""
+    (which raises to stop the decompressor); passes them to the zip check, if any; past `cap`
+    (inline) raises `_Deferred`."""
 
-    def __init__(self, grant: Callable[[int], int]) -> None:
+    def __init__(self, grant: Callable[[int], int], zip_check: MediaZipCheck | None) -> None:
         self.inflated = 0
         self.granted = 0
+        self.cap: int | None = None
         self._grant = grant
+        self.zip_check = zip_check
 
     def write(self, data: bytes) -> int:
         self.inflated += len(data)
+        if self.cap is not None and self.inflated > self.cap:
+            raise _Deferred()
         if self.inflated > self.granted:
             self.granted = self._grant(self.inflated)
+        if self.zip_check is not None:
+            self.zip_check.feed(data)
         return len(data)
 
 
 class PayloadMeter:
-    """One body's meter: `feed()` every chunk, in order, before forwarding it."""
+    """One body's meter: `feed()` (or `feed_inline()`) every chunk, in order, before
+    forwarding it. Raises `TooLarge`, `OverBudget` (budget.py), `Unreadable` (frames.py) or
+    `Refused` (mediazip.py, with `media_zip`); every later call raises `TooLarge`."""
 
     def __init__(
         self,
@@ -109,51 +143,99 @@ class PayloadMeter:
         budget: InflationBudget | None = None,
         owners: tuple[str, ...] = (),
         decoders: DecoderPool = DECODERS,
+        *,
+        media_zip: bool = False,
     ) -> None:
         self.limits = limits
         self._share: Share | None = budget.share(owners) if budget is not None else None
-        self._counter = _Counter(self._grant)
         self._decoders = decoders
-        self._decoder: zstandard.ZstdDecompressor | None = decoders.take()
+        self._media_zip = media_zip
+        self._broken = False
+        #: `_closed` (released) and `_busy` (a feed() runs) change under `_lock`: release()
+        #: may come from the event loop while a feed() runs in a thread (module doc).
+        self._lock = threading.Lock()
+        self._closed = False
+        self._busy = False
+        #: The body so far while it may still be counted inline; None once it may not.
+        self._kept: bytearray | None = bytearray()
+        self._replay: bytes | None = None
+        self._begin()
+
+    def _begin(self) -> None:
+        """Fresh reading state for the body from its first byte."""
+        self._frames = FrameScanner()
+        self._counter = _Counter(self._grant, MediaZipCheck() if self._media_zip else None)
+        self._decoder: zstandard.ZstdDecompressor | None = self._decoders.take()
         self._inflater = self._decoder.stream_writer(
             self._counter, write_size=PIECE, write_return_read=True
         )
         self.compressed = 0
-        #: False once the body stopped being valid zstd (module doc).
+        #: False once the body was refused (its decoder is gone).
         self.inflating = True
-        self._broken = False
 
     @property
     def inflated(self) -> int:
         return self._counter.inflated
 
+    def feed_inline(self, chunk: bytes) -> bool:
+        """Counts `chunk` if that is cheap (module doc) and returns True; False: nothing is
+        decided yet, pass the same `chunk` to `feed()`, in a thread."""
+        kept = self._kept
+        if kept is None or len(kept) + len(chunk) > INLINE_BYTES or self._broken:
+            self._kept = None
+            return False
+        kept += chunk
+        self._counter.cap = INLINE_OUT
+        try:
+            self.feed(chunk)
+        except _Deferred:
+            self._kept = None
+            self._replay = bytes(kept)  # what feed() must inflate again, from a fresh start
+            self._decoder = None  # stopped mid-frame: never back to the pool
+            self._begin()
+            return False
+        return True
+
     def feed(self, chunk: bytes) -> None:
-        """Counts `chunk`; `TooLarge` or `OverBudget` if the body may not go on (every later
-        call raises `TooLarge`)."""
-        if self._broken:
-            raise TooLarge("already refused")
+        """Counts `chunk` (module doc for the exceptions)."""
+        with self._lock:
+            if self._broken or self._closed:
+                raise TooLarge("already refused or ended")
+            self._busy = True
+        if self._replay is not None:
+            chunk, self._replay = self._replay, None  # `chunk` is its last part
+        if self._kept is None:
+            self._counter.cap = None
         self.compressed += len(chunk)
         limits = self.limits
         try:
             if self.compressed > limits.max_compressed:
                 raise TooLarge(f"more than {limits.max_compressed} bytes on the wire")
-            if self.inflating:
-                self._inflate(chunk)
-        except (TooLarge, OverBudget):
+            self._frames.feed(chunk)
+            self._inflate(chunk)
+            zip_check = self._counter.zip_check
+            if zip_check is not None and self._frames.ended:
+                zip_check.finish()  # the body's last byte: the zip must be whole
+        except (TooLarge, OverBudget, Unreadable, Refused):
             self._broken = True
             self._stop_inflating()
             raise
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._closed:  # released meanwhile: its decoder never goes back
+                    self._stop_inflating()
 
     def _inflate(self, chunk: bytes) -> None:
         try:
             self._inflater.write(chunk)
-        except zstandard.ZstdError:
-            self._stop_inflating()
+        except zstandard.ZstdError as exc:
+            raise Unreadable(f"zstd data the gateway cannot decode: {exc}") from None
 
     def _stop_inflating(self, *, reuse: bool = False) -> None:
         """Frees the decoder and its window (up to 128 MiB): a refused body may still be
-        drained for a long time, at the client's pace. `reuse`: the body went well, the decoder
-        may serve another (decoders.py decides)."""
+        drained for a while. `reuse`: the body went well, the decoder may serve another
+        (decoders.py decides)."""
         if reuse and self.inflating and self._decoder is not None:
             self._decoders.give(self._decoder, self.inflated)
         self.inflating = False
@@ -165,6 +247,8 @@ class PayloadMeter:
         own = self.limits.inflated_allowance(self.compressed)
         if inflated > own:
             raise TooLarge("inflates past the allowance")
+        if self._closed:
+            raise TooLarge("the request has ended")
         if self._share is None:
             return own
         return min(own, self._share.grant(inflated))
@@ -172,6 +256,9 @@ class PayloadMeter:
     def release(self) -> None:
         """Gives this body's share of the budget and its decoder back (its request has ended);
         idempotent."""
-        self._stop_inflating(reuse=not self._broken)
+        with self._lock:
+            self._closed = True
+            if not self._busy:
+                self._stop_inflating(reuse=not self._broken)
         if self._share is not None:
             self._share.release()

@@ -1,11 +1,12 @@
 """Requests in flight per client address, bounded: one address cannot hold every connection.
 
 Each open connection is in one of three states: sending headers (closed after
-`server.header_timeout_seconds`, aiohttp's keep-alive timer), idle between requests (closed
-after the same time), or in a request. The last is the only one that lasts, so bounding requests
-in flight per address (`server.max_requests_per_address`) bounds the connections one address
-holds for longer than the header timeout; behind a reverse proxy, where every connection comes
-from the proxy, the address is the client's own from `X-Forwarded-For` (app.client_address).
+`server.header_timeout_seconds`, connections.py), idle between requests (closed after
+`server.keepalive_seconds`), or in a request. The last is the only one that lasts, so bounding
+requests in flight per address (`server.max_requests_per_address`) bounds the connections one
+address holds for longer than the keep-alive time; behind a reverse proxy, where every
+connection comes from the proxy, the address is the client's own from `X-Forwarded-For`
+(app.client_address).
 
 Pure bookkeeping: `enter()` says whether one more request from `address` may start; every
 admitted request must `leave()`.

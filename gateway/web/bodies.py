@@ -12,7 +12,9 @@ failed, and `client_side()` says what that failure means, so a client's fault is
 on the worker.
 
 `drain()` reads and drops the rest of a refused body, so the client gets to read the answer
-(a client still sending when the server answers and closes sees a network error instead).
+(a client still sending when the server answers and closes sees a network error instead), for
+at most `DRAIN_SECONDS`: a refused body holds nothing of a worker or the budget, but its
+connection should not stay open for the rest of a slow body's deadline either.
 
 `read_capped()`: `StreamReader.read(n)` returns as soon as *some* data is there, so a chunked
 body that arrives in several pieces needs a loop; the cap is checked before reading past it, so
@@ -36,6 +38,9 @@ if sys.version_info >= (3, 11):
     from asyncio import timeout_at as _deadline
 else:  # aiohttp's own dependency there
     from async_timeout import timeout_at as _deadline
+
+#: The longest a refused body is read and dropped before its connection is closed instead.
+DRAIN_SECONDS = 10.0
 
 
 def pacing_of(request: web.Request) -> Pacing:
@@ -137,13 +142,21 @@ async def read_capped(request: web.Request, cap: int) -> bytes:
 
 async def drain(request: web.Request, most: int) -> bool:
     """Reads and drops the rest of the body, at the client's pace; True if it ended within
-    `most` more bytes, False if it did not (too long, stalled, broken: close the connection)."""
+    `most` more bytes and `DRAIN_SECONDS` (or the idle timeout, if shorter), False if it did
+    not (too long, too slow, stalled, broken: close the connection)."""
     drained = 0
+    seconds = min(DRAIN_SECONDS, pacing_of(request).idle_timeout)
     try:
-        async for chunk in paced_chunks(request):
-            drained += len(chunk)
-            if drained > most:
-                return False
-    except (ClientStalled, aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError):
+        async with _deadline(loop_time() + seconds):
+            async for chunk in paced_chunks(request):
+                drained += len(chunk)
+                if drained > most:
+                    return False
+    except (
+        ClientStalled,
+        asyncio.TimeoutError,
+        aiohttp.ClientError,
+        aiohttp.http_exceptions.HttpProcessingError,
+    ):
         return False
     return True

@@ -63,7 +63,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         answer = web.Response(status=exc.status, text=exc.public, headers=headers)
         if exc.close_connection:
-            await _answer_and_close(request, answer)
+            await answer_and_close(request, answer)
         return answer
     except web.HTTPException as exc:
         status = exc.status
@@ -113,7 +113,7 @@ def _measure(
             metrics.proxied("download", response.body_length)
 
 
-async def _answer_and_close(request: web.Request, answer: web.Response) -> None:
+async def answer_and_close(request: web.Request, answer: web.Response) -> None:
     """Send `answer`, then close the connection: aiohttp would otherwise linger for the rest of
     an unread body (up to its lingering time, 10 s) and keep the connection."""
     answer.force_close()

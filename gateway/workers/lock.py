@@ -10,9 +10,9 @@ Contract:
   and `Unavailable` (503) if it does not within `wait`; a holder the caller saw answer lately
   (`trusted`, the same published record) is used after one read of the lock file (several
   gateway processes share an account's worker on every request: a /health round trip, a mkdir
-  and path resolutions each time cost milliseconds). An
-  account whose import was cut off (`IMPORTING` in its folder) is `Unavailable` until
-  `accounts import` is run again.
+  and path resolutions each time cost milliseconds). An account whose import was cut off
+  (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again; so is one
+  whose restore was cut off while it swapped the files (`RESTORING`), until `restore` runs again.
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
   process exclude each other as two gateway processes do, and the kernel drops the lock when the
   holder dies, even by SIGKILL — a crashed gateway never blocks an account.
@@ -42,6 +42,9 @@ LOCK_NAME = ".gateway-worker.lock"
 #: In an account folder while `accounts import` moves a folder in (importer/move.py); the
 #: account is not served until the import completes (a sync would mix with its media index).
 IMPORTING = ".gateway-import"
+#: In an account folder while a restore swaps its files (backup/swap.py); a restore killed
+#: meanwhile leaves it, and the account is not served until a restore is run again.
+RESTORING = ".gateway-restore-swap"
 RETRY_INTERVAL = 0.05
 
 
@@ -172,6 +175,9 @@ async def claim(
                 raise Unavailable(
                     f"an import into {account} was cut off: run `accounts import` again"
                 )
+            if (path.parent / RESTORING).exists():
+                lock.release()
+                raise Unavailable(f"a restore of {account} was cut off: run `restore` again")
             return Claim(lock=lock)
         # Another process holds it: its worker may still be starting (nothing published yet)
         # or stopping; either settles within a start timeout.

@@ -9,8 +9,12 @@ Contract (design.md, "Workers"):
   lease waits up to `queue_timeout`, then raises `Unavailable` (503, `Retry-After`).
 - The reaper (`start()`) stops workers idle for longer than `idle_timeout` and forgets dead ones.
 - `report_broken(account)`: the proxy could not talk to the worker; a dead or unhealthy worker
-  is stopped and forgotten, so the next lease starts a fresh one. `retire(account)` stops a
-  healthy one too (its account's password changed, a backup wants it); `running()` lists ours.
+  is stopped and forgotten, so the next lease starts a fresh one. It returns the worker's
+  `Death` when it died (waiting briefly for the exit: a broken connection can arrive first).
+  `retire(account)` stops a healthy one too (its account's password changed, a backup wants
+  it); `running()` lists ours.
+- Every worker found dead that nobody stopped is logged (WARNING "worker killed at its memory
+  limit" or "worker crashed", with the reason) and counted once (`metrics.worker_died`).
 - Across processes, one worker per account (slot.py, lock.py): if another gateway holds the
   account, its worker is used (not counted here) instead of starting a second one; once it
   answered /health it is trusted for `BORROW_SECONDS` while its lock still names it (a lease
@@ -33,6 +37,7 @@ from cachetools import LRUCache
 
 from gateway import metrics
 from gateway.config import Config
+from gateway.containment import Containment, Death
 from gateway.errors import Unavailable
 from gateway.naming import is_safe
 from gateway.workers import ledger
@@ -47,6 +52,8 @@ log = logging.getLogger("gateway.workers")
 RETRY_AFTER = 5
 #: Seconds another gateway process's worker is used without asking its /health again.
 BORROW_SECONDS = 1.0
+#: Seconds `report_broken` waits for a worker's exit after a broken connection.
+EXIT_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class WorkerPool:
         start_timeout: float = 15,
         queue_timeout: float = 10,
         max_payload_megs: int = 100,
+        containment: Containment | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not command or max_workers < 1:
@@ -81,6 +89,7 @@ class WorkerPool:
             secret_for=secret_for,
             max_payload_megs=max_payload_megs,
             start_timeout=start_timeout,
+            containment=containment,
         )
         self._max_workers = max_workers
         self._idle_timeout = idle_timeout
@@ -96,7 +105,12 @@ class WorkerPool:
         self._closed = False
 
     @classmethod
-    def from_config(cls, config: Config, secret_for: Callable[[str], Awaitable[str]]) -> WorkerPool:
+    def from_config(
+        cls,
+        config: Config,
+        secret_for: Callable[[str], Awaitable[str]],
+        containment: Containment | None = None,
+    ) -> WorkerPool:
         w = config.workers
         return cls(
             command=config.worker_command(),
@@ -107,6 +121,7 @@ class WorkerPool:
             start_timeout=w.start_timeout_seconds,
             queue_timeout=w.queue_timeout_seconds,
             max_payload_megs=w.max_payload_megs,
+            containment=containment,
         )
 
     async def start(self) -> None:
@@ -144,18 +159,23 @@ class WorkerPool:
         another gateway process's)."""
         return [a for a, s in self._slots.items() if s.process is not None and s.process.alive]
 
-    async def report_broken(self, account: str) -> None:
+    async def report_broken(self, account: str) -> Death | None:
         self._borrowed.pop(account, None)
         slot = self._slots.get(account)
         if slot is None or slot.process is None:
-            return  # starting, unknown, or another gateway's worker: nothing of ours to fix
+            return None  # starting, unknown, or another gateway's worker: nothing to fix
         process = slot.process
+        if await process.exited(EXIT_WAIT):
+            return self._bury(slot)
         # One failed request is not proof: pooled keep-alive connections to the stock server
         # fail now and then (anki-sync-protocol.md). Only a worker that fails /health goes.
-        if process.alive and await probe_health(process.port, timeout=2.0):
+        if await probe_health(process.port, timeout=2.0):
             log.info("worker reported broken but healthy", extra={"account": account})
-            return
+            return None
+        if not process.alive:
+            return self._bury(slot)
         self._discard(slot, "reported broken and not healthy")
+        return None
 
     def in_flight(self, account: str) -> int:
         """Requests this gateway has on `account`'s worker right now."""
@@ -222,7 +242,7 @@ class WorkerPool:
             if not slot.dead:
                 return slot, worker
             slot.usage.end(self._clock())
-            self._discard(slot, f"process exited with {slot.returncode}")
+            self._bury(slot)
 
     def _has_room(self) -> bool:
         if len(self._slots) + len(self._stopping) < self._max_workers:
@@ -302,6 +322,25 @@ class WorkerPool:
 
         task.add_done_callback(done)
 
+    def _bury(self, slot: Slot) -> Death | None:
+        """Forget a worker that exited on its own, once: log and count why (module doc)."""
+        if self._slots.get(slot.account) is not slot or slot.process is None:
+            return None  # already buried by another caller
+        process = slot.process
+        death = process.death()
+        if death is not None:
+            metrics.worker_died(death.reason)
+            killed = death.reason == "memory"
+            message = "worker killed at its memory limit" if killed else "worker crashed"
+            extra = {"account": slot.account, "pid": process.pid, "reason": death.detail}
+            if killed and self._launch.containment is not None:
+                limits = self._launch.containment.limits
+                extra["limit_megs"] = limits.memory_bytes // (1024 * 1024)
+                extra["mode"] = self._launch.containment.mode
+            log.warning(message, extra=extra)
+        self._discard(slot, f"process exited with {process.returncode}")
+        return death
+
     async def _stop(self, slot: Slot) -> None:
         try:
             await slot.shut_down()
@@ -324,8 +363,7 @@ class WorkerPool:
             self._discard(self._slots[usage.account], "idle")
         for slot in slots:
             if slot.dead:
-                metrics.worker_crashed()
-                self._discard(slot, f"process exited with {slot.returncode}")
+                self._bury(slot)
             elif slot.secret is not None and not await self._current(slot):
                 # Signed out everywhere, maybe through another gateway process that cannot stop
                 # this worker itself: its logins fail until this one makes way.

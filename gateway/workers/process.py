@@ -17,6 +17,9 @@ Contract:
   repeats the gateway's access line and cost 6 % of the gateway's time on small requests.
 - `stop()` sends SIGINT (the stock server's clean shutdown), SIGKILL after a grace period, and
   always reaps.
+- Containment (gateway/containment/): the worker enters its `Box` in the child before exec, so
+  it never runs outside it; the box is removed once the process is reaped. `death()` says why
+  a worker exited that nobody asked to stop (`Death`: "memory" or "crash").
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gateway.containment import Box, Death, classify
 from gateway.errors import WorkerFailed, WorkerTimeout
 from gateway.logs import redact, request_id
 
@@ -103,8 +108,12 @@ async def _get_health(port: int) -> bool:
         writer.close()
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def _in_child(parent: int, box: Box | None) -> Callable[[], None]:
     def preexec() -> None:
+        # First into the box: nothing of the worker may run outside it (a failure here fails
+        # the spawn).
+        if box is not None:
+            box.enter()
         if _LIBC is None:
             return
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -116,10 +125,13 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 class WorkerProcess:
-    def __init__(self, account: str, port: int, proc: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, account: str, port: int, proc: asyncio.subprocess.Process, box: Box | None = None
+    ) -> None:
         self.account = account
         self.port = port
         self._proc = proc
+        self._box = box
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
         #: Set once we asked it to stop: the stock server answers SIGINT with a Python
         #: traceback ("Exception" from syncserver()), routine noise from then on.
@@ -141,6 +153,24 @@ class WorkerProcess:
 
     def tail(self) -> str:
         return " | ".join(self._tail)
+
+    async def exited(self, timeout: float) -> bool:
+        """Whether the process exits within `timeout` seconds (a connection it broke can
+        reach the gateway before its exit does)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), timeout)
+        except asyncio.TimeoutError:
+            return False
+        await self._drain()  # its last lines tell why
+        return True
+
+    def death(self) -> Death | None:
+        """Why it exited, if it exited without being asked to (module doc)."""
+        if self.alive or self._stopping:
+            return None
+        if self._box is not None:
+            return self._box.death(self.returncode, self.tail())
+        return classify(self.returncode, self.tail())
 
     async def _pump(self, stream: asyncio.StreamReader) -> None:
         # This task was created inside the request that started the worker and copied its
@@ -205,6 +235,8 @@ class WorkerProcess:
         self._signal(signal.SIGKILL)
         await self._proc.wait()
         await self._drain()
+        if self._box is not None:
+            self._box.remove()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGINT, then SIGKILL after `grace` seconds; returns once the process is reaped."""
@@ -218,7 +250,9 @@ class WorkerProcess:
         await self.kill()
 
 
-async def _spawn(command: Sequence[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+async def _spawn(
+    command: Sequence[str], env: dict[str, str], box: Box | None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *command,
         env=env,
@@ -227,7 +261,7 @@ async def _spawn(command: Sequence[str], env: dict[str, str]) -> asyncio.subproc
         stderr=asyncio.subprocess.STDOUT,
         # Own session: a Ctrl-C on the gateway's terminal must not stop workers behind its back.
         start_new_session=True,
-        preexec_fn=_die_with_parent(os.getpid()),
+        preexec_fn=_in_child(os.getpid(), box),
     )
 
 
@@ -239,8 +273,10 @@ async def start_worker(
     collections_dir: Path,
     max_payload_megs: int = 100,
     start_timeout: float = 15.0,
+    boxes: Callable[[], Box] | None = None,
 ) -> WorkerProcess:
-    """Start a worker on a free loopback port and wait until it is ready (see module doc)."""
+    """Start a worker on a free loopback port and wait until it is ready (see module doc);
+    `boxes` makes a fresh box for each attempt (none: no containment)."""
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = free_port()
         env = worker_env(
@@ -251,10 +287,16 @@ async def start_worker(
             max_payload_megs=max_payload_megs,
         )
         try:
-            proc = await _spawn(command, env)
+            box = boxes() if boxes is not None else None
         except OSError as exc:
+            raise WorkerFailed(f"cannot make the worker's box: {exc.strerror}") from exc
+        try:
+            proc = await _spawn(command, env, box)
+        except (OSError, subprocess.SubprocessError) as exc:
+            if box is not None:
+                box.remove()
             raise WorkerFailed(f"cannot run worker command {command[0]!r}: {exc}") from exc
-        worker = WorkerProcess(account, port, proc)
+        worker = WorkerProcess(account, port, proc, box)
         try:
             await worker.wait_ready(start_timeout)
         except WorkerFailed:

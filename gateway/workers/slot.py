@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import metrics
+from gateway.containment import Box, Containment
 from gateway.workers import leftovers, lock
 from gateway.workers.ledger import Usage
 from gateway.workers.process import WorkerProcess, start_worker
@@ -38,6 +39,8 @@ class Launch:
     secret_for: Callable[[str], Awaitable[str]]
     max_payload_megs: int
     start_timeout: float
+    #: The box every worker runs in (none: uncontained, for tests of other things).
+    containment: Containment | None = None
 
 
 class Slot:
@@ -86,6 +89,7 @@ class Slot:
                 collections_dir=launch.collections_dir,
                 max_payload_megs=launch.max_payload_megs,
                 start_timeout=launch.start_timeout,
+                boxes=self._boxes(launch),
             )
         except BaseException:
             if self.lock is not None:
@@ -109,6 +113,12 @@ class Slot:
             },
         )
         return self.process.port
+
+    def _boxes(self, launch: Launch) -> Callable[[], Box] | None:
+        containment = launch.containment
+        if containment is None:
+            return None
+        return lambda: containment.box(self.account)
 
     async def shut_down(self) -> None:
         try:

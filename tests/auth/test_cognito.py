@@ -44,9 +44,11 @@ from gateway.identity.provider import (
     BadCredentials,
     ChallengeRequired,
     Identity,
+    ImpossibleCredentials,
     LockedOut,
     ProviderMisconfigured,
     ProviderUnavailable,
+    RefusedByOperator,
     UnknownUser,
 )
 
@@ -613,12 +615,25 @@ async def test_impossible_usernames_are_refused_without_a_call(username: str) ->
     assert (provider.calls, client.requests) == (0, [])
 
 
-@pytest.mark.parametrize("password", ["", "p" * 257])
+@pytest.mark.parametrize(
+    "password",
+    [
+        "",
+        "p" * 257,
+        "12345",  # no pool may ask for fewer than 6 characters
+        " " * 8,
+        " " + PASSWORD,
+        PASSWORD + " ",
+        PASSWORD + "\n",
+        "\t" + PASSWORD,
+        PASSWORD + "\r\n",
+    ],
+)
 async def test_impossible_passwords_are_refused_without_a_call(password: str) -> None:
     client = FakeClient()
     provider = CognitoProvider(stub_config(), client=client)
     try:
-        with pytest.raises(BadCredentials):
+        with pytest.raises(ImpossibleCredentials):
             await provider.authenticate("alice", password)
     finally:
         await provider.close()
@@ -634,7 +649,10 @@ async def test_impossible_passwords_are_refused_without_a_call(password: str) ->
         ("alice+anki@example.com", PASSWORD),
         ("Jürgen_Ωmega", PASSWORD),
         ("alice", "p" * 256),
-        ("alice", " spaces are fine in a password "),
+        ("alice", "123456"),
+        ("alice", "spaces are fine inside a password"),
+        # Not white space to Cognito's pattern (Java's \s is ASCII): sent, Cognito decides.
+        ("alice", "\u00a0nbsp-edged\u00a0"),
     ],
 )
 async def test_possible_usernames_and_passwords_are_sent_unchanged(
@@ -719,6 +737,30 @@ async def test_after_close_calls_are_unavailable_and_an_injected_client_stays_op
     assert (provider.calls, client.requests, client.closed) == (0, [], False)
 
 
+async def test_a_pre_authentication_trigger_refusal_is_a_403_with_its_reason_logged(
+    stubbed: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Cognito's answer when the operator's PreAuthentication Lambda raises (moto runs no
+    # triggers): the operator refusing this user, not a misconfigured gateway.
+    caplog.set_level(logging.INFO)
+    provider, stubber = stubbed()
+    stubber.add_client_error(
+        "admin_initiate_auth",
+        "UserLambdaValidationException",
+        "PreAuthentication failed with error Account on hold: unpaid invoice.",
+        http_status_code=400,
+    )
+    with pytest.raises(RefusedByOperator) as info:
+        await provider.authenticate("alice", PASSWORD)
+    assert info.value.status == 403
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert any(
+        level == logging.WARNING and "Account on hold: unpaid invoice" in text
+        for level, text in messages
+    )
+    assert not any("MISCONFIGURED" in text for _, text in messages)
+
+
 async def test_bad_credentials_log_the_reason_code_at_info(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -787,6 +829,13 @@ def test_make_client_uses_aws_when_no_endpoint_is_configured() -> None:
         ("InvalidUserPoolConfigurationException", "", 400, False, ProviderMisconfigured),
         ("SomethingNew", "", 400, False, ProviderMisconfigured),
         ("SomethingNew", "", None, False, ProviderMisconfigured),
+        (
+            "UserLambdaValidationException",
+            "PreAuthentication failed",
+            400,
+            False,
+            RefusedByOperator,
+        ),
         ("UserNotFoundException", "", 400, True, UnknownUser),
         ("TooManyRequestsException", "", 400, True, ProviderUnavailable),
         ("InternalErrorException", "", 500, True, ProviderUnavailable),
@@ -870,6 +919,9 @@ def test_unusable_id_tokens_are_misconfigured(token: str) -> None:
 def test_username_and_password_rules_follow_cognito_limits() -> None:
     assert is_possible_username("a" * 128) and not is_possible_username("a" * 129)
     assert is_possible_password("p" * 256) and not is_possible_password("p" * 257)
+    assert is_possible_password("p" * 6) and not is_possible_password("p" * 5)
+    assert is_possible_password("a b") is False  # too short, not for its space
+    assert is_possible_password("pass word") and not is_possible_password("password ")
     assert not is_possible_username("") and not is_possible_password("")
 
 

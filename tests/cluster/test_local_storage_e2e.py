@@ -53,7 +53,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
     """Local storage on DynamoDB; the move first, the SIGKILL last."""
-    yield from module_cluster(tmp_path_factory, "local", 4)
+    yield from module_cluster(tmp_path_factory, "local", 5)
 
 
 def test_a_move_during_activity_loses_nothing_and_keeps_the_key(local_cluster, tmp_path):
@@ -148,6 +148,48 @@ def test_a_request_whose_body_was_still_arriving_when_its_account_moved_is_not_s
     assert not (source.data_dir / "collections" / "user2").exists()
     through(client, source).sync()  # served by the new owner, through the old one
     assert "before the move" in client.note_fronts()
+    client.close()
+
+
+def test_a_captured_move_request_is_accepted_once_and_never_re_targeted(local_cluster, tmp_path):
+    """Issue 21: the signature covers the target node, and each signed move is spent once in
+    the registry every node sees: sent again within the replay window (to the new owner, with
+    another `to` or the same) it is refused (401) and the account stays where it went."""
+    cluster, people = local_cluster
+    user = people[4]
+    client = synced(tmp_path, "retarget", user, cluster.nodes[0], "before the moves")
+    source = owner_node(cluster, user.sub)
+    first, second = [n for n in cluster.nodes if n is not source][:2]
+    headers = signing.sign(
+        signing.node_key(SECRET.encode()),
+        "POST",
+        "/_cluster/move",
+        "command@test",
+        move.move_identity(user.sub, "user4", first.id),
+        time.time(),
+    )
+
+    def send(node: Node, to: str) -> int:
+        body = json.dumps({"sub": user.sub, "name": "user4", "to": to}).encode()
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            node.url + "_cluster/move",
+            data=body,
+            method="POST",
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+                return answer.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert send(source, first.id) == 200
+    assert owner_node(cluster, user.sub) is first
+    assert send(first, second.id) == 401  # re-targeted
+    assert send(first, first.id) == 401  # sent again as it was
+    assert owner_node(cluster, user.sub) is first
+    through(client, first).sync()
+    assert "before the moves" in client.note_fronts()
     client.close()
 
 
@@ -320,8 +362,9 @@ def test_with_public_urls_sync_meta_moves_the_client_to_its_owner(tmp_path):
 
 
 def test_a_single_gateway_becomes_three_nodes_and_keeps_its_accounts(tmp_path):
-    """README, "From one node to three": the old node restarts as a cluster node first, adopts
-    the account folders on its disk, then new nodes join; nobody logs in again, no full sync."""
+    """docs/deploy/several-nodes.md, "From one node to three": the old node restarts as a
+    cluster node first, adopts the account folders on its disk, then new nodes join; nobody logs
+    in again, no full sync."""
     people = users(2)
     moto = start_moto()
     pool_id, client_id, _ = standin.bootstrap(moto.url, people)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from anki.errors import SyncError
 
 from tests.ankiclient import Client, Required, is_auth_error
 from tests.portal.conftest import EXPIRED_CODE, GOOD_CODE, PORTAL_PASSWORD
+from tests.portal.test_pages import post_form
 from tests.test_identity_e2e import raw
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -51,7 +53,16 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         f"--user-data-dir={tmp_path / 'chromium'}",
     ):
         options.add_argument(flag)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     driver.set_page_load_timeout(30)
     try:
         yield driver
@@ -153,9 +164,19 @@ def test_a_stranger_goes_from_nothing_to_a_synced_anki_and_back_out(
     assert text(browser, "#collection-size") != "0 bytes"
     assert text(browser, "#media-files").startswith("1 (")
 
+    # A second browser signed in (e.g. a borrowed computer, or a stolen cookie).
+    other = requests.Session()
+    signed_in = post_form(
+        other, base + "signin", {"email": login_name, "password": PORTAL_PASSWORD}
+    )
+    assert signed_in.url == base
     # Sign out all devices: the client's next sync is an AUTH error; logging in again works.
+    # The other browser's session ends too; this one, which asked, stays signed in.
     click_and_wait(browser, "#sign-out-devices")
     assert "Every Anki device is signed out" in page_text(browser)
+    assert other.get(base, timeout=30).url.startswith(base + "signin")
+    browser.get(base)
+    assert browser.current_url == base
     with pytest.raises(SyncError) as info:
         device.sync()
     assert is_auth_error(info.value)
@@ -255,3 +276,38 @@ def test_a_reset_with_a_weak_password_shows_the_rules_before_calling_cognito(
     assert calls == ["reset"]
     sign_in(browser, base, "forgetful@example.com", "Better-Pass-2027")
     assert browser.current_url == base
+
+
+def test_download_my_data_saves_a_package_that_anki_imports_whole(
+    portal_gateway: Any, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from tests.export.test_export import imported
+
+    gw, _ = portal_gateway()
+    base = gw.url + "account/"
+    sign_up_and_confirm(browser, base, "keeper@example.com")
+    sign_in(browser, base, "keeper@example.com")
+    device = Client(tmp_path / "device")
+    device.add_note("kept")
+    device.add_media("kept.png", b"\x89PNG not really" * 300)
+    device.login("keeper@example.com", PORTAL_PASSWORD, gw.url)
+    assert device.sync() == Required.FULL_UPLOAD
+    fronts = device.note_fronts()
+    device.close()
+
+    browser.get(base)
+    browser.find_element(By.CSS_SELECTOR, "#download-data").click()
+    downloads = tmp_path / "downloads"
+    deadline = time.monotonic() + 60
+    while not (saved := [p for p in downloads.iterdir() if p.suffix == ".colpkg"]):
+        assert time.monotonic() < deadline, list(downloads.iterdir())
+        time.sleep(0.2)
+    [package] = saved
+    assert package.name.startswith("keeper-")
+    assert browser.current_url == base  # the page stays; the file arrives as a download
+    assert imported(package, tmp_path / "imported") == (
+        fronts,
+        {"kept.png": b"\x89PNG not really" * 300},
+    )

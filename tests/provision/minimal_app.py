@@ -73,6 +73,8 @@ class ProvisionServer:
         return self
 
     def stop(self) -> None:
+        if self.loop.is_closed():
+            return  # stopped already (a test restarting the gateway)
         if self._runner is not None:
             self.call(self._runner.cleanup())
             self.call(self.provider.close())

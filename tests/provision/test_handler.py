@@ -620,6 +620,48 @@ def test_a_replayed_signed_request_is_401(serve: Serve, cognito: Any) -> None:
     assert replay.status == 401 and "replay" in replay.error
 
 
+def test_a_replay_is_refused_by_another_process_on_the_data_folder_and_after_a_restart(
+    serve: Serve, cognito: Any
+) -> None:
+    sub = cognito.add_user("bob", PASSWORD)
+    server = serve(provision={"api_keys": (Secret(KEY),), "signing_secret": Secret(SIGNING)})
+    raw = b'{"username": "bob", "cognito_user_id": "' + sub.encode() + b'"}'
+    headers = signed_headers(SIGNING, raw, time.time())
+    assert post(server.url, raw=raw, headers=headers).status == 200
+    other = ProvisionServer(server.config, CognitoProvider(server.config.cognito)).start()
+    try:
+        replay = post(other.url, raw=raw, headers=headers)
+        assert replay.status == 401 and "replay" in replay.error
+    finally:
+        other.stop()
+    server.stop()
+    restarted = ProvisionServer(server.config, CognitoProvider(server.config.cognito)).start()
+    try:
+        replay = post(restarted.url, raw=raw, headers=headers)
+        assert replay.status == 401 and "replay" in replay.error
+    finally:
+        restarted.stop()
+
+
+def test_ten_thousand_signed_junk_requests_do_not_lock_provisioning(
+    serve: Serve, cognito: Any
+) -> None:
+    sub = cognito.add_user("bob", PASSWORD)
+    server = serve(provision={"api_keys": (Secret(KEY),), "signing_secret": Secret(SIGNING)})
+    now = time.time()
+
+    def junk(i: int) -> int:
+        raw = b'{"junk": %d}' % i
+        return post(server.url, raw=raw, headers=signed_headers(SIGNING, raw, now)).status
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = set(pool.map(junk, range(10_000)))
+    assert statuses == {400}
+    raw = b'{"username": "bob", "cognito_user_id": "' + sub.encode() + b'"}'
+    answer = _signed(server, raw)
+    assert answer.status == 200 and answer.body["created"] is True
+
+
 def test_a_signature_does_not_replace_the_key(serve: Serve) -> None:
     server = serve(provision={"api_keys": (Secret(KEY),), "signing_secret": Secret(SIGNING)})
     raw = b'{"username": "bob", "cognito_user_id": "' + UNKNOWN_SUB.encode() + b'"}'

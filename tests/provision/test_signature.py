@@ -1,4 +1,5 @@
-"""gateway/provision/signature.py: format, clock skew, replays, the bounded memory."""
+"""gateway/provision/signature.py: format, clock skew, and the nonce a verified signature gives
+(replays are refused where the nonce is spent: tests/test_registry.py, tests/provision)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 from gateway.provision.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    ReplayCacheFull,
     SignatureError,
     Verifier,
+    nonce,
     sign,
     signed_headers,
 )
@@ -30,8 +31,8 @@ class Clock:
         return self.now
 
 
-def verifier(clock: Clock, **kwargs: int) -> Verifier:
-    return Verifier(SECRET, max_skew=300, clock=clock, **kwargs)
+def verifier(clock: Clock) -> Verifier:
+    return Verifier(SECRET, max_skew=300, clock=clock)
 
 
 def test_sign_is_hmac_sha256_over_timestamp_dot_body() -> None:
@@ -91,43 +92,24 @@ def test_bad_signatures_are_refused(
         verifier(Clock()).verify(timestamp, signature, body)
 
 
-def test_a_replayed_signature_is_refused() -> None:
+def test_a_verified_signature_gives_a_nonce_to_remember_past_the_window() -> None:
+    spent = verifier(Clock()).verify(str(NOW), GOOD, BODY)
+    assert spent.until == NOW + 301  # its timestamp is refused from then on
+    assert len(spent.key) == 64 and GOOD[7:] not in spent.key
+
+
+def test_the_same_signature_in_upper_case_hex_gives_the_same_nonce() -> None:
     check = verifier(Clock())
-    check.verify(str(NOW), GOOD, BODY)
-    with pytest.raises(SignatureError, match="replay"):
-        check.verify(str(NOW), GOOD, BODY)
+    assert check.verify(str(NOW), GOOD, BODY) == check.verify(
+        str(NOW), "sha256=" + GOOD[7:].upper(), BODY
+    )
 
 
-def test_a_replay_in_upper_case_hex_is_still_a_replay() -> None:
+def test_the_same_body_signed_at_another_second_gives_another_nonce() -> None:
     check = verifier(Clock())
-    check.verify(str(NOW), GOOD, BODY)
-    with pytest.raises(SignatureError, match="replay"):
-        check.verify(str(NOW), "sha256=" + GOOD[7:].upper(), BODY)
+    first = check.verify(str(NOW), GOOD, BODY)
+    assert check.verify(str(NOW + 1), sign(SECRET, NOW + 1, BODY), BODY).key != first.key
 
 
-def test_a_refused_signature_is_not_remembered() -> None:
-    check = verifier(Clock())
-    with pytest.raises(SignatureError):
-        check.verify(str(NOW), GOOD, BODY + b"x")
-    check.verify(str(NOW), GOOD, BODY)
-
-
-def test_the_same_body_signed_at_another_second_is_not_a_replay() -> None:
-    check = verifier(Clock())
-    check.verify(str(NOW), GOOD, BODY)
-    check.verify(str(NOW + 1), sign(SECRET, NOW + 1, BODY), BODY)
-
-
-def test_memory_is_bounded_and_refuses_rather_than_forgets_a_live_signature() -> None:
-    clock = Clock()
-    check = verifier(clock, cache_size=2)
-    for ts in (NOW, NOW + 1):
-        check.verify(str(ts), sign(SECRET, ts, BODY), BODY)
-    with pytest.raises(ReplayCacheFull):
-        check.verify(str(NOW + 2), sign(SECRET, NOW + 2, BODY), BODY)
-    # The first signature is still remembered: refusing kept it from being evicted.
-    with pytest.raises(SignatureError, match="replay"):
-        check.verify(str(NOW), GOOD, BODY)
-    # Once the window has passed, the old entries expire and there is room again.
-    clock.now = NOW + 601
-    check.verify(str(NOW + 601), sign(SECRET, NOW + 601, BODY), BODY)
+def test_nonces_of_different_purposes_differ() -> None:
+    assert nonce("provision", "ab" * 32, 1.0) != nonce("move", "ab" * 32, 1.0)

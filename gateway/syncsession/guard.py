@@ -1,0 +1,107 @@
+"""The proxy's side of the one-sync-per-account rule (rules.py), over the shared lease (store.py).
+
+    guard = SessionGuard(collections_dir, idle=60.0)
+    async with guard.turn(account, "sync/chunk", session) as turn:
+        if turn.answer is not None: return turn.answer      # answered here, never sent on
+        ...send to the worker...; turn.status = <the worker's status>
+    raises SyncConflict (409) when another device's sync holds the account, Unavailable (503,
+    Retry-After) for a request of a sync that was cut (rules.py)
+
+Only collection-sync methods touch the lease file; media sync and anything else pass untouched.
+Requests that begin or drop a sync (`rules.TURNSTILE`) pass one at a time (store.py); one that
+waits longer than `wait` seconds for its turn is refused like a second device (409).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import protocol
+from gateway.errors import SyncConflict, Unavailable
+from gateway.syncsession import rules
+from gateway.syncsession.rules import Action, Lease
+from gateway.syncsession.store import LeaseStore, TurnstileBusy
+
+log = logging.getLogger("gateway.syncsession")
+
+_GUARDED = rules.IN_SYNC | rules.TURNSTILE
+#: Seconds a cut sync's client is told to wait before syncing again.
+RETRY_AFTER = 5
+#: Seconds a request waits for its turn (under Anki's 60 s stall timer).
+WAIT = 20.0
+
+
+class Turn:
+    """`answer`: the response to give without the worker; set `status` once answered."""
+
+    def __init__(self, answer: web.Response | None = None) -> None:
+        self.answer = answer
+        self.status: int | None = None
+
+
+class SessionGuard:
+    def __init__(
+        self,
+        collections_dir: Path,
+        *,
+        idle: float,
+        wait: float = WAIT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = LeaseStore(collections_dir)
+        self._idle = idle
+        self._wait = wait
+        self._clock = clock
+
+    @contextlib.asynccontextmanager
+    async def turn(self, account: str, method: str, session: str) -> AsyncIterator[Turn]:
+        if method not in _GUARDED:
+            yield Turn()
+            return
+        if method not in rules.TURNSTILE:
+            with self._leased(account, method, session) as turn:
+                yield turn
+            return
+        try:
+            async with self._store.turnstile(account, wait=self._wait):
+                with self._leased(account, method, session) as turn:
+                    yield turn
+        except TurnstileBusy as exc:
+            raise SyncConflict(str(exc)) from None
+
+    @contextlib.contextmanager
+    def _leased(self, account: str, method: str, session: str) -> Iterator[Turn]:
+        def decide(lease: Lease | None) -> tuple[Action, Lease | None]:
+            found = rules.before(lease, method, session, self._clock(), self._idle)
+            return found.action, found.lease
+
+        action = self._store.update(account, decide)
+        if action is Action.REFUSE:
+            log.info("sync refused: another device is syncing", extra={"method": method})
+            raise SyncConflict(f"{method} while another sync of the account is live")
+        if action is Action.RETRY:
+            raise Unavailable(
+                f"{method} of a sync that was cut; the client syncs again",
+                retry_after=RETRY_AFTER,
+            )
+        if action is Action.ANSWER_ABORT:
+            # The stock answer to an abort with nothing live: 200 and JSON null.
+            body, headers = protocol.encode_answer(None)
+            yield Turn(web.Response(body=body, headers=headers))
+            return
+        turn = Turn()
+        try:
+            yield turn
+        finally:
+
+            def settle(lease: Lease | None) -> tuple[None, Lease | None]:
+                now = self._clock()
+                return None, rules.after(lease, method, session, turn.status, now, self._idle)
+
+            self._store.update(account, settle)

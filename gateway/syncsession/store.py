@@ -1,0 +1,102 @@
+"""Where an account's sync lease lives: one small file in the account folder, shared by every
+gateway process on the data folder (and every node on a shared file system).
+
+    store = LeaseStore(collections_dir)
+    result = store.update(account, change)   # change(lease | None) -> (result, lease | None)
+
+`<collections_dir>/<account>/.gateway-sync-session` holds `{"session": str, "expires": float}`
+(Unix seconds) or nothing. `update()` reads it, calls `change`, and writes the new lease back,
+all under an exclusive flock of the file (blocking: every holder only reads and writes a few
+bytes), so two processes deciding on one account see each other's lease. An unreadable or
+foreign file counts as no lease: the worst that can do is let one more sync start, which the
+stock server alone would have done anyway.
+
+    async with store.turnstile(account, wait=20.0): ...   # TurnstileBusy after `wait` seconds
+
+The turnstile (`.gateway-sync-turnstile`, an exclusive flock held for a whole request) lets one
+request at a time through of those that begin a sync or drop one (`sync/meta`, `start`,
+`upload`, `download`): a lease is only worth something if no such request decided before it
+is still on its way to the worker (measured: a second device's `meta`, let through just before
+the first device's `start`, reached the worker after it and ended that sync). The stock server
+runs one request at a time anyway, so this costs little. Locks belong to open files: two
+requests of one process exclude each other as two processes do, and a dead process's locks go
+with it. Raises ValueError for an unsafe account name (workers/lock.py: `account_dir`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.syncsession.rules import Lease
+from gateway.workers.lock import account_dir, try_flock
+
+FILE_NAME = ".gateway-sync-session"
+TURNSTILE = ".gateway-sync-turnstile"
+POLL = 0.01
+#: The file is a few dozen bytes; more is not ours.
+MAX_BYTES = 4096
+
+T = TypeVar("T")
+
+
+def decode(raw: bytes) -> Lease | None:
+    try:
+        data = json.loads(raw or b"null")
+        session, expires = data["session"], data["expires"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(session, str) or not isinstance(expires, (int, float)):
+        return None
+    return Lease(session, float(expires))
+
+
+def encode(lease: Lease | None) -> bytes:
+    if lease is None:
+        return b""
+    return json.dumps({"session": lease.session, "expires": lease.expires}).encode()
+
+
+class LeaseStore:
+    def __init__(self, collections_dir: Path) -> None:
+        self._dir = collections_dir
+
+    def update(self, account: str, change: Callable[[Lease | None], tuple[T, Lease | None]]) -> T:
+        path = account_dir(self._dir, account) / FILE_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, MAX_BYTES, 0)
+            old = decode(raw)
+            result, new = change(old)
+            if new != old:
+                data = encode(new)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, data, 0)
+            return result
+        finally:
+            os.close(fd)  # drops the flock
+
+    @contextlib.asynccontextmanager
+    async def turnstile(self, account: str, *, wait: float) -> AsyncIterator[None]:
+        path = account_dir(self._dir, account) / TURNSTILE
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while (fd := try_flock(path)) is None:
+            if loop.time() >= deadline:
+                raise TurnstileBusy(f"another request held the account for {wait:g} s")
+            await asyncio.sleep(POLL)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+
+class TurnstileBusy(Exception):
+    """Another request that begins or drops a sync held the account for too long."""

@@ -1,0 +1,107 @@
+"""`accounts prune` end to end: real `anki` clients synced through the gateway to stock servers,
+the portal's sign-in, moto as Cognito. A dry run lists and changes nothing; --delete removes only
+the accounts nobody has seen for N days, through the portal's deletion path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from anki.errors import SyncError
+
+from gateway.appkeys import POOL
+from gateway.cli import accounts as admin
+from gateway.registry import REGISTRY_FILE
+from tests.ankiclient import Client, is_auth_error
+from tests.export.conftest import portal_gateway, portal_pool  # noqa: F401 - fixtures
+from tests.portal.conftest import PORTAL_PASSWORD
+from tests.portal.test_pages import post_form, signed_in_session
+
+DAY = 86_400
+
+
+def synced(tmp_path: Path, gw: Any, email: str) -> Client:
+    signed_in_session(gw.url + "account/", email)
+    device = Client(tmp_path / email)
+    device.add_note(f"note of {email}")
+    device.add_media(f"{email}.jpg", b"\xff\xd8 media" * 100)
+    device.login(email, PORTAL_PASSWORD, gw.url)
+    device.sync()
+    return device
+
+
+def age(gw: Any, name: str, days: float) -> None:
+    """Make the account look untouched for `days` (creation, last sync, last check)."""
+    then = time.time() - days * DAY
+    with sqlite3.connect(gw.config.data_dir / REGISTRY_FILE) as db:
+        db.execute(
+            "UPDATE accounts SET created_at = ?, last_seen = ?, checked_at = ? WHERE name = ?",
+            (then, then, then, name),
+        )
+
+
+def test_prune_lists_first_then_deletes_only_accounts_unseen_for_the_days(
+    portal_gateway: Any,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gw, _ = portal_gateway()
+    gone = synced(tmp_path, gw, "gone@example.com")
+    kept = synced(tmp_path, gw, "kept@example.com")
+    visitor = synced(tmp_path, gw, "visitor@example.com")
+    for name in ("gone", "visitor"):
+        age(gw, name, 100)
+    age(gw, "kept", 29)
+    # The visitor only signs in on the portal: that is being seen too.
+    post_form(
+        requests.Session(),
+        gw.url + "account/signin",
+        {"email": "visitor@example.com", "password": PORTAL_PASSWORD},
+    )
+    assert "gone" in gw.app[POOL].running()  # its sync server still runs
+
+    # A dry run by default: listed, nothing changed.
+    assert admin.main(["prune", "--inactive-days", "30"], gw.config) == 0
+    out = capsys.readouterr().out
+    assert "would delete\tgone\t" in out and "kept" not in out and "visitor" not in out
+    assert "dry run: 1 account(s)" in out
+    assert gw.registry.get_by_name("gone") is not None
+    gone_folder = gw.config.collections_dir / "gone"
+    assert (gone_folder / "collection.anki2").is_file()
+
+    assert admin.main(["prune", "--inactive-days", "30", "--delete", "--wait", "5"], gw.config) == 0
+    out = capsys.readouterr().out
+    assert "deleted\tgone\t" in out and "1 account(s) deleted, 0 not" in out
+    assert gw.registry.get_by_name("gone") is None
+    assert not gone_folder.exists()
+    assert "gone" not in gw.app[POOL].running()
+    with pytest.raises(SyncError) as info:
+        gone.sync()
+    assert is_auth_error(info.value)
+    # The Cognito user went too (portal.delete_cognito_user: delete): no way back in.
+    with pytest.raises(SyncError):
+        gone.login("gone@example.com", PORTAL_PASSWORD, gw.url)
+    # The others keep syncing, their data intact.
+    for device in (kept, visitor):
+        device.add_note("after the prune")
+        device.sync()
+        assert gw.registry.get_by_name(device.folder.name.split("@")[0]) is not None
+    # Counted: the running gateway's /metrics reads the last run.
+    from gateway import metrics
+
+    scraped = metrics.render(gw.app, None).decode()
+    assert 'gateway_prune_last_run_accounts{outcome="deleted"} 1.0' in scraped
+    for device in (gone, kept, visitor):
+        device.close()
+
+
+def test_prune_refuses_less_than_a_day(portal_gateway: Any) -> None:  # noqa: F811
+    gw, _ = portal_gateway()
+    with pytest.raises(SystemExit) as info:
+        admin.main(["prune", "--inactive-days", "0", "--delete"], gw.config)
+    assert info.value.code == 2

@@ -1,0 +1,76 @@
+"""The one-sync-per-account rule as a table: (lease, request) -> action and the lease after."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.syncsession.rules import Action, Lease, after, before
+
+IDLE = 60.0
+NOW = 1000.0
+MINE = Lease("a", NOW + 30)
+LAPSED = Lease("a", NOW - 1)
+
+
+@pytest.mark.parametrize(
+    ("lease", "method", "session", "action", "kept"),
+    [
+        # Nothing live: a start claims the account.
+        (None, "sync/start", "b", Action.PASS, Lease("b", NOW + IDLE)),
+        (LAPSED, "sync/start", "b", Action.PASS, Lease("b", NOW + IDLE)),
+        # Another device's sync is live: refused like the stock server's 409.
+        (MINE, "sync/start", "b", Action.REFUSE, MINE),
+        (MINE, "sync/meta", "b", Action.REFUSE, MINE),
+        (MINE, "sync/upload", "b", Action.REFUSE, MINE),
+        (MINE, "sync/download", "b", Action.REFUSE, MINE),
+        (MINE, "sync/applyChanges", "b", Action.REFUSE, MINE),
+        (MINE, "sync/finish", "b", Action.REFUSE, MINE),
+        # ... and its abort is answered here: it ends only its own sync.
+        (MINE, "sync/abort", "b", Action.ANSWER_ABORT, MINE),
+        # The live sync's own requests pass and renew the lease.
+        (MINE, "sync/chunk", "a", Action.PASS, Lease("a", NOW + IDLE)),
+        (MINE, "sync/abort", "a", Action.PASS, Lease("a", NOW + IDLE)),
+        (MINE, "sync/meta", "a", Action.PASS, MINE),
+        # Media sync never touches the collection sync.
+        (MINE, "msync/begin", "b", Action.PASS, MINE),
+        (MINE, "msync/uploadChanges", "b", Action.PASS, MINE),
+        # A lapsed sync holds nothing: another device's requests pass.
+        (LAPSED, "sync/meta", "b", Action.PASS, LAPSED),
+        (LAPSED, "sync/meta", "a", Action.PASS, LAPSED),
+        (None, "sync/meta", "b", Action.PASS, None),
+        # A sync nobody holds was cut (moved, worker stopped, lapsed): "try again" (503).
+        (LAPSED, "sync/applyChanges", "b", Action.RETRY, LAPSED),
+        (LAPSED, "sync/chunk", "a", Action.RETRY, LAPSED),
+        (None, "sync/applyChanges", "b", Action.RETRY, None),
+        (None, "sync/finish", "b", Action.RETRY, None),
+        (None, "sync/abort", "b", Action.ANSWER_ABORT, None),
+    ],
+)
+def test_before_decides_each_request(lease, method, session, action, kept):
+    decision = before(lease, method, session, NOW, IDLE)
+    assert (decision.action, decision.lease) == (action, kept)
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "left"),
+    [
+        ("sync/finish", 200, None),
+        ("sync/finish", 400, None),
+        ("sync/abort", 200, None),
+        ("sync/abort", None, None),
+        ("sync/start", 409, None),  # refused upstream: nothing to hold
+        ("sync/start", None, None),  # no answer
+        ("sync/start", 200, Lease("a", NOW + IDLE)),
+        ("sync/applyChanges", 200, Lease("a", NOW + IDLE)),
+        ("sync/applyChanges", 400, Lease("a", NOW + IDLE)),  # the client aborts next
+        ("sync/meta", 200, MINE),
+    ],
+)
+def test_after_releases_or_renews_its_own_lease(method, status, left):
+    assert after(MINE, method, "a", status, NOW, IDLE) == left
+
+
+def test_after_leaves_another_sessions_lease_alone():
+    other = Lease("b", NOW + 5)
+    assert after(other, "sync/finish", "a", 200, NOW, IDLE) == other
+    assert after(None, "sync/abort", "a", 200, NOW, IDLE) is None

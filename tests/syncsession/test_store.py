@@ -1,0 +1,63 @@
+"""The lease file and the turnstile, as two gateway processes on one data folder see them
+(two stores: flock locks belong to open files, so they exclude each other as processes do)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.syncsession.rules import Lease
+from gateway.syncsession.store import FILE_NAME, LeaseStore, TurnstileBusy
+
+
+def test_a_lease_written_by_one_store_is_read_by_another(tmp_path: Path):
+    one, two = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    one.update("acct", lambda old: (old, Lease("s1", 123.5)))
+    seen = two.update("acct", lambda old: (old, old))
+    assert seen == Lease("s1", 123.5)
+    assert two.update("acct", lambda old: (old, None)) == Lease("s1", 123.5)
+    assert one.update("acct", lambda old: (old, old)) is None
+
+
+@pytest.mark.parametrize("raw", [b"garbage", b'{"session": 1, "expires": 2}', b"[]", b"null"])
+def test_an_unreadable_lease_counts_as_none(tmp_path: Path, raw: bytes):
+    store = LeaseStore(tmp_path)
+    store.update("acct", lambda old: (None, None))
+    (tmp_path / "acct" / FILE_NAME).write_bytes(raw)
+    assert store.update("acct", lambda old: (old, old)) is None
+
+
+def test_an_unsafe_account_name_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError):
+        LeaseStore(tmp_path).update("../x", lambda old: (old, old))
+
+
+async def test_the_turnstile_lets_one_request_through_at_a_time(tmp_path: Path):
+    one, two = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    async with one.turnstile("acct", wait=1):
+        with pytest.raises(TurnstileBusy):
+            async with two.turnstile("acct", wait=0.1):
+                pass
+    async with two.turnstile("acct", wait=0.1):
+        pass  # free again once the first is done
+
+
+async def test_a_waiting_request_gets_its_turn_when_the_first_ends(tmp_path: Path):
+    one, two = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    order: list[str] = []
+
+    async def first() -> None:
+        async with one.turnstile("acct", wait=1):
+            order.append("first in")
+            await asyncio.sleep(0.1)
+            order.append("first out")
+
+    async def second() -> None:
+        await asyncio.sleep(0.02)
+        async with two.turnstile("acct", wait=1):
+            order.append("second in")
+
+    await asyncio.gather(first(), second())
+    assert order == ["first in", "first out", "second in"]

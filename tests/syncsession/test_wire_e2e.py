@@ -1,0 +1,115 @@
+"""The one-sync-per-account rule on the wire: requests as Anki sends them, through the gateway
+to the stock server, in the orders that made two devices lose notes (issue 21 item 1)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import zstandard
+
+from tests.ankiclient import Client
+
+PASSWORD = "Correct-Horse-9"
+START = {"minUsn": 0, "lnewer": True, "graves": None}
+NO_GRAVES = {"chunk": {"cards": [], "notes": [], "decks": []}}
+IDLE = 1.0
+
+
+class Device:
+    """Requests of one sync session (`s`) with the account's host key."""
+
+    def __init__(self, url: str, key: str, session: str) -> None:
+        self.url, self.key, self.session = url, key, session
+
+    def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
+        body = zstandard.ZstdCompressor().compress(json.dumps(payload or {}).encode())
+        header = {"v": 11, "k": self.key, "c": "test", "s": self.session}
+        answer = requests.post(
+            self.url + "sync/" + method,
+            data=body,
+            headers={"anki-sync": json.dumps(header, separators=(",", ":"))},
+            timeout=30,
+        )
+        if answer.status_code != 200:
+            return answer.status_code, answer.content
+        return 200, zstandard.ZstdDecompressor().decompressobj().decompress(answer.content)
+
+
+@pytest.fixture
+def account(cognito, start_gateway, tmp_path: Path) -> tuple[str, str, str]:
+    """Two gateway processes on one data folder (sync sessions lapse after IDLE s), and the
+    host key of an account with a collection."""
+    tmp = tmp_path
+    cognito.add_user("quinn", PASSWORD, "quinn@example.com")
+    config = cognito.config(tmp / "data", workers={"sync_session_idle_seconds": IDLE})
+    gw, other_gw = start_gateway(config), start_gateway(config)
+    client = Client(tmp / "device")
+    client.add_note("seed")
+    auth = client.login("quinn", PASSWORD, gw.url)
+    client.sync(media=False)
+    client.close()
+    return gw.url, auth.hkey, other_gw.url
+
+
+def devices(account, *sessions: str) -> list[Device]:
+    url, key, _ = account
+    return [Device(url, key, s) for s in sessions]
+
+
+def test_the_rule_holds_across_two_gateway_processes_on_one_data_folder(account):
+    url, key, other_url = account
+    first, second = Device(url, key, "first-4"), Device(other_url, key, "second-4")
+    assert first.send("start", START)[0] == 200
+    assert second.send("start", START) == (409, b"409")
+    assert second.send("abort") == (200, b"null")
+    assert first.send("applyGraves", NO_GRAVES) == (200, b"null")
+    assert first.send("abort")[0] == 200
+    assert second.send("start", START)[0] == 200
+    assert second.send("abort")[0] == 200
+
+
+def test_a_second_start_gets_the_stock_409_and_the_first_sync_goes_on(account):
+    first, second = devices(account, "first-1", "second-1")
+    assert first.send("meta", {"v": 11, "cv": "test"})[0] == 200
+    assert first.send("start", START)[0] == 200
+    assert second.send("start", START) == (409, b"409")
+    assert second.send("meta", {"v": 11, "cv": "test"}) == (409, b"409")
+    assert second.send("applyChanges", {"changes": {}})[0] == 409
+    # The loser's abort ends only its own (absent) sync: the stock answer, JSON null.
+    assert second.send("abort") == (200, b"null")
+    assert first.send("applyGraves", NO_GRAVES) == (200, b"null")
+    assert first.send("abort") == (200, b"null")
+    # Released: the other device may sync now.
+    assert second.send("start", START)[0] == 200
+    assert second.send("abort")[0] == 200
+
+
+def test_finish_releases_the_account(account):
+    first, second = devices(account, "first-2", "second-2")
+    assert first.send("start", START)[0] == 200
+    assert second.send("upload")[0] == 409  # a full upload would drop the live sync
+    assert second.send("download")[0] == 409
+    assert first.send("applyGraves", NO_GRAVES)[0] == 200
+    status, _ = first.send("finish")
+    assert status in (200, 400)  # the stock server judges the half-made sync; it ends either way
+    assert second.send("start", START)[0] == 200
+    assert second.send("abort")[0] == 200
+
+
+def test_an_abandoned_sync_lapses_after_the_idle_limit_and_cannot_come_back(account):
+    lost, other = devices(account, "lost-3", "other-3")
+    assert lost.send("start", START)[0] == 200
+    assert other.send("start", START)[0] == 409
+    time.sleep(IDLE + 0.3)
+    assert other.send("start", START)[0] == 200
+    # The phone is back: its requests touch nothing of the live sync.
+    assert lost.send("applyGraves", NO_GRAVES)[0] == 409
+    assert lost.send("abort") == (200, b"null")
+    assert other.send("applyGraves", NO_GRAVES) == (200, b"null")
+    assert other.send("abort")[0] == 200
+    # Nobody holds the account now: the cut sync is told to try again, not "only one copy".
+    assert lost.send("applyGraves", NO_GRAVES)[0] == 503

@@ -1,0 +1,100 @@
+"""Client connections (gateway/web/connections.py): an idle keep-alive connection outlives every
+proxy's idle time in front, while a request's headers must still come quickly (issue 16,
+item 5). Fast: the same relation with short settings, plus a check of the defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+from gateway.app import create_app, server_options
+from gateway.config import ServerConfig
+from gateway.identity.fake import FakeProvider
+from tests.conftest import fake_provider_config
+
+ROOT = Path(__file__).resolve().parent.parent
+HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+HEADER, IDLE = 0.5, 2.5  # seconds: the header deadline and the keep-alive idle time
+
+
+async def gateway(tmp_path, serve_app) -> int:
+    config = fake_provider_config(
+        tmp_path,
+        GATEWAY_SERVER_HEADER_TIMEOUT_SECONDS=str(HEADER),
+        GATEWAY_SERVER_KEEPALIVE_SECONDS=str(IDLE),
+    )
+    return await serve_app(create_app(config, provider=FakeProvider()), **server_options(config))
+
+
+async def answer(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    return head + await reader.readexactly(length)
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    began = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), seconds) == b""  # closed, no answer
+    return time.monotonic() - began
+
+
+async def test_an_idle_keep_alive_connection_outlives_the_header_deadline(tmp_path, serve_app):
+    # Today's failure: one timer for both, so the connection was closed after HEADER seconds
+    # and a proxy's next request on it got a 502.
+    reader, writer = await asyncio.open_connection("127.0.0.1", await gateway(tmp_path, serve_app))
+    writer.write(HEALTH)
+    assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+    await asyncio.sleep(4 * HEADER)  # idle, as between two syncs behind a proxy
+    writer.write(HEALTH)
+    assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+    writer.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_time(tmp_path, serve_app):
+    reader, writer = await asyncio.open_connection("127.0.0.1", await gateway(tmp_path, serve_app))
+    writer.write(HEALTH)
+    await answer(reader)
+    took = await closed_within(reader, IDLE + 2)
+    assert IDLE - 0.3 < took < IDLE + 1.5
+    writer.close()
+
+
+async def test_headers_begun_after_an_idle_time_must_end_within_the_header_deadline(
+    tmp_path, serve_app
+):
+    reader, writer = await asyncio.open_connection("127.0.0.1", await gateway(tmp_path, serve_app))
+    writer.write(HEALTH)
+    await answer(reader)
+    await asyncio.sleep(2 * HEADER)
+    writer.write(b"GET /health HTTP/1.1\r\n")  # then a header line now and then
+
+    async def trickle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0.2)
+            writer.write(b"X-Slow: 1\r\n")
+
+    sending = asyncio.create_task(trickle())
+    try:
+        took = await closed_within(reader, IDLE)
+    finally:
+        sending.cancel()
+        writer.close()
+    assert took < HEADER + 0.6
+
+
+async def test_a_silent_new_connection_is_closed_at_the_header_deadline(tmp_path, serve_app):
+    reader, writer = await asyncio.open_connection("127.0.0.1", await gateway(tmp_path, serve_app))
+    assert await closed_within(reader, IDLE) < HEADER + 0.6
+    writer.close()
+
+
+def test_defaults_keep_idle_connections_past_every_proxy_in_front_and_headers_short():
+    defaults = ServerConfig()
+    alb_idle = 60  # AWS ALB's default idle timeout
+    caddy = re.search(r"^\s*keepalive (\d+)s$", (ROOT / "deploy/Caddyfile").read_text(), re.M)
+    assert caddy is not None, "the Caddyfile sets its upstream keep-alive explicitly"
+    assert defaults.keepalive_seconds >= 75
+    assert defaults.keepalive_seconds > max(alb_idle, int(caddy.group(1)))
+    assert defaults.header_timeout_seconds <= 30

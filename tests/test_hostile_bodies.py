@@ -1,0 +1,168 @@
+"""Issue 16, items 1, 2 and 4, end to end: the real `anki` client and raw clients → the gateway
+→ real stock sync servers, moto as Cognito. Worker memory is read as VmHWM (peak RSS): nothing
+a refused body holds may reach the worker.
+
+Two gateways share one moto pool for the module: one at the default sizes (the bombs need the
+stock server's own default cap, 300 MiB inflated, to show what reaches it), one with a budget
+small enough that one account can fill it (item 4 at the default sizes is in test_payload.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import zstandard
+
+from gateway import protocol
+from gateway.app import PROXY
+from tests import rawhttp
+from tests.ankiclient import Client
+from tests.bombs import v07_rle_bomb, zip_bomb
+from tests.conftest import CognitoPool, RunningGateway, live_worker_pids, make_pool
+from tests.test_uploads import PASSWORD, peak_mib, send
+
+MIB = 1024 * 1024
+#: What a worker may grow by for a refused body: its own noise, nothing of the body.
+NOISE_MIB = 40
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[CognitoPool]:
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            env.delenv(name, raising=False)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+        with mock_aws():
+            cognito = make_pool()
+            for user in ("bob", "carol", "eve", "alice"):
+                cognito.add_user(user, PASSWORD, f"{user}@example.com")
+            yield cognito
+
+
+def gateway(pool: CognitoPool, folder: Path, **workers: int) -> Iterator[RunningGateway]:
+    gw = RunningGateway(pool.config(folder, workers=workers)).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def defaults(pool, tmp_path_factory) -> Iterator[RunningGateway]:
+    yield from gateway(pool, tmp_path_factory.mktemp("defaults") / "data")
+
+
+@pytest.fixture(scope="module")
+def tight(pool, tmp_path_factory) -> Iterator[RunningGateway]:
+    # 4 MiB cap: one place for a body inflating to 12 MiB, and a pool of 4 MiB.
+    yield from gateway(
+        pool, tmp_path_factory.mktemp("tight") / "data", max_payload_megs=4, max_inflated_megs=16
+    )
+
+
+def worker_of(gw: RunningGateway, key: str, account: str) -> int:
+    """Starts the account's worker (a harmless meta) and returns its pid."""
+    status, _ = gw.call(send(gw.url, key, protocol.compress(b'{"v":11,"cv":"t"}'), "sync/meta"))
+    assert status == 200
+    needle = f"SYNC_USER1={account}:".encode()
+    (pid,) = (
+        pid
+        for pid in live_worker_pids(gw.config.collections_dir)
+        if any(v.startswith(needle) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    )
+    return pid
+
+
+def test_the_media_zip_bomb_is_413_and_never_reaches_the_worker(defaults, tmp_path):
+    body = zip_bomb()
+    assert len(body) < 400
+    key = defaults.call(rawhttp.login(defaults.port, "bob", PASSWORD))
+    pid = worker_of(defaults, key, "bob")
+    before = peak_mib(pid)
+    status, answer = defaults.call(send(defaults.url, key, body, "msync/uploadChanges"))
+    assert (status, answer) == (413, b"media upload refused: the zip is not as Anki writes it")
+    grown = peak_mib(pid) - before
+    assert grown < NOISE_MIB, f"worker grew by {grown:.0f} MiB"  # +2,700 MB before
+    # The same account's real media sync still works: honest zips pass.
+    device = Client(tmp_path / "bob")
+    device.login("bob", PASSWORD, defaults.url)
+    names = [device.add_media(f"pic{i}.png", os.urandom(3000 + i)) for i in range(30)]
+    device.sync()
+    media = defaults.config.collections_dir / "bob" / "media"
+    assert all((media / name).read_bytes() == device.media_bytes(name) for name in names)
+    device.close()
+
+
+def test_a_legacy_zstd_frame_is_415_and_never_reaches_the_worker(defaults):
+    body = v07_rle_bomb()  # 19 KB, 299 MiB inflated by the worker's zstd
+    assert 19_000 < len(body) < 20_000
+    key = defaults.call(rawhttp.login(defaults.port, "carol", PASSWORD))
+    pid = worker_of(defaults, key, "carol")
+    before = peak_mib(pid)
+
+    async def five():  # the issue sent five at once (from five accounts: the same here)
+        return await asyncio.gather(*(send(defaults.url, key, body) for _ in range(5)))
+
+    answers = defaults.call(five())
+    assert answers == [(415, b"request body is not one zstd frame")] * 5
+    grown = peak_mib(pid) - before
+    assert grown < NOISE_MIB, f"worker grew by {grown:.0f} MiB"  # +303 MB each before
+
+
+async def trickle(url: str, key: str, inflating_to: int, stop: asyncio.Event) -> int:
+    """A body whose first bytes inflate to `inflating_to`, then random bytes at about 1 KB/s
+    (valid zstd all along) until `stop`; the answer's status."""
+    encoder = zstandard.ZstdCompressor(level=1).compressobj()
+
+    async def chunks():
+        yield encoder.compress(b"\0" * inflating_to) + encoder.flush(
+            zstandard.COMPRESSOBJ_FLUSH_BLOCK
+        )
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+            yield encoder.compress(os.urandom(200)) + encoder.flush(
+                zstandard.COMPRESSOBJ_FLUSH_BLOCK
+            )
+        yield encoder.flush()
+
+    header = {"anki-sync": rawhttp.sync_header(key).decode()}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url + "sync/upload", data=chunks(), headers=header) as r:
+            await r.read()
+            return r.status
+
+
+def test_bodies_filling_the_budget_never_refuse_another_users_sync(tight, tmp_path):
+    # Issue 16, item 4, with one hostile account: two slow bodies fill the pool and the one
+    # place for a large body. Before the small-body lane, every other user's sync/meta got 503.
+    budget = tight.app[PROXY]._budget
+    key = tight.call(rawhttp.login(tight.port, "eve", PASSWORD))
+    stop = asyncio.Event()
+    loop = tight._loop
+    slow = [
+        asyncio.run_coroutine_threadsafe(trickle(tight.url, key, 3 * MIB + n, stop), loop)
+        for n in range(2)
+    ]
+    for _ in range(100):
+        if tight.call(asyncio.sleep(0.05, (budget.pool_held, budget.slots_held))) == (
+            budget.pool,
+            budget.slots,
+        ):
+            break
+    assert (budget.pool_held, budget.slots_held) == (budget.pool, budget.slots)
+    device = Client(tmp_path / "alice")
+    device.login("alice", PASSWORD, tight.url)
+    device.add_note("while the budget is full")
+    device.sync()  # full upload of a small collection, then media: no 503
+    device.sync()
+    device.close()
+    assert (budget.pool_held, budget.slots_held) == (budget.pool, budget.slots)  # still held
+    loop.call_soon_threadsafe(stop.set)
+    assert [f.result(30) for f in slow] == [200, 200]  # the stock server's "upload corrupt"
