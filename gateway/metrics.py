@@ -20,6 +20,7 @@ registered from there.
                                             locked_out trigger_refused
     revocation(reason)                      suspended signed_out deleted
     recheck_postponed()
+    recheck_deferred()                      a re-check put off: its calls-per-second budget spent
     provisioning(outcome)                   created existing refused unavailable error
     export(outcome)                         sent limit running busy nothing disk failed
     worker_started(seconds) / worker_died(reason) / worker_evicted() / queue_wait(seconds) /
@@ -35,6 +36,8 @@ registered from there.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.registry import Collector
@@ -86,6 +89,11 @@ _REVOCATIONS = Counter(
 _POSTPONED = Counter(
     "gateway_rechecks_postponed_total",
     "Re-checks of a key's owner put off because Cognito was unavailable.",
+    registry=REGISTRY,
+)
+_DEFERRED = Counter(
+    "gateway_rechecks_deferred_total",
+    "Re-checks of a key's owner put off because auth.recheck_calls_per_second was spent.",
     registry=REGISTRY,
 )
 _PROVISIONING = Counter(
@@ -240,6 +248,10 @@ def recheck_postponed() -> None:
     _POSTPONED.inc()
 
 
+def recheck_deferred() -> None:
+    _DEFERRED.inc()
+
+
 def provisioning(outcome: str) -> None:
     _PROVISIONING.labels(outcome).inc()
 
@@ -305,10 +317,46 @@ def cluster_heartbeat_failed() -> None:
     _CLUSTER_HEARTBEAT_FAILURES.inc()
 
 
+def several_processes() -> bool:
+    """True in one of several gateway processes (gateway/processes/): prometheus_client's
+    multiprocess mode, each process's values in files of one folder, summed at scrape time."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+#: The worker gauges when several processes serve: each sets its own, a scrape sums the live
+#: processes' (not registered: only the multiprocess collector reads them).
+_WORKERS_SHARED = Gauge(
+    "gateway_workers",
+    "Sync server processes, by state.",
+    ["state"],
+    multiprocess_mode="livesum",
+    registry=None,
+)
+_WORKERS_MAX_SHARED = Gauge(
+    "gateway_workers_max",
+    "The bound on sync server processes (workers.max_workers).",
+    multiprocess_mode="livesum",
+    registry=None,
+)
+
+
+def workers_now(stats: dict[str, int]) -> None:
+    """Publish this process's worker counts (several processes only; see `render`)."""
+    for state in ("live", "busy", "starting"):
+        _WORKERS_SHARED.labels(state).set(stats.get(state, 0))
+    _WORKERS_MAX_SHARED.set(stats.get("max", 0))
+
+
 def render(*gauges: Collector) -> bytes:
-    """The text exposition: the process's counters, then `gauges` (collectors read at scrape
-    time, handed in by the caller: ops/gauges.py)."""
+    """The text exposition: the counters (of every gateway process), then `gauges` (collectors
+    read at scrape time, handed in by the caller: ops/gauges.py)."""
     own = CollectorRegistry(auto_describe=False)
     for collector in gauges:
         own.register(collector)
-    return generate_latest(REGISTRY) + generate_latest(own)
+    if not several_processes():
+        return generate_latest(REGISTRY) + generate_latest(own)
+    from prometheus_client import multiprocess
+
+    summed = CollectorRegistry()
+    multiprocess.MultiProcessCollector(summed)
+    return generate_latest(summed) + generate_latest(own)

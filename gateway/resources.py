@@ -181,7 +181,11 @@ async def _auth(app: web.Application) -> AsyncIterator[None]:
         address_limiter=FailureLimiter(auth.max_failures_per_address, auth.failure_window_seconds),
     )
     app[REVALIDATOR] = revalidator = Revalidator(
-        provider, registry, auth.recheck_seconds, on_suspend=login.forget_account
+        provider,
+        registry,
+        auth.recheck_seconds,
+        on_suspend=login.forget_account,
+        calls_per_second=auth.recheck_calls_per_second,
     )
     login.on_rival = revalidator.check_soon
     login.gate = app[_GATE]

@@ -1,7 +1,7 @@
 """`python -m gateway [serve]`, `check-config [--probe]` and `health`: the commands about the
 gateway process itself.
 
-    serve          run the gateway until SIGINT/SIGTERM
+    serve          run the gateway until SIGINT/SIGTERM (one process or several: processes.py)
     check-config   exit 0 when the configuration loads and the data folder takes a file;
                    --probe also asks AWS (ops/probe.py): 1 when a probe fails
     health [--url URL]
@@ -39,10 +39,9 @@ def _unwritable(config: Config) -> bool:
 def serve(args: argparse.Namespace, config: Config) -> int:
     if _unwritable(config):
         return 2
-    from gateway.app import run
+    from gateway.processes import serve as serve_processes
 
-    run(config)
-    return 0
+    return serve_processes(config)
 
 
 def check_config(args: argparse.Namespace, config: Config) -> int:

@@ -62,6 +62,11 @@ class ServerConfig:
     #: connection is closed. Idle connections close after `server.keepalive_seconds`, so this
     #: bounds connections too. Every device behind one NAT address counts together.
     max_requests_per_address: int = 32
+    #: Gateway processes serving the port together (0: one per CPU core this process may use,
+    #: one on a cluster node; 1: a single process, as before). The host-wide bounds
+    #: (`workers.max_workers`, the per-address and per-user limits) are shared out between
+    #: them (gateway/processes/).
+    processes: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,11 @@ class AuthConfig:
     #: background; waited for when more than twice this old): users disabled or deleted there lose
     #: sync access within this time plus one Cognito round trip.
     recheck_seconds: int = 900
+    #: Cognito calls a second that re-checks may make together (each gateway process gets its
+    #: share). A re-check over the budget is postponed, never a logout; one pool serves about
+    #: `recheck_calls_per_second * recheck_seconds` accounts active within each interval
+    #: (50 x 900 = 45,000 with the defaults).
+    recheck_calls_per_second: float = 50.0
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,12 @@ def validate(config: Config) -> list[str]:
             "cognito.local_stand_in: needs cognito.endpoint_url on a loopback or "
             "compose-internal address"
         )
+    if not 0 <= s.processes <= 256:
+        problems.append("server.processes: 0 (one per core) to 256")
+    if s.processes > 1 and config.cluster.enabled:
+        problems.append("server.processes: a cluster node runs one process (0 or 1)")
+    if not a.recheck_calls_per_second > 0:
+        problems.append("auth.recheck_calls_per_second: must be greater than 0")
     if not 1 <= s.port <= 65535:
         problems.append("server.port: must be 1-65535")
     if (

@@ -2,9 +2,12 @@
 their bound, accounts by status, the data folder's file system (free and size, bytes), and the
 usage totals and quota shares of the last walk (ops/usagetotals.py; never a walk per scrape).
 
-    AppGauges(app, accounts)   a prometheus-client `Collector`; `accounts` is {status: count}
+    AppGauges(app, accounts, workers=True)
+                               a prometheus-client `Collector`; `accounts` is {status: count}
                                from the registry, read by the caller since registry calls are
-                               coroutines, or None when it could not answer (no samples then)
+                               coroutines, or None when it could not answer (no samples then);
+                               workers=False: the worker gauges are summed over several
+                               processes instead (metrics.workers_now)
 
     render(app, accounts) -> bytes
                                the exposition: the counters, these gauges, then the collectors
@@ -28,9 +31,12 @@ from gateway.appkeys import CONFIG, GAUGES, POOL, USAGE
 class AppGauges(Collector):
     """Gauges read from one running gateway at scrape time: workers, accounts, free disk."""
 
-    def __init__(self, app: web.Application, accounts: dict[str, int] | None) -> None:
+    def __init__(
+        self, app: web.Application, accounts: dict[str, int] | None, *, workers: bool = True
+    ) -> None:
         self._app = app
         self._accounts = accounts
+        self._workers = workers
 
     def collect(self) -> Iterator[Any]:
         app = self._app
@@ -59,7 +65,9 @@ class AppGauges(Collector):
         usage = shutil.disk_usage(app[CONFIG].data_dir)
         disk.add_metric([], usage.free)
         disk_total.add_metric([], usage.total)
-        yield from (workers, workers_max, accounts, disk, disk_total)
+        if self._workers:
+            yield from (workers, workers_max)
+        yield from (accounts, disk, disk_total)
         yield from _usage(app)
 
 
@@ -109,4 +117,8 @@ def _share_histogram(kind: str, shares: tuple[float, ...]) -> HistogramMetricFam
 
 
 def render(app: web.Application, accounts: dict[str, int] | None) -> bytes:
-    return metrics.render(AppGauges(app, accounts), *app.get(GAUGES, ()))
+    shared = metrics.several_processes()
+    if shared:
+        # Several gateway processes: each publishes its workers; the scrape sums them.
+        metrics.workers_now(app[POOL].stats())
+    return metrics.render(AppGauges(app, accounts, workers=not shared), *app.get(GAUGES, ()))
