@@ -33,7 +33,6 @@ from gateway.aws.calls import failure
 from gateway.config import CognitoConfig, Secret
 from gateway.identity.cognito import (
     CognitoProvider,
-    classify,
     classify_failure,
     identity_from_id_token,
     is_possible_password,
@@ -41,6 +40,7 @@ from gateway.identity.cognito import (
     make_client,
     secret_hash,
 )
+from gateway.identity.cognito_rules import classify
 from gateway.identity.provider import (
     BadCredentials,
     ChallengeRequired,
