@@ -23,7 +23,7 @@ import jinja2
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.portal.views import scheme
+from gateway.portal.handling import scheme
 
 _PORT = re.compile(r":(\d{1,5})$")
 _TEMPLATES = jinja2.Environment(

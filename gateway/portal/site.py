@@ -24,9 +24,9 @@ from gateway.auth.limiter import FailureLimiter
 from gateway.config import CognitoConfig, Config
 from gateway.errors import Unavailable
 from gateway.export.download import Downloads
+from gateway.portal import account, views
 from gateway.portal.directory import CognitoDirectory
 from gateway.portal.keys import BASE, DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
-from gateway.portal.views import routes
 
 log = logging.getLogger("gateway.portal")
 
@@ -117,7 +117,8 @@ def create_portal(
         await chosen.close()
 
     portal.cleanup_ctx.append(directory_lifetime)
-    portal.router.add_routes(routes)
+    portal.router.add_routes(views.routes)
+    portal.router.add_routes(account.routes)
     portal.router.add_static("/static/", HERE / "static", append_version=True)
     if base == "/":
         portal.router.add_route("*", "/{tail:.*}", _not_here)
