@@ -5,8 +5,8 @@ refuses revoked keys on every method) → that account's worker (pool). Bodies p
 untouched and stream (a request body is read ahead by at most 64 KiB, see below): no
 decompression, no redirects followed, and `anki-original-size` passes through. The rules
 follow Go's `httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every
-header the `Connection` header names; when the upstream fails mid-body, abort the client
-connection so the client sees a broken transfer instead of a clean, truncated one.
+header the `Connection` header names (web/headers.py); when the upstream fails mid-body, abort
+the client connection so the client sees a broken transfer instead of a clean, truncated one.
 
 Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
 answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
@@ -47,12 +47,11 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, MultiMapping
 
 from gateway import metrics, protocol
 from gateway.appkeys import ACCOUNT, CONFIG
@@ -93,29 +92,12 @@ from gateway.web.bodies import (
     paced_write,
     pacing_of,
 )
+from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
 from gateway.web.middlewares import answer_and_close, client_address
 from gateway.workers.pool import WorkerPool
 from gateway.workers.syncsession import SessionGuard, Turn
 
 log = logging.getLogger("gateway.proxy")
-
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Proxy-Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-    )
-)
-# Not hop-by-hop, but owned by each side's own HTTP stack.
-_REQUEST_OWNED = frozenset({"host", "expect"})
-_RESPONSE_OWNED = frozenset({"date", "server"})
 
 #: Chunk size when copying an upstream body to the client.
 CHUNK = 64 * 1024
@@ -125,21 +107,6 @@ WHOLE_BODY = 64 * 1024
 INFLATERS = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="inflate")
 #: The method whose body is a media zip (uploads/mediazip.py).
 MEDIA_UPLOAD = "msync/uploadChanges"
-
-
-def end_to_end(headers: MultiMapping[str], also_drop: Iterable[str] = ()) -> CIMultiDict[str]:
-    """The headers a proxy forwards: all but hop-by-hop ones and those `Connection` names."""
-    named = {
-        token.strip().lower()
-        for value in headers.getall("Connection", ())
-        for token in value.split(",")
-    }
-    drop = HOP_BY_HOP | named | {h.lower() for h in also_drop}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
-    return out
 
 
 async def request_body(
@@ -505,7 +472,7 @@ class Proxy:
         reuse: bool,
         extra: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
-        headers = end_to_end(request.headers, _REQUEST_OWNED | NODE_HEADERS)
+        headers = end_to_end(request.headers, REQUEST_OWNED | NODE_HEADERS)
         if extra:
             headers.update(extra)
         session = self._reused if reuse and self._reused is not None else self._upstream
@@ -533,7 +500,7 @@ class Proxy:
             response = web.StreamResponse(
                 status=upstream.status,
                 reason=upstream.reason,
-                headers=end_to_end(upstream.headers, _RESPONSE_OWNED | {"content-length"}),
+                headers=end_to_end(upstream.headers, RESPONSE_OWNED | {"content-length"}),
             )
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
