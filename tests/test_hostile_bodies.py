@@ -22,7 +22,7 @@ from gateway import protocol
 from gateway.app import PROXY
 from tests import rawhttp
 from tests.ankiclient import Client
-from tests.bombs import v07_rle_bomb, zip_bomb
+from tests.bombs import hidden_zip_bomb, v07_rle_bomb, zip_bomb
 from tests.conftest import CognitoPool, RunningGateway, live_worker_pids, make_pool
 from tests.test_uploads import PASSWORD, peak_mib, send
 
@@ -166,3 +166,23 @@ def test_bodies_filling_the_budget_never_refuse_another_users_sync(tight, tmp_pa
     assert (budget.pool_held, budget.slots_held) == (budget.pool, budget.slots)  # still held
     loop.call_soon_threadsafe(stop.set)
     assert [f.result(30) for f in slow] == [200, 200]  # the stock server's "upload corrupt"
+
+
+def test_a_zip_hidden_behind_the_end_records_comment_is_413_and_never_reaches_the_worker(
+    defaults,
+):
+    # The zip read from the front is honest. The stock server's zip reader finds the end record
+    # from the back: a second one in the end record's comment points it to a central directory
+    # hidden in a stored entry, with a deflated entry of 100 MiB of zeros named 24 times.
+    # Before: 400 ("unzip files": out of memory) once the worker had grown to its memory limit,
+    # on each request, outside the inflation budget.
+    body = hidden_zip_bomb()
+    assert len(body) < 500
+    key = defaults.call(rawhttp.login(defaults.port, "alice", PASSWORD))
+    pid = worker_of(defaults, key, "alice")
+    before = peak_mib(pid)
+    status, answer = defaults.call(send(defaults.url, key, body, "msync/uploadChanges"))
+    grown = peak_mib(pid) - before if Path(f"/proc/{pid}").exists() else float("inf")
+    refused = (413, b"media upload refused: the zip is not as Anki writes it")
+    assert (status, answer) == refused, f"worker grew by {grown:.0f} MiB"
+    assert grown < NOISE_MIB, f"worker grew by {grown:.0f} MiB"
