@@ -148,3 +148,12 @@ def test_a_comment_on_the_end_record_is_refused():
     # hold a second one (tests/bombs.py, hidden_zip_bomb). Stock clients write no comment.
     with pytest.raises(Refused, match="comment"):
         check(HONEST[:-2] + struct.pack("<H", 3) + b"abc")
+
+
+def test_a_meta_nested_deeper_than_the_json_parser_goes_is_refused():
+    # 93 bytes in zstd; it was a RecursionError out of the meter (500 "internal error").
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("_meta", "[" * 20000 + "]" * 20000)
+    with pytest.raises(Refused, match="_meta"):
+        check(out.getvalue())
