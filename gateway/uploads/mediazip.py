@@ -213,7 +213,7 @@ class MediaZipCheck:
     def _check_meta(self) -> None:
         try:
             pairs = json.loads(bytes(self._meta))
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the parser goes
             raise Refused("_meta is not JSON") from None
         if not isinstance(pairs, list) or len(pairs) > MAX_ENTRIES:
             raise Refused(f"_meta is not a list of at most {MAX_ENTRIES} pairs")
