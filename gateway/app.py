@@ -4,7 +4,9 @@ Routes (all under `server.path_prefix`, default "/"):
     POST sync/hostKey        answered here (gateway/auth/login.py)
     *    sync/*, msync/*     proxied to the account's worker (gateway/proxy.py)
     POST provision-user      gateway/provision/handler.py
-    *    account/...         the account portal, when portal.enabled (gateway/portal/)
+    *    account/...         the account portal, when portal.enabled (gateway/portal/); with
+                             portal.host, the portal is at the root of that host instead
+    GET  (the prefix itself) a browser's landing page, when portal.enabled (portal/landing.py)
     GET  health              liveness: the process serves requests
     GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
@@ -52,6 +54,9 @@ from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import Proxy, new_upstream_session
+from gateway.quota import QuotaGuard
+from gateway.quota.limits import quota_limits
+from gateway.quota.usage import limits_by_name
 from gateway.registry import RegistryUnavailable, open_registry
 from gateway.syncsession import SessionGuard
 from gateway.uploads.budget import InflationBudget
@@ -225,6 +230,7 @@ def create_app(
             gate,
             cluster,
             SessionGuard(config.collections_dir, idle=config.workers.sync_session_idle_seconds),
+            QuotaGuard(quota_limits(config.quota), registry.folder),
         )
         await pool.start()
         await gate.start()
@@ -267,7 +273,10 @@ def create_app(
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
-    app[USAGE] = UsageTotals(config.collections_dir)
+    app[USAGE] = UsageTotals(
+        config.collections_dir,
+        limits=lambda: limits_by_name(app[REGISTRY], quota_limits(config.quota)),
+    )
     app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
@@ -281,22 +290,19 @@ def create_app(
             # Local mode: the portal re-creates a forgotten stand-in pool as logins do.
             portal_directory = StandInDirectory(config.cognito, keeper=provider)
 
-        prefix = config.server.path_prefix
+        from gateway.portal import landing
+
         secret = credentials.load_or_create(config.data_dir, config.secret)
-        app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
-
-        from gateway.portal import SECURITY_HEADERS
-
-        def to(target: str) -> Any:
-            async def handler(request: web.Request) -> web.StreamResponse:
-                moved = web.HTTPSeeOther(target)
-                moved.headers.update(SECURITY_HEADERS)
-                raise moved
-
-            return handler
-
-        # A person opening the sync URL in a browser lands on the set-up page.
-        app.router.add_get(prefix, to(prefix + "account/setup"))
+        if config.portal.host:
+            # Its own host name: the portal at that host's root (matched before any route).
+            app.add_domain(
+                config.portal.host, create_portal(config, secret, portal_directory, base="/")
+            )
+        else:
+            prefix = config.server.path_prefix
+            app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
+        # A person opening the sync URL in a browser: "Create an account" and "Set up Anki".
+        landing.add_routes(app, config)
     add_routes(app, config.server.path_prefix)
     return app
 

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -193,6 +193,14 @@ _CLUSTER_HEARTBEAT_FAILURES = Counter(
 )
 
 
+_QUOTA_REFUSED = Counter(
+    "gateway_quota_refused_total",
+    "Sync requests refused because an account reached a storage limit, by method.",
+    ["method"],
+    registry=REGISTRY,
+)
+
+
 def route_kind(path: str, prefix: str) -> str:
     """The fixed label of a request path (never the path itself: it is the client's text)."""
     rest = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
@@ -283,6 +291,10 @@ def registry_error(kind: str) -> None:
 
 def registry_stale_answer() -> None:
     _REGISTRY_STALE.inc()
+
+
+def quota_refused(method: str) -> None:
+    _QUOTA_REFUSED.labels(method).inc()
 
 
 def cluster_route(outcome: str) -> None:
@@ -406,6 +418,29 @@ def _usage(app: web.Application) -> Iterator[Any]:
         family = GaugeMetricFamily(name, text)
         family.add_metric([], getattr(totals, value))
         yield family
+    over = GaugeMetricFamily(
+        "gateway_quota_accounts_over",
+        "Accounts whose stored collection or media is over its limit.",
+    )
+    over.add_metric([], totals.over_quota)
+    yield over
+    for name, shares in (("collection", totals.collection_shares), ("media", totals.media_shares)):
+        yield _share_histogram(name, shares)
+
+
+#: Shares of a limit (1.0 = at the limit) the quota histograms count accounts under.
+QUOTA_SHARE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
+
+
+def _share_histogram(kind: str, shares: tuple[float, ...]) -> HistogramMetricFamily:
+    """Accounts by how much of their `kind` limit they use (the last walk; unlimited: 0)."""
+    family = HistogramMetricFamily(
+        f"gateway_quota_{kind}_share",
+        f"Accounts by their stored {kind} as a share of its limit (1 = at the limit).",
+    )
+    buckets = [(str(b), sum(1 for s in shares if s <= b)) for b in QUOTA_SHARE_BUCKETS]
+    family.add_metric([], buckets + [("+Inf", len(shares))], sum(shares))
+    return family
 
 
 def render(app: web.Application, accounts: dict[str, int] | None) -> bytes:

@@ -35,7 +35,7 @@ from pathlib import Path
 from gateway.backup import quiesce
 from gateway.backup.sessions import IN_SYNC, OpenSyncs, Verdict, verdict
 from gateway.errors import Unavailable
-from gateway.workers.lock import account_dir
+from gateway.workers.lock import account_dir, account_path
 from gateway.workers.pool import WorkerPool
 
 log = logging.getLogger("gateway.backup")
@@ -148,15 +148,15 @@ class BackupGate:
     def watch(self) -> None:
         """One round: end silent syncs, cut forced ones, stop workers a backup may now have."""
         for account in self._syncs.expired(self._clock()):
-            self._activity.leave(account_dir(self._dir, account))
+            self._activity.leave(account_path(self._dir, account))
         wall = self._wall()
         for account in self._syncs.accounts():
-            folder = account_dir(self._dir, account)
+            folder = account_path(self._dir, account)  # gone after a move: no want
             want = quiesce.wanted(folder)
             if want is not None and wall >= want.force_at:
                 self._cut(account, folder)
         for account in self._pool.running():
-            folder = account_dir(self._dir, account)
+            folder = account_path(self._dir, account)  # gone after a move: no want
             want = quiesce.wanted(folder)
             if want is None:
                 continue

@@ -20,7 +20,9 @@ is still on its way to the worker (measured: a second device's `meta`, let throu
 the first device's `start`, reached the worker after it and ended that sync). The stock server
 runs one request at a time anyway, so this costs little. Locks belong to open files: two
 requests of one process exclude each other as two processes do, and a dead process's locks go
-with it. Raises ValueError for an unsafe account name (workers/lock.py: `account_dir`).
+with it. Raises ValueError for an unsafe account name, and `NoAccountFolder` (503) when the
+account has no folder on this node (moved away): the lease never creates one
+(workers/lock.py: `account_dir`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """The cross-process guard: never two workers for one account, also across gateway processes.
 
 Contract:
-- `account_dir()` refuses (ValueError) a name that `naming.is_safe()` rejects or whose folder
-  resolves outside the collections folder (a symlink planted in it, say), and creates the folder.
+- `account_path()` is `<collections_dir>/<account>`, checked, never created: ValueError for a
+  name that `naming.is_safe()` rejects or whose folder resolves outside the collections folder
+  (a symlink planted in it, say). `account_dir()` is the same path, which must exist:
+  `NoAccountFolder` (503, Retry-After) otherwise. Only the paths that own an account's coming
+  into being on this node create its folder, with `make_account_dir()`: first login (and the
+  worker start, `claim()`), provisioning (the registry), receiving a move, import, restore.
+  Everything else (the backup gate and its watcher, the sync lease and turnstile, `try_lock`,
+  export, backups, a move's source) only looks: after a move, nothing may put an empty
+  `collections/<name>/` back on the node the account left.
 - `claim()` takes `<collections_dir>/<account>/.gateway-worker.lock` with
   `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
@@ -45,17 +52,37 @@ RESTORING = ".gateway-restore-swap"
 RETRY_INTERVAL = 0.05
 
 
-def account_dir(collections_dir: Path, account: str) -> Path:
-    """`<collections_dir>/<account>`, created (0o700) if missing; ValueError for unsafe names."""
+class NoAccountFolder(Unavailable):
+    """The account has no folder on this node (it moved away, or was never here): 503."""
+
+
+def account_path(collections_dir: Path, account: str) -> Path:
+    """`<collections_dir>/<account>`, never created; ValueError for unsafe names or a folder
+    that leads outside the collections folder."""
     if not is_safe(account):
         raise ValueError(f"unsafe account name {account!r}")
     root = collections_dir.resolve()
     folder = root / account
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     # is_safe() already excludes "/" and "..": this catches a symlink planted in the folder.
     if folder.resolve().parent != root:
         raise ValueError(f"account folder for {account!r} leads outside {root}")
     return folder
+
+
+def account_dir(collections_dir: Path, account: str) -> Path:
+    """`account_path()`, which must be a folder: `NoAccountFolder` otherwise."""
+    folder = account_path(collections_dir, account)
+    if not folder.is_dir():
+        raise NoAccountFolder(f"no folder for {account} on this node", retry_after=1)
+    return folder
+
+
+def make_account_dir(collections_dir: Path, account: str) -> Path:
+    """`account_path()`, created (0o700) if missing: only for the paths that bring an account
+    into being on this node (module doc)."""
+    folder = account_path(collections_dir, account)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return account_dir(collections_dir, account)
 
 
 class AccountLock:
@@ -153,7 +180,10 @@ class Claim:
 async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    path = account_dir(collections_dir, account) / LOCK_NAME
+    # A worker starts for a login (or a request right after one): it may bring the folder.
+    # A sync request of an account that moved away never gets here (syncsession/, backup/gate
+    # refuse it first: 503), nor does one whose owner changed (proxy: `_still_owner`).
+    path = make_account_dir(collections_dir, account) / LOCK_NAME
     while True:
         lock = try_lock(collections_dir, account)
         if lock is not None:

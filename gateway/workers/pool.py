@@ -129,6 +129,10 @@ class WorkerPool:
         if self._stopping:
             await asyncio.wait(list(self._stopping.values()))
 
+    @property
+    def collections_dir(self) -> Path:
+        return self._launch.collections_dir
+
     def stats(self) -> dict[str, int]:
         # list() copies in one step: tests and metrics may call this from another thread.
         counts = ledger.counts([s.usage for s in list(self._slots.values())])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -25,28 +24,34 @@ class Device:
     def __init__(self, url: str, key: str, session: str) -> None:
         self.url, self.key, self.session = url, key, session
 
-    def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
+    def post(self, method: str, payload: object = None) -> requests.Response:
         body = zstandard.ZstdCompressor().compress(json.dumps(payload or {}).encode())
         header = {"v": 11, "k": self.key, "c": "test", "s": self.session}
-        answer = requests.post(
+        return requests.post(
             self.url + "sync/" + method,
             data=body,
             headers={"anki-sync": json.dumps(header, separators=(",", ":"))},
             timeout=30,
         )
+
+    def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
+        answer = self.post(method, payload)
         if answer.status_code != 200:
             return answer.status_code, answer.content
         return 200, zstandard.ZstdDecompressor().decompressobj().decompress(answer.content)
 
 
-@pytest.fixture
-def account(cognito, start_gateway, tmp_path: Path) -> tuple[str, str, str]:
+@pytest.fixture(scope="module")
+def account(
+    module_cognito, start_module_gateway, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str, str]:
     """Two gateway processes on one data folder (sync sessions lapse after IDLE s), and the
-    host key of an account with a collection."""
-    tmp = tmp_path
-    cognito.add_user("quinn", PASSWORD, "quinn@example.com")
-    config = cognito.config(tmp / "data", workers={"sync_session_idle_seconds": IDLE})
-    gw, other_gw = start_gateway(config), start_gateway(config)
+    host key of an account with a collection. Shared by the module's tests: each uses sync
+    sessions of its own and leaves the account free (aborted, finished or lapsed)."""
+    tmp = tmp_path_factory.mktemp("wire")
+    module_cognito.add_user("quinn", PASSWORD, "quinn@example.com")
+    config = module_cognito.config(tmp / "data", workers={"sync_session_idle_seconds": IDLE})
+    gw, other_gw = start_module_gateway(config), start_module_gateway(config)
     client = Client(tmp / "device")
     client.add_note("seed")
     auth = client.login("quinn", PASSWORD, gw.url)
