@@ -156,10 +156,13 @@ class Context:
             print(f"bench: made a {size:.1f} MB collection in {took:.1f} s")
         return self._collection
 
-    def gateway(self, name: str, pool: Pool, **settings: str) -> procs.Gateway:
+    def gateway(
+        self, name: str, pool: Pool, *, processes: int = 1, **settings: str
+    ) -> procs.Gateway:
         return procs.Gateway(
             self.folder(name, "gateway-data"),
             pool.settings(),
             self.log(f"{name}-gateway.log"),
+            processes=processes,
             **settings,
         )

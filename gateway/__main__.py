@@ -90,10 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return 0 if all(f.ok for f in findings) else 1
         return 0
-    from gateway.app import run
+    from gateway.processes import serve
 
-    run(config)
-    return 0
+    return serve(config)
 
 
 def health(argv: list[str], path: Path | None) -> int:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -184,7 +185,11 @@ def create_app(
             ),
         )
         revalidator = Revalidator(
-            chosen, registry, auth.recheck_seconds, on_suspend=login.forget_account
+            chosen,
+            registry,
+            auth.recheck_seconds,
+            on_suspend=login.forget_account,
+            calls_per_second=auth.recheck_calls_per_second,
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
@@ -385,16 +390,27 @@ def server_options(config: Config) -> dict[str, Any]:
     }
 
 
-def run(config: Config, provider: IdentityProvider | None = None) -> None:
+def run(
+    config: Config,
+    provider: Callable[[], IdentityProvider] | None = None,
+    *,
+    sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM; every worker is stopped before this returns. `provider`
-    replaces the Cognito one (local mode's, gateway/local/keeper.py)."""
-    logs.configure(config.logging.level, config.logging.format)
+    makes the identity provider that replaces Cognito's (local mode's, gateway/local/keeper.py).
+    `sock`, `metrics_sock`: listening sockets bound by the parent of several processes
+    (gateway/processes/); without them this binds `server.host:port` and the metrics address."""
+    logs.configure(config.logging.level, config.logging.format, with_pid=sock is not None)
     before, after = openfiles.raise_soft_limit()
     log.info("open file limit", extra={"before": before, "after": after})
-    asyncio.run(_serve(config, create_app(config, provider=provider)))
+    app = create_app(config, provider=provider() if provider is not None else None)
+    if metrics_sock is not None:
+        app[metricsserver.METRICS_SOCKET] = metrics_sock
+    asyncio.run(_serve(config, app, sock))
 
 
-async def _serve(config: Config, app: web.Application) -> None:
+async def _serve(config: Config, app: web.Application, sock: socket.socket | None) -> None:
     runner = Runner(
         app, access_log=None, handle_signals=False, shutdown_timeout=10, **server_options(config)
     )
@@ -404,7 +420,10 @@ async def _serve(config: Config, app: web.Application) -> None:
         loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
-        await web.TCPSite(runner, config.server.host, config.server.port).start()
+        if sock is None:
+            await web.TCPSite(runner, config.server.host, config.server.port).start()
+        else:
+            await web.SockSite(runner, sock).start()
         await stop.wait()
     finally:
         await runner.cleanup()

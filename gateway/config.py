@@ -99,6 +99,11 @@ class ServerConfig:
     #: connection is closed. Idle connections close after `server.keepalive_seconds`, so this
     #: bounds connections too. Every device behind one NAT address counts together.
     max_requests_per_address: int = 32
+    #: Gateway processes serving the port together (0: one per CPU core this process may use,
+    #: one on a cluster node; 1: a single process, as before). The host-wide bounds
+    #: (`workers.max_workers`, the per-address and per-user limits) are shared out between
+    #: them (gateway/processes/).
+    processes: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,11 @@ class AuthConfig:
     #: background; waited for when more than twice this old): users disabled or deleted there lose
     #: sync access within this time plus one Cognito round trip.
     recheck_seconds: int = 900
+    #: Cognito calls a second that re-checks may make together (each gateway process gets its
+    #: share). A re-check over the budget is postponed, never a logout; one pool serves about
+    #: `recheck_calls_per_second * recheck_seconds` accounts active within each interval
+    #: (50 x 900 = 45,000 with the defaults).
+    recheck_calls_per_second: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -754,6 +764,12 @@ def validate(config: Config) -> list[str]:
             "cognito.local_stand_in: needs cognito.endpoint_url on a loopback or "
             "compose-internal address"
         )
+    if not 0 <= s.processes <= 256:
+        problems.append("server.processes: 0 (one per core) to 256")
+    if s.processes > 1 and config.cluster.enabled:
+        problems.append("server.processes: a cluster node runs one process (0 or 1)")
+    if not a.recheck_calls_per_second > 0:
+        problems.append("auth.recheck_calls_per_second: must be greater than 0")
     if not 1 <= s.port <= 65535:
         problems.append("server.port: must be 1-65535")
     if (

@@ -14,7 +14,10 @@ Contract:
   `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
   the worker is ready. A loser gets the port of the holder's worker once that answers `/health`,
-  and `Unavailable` (503) if it does not within `wait`. An account whose import was cut off
+  and `Unavailable` (503) if it does not within `wait`; a holder the caller saw answer lately
+  (`trusted`, the same published record) is used after one read of the lock file (several
+  gateway processes share an account's worker on every request: a /health round trip, a mkdir
+  and path resolutions each time cost milliseconds). An account whose import was cut off
   (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again; so is one
   whose restore was cut off while it swapped the files (`RESTORING`), until `restore` runs again.
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
@@ -171,13 +174,23 @@ def read_holder(path: Path) -> Holder | None:
 
 @dataclass(frozen=True)
 class Claim:
-    """Either `lock` (ours: start the worker) or `port` (another process's worker)."""
+    """Either `lock` (ours: start the worker) or `port` (another process's worker, published
+    as `holder`)."""
 
     lock: AccountLock | None = None
     port: int | None = None
+    holder: Holder | None = None
 
 
-async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
+async def claim(
+    collections_dir: Path, account: str, *, wait: float, trusted: Holder | None = None
+) -> Claim:
+    if trusted is not None:
+        # The folder was checked when the holder was first seen: one read, no mkdir, no
+        # resolution, no lock attempt. A holder that died since left its record behind: its
+        # worker died with it, the connection is refused, and the caller forgets the trust.
+        if read_holder(collections_dir / account / LOCK_NAME) == trusted:
+            return Claim(port=trusted.port, holder=trusted)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     # A worker starts for a login (or a request right after one): it may bring the folder.
@@ -199,8 +212,9 @@ async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
         # Another process holds it: its worker may still be starting (nothing published yet)
         # or stopping; either settles within a start timeout.
         holder = read_holder(path)
-        if holder is not None and holder.here and await probe_health(holder.port, timeout=1.0):
-            return Claim(port=holder.port)
+        if holder is not None and holder.here:
+            if holder == trusted or await probe_health(holder.port, timeout=1.0):
+                return Claim(port=holder.port, holder=holder)
         if loop.time() >= deadline:
             raise Unavailable(
                 f"the worker for {account} belongs to another gateway process and is not reachable"

@@ -337,9 +337,10 @@ def test_a_request_with_a_sub_makes_exactly_one_provider_call(serve: Serve) -> N
     answer = post(server.url, lambda_body("kim", sub, None))
     assert answer.status == 200 and answer.body["created"] is True
     assert provider.calls == 1
+    assert provider.lookups_by_username == 1  # the named user read (AdminGetUser), no ListUsers
     made_up = post(server.url, lambda_body("kim", UNKNOWN_SUB, None))
     assert made_up.status == 404
-    assert provider.calls == 2
+    assert provider.calls == 3  # "kim" is another sub's: then looked for by sub, not found
     assert server.registry.get(UNKNOWN_SUB) is None
     assert server.registry.count() == 1 and server.folders() == ["kim"]
 
