@@ -232,7 +232,7 @@ def test_many_small_bodies_from_one_address_in_flight_at_once_all_get_room():
     # The address's share of the pool still ends at 16 MiB: a slow stranger there cannot hold
     # more with bodies past the lane.
     more = [PayloadMeter(limits, budget, (f"account:x{n}", "address:192.0.2.1")) for n in range(9)]
-    body = streamed(text(2 * MIB))
+    body = streamed(text(6 * MIB))  # past the lane (4 MiB)
     with pytest.raises(OverBudget):
         for meter in more:
             meter.feed(body)
