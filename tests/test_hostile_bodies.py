@@ -141,7 +141,8 @@ async def trickle(url: str, key: str, inflating_to: int, stop: asyncio.Event) ->
 
 def hold_the_budget(gw: RunningGateway, account: str) -> tuple[asyncio.Event, list]:
     """Two slow bodies from `account`, past its lane, fill the pool and the one place for a
-    large body of `tight`; `stop` (set on the gateway's loop) ends them, the futures give their statuses."""
+    large body of `tight`; `stop` (set on the gateway's loop) ends them, the futures give
+    their statuses."""
     budget = gw.app[PROXY]._budget
     key = gw.call(rawhttp.login(gw.port, account, PASSWORD))
     stop = asyncio.Event()
