@@ -232,7 +232,7 @@ def test_many_small_bodies_from_one_address_in_flight_at_once_all_get_room():
     # The address's share of the pool still ends at 16 MiB: a slow stranger there cannot hold
     # more with bodies past the lane.
     more = [PayloadMeter(limits, budget, (f"account:x{n}", "address:192.0.2.1")) for n in range(9)]
-    body = streamed(text(2 * MIB))
+    body = streamed(text(6 * MIB))  # past the lane (4 MiB)
     with pytest.raises(OverBudget):
         for meter in more:
             meter.feed(body)
@@ -332,16 +332,10 @@ def resident_mib() -> float:
     return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="frames.py lets a frame declare a window up to 128 MiB (libzstd's limit) while stock "
-    "clients use 2 MiB; the gateway's own decoder then holds what the body inflated, up to the "
-    "window, for as long as the body is in flight (2 places x 128 MiB + the pool). Capping it "
-    "needs the tests and bench that send one-shot (single-segment) frames of whole files changed",
-)
 def test_a_body_in_flight_costs_the_gateway_little_whatever_window_it_declares():
     # Measured: +120 MiB of the gateway's resident memory for this 6 MiB body (window 128 MiB);
     # +0 with the stock client's 2 MiB window. Two such bodies (the two places): +240 MiB.
+    # Now a window past 8 MiB is refused (frames.py) before anything is inflated.
     params = zstandard.ZstdCompressionParameters.from_level(3, window_log=27)
     encoder = zstandard.ZstdCompressor(compression_params=params).compressobj()
     body = encoder.compress(os.urandom(6 * MIB)) + encoder.compress(bytes(114 * MIB))

@@ -257,7 +257,7 @@ class PayloadMeter:
             raise Unreadable(f"zstd data the gateway cannot decode: {exc}") from None
 
     def _stop_inflating(self, *, reuse: bool = False) -> None:
-        """Frees the decoder and its window (up to 128 MiB): a refused body may still be
+        """Frees the decoder and its window (up to 8 MiB): a refused body may still be
         drained for a while. `reuse`: the body went well, the decoder may serve another
         (decoders.py decides)."""
         if reuse and self.inflating and self._decoder is not None:
