@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import zstandard
 
 from gateway.app import create_app, server_options
 from gateway.identity.fake import FakeProvider
@@ -39,14 +40,17 @@ async def test_every_answer_carries_the_constant_server_header(tmp_path, serve_a
         ("GET", base + "nowhere", {}, 404),
         ("POST", base + "sync/meta", {"anki-sync": sync_header("0" * 40).decode()}, 403),
         ("POST", base + "sync/meta", {}, 501),  # no anki-sync header: a legacy client
-        # The worker's own answer to an empty body, passed through.
+        # The worker's own answer (a zstd frame of no JSON: 400), passed through.
         ("POST", base + "sync/meta", {"anki-sync": sync_header(key).decode()}, 400),
+        # A body that is not one zstd frame: the gateway's own refusal.
+        ("POST", base + "sync/meta", {"anki-sync": sync_header(key).decode()}, 415),
         ("POST", base + "sync/hostKey", {"Content-Encoding": "gzip"}, 415),
         ("GET", f"http://127.0.0.1:{app[METRICS_PORT]}/metrics", {}, 200),
     ]
     async with aiohttp.ClientSession() as session:
-        for method, url, headers, status in cases:
-            async with session.request(method, url, headers=headers, data=b"x") as r:
+        for i, (method, url, headers, status) in enumerate(cases):
+            body = zstandard.compress(b"not json") if i == 4 else b"x"
+            async with session.request(method, url, headers=headers, data=body) as r:
                 assert (r.status, r.headers.get("Server")) == (status, SERVER), url
     # aiohttp's own answer to a request line it cannot parse.
     answer = await raw(port, b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n")
