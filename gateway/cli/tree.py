@@ -28,7 +28,8 @@ from gateway.config import Config
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 
 DESCRIPTION = """\
-Command line: `python -m gateway [--config PATH] {serve,check-config,dev,accounts}`.
+Command line: `python -m gateway [--config PATH]
+{serve,check-config,health,dev,accounts,backup,restore}`.
 
 Only parses arguments, loads the configuration and hands over; exits non-zero with every
 configuration problem listed when the configuration is invalid.
@@ -59,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     dev.add_arguments(
         commands.add_parser(
             "dev",
-            help="local mode (see README)",
+            help="local mode (docs/getting-started.md)",
             description="Local mode: the gateway with a Cognito stand-in on this machine (no AWS).",
         )
     )
