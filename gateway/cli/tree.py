@@ -3,7 +3,7 @@
     serve (the default)  check-config [--probe]  health         cli/server.py
     dev [add-user EMAIL | users]                                cli/dev.py (no configuration
                                                                 file needed: local mode makes one)
-    accounts list|disable|enable|sign-out|move|create-table|copy-registry|import
+    accounts list|disable|enable|sign-out|quota|export|prune|move|create-table|copy-registry|import
                                                                 cli/accounts.py
     backup [verify] / restore                                   cli/backups.py
 
@@ -68,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
         commands.add_parser(
             "accounts",
             parents=[after],
-            help="list|disable NAME|enable NAME|sign-out NAME|move NAME --to NODE|create-table|"
+            help="list|disable NAME|enable NAME|sign-out NAME|quota NAME|export NAME --to FILE|"
+            "prune --inactive-days N|move NAME --to NODE|create-table|"
             "copy-registry [--from FILE] [--dry-run]|import DIR [--dry-run]",
         ),
         [after],

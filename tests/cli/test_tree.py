@@ -87,3 +87,19 @@ def test_help_names_every_command_and_no_readme_section(capsys):
     assert names == "serve,check-config,health,dev,accounts,backup,restore"
     assert summary == f"python -m gateway [--config PATH] {{{names}}}"
     assert "README" not in shown
+
+
+def test_accounts_help_names_every_accounts_command(capsys):
+    """The top-level help's line for `accounts` lists each of its subcommands."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    (commands,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (accounts,) = [
+        a
+        for a in commands.choices["accounts"]._actions
+        if isinstance(a, argparse._SubParsersAction)
+    ]
+    line = shown.split(" accounts ", 1)[1].split(" backup ", 1)[0]
+    named = {part.split()[0] for part in line.split("|")}
+    assert named == set(accounts.choices)
