@@ -208,6 +208,10 @@ def create_app(
                 adopting = asyncio.create_task(
                     adopt_folders(cluster.router, config.collections_dir, sub_of)
                 )
+        sessions = SessionGuard(
+            config.collections_dir, idle=config.workers.sync_session_idle_seconds
+        )
+        pool.on_stopped = sessions.worker_stopped
         app[PROXY] = Proxy(
             Admission(
                 registry,
@@ -224,7 +228,7 @@ def create_app(
             ),
             gate,
             cluster,
-            SessionGuard(config.collections_dir, idle=config.workers.sync_session_idle_seconds),
+            sessions,
         )
         await pool.start()
         await gate.start()

@@ -7,6 +7,8 @@
     raises SyncConflict (409) when another device's sync holds the account, Unavailable (503,
     Retry-After) for a request of a sync that was cut (rules.py)
 
+    guard.worker_stopped(account)   # the pool calls it: the sync state died with the worker
+
 Only collection-sync methods touch the lease file; media sync and anything else pass untouched.
 Requests that begin or drop a sync (`rules.TURNSTILE`) pass one at a time (store.py); one that
 waits longer than `wait` seconds for its turn is refused like a second device (409).
@@ -58,6 +60,17 @@ class SessionGuard:
         self._idle = idle
         self._wait = wait
         self._clock = clock
+
+    def worker_stopped(self, account: str) -> None:
+        """The account's worker stopped (a backup, a crash, its memory limit, eviction, idle):
+        the stock server's sync state went with it, so the lease goes too. The cut sync's next
+        request then gets 503 (`rules.before`: RETRY), and another device may start at once
+        instead of meeting 409 until the lease lapses. Never raises: a lease left behind only
+        lapses by itself."""
+        try:
+            self._store.clear(account)
+        except (OSError, ValueError):
+            log.exception("could not drop the sync lease of a stopped worker")
 
     @contextlib.asynccontextmanager
     async def turn(self, account: str, method: str, session: str) -> AsyncIterator[Turn]:

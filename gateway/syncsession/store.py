@@ -3,6 +3,7 @@ gateway process on the data folder (and every node on a shared file system).
 
     store = LeaseStore(collections_dir)
     result = store.update(account, change)   # change(lease | None) -> (result, lease | None)
+    store.clear(account)                     # the worker stopped: no lease (creates nothing)
 
 `<collections_dir>/<account>/.gateway-sync-session` holds `{"session": str, "expires": float}`
 (Unix seconds) or nothing. `update()` reads it, calls `change`, and writes the new lease back,
@@ -34,6 +35,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.naming import is_safe
 from gateway.syncsession.rules import Lease
 from gateway.workers.lock import account_dir, try_flock
 
@@ -82,6 +84,21 @@ class LeaseStore:
             return result
         finally:
             os.close(fd)  # drops the flock
+
+    def clear(self, account: str) -> None:
+        """Forget the account's lease, if its folder has one: its worker stopped, and the sync
+        state went with it. Creates nothing (a folder moved away stays away)."""
+        if not is_safe(account):
+            raise ValueError(f"unsafe account name {account!r}")
+        try:
+            fd = os.open(self._dir / account / FILE_NAME, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
 
     @contextlib.asynccontextmanager
     async def turnstile(self, account: str, *, wait: float) -> AsyncIterator[None]:

@@ -32,6 +32,17 @@ def test_an_unreadable_lease_counts_as_none(tmp_path: Path, raw: bytes):
 def test_an_unsafe_account_name_is_refused(tmp_path: Path):
     with pytest.raises(ValueError):
         LeaseStore(tmp_path).update("../x", lambda old: (old, old))
+    with pytest.raises(ValueError):
+        LeaseStore(tmp_path).clear("../x")
+
+
+def test_clear_drops_the_lease_and_creates_no_folder(tmp_path: Path):
+    one, two = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    one.update("acct", lambda old: (None, Lease("s1", 123.5)))
+    two.clear("acct")
+    assert one.update("acct", lambda old: (old, old)) is None
+    two.clear("moved-away")  # its folder went to another node: it stays gone
+    assert not (tmp_path / "moved-away").exists()
 
 
 async def test_the_turnstile_lets_one_request_through_at_a_time(tmp_path: Path):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 import zstandard
 
+from gateway.appkeys import POOL
 from tests.ankiclient import Client
 
 PASSWORD = "Correct-Horse-9"
@@ -40,7 +42,7 @@ class Device:
 
 
 @pytest.fixture
-def account(cognito, start_gateway, tmp_path: Path) -> tuple[str, str, str]:
+def gateways(cognito, start_gateway, tmp_path: Path) -> tuple[Any, Any, str]:
     """Two gateway processes on one data folder (sync sessions lapse after IDLE s), and the
     host key of an account with a collection."""
     tmp = tmp_path
@@ -52,7 +54,13 @@ def account(cognito, start_gateway, tmp_path: Path) -> tuple[str, str, str]:
     auth = client.login("quinn", PASSWORD, gw.url)
     client.sync(media=False)
     client.close()
-    return gw.url, auth.hkey, other_gw.url
+    return gw, other_gw, auth.hkey
+
+
+@pytest.fixture
+def account(gateways) -> tuple[str, str, str]:
+    gw, other_gw, key = gateways
+    return gw.url, key, other_gw.url
 
 
 def devices(account, *sessions: str) -> list[Device]:
@@ -113,3 +121,18 @@ def test_an_abandoned_sync_lapses_after_the_idle_limit_and_cannot_come_back(acco
     assert other.send("abort")[0] == 200
     # Nobody holds the account now: the cut sync is told to try again, not "only one copy".
     assert lost.send("applyGraves", NO_GRAVES)[0] == 503
+
+
+def test_a_sync_whose_worker_stopped_is_told_to_retry_and_another_device_may_start(gateways):
+    # A backup, a crash, the memory limit or eviction stops the worker half-way through a
+    # sync: its state is gone, so the lease goes with it (before: the cut sync's next request
+    # reached a fresh worker, and every other device got 409 until the lease lapsed).
+    gw, _, key = gateways
+    cut, other = Device(gw.url, key, "cut-5"), Device(gw.url, key, "other-5")
+    assert cut.send("start", START)[0] == 200
+    gw.call(gw.app[POOL].stop("quinn"))
+    assert cut.send("applyGraves", NO_GRAVES)[0] == 503
+    assert other.send("start", START)[0] == 200
+    assert cut.send("applyGraves", NO_GRAVES)[0] == 409
+    assert other.send("applyGraves", NO_GRAVES) == (200, b"null")
+    assert other.send("abort")[0] == 200
