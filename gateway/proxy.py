@@ -28,8 +28,14 @@ shows), 413 on any other method. A body that would take the bodies in flight tog
 The meter only reads; the bytes still pass untouched. A body the meter cannot read (not one
 modern zstd frame, frames.py) gets 415, a media upload whose zip is not as Anki writes it
 (`msync/uploadChanges`, mediazip.py) 413 with a message; neither ever reaches the worker
-whole. The meter inflates in a thread pool (`INFLATERS`), except for the first bytes of small
-bodies (payload.py, `feed_inline`), so no body's inflating holds up the event loop.
+whole. A request answered without the worker (syncsession/: another device's sync, a sync
+that was cut; backup/gate.py: held too long) first has the rest of its body read through the
+meter, so a body over the limits gets its 413/415/503 rather than the session's answer: that
+is true whatever the account's state, and tells a client not to send the body again, where
+"try again" would invite it. Either way not a byte of it reaches the worker, and the meter
+reads at most the cap, as `drain()` would. The meter inflates in a thread pool (`INFLATERS`),
+except for the first bytes of small bodies (payload.py, `feed_inline`), so no body's
+inflating holds up the event loop.
 
 Sending a request twice (design.md: "retries happen only when the request provably never
 reached a worker"). A refused connection proves nothing reached the worker: any request is then
@@ -73,6 +79,7 @@ from gateway.errors import (
     ClientStalled,
     MediaZipRefused,
     Overloaded,
+    SyncConflict,
     Unavailable,
     UnreadableBody,
     WorkerDied,
@@ -185,6 +192,14 @@ async def _metered(
         except payload.Refused as exc:
             raise MediaZipRefused(f"media zip refused: {exc}") from None
         yield chunk
+
+
+async def _meter_rest(body: bytes | StreamedBody | None) -> None:
+    """Read the rest of a streamed body through its meter without sending it: `BodyTooLarge`,
+    `Overloaded`, `UnreadableBody` or `MediaZipRefused` if it breaks a rule (module doc)."""
+    if isinstance(body, StreamedBody):
+        async for _ in body:
+            pass
 
 
 class _StaleConnection(Exception):
@@ -379,17 +394,25 @@ class Proxy:
         body, reuse = await self._body(request, upstream_path, meter)
         await self._still_owner(sub_and_name[0])
         account = sub_and_name[1]
-        # One collection sync per account (syncsession/): decided once the body is here.
-        async with self._turn(account, upstream_path, session) as turn:
-            if turn.answer is not None:
-                return turn.answer
-            # Past a backup of the account only now: a body still arriving holds no worker,
-            # and a sync cut while its body arrived must not reach the fresh worker
-            # (backup/gate.py).
-            async with self._passage(account, upstream_path, session) as passage:
-                response = await self._send(request, upstream_path, account, body, reuse=reuse)
-                passage.status = turn.status = response.status
-                return response
+        sent = False
+        try:
+            # One collection sync per account (syncsession/): decided once the body is here.
+            async with self._turn(account, upstream_path, session) as turn:
+                if turn.answer is not None:
+                    await _meter_rest(body)
+                    return turn.answer
+                # Past a backup of the account only now: a body still arriving holds no worker,
+                # and a sync cut while its body arrived must not reach the fresh worker
+                # (backup/gate.py).
+                async with self._passage(account, upstream_path, session) as passage:
+                    sent = True
+                    response = await self._send(request, upstream_path, account, body, reuse=reuse)
+                    passage.status = turn.status = response.status
+                    return response
+        except (SyncConflict, Unavailable):
+            if not sent:
+                await _meter_rest(body)  # a body over the limits is the truer answer (module doc)
+            raise
 
     def _turn(
         self, account: str, upstream_path: str, session: str
