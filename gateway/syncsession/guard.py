@@ -90,11 +90,14 @@ class SessionGuard:
 
     @contextlib.contextmanager
     def _leased(self, account: str, method: str, session: str) -> Iterator[Turn]:
-        def decide(lease: Lease | None) -> tuple[Action, Lease | None]:
-            found = rules.before(lease, method, session, self._clock(), self._idle)
-            return found.action, found.lease
+        def decide(lease: Lease | None) -> tuple[tuple[Action, bool], Lease | None]:
+            now, busy = self._clock(), self._store.busy(account)
+            found = rules.before(lease, method, session, now, self._idle, busy)
+            kept = found.lease
+            holder = kept is not None and kept.session == session and kept.live(now)
+            return (found.action, holder), found.lease
 
-        action = self._store.update(account, decide)
+        action, holder = self._store.update(account, decide)
         if action is Action.REFUSE:
             log.info("sync refused: another device is syncing", extra={"method": method})
             raise SyncConflict(f"{method} while another sync of the account is live")
@@ -109,12 +112,16 @@ class SessionGuard:
             yield Turn(web.Response(body=body, headers=headers))
             return
         turn = Turn()
-        try:
-            yield turn
-        finally:
+        # The lease holder's request holds the lease while in flight (rules.py), until it is
+        # settled: the idle clock starts when it is answered.
+        with self._store.in_flight(account) if holder else contextlib.nullcontext():
+            try:
+                yield turn
+            finally:
 
-            def settle(lease: Lease | None) -> tuple[None, Lease | None]:
-                now = self._clock()
-                return None, rules.after(lease, method, session, turn.status, now, self._idle)
+                def settle(lease: Lease | None) -> tuple[None, Lease | None]:
+                    now = self._clock()
+                    lease = rules.after(lease, method, session, turn.status, now, self._idle)
+                    return None, lease
 
-            self._store.update(account, settle)
+                self._store.update(account, settle)

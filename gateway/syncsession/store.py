@@ -12,6 +12,8 @@ bytes), so two processes deciding on one account see each other's lease. An unre
 foreign file counts as no lease: the worst that can do is let one more sync start, which the
 stock server alone would have done anyway.
 
+    with store.in_flight(account): ...      # a request of the lease's session is in flight
+    store.busy(account) -> bool             # is one, in any process? (rules.before: `busy`)
     async with store.turnstile(account, wait=20.0): ...   # TurnstileBusy after `wait` seconds
 
 The turnstile (`.gateway-sync-turnstile`, an exclusive flock held for a whole request) lets one
@@ -21,7 +23,12 @@ is still on its way to the worker (measured: a second device's `meta`, let throu
 the first device's `start`, reached the worker after it and ended that sync). The stock server
 runs one request at a time anyway, so this costs little. Locks belong to open files: two
 requests of one process exclude each other as two processes do, and a dead process's locks go
-with it. Raises ValueError for an unsafe account name (workers/lock.py: `account_dir`).
+with it.
+
+`.gateway-sync-in-flight` holds a shared flock for each request of the lease's session while it
+is in flight; `busy()` probes it with LOCK_EX|LOCK_NB, under the lease's flock. A lock, not a
+count in the lease file: a process that dies mid-request cannot leave the account held.
+Raises ValueError for an unsafe account name (workers/lock.py: `account_dir`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,6 +48,7 @@ from gateway.workers.lock import account_dir, try_flock
 
 FILE_NAME = ".gateway-sync-session"
 TURNSTILE = ".gateway-sync-turnstile"
+IN_FLIGHT = ".gateway-sync-in-flight"
 POLL = 0.01
 #: The file is a few dozen bytes; more is not ours.
 MAX_BYTES = 4096
@@ -97,6 +105,30 @@ class LeaseStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+    def busy(self, account: str) -> bool:
+        """Whether a request of the account's lease holder is in flight (`in_flight`), in any
+        process. Call it inside `update()`: the lease's flock keeps two probes apart."""
+        fd = try_flock(account_dir(self._dir, account) / IN_FLIGHT)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
+    @contextlib.contextmanager
+    def in_flight(self, account: str) -> Iterator[None]:
+        """Marks a request of the lease holder as in flight (a shared flock) until the block
+        ends; a dead process's mark goes with it."""
+        fd = os.open(
+            account_dir(self._dir, account) / IN_FLIGHT,
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a `busy()` probe holds it
+            yield
         finally:
             os.close(fd)
 

@@ -72,3 +72,11 @@ async def test_a_waiting_request_gets_its_turn_when_the_first_ends(tmp_path: Pat
 
     await asyncio.gather(first(), second())
     assert order == ["first in", "first out", "second in"]
+
+
+def test_a_request_in_flight_makes_the_account_busy_for_every_process(tmp_path: Path):
+    one, two = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    assert not two.busy("acct")
+    with one.in_flight("acct"), one.in_flight("acct"):
+        assert two.busy("acct")
+    assert not two.busy("acct")

@@ -4,7 +4,10 @@ to the stock server, in the orders that made two devices lose notes (issue 21 it
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +32,23 @@ class Device:
 
     def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
         body = zstandard.ZstdCompressor().compress(json.dumps(payload or {}).encode())
+        answer = self._post(method, body)
+        if answer.status_code != 200:
+            return answer.status_code, answer.content
+        return 200, zstandard.ZstdDecompressor().decompressobj().decompress(answer.content)
+
+    def post(self, method: str, body: Iterable[bytes]) -> int:
+        """POSTs a body as it comes (chunked); the answer's status."""
+        return self._post(method, body).status_code
+
+    def _post(self, method: str, body: bytes | Iterable[bytes]) -> requests.Response:
         header = {"v": 11, "k": self.key, "c": "test", "s": self.session}
-        answer = requests.post(
+        return requests.post(
             self.url + "sync/" + method,
             data=body,
             headers={"anki-sync": json.dumps(header, separators=(",", ":"))},
             timeout=30,
         )
-        if answer.status_code != 200:
-            return answer.status_code, answer.content
-        return 200, zstandard.ZstdDecompressor().decompressobj().decompress(answer.content)
 
 
 @pytest.fixture
@@ -135,4 +145,33 @@ def test_a_sync_whose_worker_stopped_is_told_to_retry_and_another_device_may_sta
     assert other.send("start", START)[0] == 200
     assert cut.send("applyGraves", NO_GRAVES)[0] == 409
     assert other.send("applyGraves", NO_GRAVES) == (200, b"null")
+    assert other.send("abort")[0] == 200
+
+
+def test_a_request_in_flight_longer_than_the_idle_limit_keeps_its_sync(account):
+    # A slow phone: its applyChanges body trickles in for about 2.4 s, more than IDLE. The
+    # lease must hold while it is in flight, and lapse only IDLE after it is answered.
+    slow, other = devices(account, "slow-6", "other-6")
+    assert slow.send("start", START)[0] == 200
+    padding = os.urandom(150_000).hex()  # about 150 KB on the wire: it streams (> 64 KiB)
+    body = zstandard.ZstdCompressor().compress(json.dumps({"changes": {"pad": padding}}).encode())
+    pieces = [body[:70_000]] + [body[i : i + 10_000] for i in range(70_000, len(body), 10_000)]
+
+    def trickle() -> Iterator[bytes]:
+        for n, piece in enumerate(pieces):
+            if n:
+                time.sleep(2.4 / (len(pieces) - 1))
+            yield piece
+
+    answers: list[int] = []
+    sending = threading.Thread(target=lambda: answers.append(slow.post("applyChanges", trickle())))
+    sending.start()
+    time.sleep(IDLE + 0.6)
+    assert sending.is_alive()
+    assert other.send("start", START) == (409, b"409")  # before: 200, taking the sync over
+    sending.join(30)
+    assert answers and answers[0] != 503
+    assert other.send("start", START) == (409, b"409")  # the idle clock starts at its answer
+    time.sleep(IDLE + 0.3)
+    assert other.send("start", START)[0] == 200
     assert other.send("abort")[0] == 200
