@@ -229,6 +229,7 @@ def create_app(
             gate,
             cluster,
             sessions,
+            config.data_dir,
         )
         await pool.start()
         await gate.start()

@@ -7,6 +7,7 @@
     raises SyncConflict (409) when another device's sync holds the account, Unavailable (503,
     Retry-After) for a request of a sync that was cut (rules.py)
 
+    with guard.arrived(account, "sync/chunk", session): ...   # around the body and the turn
     guard.worker_stopped(account)   # the pool calls it: the sync state died with the worker
 
 Only collection-sync methods touch the lease file; media sync and anything else pass untouched.
@@ -37,6 +38,7 @@ _GUARDED = rules.IN_SYNC | rules.TURNSTILE
 RETRY_AFTER = 5
 #: Seconds a request waits for its turn (under Anki's 60 s stall timer).
 WAIT = 20.0
+_NOTHING = contextlib.nullcontext()
 
 
 class Turn:
@@ -71,6 +73,23 @@ class SessionGuard:
             self._store.clear(account)
         except (OSError, ValueError):
             log.exception("could not drop the sync lease of a stopped worker")
+
+    @contextlib.contextmanager
+    def arrived(self, account: str, method: str, session: str) -> Iterator[None]:
+        """From a request's arrival to its answer: if its session holds the account's live
+        lease, the request holds it in flight (rules.py, `busy`) while its body comes in,
+        before `turn()` decides on it."""
+        if method not in _GUARDED:
+            yield
+            return
+
+        def peek(lease: Lease | None) -> tuple[bool, Lease | None]:
+            return lease is not None and lease.session == session and lease.live(
+                self._clock()
+            ), lease
+
+        with self._store.in_flight(account) if self._store.update(account, peek) else _NOTHING:
+            yield
 
     @contextlib.asynccontextmanager
     async def turn(self, account: str, method: str, session: str) -> AsyncIterator[Turn]:
@@ -114,7 +133,7 @@ class SessionGuard:
         turn = Turn()
         # The lease holder's request holds the lease while in flight (rules.py), until it is
         # settled: the idle clock starts when it is answered.
-        with self._store.in_flight(account) if holder else contextlib.nullcontext():
+        with self._store.in_flight(account) if holder else _NOTHING:
             try:
                 yield turn
             finally:
