@@ -2,7 +2,10 @@
 # package in pyproject.toml) in one small image. README.md, "Docker", explains its use.
 #
 #   docker build -t anki-cognito-gateway .
-#   docker run -p 8080:8080 -v gateway-data:/data --env-file .env anki-cognito-gateway
+#   docker run -p 127.0.0.1:8080:8080 -v gateway-data:/data --env-file .env anki-cognito-gateway
+#
+# Published on loopback: the gateway speaks plain HTTP (put TLS in front). docs/deploy/compose.md
+# has the commands, backups to a volume at /backups included.
 #
 # Build argument EXTRAS="[dev]" adds moto, the Cognito stand-in of local mode (its Cognito service
 # and its Flask server only, not moto's `server` extra); docker-compose.yml builds that variant
@@ -28,12 +31,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GATEWAY_SERVER_PORT=8080
 
 # A fixed uid/gid, so a bind-mounted data folder can be chowned to match: chown 10001:10001.
+# /backups: where `python -m gateway backup --to /backups` writes; a named volume mounted there
+# starts out owned by the gateway user (the engine copies the image folder's owner).
 # Not --system: system accounts must have uids below 1000 (useradd warns on every build).
 RUN groupadd --gid 10001 gateway \
     && useradd --no-log-init --uid 10001 --gid gateway --create-home --home-dir /home/gateway \
         --shell /usr/sbin/nologin gateway \
-    && mkdir /data \
-    && chown gateway:gateway /data
+    && mkdir /data /backups \
+    && chown gateway:gateway /data /backups
 
 # The project itself, so its versions come from pyproject.toml: `anki` (the stock sync server
 # the workers run) is pinned exactly there. Built outside /app and removed after: the image runs

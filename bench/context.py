@@ -18,6 +18,8 @@ class Settings:
     """Sizes and repetitions. Full mode is for the report; quick mode proves the script works."""
 
     quick: bool
+    #: how long the machine's busy share is sampled before each measure (recorded beside it)
+    busy_sample_s: float = 1.0
     # 1: full upload/download
     collection_mb: float = 50.0
     full_sync_runs: int = 7
@@ -43,6 +45,7 @@ class Settings:
     calls_runs: int = 3
     # 6: memory
     memory_runs: int = 3
+    memory_settle_s: float = 1.0
     registry_accounts: int = 10_000
     workers_per_command: int = 4
     # 9: one node and three (only with --only 9)
@@ -67,31 +70,35 @@ class Settings:
     def for_mode(cls, quick: bool) -> Settings:
         if not quick:
             return cls(quick=False)
+        # Every measure's code path with the least waiting: two runs only where a measure's runs
+        # alternate their order, two capacity steps (the ramp doubles once).
         return cls(
             quick=True,
+            busy_sample_s=0.2,
             collection_mb=1.0,
             full_sync_runs=2,
             contention_runs=1,
-            contention_window_s=1.5,
+            contention_window_s=1.0,
             load_runs=1,
-            load_duration_s=0.4,
+            load_duration_s=0.2,
             login_runs=1,
             cached_logins=20,
-            warm_logins=4,
-            cold_logins=2,
+            warm_logins=2,
+            cold_logins=1,
             ttl_users=4,
             ttl_logins=40,
             calls_runs=1,
             memory_runs=1,
+            memory_settle_s=0.2,
             registry_accounts=200,
             workers_per_command=1,
-            many_users=3,
+            many_users=2,
             many_runs=1,
             notes_per_sync=3,
             capacity_start=1,
             capacity_most=2,
             capacity_window_s=1.0,
-            capacity_think_s=(0.2, 0.6),
+            capacity_think_s=(0.1, 0.3),
             capacity_budget_s=20.0,
             cluster_users=3,
             cluster_clients=3,
@@ -149,10 +156,13 @@ class Context:
             print(f"bench: made a {size:.1f} MB collection in {took:.1f} s")
         return self._collection
 
-    def gateway(self, name: str, pool: Pool, **settings: str) -> procs.Gateway:
+    def gateway(
+        self, name: str, pool: Pool, *, processes: int = 1, **settings: str
+    ) -> procs.Gateway:
         return procs.Gateway(
             self.folder(name, "gateway-data"),
             pool.settings(),
             self.log(f"{name}-gateway.log"),
+            processes=processes,
             **settings,
         )

@@ -1,6 +1,10 @@
 """The gateway as the benchmark runs it: its own process, production code, plus a control port.
 
-    python -m bench.gateway_proc --control-port PORT      (settings from GATEWAY_* variables)
+    python -m bench.gateway_proc --control-port PORT [--control-port PORT2 ...]
+                                                      (settings from GATEWAY_* variables)
+
+With `server.processes` above 1 the gateway runs as `serve` runs it (gateway/processes/), and
+process i of the gateway has its own control port, the i-th given.
 
 The gateway app is `gateway.app.create_app(config, provider=...)` exactly as `python -m gateway
 serve` builds it; the only addition is that the Cognito provider (the production
@@ -30,20 +34,23 @@ import hashlib
 import os
 import random
 import signal
+import socket
+import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gateway import config as config_mod
 from gateway import logs
-from gateway.app import create_app, server_options
-from gateway.appkeys import LOGIN, POOL, REGISTRY
-from gateway.auth.login import LoginResult
-from gateway.identity.cognito import CognitoProvider
-from gateway.identity.provider import Identity
-from gateway.web.connections import Runner
+from gateway.processes.share import process_count
+
+if TYPE_CHECKING:
+    from gateway.identity.provider import Identity
+
+# The gateway's own modules are imported where used: with several processes none may import
+# prometheus_client before the supervisor has set its multiprocess mode (gateway/processes/).
 
 
 class TimedProvider:
@@ -67,14 +74,18 @@ class TimedProvider:
     async def lookup(self, username: str) -> Identity:
         return await self.inner.lookup(username)
 
-    async def lookup_sub(self, sub: str) -> Identity:
-        return await self.inner.lookup_sub(sub)
+    async def lookup_sub(self, sub: str, username: str = "") -> Identity:
+        return await self.inner.lookup_sub(sub, username)
 
     async def close(self) -> None:
         await self.inner.close()
 
 
 def control_app(gateway: web.Application, provider: TimedProvider) -> web.Application:
+    from gateway.appkeys import LOGIN, POOL, REGISTRY
+    from gateway.auth.login import LoginResult
+    from gateway.identity.provider import Identity
+
     app = web.Application()
 
     async def stats(request: web.Request) -> web.Response:
@@ -157,12 +168,21 @@ def control_app(gateway: web.Application, provider: TimedProvider) -> web.Applic
     return app
 
 
-async def serve(config: config_mod.Config, control_port: int) -> None:
+async def serve(
+    config: config_mod.Config, control_port: int, sock: socket.socket | None = None
+) -> None:
+    from gateway.app import create_app, server_options
+    from gateway.identity.cognito import CognitoProvider
+    from gateway.web.connections import Runner
+
     provider = TimedProvider(CognitoProvider(config.cognito))
     app = create_app(config, provider=provider)
     runner = Runner(app, access_log=None, handle_signals=False, **server_options(config))
     await runner.setup()
-    await web.TCPSite(runner, config.server.host, config.server.port).start()
+    if sock is None:
+        await web.TCPSite(runner, config.server.host, config.server.port).start()
+    else:
+        await web.SockSite(runner, sock).start()
     control = web.AppRunner(control_app(app, provider), access_log=None)
     await control.setup()
     await web.TCPSite(control, "127.0.0.1", control_port).start()
@@ -179,11 +199,25 @@ async def serve(config: config_mod.Config, control_port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway_proc")
-    parser.add_argument("--control-port", type=int, required=True)
+    parser.add_argument("--control-port", type=int, required=True, action="append")
     args = parser.parse_args()
     config = config_mod.load(None)
-    logs.configure(config.logging.level, config.logging.format)
-    asyncio.run(serve(config, args.control_port))
+    ports: list[int] = args.control_port
+    count = process_count(config.server.processes, len(os.sched_getaffinity(0)))
+    if count == 1:
+        logs.configure(config.logging.level, config.logging.format)
+        asyncio.run(serve(config, ports[0]))
+        return
+    if len(ports) < count:
+        parser.error(f"{count} processes need {count} --control-port")
+
+    def child(index: int, mine: config_mod.Config, _: Any, sock: socket.socket, __: Any) -> None:
+        logs.configure(mine.logging.level, mine.logging.format, with_pid=True)
+        asyncio.run(serve(mine, ports[index], sock))
+
+    from gateway.processes.supervisor import serve_several
+
+    sys.exit(serve_several(config, count, child=child))
 
 
 if __name__ == "__main__":

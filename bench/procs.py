@@ -279,7 +279,11 @@ def nginx(upstream_port: int, workdir: Path) -> Service:
 
 class Gateway(Service):
     """The gateway in its own process (bench/gateway_proc.py), with a control port for the
-    benchmark: Cognito call counts and timings, cache and worker control, prefill."""
+    benchmark: Cognito call counts and timings, cache and worker control, prefill.
+
+    `processes`: server.processes (1: one process, as the measures before issue 18 ran it).
+    With more, each gateway process has a control port: an action goes to every one (prefill
+    to the first) and `stats()` adds theirs up."""
 
     def __init__(
         self,
@@ -288,9 +292,12 @@ class Gateway(Service):
         log: Path,
         *,
         port: int | None = None,
+        processes: int = 1,
         **settings: str,
     ) -> None:
-        port, self.control_port = port or free_port(), free_port()
+        port = port or free_port()
+        self.control_ports = [free_port() for _ in range(processes)]
+        self.processes = processes
         env = clean_env(
             GATEWAY_DATA_DIR=str(data_dir),
             GATEWAY_SERVER_HOST="127.0.0.1",
@@ -303,22 +310,47 @@ class Gateway(Service):
             # Workers outlive a benchmark phase; the reaper must not stop them mid-measure.
             GATEWAY_WORKERS_IDLE_TIMEOUT_SECONDS="3600",
             GATEWAY_LOGGING_FORMAT="json",
+            GATEWAY_SERVER_PROCESSES=str(processes),
         )
         env.update({f"GATEWAY_{k.upper()}": v for k, v in settings.items()})
-        command = [sys.executable, "-m", "bench.gateway_proc", "--control-port"]
-        super().__init__("gateway", [*command, str(self.control_port)], env=env, log=log, port=port)
+        command = [sys.executable, "-m", "bench.gateway_proc"]
+        for control in self.control_ports:
+            command += ["--control-port", str(control)]
+        super().__init__("gateway", command, env=env, log=log, port=port)
         self.wait_http("/health", timeout=60)
         self.data_dir = data_dir
+        deadline = time.monotonic() + 60
+        for control in self.control_ports:  # /health answered from one process: all up?
+            while True:
+                try:
+                    http_post_json(control, "/stats", {})
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(f"gateway control port not up: see {log}") from None
+                    time.sleep(0.05)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     def control(self, action: str, **payload: object) -> Any:
-        return http_post_json(self.control_port, "/" + action, payload)
+        ports = self.control_ports[:1] if action == "prefill" else self.control_ports
+        answers = [http_post_json(port, "/" + action, payload) for port in ports]
+        return answers[0]
 
     def stats(self) -> dict[str, Any]:
-        return self.control("stats")
+        each = [http_post_json(port, "/stats", {}) for port in self.control_ports]
+        merged = dict(each[0])
+        merged["pids"] = [s["pid"] for s in each]
+        for one in each[1:]:
+            merged["provider_calls"] += one["provider_calls"]
+            merged["authenticate_ms"] = merged["authenticate_ms"] + one["authenticate_ms"]
+            merged["cache_entries"] += one["cache_entries"]
+            merged["workers"] = {**merged["workers"], **one["workers"]}
+            merged["pool"] = {k: v + one["pool"].get(k, 0) for k, v in merged["pool"].items()}
+        return merged
 
 
 # -- memory ----------------------------------------------------------------------------------

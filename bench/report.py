@@ -142,7 +142,7 @@ def _overhead(r: dict[str, Any]) -> list[str]:
     ]
     for key, block in r["figures"].items():
         clients = key.lstrip("c")
-        for front in ("direct", "nginx", "gateway"):
+        for front in ("direct", "nginx", "gateway", "gateway_cores"):
             if front not in block:
                 continue
             b = block[front]
@@ -196,6 +196,21 @@ def _calls(r: dict[str, Any]) -> list[str]:
         f"| {fmt(f['ttl']['users']['median'], 0)} users within the TTL | "
         f"{med(f['ttl']['logins'], 0)} | {med(f['ttl']['calls'], 0)} | "
         f"{med(f['ttl']['failures'], 0)} |",
+        *_pool_capacity(f.get("pool_capacity")),
+    ]
+
+
+def _pool_capacity(c: dict[str, float] | None) -> list[str]:
+    if not c:
+        return []
+    return [
+        "",
+        f"One user pool serves {fmt(c['accounts'], 0)} accounts active within every re-check "
+        f"interval ({fmt(c['recheck_seconds'], 0)} s) at the default re-check budget of "
+        f"{fmt(c['recheck_calls_per_second'], 0)} AdminGetUser calls a second "
+        f"({fmt(100 * c['share_of_user_read_quota'], 0)} % of the UserRead quota; computed from "
+        f"the settings). With ListUsers re-checks and no budget: "
+        f"{fmt(c['accounts_before_list_users'], 0)}, using all of that call's quota.",
     ]
 
 

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             busy = (
                 procs.wait_until_quiet(0.25, args.wait_quiet)
                 if args.wait_quiet
-                else procs.cpu_busy()
+                else procs.cpu_busy(settings.busy_sample_s)
             )
             started = time.monotonic()
             load_before = os.getloadavg()[0]

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.local.mode import main as local_main
 
         return local_main((["--config", str(args.config)] if args.config else []) + rest)
-    takes_arguments = ("accounts", "backup", "restore")
+    takes_arguments = ("accounts", "backup", "restore", "health")
     if rest and args.command not in takes_arguments and rest != ["--probe"]:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
 
     path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     try:
+        if args.command == "health":
+            return health(rest, path)
         config = config_mod.load(path)
     except config_mod.ConfigError as exc:
         print(f"anki-cognito-gateway: {exc}", file=sys.stderr)
         return 2
-    if args.command == "health":
-        return health(config)
     command = config.worker_command()
     if shutil.which(command[0]) is None:
         print(f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr)
@@ -90,22 +90,31 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return 0 if all(f.ok for f in findings) else 1
         return 0
-    from gateway.app import run
+    from gateway.processes import serve
 
-    run(config)
-    return 0
+    return serve(config)
 
 
-def health(config: object) -> int:
-    """0 when GET <prefix>health on this machine answers 200 within 4 s, else 1."""
+def health(argv: list[str], path: Path | None) -> int:
+    """0 when GET <prefix>health on this machine answers 200 within 4 s, else 1. Reads only the
+    `server` settings (a local-mode container has no production configuration); `--url URL`
+    checks that URL instead (the Cognito stand-in's health check: no argument with a space)."""
     import urllib.request
 
-    server = config.server  # type: ignore[attr-defined]
-    url = f"http://127.0.0.1:{server.port}{server.path_prefix}health"
+    from gateway.config import load_server
+
+    parser = argparse.ArgumentParser(prog="python -m gateway health")
+    parser.add_argument("--url", help="check this URL instead of this gateway's /health")
+    args = parser.parse_args(argv)
+    if args.url:
+        url = args.url
+    else:
+        server = load_server(path)
+        url = f"http://127.0.0.1:{server.port}{server.path_prefix}health"
     try:
-        with urllib.request.urlopen(url, timeout=4) as answer:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(url, timeout=4) as answer:  # noqa: S310 - an operator's URL
             return 0 if answer.status == 200 else 1
-    except OSError:
+    except (OSError, ValueError):
         return 1
 
 

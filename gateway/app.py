@@ -4,7 +4,9 @@ Routes (all under `server.path_prefix`, default "/"):
     POST sync/hostKey        answered here (gateway/auth/login.py)
     *    sync/*, msync/*     proxied to the account's worker (gateway/proxy.py)
     POST provision-user      gateway/provision/handler.py
-    *    account/...         the account portal, when portal.enabled (gateway/portal/)
+    *    account/...         the account portal, when portal.enabled (gateway/portal/); with
+                             portal.host, the portal is at the root of that host instead
+    GET  (the prefix itself) a browser's landing page, when portal.enabled (portal/landing.py)
     GET  health              liveness: the process serves requests
     GET  ready               readiness: registry writable, collections folder, free disk space
     anything else            404 — this is not an open proxy
@@ -22,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -52,6 +55,9 @@ from gateway.identity.provider import IdentityProvider
 from gateway.ops import metricsserver, readiness
 from gateway.ops.usagetotals import UsageTotals, usage_totals
 from gateway.proxy import Proxy, new_upstream_session
+from gateway.quota import QuotaGuard
+from gateway.quota.limits import quota_limits
+from gateway.quota.usage import limits_by_name
 from gateway.registry import RegistryUnavailable, open_registry
 from gateway.syncsession import SessionGuard
 from gateway.uploads.budget import InflationBudget
@@ -179,7 +185,11 @@ def create_app(
             ),
         )
         revalidator = Revalidator(
-            chosen, registry, auth.recheck_seconds, on_suspend=login.forget_account
+            chosen,
+            registry,
+            auth.recheck_seconds,
+            on_suspend=login.forget_account,
+            calls_per_second=auth.recheck_calls_per_second,
         )
         login.on_rival = revalidator.check_soon
         app[REVALIDATOR] = revalidator
@@ -229,6 +239,7 @@ def create_app(
             gate,
             cluster,
             sessions,
+            QuotaGuard(quota_limits(config.quota), registry.folder),
             config.data_dir,
         )
         await pool.start()
@@ -272,7 +283,10 @@ def create_app(
             log.info("gateway stopped")
 
     app.cleanup_ctx.append(resources)
-    app[USAGE] = UsageTotals(config.collections_dir)
+    app[USAGE] = UsageTotals(
+        config.collections_dir,
+        limits=lambda: limits_by_name(app[REGISTRY], quota_limits(config.quota)),
+    )
     app.cleanup_ctx.append(usage_totals)
     app.cleanup_ctx.append(metricsserver.listener)
     metricsserver.add_route(app)
@@ -286,22 +300,19 @@ def create_app(
             # Local mode: the portal re-creates a forgotten stand-in pool as logins do.
             portal_directory = StandInDirectory(config.cognito, keeper=provider)
 
-        prefix = config.server.path_prefix
+        from gateway.portal import landing
+
         secret = credentials.load_or_create(config.data_dir, config.secret)
-        app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
-
-        from gateway.portal import SECURITY_HEADERS
-
-        def to(target: str) -> Any:
-            async def handler(request: web.Request) -> web.StreamResponse:
-                moved = web.HTTPSeeOther(target)
-                moved.headers.update(SECURITY_HEADERS)
-                raise moved
-
-            return handler
-
-        # A person opening the sync URL in a browser lands on the set-up page.
-        app.router.add_get(prefix, to(prefix + "account/setup"))
+        if config.portal.host:
+            # Its own host name: the portal at that host's root (matched before any route).
+            app.add_domain(
+                config.portal.host, create_portal(config, secret, portal_directory, base="/")
+            )
+        else:
+            prefix = config.server.path_prefix
+            app.add_subapp(prefix + "account/", create_portal(config, secret, portal_directory))
+        # A person opening the sync URL in a browser: "Create an account" and "Set up Anki".
+        landing.add_routes(app, config)
     add_routes(app, config.server.path_prefix)
     return app
 
@@ -384,16 +395,27 @@ def server_options(config: Config) -> dict[str, Any]:
     }
 
 
-def run(config: Config, provider: IdentityProvider | None = None) -> None:
+def run(
+    config: Config,
+    provider: Callable[[], IdentityProvider] | None = None,
+    *,
+    sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM; every worker is stopped before this returns. `provider`
-    replaces the Cognito one (local mode's, gateway/local/keeper.py)."""
-    logs.configure(config.logging.level, config.logging.format)
+    makes the identity provider that replaces Cognito's (local mode's, gateway/local/keeper.py).
+    `sock`, `metrics_sock`: listening sockets bound by the parent of several processes
+    (gateway/processes/); without them this binds `server.host:port` and the metrics address."""
+    logs.configure(config.logging.level, config.logging.format, with_pid=sock is not None)
     before, after = openfiles.raise_soft_limit()
     log.info("open file limit", extra={"before": before, "after": after})
-    asyncio.run(_serve(config, create_app(config, provider=provider)))
+    app = create_app(config, provider=provider() if provider is not None else None)
+    if metrics_sock is not None:
+        app[metricsserver.METRICS_SOCKET] = metrics_sock
+    asyncio.run(_serve(config, app, sock))
 
 
-async def _serve(config: Config, app: web.Application) -> None:
+async def _serve(config: Config, app: web.Application, sock: socket.socket | None) -> None:
     runner = Runner(
         app, access_log=None, handle_signals=False, shutdown_timeout=10, **server_options(config)
     )
@@ -403,7 +425,10 @@ async def _serve(config: Config, app: web.Application) -> None:
         loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
-        await web.TCPSite(runner, config.server.host, config.server.port).start()
+        if sock is None:
+            await web.TCPSite(runner, config.server.host, config.server.port).start()
+        else:
+            await web.SockSite(runner, sock).start()
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -99,6 +99,11 @@ class ServerConfig:
     #: connection is closed. Idle connections close after `server.keepalive_seconds`, so this
     #: bounds connections too. Every device behind one NAT address counts together.
     max_requests_per_address: int = 32
+    #: Gateway processes serving the port together (0: one per CPU core this process may use,
+    #: one on a cluster node; 1: a single process, as before). The host-wide bounds
+    #: (`workers.max_workers`, the per-address and per-user limits) are shared out between
+    #: them (gateway/processes/).
+    processes: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,11 @@ class AuthConfig:
     #: background; waited for when more than twice this old): users disabled or deleted there lose
     #: sync access within this time plus one Cognito round trip.
     recheck_seconds: int = 900
+    #: Cognito calls a second that re-checks may make together (each gateway process gets its
+    #: share). A re-check over the budget is postponed, never a logout; one pool serves about
+    #: `recheck_calls_per_second * recheck_seconds` accounts active within each interval
+    #: (50 x 900 = 45,000 with the defaults).
+    recheck_calls_per_second: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,21 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True)
+class QuotaConfig:
+    #: Largest collection a full upload (sync/upload) may send, compressed, in MB (1,000,000
+    #: bytes); 0: unlimited. AnkiWeb's figure: 100.
+    collection_upload_megs: int = 100
+    #: Largest collection uncompressed, in MB: a full upload inflated, and the collection on
+    #: the server's disk before a normal sync; 0: unlimited. AnkiWeb's figure: 250.
+    collection_megs: int = 250
+    #: All of an account's media files together, in MB; 0: unlimited. AnkiWeb publishes no
+    #: such figure: this default is the gateway's own.
+    media_megs: int = 1000
+    #: Largest single media file, in MB; 0: unlimited. AnkiWeb's figure: 100.
+    media_file_megs: int = 100
+
+
+@dataclass(frozen=True)
 class ProvisionConfig:
     #: Accepted `X-API-Key` values for `POST /provision-user` (two during a rotation), each at least
     #: 16 characters. None: the route is off (404). Comma-separated in the environment.
@@ -244,8 +269,14 @@ class ProvisionConfig:
 @dataclass(frozen=True)
 class PortalConfig:
     #: Serve the account portal (sign-up, confirmation, password reset, Anki set-up, sign out all
-    #: devices, delete) at `<server.path_prefix>account/`. Local mode turns it on.
+    #: devices, delete) at `<server.path_prefix>account/`, or at the root of `host`. Local mode
+    #: turns it on.
     enabled: bool = False
+    #: A host name of the portal's own, e.g. `signup.example.com`: requests whose Host is it get
+    #: the portal at `/` (its session cookie is scoped to that host), and the sync host's
+    #: `account/` pages send people there. Needs `public_url` (the sync URL the set-up page
+    #: shows). Empty: the portal is under the sync host's `<server.path_prefix>account/`.
+    host: str = ""
     #: The URL users type into Anki, shown on the set-up page, e.g. `https://sync.example.com/`
     #: (with the path prefix; an http(s) URL ending in `/`). Empty: taken from each request (scheme,
     #: Host and path prefix).
@@ -381,6 +412,7 @@ class Config:
     cognito: CognitoConfig = field(default_factory=CognitoConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
     provision: ProvisionConfig = field(default_factory=ProvisionConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -408,6 +440,7 @@ SECTIONS = {
     "cognito": CognitoConfig,
     "auth": AuthConfig,
     "workers": WorkersConfig,
+    "quota": QuotaConfig,
     "provision": ProvisionConfig,
     "portal": PortalConfig,
     "metrics": MetricsConfig,
@@ -437,17 +470,7 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """Read `path` (may be None or missing only if it is None), apply `environ`, validate."""
     environ = os.environ if environ is None else environ
     problems: list[str] = []
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError([f"{path}: {exc}"]) from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"{path}: the top level must be a mapping"])
-        raw = loaded
+    raw = _read(path)
     top: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         section_raw = raw.get(name) or {}
@@ -462,6 +485,37 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def load_server(path: Path | None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Only the `server` section, for `python -m gateway health`: a container's health check
+    needs the port and path prefix, not settings (Cognito's) that local mode makes itself."""
+    raw = _read(path).get("server") or {}
+    problems: list[str] = []
+    server = _build(
+        ServerConfig,
+        "server",
+        raw if isinstance(raw, dict) else {},
+        environ or os.environ,
+        problems,
+    )
+    if problems:
+        raise ConfigError(problems)
+    return server
+
+
+def _read(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{path}: {exc}"]) from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping"])
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -571,6 +625,12 @@ def _coerce(hint: Any, value: Any) -> Any:
     raise TypeError(f"unsupported setting type {hint}")
 
 
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
+    re.IGNORECASE,
+)
+
+
 def _validate_portal(portal: PortalConfig) -> list[str]:
     problems = []
     if portal.delete_cognito_user not in DELETE_ACTIONS:
@@ -580,6 +640,20 @@ def _validate_portal(portal: PortalConfig) -> list[str]:
         problems.append(
             "portal.public_url: an http(s) URL ending in '/', e.g. https://sync.example.com/"
         )
+    if portal.host:
+        if not _HOST_NAME.fullmatch(portal.host):
+            problems.append(
+                "portal.host: a host name without scheme or port, e.g. signup.example.com"
+            )
+        elif not url:
+            problems.append(
+                "portal.host: needs portal.public_url (the sync URL, on the other host, that the "
+                "set-up page shows)"
+            )
+        elif (urlsplit(url).hostname or "") == portal.host.lower():
+            problems.append("portal.host: must differ from the host of portal.public_url")
+        if not portal.enabled:
+            problems.append("portal.host: needs portal.enabled: true")
     if not portal.service_name.strip() or len(portal.service_name) > 80:
         problems.append("portal.service_name: 1 to 80 characters")
     return problems
@@ -670,6 +744,9 @@ def validate(config: Config) -> list[str]:
         problems.append("cognito.client_id: required (GATEWAY_COGNITO_CLIENT_ID)")
     problems += _validate_portal(config.portal)
     problems += _validate_registry(config.registry)
+    for f in dataclasses.fields(QuotaConfig):
+        if getattr(config.quota, f.name) < 0:
+            problems.append(f"quota.{f.name}: 0 (unlimited) or more")
     m = config.metrics
     if not 0 <= m.port <= 65535:
         problems.append("metrics.port: 0 to 65535")
@@ -688,6 +765,12 @@ def validate(config: Config) -> list[str]:
             "cognito.local_stand_in: needs cognito.endpoint_url on a loopback or "
             "compose-internal address"
         )
+    if not 0 <= s.processes <= 256:
+        problems.append("server.processes: 0 (one per core) to 256")
+    if s.processes > 1 and config.cluster.enabled:
+        problems.append("server.processes: a cluster node runs one process (0 or 1)")
+    if not a.recheck_calls_per_second > 0:
+        problems.append("auth.recheck_calls_per_second: must be greater than 0")
     if not 1 <= s.port <= 65535:
         problems.append("server.port: must be 1-65535")
     if (

@@ -7,6 +7,8 @@
     ├── ClientStalled               408  a request body stopped or trickled (web/pace.py)
     ├── BodyTooLarge                413  a proxied body over the payload limits (uploads/payload.py)
     │   └── MediaZipRefused         413  a media zip not as Anki writes it (uploads/mediazip.py)
+    │   └── QuotaReached            413  an account's storage limit (quota/): most methods
+    │                                    answer it as a message Anki shows (proxy.py)
     ├── EncodedBody                 415  a request body with a Content-Encoding
     ├── UnreadableBody              415  a proxied body that is not one modern zstd frame
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
@@ -106,6 +108,18 @@ class UnreadableBody(GatewayError):
 
     status = 415
     public = "request body is not one zstd frame"
+
+
+class QuotaReached(BodyTooLarge):
+    """An account's storage limit is reached (quota/limits.py). `message` is for the user: the
+    proxy answers sync/upload, sync/meta and msync/uploadChanges with it in the form Anki shows
+    (quota/answers.py); the other methods get 413."""
+
+    public = "storage limit reached"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class EncodedBody(GatewayError):

@@ -20,6 +20,7 @@ last walk (ops/usagetotals.py), never from a walk per scrape.
                                             locked_out trigger_refused
     revocation(reason)                      suspended signed_out deleted
     recheck_postponed()
+    recheck_deferred()                      a re-check put off: its calls-per-second budget spent
     provisioning(outcome)                   created existing refused unavailable error
     export(outcome)                         sent limit running busy nothing disk failed
     worker_started(seconds) / worker_died(reason) / worker_evicted() / queue_wait(seconds) /
@@ -36,12 +37,13 @@ last walk (ops/usagetotals.py), never from a walk per scrape.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -94,6 +96,11 @@ _REVOCATIONS = Counter(
 _POSTPONED = Counter(
     "gateway_rechecks_postponed_total",
     "Re-checks of a key's owner put off because Cognito was unavailable.",
+    registry=REGISTRY,
+)
+_DEFERRED = Counter(
+    "gateway_rechecks_deferred_total",
+    "Re-checks of a key's owner put off because auth.recheck_calls_per_second was spent.",
     registry=REGISTRY,
 )
 _PROVISIONING = Counter(
@@ -193,6 +200,14 @@ _CLUSTER_HEARTBEAT_FAILURES = Counter(
 )
 
 
+_QUOTA_REFUSED = Counter(
+    "gateway_quota_refused_total",
+    "Sync requests refused because an account reached a storage limit, by method.",
+    ["method"],
+    registry=REGISTRY,
+)
+
+
 def route_kind(path: str, prefix: str) -> str:
     """The fixed label of a request path (never the path itself: it is the client's text)."""
     rest = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
@@ -240,6 +255,10 @@ def recheck_postponed() -> None:
     _POSTPONED.inc()
 
 
+def recheck_deferred() -> None:
+    _DEFERRED.inc()
+
+
 def provisioning(outcome: str) -> None:
     _PROVISIONING.labels(outcome).inc()
 
@@ -285,6 +304,10 @@ def registry_stale_answer() -> None:
     _REGISTRY_STALE.inc()
 
 
+def quota_refused(method: str) -> None:
+    _QUOTA_REFUSED.labels(method).inc()
+
+
 def cluster_route(outcome: str) -> None:
     _CLUSTER_ROUTES.labels(outcome).inc()
 
@@ -304,9 +327,12 @@ def cluster_heartbeat_failed() -> None:
 class AppCollector(Collector):
     """Gauges read from one running gateway at scrape time: workers, accounts, free disk."""
 
-    def __init__(self, app: web.Application, accounts: dict[str, int] | None) -> None:
+    def __init__(
+        self, app: web.Application, accounts: dict[str, int] | None, *, workers: bool = True
+    ) -> None:
         self._app = app
         self._accounts = accounts
+        self._workers = workers
 
     def collect(self) -> Iterator[Any]:
         from gateway.appkeys import CONFIG, POOL
@@ -337,7 +363,9 @@ class AppCollector(Collector):
         usage = shutil.disk_usage(app[CONFIG].data_dir)
         disk.add_metric([], usage.free)
         disk_total.add_metric([], usage.total)
-        yield from (workers, workers_max, accounts, disk, disk_total)
+        if self._workers:
+            yield from (workers, workers_max)
+        yield from (accounts, disk, disk_total)
         yield from _usage(app)
         from gateway.backup.snapshot import last_backup
 
@@ -406,11 +434,74 @@ def _usage(app: web.Application) -> Iterator[Any]:
         family = GaugeMetricFamily(name, text)
         family.add_metric([], getattr(totals, value))
         yield family
+    over = GaugeMetricFamily(
+        "gateway_quota_accounts_over",
+        "Accounts whose stored collection or media is over its limit.",
+    )
+    over.add_metric([], totals.over_quota)
+    yield over
+    for name, shares in (("collection", totals.collection_shares), ("media", totals.media_shares)):
+        yield _share_histogram(name, shares)
+
+
+#: Shares of a limit (1.0 = at the limit) the quota histograms count accounts under.
+QUOTA_SHARE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
+
+
+def _share_histogram(kind: str, shares: tuple[float, ...]) -> HistogramMetricFamily:
+    """Accounts by how much of their `kind` limit they use (the last walk; unlimited: 0)."""
+    family = HistogramMetricFamily(
+        f"gateway_quota_{kind}_share",
+        f"Accounts by their stored {kind} as a share of its limit (1 = at the limit).",
+    )
+    buckets = [(str(b), sum(1 for s in shares if s <= b)) for b in QUOTA_SHARE_BUCKETS]
+    family.add_metric([], buckets + [("+Inf", len(shares))], sum(shares))
+    return family
+
+
+def several_processes() -> bool:
+    """True in one of several gateway processes (gateway/processes/): prometheus_client's
+    multiprocess mode, each process's values in files of one folder, summed at scrape time."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+#: The worker gauges when several processes serve: each sets its own, a scrape sums the live
+#: processes' (not registered: only the multiprocess collector reads them).
+_WORKERS_SHARED = Gauge(
+    "gateway_workers",
+    "Sync server processes, by state.",
+    ["state"],
+    multiprocess_mode="livesum",
+    registry=None,
+)
+_WORKERS_MAX_SHARED = Gauge(
+    "gateway_workers_max",
+    "The bound on sync server processes (workers.max_workers).",
+    multiprocess_mode="livesum",
+    registry=None,
+)
+
+
+def workers_now(stats: dict[str, int]) -> None:
+    """Publish this process's worker counts (several processes only; see `render`)."""
+    for state in ("live", "busy", "starting"):
+        _WORKERS_SHARED.labels(state).set(stats.get(state, 0))
+    _WORKERS_MAX_SHARED.set(stats.get("max", 0))
 
 
 def render(app: web.Application, accounts: dict[str, int] | None) -> bytes:
-    """The text exposition: the process's counters and this app's gauges. `accounts`:
-    {status: count} from the registry, or None (the gauge has no samples then)."""
+    """The text exposition: the counters (of every gateway process) and this app's gauges.
+    `accounts`: {status: count} from the registry, or None (the gauge has no samples then)."""
     own = CollectorRegistry(auto_describe=False)
-    own.register(AppCollector(app, accounts))
-    return generate_latest(REGISTRY) + generate_latest(own)
+    shared = several_processes()
+    own.register(AppCollector(app, accounts, workers=not shared))
+    if not shared:
+        return generate_latest(REGISTRY) + generate_latest(own)
+    from prometheus_client import multiprocess
+
+    from gateway.appkeys import POOL
+
+    workers_now(app[POOL].stats())
+    summed = CollectorRegistry()
+    multiprocess.MultiProcessCollector(summed)
+    return generate_latest(summed) + generate_latest(own)

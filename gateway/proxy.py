@@ -88,12 +88,16 @@ from gateway.errors import (
     ClientStalled,
     MediaZipRefused,
     Overloaded,
+    QuotaReached,
     Unavailable,
     UnreadableBody,
     WorkerDied,
     WorkerFailed,
     WorkerTimeout,
 )
+from gateway.quota import OverQuota, QuotaGuard, answers
+from gateway.quota.guard import BodyCheck, MediaCheck
+from gateway.registry.base import Account
 from gateway.syncsession import SessionGuard, Turn
 from gateway.uploads import payload
 from gateway.web.bodies import (
@@ -154,17 +158,21 @@ def end_to_end(headers: MultiMapping[str], also_drop: Iterable[str] = ()) -> CIM
 
 
 async def request_body(
-    request: web.Request, meter: payload.PayloadMeter, spool_dir: Path
+    request: web.Request,
+    meter: payload.PayloadMeter,
+    spool_dir: Path,
+    check: BodyCheck | None = None,
 ) -> bytes | SpooledBody | None:
     """The whole body to send upstream: in memory if it ends within `WHOLE_BODY` bytes, else in
     a temporary file in `spool_dir` (web/spool.py), read at the client's pace (web/bodies.py:
-    `ClientStalled` when it stops or trickles). Every chunk passes `meter` as it arrives:
-    `BodyTooLarge` instead (also for a Content-Length over the cap, before any byte is read)."""
+    `ClientStalled` when it stops or trickles). Every chunk passes `meter` (and the account's
+    quota `check`) as it arrives: `BodyTooLarge` instead (also for a Content-Length over the
+    cap, before any byte is read)."""
     if not request.body_exists:
         return None
     if (request.content_length or 0) > meter.limits.max_compressed:
         raise BodyTooLarge(f"Content-Length {request.content_length} over the payload cap")
-    chunks = _metered(paced_chunks(request), meter)
+    chunks = _metered(paced_chunks(request), meter, check)
     head = bytearray()
     try:
         async for chunk in chunks:
@@ -180,13 +188,19 @@ async def request_body(
 
 
 async def _metered(
-    chunks: AsyncIterator[bytes], meter: payload.PayloadMeter
+    chunks: AsyncIterator[bytes], meter: payload.PayloadMeter, check: BodyCheck | None = None
 ) -> AsyncIterator[bytes]:
+    """`chunks`, each once `meter` (and the account's quota `check`) let it pass; the
+    inflating runs in a thread unless cheap (uploads/payload.py)."""
     loop = asyncio.get_running_loop()
     async for chunk in chunks:
         try:
             if not meter.feed_inline(chunk):
                 await loop.run_in_executor(INFLATERS, meter.feed, chunk)
+            if check is not None:
+                check.chunk(meter.compressed, meter.inflated)
+        except OverQuota as exc:
+            raise QuotaReached(str(exc)) from None
         except payload.TooLarge as exc:
             raise BodyTooLarge(
                 f"request body {exc.reason} (compressed {meter.compressed}, "
@@ -249,10 +263,12 @@ class Proxy:
         gate: BackupGate | None = None,
         cluster: Cluster | None = None,
         sessions: SessionGuard | None = None,
+        quota: QuotaGuard | None = None,
         spool_dir: Path | None = None,
     ) -> None:
         self._spool_dir = spool_dir or Path(tempfile.gettempdir())
         self._sessions = sessions
+        self._quota = quota
         self._gate = gate
         self._cluster = cluster
         self._limits = limits or payload.PayloadLimits.from_megs(100)
@@ -285,12 +301,20 @@ class Proxy:
                 return web.Response(status=308, headers={"Location": owner.public_url})
             if owner is not None:
                 metrics.cluster_route("forwarded")
+        # Quotas are the owner node's to check: it has the account's folder.
+        check = None
+        if owner is None and self._quota is not None:
+            try:
+                check = await self._quota_check(account, upstream_path)
+            except OverQuota as exc:
+                return await self._refuse_body(request, upstream_path, QuotaReached(str(exc)))
         # Budget owners: the account and the client's address (uploads/budget.py).
         meter = payload.PayloadMeter(
             self._limits,
             self._budget,
             (f"account:{account.name}", f"address:{address}"),
             media_zip=upstream_path == MEDIA_UPLOAD,
+            on_meta=check.on_meta if isinstance(check, MediaCheck) else None,
         )
         body: bytes | SpooledBody | None = None
         try:
@@ -298,7 +322,7 @@ class Proxy:
             # however long its body takes; the body comes whole before any worker is taken
             # (web/spool.py: one still arriving holds no worker).
             with self._arrival(owner, account.name, upstream_path, header.session):
-                body, reuse = await self._body(request, upstream_path, meter)
+                body, reuse = await self._body(request, upstream_path, meter, check)
                 if owner is not None:
                     return await self._to_node(
                         request,
@@ -309,9 +333,12 @@ class Proxy:
                         body,
                         reuse,
                     )
-                return await self._forward(
+                response = await self._forward(
                     request, upstream_path, (account.sub, account.name), header.session, body, reuse
                 )
+                if check is not None and response.status == 200 and self._quota is not None:
+                    self._quota.media_applied(account, check)
+                return response
         except (BodyTooLarge, Overloaded, UnreadableBody) as exc:
             # No byte of it reached a worker: the drain, at the client's pace, must not keep the
             # budget from other bodies meanwhile.
@@ -331,12 +358,28 @@ class Proxy:
             return contextlib.nullcontext()
         return self._sessions.arrived(account, upstream_path, session)
 
+    async def _quota_check(self, account: Account, upstream_path: str) -> BodyCheck | None:
+        """The account's quota check for this request's body (quota/guard.py), or None; raises
+        `OverQuota` for a normal sync while the collection on disk is over its limit."""
+        assert self._quota is not None
+        if upstream_path == "sync/upload":
+            return self._quota.upload(account)
+        if upstream_path == "msync/uploadChanges":
+            return await self._quota.media(account)
+        if upstream_path in protocol.GROWS_COLLECTION:
+            self._quota.collection(account)
+        return None
+
     async def _body(
-        self, request: web.Request, upstream_path: str, meter: payload.PayloadMeter
+        self,
+        request: web.Request,
+        upstream_path: str,
+        meter: payload.PayloadMeter,
+        check: BodyCheck | None = None,
     ) -> tuple[bytes | SpooledBody | None, bool]:
         """The request body to send (`request_body`), and whether it may go over a reused
         connection: whole and of a read-only method (module doc)."""
-        body = await request_body(request, meter, self._spool_dir)
+        body = await request_body(request, meter, self._spool_dir, check)
         reuse = (
             self._reused is not None
             and isinstance(body, bytes)
@@ -476,11 +519,19 @@ class Proxy:
     ) -> web.StreamResponse:
         """The answer to a body over the limits (module doc), once the rest of it is dropped."""
         ended = await drain(request, self._limits.max_compressed)
-        if upstream_path != "sync/upload" or type(exc) is not BodyTooLarge:
+        if isinstance(exc, QuotaReached):
+            metrics.quota_refused(upstream_path)
+            log.info("refused: storage limit", extra={"method": upstream_path})
+            answer = answers.answer(upstream_path, exc.message)
+        elif upstream_path == "sync/upload" and type(exc) is BodyTooLarge:
+            log.info("upload refused: too large", extra={"reason": exc.detail})
+            answer = protocol.encode_raw_answer(protocol.UPLOAD_TOO_LARGE)
+        else:
+            answer = None
+        if answer is None:
             exc.close_connection = not ended
             raise exc
-        log.info("upload refused: too large", extra={"reason": exc.detail})
-        body, headers = protocol.encode_raw_answer(protocol.UPLOAD_TOO_LARGE)
+        body, headers = answer
         response = web.Response(body=body, headers=headers)
         if not ended:
             await answer_and_close(request, response)  # not after aiohttp's lingering time

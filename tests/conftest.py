@@ -8,8 +8,14 @@ patches botocore process-wide, so the gateway's Cognito calls in that thread hit
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -26,14 +32,18 @@ REGION = "eu-west-1"
 MANIFEST_KEY = "test-manifest-key-0123456789abcdef"
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Fake credentials: no test may ever reach real AWS.
+def fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials: no test may ever reach real AWS."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_aws_env(monkeypatch)
 
 
 @dataclass
@@ -111,8 +121,16 @@ def fake_provider_config(tmp_path: Path, **env: str) -> config_mod.Config:
     )
 
 
+@functools.cache
+def _boto_session() -> boto3.session.Session:
+    """One boto3 session for every test's pool client: its loader reads the service model once
+    (moto drops boto3's default session whenever it starts, so `boto3.client` reads it again).
+    moto's stub is a handler of every botocore session, so this one's calls reach moto too."""
+    return boto3.session.Session()
+
+
 def make_pool(*, with_secret: bool = False, email_as_username: bool = False) -> CognitoPool:
-    boto = boto3.client("cognito-idp", region_name=REGION)
+    boto = _boto_session().client("cognito-idp", region_name=REGION)
     pool_args: dict[str, Any] = {
         "PoolName": f"pool-{uuid.uuid4().hex[:6]}",
         # As operators are told to create pools; moto compares case-sensitively regardless.
@@ -150,6 +168,18 @@ def cognito(mock_cognito: None) -> CognitoPool:
     return make_pool()
 
 
+@pytest.fixture(scope="module")
+def module_cognito() -> Iterator[CognitoPool]:
+    """moto as Cognito and one user pool for a whole module, for tests that share gateways
+    (`start_module_gateway`); each test keeps to users and sessions of its own."""
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fake_aws_env(monkeypatch)
+        with mock_aws():
+            yield make_pool()
+
+
 @pytest.fixture
 def cognito_email(mock_cognito: None) -> CognitoPool:
     """A pool whose users sign in with their email (Cognito gives them UUID usernames)."""
@@ -159,14 +189,14 @@ def cognito_email(mock_cognito: None) -> CognitoPool:
 class RunningGateway:
     """The gateway app served on a real loopback port from a background thread."""
 
-    def __init__(self, config: config_mod.Config, **app_kwargs: Any) -> None:
+    def __init__(self, config: config_mod.Config, port: int = 0, **app_kwargs: Any) -> None:
         self.config = config
         self._app_kwargs = app_kwargs
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.app: Any = None
         self._runner: Any = None
-        self.port = 0
+        self.port = port  # 0: any free one
 
     @property
     def url(self) -> str:
@@ -196,7 +226,7 @@ class RunningGateway:
             self.app = create_app(self.config, **self._app_kwargs)
             self._runner = Runner(self.app, handle_signals=False, **server_options(self.config))
             await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -237,9 +267,7 @@ async def serve_app() -> AsyncIterator[Callable[..., Awaitable[int]]]:
         await runner.cleanup()
 
 
-@pytest.fixture
-def start_gateway() -> Iterator[Any]:
-    """`start_gateway(config, **create_app_kwargs)` → a RunningGateway, stopped at teardown."""
+def _gateways() -> Iterator[Callable[..., RunningGateway]]:
     started: list[RunningGateway] = []
 
     def start(config: config_mod.Config, **kwargs: Any) -> RunningGateway:
@@ -250,6 +278,50 @@ def start_gateway() -> Iterator[Any]:
     yield start
     for gw in reversed(started):
         gw.stop()
+
+
+@pytest.fixture
+def start_gateway() -> Iterator[Callable[..., RunningGateway]]:
+    """`start_gateway(config, **create_app_kwargs)` → a RunningGateway, stopped at teardown."""
+    yield from _gateways()
+
+
+@pytest.fixture(scope="module")
+def start_module_gateway() -> Iterator[Callable[..., RunningGateway]]:
+    """`start_gateway` for a module-scoped fixture: the gateways stop after the module's tests."""
+    yield from _gateways()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m moto.server` on loopback in its own process, one for the whole run (it takes
+    seconds to start); yields its URL. Reset it before use (tests.test_dynamo_e2e's
+    `dynamodb_server` does)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/moto-api/data.json", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
 
 
 def live_worker_pids(collections_dir: Path) -> list[int]:

@@ -46,8 +46,37 @@ def test_list_shows_each_accounts_usage(tmp_path, monkeypatch, capsys):
     reg.close()
     assert main(["accounts", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split("\t")[-3:] == ["collection", "media files", "media"]
-    assert lines[1].split("\t")[-3:] == ["2.5 KB", "3", "3.0 KB"]
+    assert lines[0].split("\t")[-5:-2] == ["collection", "media files", "media"]
+    assert lines[1].split("\t")[-5:-2] == ["2.5 KB", "3", "3.0 KB"]
+
+
+def test_quota_sets_an_accounts_own_limits_and_list_shows_them_against_its_usage(
+    tmp_path, monkeypatch, capsys
+):
+    for k, v in {**ENV, "GATEWAY_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    reg = BlockingRegistry(SqliteRegistry(tmp_path / "registry.sqlite3", tmp_path / "collections"))
+    account, _ = reg.ensure(Identity("sub-1", "alice", "alice@example.com"))
+    (reg.folder(account) / "media").mkdir()
+    (reg.folder(account) / "media" / "big.mp3").write_bytes(b"y" * 2_500_000)
+    reg.close()
+    assert main(["accounts", "list"]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split("\t")
+    assert row[-2:] == ["250.0 MB / 1000.0 MB / 100.0 MB", "-"]
+
+    assert main(["accounts", "quota", "alice", "--media-megs", "2", "--media-file-megs", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "media: 2 MB" in out and "media_file: unlimited" in out and "collection: default" in out
+    assert out.splitlines()[-1].endswith("limits 250.0 MB / 2.0 MB / unlimited; over: media")
+    assert main(["accounts", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split("\t")[-2:] == [
+        "250.0 MB / 2.0 MB / unlimited",
+        "media",
+    ]
+
+    assert main(["accounts", "quota", "alice", "--media-megs", "default"]) == 0
+    assert "media: default" in capsys.readouterr().out
+    assert main(["accounts", "quota", "nobody", "--media-megs", "1"]) == 1
 
 
 def test_create_table_needs_the_dynamodb_backend(tmp_path, monkeypatch, capsys):

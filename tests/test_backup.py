@@ -783,3 +783,20 @@ def test_a_backup_to_s3_asks_for_the_stored_media_once_not_once_per_file(
     assert calls.count("HeadObject") == 0
     assert calls.count("PutObject") == 4  # registry, collection, media database, manifest
     device.close()
+
+
+@pytest.mark.parametrize("case", ["beneath a file", "a file"])
+def test_a_destination_that_cannot_be_written_is_one_line_not_a_traceback(
+    cognito, tmp_path, case
+) -> None:
+    # As in the container: `backup --to /backups` with nothing mounted there, as uid 10001 (it
+    # cannot create a folder at the root of the file system; root here can, hence these cases).
+    (tmp_path / "data").mkdir()
+    (tmp_path / "file").write_text("")
+    destination = tmp_path / "file" / "backups" if case == "beneath a file" else tmp_path / "file"
+    result = run_cli(cli_env(cognito, tmp_path / "data"), "backup", "--to", str(destination))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"anki-cognito-gateway backup: cannot write {destination}: ")
+    assert "uid 10001" in line

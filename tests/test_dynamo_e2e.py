@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from anki.errors import SyncError
+from anki.errors import BackendError, SyncError
 
 from tests.ankiclient import Client, is_auth_error
 from tests.conftest import REGION
@@ -27,38 +26,13 @@ TABLE = "anki-gateway-e2e"
 CACHE_SECONDS = 1.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def dynamodb_server(tmp_path: Path) -> Iterator[str]:
-    """`python -m moto.server` on loopback, in its own process; yields its URL."""
-    port = _free_port()
-    log = (tmp_path / "moto.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/moto-api/data.json", timeout=2):  # noqa: S310
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
+def dynamodb_server(moto_server: str) -> str:
+    """The run's moto server (its own process: real HTTP, as from a gateway node), emptied for
+    this test; its URL."""
+    request = urllib.request.Request(moto_server + "/moto-api/reset", method="POST")  # noqa: S310
+    urllib.request.urlopen(request, timeout=30).close()  # noqa: S310 - loopback
+    return moto_server
 
 
 def accounts_cli(
@@ -142,5 +116,14 @@ def test_login_sync_and_a_command_line_sign_out_through_a_dynamodb_registry(
     laptop.login("alice", PASSWORD, gw.url)
     laptop.sync()
     assert laptop.note_fronts() == {"written through a DynamoDB registry", "after signing out"}
+
+    # The operator's per-account limit, set in the table from the command line, reaches the
+    # running gateway: a media file over it gets Anki's message.
+    limited = cli("quota", "alice", "--media-file-megs", "1")
+    assert limited.returncode == 0 and "media_file: 1 MB" in limited.stdout, limited.stderr
+    time.sleep(CACHE_SECONDS + 0.5)
+    phone.add_media("clip.mp4", os.urandom(1_100_000))
+    with pytest.raises(BackendError, match="over this server's limit of 1.0 MB per file"):
+        phone.sync()
     for device in (phone, laptop):
         device.close()

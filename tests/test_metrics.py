@@ -125,12 +125,13 @@ def test_usage_totals_over_all_accounts_are_gauges_without_names(
     config = cognito.config(tmp_path / "data")
     gw = start_gateway(config)
     device = synced_device(tmp_path, gw, "k", "kim")
-    device.add_media("photo.jpg", os.urandom(40_000))
+    device.add_media("photo.jpg", os.urandom(1_200_000))
     device.sync()
     device.close()
     # The totals are walked at start and then every few minutes, not per scrape: a gateway
-    # started now on the same data folder has walked the synced account.
-    fresh = start_gateway(cognito.config(tmp_path / "data"))
+    # started now on the same data folder has walked the synced account. Its media limit
+    # (1 MB) is below the 1.2 MB held: one account over, as a count and a share.
+    fresh = start_gateway(cognito.config(tmp_path / "data", quota={"media_megs": 1}))
     deadline = time.monotonic() + 30
     while "gateway_usage_media_files{}" not in (got := scrape(metrics_url(fresh))):
         assert time.monotonic() < deadline
@@ -140,10 +141,15 @@ def test_usage_totals_over_all_accounts_are_gauges_without_names(
     used = usage(config.collections_dir / "kim")
     assert used.media_files == 1 and used.collection_bytes > 0
     assert got["gateway_usage_media_files{}"] == used.media_files
-    assert got["gateway_usage_media_bytes{}"] == used.media_bytes == 40_000
+    assert got["gateway_usage_media_bytes{}"] == used.media_bytes == 1_200_000
     assert got["gateway_usage_collection_bytes{}"] == used.collection_bytes
     assert got["gateway_usage_account_folders{}"] == 1
     assert got["gateway_usage_computed_timestamp_seconds{}"] <= time.time()
+    assert got["gateway_quota_accounts_over{}"] == 1
+    assert got['gateway_quota_media_share_bucket{le="1.0"}'] == 0
+    assert got['gateway_quota_media_share_bucket{le="1.5"}'] == 1
+    assert got["gateway_quota_media_share_sum{}"] == pytest.approx(1.2)
+    assert got['gateway_quota_collection_share_bucket{le="0.1"}'] == 1
     # The first gateway walked before the sync and has not walked again since.
     assert scrape(metrics_url(gw)).get("gateway_usage_media_files{}") == 0
 

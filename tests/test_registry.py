@@ -11,7 +11,9 @@ still interleave between calls, which is where the races under test are.
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +36,7 @@ from gateway.registry import (
     SqliteRegistry,
     key_digest,
 )
+from gateway.registry import dynamo as dynamo_mod
 from gateway.registry.dynamo import DynamoRegistry, create_table
 
 TABLE = "anki-gateway-test"
@@ -370,6 +373,36 @@ async def test_touch_mark_checked_and_portal_epochs(registry, store):
     await registry.touch("no-such-sub")
     await registry.end_portal_sessions("no-such-sub")
     assert await registry.count() == 1
+
+
+async def test_quota_overrides_are_set_kept_per_field_and_seen_by_another_process(registry, store):
+    await registry.ensure(Identity("sub-1", "alice", None))
+    fresh = await registry.get("sub-1")
+    assert (fresh.quota_media_megs, fresh.quota_collection_megs) == (None, None)
+    assert await registry.set_quota("sub-1", {"quota_media_megs": 5, "quota_collection_megs": 0})
+    assert await registry.set_quota("sub-1", {"quota_media_file_megs": 2})
+    account = await registry.get("sub-1")
+    assert (
+        account.quota_collection_upload_megs,
+        account.quota_collection_megs,
+        account.quota_media_megs,
+        account.quota_media_file_megs,
+    ) == (None, 0, 5, 2)
+    # Back to the default for one field; the others stay.
+    assert await registry.set_quota("sub-1", {"quota_media_megs": None})
+    other = store.open()
+    store.settle()
+    seen = await other.get_by_name(account.name)
+    assert (seen.quota_collection_megs, seen.quota_media_megs, seen.quota_media_file_megs) == (
+        0,
+        None,
+        2,
+    )
+    assert not await registry.set_quota("no-such-sub", {"quota_media_megs": 1})
+    assert await registry.get("no-such-sub") is None
+    for bad in ({"quota_media_megs": -1}, {"quota_media_megs": 1.5}, {"status": 1}):
+        with pytest.raises(ValueError):
+            await registry.set_quota("sub-1", bad)
 
 
 async def test_delete_removes_the_account_its_name_claim_and_its_keys(registry, store):
@@ -730,6 +763,31 @@ async def test_a_nonce_is_spent_once_for_every_process_and_after_a_restart(store
     store.opened.remove(one)
     assert await store.open().spend_nonce("n" * 64, until) is False  # a restart
     assert await two.spend_nonce("m" * 64, until) is True
+
+
+async def test_nonces_do_not_accumulate(store):
+    """Issue 21: SQLite drops expired nonces as it spends a new one; a DynamoDB nonce item
+    carries the table's TTL attribute (whole seconds, not before `until`), and the table
+    has TTL enabled on it, so DynamoDB deletes it on its own."""
+    registry = store.open()
+    until = store.clock.now + 10.5
+    assert await registry.spend_nonce("n" * 64, until)
+    store.clock.now += 11
+    assert await registry.spend_nonce("m" * 64, store.clock.now + 10)
+    if isinstance(store, SqliteStore):
+        db = sqlite3.connect(store.path)
+        try:
+            kept = [row[0] for row in db.execute("SELECT nonce FROM nonces")]
+        finally:
+            db.close()
+        assert kept == ["m" * 64]
+        return
+    assert isinstance(store, DynamoStore)
+    item = store.client.get_item(TableName=TABLE, Key={"pk": {"S": "nonce#" + "n" * 64}})["Item"]
+    assert int(item[dynamo_mod.TTL_ATTRIBUTE]["N"]) == math.ceil(until)
+    ttl = store.client.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
+    assert ttl["AttributeName"] == dynamo_mod.TTL_ATTRIBUTE
 
 
 async def test_an_expired_nonce_is_forgotten(store):

@@ -32,6 +32,19 @@ def test_total_adds_up_every_account_folder(tmp_path):
     assert got.computed_at == 42.0
 
 
+def test_accounts_over_their_limits_are_counted_and_their_shares_kept_without_names(tmp_path):
+    from gateway.quota.limits import Limits
+
+    account(tmp_path, "alice", 1000, [10, 20])  # collection over 800
+    account(tmp_path, "bob", 500, [5])  # media over its own 4
+    account(tmp_path, "carol", 100, [])  # unlimited
+    own = {"bob": Limits(collection=1000, media=4), "carol": Limits()}
+    got = total(tmp_path, limits=lambda name: own.get(name, Limits(collection=800, media=100)))
+    assert got.over_quota == 2
+    assert sorted(got.collection_shares) == [0.0, 0.5, 1.25]
+    assert sorted(got.media_shares) == [0.0, 0.3, 1.25]
+
+
 def test_a_missing_collections_folder_is_all_zeros(tmp_path):
     assert total(tmp_path / "nothing").media_files == 0
 

@@ -26,7 +26,9 @@ clients (this process: one GIL, so near one core they are the limit), by the ser
 gateway and its workers, or the stock server), by interrupts (loopback TCP, charged to no
 process) and by everything else on the machine (other people's work), so the report can say
 how much of the host the servers had, and the servers' CPU time per sync.
-The gateway runs with `workers.max_workers` raised to the largest N (every device's worker
+The gateway runs as `serve` runs it by default: one process per core (gateway/processes/; its
+CPU is that of every gateway process, its workers' that of their children), with
+`workers.max_workers` raised to the largest N (every device's worker
 stays live between its syncs; with the default 50, more devices mean workers stopped and
 started) and `server.max_requests_per_address` raised (every device here is 127.0.0.1).
 
@@ -85,17 +87,28 @@ def _machine_cpu() -> tuple[float, float, float]:
 
 
 class Servers:
-    """The server side of one setup, for CPU accounting: a process and its children."""
+    """The server side of one setup, for CPU accounting: a process and its children, or the
+    parent of several gateway processes (`processes`), those and their children."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, processes: list[int] | None = None) -> None:
         self.pid = pid
+        self.processes = [p for p in processes or () if p != pid]
 
     def cpu(self) -> tuple[float, float]:
-        """CPU seconds of (the process itself, its children: the gateway's workers)."""
-        own = _cpu_of(self.pid)
+        """CPU seconds of (the gateway or stock server processes, their children: workers)."""
+        parents = [self.pid, *self.processes]
+        own = sum(_cpu_of(p) for p in parents)
         # Workers that exited were reaped by the gateway: their time is in its children's.
-        reaped = _cpu_of(self.pid, reaped_children=True) - own
-        return own, reaped + sum(_cpu_of(child) for child in procs.children_of(self.pid))
+        reaped = sum(_cpu_of(p, reaped_children=True) - _cpu_of(p) for p in self.processes)
+        if not self.processes:
+            reaped = _cpu_of(self.pid, reaped_children=True) - own
+        live = sum(
+            _cpu_of(child)
+            for p in parents
+            for child in procs.children_of(p)
+            if child not in self.processes
+        )
+        return own, reaped + live
 
 
 class Device:
@@ -307,15 +320,21 @@ def run(ctx: Context) -> dict[str, Any]:
     users = [f"dev{i:03d}" for i in range(most)]
     results: dict[str, Any] = {}
     pool = ctx.pool(users)
+    cores = len(os.sched_getaffinity(0))
     gateway = ctx.gateway(
         "m8",
         pool,
-        workers_max_workers=str(most + 4),
+        processes=cores,
+        # Shared out between the processes (gateway/processes/share.py): every device's worker
+        # stays live in whichever process started it.
+        workers_max_workers=str(cores * (most + 4)),
         server_max_requests_per_address=str(100_000),
     )
     fleet = Fleet(ctx, "gateway", gateway.url, dict.fromkeys(users, PASSWORD))
     try:
-        results["gateway"] = find_capacity(fleet, Servers(gateway.pid), most)
+        servers = Servers(gateway.pid, gateway.stats()["pids"])
+        results["gateway"] = find_capacity(fleet, servers, most)
+        results["gateway"]["processes"] = cores
     finally:
         fleet.close()
         gateway.stop()
@@ -343,6 +362,10 @@ def run(ctx: Context) -> dict[str, Any]:
         "added_p50_ms": added_p50,
         "added_p50_source": m3["source"],
         "throughput_16": m3["figures"].get("c16", {}).get("gateway", {}).get("throughput"),
+        "throughput_16_cores": m3["figures"]
+        .get("c16", {})
+        .get("gateway_cores", {})
+        .get("throughput"),
     }
     results["conditions"] = {
         "think_s": list(s.capacity_think_s),

@@ -4,6 +4,15 @@ Calls are counted inside the gateway (the production provider's own counter of A
 Before each run the credential cache is emptied, so every run starts uncached.
 - burst: 50 clients send the same credentials at once (single flight: expect 1 call);
 - TTL: 100 users log in 10 times each, in shuffled order, 16 at a time (expect 100 calls).
+
+And, computed from the default settings (`pool_capacity`): how many accounts active within
+every re-check interval one user pool serves. A re-check reads one user (AdminGetUser, quota
+category UserRead: 120 calls a second per AWS account and Region by default); the re-checks
+of all gateway processes share `auth.recheck_calls_per_second`, so the pool serves that many
+times `auth.recheck_seconds` accounts, and the rest of the quota is left to logins' lookups,
+provisioning and the portal. Before issue 18 a re-check was a ListUsers call (category
+UserList: 30 a second, not adjustable) with no budget: all of that quota at 30 x interval
+accounts, after which re-checks and provisioning were throttled.
 """
 
 from __future__ import annotations
@@ -15,11 +24,27 @@ from typing import Any
 from bench import httpload, stats
 from bench.cognito import PASSWORD
 from bench.context import Context
+from gateway.config import AuthConfig
 
 ID = 5
 TITLE = "Cognito calls for concurrent and repeated logins"
 TARGET = "1 call for 50 concurrent identical logins; 100 calls for 1,000 logins of 100 users"
 BURST_USER = "burstuser"
+#: Cognito's default quotas (calls a second per AWS account and Region) for the categories of
+#: AdminGetUser (UserRead, adjustable) and ListUsers (UserList, not adjustable).
+USER_READ_QUOTA = 120
+USER_LIST_QUOTA = 30
+
+
+def pool_capacity(auth: AuthConfig) -> dict[str, float]:
+    """Accounts one pool serves with re-checks inside their budget, from the settings."""
+    return {
+        "recheck_seconds": float(auth.recheck_seconds),
+        "recheck_calls_per_second": auth.recheck_calls_per_second,
+        "share_of_user_read_quota": auth.recheck_calls_per_second / USER_READ_QUOTA,
+        "accounts": auth.recheck_calls_per_second * auth.recheck_seconds,
+        "accounts_before_list_users": float(USER_LIST_QUOTA * auth.recheck_seconds),
+    }
 
 
 async def burst(port: int, n: int) -> int:
@@ -82,7 +107,8 @@ def run(ctx: Context) -> dict[str, Any]:
             )
     finally:
         gateway.stop()
-    figures = {k: stats.over_runs(v) for k, v in runs.items()}
+    figures: dict[str, Any] = {k: stats.over_runs(v) for k, v in runs.items()}
+    capacity = figures["pool_capacity"] = pool_capacity(AuthConfig())
     burst_ok = all(r["calls"] == 1 and r["failures"] == 0 for r in runs["burst"])
     ttl_ok = all(r["calls"] == len(users) and r["failures"] == 0 for r in runs["ttl"])
     return {
@@ -91,6 +117,8 @@ def run(ctx: Context) -> dict[str, Any]:
         "summary": (
             f"{figures['burst']['calls']['median']:.0f} call for {s.burst_logins} concurrent "
             f"logins; {figures['ttl']['calls']['median']:.0f} calls for {s.ttl_logins} logins "
-            f"of {len(users)} users"
+            f"of {len(users)} users; one pool serves {capacity['accounts']:,.0f} accounts "
+            f"active within each {capacity['recheck_seconds']:.0f} s at the default re-check "
+            f"budget ({capacity['recheck_calls_per_second']:g} AdminGetUser calls/s)"
         ),
     }

@@ -26,7 +26,6 @@ ID = 6
 TITLE = "Memory: idle gateway and idle workers"
 TARGET = "gateway RSS <= 100 MB with 10,000 accounts and 10,000 cached logins; per-worker PSS"
 LIMIT_MIB = 100 * 1e6 / 2**20  # 100 MB = 95.4 MiB
-SETTLE_S = 1.0
 
 
 def gateway_memory(ctx: Context, run: int) -> dict[str, float]:
@@ -34,11 +33,11 @@ def gateway_memory(ctx: Context, run: int) -> dict[str, float]:
     gateway = ctx.gateway(f"m6-{run}", pool)
     try:
         gateway.control("gc")
-        time.sleep(SETTLE_S)
+        time.sleep(ctx.settings.memory_settle_s)
         before = procs.memory(gateway.pid)
         filled = gateway.control("prefill", n=ctx.settings.registry_accounts)
         gateway.control("gc")
-        time.sleep(SETTLE_S)
+        time.sleep(ctx.settings.memory_settle_s)
         after = procs.memory(gateway.pid)
         stats_now = gateway.stats()
         assert stats_now["registry_accounts"] == ctx.settings.registry_accounts
@@ -67,7 +66,7 @@ def worker_memory(ctx: Context, command: list[str], run: int, tag: str) -> list[
                     [(f"user{k}", "pw")], base, ctx.log(f"m6-{tag}-{k}.log"), command=command
                 )
             )
-        time.sleep(SETTLE_S)
+        time.sleep(ctx.settings.memory_settle_s)
         return [procs.memory(server.pid) for server in servers]
     finally:
         for server in servers:

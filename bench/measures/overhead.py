@@ -4,7 +4,10 @@ Three fronts to one and the same worker (the account's stock server behind the g
 - direct: the worker's own port;
 - nginx: Debian's nginx-light as a plain streaming reverse proxy in front of the worker (one
   worker process and a fresh upstream connection per request, like the gateway);
-- gateway: the gateway, which also looks the host key up and leases the worker.
+- gateway: the gateway in one process (`server.processes: 1`), which also looks the host key
+  up and leases the worker;
+- gateway_cores: the gateway as `serve` runs it by default, one process per core
+  (gateway/processes/), on the same data folder, so the same worker.
 
 Each client sends back to back on a keep-alive connection (as the Anki client's connection
 pool does). Fronts are measured in rotating order within each run. The gateway's added p50 is
@@ -15,6 +18,7 @@ is the cost of one request (at 16, p50 is mostly queueing: 16 / throughput).
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from bench import httpload, procs, stats
@@ -32,6 +36,8 @@ def run(ctx: Context) -> dict[str, Any]:
     s = ctx.settings
     pool = ctx.pool([USER])
     gateway = ctx.gateway("m3", pool)
+    cores = len(os.sched_getaffinity(0))
+    several = None
     nginx = None
     notes = []
     try:
@@ -43,6 +49,14 @@ def run(ctx: Context) -> dict[str, Any]:
         )
         worker_port = gateway.stats()["workers"][USER]["port"]
         fronts = {"direct": worker_port, "gateway": gateway.port}
+        if cores > 1:
+            several = procs.Gateway(
+                ctx.folder("m3", "gateway-data"),
+                pool.settings(),
+                ctx.log("m3-gateway-cores.log"),
+                processes=cores,
+            )
+            fronts["gateway_cores"] = several.port
         try:
             nginx = procs.nginx(worker_port, ctx.folder("m3", "nginx"))
             fronts["nginx"] = nginx.port
@@ -81,6 +95,8 @@ def run(ctx: Context) -> dict[str, Any]:
     finally:
         if nginx is not None:
             nginx.stop()
+        if several is not None:
+            several.stop()
         gateway.stop()
 
     figures: dict[str, Any] = {}
@@ -109,12 +125,21 @@ def run(ctx: Context) -> dict[str, Any]:
     single = figures[f"c{s.concurrencies[0]}"]
     added = single["gateway_added_p50_ms"]["median"]
     summary = f"gateway adds {added:.3f} ms to the p50 at 1 client"
+    if "gateway_cores" in fronts:
+        last = figures[f"c{s.concurrencies[-1]}"]
+        summary += (
+            f"; {cores} processes add {single['gateway_cores_added_p50_ms']['median']:.3f} ms, "
+            f"{s.concurrencies[-1]} clients: "
+            f"{last['gateway_cores_throughput_vs_direct']:.2f}x direct throughput "
+            f"(one process {last['gateway_throughput_vs_direct']:.2f}x)"
+        )
     if "nginx" in fronts:
         summary += f" (nginx adds {single['nginx_added_p50_ms']['median']:.3f} ms)"
     else:
         summary += " (nginx not installed: no nginx comparison)"
     return {
         "figures": figures,
+        "processes": cores,
         "met": added <= LIMIT_MS,
         "notes": notes,
         "summary": summary,

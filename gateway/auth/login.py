@@ -58,6 +58,7 @@ from gateway.identity.provider import (
 )
 from gateway.identity.spelling import canonical
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
+from gateway.workers.lock import make_account_dir
 from gateway.workers.pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -308,6 +309,8 @@ class LoginService:
             protocol.SYNC_HEADER: header.for_upstream(""),
             "Content-Type": "application/octet-stream",
         }
+        # A login is where an account comes into being on its owner node (workers/lock.py).
+        make_account_dir(self.pool.collections_dir, account.name)
         passage = (
             self.gate.passage(account.name, "sync/hostKey", header.session)
             if self.gate is not None

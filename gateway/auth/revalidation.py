@@ -6,6 +6,14 @@ username, which can change hands) when its last confirmation is older than
 `auth.recheck_seconds`; `Admission` (admission.py) decides, on every proxied request, whether
 that check runs in the background or the request waits for it.
 
+The owner is read by the username recorded with the account (`lookup_sub(sub, username)`: one
+AdminGetUser in Cognito, whose quota is four times ListUsers'), and the checks of all accounts
+share a calls-per-second budget (`calls_per_second`, a token bucket: bucket.py), so a crowd of
+accounts falling due at once (after a restart, say) is spread out instead of spending Cognito's
+quota in a burst. A check over the budget is put off (`deferred` counts those): nothing changes,
+the request is served, and the next request of that account tries again. One pool thus serves
+about `calls_per_second * interval` accounts that are active within every interval.
+
 A disabled, reset-required or deleted user is suspended: their key gets 403 from the next
 request on, and cached logins stop working. A later successful password login lifts the
 suspension (the user was re-enabled). When the provider is unavailable nothing changes — the
@@ -18,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
 from gateway import metrics
+from gateway.auth.bucket import TokenBucket
 from gateway.errors import GatewayError
 from gateway.identity.provider import IdentityProvider, UnknownUser
 from gateway.registry import ACTIVE, SUSPENDED, Account, Registry, RegistryUnavailable
@@ -40,6 +50,8 @@ class Revalidator:
         on_suspend: Callable[[str], None] = lambda sub: None,
         clock: Callable[[], float] = time.time,
         retry_after_failure: float = RETRY_AFTER_FAILURE,
+        calls_per_second: float = math.inf,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._provider = provider
         self._registry = registry
@@ -52,6 +64,11 @@ class Revalidator:
         self.postponed = 0
         #: Accounts suspended because the provider no longer vouches for their owner.
         self.suspended = 0
+        self._budget = (
+            None if math.isinf(calls_per_second) else TokenBucket(calls_per_second, clock=monotonic)
+        )
+        #: Checks put off because the calls-per-second budget was spent.
+        self.deferred = 0
 
     def age(self, account: Account) -> float:
         """Seconds since the provider last confirmed the account's owner."""
@@ -75,10 +92,17 @@ class Revalidator:
         # Shielded: a client that goes away must not cancel a check other requests wait for.
         await asyncio.shield(self._task(account))
 
-    def _task(self, account: Account) -> asyncio.Task[None]:
+    def _task(self, account: Account) -> asyncio.Future[None]:
         task = self._running.get(account.sub)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self.check(account))
+            loop = asyncio.get_running_loop()
+            if self._budget is not None and not self._budget.take():
+                self.deferred += 1
+                metrics.recheck_deferred()
+                skipped: asyncio.Future[None] = loop.create_future()
+                skipped.set_result(None)
+                return skipped
+            task = loop.create_task(self.check(account))
             self._running[account.sub] = task
             task.add_done_callback(lambda _: self._running.pop(account.sub, None))
         return task
@@ -96,7 +120,7 @@ class Revalidator:
 
     async def _check(self, account: Account) -> None:
         try:
-            identity = await self._provider.lookup_sub(account.sub)
+            identity = await self._provider.lookup_sub(account.sub, account.cognito_username)
         except UnknownUser:
             await self._suspend(account, "deleted in the identity provider")
             return

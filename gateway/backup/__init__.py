@@ -10,9 +10,10 @@ snapshot.py takes consistent snapshots while people sync, asking the gateways th
 quiesce.py (the running gateways' side is gate.py, with sessions.py), and signs their manifest
 (manifest.py); retention.py lists and prunes them; verify.py checks one; restore.py puts
 accounts back under their locks, all or none (swap.py); store.py is the folder or S3 behind
-all. Exit status: 0; 1 with one line saying what to do (BackupError), or when an account was
-not backed up (the snapshot of the others is kept; each missed account is named on stderr with
-the reason). `backup verify`: 0 the snapshot is sound (a restore would take it); 1 it is not
+all. Exit status: 0; 1 with one line saying what to do (BackupError, or an OSError of the
+destination: missing and not creatable, not writable, full), or when an account was not backed
+up (the snapshot of the others is kept; each missed account is named on stderr with the
+reason). `backup verify`: 0 the snapshot is sound (a restore would take it); 1 it is not
 (each problem on stderr: a restore refuses it); 2 it could not be checked (no
 backup.manifest_key, no such store or snapshot).
 """
@@ -20,6 +21,7 @@ backup.manifest_key, no such store or snapshot).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -91,6 +93,18 @@ def main(command: str, argv: list[str], config: Config) -> int:
             print(f"restored {len(done)} account(s): {', '.join(done)}")
     except BackupError as exc:
         print(f"anki-cognito-gateway {command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # The destination (most often: nothing mounted at /backups in a container, whose
+        # root only root may write) or a full disk: one line saying what to do.
+        where = args.to if command == "backup" else args.source
+        print(
+            f"anki-cognito-gateway {command}: cannot {'write' if command == 'backup' else 'read'}"
+            f" {where}: {exc.strerror or exc} ({exc.filename or where}); it must be a folder this"
+            f" user (uid {os.getuid()}; the image runs as uid 10001) can"
+            f" {'write' if command == 'backup' else 'read'}, e.g. a volume mounted there",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

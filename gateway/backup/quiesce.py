@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.workers.lock import AccountLock, account_dir, try_flock, try_lock
+from gateway.workers.lock import AccountLock, NoAccountFolder, account_dir, try_flock, try_lock
 
 #: Seconds past `wait` a backup allows a forced sync server to stop (SIGINT, then SIGKILL after
 #: workers/process.STOP_GRACE) and the gateway's watcher to notice (gate.WATCH_PERIOD).
@@ -185,8 +185,12 @@ def hold(collections_dir: Path, account: str, wait: float) -> Held | str:
     """Quiesce `account` for a backup (module doc): post the want with `force_at` = now +
     `wait`, then take its worker lock once the gateways have stopped its sync server, within
     `wait` + STOP_MARGIN seconds. `Held`, or why not (another backup wants it; the lock stayed
-    taken). Blocks (it polls); OSError when the account folder is not writable."""
-    folder = account_dir(collections_dir, account)
+    taken, no folder here). Blocks (it polls); OSError when the account folder is not
+    writable."""
+    try:
+        folder = account_dir(collections_dir, account)
+    except NoAccountFolder:
+        return "it has no folder on this node"
     posted = post(folder, force_at=time.time() + wait)
     if posted is None:
         return "another backup is copying it"

@@ -40,7 +40,7 @@ from gateway.backup.snapshot import BackupError, manifest_key, running
 from gateway.backup.store import Store
 from gateway.backup.verify import read_manifest, stage
 from gateway.config import Config
-from gateway.workers.lock import account_dir
+from gateway.workers.lock import make_account_dir
 
 log = logging.getLogger("gateway.backup")
 #: In an account folder while a restore stages its files there.
@@ -72,7 +72,7 @@ def restore(
     if not chosen:
         raise BackupError("no account left to restore")
     with running(config.data_dir):
-        folders = {account: account_dir(config.collections_dir, account) for account in chosen}
+        folders = {account: make_account_dir(config.collections_dir, account) for account in chosen}
         try:
             for account in chosen:
                 _stage(store, name, account, listed[account], folders[account] / STAGING)

@@ -1,7 +1,13 @@
 """`python -m gateway accounts ...`: look at and switch off local accounts from a shell.
 
     accounts list                 every account: name, status, Cognito username, email, last
-                                  sync, collection size, media files and their size
+                                  sync, collection size, media files and their size, its limits
+                                  (collection / media / media file) and what it is over
+    accounts quota NAME [--collection-upload-megs N] [--collection-megs N] [--media-megs N]
+                        [--media-file-megs N]
+                                  the account's own storage limits in MB (0: unlimited,
+                                  "default": back to the configured one); without options,
+                                  shows its limits and usage
     accounts disable NAME         the account's keys get 403 at once; logins are refused
     accounts enable NAME          undoes `disable` (and a suspension after a Cognito re-check)
     accounts move NAME --to NODE  several nodes with their own disks (gateway/cluster/move.py):
@@ -50,15 +56,22 @@ import time
 from pathlib import Path
 
 from gateway.config import Config
-from gateway.ops.usage import human_bytes, usage
+from gateway.ops.usage import Usage, human_bytes, usage
+from gateway.quota import usage as quota_usage
+from gateway.quota.guard import override_of
+from gateway.quota.limits import quota_limits
+from gateway.quota.usage import limit_text
 from gateway.registry import (
     ACTIVE,
     DISABLED,
     REGISTRY_FILE,
+    Account,
+    Registry,
     RegistryUnavailable,
     SqliteRegistry,
     open_registry,
 )
+from gateway.registry.base import QUOTA_FIELDS
 
 
 def main(argv: list[str], config: Config) -> int:
@@ -82,6 +95,11 @@ def main(argv: list[str], config: Config) -> int:
     pruning.add_argument("--inactive-days", type=int, required=True, metavar="N")
     pruning.add_argument("--delete", action="store_true", help="default: a dry run")
     pruning.add_argument("--wait", type=float, default=60.0, metavar="SECONDS")
+    quota = sub.add_parser("quota")
+    quota.add_argument("name")
+    for name in QUOTA_FIELDS:
+        flag = "--" + name.removeprefix("quota_").replace("_", "-")
+        quota.add_argument(flag, dest=name, type=_megs, metavar="MB|default", default=_UNSET)
     moving = sub.add_parser("move")
     moving.add_argument("name")
     moving.add_argument("--to", required=True, metavar="NODE")
@@ -97,6 +115,30 @@ def main(argv: list[str], config: Config) -> int:
     except RegistryUnavailable as exc:  # the detail names the call and AWS's error code
         print(exc, file=sys.stderr)
         return 3
+
+
+_UNSET = object()
+
+
+def _megs(text: str) -> int | None:
+    """An override in MB from the command line: a whole number >= 0, or "default" (None)."""
+    if text == "default":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a whole number of MB, or default") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("0 (unlimited) or more")
+    return value
+
+
+def _limits_line(config: Config, account: Account, used: Usage) -> tuple[str, str]:
+    """(the account's limits, what it is over) for `list` and `quota`."""
+    limits = quota_limits(config.quota).with_override(override_of(account))
+    text = " / ".join(limit_text(x) for x in (limits.collection, limits.media, limits.media_file))
+    over = quota_usage.over(used, limits)
+    return text, ", ".join(over) or "-"
 
 
 def _create_table(config: Config) -> int:
@@ -141,14 +183,18 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     registry = open_registry(config)
     try:
         if args.action == "list":
-            print("name\tstatus\tusername\temail\tlast sync\tcollection\tmedia files\tmedia")
+            print(
+                "name\tstatus\tusername\temail\tlast sync\tcollection\tmedia files\tmedia"
+                "\tlimits (collection / media / media file)\tover"
+            )
             for a in await registry.all():
                 seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(a.last_seen))
                 used = usage(registry.folder(a))
+                limits, over = _limits_line(config, a, used)
                 print(
                     f"{a.name}\t{a.status}\t{a.cognito_username}\t{a.email or '-'}\t{seen}"
                     f"\t{human_bytes(used.collection_bytes)}\t{used.media_files}"
-                    f"\t{human_bytes(used.media_bytes)}"
+                    f"\t{human_bytes(used.media_bytes)}\t{limits}\t{over}"
                 )
             return 0
         if args.action == "prune":
@@ -165,6 +211,8 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
             return await _move(config, account.sub, account.name, args.to)
         if args.action == "export":
             return await asyncio.to_thread(_export, config, account.name, args.target)
+        if args.action == "quota":
+            return await _quota(args, config, registry, account)
         if args.action == "sign-out":
             generation = await registry.sign_out(account.sub)
             await registry.end_portal_sessions(account.sub)  # as the portal's button does
@@ -194,6 +242,25 @@ def _export(config: Config, name: str, target: Path) -> int:
     finally:
         discard(package)
     print(f"{name}: exported to {target} ({human_bytes(target.stat().st_size)})")
+
+
+async def _quota(
+    args: argparse.Namespace, config: Config, registry: Registry, account: Account
+) -> int:
+    changes = {k: getattr(args, k) for k in QUOTA_FIELDS if getattr(args, k) is not _UNSET}
+    if changes:
+        await registry.set_quota(account.sub, changes)
+        account = await registry.get(account.sub) or account
+    for name in QUOTA_FIELDS:
+        value = getattr(account, name)
+        shown = "default" if value is None else ("unlimited" if value == 0 else f"{value} MB")
+        print(f"{name.removeprefix('quota_').removesuffix('_megs')}: {shown}")
+    used = usage(registry.folder(account))
+    limits, over = _limits_line(config, account, used)
+    print(
+        f"{account.name}: collection {human_bytes(used.collection_bytes)}, media "
+        f"{used.media_files} files {human_bytes(used.media_bytes)}; limits {limits}; over: {over}"
+    )
     return 0
 
 

@@ -6,7 +6,9 @@ erase_remote(cluster, sub, name)   the node that deleted the account (the portal
 handle_erase(...)                  the owner's `_cluster/erase` route: signed over the sub
                                    and name (move.identity); refused (409) while the
                                    registry still has the account, so a valid signature
-                                   alone can never erase a live account
+                                   alone can never erase a live account; accepted once
+                                   (its signature spent in the registry when it acts:
+                                   sent again, 401)
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gateway.appkeys import REGISTRY
 from gateway.cluster.internal import CLUSTER, SEGMENT, Cluster
-from gateway.cluster.move import identity
+from gateway.cluster.move import REPLAYED, identity
 from gateway.errors import GatewayError
 from gateway.naming import is_safe
 from gateway.web.bodies import read_capped
@@ -73,6 +76,9 @@ async def handle_erase(
         return cluster.refuse(request, reason)
     if not is_safe(name) or await name_of(sub) is not None:
         return web.Response(status=409, text="the account still exists")
+    # Spent only once it acts: the sender asks again (same second, same signature) after a 409.
+    if not await cluster.first_use(request, "erase", request.app[REGISTRY]):
+        return cluster.refuse(request, REPLAYED)
     await pool.stop(name)
     await asyncio.to_thread(shutil.rmtree, collections_dir / name, True)
     cluster.router.forget(sub)

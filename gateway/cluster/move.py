@@ -10,7 +10,9 @@
               covers its SHA-256, `ARCHIVE`: a replay cannot carry another archive)──► target
     target  unpacks into `.incoming-<name>-<random>`, checks every hash and SQLite's
             integrity_check, moves an earlier folder of that name aside (`.replaced-...`, only
-            when no worker holds it) and renames the copy into place; 200
+            when no worker holds it) and renames the copy into place; 200. Only a copy from
+            the node the directory names as the account's owner, to another node, is taken
+            (409 otherwise): a copy sent again once the account moved on never lands
     source  flips the owner item to the target (conditional write on its version), renames its
             own folder to `.moved-<name>-<time>` (kept until an operator deletes it), releases
             the lock and the account; 200 to the command
@@ -160,6 +162,15 @@ async def receive(request: web.Request, collections_dir: Path) -> web.StreamResp
         reason = REPLAYED
     if reason is not None:
         return cluster.refuse(request, reason)
+    sender = request.headers.get(signing.NODE, "")
+    owner = await cluster.router.owner_id(sub)
+    if owner != sender or owner == cluster.router.node_id:
+        # A copy sent again after the account moved on, or by a node that never owned it:
+        # only the owner's copy, to a node that does not own the account, is taken.
+        log.warning(
+            "move refused: the copy is not from the account's owner", extra={"account": name}
+        )
+        return web.Response(status=409, text="the sender does not own the account")
     await asyncio.to_thread(collections_dir.mkdir, parents=True, exist_ok=True)  # a new node
     incoming = collections_dir / f".incoming-{name}-{secrets.token_hex(4)}"
     archive = incoming.with_suffix(".tar")

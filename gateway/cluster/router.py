@@ -202,6 +202,12 @@ class Router:
             return None
         return self._nodes.get(owner.node)
 
+    async def owner_id(self, sub: str) -> str | None:
+        """The id of the node the directory names as `sub`'s owner right now (read afresh,
+        never from this node's memory); None when nobody owns it."""
+        owner = await self._directory.owner(sub)
+        return None if owner is None else owner.node
+
     async def adopt(self, sub: str) -> bool:
         """Claim `sub` for this node if nobody owns it (a conditional write); False otherwise."""
         return await self._directory.claim(

@@ -36,7 +36,7 @@ from pathlib import Path
 from gateway.backup import quiesce
 from gateway.backup.snapshot import BackupError, account_bytes, copy_files
 from gateway.ops import readiness
-from gateway.workers.lock import account_dir
+from gateway.workers.lock import account_path
 
 #: The package's file name inside its private folder.
 PACKAGE = "collection.colpkg"
@@ -67,7 +67,7 @@ def make(
 ) -> Path:
     from gateway.export import colpkg
 
-    folder = account_dir(collections_dir, account)
+    folder = account_path(collections_dir, account)
     if not (folder / "collection.anki2").is_file():
         raise ExportError("nothing", "the account has no collection here yet")
     scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)

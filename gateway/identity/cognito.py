@@ -18,8 +18,13 @@ Contract (the interface is in provider.py; the Cognito facts in docs/cognito.md)
   IdToken that carries `email`; a token without it (moto's) is settled with one lookup.
 - `users_by_email` lists the users with an email (or an email prefix), by ListUsers, for the
   import of folders named after an email (gateway/importer/).
-- `lookup_sub` finds a user by `sub` with ListUsers (`Filter='sub = "<sub>"'`, IAM
-  `cognito-idp:ListUsers`): AdminGetUser needs the username, which can change hands.
+- `lookup_sub(sub, username)` reads the user with AdminGetUser when the username recorded for
+  the sub is given (quota category UserRead, 120 calls a second per account and Region by
+  default, adjustable), and answers UnknownUser when that username now belongs to another sub
+  (the user was deleted and the name taken again: usernames are unique in a pool and never
+  change). In a pool that signs in by email the username is the sub itself. Without a
+  username it finds the user by `sub` with ListUsers (`Filter='sub = "<sub>"'`, IAM
+  `cognito-idp:ListUsers`; quota category UserList: 30 a second, not adjustable).
 - Cognito errors map as `classify()` says: the user's fault is BadCredentials (403), Cognito's own
   lockout is LockedOut (429), AWS trouble is ProviderUnavailable (503) and our own setup is
   ProviderMisconfigured (500, logged at ERROR). AWS being down never becomes a 403: the Anki client
@@ -313,7 +318,7 @@ class CognitoProvider:
         if unsettled:
             # Only Cognito's user record can tell whether this email is verified.
             identity = dataclasses.replace(
-                identity, email=(await self.lookup_sub(identity.sub)).email
+                identity, email=(await self.lookup_sub(identity.sub, identity.username)).email
             )
         return identity
 
@@ -358,7 +363,12 @@ class CognitoProvider:
         except ProviderMisconfigured as exc:
             raise self._logged("admin_get_user", exc) from None
 
-    async def lookup_sub(self, sub: str) -> Identity:
+    async def lookup_sub(self, sub: str, username: str = "") -> Identity:
+        if username and is_possible_username(username):
+            identity = await self.lookup(username)
+            if identity.sub != sub:
+                raise UnknownUser("the username now belongs to another Cognito user")
+            return identity
         if not _SUB.fullmatch(sub):
             # Cognito only makes lower-case UUIDs: a stored sub of another shape is this
             # gateway's problem, never a reason to treat the user as deleted.

@@ -36,6 +36,8 @@ class FakeProvider:
         self.delay = delay
         self.fail_with = fail_with
         self.calls = 0
+        #: lookup_sub calls that named the user (the cheap per-user read in Cognito).
+        self.lookups_by_username = 0
         self.closed = False
         self._users: dict[str, _User] = {}  # by casefolded username
         self._aliases: dict[str, str] = {}  # casefolded email → casefolded username
@@ -97,8 +99,14 @@ class FakeProvider:
             raise UnknownUser("fake provider: no such user")
         return user.public()
 
-    async def lookup_sub(self, sub: str) -> Identity:
+    async def lookup_sub(self, sub: str, username: str = "") -> Identity:
         await self._call()
+        self.lookups_by_username += bool(username)
+        if username:  # as Cognito's AdminGetUser: the user of that name, if it still is `sub`
+            found = self._find(username)
+            if found is None or found.identity.sub != sub:
+                raise UnknownUser("fake provider: no such user, or another one now")
+            return found.public()
         for user in self._users.values():
             if user.identity.sub == sub:
                 return user.public()

@@ -16,7 +16,9 @@ a fake for tests, or a future provider plug in the same way.
                ProviderMisconfigured  bad pool id, missing permission                  -> 500
 
     lookup(username) -> Identity          (provisioning without a `sub`)
-    lookup_sub(sub) -> Identity           (provisioning with a `sub`; host key re-checks)
+    lookup_sub(sub, username="") -> Identity   (provisioning with a `sub`; host key re-checks)
+        `username`: the provider's username recorded for that sub, when known; a provider may
+        read that user (cheaper) and answers UnknownUser when it now belongs to another sub
         raise UnknownUser, ProviderUnavailable, ProviderMisconfigured
 
 `Identity.email` is only ever a *verified* email: an address a user typed into their profile
@@ -88,6 +90,6 @@ class IdentityProvider(Protocol):
 
     async def lookup(self, username: str) -> Identity: ...
 
-    async def lookup_sub(self, sub: str) -> Identity: ...
+    async def lookup_sub(self, sub: str, username: str = "") -> Identity: ...
 
     async def close(self) -> None: ...

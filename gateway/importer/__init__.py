@@ -44,7 +44,7 @@ from gateway.importer.match import Directory, Matched, Unmatched, match
 from gateway.importer.move import Refused, finish_marked, move, target_problem
 from gateway.ops.usage import human_bytes
 from gateway.registry import REGISTRY_FILE, Account, Registry, open_registry
-from gateway.workers.lock import try_lock
+from gateway.workers.lock import make_account_dir, try_lock
 
 #: Media files named per folder in the report before "... and N more".
 SHOWN_LEFT = 10
@@ -252,6 +252,7 @@ async def _one(
         _left(source.skipped_media, out)
         return True
     assert account is not None
+    make_account_dir(config.collections_dir, account.name)  # an import brings it here
     lock = try_lock(config.collections_dir, account.name)
     if lock is None:
         out(

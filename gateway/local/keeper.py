@@ -56,8 +56,8 @@ class PoolKeeper:
     async def lookup(self, username: str) -> Identity:
         return await self.kept(lambda: self._inner.lookup(username))
 
-    async def lookup_sub(self, sub: str) -> Identity:
-        return await self.kept(lambda: self._inner.lookup_sub(sub))
+    async def lookup_sub(self, sub: str, username: str = "") -> Identity:
+        return await self.kept(lambda: self._inner.lookup_sub(sub, username))
 
     async def close(self) -> None:
         await self._inner.close()

@@ -219,12 +219,14 @@ def serve(args: argparse.Namespace) -> int:
         state = data_dir / STATE_FILE
         state.write_text(json.dumps({"endpoint": endpoint, "pool_id": pool_id, "pid": os.getpid()}))
         try:
-            from gateway.app import run
+            from gateway.processes import serve as serve_processes
 
-            run(config, keeper(config, data_dir, endpoint, (pool_id, client_id)))
+            code = serve_processes(
+                config, lambda: keeper(config, data_dir, endpoint, (pool_id, client_id))
+            )
         finally:
             state.unlink(missing_ok=True)
-    return 0
+    return code
 
 
 def keeper(config: config_mod.Config, data_dir: Path, endpoint: str, ids: tuple[str, str]) -> Any:

@@ -3,7 +3,10 @@ only behind a bearer token. Never public by default: the counts describe the ser
 
     listener(app)   cleanup context: the separate listener, when `metrics.enabled`; its bound
                     port is `app[METRICS_PORT]`. A port already taken is logged at ERROR and
-                    leaves metrics off rather than stopping the gateway.
+                    leaves metrics off rather than stopping the gateway. One of several gateway
+                    processes serves the socket its parent bound (`app[METRICS_SOCKET]`, shared
+                    by all: any of them answers for all) and publishes its worker counts every
+                    `PUBLISH_PERIOD` s (metrics.workers_now).
     add_route(app)  `<prefix>metrics` on the main port when `metrics.bearer_token` is set:
                     401 without the right `Authorization: Bearer` (compared in constant time).
                     Wrong tokens count like wrong passwords: after `auth.max_failures_per_address`
@@ -15,14 +18,16 @@ only behind a bearer token. Never public by default: the counts describe the ser
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from gateway import metrics
-from gateway.appkeys import CONFIG, REGISTRY
+from gateway.appkeys import CONFIG, POOL, REGISTRY
 from gateway.auth.limiter import FailureLimiter
 from gateway.errors import TooManyAttempts
 from gateway.registry import RegistryUnavailable
@@ -31,7 +36,9 @@ from gateway.web.middlewares import client_address
 
 log = logging.getLogger("gateway.metrics")
 METRICS_PORT: web.AppKey[int] = web.AppKey("metrics_port", int)
+METRICS_SOCKET: web.AppKey[socket.socket] = web.AppKey("metrics_socket", socket.socket)
 _GATEWAY: web.AppKey[web.Application] = web.AppKey("metrics_gateway", web.Application)
+PUBLISH_PERIOD = 1.0
 _WRONG_TOKENS: web.AppKey[FailureLimiter] = web.AppKey("metrics_wrong_tokens", FailureLimiter)
 
 
@@ -74,17 +81,31 @@ def add_route(app: web.Application) -> None:
         app.router.add_get(config.server.path_prefix + "metrics", _serve_with_token)
 
 
+async def _publish_workers(app: web.Application) -> None:
+    while True:
+        metrics.workers_now(app[POOL].stats())
+        await asyncio.sleep(PUBLISH_PERIOD)
+
+
 async def listener(app: web.Application) -> AsyncIterator[None]:
     settings = app[CONFIG].metrics
     if not settings.enabled:
         yield
         return
-    own = web.Application()
-    constant_server(own)
-    own[_GATEWAY] = app
-    own.router.add_get("/metrics", _serve)
-    runner = Runner(own, access_log=None, handle_signals=False)
-    await runner.setup()
+    if metrics.several_processes():
+        sock = app.get(METRICS_SOCKET)
+        publishing = asyncio.create_task(_publish_workers(app))
+        try:
+            if sock is None:  # the parent could not bind it, and said so
+                yield
+            else:
+                async for _ in _serve_shared(app, sock):
+                    yield
+        finally:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+        return
+    runner = await _own_runner(app)
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         try:
@@ -98,6 +119,27 @@ async def listener(app: web.Application) -> AsyncIterator[None]:
             sockets = site._server.sockets if site._server is not None else ()  # noqa: SLF001
             app[METRICS_PORT] = sockets[0].getsockname()[1] if sockets else settings.port
             log.info("metrics listening", extra={"address": f"{settings.host}:{app[METRICS_PORT]}"})
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _own_runner(app: web.Application) -> Runner:
+    """The listener's own small application, set up: GET /metrics of `app`."""
+    own = web.Application()
+    constant_server(own)
+    own[_GATEWAY] = app
+    own.router.add_get("/metrics", _serve)
+    runner = Runner(own, access_log=None, handle_signals=False)
+    await runner.setup()
+    return runner
+
+
+async def _serve_shared(app: web.Application, sock: socket.socket) -> AsyncIterator[None]:
+    runner = await _own_runner(app)
+    try:
+        await web.SockSite(runner, sock).start()
+        app[METRICS_PORT] = sock.getsockname()[1]
         yield
     finally:
         await runner.cleanup()

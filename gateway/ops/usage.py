@@ -1,6 +1,7 @@
 """What an account's folder holds: collection size and media files. Reads the file system only.
 
     usage(folder) -> Usage(collection_bytes, media_files, media_bytes)
+    collection_bytes(folder), media_usage(folder) -> (files, bytes), media_bytes(folder)
 
 The collection is `collection.anki2` plus its SQLite WAL if any; media are the files in
 `media/` (the stock server's layout, anki-sync-protocol.md). A missing folder counts as empty.
@@ -21,12 +22,22 @@ class Usage:
 
 
 def usage(folder: Path) -> Usage:
-    collection = 0
+    return Usage(collection_bytes(folder), *media_usage(folder))
+
+
+def collection_bytes(folder: Path) -> int:
+    """`collection.anki2` and its WAL, in bytes (two stats)."""
+    size = 0
     for name in ("collection.anki2", "collection.anki2-wal"):
         try:
-            collection += (folder / name).stat().st_size
+            size += (folder / name).stat().st_size
         except OSError:
             pass
+    return size
+
+
+def media_usage(folder: Path) -> tuple[int, int]:
+    """(files, bytes) in `media/` (a walk: one stat per file)."""
     files = size = 0
     try:
         with os.scandir(folder / "media") as entries:
@@ -36,7 +47,11 @@ def usage(folder: Path) -> Usage:
                     size += entry.stat(follow_symlinks=False).st_size
     except OSError:
         pass
-    return Usage(collection, files, size)
+    return files, size
+
+
+def media_bytes(folder: Path) -> int:
+    return media_usage(folder)[1]
 
 
 def human_bytes(count: int) -> str:

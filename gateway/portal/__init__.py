@@ -1,4 +1,5 @@
-"""The account portal: server-rendered pages for people, at `<server.path_prefix>account/`.
+"""The account portal: server-rendered pages for people, at `<server.path_prefix>account/`, or
+at the root of a host name of its own (`portal.host`; app.py mounts it with `add_domain`).
 
 A sub-application of the gateway with its own middlewares, so none of this touches the sync
 routes: signed, encrypted cookie sessions (aiohttp-session, Fernet; HttpOnly, SameSite=Lax,
@@ -8,7 +9,11 @@ headers on every answer (a CSP without inline script or style, no framing, no re
 caching), and an error page instead of any traceback. It calls the gateway's own identity
 provider, limiter, registry and worker pool (through `request.config_dict`), never copies.
 
-    create_portal(config, secret, directory=None) -> web.Application   (add_subapp it)
+    create_portal(config, secret, directory=None, base=None) -> web.Application
+        base: the path its pages sit under, "<server.path_prefix>account/" (the default: mount
+        it with add_subapp there) or "/" (its own host: mount it with add_domain; every other
+        path of that host is then the portal's 404, so the host serves nothing else).
+    landing.py: the sync host's browser page, pointing at wherever the portal is.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from gateway.config import Config
 from gateway.errors import Unavailable
 from gateway.export.download import Downloads
 from gateway.portal.directory import CognitoDirectory
-from gateway.portal.keys import DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
+from gateway.portal.keys import BASE, DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
 from gateway.portal.views import routes
 
 log = logging.getLogger("gateway.portal")
@@ -77,9 +82,16 @@ def derive(secret: bytes, purpose: str) -> bytes:
 
 
 def create_portal(
-    config: Config, secret: bytes, directory: CognitoDirectory | None = None
+    config: Config,
+    secret: bytes,
+    directory: CognitoDirectory | None = None,
+    base: str | None = None,
 ) -> web.Application:
-    portal = web.Application(middlewares=[_headers_and_errors(config)], client_max_size=16 * 1024)
+    base = base or config.server.path_prefix + "account/"
+    portal = web.Application(
+        middlewares=[_headers_and_errors(base, config)], client_max_size=16 * 1024
+    )
+    portal[BASE] = base
     settings = config.portal
     setup_sessions(
         portal,
@@ -89,7 +101,8 @@ def create_portal(
             max_age=settings.session_max_age_seconds,
             httponly=True,
             samesite="Lax",
-            path=config.server.path_prefix + "account/",
+            # Host-only (no Domain attribute): on its own host the cookie goes to that host alone.
+            path=base,
         ),
     )
     aiohttp_jinja2.setup(
@@ -122,10 +135,16 @@ def create_portal(
     portal.cleanup_ctx.append(directory_lifetime)
     portal.router.add_routes(routes)
     portal.router.add_static("/static/", HERE / "static", append_version=True)
+    if base == "/":
+        portal.router.add_route("*", "/{tail:.*}", _not_here)
     return portal
 
 
-def _headers_and_errors(config: Config) -> Any:
+async def _not_here(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound()
+
+
+def _headers_and_errors(home: str, config: Config) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         secure = request.secure
@@ -134,7 +153,6 @@ def _headers_and_errors(config: Config) -> Any:
             secure = secure or forwarded == "https"
         token = _secure_request.set(secure)
         try:
-            home = config.server.path_prefix + "account/"
             if request.path == home[:-1]:
                 raise web.HTTPSeeOther(home)  # the sub-app also matches the bare prefix
             response = await handler(request)
@@ -175,7 +193,7 @@ def _error_page(request: web.Request, status: int) -> web.Response:
             "error.html",
             request,
             {
-                "base": request.config_dict[CONFIG].server.path_prefix + "account/",
+                "base": request.config_dict[BASE],
                 "service": request.config_dict[CONFIG].portal.service_name,
                 "notice": "",
                 "text": text,

@@ -18,5 +18,7 @@ FORM_SECRET: web.AppKey[bytes] = web.AppKey("portal_form_secret")
 LIMITS: web.AppKey[FailureLimiter] = web.AppKey("portal_limits")
 #: A line shown on every page (local mode's "no email is sent"), or "".
 NOTICE: web.AppKey[str] = web.AppKey("portal_notice")
+#: The path the portal's pages sit under: "<server.path_prefix>account/", or "/" on its own host.
+BASE: web.AppKey[str] = web.AppKey("portal_base")
 #: "Download my data": per-account limits and this process's exports in progress.
 DOWNLOADS: web.AppKey[Downloads] = web.AppKey("portal_downloads")

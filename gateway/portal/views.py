@@ -58,7 +58,11 @@ from gateway.portal.directory import (
     WeakPassword,
     WrongCode,
 )
-from gateway.portal.keys import DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
+from gateway.portal.keys import BASE, DIRECTORY, DOWNLOADS, FORM_SECRET, LIMITS, NOTICE
+from gateway.quota import usage as quota_usage
+from gateway.quota.guard import override_of
+from gateway.quota.limits import quota_limits
+from gateway.quota.usage import limit_text
 from gateway.web.middlewares import client_address
 
 log = logging.getLogger("gateway.portal")
@@ -108,7 +112,16 @@ TOO_MANY = MESSAGES["too-many"]
 
 
 def base(request: web.Request) -> str:
-    return request.config_dict[CONFIG].server.path_prefix + "account/"
+    return request.config_dict[BASE]
+
+
+def scheme(request: web.Request) -> str:
+    """http or https as the client sees it (X-Forwarded-Proto when trusted)."""
+    if request.config_dict[CONFIG].server.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip()
+        if forwarded in ("http", "https"):
+            return forwarded
+    return request.scheme
 
 
 def server_url(request: web.Request) -> str:
@@ -116,11 +129,7 @@ def server_url(request: web.Request) -> str:
     config = request.config_dict[CONFIG]
     if config.portal.public_url:
         return config.portal.public_url
-    scheme = request.scheme
-    if config.server.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip()
-        scheme = forwarded if forwarded in ("http", "https") else scheme
-    return f"{scheme}://{request.host}{config.server.path_prefix}"
+    return f"{scheme(request)}://{request.host}{config.server.path_prefix}"
 
 
 def address(request: web.Request) -> str:
@@ -217,6 +226,7 @@ async def home(request: web.Request) -> web.StreamResponse:
         raise redirect(request, "signin", request.query.get("m", ""))
     registry = request.config_dict[REGISTRY]
     used = usage(registry.folder(account))
+    limits = quota_limits(request.config_dict[CONFIG].quota).with_override(override_of(account))
     synced = (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(account.last_seen))
         if account.last_seen > account.created_at
@@ -231,6 +241,10 @@ async def home(request: web.Request) -> web.StreamResponse:
         collection_size=human_bytes(used.collection_bytes),
         media_files=used.media_files,
         media_size=human_bytes(used.media_bytes),
+        collection_limit=limit_text(limits.collection),
+        media_limit=limit_text(limits.media),
+        media_file_limit=limit_text(limits.media_file),
+        over_quota=quota_usage.over(used, limits),
         devices_form=await bind(request, forms.ConfirmActionForm, prefix=DEVICES),
         signout_form=await bind(request, forms.ConfirmActionForm, prefix=SIGNOUT),
         delete_form=await bind(request, forms.DeleteForm, prefix=DELETE),

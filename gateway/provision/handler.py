@@ -36,6 +36,7 @@ rotations), never a key.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import posixpath
@@ -193,7 +194,14 @@ async def _identity(parsed: body_format.ProvisionRequest, provider: IdentityProv
     """The user as Cognito records it; Refused when Cognito does not confirm the request."""
     try:
         if parsed.sub is not None:
-            found = await provider.lookup_sub(parsed.sub)
+            found = None
+            if parsed.username is not None:
+                # One read of the named user (AdminGetUser, the larger quota); a name that is
+                # not that sub's (another spelling, another user) is settled by sub below.
+                with contextlib.suppress(UnknownUser):
+                    found = await provider.lookup_sub(parsed.sub, parsed.username)
+            if found is None:
+                found = await provider.lookup_sub(parsed.sub)
         else:
             name = parsed.username or parsed.email
             assert name is not None  # parse() requires one of them

@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import naming
 from gateway.errors import Unavailable
 from gateway.identity.provider import Identity
+
+#: The `Account` fields `Registry.set_quota` writes.
+QUOTA_FIELDS = (
+    "quota_collection_upload_megs",
+    "quota_collection_megs",
+    "quota_media_megs",
+    "quota_media_file_megs",
+)
 
 #: "Last sync" (`last_seen`) is written at most this often per account, in seconds.
 SEEN_EVERY = 60.0
@@ -50,6 +59,12 @@ class Account:
     #: Portal sessions signed in under an older epoch are void (portal sign-out, password
     #: reset, sign out all devices).
     portal_epoch: int = 0
+    #: The operator's storage limits for this account, in MB (quota/limits.py `Override`):
+    #: None = the configured default, 0 = unlimited.
+    quota_collection_upload_megs: int | None = None
+    quota_collection_megs: int | None = None
+    quota_media_megs: int | None = None
+    quota_media_file_megs: int | None = None
 
     @property
     def active(self) -> bool:
@@ -100,6 +115,17 @@ def key_admits(account: Account | None, generation: int, name: str | None) -> bo
         and account.key_generation == generation
         and (name is None or account.name == name)
     )
+
+
+def quota_values(megs: Mapping[str, int | None]) -> dict[str, int | None]:
+    """`megs` checked for `Registry.set_quota`."""
+    for name, value in megs.items():
+        if name not in QUOTA_FIELDS:
+            raise ValueError(f"not a quota field: {name!r}")
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if value is not None and (not whole or value < 0):
+            raise ValueError(f"{name} must be a whole number of MB >= 0, or None")
+    return dict(megs)
 
 
 class RegistryUnavailable(Unavailable):
@@ -197,6 +223,12 @@ class Registry(abc.ABC):
         retired, never given to another account (nor to this `sub` again): a worker's password,
         so the host key the stock server answers, derives from the name and key generation, and
         a new account under the same name would get the key the deleted one's devices hold."""
+
+    @abc.abstractmethod
+    async def set_quota(self, sub: str, megs: Mapping[str, int | None]) -> bool:
+        """Set the account's storage limits: `megs` maps some of `QUOTA_FIELDS` to MB (None:
+        the configured default, 0: unlimited); fields not named keep their value. Returns
+        whether the account exists. ValueError for another key or a negative value."""
 
     # -- host keys ----------------------------------------------------------------------
 

@@ -5,16 +5,21 @@ which owns the `node#` and `owner#` items; this module never writes, changes or 
 its scans read past them, filtered out by DynamoDB):
 
     account#<sub>     sub name cognito_username email status created_at last_seen checked_at
-                      key_generation portal_epoch, and the index keys username_key email_key
+                      key_generation portal_epoch [quota_*_megs], and the index keys
+                      username_key email_key
     name#<name>       sub [retired_at]   the claim on an account name (unique names); kept,
                                          retired, when the account is deleted (never reused)
     key#<sha256>      sub generation created_at key_sub name    one issued host key (its digest);
                                          it opens only the account `name` (not one the same
                                          sub gets after a deletion)
 
-    nonce#<digest>    until              a verified signature, remembered until `until` (Unix
+    nonce#<digest>    until expires      a verified signature, remembered until `until` (Unix
                                          seconds) against replays (`spend_nonce`); an expired
-                                         one is overwritten, never read as live
+                                         one is overwritten, never read as live. `expires`
+                                         (`until` rounded up, whole seconds) is the table's
+                                         TTL attribute: DynamoDB deletes the item on its own
+                                         some time after (usually within days), so nonces
+                                         never accumulate
     index by-username  username_key → account items (all attributes)    others_named()
     index by-email     email_key → account items (all attributes)       others_named()
     index by-key-sub   key_sub → key items (keys only)                  sign_out(), delete()
@@ -33,8 +38,8 @@ registry (registry/transfer.py) with the same layout, each only where no item is
 never replacing one.
 
 The collection folder is not created here: on a cluster it belongs on the owner node's disk,
-and the worker start path makes it (workers/lock.py `account_dir`). A name whose folder exists
-on this node is still never given out (a leftover is never adopted).
+and the account's first login there makes it (workers/lock.py `make_account_dir`). A name
+whose folder exists on this node is still never given out (a leftover is never adopted).
 
 Cost and caching. Calls run in a bounded thread pool (`max_concurrency`), never on the event
 loop; botocore retries (standard mode, 3 tries) before an error counts. Account rows read are
@@ -55,8 +60,9 @@ import asyncio
 import functools
 import hmac
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +78,7 @@ from gateway.identity.spelling import canonical
 from gateway.registry import transfer
 from gateway.registry.base import (
     ACTIVE,
+    QUOTA_FIELDS,
     SEEN_EVERY,
     Account,
     IssuedKey,
@@ -80,6 +87,7 @@ from gateway.registry.base import (
     RetiredName,
     key_admits,
     key_digest,
+    quota_values,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +96,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.registry")
 
 ACCOUNT, NAME, KEY, NONCE = "account#", "name#", "key#", "nonce#"
+#: The table's TTL attribute (Unix seconds, whole): only nonce items carry it.
+TTL_ATTRIBUTE = "expires"
 BY_USERNAME, BY_EMAIL, BY_KEY_SUB = "by-username", "by-email", "by-key-sub"
 #: Error codes after which a call may succeed later by itself (metrics label, log level).
 _THROTTLED = {
@@ -107,9 +117,9 @@ _NAMES = {"#status": "status", "#name": "name"}
 
 
 def create_table(client: Any, name: str) -> None:
-    """Create the registry table `name` (on-demand capacity) with its indexes and wait until it
-    is active; nothing if it exists. `client`: a boto3 DynamoDB client. Raises botocore's
-    ClientError for anything but "exists"."""
+    """Create the registry table `name` (on-demand capacity) with its indexes and TTL on
+    `TTL_ATTRIBUTE`, and wait until it is active; nothing if it exists. `client`: a boto3
+    DynamoDB client. Raises botocore's ClientError for anything but "exists"."""
     string = "S"
     try:
         client.create_table(
@@ -129,7 +139,13 @@ def create_table(client: Any, name: str) -> None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
             raise
+        client.get_waiter("table_exists").wait(TableName=name)
+        return
     client.get_waiter("table_exists").wait(TableName=name)
+    client.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
 
 
 def _index(name: str, key: str, projection: str) -> dict[str, Any]:
@@ -181,6 +197,7 @@ def _account(item: dict[str, Any] | None) -> Account | None:
         checked_at=number("checked_at"),
         key_generation=int(number("key_generation")),
         portal_epoch=int(number("portal_epoch")),
+        **{name: int(item[name]["N"]) for name in QUOTA_FIELDS if name in item},
     )
 
 
@@ -201,6 +218,9 @@ def _account_item(account: Account) -> dict[str, Any]:
     }
     if account.email is not None:
         item |= {"email": _s(account.email), "email_key": _s(canonical(account.email))}
+    for name in QUOTA_FIELDS:
+        if getattr(account, name) is not None:
+            item[name] = _n(getattr(account, name))
     return item
 
 
@@ -342,9 +362,10 @@ class DynamoRegistry(Registry):
             "Key": {"pk": _s(ACCOUNT + sub)},
             "UpdateExpression": expression,
             "ConditionExpression": condition,
-            "ExpressionAttributeValues": values,
             "ReturnValues": "ALL_NEW",
         }
+        if values:  # DynamoDB refuses an empty map (an update that only removes attributes)
+            params["ExpressionAttributeValues"] = values
         names = {k: v for k, v in _NAMES.items() if k in expression + condition}
         if names:
             params["ExpressionAttributeNames"] = names
@@ -577,6 +598,26 @@ class DynamoRegistry(Registry):
     async def end_portal_sessions(self, sub: str) -> None:
         await self._update(sub, "ADD portal_epoch :one", {":one": _n(1)})
 
+    async def set_quota(self, sub: str, megs: Mapping[str, int | None]) -> bool:
+        """See `Registry.set_quota`: one UpdateItem (SET the limits given, REMOVE those back
+        to the default), only on an existing account."""
+        values = quota_values(megs)
+        if not values:
+            return await self.get(sub) is not None
+        given = {k: v for k, v in values.items() if v is not None}
+        expression = " ".join(
+            part
+            for part in (
+                "SET " + ", ".join(f"{k} = :{k}" for k in given) if given else "",
+                "REMOVE " + ", ".join(k for k in values if k not in given)
+                if len(given) < len(values)
+                else "",
+            )
+            if part
+        )
+        attribute_values = {f":{k}": _n(v) for k, v in given.items()}
+        return await self._update(sub, expression, attribute_values) is not None
+
     async def seen(self, account: Account) -> None:
         """See `Registry.seen`. Never raises: "last sync" is not worth a failed sync."""
         now = self._clock()
@@ -665,7 +706,11 @@ class DynamoRegistry(Registry):
                 "put_item",
                 expected=("ConditionalCheckFailedException",),
                 TableName=self._table,
-                Item={"pk": _s(NONCE + nonce), "until": _n(until)},
+                Item={
+                    "pk": _s(NONCE + nonce),
+                    "until": _n(until),
+                    TTL_ATTRIBUTE: _n(math.ceil(until)),
+                },
                 ConditionExpression="attribute_not_exists(pk) OR #until < :now",
                 ExpressionAttributeNames={"#until": "until"},
                 ExpressionAttributeValues={":now": _n(self._clock())},

@@ -24,7 +24,7 @@ import dataclasses
 import hmac
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from gateway import naming
@@ -33,6 +33,7 @@ from gateway.identity.spelling import canonical
 from gateway.ops import readiness
 from gateway.registry.base import (
     ACTIVE,
+    QUOTA_FIELDS,
     SEEN_EVERY,
     Account,
     Contents,
@@ -41,6 +42,7 @@ from gateway.registry.base import (
     RetiredName,
     key_admits,
     key_digest,
+    quota_values,
 )
 
 _SCHEMA = """
@@ -54,7 +56,11 @@ CREATE TABLE IF NOT EXISTS accounts (
     last_seen        REAL NOT NULL,
     checked_at       REAL NOT NULL DEFAULT 0,
     key_generation   INTEGER NOT NULL DEFAULT 0,
-    portal_epoch     INTEGER NOT NULL DEFAULT 0
+    portal_epoch     INTEGER NOT NULL DEFAULT 0,
+    quota_collection_upload_megs INTEGER,
+    quota_collection_megs        INTEGER,
+    quota_media_megs             INTEGER,
+    quota_media_file_megs        INTEGER
 );
 CREATE TABLE IF NOT EXISTS host_keys (
     key_sha256 TEXT PRIMARY KEY,
@@ -80,6 +86,7 @@ _ADDED_COLUMNS = (
     ("accounts", "key_generation", "INTEGER NOT NULL DEFAULT 0"),
     ("host_keys", "generation", "INTEGER NOT NULL DEFAULT 0"),
     ("accounts", "portal_epoch", "INTEGER NOT NULL DEFAULT 0"),
+    *(("accounts", name, "INTEGER") for name in QUOTA_FIELDS),
 )
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Account))
@@ -252,6 +259,17 @@ class SqliteRegistry(Registry):
         self._db.execute(
             "UPDATE accounts SET portal_epoch = portal_epoch + 1 WHERE sub = ?", (sub,)
         )
+
+    async def set_quota(self, sub: str, megs: Mapping[str, int | None]) -> bool:
+        values = quota_values(megs)
+        if not values:
+            return self._get(sub) is not None
+        assignments = ", ".join(f"{name} = ?" for name in values)  # names from QUOTA_FIELDS
+        cursor = self._db.execute(
+            f"UPDATE accounts SET {assignments} WHERE sub = ?",  # noqa: S608
+            (*values.values(), sub),
+        )
+        return cursor.rowcount == 1
 
     async def seen(self, account: Account) -> None:
         now = self._clock()

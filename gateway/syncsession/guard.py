@@ -30,6 +30,7 @@ from gateway.errors import SyncConflict, Unavailable
 from gateway.syncsession import rules
 from gateway.syncsession.rules import Action, Lease
 from gateway.syncsession.store import LeaseStore, TurnstileBusy
+from gateway.workers.lock import NoAccountFolder
 
 log = logging.getLogger("gateway.syncsession")
 
@@ -143,4 +144,7 @@ class SessionGuard:
                     lease = rules.after(lease, method, session, turn.status, now, self._idle)
                     return None, lease
 
-                self._store.update(account, settle)
+                try:
+                    self._store.update(account, settle)
+                except NoAccountFolder:
+                    pass  # moved away meanwhile: its lease stayed behind with the folder

@@ -23,12 +23,13 @@ is still on its way to the worker (measured: a second device's `meta`, let throu
 the first device's `start`, reached the worker after it and ended that sync). The stock server
 runs one request at a time anyway, so this costs little. Locks belong to open files: two
 requests of one process exclude each other as two processes do, and a dead process's locks go
-with it.
+with it. Raises ValueError for an unsafe account name, and `NoAccountFolder` (503) when the
+account has no folder on this node (moved away): the lease never creates one
+(workers/lock.py: `account_dir`).
 
 `.gateway-sync-in-flight` holds a shared flock for each request of the lease's session while it
 is in flight; `busy()` probes it with LOCK_EX|LOCK_NB, under the lease's flock. A lock, not a
 count in the lease file: a process that dies mid-request cannot leave the account held.
-Raises ValueError for an unsafe account name (workers/lock.py: `account_dir`).
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.naming import is_safe
 from gateway.syncsession.rules import Lease
-from gateway.workers.lock import account_dir, try_flock
+from gateway.workers.lock import account_dir, account_path, try_flock
 
 FILE_NAME = ".gateway-sync-session"
 TURNSTILE = ".gateway-sync-turnstile"
@@ -96,10 +96,9 @@ class LeaseStore:
     def clear(self, account: str) -> None:
         """Forget the account's lease, if its folder has one: its worker stopped, and the sync
         state went with it. Creates nothing (a folder moved away stays away)."""
-        if not is_safe(account):
-            raise ValueError(f"unsafe account name {account!r}")
+        path = account_path(self._dir, account) / FILE_NAME
         try:
-            fd = os.open(self._dir / account / FILE_NAME, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             return
         try:

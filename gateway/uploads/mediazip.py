@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 
 #: rslib sync/media/zip.rs: `entries.len() > 25` is refused.
 MAX_ENTRIES = 25
@@ -63,9 +64,14 @@ class _Entry:
 
 class MediaZipCheck:
     """`feed()` the inflated body in order, `finish()` at its end; `Refused` as soon as a rule
-    breaks (module doc)."""
+    breaks (module doc). `on_meta`, once `_meta` has passed the checks, gets the upload's
+    `(filename, size in bytes, or None for a deletion)` pairs (quota/guard.py counts them); what
+    it raises, `feed()` raises."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, on_meta: Callable[[list[tuple[str, int | None]]], None] | None = None
+    ) -> None:
+        self._on_meta = on_meta
         self._at = 0  # bytes of the zip seen
         self._entries: list[_Entry] = []
         self._names: set[str] = set()
@@ -229,3 +235,6 @@ class MediaZipCheck:
             named.add(pair[1])
         if named != self._names - {META}:
             raise Refused("_meta and the zip's entries do not match")
+        if self._on_meta is not None:
+            sizes = {entry.name: entry.size for entry in self._entries}
+            self._on_meta([(pair[0], sizes[pair[1]] if pair[1] else None) for pair in pairs])

@@ -62,6 +62,8 @@ from gateway.uploads.decoders import DecoderPool
 from gateway.uploads.frames import FrameScanner, Unreadable
 from gateway.uploads.mediazip import MediaZipCheck, Refused
 
+__all__ = ["DECODERS", "InflationBudget", "OverBudget", "PayloadLimits", "PayloadMeter", "TooLarge"]
+
 MIB = 1024 * 1024
 #: Inflated bytes handed to the counter at a time (and dropped).
 PIECE = 64 * 1024
@@ -135,7 +137,9 @@ class _Counter:
 class PayloadMeter:
     """One body's meter: `feed()` (or `feed_inline()`) every chunk, in order, before
     forwarding it. Raises `TooLarge`, `OverBudget` (budget.py), `Unreadable` (frames.py) or
-    `Refused` (mediazip.py, with `media_zip`); every later call raises `TooLarge`."""
+    `Refused` (mediazip.py, with `media_zip`), or what `on_meta` raised (it gets the media
+    upload's `(filename, size or None)` pairs once `_meta` is read: quota/guard.py); every later
+    call raises `TooLarge`."""
 
     def __init__(
         self,
@@ -145,11 +149,13 @@ class PayloadMeter:
         decoders: DecoderPool = DECODERS,
         *,
         media_zip: bool = False,
+        on_meta: Callable[[list[tuple[str, int | None]]], None] | None = None,
     ) -> None:
         self.limits = limits
         self._share: Share | None = budget.share(owners) if budget is not None else None
         self._decoders = decoders
         self._media_zip = media_zip
+        self._on_meta = on_meta
         self._broken = False
         #: `_closed` (released) and `_busy` (a feed() runs) change under `_lock`: release()
         #: may come from the event loop while a feed() runs in a thread (module doc).
@@ -164,7 +170,9 @@ class PayloadMeter:
     def _begin(self) -> None:
         """Fresh reading state for the body from its first byte."""
         self._frames = FrameScanner()
-        self._counter = _Counter(self._grant, MediaZipCheck() if self._media_zip else None)
+        self._counter = _Counter(
+            self._grant, MediaZipCheck(self._on_meta) if self._media_zip else None
+        )
         self._decoder: zstandard.ZstdDecompressor | None = self._decoders.take()
         self._inflater = self._decoder.stream_writer(
             self._counter, write_size=PIECE, write_return_read=True
@@ -216,7 +224,9 @@ class PayloadMeter:
             zip_check = self._counter.zip_check
             if zip_check is not None and self._frames.ended:
                 zip_check.finish()  # the body's last byte: the zip must be whole
-        except (TooLarge, OverBudget, Unreadable, Refused):
+        except _Deferred:
+            raise  # not a verdict: feed_inline() starts over in a thread
+        except Exception:  # ours, or what `on_meta` raised (quota/guard.py: OverQuota)
             self._broken = True
             self._stop_inflating()
             raise

@@ -1,13 +1,23 @@
 """The cross-process guard: never two workers for one account, also across gateway processes.
 
 Contract:
-- `account_dir()` refuses (ValueError) a name that `naming.is_safe()` rejects or whose folder
-  resolves outside the collections folder (a symlink planted in it, say), and creates the folder.
+- `account_path()` is `<collections_dir>/<account>`, checked, never created: ValueError for a
+  name that `naming.is_safe()` rejects or whose folder resolves outside the collections folder
+  (a symlink planted in it, say). `account_dir()` is the same path, which must exist:
+  `NoAccountFolder` (503, Retry-After) otherwise. Only the paths that own an account's coming
+  into being on this node create its folder, with `make_account_dir()`: first login (and the
+  worker start, `claim()`), provisioning (the registry), receiving a move, import, restore.
+  Everything else (the backup gate and its watcher, the sync lease and turnstile, `try_lock`,
+  export, backups, a move's source) only looks: after a move, nothing may put an empty
+  `collections/<name>/` back on the node the account left.
 - `claim()` takes `<collections_dir>/<account>/.gateway-worker.lock` with
   `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
   the worker is ready. A loser gets the port of the holder's worker once that answers `/health`,
-  and `Unavailable` (503) if it does not within `wait`. An account whose import was cut off
+  and `Unavailable` (503) if it does not within `wait`; a holder the caller saw answer lately
+  (`trusted`, the same published record) is used after one read of the lock file (several
+  gateway processes share an account's worker on every request: a /health round trip, a mkdir
+  and path resolutions each time cost milliseconds). An account whose import was cut off
   (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again; so is one
   whose restore was cut off while it swapped the files (`RESTORING`), until `restore` runs again.
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
@@ -45,17 +55,37 @@ RESTORING = ".gateway-restore-swap"
 RETRY_INTERVAL = 0.05
 
 
-def account_dir(collections_dir: Path, account: str) -> Path:
-    """`<collections_dir>/<account>`, created (0o700) if missing; ValueError for unsafe names."""
+class NoAccountFolder(Unavailable):
+    """The account has no folder on this node (it moved away, or was never here): 503."""
+
+
+def account_path(collections_dir: Path, account: str) -> Path:
+    """`<collections_dir>/<account>`, never created; ValueError for unsafe names or a folder
+    that leads outside the collections folder."""
     if not is_safe(account):
         raise ValueError(f"unsafe account name {account!r}")
     root = collections_dir.resolve()
     folder = root / account
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     # is_safe() already excludes "/" and "..": this catches a symlink planted in the folder.
     if folder.resolve().parent != root:
         raise ValueError(f"account folder for {account!r} leads outside {root}")
     return folder
+
+
+def account_dir(collections_dir: Path, account: str) -> Path:
+    """`account_path()`, which must be a folder: `NoAccountFolder` otherwise."""
+    folder = account_path(collections_dir, account)
+    if not folder.is_dir():
+        raise NoAccountFolder(f"no folder for {account} on this node", retry_after=1)
+    return folder
+
+
+def make_account_dir(collections_dir: Path, account: str) -> Path:
+    """`account_path()`, created (0o700) if missing: only for the paths that bring an account
+    into being on this node (module doc)."""
+    folder = account_path(collections_dir, account)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return account_dir(collections_dir, account)
 
 
 class AccountLock:
@@ -144,16 +174,29 @@ def read_holder(path: Path) -> Holder | None:
 
 @dataclass(frozen=True)
 class Claim:
-    """Either `lock` (ours: start the worker) or `port` (another process's worker)."""
+    """Either `lock` (ours: start the worker) or `port` (another process's worker, published
+    as `holder`)."""
 
     lock: AccountLock | None = None
     port: int | None = None
+    holder: Holder | None = None
 
 
-async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
+async def claim(
+    collections_dir: Path, account: str, *, wait: float, trusted: Holder | None = None
+) -> Claim:
+    if trusted is not None:
+        # The folder was checked when the holder was first seen: one read, no mkdir, no
+        # resolution, no lock attempt. A holder that died since left its record behind: its
+        # worker died with it, the connection is refused, and the caller forgets the trust.
+        if read_holder(collections_dir / account / LOCK_NAME) == trusted:
+            return Claim(port=trusted.port, holder=trusted)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    path = account_dir(collections_dir, account) / LOCK_NAME
+    # A worker starts for a login (or a request right after one): it may bring the folder.
+    # A sync request of an account that moved away never gets here (syncsession/, backup/gate
+    # refuse it first: 503), nor does one whose owner changed (proxy: `_still_owner`).
+    path = make_account_dir(collections_dir, account) / LOCK_NAME
     while True:
         lock = try_lock(collections_dir, account)
         if lock is not None:
@@ -169,8 +212,9 @@ async def claim(collections_dir: Path, account: str, *, wait: float) -> Claim:
         # Another process holds it: its worker may still be starting (nothing published yet)
         # or stopping; either settles within a start timeout.
         holder = read_holder(path)
-        if holder is not None and holder.here and await probe_health(holder.port, timeout=1.0):
-            return Claim(port=holder.port)
+        if holder is not None and holder.here:
+            if holder == trusted or await probe_health(holder.port, timeout=1.0):
+                return Claim(port=holder.port, holder=holder)
         if loop.time() >= deadline:
             raise Unavailable(
                 f"the worker for {account} belongs to another gateway process and is not reachable"

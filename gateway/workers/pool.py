@@ -16,7 +16,9 @@ Contract (design.md, "Workers"):
 - Every worker found dead that nobody stopped is logged (WARNING "worker killed at its memory
   limit" or "worker crashed", with the reason) and counted once (`metrics.worker_died`).
 - Across processes, one worker per account (slot.py, lock.py): if another gateway holds the
-  account, its worker is used (not counted here) instead of starting a second one.
+  account, its worker is used (not counted here) instead of starting a second one; once it
+  answered /health it is trusted for `BORROW_SECONDS` while its lock still names it (a lease
+  then costs two small file reads, no round trip), and forgotten when reported broken.
 - `on_stopped(account)`, when set, is called as a worker of ours is discarded, whatever the
   reason (retired, evicted, idle, dead, closing): state the worker held for a client (a
   collection sync half-way) is gone from then on (syncsession/guard.py).
@@ -34,6 +36,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from gateway import metrics
 from gateway.config import Config
 from gateway.containment import Containment, Death
@@ -41,6 +45,7 @@ from gateway.errors import Unavailable
 from gateway.naming import is_safe
 from gateway.workers import ledger
 from gateway.workers.ledger import Usage
+from gateway.workers.lock import Holder
 from gateway.workers.process import probe_health
 from gateway.workers.slot import Launch, Slot
 
@@ -48,6 +53,8 @@ log = logging.getLogger("gateway.workers")
 
 #: Seconds a client is told to wait when no worker slot is free.
 RETRY_AFTER = 5
+#: Seconds another gateway process's worker is used without asking its /health again.
+BORROW_SECONDS = 1.0
 #: Seconds `report_broken` waits for a worker's exit after a broken connection.
 EXIT_WAIT = 1.0
 
@@ -93,6 +100,8 @@ class WorkerPool:
         self._clock = clock
         self._slots: dict[str, Slot] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        #: Other gateway processes' workers that answered /health: account -> (holder, when).
+        self._borrowed: LRUCache[str, tuple[Holder, float]] = LRUCache(4096)
         # Replaced on every change; waiters hold the old one (no lost wake-ups, no Condition).
         self._changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
@@ -134,6 +143,10 @@ class WorkerPool:
         if self._stopping:
             await asyncio.wait(list(self._stopping.values()))
 
+    @property
+    def collections_dir(self) -> Path:
+        return self._launch.collections_dir
+
     def stats(self) -> dict[str, int]:
         # list() copies in one step: tests and metrics may call this from another thread.
         counts = ledger.counts([s.usage for s in list(self._slots.values())])
@@ -156,6 +169,7 @@ class WorkerPool:
         return [a for a, s in self._slots.items() if s.process is not None and s.process.alive]
 
     async def report_broken(self, account: str) -> Death | None:
+        self._borrowed.pop(account, None)
         slot = self._slots.get(account)
         if slot is None or slot.process is None:
             return None  # starting, unknown, or another gateway's worker: nothing to fix
@@ -274,12 +288,20 @@ class WorkerPool:
         return slot
 
     async def _start(self, slot: Slot) -> int:
+        borrowed = self._borrowed.get(slot.account)
+        now = time.monotonic()
+        trusted = (
+            borrowed[0] if borrowed is not None and now - borrowed[1] < BORROW_SECONDS else None
+        )
         try:
-            port = await slot.bring_up(self._launch)
+            port = await slot.bring_up(self._launch, trusted)
         except BaseException:
+            self._borrowed.pop(slot.account, None)
             self._forget(slot)
             raise
         if slot.process is None:
+            if slot.holder is not None and slot.holder != trusted:
+                self._borrowed[slot.account] = (slot.holder, now)  # it answered /health now
             self._forget(slot)  # another gateway's worker: not ours to count or stop
         else:
             slot.usage.ready = True

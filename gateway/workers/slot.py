@@ -53,6 +53,8 @@ class Slot:
         self.lock: lock.AccountLock | None = None
         #: The password our worker was started with (its account's key generation at start).
         self.secret: str | None = None
+        #: Another gateway process's worker, as its lock published it (no `process` then).
+        self.holder: lock.Holder | None = None
 
     @property
     def dead(self) -> bool:
@@ -63,15 +65,17 @@ class Slot:
     def returncode(self) -> int | None:
         return self.process.returncode if self.process is not None else None
 
-    async def bring_up(self, launch: Launch) -> int:
-        """The port of the account's worker: ours (`self.process` set) or another gateway's."""
+    async def bring_up(self, launch: Launch, trusted: lock.Holder | None = None) -> int:
+        """The port of the account's worker: ours (`self.process` set) or another gateway's
+        (`self.holder` set; `trusted`: lock.claim)."""
         try:
             # Another gateway may be starting its worker right now: allow it a start timeout.
             claim = await lock.claim(
-                launch.collections_dir, self.account, wait=launch.start_timeout
+                launch.collections_dir, self.account, wait=launch.start_timeout, trusted=trusted
             )
             if claim.lock is None:
                 assert claim.port is not None
+                self.holder = claim.holder
                 return claim.port
             self.lock = claim.lock
             # Ours now, and no worker of this account runs: what a killed one left can go.

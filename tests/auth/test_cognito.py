@@ -923,3 +923,54 @@ def test_username_and_password_rules_follow_cognito_limits() -> None:
     assert is_possible_password("a b") is False  # too short, not for its space
     assert is_possible_password("pass word") and not is_possible_password("password ")
     assert not is_possible_username("") and not is_possible_password("")
+
+
+# --- re-checks: one per-user read (AdminGetUser), not ListUsers --------------------------------
+
+
+def _operations(provider: CognitoProvider) -> list[str]:
+    """The names of the API calls `provider` makes from now on (botocore's own event)."""
+    seen: list[str] = []
+    provider._client.meta.events.register(  # noqa: SLF001 - the test watches the real client
+        "before-call.cognito-idp", lambda model, **_: seen.append(model.name)
+    )
+    return seen
+
+
+async def test_lookup_sub_with_the_username_reads_that_one_user(
+    cognito: CognitoPool, provider: CognitoProvider
+) -> None:
+    sub = cognito.add_user("alice", PASSWORD, email="alice@example.com")
+    seen = _operations(provider)
+
+    assert await provider.lookup_sub(sub, "alice") == Identity(sub, "alice", "alice@example.com")
+    cognito.disable("alice")
+    assert (await provider.lookup_sub(sub, "alice")).enabled is False
+    assert seen == ["AdminGetUser", "AdminGetUser"]
+
+
+async def test_a_username_taken_again_by_another_user_means_the_owner_was_deleted(
+    cognito: CognitoPool, provider: CognitoProvider
+) -> None:
+    old = cognito.add_user("alice", PASSWORD, email="alice@example.com")
+    cognito.boto.admin_delete_user(UserPoolId=cognito.pool_id, Username="alice")
+    cognito.add_user("alice", PASSWORD, email="alice@example.com")
+    with pytest.raises(UnknownUser):
+        await provider.lookup_sub(old, "alice")
+    with pytest.raises(UnknownUser):
+        await provider.lookup_sub(old, "nobody-by-that-name")
+
+
+async def test_in_an_email_pool_the_username_recorded_at_login_reads_the_user(
+    cognito_email: CognitoPool, tmp_path: Path
+) -> None:
+    sub = cognito_email.add_user("bob@example.com", PASSWORD, email="bob@example.com")
+    provider = CognitoProvider(cognito_email.config(tmp_path).cognito)
+    seen = _operations(provider)
+    try:
+        identity = await provider.authenticate("bob@example.com", PASSWORD)
+        found = await provider.lookup_sub(sub, identity.username)
+    finally:
+        await provider.close()
+    assert found.sub == sub and found.email == "bob@example.com"
+    assert "ListUsers" not in seen and seen[-1] == "AdminGetUser"

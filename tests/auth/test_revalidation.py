@@ -138,3 +138,74 @@ async def test_a_registry_outage_postpones_the_check_without_raising(tmp_path, c
     await reval.check(account)
     assert (await registry.get(account.sub)).status == SUSPENDED
     await registry.close()
+
+
+async def test_the_check_reads_the_owner_by_the_username_recorded_with_the_account(setup):
+    clock, provider, registry, reval, _ = setup
+    account = await add(provider, registry)
+    clock.now += 500
+    await reval.check(await registry.get(account.sub))
+    assert provider.lookups_by_username == 1
+
+
+async def test_checks_over_the_calls_per_second_budget_are_put_off_never_a_logout(tmp_path):
+    clock, tick = Clock(), Clock()
+    provider = FakeProvider()
+    registry = SqliteRegistry(tmp_path / "r.sqlite3", tmp_path / "c", clock=clock)
+    reval = Revalidator(provider, registry, 100, clock=clock, calls_per_second=2, monotonic=tick)
+    accounts = [await add(provider, registry, f"user{n}") for n in range(5)]
+    for name in ("user0", "user1", "user2", "user3", "user4"):
+        provider.disable(name)
+    clock.now += 500
+    before = provider.calls
+    for account in accounts:
+        reval.maybe_check(await registry.get(account.sub))
+    await asyncio.sleep(0.05)
+    assert provider.calls - before == 2 and reval.deferred == 3
+    statuses = [(await registry.get(a.sub)).status for a in accounts]
+    assert statuses == [SUSPENDED, SUSPENDED, ACTIVE, ACTIVE, ACTIVE]
+    # A waiting (overdue) check over the budget returns at once; the key keeps working.
+    await reval.wait_for_check(await registry.get(accounts[2].sub))
+    assert (await registry.get(accounts[2].sub)).status == ACTIVE and reval.deferred == 4
+    tick.now += 1.0  # a second later: two more
+    for account in accounts[2:]:
+        reval.maybe_check(await registry.get(account.sub))
+    await asyncio.sleep(0.05)
+    statuses = [(await registry.get(a.sub)).status for a in accounts]
+    assert statuses == [SUSPENDED, SUSPENDED, SUSPENDED, SUSPENDED, ACTIVE]
+    await reval.close()
+    await registry.close()
+
+
+async def test_cognito_throttling_a_re_check_changes_nothing(tmp_path):
+    import boto3
+    from botocore.stub import Stubber
+
+    from gateway.config import CognitoConfig
+    from gateway.identity.cognito import CognitoProvider
+    from gateway.identity.provider import Identity
+
+    clock = Clock()
+    client = boto3.client("cognito-idp", region_name="eu-west-1")
+    stubber = Stubber(client)
+    stubber.add_client_error(
+        "admin_get_user", "TooManyRequestsException", "Rate exceeded", http_status_code=400
+    )
+    stubber.activate()
+    provider = CognitoProvider(
+        CognitoConfig(user_pool_id="eu-west-1_abc", client_id="c", region="eu-west-1"),
+        client=client,
+    )
+    registry = SqliteRegistry(tmp_path / "r.sqlite3", tmp_path / "c", clock=clock)
+    sub = "3f2a9c1e-4b5d-4e6f-8a7b-9c0d1e2f3a4b"
+    account, _ = await registry.ensure(Identity(sub, "alice", "alice@example.com"))
+    await registry.add_host_key(sub, "k" * 40)
+    reval = Revalidator(provider, registry, 100, clock=clock, calls_per_second=5)
+    clock.now += 500
+    await reval.wait_for_check(await registry.get(sub))
+    assert reval.postponed == 1
+    assert (await registry.get(sub)).status == ACTIVE
+    assert await registry.account_for_key("k" * 40) is not None
+    stubber.assert_no_pending_responses()
+    await provider.close()
+    await registry.close()

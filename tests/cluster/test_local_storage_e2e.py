@@ -10,6 +10,7 @@ accounts.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
@@ -25,7 +27,7 @@ from anki.errors import SyncError
 
 from gateway import config as config_mod
 from gateway import protocol
-from gateway.cluster import move, signing
+from gateway.cluster import copy, move, signing
 from gateway.local import standin
 from gateway.registry import open_registry
 from tests.ankiclient import Required, is_auth_error
@@ -46,6 +48,7 @@ from tests.cluster.nodes import (
     users,
 )
 from tests.rawhttp import sync_header
+from tests.syncsession.test_wire_e2e import START, Device
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,7 +56,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
     """Local storage on DynamoDB; the move first, the SIGKILL last."""
-    yield from module_cluster(tmp_path_factory, "local", 5)
+    yield from module_cluster(tmp_path_factory, "local", 7)
 
 
 def test_a_move_during_activity_loses_nothing_and_keeps_the_key(local_cluster, tmp_path):
@@ -193,6 +196,105 @@ def test_a_captured_move_request_is_accepted_once_and_never_re_targeted(local_cl
     client.close()
 
 
+def test_a_sync_cut_by_a_move_is_told_to_try_again_and_its_old_node_never_has_the_folder_again(
+    local_cluster, tmp_path
+):
+    """Issue 21: a sync half-way (`meta`, `start` answered) when its account moves. Its next
+    request, through either node, is 503 + Retry-After (the client syncs again), never the
+    worker's 409; and nothing on the old node (the backup gate's watcher of open syncs, the
+    sync lease, a request's passage) creates `collections/<name>/` there again."""
+    cluster, people = local_cluster
+    user = people[5]
+    client = synced(tmp_path, "half-way", user, cluster.nodes[0], "before the cut")
+    assert client.auth is not None
+    source = owner_node(cluster, user.sub)
+    target = next(n for n in cluster.nodes if n is not source)
+    half = Device(source.url, client.auth.hkey, "cut")
+    assert half.send("meta", {"v": 11, "cv": "test"})[0] == 200
+    assert half.send("start", START)[0] == 200
+    said = admin(cluster, "move", "user5", "--to", target.id)
+    assert f"user5: moved to {target.id}" in said
+    folder = source.data_dir / "collections" / "user5"
+    assert not folder.exists()
+    for node in (source, target):
+        answer = Device(node.url, client.auth.hkey, "cut").post("applyChanges", {"changes": {}})
+        assert answer.status_code == 503, answer.content[:200]
+        assert int(answer.headers["Retry-After"]) > 0
+    deadline = time.monotonic() + 3  # a dozen rounds of the gate's watcher
+    while time.monotonic() < deadline:
+        assert not folder.exists()
+        time.sleep(0.1)
+    through(client, source).sync()  # served by the new owner, through the old one
+    assert "before the cut" in client.note_fronts()
+    assert not folder.exists()
+    client.close()
+
+
+def _receive(node: Node, sub: str, name: str, archive: bytes, sender: str) -> tuple[dict, str]:
+    """A `_cluster/receive` request as `sender` signs it: its headers and URL."""
+    digest = hashlib.sha256(archive).hexdigest()
+    headers = signing.sign(
+        signing.node_key(SECRET.encode()),
+        "POST",
+        "/_cluster/receive",
+        sender,
+        move.copy_identity(sub, name, digest),
+        time.time(),
+    )
+    headers[move.ARCHIVE] = digest
+    return headers, node.url + "_cluster/receive?" + urllib.parse.urlencode(
+        {"sub": sub, "name": name}
+    )
+
+
+def _post(url: str, body: bytes, headers: dict) -> int:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url, data=body, method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_captured_archive_copy_never_puts_a_stale_copy_on_a_node_the_account_left(
+    local_cluster, tmp_path
+):
+    """Issue 21: an account's archive copy captured on its way to a node, sent again within
+    the replay window once the account has moved on from there, is refused (401: spent);
+    and a copy signed afresh by a node that is not the account's owner is refused (409):
+    a node takes a copy only from the account's owner."""
+    cluster, people = local_cluster
+    user = people[6]
+    client = synced(tmp_path, "stale-copy", user, cluster.nodes[0], "first")
+    first = owner_node(cluster, user.sub)
+    second, third = [n for n in cluster.nodes if n is not first]
+    packed = tmp_path / "copy.tar"
+    copy.pack(first.data_dir / "collections" / "user6", packed)
+    archive = packed.read_bytes()
+    captured = _receive(second, user.sub, "user6", archive, first.id)
+    headers, url = captured
+    assert _post(url, archive, headers) == 200  # a copy whose move went no further
+    admin(cluster, "move", "user6", "--to", second.id)
+    admin(cluster, "move", "user6", "--to", third.id)
+    assert owner_node(cluster, user.sub) is third
+    gone = second.data_dir / "collections" / "user6"
+    assert not gone.exists()
+    assert _post(url, archive, headers) == 401  # the copy to `second`, sent again
+    headers, url = _receive(second, user.sub, "user6", archive, first.id)
+    assert _post(url, archive, headers) == 409  # signed afresh by a node not the owner
+    assert not gone.exists()
+    client.add_note("second")
+    through(client, second).sync()
+    fresh = device(tmp_path, "stale-copy-fresh")
+    fresh.login(user.email, user.password, first.url)
+    fresh.sync()
+    assert fresh.note_fronts() == {"first", "second"}
+    client.close()
+    fresh.close()
+
+
 def test_unsigned_internal_requests_count_against_the_per_address_limit(local_cluster):
     """`_cluster/hostkey` (also move, erase) reads its small body before it can check the
     signature over it: held open by anyone reaching the port, such requests count per address
@@ -243,25 +345,23 @@ def test_a_deleted_account_s_folder_is_erased_on_its_owner_node_only_once_delete
     folder = owner.data_dir / "collections" / "user3"
     assert (folder / "collection.anki2").exists()
 
-    def erase() -> int:
-        url = owner.url + "_cluster/erase"
-        headers = signing.sign(
-            signing.node_key(SECRET.encode()),
-            "POST",
-            "/_cluster/erase",
-            "n9",
-            move.identity(user.sub, "user3"),
-            time.time(),
-        )
+    sent: list[dict[str, str]] = []
+
+    def erase(headers: dict[str, str] | None = None) -> int:
+        if headers is None:
+            headers = signing.sign(
+                signing.node_key(SECRET.encode()),
+                "POST",
+                "/_cluster/erase",
+                "n9",
+                move.identity(user.sub, "user3"),
+                time.time(),
+            )
+        sent.append(headers)
         body = json.dumps({"sub": user.sub, "name": "user3"}).encode()
-        request = urllib.request.Request(  # noqa: S310 - loopback
-            url, data=body, method="POST", headers={**headers, "Content-Type": "application/json"}
+        return _post(
+            owner.url + "_cluster/erase", body, {**headers, "Content-Type": "application/json"}
         )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
-                return answer.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
 
     assert erase() == 409  # a valid signature alone never erases a live account
     assert (folder / "collection.anki2").exists()
@@ -281,6 +381,7 @@ def test_a_deleted_account_s_folder_is_erased_on_its_owner_node_only_once_delete
         time.sleep(0.5)
     assert status == 200
     assert not folder.exists()
+    assert erase(sent[-1]) == 401  # accepted once: the same request again is a replay
     client.close()
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from gateway.appkeys import REGISTRY
 from gateway.cluster import copy, move, signing
 from gateway.cluster.internal import CLUSTER, SEGMENT, Cluster
+from gateway.registry.sqlite import SqliteRegistry
 from tests.cluster.test_router import Clock, router
 
 
@@ -37,6 +39,8 @@ async def test_a_signed_copy_cannot_be_sent_again_with_another_archive(tmp_path,
 
     app.router.add_post("/" + SEGMENT + "receive", receive)
     app[CLUSTER] = Cluster(router(tmp_path, "b", Clock(), "local"), key, 30, session=None)  # type: ignore[arg-type]
+    # Where the signatures are spent (accepted once), shared by both sides here.
+    app[REGISTRY] = SqliteRegistry(tmp_path / "registry.sqlite3", tmp_path / "unused")
     client = await aiohttp_client(app)
     base = str(client.make_url("/"))
     seen: list[tuple[dict[str, str], dict[str, str]]] = []
@@ -48,6 +52,7 @@ async def test_a_signed_copy_cannot_be_sent_again_with_another_archive(tmp_path,
     tracing.on_request_end.append(keep)
     async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
         sender = Cluster(router(tmp_path, "a", Clock(), "local"), key, 30, session)
+        assert await sender.router.adopt("sub-a")  # a copy is taken only from the owner
         honest = tmp_path / "honest.tar"
         copy.pack(account_folder(tmp_path / "src" / "alice", "mine"), honest)
         await move._send(sender, base, "sub-a", "alice", honest)  # noqa: SLF001
@@ -63,6 +68,7 @@ async def test_a_signed_copy_cannot_be_sent_again_with_another_archive(tmp_path,
             data=forged.read_bytes(),
         ) as answer:
             status = answer.status
+    await app[REGISTRY].close()
     assert status != 200
     with sqlite3.connect(collections / "alice" / "collection.anki2") as db:
         assert db.execute("SELECT front FROM notes").fetchall() == [("mine",)]

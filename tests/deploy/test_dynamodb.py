@@ -42,9 +42,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.request: dict[str, Any] = {}
+        self.ttl: dict[str, Any] = {}
 
     def create_table(self, **request: Any) -> None:
         self.request = request
+
+    def update_time_to_live(self, **request: Any) -> None:
+        self.ttl = request["TimeToLiveSpecification"]
 
     def get_waiter(self, name: str) -> Any:
         return self
@@ -73,6 +77,9 @@ def test_the_table_is_the_one_create_table_makes(template: dict[str, Any]) -> No
         made["GlobalSecondaryIndexes"], "IndexName"
     )
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    # Nonce items expire on their own (issue 21): the template's TTL is create_table's.
+    assert props["TimeToLiveSpecification"] == recorder.ttl
+    assert recorder.ttl == {"Enabled": True, "AttributeName": dynamo.TTL_ATTRIBUTE}
 
 
 def test_the_policy_allows_exactly_the_calls_the_registry_makes(template: dict[str, Any]) -> None:

@@ -84,3 +84,22 @@ def portal_gateway(portal_pool: Any, tmp_path: Any, start_gateway: Any) -> Any:
         return start_gateway(config, portal_directory=directory), directory
 
     return start
+
+
+SYNC_HOST, PORTAL_HOST = "sync.localhost", "signup.localhost"
+
+
+@pytest.fixture
+def two_hosts(portal_pool: Any, tmp_path: Any, start_gateway: Any) -> Any:
+    """The gateway with the portal on its own host name: (RunningGateway, CodeBookDirectory,
+    sync URL, portal URL). Both names are this one loopback listener (Chromium resolves
+    *.localhost to loopback itself; plain HTTP clients send the Host header)."""
+    from tests.cluster.nodes import free_port
+
+    port = free_port()
+    sync_url = f"http://{SYNC_HOST}:{port}/"
+    portal = {"enabled": True, "host": PORTAL_HOST, "public_url": sync_url}
+    config = portal_pool.config(tmp_path / "data", portal=portal)
+    directory = CodeBookDirectory(config.cognito)
+    gw = start_gateway(config, port=port, portal_directory=directory)
+    return gw, directory, sync_url, f"http://{PORTAL_HOST}:{port}/"

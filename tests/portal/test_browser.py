@@ -27,8 +27,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless chromium for the module's tests (`browser` gives each a clean one)."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         if os.environ.get("CI") == "true":
             pytest.fail("chromium and chromium-driver must be installed in CI (.ci/run)")
@@ -50,24 +51,32 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--disable-component-update",
         "--disable-sync",
         "--window-size=390,844",  # a phone's viewport
-        f"--user-data-dir={tmp_path / 'chromium'}",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         options.add_argument(flag)
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
+    options.add_experimental_option("prefs", {"download.prompt_for_download": False})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.execute_cdp_cmd(
-        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-    )
     driver.set_page_load_timeout(30)
     try:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(chromium: Any, tmp_path: Path) -> Any:
+    """The module's chromium as a fresh one: no cookies (each test's gateway is another port
+    of 127.0.0.1, and cookies ignore ports), no cache, a blank page, and downloads saved to
+    the test's own `tmp_path / "downloads"`."""
+    for command in ("Network.clearBrowserCookies", "Network.clearBrowserCache"):
+        chromium.execute_cdp_cmd(command, {})
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    chromium.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    chromium.get("about:blank")
+    return chromium
 
 
 def click_and_wait(driver: Any, css: str) -> None:
@@ -224,13 +233,20 @@ def test_a_wrong_code_and_an_expired_code_say_what_to_do(portal_gateway: Any, br
     assert "your account is ready" in page_text(browser)
 
 
-def test_an_expired_session_asks_to_sign_in_again(portal_gateway: Any, browser: Any) -> None:
-    gw, _ = portal_gateway(portal={"session_max_age_seconds": 2})
+def test_an_expired_session_asks_to_sign_in_again(
+    portal_gateway: Any, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A session life no sign-in outlasts, however loaded the machine; then the gateway's clock
+    # (it runs in this process) passes it. The browser still holds the cookie and sends it, so
+    # the gateway itself must refuse the old session.
+    life = 60
+    gw, _ = portal_gateway(portal={"session_max_age_seconds": life})
     base = gw.url + "account/"
     sign_up_and_confirm(browser, base, "brief@example.com")
     sign_in(browser, base, "brief@example.com")
     assert browser.current_url == base and "My account" in page_text(browser)
-    time.sleep(2.5)
+    now = time.time
+    monkeypatch.setattr(time, "time", lambda: now() + life + 1)
     browser.get(base)
     assert browser.current_url.startswith(base + "signin")
     assert "Sign in" in page_text(browser)
@@ -311,3 +327,78 @@ def test_download_my_data_saves_a_package_that_anki_imports_whole(
         fronts,
         {"kept.png": b"\x89PNG not really" * 300},
     )
+
+
+def test_the_account_page_shows_usage_against_the_accounts_limits(
+    portal_gateway: Any, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    gw, _ = portal_gateway(quota={"media_megs": 2})
+    base = gw.url + "account/"
+    sign_up_and_confirm(browser, base, "keeper@example.com")
+    sign_in(browser, base, "keeper@example.com")
+    assert text(browser, "#collection-size") == "0 bytes of 250.0 MB"
+    assert text(browser, "#media-files") == "0 (0 bytes of 2.0 MB)"
+    assert text(browser, "#media-file-limit") == "100.0 MB"
+
+    device = Client(tmp_path / "device")
+    device.add_media("song.mp3", os.urandom(1_500_000))
+    device.login("keeper@example.com", PORTAL_PASSWORD, gw.url)
+    device.sync()
+    device.close()
+    browser.get(base)
+    assert text(browser, "#media-files") == "1 (1.5 MB of 2.0 MB)"
+    assert text(browser, "#collection-size").endswith(" of 250.0 MB")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#over-media, #over-collection")
+
+    # The operator lowers this account's media limit below what it holds.
+    registry = gw.registry
+    registry.set_quota(registry.get_by_name("keeper").sub, {"quota_media_megs": 1})
+    browser.get(base)
+    assert text(browser, "#media-files") == "1 (1.5 MB of 1.0 MB)"
+    assert "Your media is over this server's limit" in text(browser, "#over-media")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#over-collection")
+
+
+def test_sign_up_on_its_own_host_and_sync_on_the_other(
+    two_hosts: Any, browser: Any, tmp_path: Path
+) -> None:
+    gw, directory, sync_url, portal_url = two_hosts
+
+    # Opening the sync URL in a browser offers both ways on; "Create an account" goes to the
+    # portal's host, at its root.
+    browser.get(sync_url)
+    assert text(browser, "#set-up-anki") == "Set up Anki"
+    click_and_wait(browser, "#create-account")
+    assert browser.current_url == portal_url + "signup"
+    sign_up_and_confirm(browser, portal_url, "two.hosts@example.com")
+    assert directory.sent == ["two.hosts@example.com"]
+    sign_in(browser, portal_url, "two.hosts@example.com")
+    assert browser.current_url == portal_url
+
+    # The session cookie belongs to the portal's host alone, at its root.
+    (cookie,) = browser.get_cookies()
+    assert (cookie["name"], cookie["domain"], cookie["path"]) == (
+        "portal_session",
+        "signup.localhost",
+        "/",
+    )
+    browser.get(sync_url)
+    assert browser.get_cookies() == []
+
+    # An old link to the sync host's account pages lands on the portal host, still signed in;
+    # the set-up page names the sync host.
+    browser.get(sync_url + "account/setup")
+    assert browser.current_url == portal_url + "setup"
+    assert (text(browser, "#server-url"), text(browser, "#login-name")) == (
+        sync_url,
+        "two.hosts@example.com",
+    )
+
+    # The real client logs in and syncs against the sync side of the same listener.
+    device = Client(tmp_path / "device")
+    device.add_note("front")
+    device.login("two.hosts@example.com", PORTAL_PASSWORD, gw.url)
+    assert device.sync() == Required.FULL_UPLOAD
+    device.close()

@@ -269,8 +269,17 @@ def test_only_get_and_post_are_served_and_slashes_are_added(portal_gateway: Any)
     assert (answer.status_code, answer.headers["Location"]) == (303, "/account/")
     assert answer.headers["X-Frame-Options"] == "DENY"
     answer = requests.get(gw.url, allow_redirects=False, timeout=30)
-    assert answer.headers["Location"] == "/account/setup"
     assert "Content-Security-Policy" in answer.headers
+
+
+def test_the_sync_urls_browser_page_offers_an_account_and_the_set_up(portal_gateway: Any) -> None:
+    gw, _ = portal_gateway()
+    page = requests.get(gw.url, allow_redirects=False, timeout=30)
+    assert page.status_code == 200
+    links = dict(re.findall(r'<a id="([a-z-]+)" href="([^"]+)"', page.text))
+    assert links == {"create-account": "/account/signup", "set-up-anki": "/account/setup"}
+    assert "style-src 'self'" in page.headers["Content-Security-Policy"]
+    assert 'href="/account/static/portal.css' in page.text
 
 
 def test_last_sync_follows_sync_requests_not_only_logins(

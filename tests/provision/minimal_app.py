@@ -112,8 +112,10 @@ def post(
     content_type: str | None = "application/json",
     headers: dict[str, str] | None = None,
     chunked: bool = False,
+    conn: http.client.HTTPConnection | None = None,
 ) -> Answer:
-    """POST `payload` as JSON (or `raw` bytes) with the given key; never retries."""
+    """POST `payload` as JSON (or `raw` bytes) with the given key; never retries. On a fresh
+    connection, closed after the answer, unless `conn` (kept open: keep-alive) is given."""
     parts = urlsplit(url)
     body = raw if raw is not None else json.dumps(payload).encode()
     sent = dict(headers or {})
@@ -121,7 +123,9 @@ def post(
         sent["X-API-Key"] = key
     if content_type is not None:
         sent["Content-Type"] = content_type
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    own = conn is None
+    if conn is None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
         if chunked:
             conn.request("POST", parts.path, body=iter([body]), headers=sent, encode_chunked=True)
@@ -135,7 +139,8 @@ def post(
             decoded = data.decode(errors="replace")
         return Answer(response.status, decoded, response.headers)
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 def lambda_body(username: str, sub: str, email: str | None) -> dict[str, Any]:

@@ -10,6 +10,26 @@ import pytest
 
 from gateway.syncsession.rules import Lease
 from gateway.syncsession.store import FILE_NAME, LeaseStore, TurnstileBusy
+from gateway.workers.lock import NoAccountFolder
+
+
+@pytest.fixture(autouse=True)
+def folder(tmp_path: Path) -> None:
+    """The account's folder, as its first login makes it."""
+    (tmp_path / "acct").mkdir()
+
+
+async def test_an_account_without_a_folder_here_gets_503_and_no_folder(tmp_path: Path):
+    """Issue 21: after a move the lease stays behind with the folder; neither the lease nor
+    the turnstile puts a folder back (a sync of the account gets 503 and tries again)."""
+    store = LeaseStore(tmp_path)
+    with pytest.raises(NoAccountFolder) as caught:
+        store.update("gone", lambda old: (old, old))
+    assert caught.value.status == 503
+    with pytest.raises(NoAccountFolder):
+        async with store.turnstile("gone", wait=1):
+            pass
+    assert not (tmp_path / "gone").exists()
 
 
 def test_a_lease_written_by_one_store_is_read_by_another(tmp_path: Path):

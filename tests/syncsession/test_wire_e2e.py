@@ -8,7 +8,6 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,18 +29,12 @@ class Device:
     def __init__(self, url: str, key: str, session: str) -> None:
         self.url, self.key, self.session = url, key, session
 
-    def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
+    def post(self, method: str, payload: object = None) -> requests.Response:
         body = zstandard.ZstdCompressor().compress(json.dumps(payload or {}).encode())
-        answer = self._post(method, body)
-        if answer.status_code != 200:
-            return answer.status_code, answer.content
-        return 200, zstandard.ZstdDecompressor().decompressobj().decompress(answer.content)
+        return self.stream(method, body)
 
-    def post(self, method: str, body: Iterable[bytes]) -> int:
-        """POSTs a body as it comes (chunked); the answer's status."""
-        return self._post(method, body).status_code
-
-    def _post(self, method: str, body: bytes | Iterable[bytes]) -> requests.Response:
+    def stream(self, method: str, body: bytes | Iterable[bytes]) -> requests.Response:
+        """POSTs a body as it comes (chunked when it is an iterable)."""
         header = {"v": 11, "k": self.key, "c": "test", "s": self.session}
         return requests.post(
             self.url + "sync/" + method,
@@ -50,15 +43,24 @@ class Device:
             timeout=30,
         )
 
+    def send(self, method: str, payload: object = None) -> tuple[int, bytes]:
+        answer = self.post(method, payload)
+        if answer.status_code != 200:
+            return answer.status_code, answer.content
+        return 200, zstandard.ZstdDecompressor().decompressobj().decompress(answer.content)
 
-@pytest.fixture
-def gateways(cognito, start_gateway, tmp_path: Path) -> tuple[Any, Any, str]:
+
+@pytest.fixture(scope="module")
+def gateways(
+    module_cognito, start_module_gateway, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Any, Any, str]:
     """Two gateway processes on one data folder (sync sessions lapse after IDLE s), and the
-    host key of an account with a collection."""
-    tmp = tmp_path
-    cognito.add_user("quinn", PASSWORD, "quinn@example.com")
-    config = cognito.config(tmp / "data", workers={"sync_session_idle_seconds": IDLE})
-    gw, other_gw = start_gateway(config), start_gateway(config)
+    host key of an account with a collection. Shared by the module's tests: each uses sync
+    sessions of its own and leaves the account free (aborted, finished or lapsed)."""
+    tmp = tmp_path_factory.mktemp("wire")
+    module_cognito.add_user("quinn", PASSWORD, "quinn@example.com")
+    config = module_cognito.config(tmp / "data", workers={"sync_session_idle_seconds": IDLE})
+    gw, other_gw = start_module_gateway(config), start_module_gateway(config)
     client = Client(tmp / "device")
     client.add_note("seed")
     auth = client.login("quinn", PASSWORD, gw.url)
@@ -67,7 +69,7 @@ def gateways(cognito, start_gateway, tmp_path: Path) -> tuple[Any, Any, str]:
     return gw, other_gw, auth.hkey
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def account(gateways) -> tuple[str, str, str]:
     gw, other_gw, key = gateways
     return gw.url, key, other_gw.url
@@ -153,7 +155,7 @@ def test_a_request_in_flight_longer_than_the_idle_limit_keeps_its_sync(account):
     # lease must hold while it is in flight, and lapse only IDLE after it is answered.
     slow, other = devices(account, "slow-6", "other-6")
     assert slow.send("start", START)[0] == 200
-    padding = os.urandom(150_000).hex()  # about 150 KB on the wire: it streams (> 64 KiB)
+    padding = os.urandom(150_000).hex()  # about 150 KB on the wire
     body = zstandard.ZstdCompressor().compress(json.dumps({"changes": {"pad": padding}}).encode())
     pieces = [body[:70_000]] + [body[i : i + 10_000] for i in range(70_000, len(body), 10_000)]
 
@@ -164,7 +166,9 @@ def test_a_request_in_flight_longer_than_the_idle_limit_keeps_its_sync(account):
             yield piece
 
     answers: list[int] = []
-    sending = threading.Thread(target=lambda: answers.append(slow.post("applyChanges", trickle())))
+    sending = threading.Thread(
+        target=lambda: answers.append(slow.stream("applyChanges", trickle()).status_code)
+    )
     sending.start()
     time.sleep(IDLE + 0.6)
     assert sending.is_alive()

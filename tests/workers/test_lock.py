@@ -15,7 +15,15 @@ import time
 import pytest
 
 from gateway.errors import Unavailable
-from gateway.workers.lock import LOCK_NAME, account_dir, claim, read_holder, try_lock
+from gateway.workers.lock import (
+    LOCK_NAME,
+    NoAccountFolder,
+    account_dir,
+    claim,
+    make_account_dir,
+    read_holder,
+    try_lock,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,10 +40,27 @@ def test_unsafe_names_are_refused_and_create_nothing(tmp_path, name):
 
 
 def test_account_folder_is_created_private_inside_the_collections_folder(tmp_path):
-    folder = account_dir(tmp_path / "collections", "alice")
+    folder = make_account_dir(tmp_path / "collections", "alice")
     assert folder == (tmp_path / "collections" / "alice").resolve()
     assert folder.is_dir()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert account_dir(tmp_path / "collections", "alice") == folder
+
+
+@pytest.mark.parametrize("look", [account_dir, try_lock])
+def test_only_make_account_dir_creates_a_folder(tmp_path, look):
+    """Issue 21: after a move, nothing but the paths that bring an account here (login,
+    provisioning, a move's receiving end, import, restore) may put its folder back."""
+    with pytest.raises(NoAccountFolder):
+        look(tmp_path, "alice")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def accounts(tmp_path):
+    """Folders of alice and bob under tmp_path (as a login makes them)."""
+    for name in ("alice", "bob"):
+        make_account_dir(tmp_path, name)
 
 
 def test_symlinked_account_folder_leading_outside_is_refused(tmp_path):
@@ -49,7 +74,7 @@ def test_symlinked_account_folder_leading_outside_is_refused(tmp_path):
     assert list(outside.iterdir()) == []
 
 
-def test_lock_excludes_a_second_holder_until_released(tmp_path):
+def test_lock_excludes_a_second_holder_until_released(tmp_path, accounts):
     first = try_lock(tmp_path, "alice")
     assert first is not None
     assert try_lock(tmp_path, "alice") is None
@@ -63,7 +88,7 @@ def test_lock_excludes_a_second_holder_until_released(tmp_path):
     other.release()
 
 
-def test_published_port_is_readable_and_emptied_on_release(tmp_path):
+def test_published_port_is_readable_and_emptied_on_release(tmp_path, accounts):
     lock = try_lock(tmp_path, "alice")
     assert lock is not None
     assert read_holder(lock.path) is None  # nothing published before the worker is ready
@@ -74,7 +99,7 @@ def test_published_port_is_readable_and_emptied_on_release(tmp_path):
     assert read_holder(lock.path) is None
 
 
-def test_stale_port_left_by_a_dead_holder_is_cleared_on_acquire(tmp_path):
+def test_stale_port_left_by_a_dead_holder_is_cleared_on_acquire(tmp_path, accounts):
     path = account_dir(tmp_path, "alice") / LOCK_NAME
     path.write_text(json.dumps({"pid": 999999, "port": 1}))
     lock = try_lock(tmp_path, "alice")
@@ -84,13 +109,13 @@ def test_stale_port_left_by_a_dead_holder_is_cleared_on_acquire(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"", b"{", b"null", b'{"pid": 1}', b'{"pid":1,"port":"x"}'])
-def test_unreadable_holder_content_is_none(tmp_path, content):
+def test_unreadable_holder_content_is_none(tmp_path, accounts, content):
     path = tmp_path / LOCK_NAME
     path.write_bytes(content)
     assert read_holder(path) is None
 
 
-def test_lock_held_by_another_process_is_dropped_when_that_process_is_killed(tmp_path):
+def test_lock_held_by_another_process_is_dropped_when_that_process_is_killed(tmp_path, accounts):
     path = account_dir(tmp_path, "alice") / LOCK_NAME
     holder = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed script
         [
@@ -129,13 +154,13 @@ async def serve_health(status: int) -> asyncio.Server:
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-async def test_claim_gets_the_lock_when_nobody_holds_it(tmp_path):
+async def test_claim_gets_the_lock_when_nobody_holds_it(tmp_path, accounts):
     got = await claim(tmp_path, "alice", wait=1)
     assert got.lock is not None and got.port is None
     got.lock.release()
 
 
-async def test_claim_uses_the_holders_worker_once_it_answers_health(tmp_path):
+async def test_claim_uses_the_holders_worker_once_it_answers_health(tmp_path, accounts):
     server = await serve_health(200)
     port = server.sockets[0].getsockname()[1]
     held = try_lock(tmp_path, "alice")
@@ -156,7 +181,9 @@ async def test_claim_uses_the_holders_worker_once_it_answers_health(tmp_path):
 
 
 @pytest.mark.parametrize("published", ["unhealthy", "closed port", "nothing"])
-async def test_claim_is_unavailable_when_the_holders_worker_is_unreachable(tmp_path, published):
+async def test_claim_is_unavailable_when_the_holders_worker_is_unreachable(
+    tmp_path, accounts, published
+):
     server = await serve_health(500)
     held = try_lock(tmp_path, "alice")
     assert held is not None
@@ -175,7 +202,7 @@ async def test_claim_is_unavailable_when_the_holders_worker_is_unreachable(tmp_p
         server.close()
 
 
-async def test_claim_takes_over_once_the_holder_releases(tmp_path):
+async def test_claim_takes_over_once_the_holder_releases(tmp_path, accounts):
     held = try_lock(tmp_path, "alice")
     assert held is not None
     asyncio.get_running_loop().call_later(0.2, held.release)
@@ -184,7 +211,7 @@ async def test_claim_takes_over_once_the_holder_releases(tmp_path):
     got.lock.release()
 
 
-async def test_a_holder_on_another_machine_is_never_probed(tmp_path):
+async def test_a_holder_on_another_machine_is_never_probed(tmp_path, accounts):
     """Shared storage across nodes: the port a holder on another machine published means
     nothing here, even when something healthy listens on it on this machine."""
     server = await serve_health(200)

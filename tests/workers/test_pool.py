@@ -341,3 +341,36 @@ async def test_retire_all_stops_every_worker_and_frees_their_locks(make_pool, co
         lock.release()
     async with pool.lease("f1"):  # the pool still serves afterwards
         pass
+
+
+async def test_another_pools_worker_is_asked_for_health_once_a_second_not_per_lease(
+    make_pool, collections_dir, monkeypatch
+):
+    from gateway.workers import lock as lock_mod
+    from gateway.workers import pool as pool_mod
+
+    probes: list[int] = []
+    real = lock_mod.probe_health
+
+    async def counted(port: int, timeout: float) -> bool:
+        probes.append(port)
+        return await real(port, timeout)
+
+    monkeypatch.setattr(lock_mod, "probe_health", counted)
+    owner, borrower = await make_pool(), await make_pool()
+    async with owner.lease("alice") as worker:
+        pass
+    for _ in range(5):
+        async with borrower.lease("alice") as borrowed:
+            assert borrowed.port == worker.port
+    assert probes == [worker.port]  # the first lease asked; the next four trusted it
+    await borrower.report_broken("alice")  # a failed request: ask again next time
+    async with borrower.lease("alice"):
+        pass
+    assert len(probes) == 2
+    monkeypatch.setattr(pool_mod, "BORROW_SECONDS", 0.0)  # trust ran out: every lease asks
+    for _ in range(2):
+        async with borrower.lease("alice"):
+            pass
+    assert len(probes) == 4
+    assert borrower.stats()["live"] == 0 and owner.stats()["live"] == 1

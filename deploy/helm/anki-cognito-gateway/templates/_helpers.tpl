@@ -1,0 +1,51 @@
+{{/* Names and labels. */}}
+{{- define "gateway.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "gateway.labels" -}}
+{{ include "gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "gateway.secretName" -}}
+{{- .Values.secrets.existingSecret | default (include "gateway.fullname" .) -}}
+{{- end -}}
+
+{{- define "gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "gateway.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Settings that cannot work together fail the render, naming the fix. */}}
+{{- define "gateway.check" -}}
+{{- if not .Values.cognito.userPoolId -}}
+{{- fail "cognito.userPoolId is required" -}}
+{{- end -}}
+{{- if not .Values.cognito.clientId -}}
+{{- fail "cognito.clientId is required" -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (ne .Values.registry.backend "dynamodb") -}}
+{{- fail "replicaCount above 1 needs registry.backend: dynamodb (pods share a DynamoDB registry)" -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (ne .Values.persistence.accessMode "ReadWriteMany") -}}
+{{- fail "replicaCount above 1 needs persistence.accessMode: ReadWriteMany (one collections folder for every pod)" -}}
+{{- end -}}
+{{- if and (not .Values.secrets.existingSecret) (lt (len .Values.secrets.secret) 16) -}}
+{{- fail "secrets.secret: 16 or more characters (or secrets.existingSecret)" -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,28 @@
+"""Per-account storage quotas: collection size (as uploaded and on disk), media total, media
+file size, enforced where the bytes arrive (the proxy), with answers a stock Anki client shows
+as a message, never a logout.
+
+    limits.py       `Limits`, the operator's `Override`, the rules and their messages (pure)
+    guard.py        `QuotaGuard`: the sizes on disk and the checks the proxy runs
+    usage.py        usage against the limits, for the portal, `accounts list` and the metrics
+
+What the client shows for each refusal (measured with the anki 26.9 client; tests/quota/):
+
+- sync/upload over a limit: 200 with the message as the body, as the stock server answers an
+  oversized collection. Anki shows the message; nothing is replaced; the next upload under the
+  limit works.
+- msync/uploadChanges over a limit: 200 `{"data": null, "err": message}`. Anki shows the
+  message and media sync stops; the next one under the limit works. (A 413 there shows "A
+  network error occurred" instead.)
+- sync/meta while the collection on disk is over its limit: 200, a meta answer with
+  `cont: false` and the message (the protocol's own way to stop a sync with a message). Anki
+  shows it; nothing is applied.
+- sync/start, applyChanges, applyChunk while the collection on disk is over its limit (a client
+  that skipped sync/meta, or a sync that grew past the limit): 413, "A network error occurred";
+  the client sends sync/abort and the worker rolls the sync back.
+"""
+
+from gateway.quota.guard import QuotaGuard
+from gateway.quota.limits import Limits, OverQuota, Override
+
+__all__ = ["Limits", "OverQuota", "Override", "QuotaGuard"]

@@ -1,0 +1,141 @@
+"""Quotas where the bytes arrive: what the proxy asks before and while a sync request's body
+reaches the account's worker. The file system is read here (sizes, in a thread where a walk
+may be long); the rules are limits.py's.
+
+    QuotaGuard(defaults, folder_of)          folder_of(account): its folder (Registry.folder)
+        .limits_of(account)                  the account's `Limits` (registry override applied)
+        .collection(account)                 `OverQuota` if the collection on disk is over its
+                                             limit (normal syncs: sync/meta, start, applyChanges,
+                                             applyChunk)
+        .upload(account)                     a `BodyCheck` for a full upload (sync/upload)
+        await .media(account)                a `BodyCheck` for msync/uploadChanges
+        .media_applied(account, check)       the worker took that upload: remember the total
+
+    BodyCheck.chunk(compressed, inflated)    after each metered chunk (uploads/payload.py)
+    MediaCheck.on_meta(changes)              the upload's (filename, size or None) pairs, from
+                                             the meter's zip check (uploads/mediazip.py) once
+                                             `_meta` is read; both raise `OverQuota` (limits.py)
+
+Media totals: walking a media folder of 20,000 files costs tens of milliseconds, and a media
+sync sends up to 25 files a request; so an account's total is walked (in a thread) at most
+every `MEDIA_TOTAL_SECONDS` and moved on by each upload the worker answered 200 (also one
+whose JSON carries the worker's own error: the total then counts files it did not take, until
+the next walk). A total that is a few files off for a while only moves the moment the limit
+bites by those files. At most `MEDIA_TOTALS_KEPT` accounts' totals are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cachetools import TTLCache
+
+from gateway.ops.usage import collection_bytes, media_bytes
+from gateway.quota import limits as rules
+from gateway.quota.limits import Limits, Override
+from gateway.registry.base import Account
+
+#: Seconds an account's media total is trusted before the folder is walked again.
+MEDIA_TOTAL_SECONDS = 600.0
+MEDIA_TOTALS_KEPT = 100_000
+
+
+def override_of(account: Account) -> Override:
+    return Override(
+        account.quota_collection_upload_megs,
+        account.quota_collection_megs,
+        account.quota_media_megs,
+        account.quota_media_file_megs,
+    )
+
+
+def stored_size(media_dir: Path, filename: str) -> int:
+    """The size of the media file the worker holds as `filename` (0: none, or a name that is
+    not a plain file name: such a file cannot be in the folder)."""
+    if not filename or filename in (".", "..") or any(c in filename for c in "/\\\0"):
+        return 0
+    try:
+        return os.stat(media_dir / filename, follow_symlinks=False).st_size
+    except (OSError, ValueError):
+        return 0
+
+
+class BodyCheck:
+    """One request body's quota check (see the module doc)."""
+
+    def chunk(self, compressed: int, inflated: int) -> None:
+        pass
+
+
+class UploadCheck(BodyCheck):
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+
+    def chunk(self, compressed: int, inflated: int) -> None:
+        rules.check_upload(self._limits, compressed, inflated)
+
+
+class MediaCheck(BodyCheck):
+    """Once `_meta` names the files (each file's size came with its header, before its data):
+    each against the per-file limit, by its name (the zip's own names are "0", "1", ...:
+    no help to the user), and the account's total with what the upload adds, replaces and
+    deletes. `total` is what the media takes
+    once the worker applies the upload (known after `_meta`, else None)."""
+
+    def __init__(self, limits: Limits, media_dir: Path, current: int) -> None:
+        self._limits = limits
+        self._dir = media_dir
+        self._current = current
+        self.total: int | None = None
+
+    def on_meta(self, changes: list[tuple[str, int | None]]) -> None:
+        total = self._current
+        for filename, size in changes:
+            if size is not None:
+                rules.check_media_file(self._limits, filename, size)
+            total += (size or 0) - stored_size(self._dir, filename)
+        self.total = max(total, 0)
+        if self.total > self._current:  # an upload that frees room always passes
+            rules.check_media_total(self._limits, self.total)
+
+
+class QuotaGuard:
+    def __init__(
+        self,
+        defaults: Limits,
+        folder_of: Callable[[Account], Path],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.defaults = defaults
+        self._folder_of = folder_of
+        #: account name -> its media bytes
+        self._media: TTLCache[str, int] = TTLCache(
+            MEDIA_TOTALS_KEPT, MEDIA_TOTAL_SECONDS, timer=clock
+        )
+
+    def limits_of(self, account: Account) -> Limits:
+        return self.defaults.with_override(override_of(account))
+
+    def collection(self, account: Account) -> None:
+        """`OverQuota` when the collection on disk (file and WAL: two stats) is over."""
+        limits = self.limits_of(account)
+        if limits.collection is not None:
+            rules.check_collection(limits, collection_bytes(self._folder_of(account)))
+
+    def upload(self, account: Account) -> BodyCheck:
+        return UploadCheck(self.limits_of(account))
+
+    async def media(self, account: Account) -> MediaCheck:
+        folder = self._folder_of(account)
+        known = self._media.get(account.name)
+        if known is None:
+            known = self._media[account.name] = await asyncio.to_thread(media_bytes, folder)
+        return MediaCheck(self.limits_of(account), folder / "media", known)
+
+    def media_applied(self, account: Account, check: BodyCheck) -> None:
+        if isinstance(check, MediaCheck) and check.total is not None:
+            self._media[account.name] = check.total

@@ -1,0 +1,102 @@
+"""The checks the proxy runs (quota/guard.py), on real folders and real zstd bodies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from gateway.quota.guard import MediaCheck, QuotaGuard, stored_size
+from gateway.quota.limits import MB, Limits, OverQuota
+from gateway.registry.base import Account
+from gateway.uploads.mediazip import MediaZipCheck
+from gateway.uploads.payload import PayloadLimits, PayloadMeter
+from tests.quota.test_meta_sizes import stock_zip
+
+
+def account(**quota: int | None) -> Account:
+    fields = {f"quota_{k}": v for k, v in quota.items()}
+    return Account("sub", "bob", "bob", None, "active", 0.0, 0.0, **fields)
+
+
+def feed(check: MediaCheck, body: bytes) -> None:
+    zip_check = MediaZipCheck(check.on_meta)  # as the payload meter runs it
+    for i in range(0, len(body), 1000):
+        zip_check.feed(body[i : i + 1000])
+
+
+def test_the_total_counts_replaced_and_deleted_files_once(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "old.jpg").write_bytes(b"o" * 400)
+    (media / "gone.gif").write_bytes(b"g" * 300)
+    limits = Limits(media=1000)
+    # 700 held; old.jpg 400 -> 600, gone.gif deleted, new.png 300 added: 900.
+    check = MediaCheck(limits, media, 700)
+    feed(check, stock_zip({"old.jpg": b"n" * 600, "new.png": b"p" * 300}, ("gone.gif",)))
+    assert check.total == 900
+    # One byte more is over.
+    check = MediaCheck(limits, media, 801)
+    with pytest.raises(OverQuota, match="Your media would take"):
+        feed(check, stock_zip({"old.jpg": b"n" * 600, "new.png": b"p" * 300}, ("gone.gif",)))
+
+
+def test_an_upload_that_frees_room_passes_while_the_account_is_over(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "a").write_bytes(b"a" * 500)
+    (media / "b").write_bytes(b"b" * 500)
+    over = MediaCheck(Limits(media=100), media, 1000)
+    feed(over, stock_zip({}, ("a",)))
+    assert over.total == 500
+    shrink = MediaCheck(Limits(media=100), media, 1000)
+    feed(shrink, stock_zip({"b": b"x" * 400}))
+    assert shrink.total == 900
+    grow = MediaCheck(Limits(media=100), media, 1000)
+    with pytest.raises(OverQuota):
+        feed(grow, stock_zip({"b": b"x" * 501}))
+
+
+@pytest.mark.parametrize("name", ["../secret", "a/b", "..", ".", "", "a\\b", "nul\0"])
+def test_names_that_leave_the_media_folder_count_as_no_file(tmp_path, name):
+    (tmp_path / "secret").write_bytes(b"s" * 10)
+    media = tmp_path / "media"
+    media.mkdir()
+    assert stored_size(media, name) == 0
+
+
+def test_a_refusal_from_the_inflated_bytes_stops_the_meter_and_every_later_chunk():
+    limits = Limits(media_file=MB)
+    check = MediaCheck(limits, Path("/nonexistent"), 0)
+    body = zstandard.ZstdCompressor().compress(stock_zip({"big.bin": b"\1" * (MB + 1)}))
+    meter = PayloadMeter(PayloadLimits.from_megs(100), media_zip=True, on_meta=check.on_meta)
+    with pytest.raises(OverQuota, match="big.bin"):
+        meter.feed(body)
+    with pytest.raises(Exception, match="already refused"):
+        meter.feed(b"more")
+
+
+async def test_the_media_total_is_walked_once_then_moved_on_by_each_applied_upload(tmp_path):
+    now = [0.0]
+    folder = tmp_path / "bob"
+    (folder / "media").mkdir(parents=True)
+    (folder / "media" / "a").write_bytes(b"a" * 100)
+    guard = QuotaGuard(Limits(media=10_000), lambda a: folder, clock=lambda: now[0])
+    check = await guard.media(account())
+    feed(check, stock_zip({"b": b"b" * 50}))
+    guard.media_applied(account(), check)
+    (folder / "media" / "c").write_bytes(b"c" * 1000)  # not seen until the next walk
+    assert (await guard.media(account()))._current == 150
+    now[0] += 601
+    assert (await guard.media(account()))._current == 1100
+
+
+def test_the_collection_on_disk_counts_its_wal_and_the_accounts_override(tmp_path):
+    (tmp_path / "collection.anki2").write_bytes(b"c" * 600_000)
+    (tmp_path / "collection.anki2-wal").write_bytes(b"w" * 500_000)
+    guard = QuotaGuard(Limits(collection=MB), lambda a: tmp_path)
+    with pytest.raises(OverQuota, match="1.1 MB, over its limit of 1.0 MB"):
+        guard.collection(account())
+    guard.collection(account(collection_megs=2))
+    guard.collection(account(collection_megs=0))
