@@ -11,7 +11,8 @@ it arrives; the worker then reads it at loopback speed, with a `Content-Length`.
 
 The file is created with `tempfile.TemporaryFile` in `folder` (the data folder: a disk, not a
 tmpfs that would count against memory): on Linux `O_TMPFILE`, a file without a name, so
-nothing is left behind even when the gateway is killed, and no other process can open it.
+nothing is left behind even when the gateway is killed, and no other process can open it
+(where the file system lacks `O_TMPFILE`, tempfile creates it 0600 and unlinks it at once).
 What it costs is disk, not memory: the bytes of the bodies in flight, each at most the payload
 cap, and together bounded by the inflation budget the meter holds them to (uploads/budget.py;
 a zstd body is never much larger than what it inflates to). Writes and reads go to a thread
