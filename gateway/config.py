@@ -199,8 +199,9 @@ class WorkersConfig:
     #: each take one of `3/4 x this / (3 x max_payload_megs)` places (2 by default), smaller ones
     #: share the rest; one account, and one client address, holds at most one place and 16 MiB of
     #: the rest at a time; a body that finds no room gets 503 ("try again in a few minutes"). Two
-    #: bodies per account that inflate to at most 1 MiB each (normal syncs) take nothing from it
-    #: and are never refused for room: add `max_workers` x 2 MiB when sizing memory. At least
+    #: bodies per account that inflate to at most 4 MiB each (normal syncs: a stock media zip
+    #: aims at 2.5 MiB) take nothing from it and are never refused for room: add
+    #: `max_workers` x 8 MiB when sizing memory (400 MiB at 50 workers). At least
     #: 4 x `workers.max_payload_megs`; keep it below the memory the sync servers may use.
     max_inflated_megs: int = 1024
     #: Seconds a collection sync may go without a request before another device of the account

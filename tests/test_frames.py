@@ -20,10 +20,17 @@ def scan(body: bytes, step: int = 0) -> FrameScanner:
     return scanner
 
 
-def streamed(data: bytes, **kwargs) -> bytes:
+def streamed(data: bytes, level: int = 3, **kwargs) -> bytes:
     """As rslib's encoder writes a body: no content size, level 3 (2 MiB window)."""
-    out = zstandard.ZstdCompressor(level=3, **kwargs).compressobj()
+    out = zstandard.ZstdCompressor(level=level, **kwargs).compressobj()
     return out.compress(data) + out.flush()
+
+
+def with_window(window_log: int) -> bytes:
+    """A streamed frame declaring a window of 2**window_log bytes."""
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=window_log)
+    out = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    return out.compress(b"x" * 1000) + out.flush()
 
 
 @pytest.mark.parametrize("step", [1, 3, 4096, 0])
@@ -40,6 +47,15 @@ def test_one_modern_frame_passes_in_pieces_of_any_size(data, step):
 def test_frame_header_variants_a_library_writes_pass(kwargs):
     body = zstandard.ZstdCompressor(**kwargs).compress(os.urandom(1000) + b"x" * 100_000)
     assert scan(body, 7).ended
+
+
+@pytest.mark.parametrize(
+    "body",
+    [with_window(21), with_window(23), streamed(b"x" * 1000, level=19)],
+)
+def test_windows_up_to_8_mib_pass(body):
+    # The stock client declares 2 MiB (level 3); up to 8 MiB passes (frames.py, MAX_WINDOW).
+    assert scan(body).ended
 
 
 def test_a_body_that_ends_inside_its_frame_is_not_refused_here():
@@ -68,6 +84,11 @@ def test_a_body_that_ends_inside_its_frame_is_not_refused_here():
         (b"\x28\xb5\x2f\xfd\x08\x00", "reserved bit"),
         # A window of 2^31 bytes (exponent 21), past libzstd's default limit.
         (b"\x28\xb5\x2f\xfd\x00\xa8", "window"),
+        # Windows past 8 MiB: 9 MiB, 128 MiB (libzstd's limit, as a library writes it), and a
+        # single-segment frame whose content size (its window) is 8 MiB + 1.
+        (b"\x28\xb5\x2f\xfd\x00\x69", "window of 9437184 bytes"),
+        (with_window(27), "window of 134217728 bytes"),
+        (b"\x28\xb5\x2f\xfd\xa0" + (8 * 1024 * 1024 + 1).to_bytes(4, "little"), "window"),
         # A block of the reserved type (3), and a block larger than 128 KiB.
         (b"\x28\xb5\x2f\xfd\x00\x00" + (3 << 1).to_bytes(3, "little"), "reserved type"),
         (b"\x28\xb5\x2f\xfd\x00\x58" + ((200_000 << 3) | 0).to_bytes(3, "little"), "block of"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import zipfile
 
 import pytest
@@ -231,7 +232,7 @@ def test_many_small_bodies_from_one_address_in_flight_at_once_all_get_room():
     # The address's share of the pool still ends at 16 MiB: a slow stranger there cannot hold
     # more with bodies past the lane.
     more = [PayloadMeter(limits, budget, (f"account:x{n}", "address:192.0.2.1")) for n in range(9)]
-    body = streamed(text(2 * MIB))
+    body = streamed(text(6 * MIB))  # past the lane (4 MiB)
     with pytest.raises(OverBudget):
         for meter in more:
             meter.feed(body)
@@ -324,3 +325,58 @@ def test_a_released_meter_grants_nothing_more():
     with pytest.raises(TooLarge):
         meter.feed(streamed(text(2 * MIB)))
     assert (budget.slots_held, budget.pool_held) == (0, 0)
+
+
+def resident_mib() -> float:
+    status = open("/proc/self/status").read()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_a_body_in_flight_costs_the_gateway_little_whatever_window_it_declares():
+    # Measured: +120 MiB of the gateway's resident memory for this 6 MiB body (window 128 MiB);
+    # +0 with the stock client's 2 MiB window. Two such bodies (the two places): +240 MiB.
+    # Now a window past 8 MiB is refused (frames.py) before anything is inflated.
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=27)
+    encoder = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    body = encoder.compress(os.urandom(6 * MIB)) + encoder.compress(bytes(114 * MIB))
+    body += encoder.flush()
+    before = resident_mib()
+    meter = PayloadMeter(PayloadLimits.from_megs(100))
+    try:
+        for i in range(0, len(body), 65536):
+            meter.feed(body[i : i + 65536])
+        grown = resident_mib() - before  # the body is whole and in flight: its worker works
+    except Unreadable:
+        grown = 0.0  # refused: costs nothing more
+    finally:
+        meter.release()
+    assert grown < 16, f"the gateway grew by {grown:.0f} MiB for one body"
+
+
+def empty_blocks(wire: int) -> bytes:
+    """One modern zstd frame of `wire` bytes made of empty raw blocks (3 bytes each, nothing
+    inflated): no stock encoder writes this."""
+    header = (0xFD2FB528).to_bytes(4, "little") + bytes([0x00, 0x38])  # a 2 MiB window
+    return header + bytes(3) * (wire // 3) + (1).to_bytes(3, "little")  # then the last block
+
+
+def test_a_body_of_empty_blocks_is_refused_before_it_costs_the_gateway_seconds():
+    # Each block costs the frame scanner (pure Python, holding the GIL) about 1.6 µs: measured
+    # 5.5 s per 10 MiB, and two such 30 MiB bodies from two accounts raised another user's
+    # sync/meta from 8 ms to 83-94 ms (p50; max 440 ms) for 39 s, at 1.5 MiB/s on the wire.
+    body = empty_blocks(10 * MIB)
+    started = time.process_time()
+    with pytest.raises(Unreadable, match="blocks"):
+        feed_all(PayloadLimits.from_megs(100), body, chunk=65536)
+    assert time.process_time() - started < 0.5
+
+
+def test_blocks_as_an_encoder_writes_them_pass_even_flushed_often():
+    # The stock client writes full blocks of 128 KiB; a client flushing after every 200 bytes
+    # (tests' trickles) still passes for long.
+    encoder = zstandard.ZstdCompressor(level=3).compressobj()
+    body = b"".join(
+        encoder.compress(os.urandom(200)) + encoder.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        for _ in range(1000)
+    )
+    assert feed_all(PayloadLimits.from_megs(100), body + encoder.flush()).inflated == 200_000

@@ -24,11 +24,19 @@ to 12 MiB and then trickles, filled the pool, and every other user's `sync/meta`
 each account (the first of a share's owners) has `LANE_BODIES` places for bodies that
 inflate to at most `LANE_BYTES`; such a body takes nothing from the pool or the slots, so
 no number of other accounts can refuse it. A body growing past `LANE_BYTES` leaves its place
-and takes from the pool as above. Normal syncs send bodies far smaller (`sync/meta` about
-100 bytes; the stock client's chunks and media zips aim at a few hundred KiB), and Anki syncs
-a collection and its media at once: two bodies. Lane bodies are bounded per account, and only
-accounts with a worker hold a body in a worker (`workers.max_workers`): all workers together
-hold at most `total + max_workers * LANE_BODIES * LANE_BYTES` inflated bytes.
+and takes from the pool as above. `LANE_BYTES` is sized for the largest body a stock client
+sends in a normal sync: `sync/meta` is about 100 bytes, but a media zip (rslib
+sync/media/mod.rs `MEDIA_SYNC_TARGET_ZIP_BYTES`) takes files until it holds 2.5 MiB, so
+with the file that crosses the target it is up to 2.5 MiB plus one file (a lane of 1 MiB
+sent an honest sync of two 1.2 MB photos to the pool, where other accounts' slow bodies
+could get it 503). 4 MiB holds any zip whose last file is at most 1.5 MiB (photos, audio
+clips), and collection chunks (`applyChunk`, `applyChanges`: at most 250 objects) of
+notes up to about 16 KiB each. Larger bodies (a zip with a larger file, a full upload) use
+the shared budget as above. Anki syncs a collection and its media at once: two bodies.
+Lane bodies are bounded per account, and only accounts with a worker hold a body in a
+worker (`workers.max_workers`): all workers together hold at most
+`total + max_workers * LANE_BODIES * LANE_BYTES` inflated bytes (400 MiB of lanes at the
+default 50 workers).
 
 Each body has a `Share` (`grant()` as it inflates, `release()` when its request has ended;
 no grant after that). Sizes are bytes.
@@ -49,7 +57,7 @@ SMALL = 16 * MIB
 FIRST_GRANT = 64 * 1024
 #: The small-body lane (module doc): places per account, and the most a lane body inflates to.
 LANE_BODIES = 2
-LANE_BYTES = 1 * MIB
+LANE_BYTES = 4 * MIB
 
 
 class OverBudget(Exception):

@@ -9,7 +9,7 @@ measured: "Data corruption detected"), so a meter takes one for itself and gives
 its body is done.
 
 Memory: a decoder keeps the window buffer of the largest frame it has seen (a body may declare
-up to 128 MiB, zstd's default limit). So a decoder comes back only when its buffers are small
+up to 8 MiB: frames.py `MAX_WINDOW`). So a decoder comes back only when its buffers are small
 (`max_bytes`, `ZstdDecompressor.memory_size()`: an honest streamed frame with level 3's 2 MiB
 window needs about 2.5 MiB) and its body inflated little (`max_inflated`: only pages written to
 take memory), and at most `keep` wait idle. Idle decoders together hold at most about

@@ -11,19 +11,32 @@ content size, a 2 MiB window, no checksum) and refuses everything else with `Unr
 - a first frame with any other magic number: legacy formats (v0.1-v0.7), skippable
   frames (0x184D2A50-0x184D2A5F), anything else;
 - a frame that needs a dictionary, sets the reserved header bit, declares a window larger than
-  `MAX_WINDOW` (libzstd's own default decoding limit, 2^27 bytes), uses the reserved block type
-  or a block larger than the format allows (RFC 8878 §3.1.1.2: 128 KiB);
+  `MAX_WINDOW` (8 MiB), uses the reserved block type or a block larger than the format allows
+  (RFC 8878 §3.1.1.2: 128 KiB);
 - any byte after the end of the first frame (a second frame of any kind, or trailing data).
 
 A body that ends inside its frame is not refused here: the worker cannot decode it either.
+
+Cost: the scanner is pure Python and holds the GIL for about 1.6 µs a block, and a block can be
+3 bytes that inflate to nothing (an empty raw block): 10 MiB of them held the GIL for 5.5 s
+and raised other users' latency tenfold. So the caller bounds the blocks (`max_blocks`, set
+before each `feed()`: payload.py allows one per few KiB the body has inflated to), and the scanner
+refuses the first block past it (`Unreadable`); a stock encoder writes blocks of 128 KiB.
 Sizes are bytes; `feed()` takes the body's bytes in order, in chunks of any size.
 """
 
 from __future__ import annotations
 
 MAGIC = 0xFD2FB528
-#: libzstd's default limit on the window a decoder accepts (ZSTD_WINDOWLOG_LIMIT_DEFAULT = 27).
-MAX_WINDOW = 1 << 27
+#: The largest window a frame may declare. The gateway's decoder holds up to the window of
+#: what a body inflated for as long as the body is in flight: a frame declaring libzstd's own
+#: limit (2^27, ZSTD_WINDOWLOG_LIMIT_DEFAULT) grew the gateway by 120 MiB per body. Stock
+#: clients stream at level 3 and declare 2 MiB (measured: every body of the 26.09.3 client,
+#: login, meta, chunks, uploads, media zips); 8 MiB leaves room for another zstd version's or
+#: level's streaming window (measured with zstandard 0.25: levels 3-8 declare 2 MiB, levels
+#: up to 19 at most 8 MiB) and costs at most that per body. Larger: 415, like any other
+#: frame a stock client never writes.
+MAX_WINDOW = 8 * 1024 * 1024
 #: RFC 8878 §3.1.1.2.3: Block_Maximum_Size.
 MAX_BLOCK = 128 * 1024
 _RAW, _RLE, _COMPRESSED = 0, 1, 2
@@ -57,6 +70,9 @@ class FrameScanner:
         self._checksum = False
         self._single = False
         self._fcs_size = 0
+        self.blocks = 0
+        #: The most blocks the body may have so far (module doc, "Cost"); None: no bound.
+        self.max_blocks: int | None = None
 
     def feed(self, data: bytes) -> None:
         if self._pending:
@@ -124,6 +140,9 @@ class FrameScanner:
             raise Unreadable("zstd block of the reserved type")
         if size > MAX_BLOCK:
             raise Unreadable(f"zstd block of {size} bytes")
+        self.blocks += 1
+        if self.max_blocks is not None and self.blocks > self.max_blocks:
+            raise Unreadable(f"more zstd blocks ({self.blocks}) than its inflated size needs")
         self._skip = 1 if kind == _RLE else size
         if header & 1:  # the last block
             self._state = "checksum"

@@ -20,7 +20,9 @@ So a media upload passes only if its zip is what a stock client sends; `Refused`
   every name in the zip is named once, no name twice, every named entry is in the zip;
 - the central directory: one record per local entry, in order, with the same name, flags,
   method, CRC, sizes and the entry's real offset; then the end record with the right counts,
-  size and offset, no multi-disk or zip64 values; not one byte after it.
+  size and offset, no multi-disk or zip64 values, no comment; not one byte after it. (The
+  stock server's zip reader finds the end record by searching from the back: a comment holding
+  a second end record pointed it to a central directory hidden in a stored entry.)
 
 Every header is read into a buffer of at most `_MAX_HEADER` bytes; entry data is counted and
 dropped, except `_meta` (at most `MAX_META` bytes). Sizes are bytes.
@@ -141,6 +143,8 @@ class MediaZipCheck:
             fields = _CENTRAL_FIXED.unpack_from(fixed)[10:13]
         else:
             fields = _END_FIXED.unpack_from(fixed)[-1:]
+            if fields[0]:  # the stock server's zip reader would search it for its end record
+                raise Refused("a zip comment")
         if max(fields) > _MAX_FIELD:
             raise Refused("a zip name, extra field or comment too long")
         return sum(fields)
@@ -215,7 +219,7 @@ class MediaZipCheck:
     def _check_meta(self) -> None:
         try:
             pairs = json.loads(bytes(self._meta))
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the parser goes
             raise Refused("_meta is not JSON") from None
         if not isinstance(pairs, list) or len(pairs) > MAX_ENTRIES:
             raise Refused(f"_meta is not a list of at most {MAX_ENTRIES} pairs")

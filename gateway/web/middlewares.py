@@ -160,8 +160,9 @@ async def per_address_limit(request: web.Request, handler: Handler) -> web.Strea
 def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
     if trust_forwarded_for:
         # The last entry is the one our own reverse proxy added; earlier ones come from the
-        # client and can be forged.
-        forwarded = request.headers.get("X-Forwarded-For", "")
+        # client and can be forged. Several header lines are one list (RFC 9110 §5.3): a proxy
+        # may add a line of its own after the client's (HAProxy's `option forwardfor`).
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
         last = forwarded.split(",")[-1].strip()
         if last:
             return last
