@@ -1,8 +1,8 @@
-"""The streaming reverse proxy for `sync/*` and `msync/*`.
+"""The reverse proxy for `sync/*` and `msync/*`.
 
 Routing is by the host key in the `anki-sync` header: key → account (`Admission`, which also
 refuses revoked keys on every method) → that account's worker (pool). Bodies pass both ways
-untouched and stream (a request body is read ahead by at most 64 KiB, see below): no
+untouched; answers stream, a request body is read whole before it goes to a worker (below): no
 decompression, no redirects followed, and `anki-original-size` passes through. The rules
 follow Go's `httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every
 header the `Connection` header names (web/headers.py); when the upstream fails mid-body, abort
@@ -13,23 +13,36 @@ answers as soon as the zstd frame in a body ends; a body sent chunked can have i
 chunk arrive after that, unread data the server answers by resetting the connection, which cuts
 its answer short (2.5-5 % of full downloads of a 1 MB collection failed that way). This is also
 what made pooled keep-alive connections fail (29 % with chunked bodies, 0 of 3,000 with a
-Content-Length). So a request body of up to `WHOLE_BODY` bytes is read whole and sent with a
-`Content-Length` (the bytes unchanged, only the framing) over a reused connection; bigger bodies
-(uploads) stream chunked over a fresh connection each.
+Content-Length). So every request body is sent with a `Content-Length` (the bytes unchanged,
+only the framing): up to `WHOLE_BODY` bytes held in memory, and over a reused connection for
+read-only methods; bigger bodies (uploads) from an unnamed temporary file in the data folder
+(web/spool.py), over a fresh connection each.
+
+Request bodies come whole before a worker is taken (issue 16, fairness). A body that streamed
+to its worker as it arrived held one of `workers.max_workers` for as long as its client took
+to send it: three accounts trickling a body each filled a pool of three, and every other
+user's sync got 503 (tests/test_hostile_bodies.py). Now a body still arriving holds a
+connection, its meter's share of the inflation budget and its bytes on disk, but no worker, no
+worker slot and no backup (backup/gate.py); the worker then reads it at loopback speed. The
+sync session (syncsession/) is decided once the body is here too, but a request of the live
+sync holds that sync from its arrival (`SessionGuard.arrived`), so a slow body keeps it.
 
 Body sizes (uploads/payload.py): every request body passes a `PayloadMeter` before its bytes go
 upstream, so the gateway, not the stock server, enforces `workers.max_payload_megs` on the wire
-and bounds what a body may inflate to in the worker. A body that breaks a rule is cut off
-upstream (the worker gets an incomplete body and drops it), the rest of it is read and dropped
-(`drain()`, at most the cap again), and the client gets what the stock server answers an
-honest oversized collection on `sync/upload` (200, "collection exceeds size limit", which Anki
-shows), 413 on any other method. A body that would take the bodies in flight together past
-`workers.max_inflated_megs` (`InflationBudget`) is refused the same way with 503 ("try again").
-The meter only reads; the bytes still pass untouched. A body the meter cannot read (not one
-modern zstd frame, frames.py) gets 415, a media upload whose zip is not as Anki writes it
-(`msync/uploadChanges`, mediazip.py) 413 with a message; neither ever reaches the worker
-whole. The meter inflates in a thread pool (`INFLATERS`), except for the first bytes of small
-bodies (payload.py, `feed_inline`), so no body's inflating holds up the event loop.
+and bounds what a body may inflate to in the worker. A body that breaks a rule never reaches a
+worker: the rest of it is read and dropped (`drain()`, at most the cap again), and the client
+gets what the stock server answers an honest oversized collection on `sync/upload` (200,
+"collection exceeds size limit", which Anki shows), 413 on any other method. A body that would
+take the bodies in flight together past `workers.max_inflated_megs` (`InflationBudget`) is
+refused the same way with 503 ("try again"). The meter only reads; the bytes still pass
+untouched. A body the meter cannot read (not one modern zstd frame, frames.py) gets 415, a media
+upload whose zip is not as Anki writes it (`msync/uploadChanges`, mediazip.py) 413 with a
+message. Since the body is metered whole before the sync session or a backup is asked, a body
+over the limits gets its 413/415/503 whatever the account's state (another device's sync, a sync
+that was cut): that answer is true in every state, and tells a client not to send the body
+again, where the session's "try again" would invite it. The meter inflates in a thread pool
+(`INFLATERS`), except for the first bytes of small bodies (payload.py, `feed_inline`), so no
+body's inflating holds up the event loop.
 
 Sending a request twice (design.md: "retries happen only when the request provably never
 reached a worker"). A refused connection proves nothing reached the worker: any request is then
@@ -47,8 +60,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -84,7 +99,6 @@ from gateway.quota.guard import BodyCheck, MediaCheck
 from gateway.registry.base import Account
 from gateway.uploads import payload
 from gateway.web.bodies import (
-    StreamedBody,
     client_side,
     drain,
     loop_time,
@@ -94,6 +108,7 @@ from gateway.web.bodies import (
 )
 from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
 from gateway.web.middlewares import answer_and_close, client_address
+from gateway.web.spool import SpooledBody, spool
 from gateway.workers.pool import WorkerPool
 from gateway.workers.syncsession import SessionGuard, Turn
 
@@ -110,13 +125,16 @@ MEDIA_UPLOAD = "msync/uploadChanges"
 
 
 async def request_body(
-    request: web.Request, meter: payload.PayloadMeter, check: BodyCheck | None = None
-) -> bytes | StreamedBody | None:
-    """The body to send upstream: all of it if it ends within `WHOLE_BODY` bytes, else a stream
-    of what was read so far and the rest. Reads about `WHOLE_BODY` bytes ahead, at the client's
-    pace (web/bodies.py: `ClientStalled` when it stops or trickles). Every chunk passes `meter`
-    before it is handed on: `BodyTooLarge` instead (also for a Content-Length over the cap,
-    before any byte is read)."""
+    request: web.Request,
+    meter: payload.PayloadMeter,
+    spool_dir: Path,
+    check: BodyCheck | None = None,
+) -> bytes | SpooledBody | None:
+    """The whole body to send upstream: in memory if it ends within `WHOLE_BODY` bytes, else in
+    a temporary file in `spool_dir` (web/spool.py), read at the client's pace (web/bodies.py:
+    `ClientStalled` when it stops or trickles). Every chunk passes `meter` (and the account's
+    quota `check`) as it arrives: `BodyTooLarge` instead (also for a Content-Length over the
+    cap, before any byte is read)."""
     if not request.body_exists:
         return None
     if (request.content_length or 0) > meter.limits.max_compressed:
@@ -127,7 +145,7 @@ async def request_body(
         async for chunk in chunks:
             head += chunk
             if len(head) > WHOLE_BODY:
-                return StreamedBody(bytes(head), chunks)
+                return await spool(bytes(head), chunks, spool_dir)
     except Exception as exc:
         mapped = client_side(exc)
         if mapped is exc:
@@ -213,7 +231,9 @@ class Proxy:
         cluster: Cluster | None = None,
         sessions: SessionGuard | None = None,
         quota: QuotaGuard | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
+        self._spool_dir = spool_dir or Path(tempfile.gettempdir())
         self._sessions = sessions
         self._quota = quota
         self._gate = gate
@@ -263,24 +283,47 @@ class Proxy:
             media_zip=upstream_path == MEDIA_UPLOAD,
             on_meta=check.on_meta if isinstance(check, MediaCheck) else None,
         )
+        body: bytes | SpooledBody | None = None
         try:
-            if owner is not None:
-                return await self._to_node(
-                    request, upstream_path, owner, (account.sub, header.key), address, meter
+            # From its arrival, a request of the account's live sync holds it (syncsession/),
+            # however long its body takes; the body comes whole before any worker is taken
+            # (web/spool.py: one still arriving holds no worker).
+            with self._arrival(owner, account.name, upstream_path, header.session):
+                body, reuse = await self._body(request, upstream_path, meter, check)
+                if owner is not None:
+                    return await self._to_node(
+                        request,
+                        upstream_path,
+                        owner,
+                        (account.sub, header.key),
+                        address,
+                        body,
+                        reuse,
+                    )
+                response = await self._forward(
+                    request, upstream_path, (account.sub, account.name), header.session, body, reuse
                 )
-            response = await self._forward(
-                request, upstream_path, (account.sub, account.name), header.session, meter, check
-            )
-            if check is not None and response.status == 200 and self._quota is not None:
-                self._quota.media_applied(account, check)
-            return response
+                if check is not None and response.status == 200 and self._quota is not None:
+                    self._quota.media_applied(account, check)
+                return response
         except (BodyTooLarge, Overloaded, UnreadableBody) as exc:
-            # The worker got an incomplete body and dropped it: the drain, at the client's pace,
-            # must not keep the budget from other bodies meanwhile.
+            # No byte of it reached a worker: the drain, at the client's pace, must not keep the
+            # budget from other bodies meanwhile.
             meter.release()
             return await self._refuse_body(request, upstream_path, exc)
         finally:
             meter.release()  # the worker is done with the body: its answer has been sent
+            if isinstance(body, SpooledBody):
+                body.close()
+
+    def _arrival(
+        self, owner: Node | None, account: str, upstream_path: str, session: str
+    ) -> contextlib.AbstractContextManager[None]:
+        """The request's hold on its live sync while it is here (syncsession/); the owner node
+        takes it for a forwarded request."""
+        if owner is not None or self._sessions is None:
+            return contextlib.nullcontext()
+        return self._sessions.arrived(account, upstream_path, session)
 
     async def _quota_check(self, account: Account, upstream_path: str) -> BodyCheck | None:
         """The account's quota check for this request's body (quota/guard.py), or None; raises
@@ -300,10 +343,10 @@ class Proxy:
         upstream_path: str,
         meter: payload.PayloadMeter,
         check: BodyCheck | None = None,
-    ) -> tuple[bytes | StreamedBody | None, bool]:
+    ) -> tuple[bytes | SpooledBody | None, bool]:
         """The request body to send (`request_body`), and whether it may go over a reused
         connection: whole and of a read-only method (module doc)."""
-        body = await request_body(request, meter, check)
+        body = await request_body(request, meter, self._spool_dir, check)
         reuse = (
             self._reused is not None
             and isinstance(body, bytes)
@@ -345,13 +388,13 @@ class Proxy:
         node: Node,
         sub_and_key: tuple[str, str],
         address: str,
-        meter: payload.PayloadMeter,
+        body: bytes | SpooledBody | None,
+        reuse: bool,
     ) -> web.StreamResponse:
         """Forward to the owner node's internal route: the same body and answer rules as to a
         worker (read-only methods may go twice, after a broken reused connection)."""
         cluster = self._cluster
         assert cluster is not None
-        body, reuse = await self._body(request, upstream_path, meter)
         url = cluster.target(node, upstream_path)
         for _ in (1, 2):
             headers = forwarding_headers(cluster, request.method, url, sub_and_key[1], address)
@@ -380,19 +423,17 @@ class Proxy:
         upstream_path: str,
         sub_and_name: tuple[str, str],
         session: str,
-        meter: payload.PayloadMeter,
-        check: BodyCheck | None = None,
+        body: bytes | SpooledBody | None,
+        reuse: bool,
     ) -> web.StreamResponse:
-        body, reuse = await self._body(request, upstream_path, meter, check)
         await self._still_owner(sub_and_name[0])
         account = sub_and_name[1]
         # One collection sync per account (syncsession/): decided once the body is here.
         async with self._turn(account, upstream_path, session) as turn:
             if turn.answer is not None:
                 return turn.answer
-            # Past a backup of the account only now: a body still arriving holds no worker,
-            # and a sync cut while its body arrived must not reach the fresh worker
-            # (backup/gate.py).
+            # Past a backup of the account only now: a sync cut while its body arrived must
+            # not reach the fresh worker (backup/gate.py).
             async with self._passage(account, upstream_path, session) as passage:
                 response = await self._send(request, upstream_path, account, body, reuse=reuse)
                 passage.status = turn.status = response.status
@@ -411,7 +452,7 @@ class Proxy:
         request: web.Request,
         upstream_path: str,
         account: str,
-        body: bytes | StreamedBody | None,
+        body: bytes | SpooledBody | None,
         *,
         reuse: bool,
     ) -> web.StreamResponse:
@@ -467,7 +508,7 @@ class Proxy:
         self,
         request: web.Request,
         url: str,
-        body: bytes | StreamedBody | None,
+        body: bytes | SpooledBody | None,
         *,
         reuse: bool,
         extra: Mapping[str, str] | None = None,
@@ -476,20 +517,24 @@ class Proxy:
         if extra:
             headers.update(extra)
         session = self._reused if reuse and self._reused is not None else self._upstream
+        data: bytes | AsyncIterator[bytes] | None = None
+        if isinstance(body, SpooledBody):
+            data = body.chunks()
+            headers["Content-Length"] = str(body.size)  # whole, so never chunked (module doc)
+        else:
+            data = body
         try:
             upstream = await session.request(
                 request.method,
                 url,
                 params=request.rel_url.query,
                 headers=headers,
-                data=body,
+                data=data,
                 allow_redirects=False,
             )
         except aiohttp.ClientConnectorError:
             raise
         except Exception as exc:
-            if isinstance(body, StreamedBody) and body.failure is not None:
-                raise client_side(body.failure) from exc  # the client's fault, not the worker's
             mapped = _upstream_failure(exc, stale=session is self._reused)
             if mapped is exc:
                 raise

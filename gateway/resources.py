@@ -200,6 +200,9 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     auth, workers = config.auth, config.workers
     registry, cluster = app[REGISTRY], app.get(CLUSTER)
+    sessions = SessionGuard(config.collections_dir, idle=workers.sync_session_idle_seconds)
+    # A stopped worker (backup, crash, memory limit, idle) takes its account's sync lease with it.
+    app[POOL].on_stopped = sessions.worker_stopped
     app[PROXY] = Proxy(
         Admission(
             registry,
@@ -216,8 +219,9 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
         ),
         app[_GATE],
         cluster,
-        SessionGuard(config.collections_dir, idle=workers.sync_session_idle_seconds),
+        sessions,
         QuotaGuard(quota_limits(config.quota), registry.folder),
+        config.data_dir,
     )
     if cluster is None or config.cluster.storage != "local":
         yield

@@ -493,9 +493,10 @@ def running_after(gw: Any, seconds: float) -> list[str]:
 
 
 def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_request_or_sync_open(
-    cognito, tmp_path, start_gateway
+    cognito, tmp_path, start_gateway, monkeypatch
 ) -> None:
     from gateway.backup import quiesce
+    from gateway.proxy import Proxy
     from gateway.workers.lock import account_dir
 
     cognito.add_user("lou", PASSWORD, "lou@example.com")
@@ -504,29 +505,45 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     device = synced_device(tmp_path, first, "lou", "lou")  # the sync server runs in `first`
     assert device.auth is not None
     key, folder = device.auth.hkey, account_dir(config.collections_dir, "lou")
-    # Through the other gateway: a request whose body is still streaming to the sync server
-    # (bodies over 64 KiB stream, proxy.py) ...
+    # Through the other gateway: a body still arriving holds nothing (it is read whole before
+    # it goes to a sync server, proxy.py) ...
     header = json.dumps({"v": 11, "k": key, "c": "26.09.3,raw,linux", "s": "raw2"})
     body = zstandard.ZstdCompressor().compress(os.urandom(200_000))
     slow = socket.create_connection(("127.0.0.1", second.port))
     slow.sendall(
-        f"POST /msync/uploadChanges HTTP/1.1\r\nHost: x\r\nanki-sync: {header}\r\n"
+        f"POST /sync/upload HTTP/1.1\r\nHost: x\r\nanki-sync: {header}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body[:100_000]
     )
-    deadline = time.monotonic() + 10
-    while quiesce.idle_everywhere(folder):
-        assert time.monotonic() < deadline, "the request did not get past the gateway"
-        time.sleep(0.05)
-    # ... and a collection sync left open (by another device).
+    time.sleep(0.5)
+    assert quiesce.idle_everywhere(folder)
+    slow.close()
+    # ... a request on its way through the sync server does (held there by the test) ...
+    arrived, go_on = threading.Event(), threading.Event()
+    send = Proxy._send
+
+    async def held_send(self: Proxy, request: Any, upstream_path: str, *args: Any, **kw: Any):
+        if upstream_path == "msync/begin":
+            arrived.set()
+            await asyncio.to_thread(go_on.wait, 60)
+        return await send(self, request, upstream_path, *args, **kw)
+
+    monkeypatch.setattr(Proxy, "_send", held_send)
+    begin = threading.Thread(target=raw, args=(second.url, "msync/begin", key, {}))
+    begin.start()
+    assert arrived.wait(10)
+    assert not quiesce.idle_everywhere(folder)
+    # ... and so does a collection sync left open (by another device).
     assert raw(second.url, "sync/meta", key, {"v": 11, "cv": "26.09.3,raw,linux"}) == 200
     assert raw(second.url, "sync/start", key, {"minUsn": 0, "lnewer": False, "graves": None}) == 200
     with quiesce.post(folder, force_at=time.time() + 600):
         assert running_after(first, 1.5) == ["lou"]
-        slow.close()  # the request ends
+        go_on.set()  # the request ends
+        begin.join(30)
         assert running_after(first, 1.5) == ["lou"]  # the sync is still open
         assert raw(second.url, "sync/abort", key, {}) == 200  # passes: it belongs to that sync
         assert running_after(first, 1.5) == []
+    monkeypatch.setattr(Proxy, "_send", send)
     device.add_note("after")
     assert sync_pushes(device)
     device.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import zstandard
 
 from gateway import protocol
 from gateway.app import PROXY
+from gateway.appkeys import POOL
 from tests import rawhttp
 from tests.ankiclient import Client
 from tests.bombs import hidden_zip_bomb, v07_rle_bomb, zip_bomb
@@ -43,7 +45,7 @@ def pool() -> Iterator[CognitoPool]:
         env.setenv("AWS_DEFAULT_REGION", "eu-west-1")
         with mock_aws():
             cognito = make_pool()
-            for user in ("bob", "carol", "eve", "alice"):
+            for user in ("bob", "carol", "eve", "alice", "tess", "toby", "tara", "dan"):
                 cognito.add_user(user, PASSWORD, f"{user}@example.com")
             yield cognito
 
@@ -64,6 +66,14 @@ def tight(pool, tmp_path_factory) -> Iterator[RunningGateway]:
     # 4 MiB cap: one place for a body inflating to 12 MiB, and a pool of 12 MiB.
     yield from gateway(
         pool, tmp_path_factory.mktemp("tight") / "data", max_payload_megs=4, max_inflated_megs=24
+    )
+
+
+@pytest.fixture(scope="module")
+def three(pool, tmp_path_factory) -> Iterator[RunningGateway]:
+    # Room for three sync servers; a request waits 3 s for one before its 503.
+    yield from gateway(
+        pool, tmp_path_factory.mktemp("three") / "data", max_workers=3, queue_timeout_seconds=3
     )
 
 
@@ -175,6 +185,60 @@ def test_bodies_filling_the_budget_never_refuse_another_users_sync(tight, tmp_pa
     assert (budget.pool_held, budget.slots_held) == (budget.pool, budget.slots)  # still held
     loop.call_soon_threadsafe(stop.set)
     assert [f.result(30) for f in slow] == [200, 200]  # the stock server's "upload corrupt"
+
+
+async def slow_upload(url: str, key: str, address: str, stop: asyncio.Event) -> int:
+    """A full upload from `address` whose first 100 KB (random: it streams past the first
+    64 KiB) come at once, then 200 bytes every 0.2 s until `stop`; the answer's status."""
+    encoder = zstandard.ZstdCompressor(level=1).compressobj()
+
+    async def chunks():
+        yield encoder.compress(os.urandom(100_000)) + encoder.flush(
+            zstandard.COMPRESSOBJ_FLUSH_BLOCK
+        )
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+            yield encoder.compress(os.urandom(200)) + encoder.flush(
+                zstandard.COMPRESSOBJ_FLUSH_BLOCK
+            )
+        yield encoder.flush()
+
+    header = {"anki-sync": rawhttp.sync_header(key).decode()}
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(url + "sync/upload", data=chunks(), headers=header) as r:
+            await r.read()
+            return r.status
+
+
+def test_slow_bodies_from_as_many_accounts_as_workers_never_refuse_another_users_sync(
+    three, tmp_path
+):
+    # Issue 16, fairness: three accounts, each from its own address, trickle a body each into
+    # a gateway with room for three sync servers. Before bodies were spooled whole, each
+    # trickle held a worker, and the fourth account's login got 503 after the queue timeout.
+    pool = three.app[POOL]
+    keys = [three.call(rawhttp.login(three.port, u, PASSWORD)) for u in ("tess", "toby", "tara")]
+    stop = asyncio.Event()
+    slow = [
+        asyncio.run_coroutine_threadsafe(
+            slow_upload(three.url, key, f"127.0.0.{n + 2}", stop), three._loop
+        )
+        for n, key in enumerate(keys)
+    ]
+    time.sleep(1.5)  # every trickle is past its first 100 KB
+    assert not any(f.done() for f in slow)
+    device = Client(tmp_path / "dan")
+    device.login("dan", PASSWORD, three.url)
+    device.add_note("while three bodies trickle")
+    device.sync()  # a full upload, then media: no 503
+    device.add_note("and again")
+    device.sync()
+    device.close()
+    assert pool.stats()["live"] <= 3  # the bound on sync servers holds
+    assert not any(f.done() for f in slow)
+    three._loop.call_soon_threadsafe(stop.set)
+    assert [f.result(30) for f in slow] == [200] * 3  # the stock server's "upload corrupt"
 
 
 def test_a_zip_hidden_behind_the_end_records_comment_is_413_and_never_reaches_the_worker(

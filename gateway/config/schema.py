@@ -168,8 +168,9 @@ class WorkersConfig:
     #: 4 x `workers.max_payload_megs`; keep it below the memory the sync servers may use.
     max_inflated_megs: int = 1024
     #: Seconds a collection sync may go without a request before another device of the account
-    #: may start one (syncsession/: one sync per account at a time; an abandoned sync, say a
-    #: phone that lost its network, holds the account at most this long). Anki's own stall
+    #: may start one, counted from the end of its last request (a request in flight holds the
+    #: sync however long it takes). One sync per account at a time: an abandoned sync, say a
+    #: phone that lost its network, holds the account at most this long. Anki's own stall
     #: timer is 60 s; the stock server alone never expires a sync.
     sync_session_idle_seconds: float = 60.0
     #: How each sync server is boxed (docs/security/containment.md): `auto` (cgroup v2 where the

@@ -7,9 +7,8 @@ Proxied answers go out through `paced_write()`, so a client that stops reading a
 cut off within the same time. The pacing comes from the application (`PACING`), defaults when
 it has none.
 
-`StreamedBody` carries a streamed request body upstream and remembers why reading the client
-failed, and `client_side()` says what that failure means, so a client's fault is never blamed
-on the worker.
+`client_side()` says what a failure to read the client means, so a client's fault is never
+blamed on the worker.
 
 `drain()` reads and drops the rest of a refused body, so the client gets to read the answer
 (a client still sending when the server answers and closes sees a network error instead), for
@@ -104,29 +103,6 @@ def client_side(exc: Exception) -> Exception:
     if isinstance(exc, (aiohttp.ClientError, aiohttp.http_exceptions.HttpProcessingError)):
         return BadRequest(f"request body broken: {type(exc).__name__}")
     return exc
-
-
-class StreamedBody:
-    """A request body streamed upstream: the part read ahead (`head`), then the rest as it
-    arrives. `failure` keeps why reading the client broke, because the upstream request then
-    fails with an error of its own that would blame the worker."""
-
-    def __init__(self, head: bytes, rest: AsyncIterator[bytes]) -> None:
-        self._head = head
-        self._rest = rest
-        self.failure: Exception | None = None
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        yield self._head
-        try:
-            async for chunk in self._rest:
-                yield chunk
-        except Exception as exc:
-            self.failure = exc
-            raise
 
 
 async def read_capped(request: web.Request, cap: int) -> bytes:

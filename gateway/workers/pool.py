@@ -19,6 +19,9 @@ Contract (design.md, "Workers"):
   account, its worker is used (not counted here) instead of starting a second one; once it
   answered /health it is trusted for `BORROW_SECONDS` while its lock still names it (a lease
   then costs two small file reads, no round trip), and forgotten when reported broken.
+- `on_stopped(account)`, when set, is called as a worker of ours is discarded, whatever the
+  reason (retired, evicted, idle, dead, closing): state the worker held for a client (a
+  collection sync half-way) is gone from then on (syncsession/guard.py).
 - Errors: `ValueError` (unsafe account name), `Unavailable`, `WorkerFailed`, `WorkerTimeout`.
 - `close()` stops every worker concurrently (SIGINT first) and releases the locks; idempotent.
 """
@@ -103,6 +106,8 @@ class WorkerPool:
         self._changed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
+        #: Called with the account whenever one of our workers is discarded (module doc).
+        self.on_stopped: Callable[[str], None] | None = None
 
     @classmethod
     def from_config(
@@ -316,6 +321,8 @@ class WorkerPool:
             return
         del self._slots[account]
         log.info("stopping worker: %s", why, extra={"account": account})
+        if self.on_stopped is not None:
+            self.on_stopped(account)
         task = asyncio.create_task(self._stop(slot))
         self._stopping[account] = task
 

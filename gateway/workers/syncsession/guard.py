@@ -7,6 +7,9 @@
     raises SyncConflict (409) when another device's sync holds the account, Unavailable (503,
     Retry-After) for a request of a sync that was cut (rules.py)
 
+    with guard.arrived(account, "sync/chunk", session): ...   # around the body and the turn
+    guard.worker_stopped(account)   # the pool calls it: the sync state died with the worker
+
 Only collection-sync methods touch the lease file; media sync and anything else pass untouched.
 Requests that begin or drop a sync (`rules.TURNSTILE`) pass one at a time (store.py); one that
 waits longer than `wait` seconds for its turn is refused like a second device (409).
@@ -36,6 +39,7 @@ _GUARDED = rules.IN_SYNC | rules.TURNSTILE
 RETRY_AFTER = 5
 #: Seconds a request waits for its turn (under Anki's 60 s stall timer).
 WAIT = 20.0
+_NOTHING = contextlib.nullcontext()
 
 
 class Turn:
@@ -60,6 +64,34 @@ class SessionGuard:
         self._wait = wait
         self._clock = clock
 
+    def worker_stopped(self, account: str) -> None:
+        """The account's worker stopped (a backup, a crash, its memory limit, eviction, idle):
+        the stock server's sync state went with it, so the lease goes too. The cut sync's next
+        request then gets 503 (`rules.before`: RETRY), and another device may start at once
+        instead of meeting 409 until the lease lapses. Never raises: a lease left behind only
+        lapses by itself."""
+        try:
+            self._store.clear(account)
+        except (OSError, ValueError):
+            log.exception("could not drop the sync lease of a stopped worker")
+
+    @contextlib.contextmanager
+    def arrived(self, account: str, method: str, session: str) -> Iterator[None]:
+        """From a request's arrival to its answer: if its session holds the account's live
+        lease, the request holds it in flight (rules.py, `busy`) while its body comes in,
+        before `turn()` decides on it."""
+        if method not in _GUARDED:
+            yield
+            return
+
+        def peek(lease: Lease | None) -> tuple[bool, Lease | None]:
+            return lease is not None and lease.session == session and lease.live(
+                self._clock()
+            ), lease
+
+        with self._store.in_flight(account) if self._store.update(account, peek) else _NOTHING:
+            yield
+
     @contextlib.asynccontextmanager
     async def turn(self, account: str, method: str, session: str) -> AsyncIterator[Turn]:
         if method not in _GUARDED:
@@ -78,11 +110,14 @@ class SessionGuard:
 
     @contextlib.contextmanager
     def _leased(self, account: str, method: str, session: str) -> Iterator[Turn]:
-        def decide(lease: Lease | None) -> tuple[Action, Lease | None]:
-            found = rules.before(lease, method, session, self._clock(), self._idle)
-            return found.action, found.lease
+        def decide(lease: Lease | None) -> tuple[tuple[Action, bool], Lease | None]:
+            now, busy = self._clock(), self._store.busy(account)
+            found = rules.before(lease, method, session, now, self._idle, busy)
+            kept = found.lease
+            holder = kept is not None and kept.session == session and kept.live(now)
+            return (found.action, holder), found.lease
 
-        action = self._store.update(account, decide)
+        action, holder = self._store.update(account, decide)
         if action is Action.REFUSE:
             log.info("sync refused: another device is syncing", extra={"method": method})
             raise SyncConflict(f"{method} while another sync of the account is live")
@@ -97,15 +132,19 @@ class SessionGuard:
             yield Turn(web.Response(body=body, headers=headers))
             return
         turn = Turn()
-        try:
-            yield turn
-        finally:
-
-            def settle(lease: Lease | None) -> tuple[None, Lease | None]:
-                now = self._clock()
-                return None, rules.after(lease, method, session, turn.status, now, self._idle)
-
+        # The lease holder's request holds the lease while in flight (rules.py), until it is
+        # settled: the idle clock starts when it is answered.
+        with self._store.in_flight(account) if holder else _NOTHING:
             try:
-                self._store.update(account, settle)
-            except NoAccountFolder:
-                pass  # moved away meanwhile: its lease stayed behind with the folder
+                yield turn
+            finally:
+
+                def settle(lease: Lease | None) -> tuple[None, Lease | None]:
+                    now = self._clock()
+                    lease = rules.after(lease, method, session, turn.status, now, self._idle)
+                    return None, lease
+
+                try:
+                    self._store.update(account, settle)
+                except NoAccountFolder:
+                    pass  # moved away meanwhile: its lease stayed behind with the folder

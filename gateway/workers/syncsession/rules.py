@@ -16,7 +16,9 @@ The gateway's rule, applied before a request reaches the worker:
 - requests that begin or drop a sync (`TURNSTILE`) go one at a time, each deciding only once
   the one before it is answered (store.py), so what was decided is what the worker sees;
 - a lease names the live session and when it lapses (`expires`); each request of that session
-  renews it to `now + idle`, before it is sent and again when it is answered;
+  renews it to `now + idle`, before it is sent and again when it is answered, and holds it
+  while it is in flight (`busy`), however long it takes: the idle clock counts from the end
+  of the session's last request (a slow phone's long `chunk` or `finish` keeps its sync);
 - `sync/start` of another session, and `sync/meta`, `sync/upload`, `sync/download` of another
   session, while a lease is live: REFUSE (409, the stock answer the client understands);
 - a method inside a sync (`applyChanges` … `finish`) of another session: REFUSE, never sent on
@@ -28,9 +30,10 @@ The gateway's rule, applied before a request reaches the worker:
 - a method inside a sync whose session holds no live lease (the sync was cut: its account
   moved to another node, its worker stopped, or it lapsed): RETRY (503 with Retry-After, "try
   again"), never sent on; an abort of it is answered here;
-- a lease not renewed for `idle` seconds has lapsed (a phone that lost its network): the next
-  device may start. Should the silent device come back, its requests are refused (409, or 503
-  if nobody holds the account): its sync fails and it syncs again, nothing else is touched.
+- a lease not renewed for `idle` seconds, with no request of its session in flight, has
+  lapsed (a phone that lost its network): the next device may start. Should the silent
+  device come back, its requests are refused (409, or 503 if nobody holds the account): its
+  sync fails and it syncs again, nothing else is touched.
 - media sync (`msync/*`) passes: the stock server keeps no state between media requests and
   none of them touches the collection sync (handlers.rs), each is its own transaction.
 """
@@ -84,9 +87,12 @@ class Decision:
     lease: Lease | None
 
 
-def before(lease: Lease | None, method: str, session: str, now: float, idle: float) -> Decision:
-    """What to do with a request about to go to the account's worker."""
-    live = lease if lease is not None and lease.live(now) else None
+def before(
+    lease: Lease | None, method: str, session: str, now: float, idle: float, busy: bool = False
+) -> Decision:
+    """What to do with a request about to go to the account's worker. `busy`: a request of
+    the lease's session is in flight (store.py), which holds the lease whatever `expires`."""
+    live = lease if lease is not None and (busy or lease.live(now)) else None
     other = live is not None and live.session != session
     if method == START:
         if other:

@@ -52,6 +52,23 @@ def test_before_decides_each_request(lease, method, session, action, kept):
 
 
 @pytest.mark.parametrize(
+    ("method", "session", "action", "kept"),
+    [
+        # A request of the lease's session still in flight holds it past `expires`: the idle
+        # clock counts from the end of the session's last request.
+        ("sync/start", "b", Action.REFUSE, LAPSED),
+        ("sync/meta", "b", Action.REFUSE, LAPSED),
+        ("sync/applyChanges", "b", Action.REFUSE, LAPSED),
+        ("sync/abort", "b", Action.ANSWER_ABORT, LAPSED),
+        ("sync/chunk", "a", Action.PASS, Lease("a", NOW + IDLE)),
+    ],
+)
+def test_a_request_in_flight_holds_a_lease_past_its_expiry(method, session, action, kept):
+    decision = before(LAPSED, method, session, NOW, IDLE, busy=True)
+    assert (decision.action, decision.lease) == (action, kept)
+
+
+@pytest.mark.parametrize(
     ("method", "status", "left"),
     [
         ("sync/finish", 200, None),

@@ -52,6 +52,17 @@ def test_an_unreadable_lease_counts_as_none(tmp_path: Path, raw: bytes):
 def test_an_unsafe_account_name_is_refused(tmp_path: Path):
     with pytest.raises(ValueError):
         LeaseStore(tmp_path).update("../x", lambda old: (old, old))
+    with pytest.raises(ValueError):
+        LeaseStore(tmp_path).clear("../x")
+
+
+def test_clear_drops_the_lease_and_creates_no_folder(tmp_path: Path):
+    one, two = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    one.update("acct", lambda old: (None, Lease("s1", 123.5)))
+    two.clear("acct")
+    assert one.update("acct", lambda old: (old, old)) is None
+    two.clear("moved-away")  # its folder went to another node: it stays gone
+    assert not (tmp_path / "moved-away").exists()
 
 
 async def test_the_turnstile_lets_one_request_through_at_a_time(tmp_path: Path):
@@ -81,3 +92,11 @@ async def test_a_waiting_request_gets_its_turn_when_the_first_ends(tmp_path: Pat
 
     await asyncio.gather(first(), second())
     assert order == ["first in", "first out", "second in"]
+
+
+def test_a_request_in_flight_makes_the_account_busy_for_every_process(tmp_path: Path):
+    one, two = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    assert not two.busy("acct")
+    with one.in_flight("acct"), one.in_flight("acct"):
+        assert two.busy("acct")
+    assert not two.busy("acct")

@@ -4,12 +4,17 @@ to the stock server, in the orders that made two devices lose notes (issue 21 it
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 import requests
 import zstandard
 
+from gateway.appkeys import POOL
 from tests.ankiclient import Client
 
 PASSWORD = "Correct-Horse-9"
@@ -26,6 +31,10 @@ class Device:
 
     def post(self, method: str, payload: object = None) -> requests.Response:
         body = zstandard.ZstdCompressor().compress(json.dumps(payload or {}).encode())
+        return self.stream(method, body)
+
+    def stream(self, method: str, body: bytes | Iterable[bytes]) -> requests.Response:
+        """POSTs a body as it comes (chunked when it is an iterable)."""
         header = {"v": 11, "k": self.key, "c": "test", "s": self.session}
         return requests.post(
             self.url + "sync/" + method,
@@ -42,9 +51,9 @@ class Device:
 
 
 @pytest.fixture(scope="module")
-def account(
+def gateways(
     module_cognito, start_module_gateway, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[str, str, str]:
+) -> tuple[Any, Any, str]:
     """Two gateway processes on one data folder (sync sessions lapse after IDLE s), and the
     host key of an account with a collection. Shared by the module's tests: each uses sync
     sessions of its own and leaves the account free (aborted, finished or lapsed)."""
@@ -57,7 +66,13 @@ def account(
     auth = client.login("quinn", PASSWORD, gw.url)
     client.sync(media=False)
     client.close()
-    return gw.url, auth.hkey, other_gw.url
+    return gw, other_gw, auth.hkey
+
+
+@pytest.fixture(scope="module")
+def account(gateways) -> tuple[str, str, str]:
+    gw, other_gw, key = gateways
+    return gw.url, key, other_gw.url
 
 
 def devices(account, *sessions: str) -> list[Device]:
@@ -118,3 +133,49 @@ def test_an_abandoned_sync_lapses_after_the_idle_limit_and_cannot_come_back(acco
     assert other.send("abort")[0] == 200
     # Nobody holds the account now: the cut sync is told to try again, not "only one copy".
     assert lost.send("applyGraves", NO_GRAVES)[0] == 503
+
+
+def test_a_sync_whose_worker_stopped_is_told_to_retry_and_another_device_may_start(gateways):
+    # A backup, a crash, the memory limit or eviction stops the worker half-way through a
+    # sync: its state is gone, so the lease goes with it (before: the cut sync's next request
+    # reached a fresh worker, and every other device got 409 until the lease lapsed).
+    gw, _, key = gateways
+    cut, other = Device(gw.url, key, "cut-5"), Device(gw.url, key, "other-5")
+    assert cut.send("start", START)[0] == 200
+    gw.call(gw.app[POOL].stop("quinn"))
+    assert cut.send("applyGraves", NO_GRAVES)[0] == 503
+    assert other.send("start", START)[0] == 200
+    assert cut.send("applyGraves", NO_GRAVES)[0] == 409
+    assert other.send("applyGraves", NO_GRAVES) == (200, b"null")
+    assert other.send("abort")[0] == 200
+
+
+def test_a_request_in_flight_longer_than_the_idle_limit_keeps_its_sync(account):
+    # A slow phone: its applyChanges body trickles in for about 2.4 s, more than IDLE. The
+    # lease must hold while it is in flight, and lapse only IDLE after it is answered.
+    slow, other = devices(account, "slow-6", "other-6")
+    assert slow.send("start", START)[0] == 200
+    padding = os.urandom(150_000).hex()  # about 150 KB on the wire
+    body = zstandard.ZstdCompressor().compress(json.dumps({"changes": {"pad": padding}}).encode())
+    pieces = [body[:70_000]] + [body[i : i + 10_000] for i in range(70_000, len(body), 10_000)]
+
+    def trickle() -> Iterator[bytes]:
+        for n, piece in enumerate(pieces):
+            if n:
+                time.sleep(2.4 / (len(pieces) - 1))
+            yield piece
+
+    answers: list[int] = []
+    sending = threading.Thread(
+        target=lambda: answers.append(slow.stream("applyChanges", trickle()).status_code)
+    )
+    sending.start()
+    time.sleep(IDLE + 0.6)
+    assert sending.is_alive()
+    assert other.send("start", START) == (409, b"409")  # before: 200, taking the sync over
+    sending.join(30)
+    assert answers and answers[0] != 503
+    assert other.send("start", START) == (409, b"409")  # the idle clock starts at its answer
+    time.sleep(IDLE + 0.3)
+    assert other.send("start", START)[0] == 200
+    assert other.send("abort")[0] == 200
