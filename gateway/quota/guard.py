@@ -83,7 +83,7 @@ class MediaCheck(BodyCheck):
     """Once `_meta` names the files (each file's size came with its header, before its data):
     each against the per-file limit, by its name (the zip's own names are "0", "1", ...:
     no help to the user), and the account's total with what the upload adds, replaces and
-    deletes. `total` is what the media takes
+    deletes, each file name once (its largest entry). `total` is what the media takes
     once the worker applies the upload (known after `_meta`, else None)."""
 
     def __init__(self, limits: Limits, media_dir: Path, current: int) -> None:
@@ -93,11 +93,16 @@ class MediaCheck(BodyCheck):
         self.total: int | None = None
 
     def on_meta(self, changes: list[tuple[str, int | None]]) -> None:
-        total = self._current
+        # A name may come more than once (the stock server takes such a `_meta`): its stored
+        # size goes once, and it counts as its largest entry (whichever the server keeps).
+        final: dict[str, int] = {}
         for filename, size in changes:
             if size is not None:
                 rules.check_media_file(self._limits, filename, size)
-            total += (size or 0) - stored_size(self._dir, filename)
+            final[filename] = max(final.get(filename, 0), size or 0)
+        total = self._current
+        for filename, size in final.items():
+            total += size - stored_size(self._dir, filename)
         self.total = max(total, 0)
         if self.total > self._current:  # an upload that frees room always passes
             rules.check_media_total(self._limits, self.total)

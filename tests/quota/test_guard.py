@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,25 @@ def test_the_collection_on_disk_counts_its_wal_and_the_accounts_override(tmp_pat
         guard.collection(account())
     guard.collection(account(collection_megs=2))
     guard.collection(account(collection_megs=0))
+
+
+@pytest.mark.parametrize(
+    ("meta", "total"),
+    [
+        ([["new", "0"]] + [["held", None]] * 4, 600),  # deleted four times: its 500 go once
+        ([["held", "0"], ["held", None]], 600),  # added then deleted: counts as kept
+        ([["held", None], ["held", "0"]], 600),
+    ],
+)
+def test_a_name_named_twice_frees_its_stored_size_once(tmp_path, meta, total):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "held").write_bytes(b"h" * 500)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        if any(entry for _, entry in meta):
+            z.writestr("0", b"n" * 600)
+        z.writestr("_meta", json.dumps(meta))
+    check = MediaCheck(Limits(media=10_000), media, 500)
+    feed(check, out.getvalue())
+    assert check.total == total

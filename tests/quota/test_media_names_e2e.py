@@ -1,0 +1,53 @@
+"""A media upload whose `_meta` names one file more than once, end to end: the real `anki`
+client and a raw client → the gateway → a real stock sync server, moto as Cognito. The stock
+server applies such an upload; the media total must count each file once."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import zstandard
+
+from tests import rawhttp
+from tests.quota.test_quota_e2e import MB, PASSWORD, device, server_files, started
+from tests.test_uploads import send
+
+
+def test_a_file_deleted_many_times_in_one_upload_frees_its_room_once(
+    cognito, tmp_path, start_gateway
+):
+    gw = started(cognito, tmp_path, start_gateway, media_megs=2, media_file_megs=1)
+    bob = device(tmp_path, "bob", gw)
+    held = bob.add_media("held.bin", os.urandom(MB))
+    bob.sync()
+    bob.close()
+    assert server_files(gw) == {held: MB}
+
+    # 1 MB held; three new files of 0.9 MB and held.bin deleted (named four times): the
+    # media would take 2.7 MB > 2 MB. Counted four times, the deletion made it look like
+    # -0.3 MB: an upload that "frees room" passes, and each next one the same way.
+    new = {f"new{i}.bin": os.urandom(900_000) for i in range(3)}
+    meta = [[name, str(i)] for i, name in enumerate(new)] + [[held, None]] * 4
+    zipped = zip_of(new, meta)
+    key = gw.call(rawhttp.login(gw.port, "bob", PASSWORD))
+    body = zstandard.ZstdCompressor().compress(zipped)
+    status, answer = gw.call(send(gw.url, key, body, "msync/uploadChanges"))
+    assert status == 200
+    assert json.loads(answer)["err"] == (
+        "Your media would take 2.7 MB, over this server's limit of 2.0 MB. Delete unused media "
+        "(Tools > Check Media) and sync again."
+    )
+    assert server_files(gw) == {held: MB}
+
+
+def zip_of(files: dict[str, bytes], meta: list) -> bytes:
+    """Stored entries "0", "1", ... and `_meta` as given (rslib's layout)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for i, data in enumerate(files.values()):
+            z.writestr(str(i), data)
+        z.writestr("_meta", json.dumps(meta))
+    return out.getvalue()
