@@ -271,8 +271,8 @@ class Proxy:
             response = await self._forward(
                 request, upstream_path, (account.sub, account.name), header.session, meter, check
             )
-            if check is not None and response.status == 200 and self._quota is not None:
-                self._quota.media_applied(account, check)
+            if response.status == 200:
+                check = None  # the worker took it: its media stays counted
             return response
         except (BodyTooLarge, Overloaded, UnreadableBody) as exc:
             # The worker got an incomplete body and dropped it: the drain, at the client's pace,
@@ -281,6 +281,8 @@ class Proxy:
             return await self._refuse_body(request, upstream_path, exc)
         finally:
             meter.release()  # the worker is done with the body: its answer has been sent
+            if isinstance(check, MediaCheck):
+                check.undo()
 
     async def _quota_check(self, account: Account, upstream_path: str) -> BodyCheck | None:
         """The account's quota check for this request's body (quota/guard.py), or None; raises

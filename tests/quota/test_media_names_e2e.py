@@ -4,6 +4,7 @@ server applies such an upload; the media total must count each file once."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -51,3 +52,32 @@ def zip_of(files: dict[str, bytes], meta: list) -> bytes:
             z.writestr(str(i), data)
         z.writestr("_meta", json.dumps(meta))
     return out.getvalue()
+
+
+def test_two_media_uploads_at_once_cannot_both_take_the_room_that_is_left(
+    cognito, tmp_path, start_gateway
+):
+    # Two devices (or one client sending twice at once): 2 MB free, each upload adds 1.5 MB.
+    # Each was checked against the total before either was applied, and each then set the
+    # total to its own: 3 MB stored, and the total kept counting 1.5 MB until the next walk.
+    gw = started(cognito, tmp_path, start_gateway, media_megs=2, media_file_megs=1)
+    key = gw.call(rawhttp.login(gw.port, "bob", PASSWORD))
+
+    def upload(tag: str) -> bytes:
+        files = {f"{tag}{i}.bin": os.urandom(750_000) for i in range(2)}
+        meta = [[name, str(i)] for i, name in enumerate(files)]
+        return zstandard.ZstdCompressor().compress(zip_of(files, meta))
+
+    async def both():
+        return await asyncio.gather(
+            *(send(gw.url, key, upload(tag), "msync/uploadChanges") for tag in "ab")
+        )
+
+    answers = gw.call(both())
+    errors = sorted(json.loads(answer)["err"] for _, answer in answers)
+    assert errors == [
+        "",
+        "Your media would take 3.0 MB, over this server's limit of 2.0 MB. Delete unused media "
+        "(Tools > Check Media) and sync again.",
+    ]
+    assert sum(server_files(gw).values()) == 1_500_000
