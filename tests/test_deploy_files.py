@@ -392,7 +392,8 @@ REFERENCE = reference_hook().reference()
 
 @pytest.mark.parametrize("name", primary_env_names())
 def test_every_setting_is_in_env_example_and_the_configuration_reference(name):
-    assert re.search(rf"^#? ?{name}=", ENV_EXAMPLE, re.M), f".env.example lacks {name}"
+    shown = len(re.findall(rf"^#? ?{name}=", ENV_EXAMPLE, re.M))
+    assert shown == 1, f".env.example shows {name} {shown} times (once, in one section)"
     assert f"`{name}`" in REFERENCE, f"the configuration reference lacks {name}"
 
 

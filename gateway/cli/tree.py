@@ -3,7 +3,7 @@
     serve (the default)  check-config [--probe]  health         cli/server.py
     dev [add-user EMAIL | users]                                cli/dev.py (no configuration
                                                                 file needed: local mode makes one)
-    accounts list|disable|enable|sign-out|move|create-table|copy-registry|import
+    accounts list|disable|enable|sign-out|quota|export|prune|move|create-table|copy-registry|import
                                                                 cli/accounts.py
     backup [verify] / restore                                   cli/backups.py
 
@@ -28,7 +28,8 @@ from gateway.config import Config
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 
 DESCRIPTION = """\
-Command line: `python -m gateway [--config PATH] {serve,check-config,dev,accounts}`.
+Command line: `python -m gateway [--config PATH]
+{serve,check-config,health,dev,accounts,backup,restore}`.
 
 Only parses arguments, loads the configuration and hands over; exits non-zero with every
 configuration problem listed when the configuration is invalid.
@@ -59,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     dev.add_arguments(
         commands.add_parser(
             "dev",
-            help="local mode (see README)",
+            help="local mode (docs/getting-started.md)",
             description="Local mode: the gateway with a Cognito stand-in on this machine (no AWS).",
         )
     )
@@ -67,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
         commands.add_parser(
             "accounts",
             parents=[after],
-            help="list|disable NAME|enable NAME|sign-out NAME|move NAME --to NODE|create-table|"
+            help="list|disable NAME|enable NAME|sign-out NAME|quota NAME|export NAME --to FILE|"
+            "prune --inactive-days N|move NAME --to NODE|create-table|"
             "copy-registry [--from FILE] [--dry-run]|import DIR [--dry-run]",
         ),
         [after],

@@ -3,9 +3,12 @@ may stand, the default command, what each wrong usage exits with."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from gateway.__main__ import main
+from gateway.cli.tree import parser
 
 
 @pytest.fixture
@@ -68,3 +71,35 @@ def test_wrong_usage_exits_2(configured, argv):
 def test_backup_verify_without_a_manifest_key_cannot_check_and_exits_2(configured, capsys):
     assert main(["--config", str(configured), "backup", "verify", str(configured.parent)]) == 2
     assert "anki-cognito-gateway backup verify:" in capsys.readouterr().err
+
+
+def test_help_names_every_command_and_no_readme_section(capsys):
+    """`python -m gateway --help` is what a newcomer reads first: its summary line lists every
+    command the tree has, and no help text sends them to the README (local mode's documentation
+    is docs/getting-started.md)."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    summary = shown.split("`")[1].replace("- ", "-")  # argparse wraps at hyphens
+    (commands,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    names = ",".join(commands.choices)
+    assert names == "serve,check-config,health,dev,accounts,backup,restore"
+    assert summary == f"python -m gateway [--config PATH] {{{names}}}"
+    assert "README" not in shown
+
+
+def test_accounts_help_names_every_accounts_command(capsys):
+    """The top-level help's line for `accounts` lists each of its subcommands."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    (commands,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (accounts,) = [
+        a
+        for a in commands.choices["accounts"]._actions
+        if isinstance(a, argparse._SubParsersAction)
+    ]
+    line = shown.split(" accounts ", 1)[1].split(" backup ", 1)[0]
+    named = {part.split()[0] for part in line.split("|")}
+    assert named == set(accounts.choices)

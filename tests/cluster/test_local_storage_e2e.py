@@ -48,7 +48,7 @@ from tests.cluster.nodes import (
     users,
 )
 from tests.rawhttp import sync_header
-from tests.syncsession.test_wire_e2e import START, Device
+from tests.workers.syncsession.test_wire_e2e import START, Device
 
 pytestmark = pytest.mark.timeout(180)
 
