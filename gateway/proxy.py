@@ -303,8 +303,8 @@ class Proxy:
                 response = await self._forward(
                     request, upstream_path, (account.sub, account.name), header.session, body, reuse
                 )
-                if check is not None and response.status == 200 and self._quota is not None:
-                    self._quota.media_applied(account, check)
+                if response.status == 200:
+                    check = None  # the worker took it: its media stays counted (quota/guard.py)
                 return response
         except (BodyTooLarge, Overloaded, UnreadableBody) as exc:
             # No byte of it reached a worker: the drain, at the client's pace, must not keep the
@@ -315,6 +315,8 @@ class Proxy:
             meter.release()  # the worker is done with the body: its answer has been sent
             if isinstance(body, SpooledBody):
                 body.close()
+            if isinstance(check, MediaCheck):
+                check.undo()  # counted when its _meta passed, but the worker did not take it
 
     def _arrival(
         self, owner: Node | None, account: str, upstream_path: str, session: str

@@ -8,8 +8,8 @@ may be long); the rules are limits.py's.
                                              limit (normal syncs: sync/meta, start, applyChanges,
                                              applyChunk)
         .upload(account)                     a `BodyCheck` for a full upload (sync/upload)
-        await .media(account)                a `BodyCheck` for msync/uploadChanges
-        .media_applied(account, check)       the worker took that upload: remember the total
+        await .media(account)                a `MediaCheck` for msync/uploadChanges
+        MediaCheck.undo()                    the worker did not take that upload (not 200)
 
     BodyCheck.chunk(compressed, inflated)    after each metered chunk (uploads/payload.py)
     MediaCheck.on_meta(changes)              the upload's (filename, size or None) pairs, from
@@ -18,10 +18,12 @@ may be long); the rules are limits.py's.
 
 Media totals: walking a media folder of 20,000 files costs tens of milliseconds, and a media
 sync sends up to 25 files a request; so an account's total is walked (in a thread) at most
-every `MEDIA_TOTAL_SECONDS` and moved on by each upload the worker answered 200 (also one
-whose JSON carries the worker's own error: the total then counts files it did not take, until
-the next walk). A total that is a few files off for a while only moves the moment the limit
-bites by those files. At most `MEDIA_TOTALS_KEPT` accounts' totals are kept.
+every `MEDIA_TOTAL_SECONDS` and moved on by each upload as soon as its `_meta` passed the
+check (uploads at once see each other's), taken back if the worker did not answer it 200 (one
+whose JSON carries the worker's own error stays counted: the total then counts files it did not
+take, until the next walk). Each gateway process keeps its own totals. A total that is a few
+files off for a while only moves the moment the limit bites by those files. At most
+`MEDIA_TOTALS_KEPT` accounts' totals are kept.
 """
 
 from __future__ import annotations
@@ -79,28 +81,50 @@ class UploadCheck(BodyCheck):
         rules.check_upload(self._limits, compressed, inflated)
 
 
+class MediaTotal:
+    """One account's media bytes as this process knows them; shared by its uploads."""
+
+    def __init__(self, held: int) -> None:
+        self.held = held
+
+
 class MediaCheck(BodyCheck):
     """Once `_meta` names the files (each file's size came with its header, before its data):
     each against the per-file limit, by its name (the zip's own names are "0", "1", ...:
     no help to the user), and the account's total with what the upload adds, replaces and
-    deletes. `total` is what the media takes
-    once the worker applies the upload (known after `_meta`, else None)."""
+    deletes, each file name once (its largest entry). The total is read when `_meta` is, and
+    what the upload adds is counted into it at once, so an upload arriving meanwhile sees it;
+    `undo()` takes it back (the worker did not take the upload). `total` is what the media
+    takes once the worker applies the upload (known after `_meta`, else None)."""
 
-    def __init__(self, limits: Limits, media_dir: Path, current: int) -> None:
+    def __init__(self, limits: Limits, media_dir: Path, current: MediaTotal) -> None:
         self._limits = limits
         self._dir = media_dir
         self._current = current
+        self._counted = 0
         self.total: int | None = None
 
     def on_meta(self, changes: list[tuple[str, int | None]]) -> None:
-        total = self._current
+        # A name may come more than once (the stock server takes such a `_meta`): its stored
+        # size goes once, and it counts as its largest entry (whichever the server keeps).
+        final: dict[str, int] = {}
         for filename, size in changes:
             if size is not None:
                 rules.check_media_file(self._limits, filename, size)
-            total += (size or 0) - stored_size(self._dir, filename)
+            final[filename] = max(final.get(filename, 0), size or 0)
+        held = self._current.held
+        total = held
+        for filename, size in final.items():
+            total += size - stored_size(self._dir, filename)
         self.total = max(total, 0)
-        if self.total > self._current:  # an upload that frees room always passes
+        if self.total > held:  # an upload that frees room always passes
             rules.check_media_total(self._limits, self.total)
+        self._counted = self.total - held
+        self._current.held = self.total
+
+    def undo(self) -> None:
+        self._current.held = max(self._current.held - self._counted, 0)
+        self._counted = 0
 
 
 class QuotaGuard:
@@ -113,7 +137,7 @@ class QuotaGuard:
         self.defaults = defaults
         self._folder_of = folder_of
         #: account name -> its media bytes
-        self._media: TTLCache[str, int] = TTLCache(
+        self._media: TTLCache[str, MediaTotal] = TTLCache(
             MEDIA_TOTALS_KEPT, MEDIA_TOTAL_SECONDS, timer=clock
         )
 
@@ -133,9 +157,6 @@ class QuotaGuard:
         folder = self._folder_of(account)
         known = self._media.get(account.name)
         if known is None:
-            known = self._media[account.name] = await asyncio.to_thread(media_bytes, folder)
+            held = await asyncio.to_thread(media_bytes, folder)
+            known = self._media.setdefault(account.name, MediaTotal(held))
         return MediaCheck(self.limits_of(account), folder / "media", known)
-
-    def media_applied(self, account: Account, check: BodyCheck) -> None:
-        if isinstance(check, MediaCheck) and check.total is not None:
-            self._media[account.name] = check.total

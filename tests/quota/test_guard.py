@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from gateway.quota.guard import MediaCheck, QuotaGuard, stored_size
+from gateway.quota.guard import MediaCheck, MediaTotal, QuotaGuard, stored_size
 from gateway.quota.limits import MB, Limits, OverQuota
 from gateway.registry.base import Account
 from gateway.uploads.mediazip import MediaZipCheck
@@ -33,11 +36,11 @@ def test_the_total_counts_replaced_and_deleted_files_once(tmp_path):
     (media / "gone.gif").write_bytes(b"g" * 300)
     limits = Limits(media=1000)
     # 700 held; old.jpg 400 -> 600, gone.gif deleted, new.png 300 added: 900.
-    check = MediaCheck(limits, media, 700)
+    check = MediaCheck(limits, media, MediaTotal(700))
     feed(check, stock_zip({"old.jpg": b"n" * 600, "new.png": b"p" * 300}, ("gone.gif",)))
     assert check.total == 900
     # One byte more is over.
-    check = MediaCheck(limits, media, 801)
+    check = MediaCheck(limits, media, MediaTotal(801))
     with pytest.raises(OverQuota, match="Your media would take"):
         feed(check, stock_zip({"old.jpg": b"n" * 600, "new.png": b"p" * 300}, ("gone.gif",)))
 
@@ -47,13 +50,13 @@ def test_an_upload_that_frees_room_passes_while_the_account_is_over(tmp_path):
     media.mkdir()
     (media / "a").write_bytes(b"a" * 500)
     (media / "b").write_bytes(b"b" * 500)
-    over = MediaCheck(Limits(media=100), media, 1000)
+    over = MediaCheck(Limits(media=100), media, MediaTotal(1000))
     feed(over, stock_zip({}, ("a",)))
     assert over.total == 500
-    shrink = MediaCheck(Limits(media=100), media, 1000)
+    shrink = MediaCheck(Limits(media=100), media, MediaTotal(1000))
     feed(shrink, stock_zip({"b": b"x" * 400}))
     assert shrink.total == 900
-    grow = MediaCheck(Limits(media=100), media, 1000)
+    grow = MediaCheck(Limits(media=100), media, MediaTotal(1000))
     with pytest.raises(OverQuota):
         feed(grow, stock_zip({"b": b"x" * 501}))
 
@@ -68,7 +71,7 @@ def test_names_that_leave_the_media_folder_count_as_no_file(tmp_path, name):
 
 def test_a_refusal_from_the_inflated_bytes_stops_the_meter_and_every_later_chunk():
     limits = Limits(media_file=MB)
-    check = MediaCheck(limits, Path("/nonexistent"), 0)
+    check = MediaCheck(limits, Path("/nonexistent"), MediaTotal(0))
     body = zstandard.ZstdCompressor().compress(stock_zip({"big.bin": b"\1" * (MB + 1)}))
     meter = PayloadMeter(PayloadLimits.from_megs(100), media_zip=True, on_meta=check.on_meta)
     with pytest.raises(OverQuota, match="big.bin"):
@@ -77,7 +80,7 @@ def test_a_refusal_from_the_inflated_bytes_stops_the_meter_and_every_later_chunk
         meter.feed(b"more")
 
 
-async def test_the_media_total_is_walked_once_then_moved_on_by_each_applied_upload(tmp_path):
+async def test_the_media_total_is_walked_once_then_moved_on_by_each_upload_it_let_in(tmp_path):
     now = [0.0]
     folder = tmp_path / "bob"
     (folder / "media").mkdir(parents=True)
@@ -85,11 +88,18 @@ async def test_the_media_total_is_walked_once_then_moved_on_by_each_applied_uplo
     guard = QuotaGuard(Limits(media=10_000), lambda a: folder, clock=lambda: now[0])
     check = await guard.media(account())
     feed(check, stock_zip({"b": b"b" * 50}))
-    guard.media_applied(account(), check)
     (folder / "media" / "c").write_bytes(b"c" * 1000)  # not seen until the next walk
-    assert (await guard.media(account()))._current == 150
+    assert (await guard.media(account()))._current.held == 150
+    # One the worker did not take is taken back; one arriving meanwhile saw it counted.
+    dropped, meanwhile = await guard.media(account()), await guard.media(account())
+    feed(dropped, stock_zip({"d": b"d" * 9000}))
+    with pytest.raises(OverQuota, match="Your media would take"):
+        feed(meanwhile, stock_zip({"e": b"e" * 1000}))
+    dropped.undo()
+    dropped.undo()  # twice: once
+    assert (await guard.media(account()))._current.held == 150
     now[0] += 601
-    assert (await guard.media(account()))._current == 1100
+    assert (await guard.media(account()))._current.held == 1100
 
 
 def test_the_collection_on_disk_counts_its_wal_and_the_accounts_override(tmp_path):
@@ -100,3 +110,25 @@ def test_the_collection_on_disk_counts_its_wal_and_the_accounts_override(tmp_pat
         guard.collection(account())
     guard.collection(account(collection_megs=2))
     guard.collection(account(collection_megs=0))
+
+
+@pytest.mark.parametrize(
+    ("meta", "total"),
+    [
+        ([["new", "0"]] + [["held", None]] * 4, 600),  # deleted four times: its 500 go once
+        ([["held", "0"], ["held", None]], 600),  # added then deleted: counts as kept
+        ([["held", None], ["held", "0"]], 600),
+    ],
+)
+def test_a_name_named_twice_frees_its_stored_size_once(tmp_path, meta, total):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "held").write_bytes(b"h" * 500)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        if any(entry for _, entry in meta):
+            z.writestr("0", b"n" * 600)
+        z.writestr("_meta", json.dumps(meta))
+    check = MediaCheck(Limits(media=10_000), media, MediaTotal(500))
+    feed(check, out.getvalue())
+    assert check.total == total

@@ -26,7 +26,10 @@ The gateway's rule, applied before a request reaches the worker:
 - `sync/abort` of another session: ANSWER_ABORT (200 `null`, the stock answer when nothing is
   live), never sent on: an abort ends only its own sync;
 - `sync/start` with no live lease claims one; `sync/finish` and `sync/abort` of the live
-  session release it (whatever the answer), and so does a `start` that is refused upstream;
+  session release it (whatever the answer), and so do a `start` that is refused upstream,
+  `sync/meta`, `upload` or `download` of the live session (the stock server dropped its sync)
+  and a request of it the worker answers 409 (it holds no such sync): a lease is never renewed
+  by requests of a sync the worker no longer has;
 - a method inside a sync whose session holds no live lease (the sync was cut: its account
   moved to another node, its worker stopped, or it lapsed): RETRY (503 with Retry-After, "try
   again"), never sent on; an abort of it is answered here;
@@ -120,8 +123,10 @@ def after(
     """The lease once a passed request is answered (`status` None: no answer)."""
     if lease is None or lease.session != session:
         return lease  # not ours (any more): leave it alone
-    if method in ENDS:
-        return None
+    if method in ENDS or method in DROPS_LIVE:
+        return None  # ended, or dropped upstream (the stock server ends its own sync too)
+    if method in IN_SYNC and status == 409:
+        return None  # the worker holds no such sync: renewing would hold the account for it
     if method == START and (status is None or not 200 <= status < 300):
         return None
     if method == START or method in IN_SYNC:

@@ -177,5 +177,18 @@ def test_a_request_in_flight_longer_than_the_idle_limit_keeps_its_sync(account):
     assert answers and answers[0] != 503
     assert other.send("start", START) == (409, b"409")  # the idle clock starts at its answer
     time.sleep(IDLE + 0.3)
+
+
+def test_a_sync_the_stock_server_dropped_holds_the_account_no_longer(account):
+    # The holder's own meta ends its sync upstream (the stock server drops it); requests of the
+    # ended sync, each answered 409 by the worker, renewed the lease: a device pinging them more
+    # often than the idle limit kept every other device out for ever.
+    holder, other = devices(account, "holder-7", "other-7")
+    assert holder.send("start", START)[0] == 200
+    assert holder.send("meta", {"v": 11, "cv": "test"})[0] == 200
+    deadline = time.monotonic() + 2 * IDLE + 0.5
+    while time.monotonic() < deadline:
+        assert holder.send("applyGraves", NO_GRAVES)[0] in (409, 503)
+        time.sleep(IDLE / 4)
     assert other.send("start", START)[0] == 200
     assert other.send("abort")[0] == 200
