@@ -123,8 +123,14 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
         return
     from gateway.cluster import close_cluster, open_cluster
 
-    # The pool starts after the cluster (and stops before it): read it when asked.
-    cluster = await open_cluster(config, app[_SECRET], lambda: app[POOL].stats()["live"])
+    # The pool starts after the cluster (and stops before it): read it when asked. The first
+    # heartbeat runs while the cluster opens, before the pool exists: no workers yet, load 0
+    # (a KeyError there left the node out of its own node list: every login 500).
+    def load() -> int:
+        pool = app.get(POOL)
+        return 0 if pool is None else pool.stats()["live"]
+
+    cluster = await open_cluster(config, app[_SECRET], load)
     cluster.router.on_fenced = lambda: app[POOL].retire_all("this node lost its leases")
     app[CLUSTER] = cluster
     yield
