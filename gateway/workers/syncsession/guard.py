@@ -114,6 +114,12 @@ class SessionGuard:
             now, busy = self._clock(), self._store.busy(account)
             found = rules.before(lease, method, session, now, self._idle, busy)
             kept = found.lease
+            if found.action is Action.PASS and method in rules.ENDS:
+                # finish and abort end the sync whatever the worker answers (rules.after): the
+                # lease goes now, not once the client has read the answer, or a device starting
+                # right after it could meet a lease about to go (409). The worker takes a later
+                # start only once this one is applied (the stock server's per-user lock).
+                return (found.action, False), rules.after(kept, method, session, None, now, 0.0)
             holder = kept is not None and kept.session == session and kept.live(now)
             return (found.action, holder), found.lease
 
