@@ -22,20 +22,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-#: Methods that belong to an open collection sync (after `sync/start`).
-IN_SYNC = frozenset(
-    {
-        "sync/applyGraves",
-        "sync/applyChanges",
-        "sync/chunk",
-        "sync/applyChunk",
-        "sync/sanityCheck2",
-        "sync/finish",
-        "sync/abort",
-    }
-)
-ENDS_SYNC = frozenset({"sync/finish", "sync/abort"})
-STARTS_SYNC = "sync/start"
+# One list of a sync's methods, shared with the one-sync-per-account rule.
+from gateway.workers.syncsession.rules import ENDS as ENDS_SYNC
+from gateway.workers.syncsession.rules import IN_SYNC
+from gateway.workers.syncsession.rules import START as STARTS_SYNC
 
 
 class Verdict(enum.Enum):
