@@ -102,12 +102,14 @@ from gateway.web.bodies import (
     client_side,
     drain,
     loop_time,
+    paced,
     paced_chunks,
     paced_write,
     pacing_of,
 )
 from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
 from gateway.web.middlewares import answer_and_close, client_address
+from gateway.web.pace import Pace
 from gateway.web.spool import SpooledBody, spool
 from gateway.workers.pool import WorkerPool
 from gateway.workers.syncsession import SessionGuard, Turn
@@ -544,23 +546,30 @@ class Proxy:
         async with upstream:
             if extra and signing.REFUSED in upstream.headers:
                 raise _NodeRefused()  # never a node's 401 to a client (cluster/internal.py)
-            response = web.StreamResponse(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=end_to_end(upstream.headers, RESPONSE_OWNED | {"content-length"}),
-            )
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
-            await response.prepare(request)
-            pace = pacing_of(request).start(loop_time())
-            written = 0  # bytes of the answer handed to the client's connection
+            headers = end_to_end(upstream.headers, RESPONSE_OWNED | {"content-length"})
+            failed: Exception | None = None
             try:
-                waiting_since = loop_time()
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
-                    await paced_write(response, chunk, pace)
-                    written += len(chunk)
-                    waiting_since = loop_time()
+                first = await upstream.content.read(CHUNK)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                first, failed = b"", exc
+            pace = pacing_of(request).start(loop_time())
+            response: web.StreamResponse | None = None
+            try:
+                if failed is None and upstream.content.at_eof():
+                    # The whole answer is here (most answers of a sync are a few hundred
+                    # bytes): its headers and body go in one write, not three (issue 18).
+                    whole = web.Response(
+                        status=upstream.status, reason=upstream.reason, headers=headers, body=first
+                    )
+                    await paced(_send_whole(request, whole), len(first), pace)
+                    return whole
+                response = web.StreamResponse(
+                    status=upstream.status, reason=upstream.reason, headers=headers
+                )
+                if upstream.content_length is not None:
+                    response.content_length = upstream.content_length
+                await response.prepare(request)
+                written = await self._stream(upstream, response, first, failed, pace)
             except ClientStalled:
                 # It does not read the answer (web/pace.py): it would hold the worker for ever.
                 if request.transport is not None:
@@ -576,6 +585,7 @@ class Proxy:
                 )
                 if request.transport is not None:
                     request.transport.abort()
+                assert response is not None  # the whole answer's path reads no more upstream
                 return response
             try:
                 await response.write_eof()
@@ -586,6 +596,34 @@ class Proxy:
                 # answer was delivered: no failure.
                 log.debug("client closed right after the whole answer", extra={"bytes": written})
             return response
+
+    @staticmethod
+    async def _stream(
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        first: bytes,
+        failed: Exception | None,
+        pace: Pace,
+    ) -> int:
+        """Copy the answer to the client at its `pace`: `first` (or the upstream's `failed`
+        read), then the rest as it comes; the bytes handed to the client's connection."""
+        if failed is not None:
+            raise failed
+        await paced_write(response, first, pace)
+        written = len(first)
+        waiting_since = loop_time()
+        async for chunk in upstream.content.iter_chunked(CHUNK):
+            pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
+            await paced_write(response, chunk, pace)
+            written += len(chunk)
+            waiting_since = loop_time()
+        return written
+
+
+async def _send_whole(request: web.Request, response: web.Response) -> None:
+    """Headers and body in one write (aiohttp holds a `Response`'s headers for its body)."""
+    await response.prepare(request)
+    await response.write_eof()
 
 
 #: The app's proxy (gateway/resources.py builds it).

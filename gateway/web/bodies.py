@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
 from aiohttp import web
@@ -78,15 +78,20 @@ async def paced_chunks(request: web.Request, most: int = -1) -> AsyncIterator[by
 async def paced_write(response: web.StreamResponse, chunk: bytes, pace: Pace) -> None:
     """Writes `chunk` to a client that must read at `pace` (aiohttp's write waits while the
     client's socket buffer is full); `ClientStalled` if it does not, and the write is dropped."""
+    await paced(response.write(chunk), len(chunk), pace)
+
+
+async def paced(send: Awaitable[None], size: int, pace: Pace) -> None:
+    """Runs `send`, a write of `size` bytes to a client that must read at `pace` (above)."""
     loop = asyncio.get_running_loop()
-    write = asyncio.ensure_future(response.write(chunk))
+    write = asyncio.ensure_future(send)
     try:
         while True:
             wait = max(0.0, pace.deadline() - loop.time())
             done, _ = await asyncio.wait({write}, timeout=wait)
             if done:
                 write.result()  # the client's own errors (a reset) pass
-                if pace.feed(len(chunk), loop.time()):
+                if pace.feed(size, loop.time()):
                     raise ClientStalled("client reads the answer too slowly")
                 return
             if pace.feed(0, loop.time()):
