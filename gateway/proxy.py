@@ -561,7 +561,7 @@ class Proxy:
                     whole = web.Response(
                         status=upstream.status, reason=upstream.reason, headers=headers, body=first
                     )
-                    await paced(_send_whole(request, whole), len(first), pace)
+                    await paced(_send_whole(request, whole), len(first), pace, request.transport)
                     return whole
                 response = web.StreamResponse(
                     status=upstream.status, reason=upstream.reason, headers=headers
@@ -569,7 +569,9 @@ class Proxy:
                 if upstream.content_length is not None:
                     response.content_length = upstream.content_length
                 await response.prepare(request)
-                written = await self._stream(upstream, response, first, failed, pace)
+                written = await self._stream(
+                    upstream, response, first, failed, pace, request.transport
+                )
             except ClientStalled:
                 # It does not read the answer (web/pace.py): it would hold the worker for ever.
                 if request.transport is not None:
@@ -604,17 +606,18 @@ class Proxy:
         first: bytes,
         failed: Exception | None,
         pace: Pace,
+        transport: asyncio.BaseTransport | None,
     ) -> int:
         """Copy the answer to the client at its `pace`: `first` (or the upstream's `failed`
         read), then the rest as it comes; the bytes handed to the client's connection."""
         if failed is not None:
             raise failed
-        await paced_write(response, first, pace)
+        await paced_write(response, first, pace, transport)
         written = len(first)
         waiting_since = loop_time()
         async for chunk in upstream.content.iter_chunked(CHUNK):
             pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
-            await paced_write(response, chunk, pace)
+            await paced_write(response, chunk, pace, transport)
             written += len(chunk)
             waiting_since = loop_time()
         return written

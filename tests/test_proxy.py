@@ -482,3 +482,24 @@ async def test_a_small_whole_answer_goes_to_the_client_in_one_write(stack, monke
     assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert writes[0].endswith(b"\r\n\r\nzstd-bytes")
     assert b"\r\nContent-Length: 10\r\n" in writes[0]
+
+
+async def test_a_small_answer_is_written_without_a_watch_of_its_own(stack, monkeypatch):
+    """A write the client's connection takes whole cannot wait for the client, so it needs no
+    stall watch (a task and a wait per answer; issue 18). Writes that can wait are still
+    watched: test_client_that_stops_reading_a_download_is_cut_off_and_frees_the_worker."""
+    server, _, _ = stack
+    watched: list[str] = []
+    real = asyncio.ensure_future
+
+    def counted(aw, **kwargs):
+        watched.append(getattr(aw, "__qualname__", type(aw).__name__))
+        return real(aw, **kwargs)
+
+    monkeypatch.setattr(asyncio, "ensure_future", counted)
+    for _ in range(3):
+        status, _, body = await post(
+            server, "/anki/sync/meta", data=z(b"payload"), headers={"anki-sync": header()}
+        )
+        assert (status, body) == (200, b"zstd-bytes")
+    assert not [name for name in watched if "write" in name or "whole" in name], watched
