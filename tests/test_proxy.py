@@ -503,3 +503,25 @@ async def test_a_small_answer_is_written_without_a_watch_of_its_own(stack, monke
         )
         assert (status, body) == (200, b"zstd-bytes")
     assert not [name for name in watched if "write" in name or "whole" in name], watched
+
+
+async def test_a_body_here_whole_is_read_without_a_deadline(stack, monkeypatch):
+    """A body that came with its headers cannot stall: it is read without a timer (issue 18);
+    one still arriving keeps its deadline (test_bodies.py)."""
+    from gateway.web import bodies
+
+    server, upstream, _ = stack
+    deadlines: list[float] = []
+    real = bodies._deadline
+
+    def counted(when):
+        deadlines.append(when)
+        return real(when)
+
+    monkeypatch.setattr(bodies, "_deadline", counted)
+    status, headers, _ = await post(
+        server, "/anki/sync/upload", data=z(b"payload"), headers={"anki-sync": header()}
+    )
+    assert status == 200
+    assert headers["X-Total"] == str(len(z(b"payload")))
+    assert deadlines == []

@@ -59,15 +59,22 @@ async def paced_chunks(request: web.Request, most: int = -1) -> AsyncIterator[by
     pace = pacing_of(request).start(loop.time())
     content = request.content
     while True:
-        # A deadline on this task, not wait_for(): wait_for runs the read in a task of its own,
-        # and one still waiting when this generator is dropped (the worker broke off an upload)
-        # keeps the body's reader busy; aiohttp then fails reading the rest ("readany() called
-        # while another coroutine is already waiting"). Cancelled here, the read lets go at once.
-        try:
-            async with _deadline(pace.deadline()):
-                chunk: bytes | None = await (content.read(most) if most > 0 else content.readany())
-        except asyncio.TimeoutError:
-            chunk = None
+        chunk: bytes | None
+        if content.is_eof():
+            # The whole body is here: nothing to wait for, so no deadline (a timer per read,
+            # issue 18).
+            chunk = content.read_nowait(most)
+        else:
+            # A deadline on this task, not wait_for(): wait_for runs the read in a task of its
+            # own, and one still waiting when this generator is dropped (the worker broke off an
+            # upload) keeps the body's reader busy; aiohttp then fails reading the rest
+            # ("readany() called while another coroutine is already waiting"). Cancelled here,
+            # the read lets go at once.
+            try:
+                async with _deadline(pace.deadline()):
+                    chunk = await (content.read(most) if most > 0 else content.readany())
+            except asyncio.TimeoutError:
+                chunk = None
         if chunk == b"":
             return  # the end of the body
         if pace.feed(len(chunk or b""), loop.time()):
