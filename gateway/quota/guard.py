@@ -24,6 +24,10 @@ whose JSON carries the worker's own error stays counted: the total then counts f
 take, until the next walk). Each gateway process keeps its own totals. A total that is a few
 files off for a while only moves the moment the limit bites by those files. At most
 `MEDIA_TOTALS_KEPT` accounts' totals are kept.
+
+An account's folder is resolved (`folder_of`: two path resolutions, 0.1-0.2 ms on a busy host)
+once and remembered (`FOLDERS_KEPT` accounts), as the backup gate does (backup/gate.py): four
+requests of every sync ask `collection()` (issue 18). The sizes themselves are read each time.
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from gateway.quota import limits as rules
 from gateway.quota.limits import Limits, Override
 from gateway.registry.base import Account
 from gateway.workers.usage import collection_bytes, media_bytes
 
+#: Accounts whose resolved folder is remembered.
+FOLDERS_KEPT = 4096
 #: Seconds an account's media total is trusted before the folder is walked again.
 MEDIA_TOTAL_SECONDS = 600.0
 MEDIA_TOTALS_KEPT = 100_000
@@ -140,6 +146,13 @@ class QuotaGuard:
         self._media: TTLCache[str, MediaTotal] = TTLCache(
             MEDIA_TOTALS_KEPT, MEDIA_TOTAL_SECONDS, timer=clock
         )
+        self._folders: LRUCache[str, Path] = LRUCache(FOLDERS_KEPT)
+
+    def _folder(self, account: Account) -> Path:
+        folder = self._folders.get(account.name)
+        if folder is None:
+            folder = self._folders[account.name] = self._folder_of(account)
+        return folder
 
     def limits_of(self, account: Account) -> Limits:
         return self.defaults.with_override(override_of(account))
@@ -148,13 +161,13 @@ class QuotaGuard:
         """`OverQuota` when the collection on disk (file and WAL: two stats) is over."""
         limits = self.limits_of(account)
         if limits.collection is not None:
-            rules.check_collection(limits, collection_bytes(self._folder_of(account)))
+            rules.check_collection(limits, collection_bytes(self._folder(account)))
 
     def upload(self, account: Account) -> BodyCheck:
         return UploadCheck(self.limits_of(account))
 
     async def media(self, account: Account) -> MediaCheck:
-        folder = self._folder_of(account)
+        folder = self._folder(account)
         known = self._media.get(account.name)
         if known is None:
             held = await asyncio.to_thread(media_bytes, folder)

@@ -132,3 +132,23 @@ def test_a_name_named_twice_frees_its_stored_size_once(tmp_path, meta, total):
     check = MediaCheck(Limits(media=10_000), media, MediaTotal(500))
     feed(check, out.getvalue())
     assert check.total == total
+
+
+async def test_an_accounts_folder_is_resolved_once_and_its_sizes_read_every_time(tmp_path):
+    """Four requests of every sync ask for the collection's size: the folder's resolution
+    (two realpaths) is remembered, the sizes are not (issue 18)."""
+    resolved: list[str] = []
+
+    def folder_of(a):
+        resolved.append(a.name)
+        return tmp_path
+
+    guard = QuotaGuard(Limits(collection=MB, media=10_000), folder_of)
+    (tmp_path / "collection.anki2").write_bytes(b"c" * 600_000)
+    for _ in range(4):
+        guard.collection(account())
+    await guard.media(account())
+    (tmp_path / "collection.anki2-wal").write_bytes(b"w" * 500_000)
+    with pytest.raises(OverQuota):  # read now, not remembered
+        guard.collection(account())
+    assert resolved == [account().name]
