@@ -37,6 +37,7 @@ registered from there.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -221,9 +222,22 @@ def route_kind(path: str, prefix: str) -> str:
     return "other"
 
 
+# Every request counts in three metrics: their children (one per label value, from fixed sets)
+# are looked up once, not per request (a lock and a tuple each; issue 18).
+@functools.cache
+def _request_children(route: str, status_class: int) -> tuple[Counter, Histogram]:
+    return _REQUESTS.labels(route, f"{status_class}xx"), _REQUEST_SECONDS.labels(route)
+
+
+@functools.cache
+def _proxied_child(direction: str) -> Counter:
+    return _PROXIED_BYTES.labels(direction)
+
+
 def request(route: str, status: int, seconds: float) -> None:
-    _REQUESTS.labels(route, f"{status // 100}xx").inc()
-    _REQUEST_SECONDS.labels(route).observe(seconds)
+    count, duration = _request_children(route, status // 100)
+    count.inc()
+    duration.observe(seconds)
 
 
 def login(outcome: str) -> None:
@@ -286,7 +300,7 @@ def worker_unavailable() -> None:
 
 
 def proxied(direction: str, count: int) -> None:
-    _PROXIED_BYTES.labels(direction).inc(count)
+    _proxied_child(direction).inc(count)
 
 
 def registry_error(kind: str) -> None:
