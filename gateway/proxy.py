@@ -7,16 +7,17 @@ it down the layers, one decision in each module:
                there with a 308 (only with several nodes)
     body       forwarding/body.py: the quota check, the meter, the body read whole (in memory
                or spooled), and the answer to a body that breaks a rule
-    turn/gate  workers/syncsession/: one collection sync per account (a request of the live
-               sync holds it from its arrival); backup/gate.py: past a backup of the account
+    gate/turn  backup/gate.py: past a backup of the account; then workers/syncsession/: one
+               collection sync per account (a request of the live sync holds it from its
+               arrival)
     send       forwarding/upstream.py: to the account's worker (workers/pool.py) or the owner
                node, the answer streamed back
 
 Request bodies come whole before a worker is taken (forwarding/body.py): a body still arriving
 holds no worker, no worker slot and no backup. The sync session is decided once the body is
-here, and the backup gate is passed only then, so a sync cut while its body arrived does not
-reach the fresh worker. The owner is asked again once the body is here (`still_owner`): the
-account may have moved meanwhile.
+here, after the backup gate, which is passed only then, so a sync cut while its body arrived
+does not reach the fresh worker. The owner is asked again once the body is here
+(`still_owner`): the account may have moved meanwhile.
 """
 
 from __future__ import annotations
@@ -157,13 +158,16 @@ class Proxy:
     ) -> web.StreamResponse:
         await still_owner(self._cluster, sub_and_name[0])
         account = sub_and_name[1]
-        # One collection sync per account (syncsession/): decided once the body is here.
-        async with self._turn(account, upstream_path, session) as turn:
-            if turn.answer is not None:
-                return turn.answer
-            # Past a backup of the account only now: a sync cut while its body arrived must
-            # not reach the fresh worker (backup/gate.py).
-            async with self._passage(account, upstream_path, session) as passage:
+        # Past a backup of the account only once the body is here: a sync cut while its body
+        # arrived must not reach the fresh worker (backup/gate.py).
+        async with self._passage(account, upstream_path, session) as passage:
+            # Then the account's one collection sync (syncsession/), decided after any backup
+            # that held the request: a backup stops the worker, which drops the lease, so a
+            # `start` that claimed one before being held would reach the fresh worker with no
+            # lease left, and its sync's next request would be refused as cut (503).
+            async with self._turn(account, upstream_path, session) as turn:
+                if turn.answer is not None:
+                    return turn.answer
                 response = await self._upstream.to_worker(
                     request, upstream_path, account, body, reuse=reuse
                 )
