@@ -9,41 +9,39 @@ may be long); the rules are limits.py's.
                                              applyChunk)
         .upload(account)                     a `BodyCheck` for a full upload (sync/upload)
         await .media(account)                a `MediaCheck` for msync/uploadChanges
-        MediaCheck.undo()                    the worker did not take that upload (not 200)
+        MediaCheck.done(applied)             the upload ended; `applied`: the worker answered
+                                             it 200 (its files stay counted)
 
     BodyCheck.chunk(compressed, inflated)    after each metered chunk (uploads/payload.py)
     MediaCheck.on_meta(changes)              the upload's (filename, size or None) pairs, from
                                              the meter's zip check (uploads/mediazip.py) once
                                              `_meta` is read; both raise `OverQuota` (limits.py)
 
-Media totals: walking a media folder of 20,000 files costs tens of milliseconds, and a media
-sync sends up to 25 files a request; so an account's total is walked (in a thread) at most
-every `MEDIA_TOTAL_SECONDS` and moved on by each upload as soon as its `_meta` passed the
-check (uploads at once see each other's), taken back if the worker did not answer it 200 (one
-whose JSON carries the worker's own error stays counted: the total then counts files it did not
-take, until the next walk). Each gateway process keeps its own totals. A total that is a few
-files off for a while only moves the moment the limit bites by those files. At most
-`MEDIA_TOTALS_KEPT` accounts' totals are kept.
+Media totals (mediatotal.py): one per account, in a small file in its folder that every gateway
+process on the data folder shares. Walking a media folder of 20,000 files costs tens of
+milliseconds and a media sync sends up to 25 files a request, so the folder is walked (in a
+thread, before the body is read) at most every `mediatotal.WALK_SECONDS`; in between, each
+upload reserves what it adds as soon as its `_meta` passed the check (uploads at once, through
+any process, see each other's), and the reservation becomes part of the total when the worker
+answers 200, or goes when it does not (one whose JSON carries the worker's own error stays
+counted: the total then counts files it did not take, until the next walk). A total that is a
+few files off for a while only moves the moment the limit bites by those files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cachetools import TTLCache
-
 from gateway.quota import limits as rules
 from gateway.quota.limits import Limits, Override
+from gateway.quota.mediatotal import MediaTotal
 from gateway.registry.base import Account
-from gateway.workers.usage import collection_bytes, media_bytes
-
-#: Seconds an account's media total is trusted before the folder is walked again.
-MEDIA_TOTAL_SECONDS = 600.0
-MEDIA_TOTALS_KEPT = 100_000
+from gateway.workers.usage import collection_bytes
 
 
 def override_of(account: Account) -> Override:
@@ -81,27 +79,21 @@ class UploadCheck(BodyCheck):
         rules.check_upload(self._limits, compressed, inflated)
 
 
-class MediaTotal:
-    """One account's media bytes as this process knows them; shared by its uploads."""
-
-    def __init__(self, held: int) -> None:
-        self.held = held
-
-
 class MediaCheck(BodyCheck):
     """Once `_meta` names the files (each file's size came with its header, before its data):
     each against the per-file limit, by its name (the zip's own names are "0", "1", ...:
     no help to the user), and the account's total with what the upload adds, replaces and
-    deletes, each file name once (its largest entry). The total is read when `_meta` is, and
-    what the upload adds is counted into it at once, so an upload arriving meanwhile sees it;
-    `undo()` takes it back (the worker did not take the upload). `total` is what the media
-    takes once the worker applies the upload (known after `_meta`, else None)."""
+    deletes, each file name once (its largest entry). What the upload adds is reserved in the
+    shared total at once, so an upload arriving meanwhile, through any process, sees it;
+    `done()` settles it. `total` is what the media takes once the worker applies the upload
+    (known after `_meta`, else None)."""
 
-    def __init__(self, limits: Limits, media_dir: Path, current: MediaTotal) -> None:
+    def __init__(self, limits: Limits, media_dir: Path, shared: MediaTotal) -> None:
         self._limits = limits
         self._dir = media_dir
-        self._current = current
-        self._counted = 0
+        self._shared = shared
+        self._key = secrets.token_hex(8)
+        self._reserved = False
         self.total: int | None = None
 
     def on_meta(self, changes: list[tuple[str, int | None]]) -> None:
@@ -112,19 +104,22 @@ class MediaCheck(BodyCheck):
             if size is not None:
                 rules.check_media_file(self._limits, filename, size)
             final[filename] = max(final.get(filename, 0), size or 0)
-        held = self._current.held
-        total = held
-        for filename, size in final.items():
-            total += size - stored_size(self._dir, filename)
-        self.total = max(total, 0)
-        if self.total > held:  # an upload that frees room always passes
-            rules.check_media_total(self._limits, self.total)
-        self._counted = self.total - held
-        self._current.held = self.total
+        change = sum(size - stored_size(self._dir, name) for name, size in final.items())
 
-    def undo(self) -> None:
-        self._current.held = max(self._current.held - self._counted, 0)
-        self._counted = 0
+        def decide(current: int) -> int:
+            self.total = max(current + change, 0)
+            if self.total > current:  # an upload that frees room always passes
+                rules.check_media_total(self._limits, self.total)
+            return self.total - current
+
+        self._shared.reserve(self._key, decide)
+        self._reserved = True
+
+    def done(self, applied: bool) -> None:
+        """The upload ended (once; later calls do nothing): `applied` if the worker took it."""
+        if self._reserved:
+            self._reserved = False
+            self._shared.settle(self._key, applied)
 
 
 class QuotaGuard:
@@ -132,14 +127,11 @@ class QuotaGuard:
         self,
         defaults: Limits,
         folder_of: Callable[[Account], Path],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.defaults = defaults
         self._folder_of = folder_of
-        #: account name -> its media bytes
-        self._media: TTLCache[str, MediaTotal] = TTLCache(
-            MEDIA_TOTALS_KEPT, MEDIA_TOTAL_SECONDS, timer=clock
-        )
+        self._clock = clock  # wall-clock seconds: the media totals are shared (mediatotal.py)
 
     def limits_of(self, account: Account) -> Limits:
         return self.defaults.with_override(override_of(account))
@@ -155,8 +147,6 @@ class QuotaGuard:
 
     async def media(self, account: Account) -> MediaCheck:
         folder = self._folder_of(account)
-        known = self._media.get(account.name)
-        if known is None:
-            held = await asyncio.to_thread(media_bytes, folder)
-            known = self._media.setdefault(account.name, MediaTotal(held))
-        return MediaCheck(self.limits_of(account), folder / "media", known)
+        shared = MediaTotal(folder, clock=self._clock)
+        await asyncio.to_thread(shared.refresh)
+        return MediaCheck(self.limits_of(account), folder / "media", shared)
