@@ -94,7 +94,7 @@ from gateway.errors import (
     WorkerFailed,
     WorkerTimeout,
 )
-from gateway.quota import OverQuota, QuotaGuard, answers
+from gateway.quota import OverQuota, QuotaGuard, answers, growth
 from gateway.quota.guard import BodyCheck, MediaCheck
 from gateway.registry.base import Account
 from gateway.uploads import payload
@@ -291,6 +291,11 @@ class Proxy:
             # (web/spool.py: one still arriving holds no worker).
             with self._arrival(owner, account.name, upstream_path, header.session):
                 body, reuse = await self._body(request, upstream_path, meter, check)
+                if check is not None:
+                    try:
+                        check.whole(body)
+                    except OverQuota as exc:
+                        raise QuotaReached(str(exc)) from None
                 if owner is not None:
                     return await self._to_node(
                         request,
@@ -330,14 +335,17 @@ class Proxy:
 
     async def _quota_check(self, account: Account, upstream_path: str) -> BodyCheck | None:
         """The account's quota check for this request's body (quota/guard.py), or None; raises
-        `OverQuota` for a normal sync while the collection on disk is over its limit."""
+        `OverQuota` at sync/meta after a sync that adds to a collection over its limit was
+        refused."""
         assert self._quota is not None
         if upstream_path == "sync/upload":
             return self._quota.upload(account)
         if upstream_path == "msync/uploadChanges":
             return await self._quota.media(account)
-        if upstream_path in protocol.GROWS_COLLECTION:
-            self._quota.collection(account)
+        if upstream_path == "sync/meta":
+            await self._quota.meta(account)
+        elif upstream_path in growth.INSPECTED:
+            return await self._quota.collection(account, upstream_path)
         return None
 
     async def _body(

@@ -4,15 +4,19 @@ may be long); the rules are limits.py's.
 
     QuotaGuard(defaults, folder_of)          folder_of(account): its folder (Registry.folder)
         .limits_of(account)                  the account's `Limits` (registry override applied)
-        .collection(account)                 `OverQuota` if the collection on disk is over its
-                                             limit (normal syncs: sync/meta, start, applyChanges,
-                                             applyChunk)
+        await .meta(account)                 `OverQuota` (once) when the collection is over its
+                                             limit and a sync that adds was refused since the
+                                             last sync/meta (the message Anki shows)
+        await .collection(account)           for sync/applyChanges and applyChunk: a
+                                             `ShrinkOnly` check while the collection is over its
+                                             limit, else None
         .upload(account)                     a `BodyCheck` for a full upload (sync/upload)
         await .media(account)                a `MediaCheck` for msync/uploadChanges
         MediaCheck.done(applied)             the upload ended; `applied`: the worker answered
                                              it 200 (its files stay counted)
 
     BodyCheck.chunk(compressed, inflated)    after each metered chunk (uploads/payload.py)
+    BodyCheck.whole(body)                    once the whole body is here, before the worker
     MediaCheck.on_meta(changes)              the upload's (filename, size or None) pairs, from
                                              the meter's zip check (uploads/mediazip.py) once
                                              `_meta` is read; both raise `OverQuota` (limits.py)
@@ -26,22 +30,40 @@ any process, see each other's), and the reservation becomes part of the total wh
 answers 200, or goes when it does not (one whose JSON carries the worker's own error stays
 counted: the total then counts files it did not take, until the next walk). A total that is a
 few files off for a while only moves the moment the limit bites by those files.
+
+A collection over its limit (the operator lowered it, or a sync grew it past): syncs that only
+delete pass; one that adds (growth.py) is refused at applyChanges or applyChunk (413: Anki
+shows "A network error occurred" and aborts, the server rolls the sync back) and leaves a
+marker file in the account folder; the account's next sync/meta, through any process, takes
+the marker and answers with the message (`cont: false`), once. A full download, or a full
+upload within the limit, always passes. "Over" is the collection's live size (livesize.py:
+deleted notes free pages the file keeps), read only when the file and its WAL together are
+over the limit (two stats), so accounts under it pay nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
+from gateway import protocol
+from gateway.errors import GatewayError
+from gateway.quota import growth
 from gateway.quota import limits as rules
-from gateway.quota.limits import Limits, Override
+from gateway.quota.limits import Limits, OverQuota, Override
+from gateway.quota.livesize import live_bytes
 from gateway.quota.mediatotal import MediaTotal
 from gateway.registry.base import Account
 from gateway.workers.usage import collection_bytes
+
+#: In the account folder while a sync that adds was refused and no sync/meta has shown why.
+REFUSED_MARKER = ".gateway-quota-refused"
 
 
 def override_of(account: Account) -> Override:
@@ -70,6 +92,9 @@ class BodyCheck:
     def chunk(self, compressed: int, inflated: int) -> None:
         pass
 
+    def whole(self, body: object) -> None:
+        pass
+
 
 class UploadCheck(BodyCheck):
     def __init__(self, limits: Limits) -> None:
@@ -77,6 +102,40 @@ class UploadCheck(BodyCheck):
 
     def chunk(self, compressed: int, inflated: int) -> None:
         rules.check_upload(self._limits, compressed, inflated)
+
+
+class ShrinkOnly(BodyCheck):
+    """A sync request to a collection over its limit: it passes only if it adds nothing
+    (growth.py); a refusal leaves the marker for the next sync/meta."""
+
+    def __init__(self, method: str, message: str, marker: Path) -> None:
+        self._method = method
+        self._message = message
+        self._marker = marker
+
+    def chunk(self, compressed: int, inflated: int) -> None:
+        if max(compressed, inflated) > growth.MAX_BODY:
+            self._refuse()
+
+    def whole(self, body: object) -> None:
+        # Spooled or missing: not a body this could let pass. The meter read it already (one
+        # zstd frame within MAX_BODY), so inflating it again cannot fail or grow.
+        if not isinstance(body, bytes):
+            self._refuse()
+        try:
+            inflated = protocol.inflate(body, growth.MAX_BODY)
+        except GatewayError:
+            self._refuse()
+        if growth.adds(self._method, inflated) is not None:
+            self._refuse()
+
+    def _refuse(self) -> NoReturn:
+        with contextlib.suppress(OSError):
+            fd = os.open(
+                self._marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
+            os.close(fd)
+        raise OverQuota(self._message)
 
 
 class MediaCheck(BodyCheck):
@@ -136,11 +195,36 @@ class QuotaGuard:
     def limits_of(self, account: Account) -> Limits:
         return self.defaults.with_override(override_of(account))
 
-    def collection(self, account: Account) -> None:
-        """`OverQuota` when the collection on disk (file and WAL: two stats) is over."""
+    async def _over(self, account: Account) -> OverQuota | None:
+        """The refusal, if the collection is over its limit (module doc: two stats, and the
+        live size only when those are over)."""
         limits = self.limits_of(account)
-        if limits.collection is not None:
-            rules.check_collection(limits, collection_bytes(self._folder_of(account)))
+        if limits.collection is None:
+            return None
+        folder = self._folder_of(account)
+        if collection_bytes(folder) <= limits.collection:
+            return None
+        live = await asyncio.to_thread(live_bytes, folder / "collection.anki2")
+        try:
+            rules.check_collection(limits, live)
+        except OverQuota as exc:
+            return exc
+        return None
+
+    async def meta(self, account: Account) -> None:
+        over = await self._over(account)
+        if over is not None:
+            try:
+                os.unlink(self._folder_of(account) / REFUSED_MARKER)
+            except OSError:
+                return  # no sync that adds was refused since the last meta: this one may pass
+            raise over
+
+    async def collection(self, account: Account, method: str) -> BodyCheck | None:
+        over = await self._over(account)
+        if over is None:
+            return None
+        return ShrinkOnly(method, str(over), self._folder_of(account) / REFUSED_MARKER)
 
     def upload(self, account: Account) -> BodyCheck:
         return UploadCheck(self.limits_of(account))

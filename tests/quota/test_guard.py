@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from gateway import protocol
 from gateway.quota.guard import MediaCheck, QuotaGuard, stored_size
 from gateway.quota.limits import MB, Limits, OverQuota
 from gateway.quota.mediatotal import FILE_NAME, MediaTotal, State, encode
@@ -112,14 +113,25 @@ async def test_the_media_total_is_walked_once_then_moved_on_by_each_upload_it_le
     assert MediaTotal(folder).current() == 1100
 
 
-def test_the_collection_on_disk_counts_its_wal_and_the_accounts_override(tmp_path):
+async def test_a_collection_over_its_limit_lets_deletions_through_and_says_why_once(tmp_path):
+    # Not an SQLite file: the file and its WAL count whole (quota/livesize.py).
     (tmp_path / "collection.anki2").write_bytes(b"c" * 600_000)
     (tmp_path / "collection.anki2-wal").write_bytes(b"w" * 500_000)
     guard = QuotaGuard(Limits(collection=MB), lambda a: tmp_path)
-    with pytest.raises(OverQuota, match="1.1 MB, over its limit of 1.0 MB"):
-        guard.collection(account())
-    guard.collection(account(collection_megs=2))
-    guard.collection(account(collection_megs=0))
+    await guard.meta(account())  # nothing refused yet: the sync may begin
+    check = await guard.collection(account(), "sync/applyChunk")
+    check.chunk(30, 23)
+    check.whole(protocol.compress(b'{"chunk":{"done":true}}'))  # a deletion's chunk
+    with pytest.raises(OverQuota, match="1.1 MB, over its limit of 1.0 MB. Deletions still"):
+        check.whole(protocol.compress(b'{"chunk":{"done":true,"notes":[[1]]}}'))
+    with pytest.raises(OverQuota, match="1.1 MB, over its limit of 1.0 MB. Deletions still"):
+        await guard.meta(account())  # the refusal, shown once
+    await guard.meta(account())
+    with pytest.raises(OverQuota):
+        check.chunk(40_000, 33_000)  # larger than any body that adds nothing
+    for unlimited in (account(collection_megs=2), account(collection_megs=0)):
+        assert await guard.collection(unlimited, "sync/applyChunk") is None
+        await guard.meta(unlimited)
 
 
 @pytest.mark.parametrize(
