@@ -169,6 +169,16 @@ def test_media_over_the_file_or_total_limit_shows_the_message_and_the_next_media
     huge = bob.add_media("huge.bin", os.urandom(3 * MB))
     bob.sync()
     assert server_files(gw)[huge] == 3 * MB
+
+    # The operator lowers the limits under what is stored (4.2 MB, limit 2 MB): media that
+    # adds is refused, deleting media syncs.
+    set_quota(gw, media_file_megs=None, media_megs=None)
+    extra = bob.add_media("extra.bin", os.urandom(10_000))
+    with pytest.raises(BackendError, match=r"^Your media would take 4\.2 MB, over"):
+        bob.sync()
+    bob.col.media.trash_files([huge, extra])
+    bob.sync()
+    assert server_files(gw) == {name: 600_000 for name in more}
     bob.close()
 
 
