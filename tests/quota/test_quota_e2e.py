@@ -126,6 +126,37 @@ def test_an_account_over_its_limit_syncs_deletions_and_downloads_and_cannot_grow
         c.close()
 
 
+def test_a_device_with_reviews_pending_gets_back_under_by_a_full_upload_within_the_limit(
+    cognito, tmp_path, start_gateway
+):
+    # The way back without the operator (docs/users/quotas.md): reviews cannot sync while the
+    # account is over, so the user deletes notes, runs Check Database (which compacts the
+    # file) and forces a one-way sync: the upload within the limit replaces the server's copy.
+    gw = started(cognito, tmp_path, start_gateway, collection_megs=1)
+    big = device(tmp_path, "big", gw, megabytes=2.5)
+    set_quota(gw, collection_megs=0)
+    big.sync(media=False)
+    set_quota(gw, collection_megs=None)
+    card = big.col.sched.getCard()
+    big.col.sched.answerCard(card, 3)  # a review: a revlog row and the card
+    with pytest.raises(NetworkError):
+        big.sync(media=False)
+    with pytest.raises(BackendError, match="Deletions still sync, but this sync also adds"):
+        big.sync(media=False)
+
+    kept = sorted(big.col.find_notes(""))[:5]
+    big.col.remove_notes([n for n in big.col.find_notes("") if n not in kept])
+    big.col.fix_integrity()
+    big.col.set_schema_modified()  # "force changes in one direction on the next sync"
+    assert big.sync(media=False) == Required.FULL_SYNC  # uploaded: it has cards
+    other = device(tmp_path, "other", gw)
+    assert other.sync(media=False) == Required.FULL_DOWNLOAD
+    assert other.col.note_count() == 5
+    assert other.col.db.scalar("select count() from revlog") == 1
+    for c in (big, other):
+        c.close()
+
+
 def test_media_over_the_file_or_total_limit_shows_the_message_and_the_next_media_sync_works(
     cognito, tmp_path, start_gateway
 ):
