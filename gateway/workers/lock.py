@@ -5,15 +5,16 @@ Contract:
   name that `naming.is_safe()` rejects or whose folder resolves outside the collections folder
   (a symlink planted in it, say). `account_dir()` is the same path, which must exist:
   `NoAccountFolder` (503, Retry-After) otherwise. Only the paths that own an account's coming
-  into being on this node create its folder, with `make_account_dir()`: first login (and the
-  worker start, `claim()`), provisioning (the registry), receiving a move, import, restore.
-  Everything else (the backup gate and its watcher, the sync lease and turnstile, `try_lock`,
-  export, backups, a move's source) only looks: after a move, nothing may put an empty
+  into being on this node create its folder, with `make_account_dir()`: first login,
+  provisioning (the registry), receiving a move, import, restore. Everything else (the worker
+  start `claim()`, the backup gate and its watcher, the sync lease and turnstile, `try_lock`,
+  export, backups, a move's source, `accounts prune`) only looks: after a move, nothing may put an empty
   `collections/<name>/` back on the node the account left.
 - `claim()` takes `<collections_dir>/<account>/.gateway-worker.lock` with
   `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
-  the worker is ready. A loser gets the port of the holder's worker once that answers `/health`,
+  the worker is ready. An account without a folder here is `NoAccountFolder` (503): a claim
+  never creates one. A loser gets the port of the holder's worker once that answers `/health`,
   and `Unavailable` (503) if it does not within `wait`; a holder the caller saw answer lately
   (`trusted`, the same published record) is used after one read of the lock file (several
   gateway processes share an account's worker on every request: a /health round trip, a mkdir
@@ -193,10 +194,11 @@ async def claim(
             return Claim(port=trusted.port, holder=trusted)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    # A worker starts for a login (or a request right after one): it may bring the folder.
-    # A sync request of an account that moved away never gets here (syncsession/, backup/gate
-    # refuse it first: 503), nor does one whose owner changed (proxy: `_still_owner`).
-    path = make_account_dir(collections_dir, account) / LOCK_NAME
+    # Only looks (NoAccountFolder, 503, when the folder is not here): the folder is made where
+    # the account comes into being (a login: auth/login.py, before its worker starts), never by
+    # a worker start. A request routed here just before a cluster move took the account away
+    # (its owner re-check passed a moment earlier) must not put an empty folder back.
+    path = account_dir(collections_dir, account) / LOCK_NAME
     while True:
         lock = try_lock(collections_dir, account)
         if lock is not None:
