@@ -1,7 +1,9 @@
 """Taking a consistent snapshot of the gateway's state while people keep syncing.
 
     take(config, store, *, include_secret=False, keep=None, wait=60) -> Taken
-        Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up)
+        Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up),
+        Taken.untrusted ({snapshot: why}: manifests `keep` found not verifying, left alone:
+        retention.py)
         raises BackupError (no backup.manifest_key, secret refused, the registry's copy
         failed its check); an account whose copy fails (a damaged file, a full scratch disk)
         is missed instead
@@ -160,6 +162,8 @@ class Taken:
     name: str
     #: Accounts not backed up, and why (module doc, "Bounds").
     missed: dict[str, str] = field(default_factory=dict)
+    #: Snapshots in the store whose manifest does not verify (retention.prune), and why.
+    untrusted: dict[str, str] = field(default_factory=dict)
 
 
 def take(
@@ -228,10 +232,11 @@ def take(
                 "new_media": new_blobs,
             },
         )
-        if keep is not None:
-            prune(store, keep)
+        untrusted = {} if keep is None else prune(store, keep, key).untrusted
+        for snapshot, why in untrusted.items():
+            log.warning("snapshot left alone by --keep", extra={"snapshot": snapshot, "why": why})
         _record(config, name, missed)
-    return Taken(name, missed)
+    return Taken(name, missed, untrusted)
 
 
 #: In the data folder: the last snapshot taken, read by the metrics (gateway_backup_*).
