@@ -68,6 +68,7 @@ def test_pruning_a_snapshot_whose_name_begins_another_ones_leaves_that_one_whole
         "snapshots/20261130T020000Z-2/manifest.json",
     ]
     assert store.keys("blobs") == [f"blobs/{b2}"]
+    assert store.sizes("blobs") == {f"blobs/{b2}": len(b"media")}  # what a restore stages
 
 
 FORGERIES = {
