@@ -85,7 +85,7 @@ from gateway.ops import readiness
 from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
 from gateway.workers.collectionfile import unicase
 from gateway.workers.credentials import SECRET_FILE
-from gateway.workers.lock import try_flock
+from gateway.workers.lock import cut_off, try_flock
 
 log = logging.getLogger("gateway.backup")
 _MIB = 1024 * 1024
@@ -329,7 +329,12 @@ def account_bytes(folder: Path) -> int:
 
 def copy_files(folder: Path, target: Path) -> None:
     """The account's SQLite files (online backup API, checked) and media files, as they are
-    now (no server runs: the caller holds the account's lock)."""
+    now (no server runs: the caller holds the account's lock). BackupError when an import or a
+    restore of the account was cut off half-way (workers/lock.cut_off): its files are not one
+    consistent set, and a copy of them would be a torn snapshot or export."""
+    why = cut_off(folder)
+    if why is not None:
+        raise BackupError(why)
     target.mkdir()
     for filename in SQLITE_FILES:
         if (folder / filename).is_file():

@@ -20,7 +20,8 @@ Contract:
   gateway processes share an account's worker on every request: a /health round trip, a mkdir
   and path resolutions each time cost milliseconds). An account whose import was cut off
   (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again; so is one
-  whose restore was cut off while it swapped the files (`RESTORING`), until `restore` runs again.
+  whose restore was cut off while it swapped the files (`RESTORING`), until `restore` runs again
+  (`cut_off()`, which backups and exports ask too: such files are never copied).
 - flock, not fcntl/POSIX locks: flock locks belong to an open file, so two pools inside one
   process exclude each other as two gateway processes do, and the kernel drops the lock when the
   holder dies, even by SIGKILL — a crashed gateway never blocks an account.
@@ -79,6 +80,16 @@ def account_dir(collections_dir: Path, account: str) -> Path:
     if not folder.is_dir():
         raise NoAccountFolder(f"no folder for {account} on this node", retry_after=1)
     return folder
+
+
+def cut_off(folder: Path) -> str | None:
+    """Why the account in `folder` is half-way through an import or a restore that was cut off
+    (its files are not one consistent set: nothing may serve, copy or export them), or None."""
+    if (folder / IMPORTING).exists():
+        return "an import into it was cut off: run `accounts import` again"
+    if (folder / RESTORING).exists():
+        return "a restore of it was cut off: run `restore` again"
+    return None
 
 
 def make_account_dir(collections_dir: Path, account: str) -> Path:
@@ -202,14 +213,10 @@ async def claim(
     while True:
         lock = try_lock(collections_dir, account)
         if lock is not None:
-            if (path.parent / IMPORTING).exists():
+            why = cut_off(path.parent)
+            if why is not None:
                 lock.release()
-                raise Unavailable(
-                    f"an import into {account} was cut off: run `accounts import` again"
-                )
-            if (path.parent / RESTORING).exists():
-                lock.release()
-                raise Unavailable(f"a restore of {account} was cut off: run `restore` again")
+                raise Unavailable(f"{account}: {why}")
             return Claim(lock=lock)
         # Another process holds it: its worker may still be starting (nothing published yet)
         # or stopping; either settles within a start timeout.
