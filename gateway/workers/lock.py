@@ -8,8 +8,8 @@ Contract:
   into being on this node create its folder, with `make_account_dir()`: first login,
   provisioning (the registry), receiving a move, import, restore. Everything else (the worker
   start `claim()`, the backup gate and its watcher, the sync lease and turnstile, `try_lock`,
-  export, backups, a move's source, `accounts prune`) only looks: after a move, nothing may put an empty
-  `collections/<name>/` back on the node the account left.
+  export, backups, a move's source, `accounts prune`) only looks: after a move, nothing may put
+  an empty `collections/<name>/` back on the node the account left.
 - `claim()` takes `<collections_dir>/<account>/.gateway-worker.lock` with
   `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once

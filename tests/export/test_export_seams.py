@@ -169,7 +169,8 @@ def test_an_export_meets_a_backup_and_a_restore_of_its_account_and_neither_waits
     copying.go()
     exporting.join(120)
     (answer,) = answered
-    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/octet-stream"
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == "application/octet-stream"
     package = tmp_path / "during-restore.colpkg"
     package.write_bytes(answer.content)
     assert imported(package, tmp_path / "import-during-restore") == (in_snapshot, MEDIA)
@@ -194,9 +195,9 @@ def test_an_export_meets_a_backup_and_a_restore_of_its_account_and_neither_waits
     assert not target.exists()
     taken = take(gw.config, store, wait=1)
     assert "a restore of it was cut off" in taken.missed["owner"]
-    assert "owner" not in json.loads(store.read(f"snapshots/{taken.name}/manifest.json"))[
-        "accounts"
-    ]
+    assert (
+        "owner" not in json.loads(store.read(f"snapshots/{taken.name}/manifest.json"))["accounts"]
+    )
     answer = sync_meta(gw.url, device.auth.hkey)  # the device: try again later, no logout
     assert answer.status_code == 503
     # The next restore puts the account back first, then restores it.
