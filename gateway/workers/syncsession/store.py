@@ -81,15 +81,15 @@ def encode(lease: Lease | None) -> bytes:
 class LeaseStore:
     def __init__(self, collections_dir: Path) -> None:
         self._dir = collections_dir
-        self._checked: dict[str, Path] = {}
+        self._checked: dict[str, str] = {}  # account -> its folder, as a str (no Path per call)
         self._turnstile = Turnstile()
 
-    def _file(self, account: str, name: str) -> Path:
+    def _file(self, account: str, name: str) -> str:
         """`<account folder>/<name>`; the folder checked in full once (module doc)."""
         folder = self._checked.get(account)
         if folder is None:
-            folder = self._checked[account] = account_dir(self._dir, account)
-        return folder / name
+            folder = self._checked[account] = str(account_dir(self._dir, account))
+        return f"{folder}/{name}"
 
     def _open(self, account: str, name: str) -> int:
         try:
@@ -168,5 +168,5 @@ class LeaseStore:
         )
 
 
-def _open(path: Path) -> int:
+def _open(path: str) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
