@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.workers.lock import NoAccountFolder, account_dir, account_path, try_flock
+from gateway.workers.syncsession.openfiles import Kept, OpenFiles, open_file
 from gateway.workers.syncsession.rules import Lease
 from gateway.workers.syncsession.turnstile import Turnstile, TurnstileBusy
 
@@ -82,6 +83,7 @@ class LeaseStore:
     def __init__(self, collections_dir: Path) -> None:
         self._dir = collections_dir
         self._checked: dict[str, str] = {}  # account -> its folder, as a str (no Path per call)
+        self._files = OpenFiles()
         self._turnstile = Turnstile()
 
     def _file(self, account: str, name: str) -> str:
@@ -93,7 +95,14 @@ class LeaseStore:
 
     def _open(self, account: str, name: str) -> int:
         try:
-            return _open(self._file(account, name))
+            return open_file(self._file(account, name))
+        except FileNotFoundError:
+            raise self._gone(account) from None
+
+    def _take(self, account: str, name: str) -> Kept:
+        """The file's kept descriptor (openfiles.py); give it back to `_files`."""
+        try:
+            return self._files.take(self._file(account, name))
         except FileNotFoundError:
             raise self._gone(account) from None
 
@@ -103,23 +112,31 @@ class LeaseStore:
 
     def forget(self, account: str) -> None:
         """Check the account's folder in full again next time (its worker stopped: a move,
-        a restore or a deletion may follow)."""
-        self._checked.pop(account, None)
+        a restore or a deletion may follow), and close its kept files."""
+        folder = self._checked.pop(account, None)
+        if folder is not None:
+            self._files.drop(folder)
 
     def update(self, account: str, change: Callable[[Lease | None], tuple[T, Lease | None]]) -> T:
-        fd = self._open(account, FILE_NAME)
+        kept = self._take(account, FILE_NAME)
+        fd = kept.fd
         try:
+            # The kept descriptor is shared within the process: this never awaits, so no
+            # other update of this process runs meanwhile; the flock keeps processes apart.
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, MAX_BYTES, 0)
-            old = decode(raw)
-            result, new = change(old)
-            if new != old:
-                data = encode(new)
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, data, 0)
-            return result
+            try:
+                raw = os.pread(fd, MAX_BYTES, 0)
+                old = decode(raw)
+                result, new = change(old)
+                if new != old:
+                    data = encode(new)
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, data, 0)
+                return result
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            os.close(fd)  # drops the flock
+            self._files.give(kept)
 
     def clear(self, account: str) -> None:
         """Forget the account's lease, if its folder has one: its worker stopped, and the sync
@@ -164,9 +181,20 @@ class LeaseStore:
         """The account's turnstile (turnstile.py): `shared` for requests that drop a sync,
         exclusive for `start`; TurnstileBusy after `wait` seconds."""
         return self._turnstile.passage(
-            account, lambda: self._open(account, TURNSTILE), shared=shared, wait=wait
+            account, _TurnstileFile(self, account), shared=shared, wait=wait
         )
 
 
-def _open(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+class _TurnstileFile:
+    """The account's turnstile file, as turnstile.py takes and gives it back."""
+
+    __slots__ = ("_account", "_store")
+
+    def __init__(self, store: LeaseStore, account: str) -> None:
+        self._store, self._account = store, account
+
+    def take(self) -> Kept:
+        return self._store._take(self._account, TURNSTILE)
+
+    def give(self, kept: Kept) -> None:
+        self._store._files.give(kept)
