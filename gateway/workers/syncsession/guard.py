@@ -9,6 +9,7 @@
 
     with guard.arrived(account, "sync/chunk", session): ...   # around the body and the turn
     guard.worker_stopped(account)   # the pool calls it: the sync state died with the worker
+    guard.close()                   # the gateway stops: the lease's kept files are closed
 
 Only collection-sync methods touch the lease file; media sync and anything else pass untouched.
 Requests that begin or drop a sync (`rules.TURNSTILE`) pass the account's turnstile (store.py,
@@ -82,6 +83,9 @@ class SessionGuard:
             self._store.clear(account)
         except (OSError, ValueError):
             log.exception("could not drop the sync lease of a stopped worker")
+
+    def close(self) -> None:
+        self._store.close()
 
     @contextlib.contextmanager
     def arrived(self, account: str, method: str, session: str) -> Iterator[None]:

@@ -5,6 +5,7 @@
     ...flock(kept.fd, ...), pread...; flock(kept.fd, LOCK_UN)
     files.give(kept)         # kept for the next request (the caller dropped its locks)
     files.drop(folder)       # close the folder's files (its worker stopped)
+    files.close()            # close every file not in use (the gateway stops)
 
 Opening and closing the lease file and the turnstile file on every request were two of the
 few syscalls a guarded request costs (store.py). A kept descriptor is checked against its path
@@ -68,6 +69,10 @@ class OpenFiles:
         """Close the kept files of `folder` (those in use once given back)."""
         prefix = folder.rstrip("/") + "/"
         for path in [p for p in self._kept if p.startswith(prefix)]:
+            self._retire(self._kept.pop(path))
+
+    def close(self) -> None:
+        for path in list(self._kept):
             self._retire(self._kept.pop(path))
 
     def __len__(self) -> int:

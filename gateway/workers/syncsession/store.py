@@ -16,6 +16,7 @@ stock server alone would have done anyway.
     store.busy(account) -> bool             # is one, in any process? (rules.before: `busy`)
     async with store.turnstile(account, wait=20.0, shared=True): ...   # turnstile.py
     store.forget(account)                   # the worker stopped: check the folder afresh
+    store.close()                           # the gateway stops: close the files kept open
 
 The turnstile (`.gateway-sync-turnstile`, turnstile.py) is held for a whole request by those
 that begin a sync or drop one: `sync/meta`, `upload` and `download` together (`shared`),
@@ -116,6 +117,9 @@ class LeaseStore:
         folder = self._checked.pop(account, None)
         if folder is not None:
             self._files.drop(folder)
+
+    def close(self) -> None:
+        self._files.close()
 
     def update(self, account: str, change: Callable[[Lease | None], tuple[T, Lease | None]]) -> T:
         kept = self._take(account, FILE_NAME)
