@@ -430,13 +430,16 @@ class Proxy:
     ) -> web.StreamResponse:
         await self._still_owner(sub_and_name[0])
         account = sub_and_name[1]
-        # One collection sync per account (syncsession/): decided once the body is here.
-        async with self._turn(account, upstream_path, session) as turn:
-            if turn.answer is not None:
-                return turn.answer
-            # Past a backup of the account only now: a sync cut while its body arrived must
-            # not reach the fresh worker (backup/gate.py).
-            async with self._passage(account, upstream_path, session) as passage:
+        # Past a backup of the account only once the body is here: a sync cut while its body
+        # arrived must not reach the fresh worker (backup/gate.py).
+        async with self._passage(account, upstream_path, session) as passage:
+            # Then the account's one collection sync (syncsession/), decided after any backup
+            # that held the request: a backup stops the worker, which drops the lease, so a
+            # `start` that claimed one before being held would reach the fresh worker with no
+            # lease left, and its sync's next request would be refused as cut (503).
+            async with self._turn(account, upstream_path, session) as turn:
+                if turn.answer is not None:
+                    return turn.answer
                 response = await self._send(request, upstream_path, account, body, reuse=reuse)
                 passage.status = turn.status = response.status
                 return response

@@ -549,6 +549,45 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     device.close()
 
 
+def test_a_sync_start_held_by_a_backup_keeps_its_sync_once_the_backup_is_done(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # Seen in CI as a device's sync failing during a backup ("AnkiWeb encountered a problem"):
+    # the start claimed the account's sync lease, was held while the backup stopped the
+    # worker (which drops the lease), then reached the fresh worker, and the sync's next
+    # request was refused as cut (503).
+    from gateway.backup import quiesce
+    from gateway.workers.lock import account_dir
+
+    cognito.add_user("ned", PASSWORD, "ned@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    device = synced_device(tmp_path, gw, "ned", "ned")
+    assert device.auth is not None
+    key, folder = device.auth.hkey, account_dir(gw.config.collections_dir, "ned")
+    assert raw(gw.url, "sync/meta", key, {"v": 11, "cv": "26.09.3,raw,linux"}) == 200
+    started: list[int] = []
+    with quiesce.post(folder, force_at=time.time() + 600):
+        start = threading.Thread(
+            target=lambda: started.append(
+                raw(gw.url, "sync/start", key, {"minUsn": 0, "lnewer": False, "graves": None})
+            )
+        )
+        start.start()
+        deadline = time.monotonic() + 10
+        while gw.app[POOL].running():  # the backup's watcher stops the idle worker
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert start.is_alive()  # held for the backup
+    start.join(30)
+    assert started == [200]
+    graves = {"chunk": {"cards": [], "decks": [], "notes": []}}
+    assert raw(gw.url, "sync/applyGraves", key, graves) == 200
+    assert raw(gw.url, "sync/abort", key, {}) == 200
+    device.add_note("after")
+    assert sync_pushes(device)
+    device.close()
+
+
 def test_a_sync_cut_by_a_backup_is_not_in_the_snapshot_and_the_client_syncs_it_again(
     cognito, tmp_path, start_gateway, monkeypatch
 ) -> None:
