@@ -64,8 +64,10 @@ T = TypeVar("T")
 
 
 def decode(raw: bytes) -> Lease | None:
+    if not raw:
+        return None  # no lease: the usual case, without a JSON parse
     try:
-        data = json.loads(raw or b"null")
+        data = json.loads(raw)
         session, expires = data["session"], data["expires"]
     except (ValueError, TypeError, KeyError):
         return None
