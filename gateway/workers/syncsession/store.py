@@ -57,6 +57,9 @@ __all__ = ["LeaseStore", "TurnstileBusy"]
 FILE_NAME = ".gateway-sync-session"
 TURNSTILE = ".gateway-sync-turnstile"
 IN_FLIGHT = ".gateway-sync-in-flight"
+#: Accounts whose folder check a store remembers (a process that only forwards to another
+#: process's workers never hears that they stopped).
+MOST_CHECKED = 4096
 #: The file is a few dozen bytes; more is not ours.
 MAX_BYTES = 4096
 
@@ -93,6 +96,8 @@ class LeaseStore:
         """`<account folder>/<name>`; the folder checked in full once (module doc)."""
         folder = self._checked.get(account)
         if folder is None:
+            if len(self._checked) >= MOST_CHECKED:
+                self._checked.clear()  # checked again when next met: bounded memory
             folder = self._checked[account] = str(account_dir(self._dir, account))
         return f"{folder}/{name}"
 
