@@ -496,7 +496,7 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     cognito, tmp_path, start_gateway, monkeypatch
 ) -> None:
     from gateway.backup import quiesce
-    from gateway.proxy import Proxy
+    from gateway.forwarding.upstream import Upstream
     from gateway.workers.lock import account_dir
 
     cognito.add_user("lou", PASSWORD, "lou@example.com")
@@ -506,7 +506,7 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     assert device.auth is not None
     key, folder = device.auth.hkey, account_dir(config.collections_dir, "lou")
     # Through the other gateway: a body still arriving holds nothing (it is read whole before
-    # it goes to a sync server, proxy.py) ...
+    # it goes to a sync server, forwarding/body.py) ...
     header = json.dumps({"v": 11, "k": key, "c": "26.09.3,raw,linux", "s": "raw2"})
     body = zstandard.ZstdCompressor().compress(os.urandom(200_000))
     slow = socket.create_connection(("127.0.0.1", second.port))
@@ -520,15 +520,15 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     slow.close()
     # ... a request on its way through the sync server does (held there by the test) ...
     arrived, go_on = threading.Event(), threading.Event()
-    send = Proxy._send
+    send = Upstream.to_worker
 
-    async def held_send(self: Proxy, request: Any, upstream_path: str, *args: Any, **kw: Any):
+    async def held_send(self: Upstream, request: Any, upstream_path: str, *args: Any, **kw: Any):
         if upstream_path == "msync/begin":
             arrived.set()
             await asyncio.to_thread(go_on.wait, 60)
         return await send(self, request, upstream_path, *args, **kw)
 
-    monkeypatch.setattr(Proxy, "_send", held_send)
+    monkeypatch.setattr(Upstream, "to_worker", held_send)
     begin = threading.Thread(target=raw, args=(second.url, "msync/begin", key, {}))
     begin.start()
     assert arrived.wait(10)
@@ -543,7 +543,7 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
         assert running_after(first, 1.5) == ["lou"]  # the sync is still open
         assert raw(second.url, "sync/abort", key, {}) == 200  # passes: it belongs to that sync
         assert running_after(first, 1.5) == []
-    monkeypatch.setattr(Proxy, "_send", send)
+    monkeypatch.setattr(Upstream, "to_worker", send)
     device.add_note("after")
     assert sync_pushes(device)
     device.close()
