@@ -134,7 +134,7 @@ def _write(fd: int, data: bytes) -> None:
     os.pwrite(fd, data, 0)
 
 
-def try_flock(path: Path, how: int = fcntl.LOCK_EX) -> int | None:
+def try_flock(path: Path | str, how: int = fcntl.LOCK_EX) -> int | None:
     """An open descriptor of `path` (created 0o600, never through a symlink) holding flock
     `how` (LOCK_EX or LOCK_SH), or None when another open file holds a conflicting one.
     Closing the descriptor drops the lock."""
