@@ -36,7 +36,7 @@ body's inflating holds up the event loop.
 Quotas (quota/guard.py): an account over its storage limit is refused the way the stock server
 refuses (quota/answers.py); the check rides along with the meter, chunk by chunk, and sees
 the whole body before it goes on (a collection over its limit: what applyChanges and applyChunk
-add, quota/growth.py).
+add, quota/growth.py; the graves start and applyGraves carry, quota/graves.py).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from gateway.errors import (
     QuotaReached,
     UnreadableBody,
 )
-from gateway.quota import OverQuota, QuotaGuard, answers, growth
+from gateway.quota import OverQuota, QuotaGuard, answers, graves, growth
 from gateway.quota.guard import BodyCheck, MediaCheck
 from gateway.registry.base import Account
 from gateway.uploads import payload
@@ -163,7 +163,7 @@ class BodyPolicy:
             return await self._quota.media(account)
         if upstream_path == "sync/meta":
             await self._quota.meta(account)
-        elif upstream_path in growth.INSPECTED:
+        elif upstream_path in growth.INSPECTED or upstream_path in graves.INSPECTED:
             return await self._quota.collection(account, upstream_path)
         return None
 

@@ -7,9 +7,10 @@ may be long); the rules are limits.py's.
         await .meta(account)                 `OverQuota` (once) when the collection is over its
                                              limit and a sync that adds was refused since the
                                              last sync/meta (the message Anki shows)
-        await .collection(account)           for sync/applyChanges and applyChunk: a
+        await .collection(account, method)   for sync/applyChanges and applyChunk: a
                                              `ShrinkOnly` check while the collection is over its
-                                             limit, else None
+                                             limit, for sync/start and applyGraves a
+                                             `GravesCheck`; else None
         .upload(account)                     a `BodyCheck` for a full upload (sync/upload)
         await .media(account)                a `MediaCheck` for msync/uploadChanges
         MediaCheck.done(applied)             the upload ended; `applied`: the worker answered
@@ -39,6 +40,13 @@ the marker and answers with the message (`cont: false`), once. A full download, 
 upload within the limit, always passes. "Over" is the collection's live size (livesize.py:
 deleted notes free pages the file keeps), read only when the file and its WAL together are
 over the limit (two stats), so accounts under it pay nothing more.
+
+Deletions while over: the stock server keeps a grave for every id it is sent, existing or not
+(graves.py), so `start`'s and `applyGraves`' graves are read (at most `graves.MAX_BODY`) and
+spent from the account's deletion allowance (allowance.py, a file every process shares); once
+it is spent they are refused as growth is, with their own message. A sync/meta that finds the
+account under its limit clears the allowance. The marker holds what was refused ("graves" or
+nothing), so the message names it.
 """
 
 from __future__ import annotations
@@ -54,8 +62,9 @@ from typing import NoReturn
 
 from gateway import protocol
 from gateway.errors import GatewayError
-from gateway.quota import growth
+from gateway.quota import graves, growth
 from gateway.quota import limits as rules
+from gateway.quota.allowance import GraveAllowance
 from gateway.quota.limits import Limits, OverQuota, Override
 from gateway.quota.livesize import live_bytes
 from gateway.quota.mediatotal import MediaTotal
@@ -86,6 +95,23 @@ def stored_size(media_dir: Path, filename: str) -> int:
         return 0
 
 
+def take_marker(marker: Path) -> bytes | None:
+    """The refusal marker's content (what was refused), removed; None: no marker."""
+    try:
+        fd = os.open(marker, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        kind = os.read(fd, 16)
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(marker)
+    except OSError:
+        return None  # taken by another process meanwhile: it shows the message
+    return kind
+
+
 class BodyCheck:
     """One request body's quota check (see the module doc)."""
 
@@ -108,34 +134,63 @@ class ShrinkOnly(BodyCheck):
     """A sync request to a collection over its limit: it passes only if it adds nothing
     (growth.py); a refusal leaves the marker for the next sync/meta."""
 
+    max_body = growth.MAX_BODY
+    kind = b""  # what the marker says was refused (`meta`)
+
     def __init__(self, method: str, message: str, marker: Path) -> None:
         self._method = method
         self._message = message
         self._marker = marker
 
     def chunk(self, compressed: int, inflated: int) -> None:
-        if max(compressed, inflated) > growth.MAX_BODY:
+        if max(compressed, inflated) > self.max_body:
             self._refuse()
 
     def whole(self, body: object) -> None:
         # Spooled or missing: not a body this could let pass. The meter read it already (one
-        # zstd frame within MAX_BODY), so inflating it again cannot fail or grow.
+        # zstd frame within max_body), so inflating it again cannot fail or grow.
         if not isinstance(body, bytes):
             self._refuse()
         try:
-            inflated = protocol.inflate(body, growth.MAX_BODY)
+            inflated = protocol.inflate(body, self.max_body)
         except GatewayError:
             self._refuse()
-        if growth.adds(self._method, inflated) is not None:
+        if not self._passes(inflated):
             self._refuse()
+
+    def _passes(self, inflated: bytes) -> bool:
+        return growth.adds(self._method, inflated) is None
 
     def _refuse(self) -> NoReturn:
         with contextlib.suppress(OSError):
             fd = os.open(
                 self._marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
             )
-            os.close(fd)
+            try:
+                os.pwrite(fd, self.kind, 0)
+                os.ftruncate(fd, len(self.kind))  # the last refusal names it
+            finally:
+                os.close(fd)
         raise OverQuota(self._message)
+
+
+class GravesCheck(ShrinkOnly):
+    """`start`'s or `applyGraves`' graves to a collection over its limit using `live` bytes:
+    they pass while the account's deletion allowance (allowance.py) holds them."""
+
+    max_body = graves.MAX_BODY
+    kind = b"graves"
+
+    def __init__(
+        self, method: str, message: str, marker: Path, allowance: GraveAllowance, live: int
+    ) -> None:
+        super().__init__(method, message, marker)
+        self._allowance = allowance
+        self._live = live
+
+    def _passes(self, inflated: bytes) -> bool:
+        ids = graves.count(self._method, inflated)
+        return ids is not None and self._allowance.spend(ids, self._live)
 
 
 class MediaCheck(BodyCheck):
@@ -195,36 +250,41 @@ class QuotaGuard:
     def limits_of(self, account: Account) -> Limits:
         return self.defaults.with_override(override_of(account))
 
-    async def _over(self, account: Account) -> OverQuota | None:
-        """The refusal, if the collection is over its limit (module doc: two stats, and the
-        live size only when those are over)."""
-        limits = self.limits_of(account)
-        if limits.collection is None:
+    async def _live_over(self, account: Account) -> int | None:
+        """The collection's live size if it is over its limit, else None (module doc: two
+        stats, and the live size only when those are over)."""
+        limit = self.limits_of(account).collection
+        if limit is None:
             return None
         folder = self._folder_of(account)
-        if collection_bytes(folder) <= limits.collection:
+        if collection_bytes(folder) <= limit:
             return None
         live = await asyncio.to_thread(live_bytes, folder / "collection.anki2")
-        try:
-            rules.check_collection(limits, live)
-        except OverQuota as exc:
-            return exc
-        return None
+        return live if live > limit else None
 
     async def meta(self, account: Account) -> None:
-        over = await self._over(account)
-        if over is not None:
-            try:
-                os.unlink(self._folder_of(account) / REFUSED_MARKER)
-            except OSError:
-                return  # no sync that adds was refused since the last meta: this one may pass
-            raise over
+        live = await self._live_over(account)
+        folder = self._folder_of(account)
+        if live is None:
+            GraveAllowance(folder).clear()
+            return
+        kind = take_marker(folder / REFUSED_MARKER)
+        if kind is None:
+            return  # no sync was refused since the last meta: this one may pass
+        raise OverQuota(rules.over_collection(self.limits_of(account), live, kind == b"graves"))
 
     async def collection(self, account: Account, method: str) -> BodyCheck | None:
-        over = await self._over(account)
-        if over is None:
+        live = await self._live_over(account)
+        if live is None:
             return None
-        return ShrinkOnly(method, str(over), self._folder_of(account) / REFUSED_MARKER)
+        folder = self._folder_of(account)
+        limits = self.limits_of(account)
+        if method in graves.INSPECTED:
+            message = rules.over_collection(limits, live, graves=True)
+            allowance = GraveAllowance(folder)
+            return GravesCheck(method, message, folder / REFUSED_MARKER, allowance, live)
+        message = rules.over_collection(limits, live)
+        return ShrinkOnly(method, message, folder / REFUSED_MARKER)
 
     def upload(self, account: Account) -> BodyCheck:
         return UploadCheck(self.limits_of(account))

@@ -154,3 +154,32 @@ def test_a_name_named_twice_frees_its_stored_size_once(tmp_path, meta, total):
     check = MediaCheck(Limits(media=10_000), media, held(media.parent, 500))
     feed(check, out.getvalue())
     assert check.total == total
+
+
+async def test_graves_while_over_spend_the_allowance_then_say_why_and_reset_once_under(
+    tmp_path, monkeypatch
+):
+    from gateway.quota import allowance
+
+    monkeypatch.setattr(allowance, "IDS", 3)
+    (tmp_path / "collection.anki2").write_bytes(b"c" * 1_100_000)  # no SQLite header: its size
+    guard = QuotaGuard(Limits(collection=MB), lambda a: tmp_path)
+    start = await guard.collection(account(), "sync/start")
+    start.whole(protocol.compress(b'{"minUsn":0,"lnewer":false,"graves":null}'))
+    graves = await guard.collection(account(), "sync/applyGraves")
+    graves.whole(protocol.compress(b'{"chunk":{"cards":[1],"notes":[2],"decks":[]}}'))
+    with pytest.raises(OverQuota, match="sends more deletions than this server takes"):
+        graves.whole(protocol.compress(b'{"chunk":{"cards":[3],"notes":[4],"decks":[]}}'))
+    with pytest.raises(OverQuota, match="1.1 MB, over its limit of 1.0 MB. This sync sends more"):
+        await guard.meta(account())
+    await guard.meta(account())  # once
+    with pytest.raises(OverQuota):
+        graves.whole(protocol.compress(b'{"chunk":{"notes":["x"]}}'))  # unreadable
+    with pytest.raises(OverQuota):
+        graves.chunk(40_000, 33_000)  # larger than any chunk the client sends
+    graves.whole(protocol.compress(b'{"chunk":{"notes":[5]}}'))  # the allowance's last id
+    # Under the limit: sync/meta clears the allowance, no check while under.
+    (tmp_path / "collection.anki2").write_bytes(b"c" * 900_000)
+    await guard.meta(account())
+    assert not (tmp_path / allowance.FILE_NAME).exists()
+    assert await guard.collection(account(), "sync/applyGraves") is None

@@ -243,11 +243,6 @@ def test_growth_while_over_gets_413_and_the_worker_never_sees_it(cognito, tmp_pa
     assert live_worker_pids(gw.config.collections_dir) == []  # refused before any worker
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graves (sync/start, applyGraves) are not inspected: the stock server keeps a grave "
-    "for every id it is sent, existing or not, so a 'deletion' grows a collection over its limit",
-)
 def test_graves_of_notes_that_never_existed_cannot_grow_a_collection_over_its_limit(
     cognito, tmp_path, start_gateway
 ):
