@@ -13,8 +13,9 @@ Seen on the wire from the anki 26.9 client (docs/users/quotas.md):
 - a review adds a deck (its day's counters) to `applyChanges` and a revlog row and the card to
   `applyChunk`; a new note adds the note and its cards to `applyChunk`.
 
-So `meta`, `start`, `applyGraves`, `chunk`, `sanityCheck2`, `finish` and `abort` never add (a
-full download, `sync/download`, writes nothing on the server). `applyChanges` adds with any note
+So `meta`, `chunk`, `sanityCheck2`, `finish` and `abort` never add (a full download,
+`sync/download`, writes nothing on the server). `start` and `applyGraves` add a grave for each
+id they carry: graves.py counts them, allowance.py bounds them. `applyChanges` adds with any note
 type, deck, deck option group or tag; its `conf` (the collection's settings, sent whole by every
 sync that changes anything) passes, within `MAX_BODY`. `applyChunk` adds with any note, card or
 review row: a changed row counts, since an edit can make a note any size. A body that is not
