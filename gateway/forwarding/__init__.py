@@ -1,0 +1,7 @@
+"""The proxy's parts below its entry (gateway/proxy.py runs a request through them, in order):
+
+body.py       the request-body policy: the quota check, the meter, reading the body whole
+              (in memory or spooled), and the answer to a body that breaks a rule
+upstream.py   the exchange with a worker or the owner node: connections, sending twice
+              only when safe, the answer streamed back
+"""
