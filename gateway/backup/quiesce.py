@@ -90,8 +90,8 @@ def post(folder: Path, force_at: float) -> Posted | None:
     if fd is None:
         return None
     data = json.dumps({"pid": os.getpid(), "force_at": force_at}).encode()
-    os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))  # never cut to 0 and rewritten (workers/lock.py: _write)
     return Posted(fd)
 
 

@@ -79,3 +79,45 @@ def test_a_file_that_is_not_sqlite_counts_its_size(tmp_path):
     (tmp_path / "collection.anki2-wal").write_bytes(b"y" * 300)
     assert live_bytes(tmp_path / "collection.anki2") == 5300
     assert live_bytes(tmp_path / "missing.anki2") == 0
+
+
+def _rewrite(path: Path, at: int, value: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(value)
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        # The in-header page count is 1, and the "version valid for" number (offset 92) is not
+        # the change counter (offset 24): SQLite ignores the count and uses the file's size.
+        {28: (1).to_bytes(4, "big"), 92: (12345).to_bytes(4, "big")},
+        # A count of 0 is never valid: SQLite uses the file's size.
+        {28: (0).to_bytes(4, "big")},
+    ],
+)
+def test_a_header_whose_page_count_sqlite_ignores_counts_the_file(tmp_path, lie):
+    """A user full-uploads the collection file, header and all: a page count SQLite itself does
+    not trust must not make a large collection look small."""
+    path = tmp_path / "collection.anki2"
+    con = sqlite3.connect(path, isolation_level=None)  # rollback journal: the header is all
+    con.execute("create table notes (id integer primary key, flds text)")
+    add(con, 300)
+    con.close()
+    for at, value in lie.items():
+        _rewrite(path, at, value)
+    con = sqlite3.connect(path)
+    real = truth(con)  # SQLite still reads every page, and its integrity check passes
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert con.execute("select count(*) from notes").fetchone()[0] == 300
+    con.close()
+    assert live_bytes(path) >= real > 2_000_000
+
+
+@pytest.mark.parametrize("size", [0, 2, 100, 256, 1000])
+def test_a_page_size_sqlite_refuses_counts_the_file(tmp_path, size):
+    path = tmp_path / "collection.anki2"
+    header = b"SQLite format 3\x00" + size.to_bytes(2, "big") + bytes(82)
+    path.write_bytes(header + bytes(1_000_000))
+    assert live_bytes(path) == path.stat().st_size

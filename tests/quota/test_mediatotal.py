@@ -107,7 +107,14 @@ def test_the_folder_is_walked_again_when_the_walk_is_old_or_dated_ahead(folder):
 
 @pytest.mark.parametrize(
     "content",
-    [b"garbage", b'{"held": "x"}', b"[]", b'{"held": 1, "walked": 1, "pending": {"a": 1}}'],
+    [
+        b"garbage",
+        b'{"held": "x"}',
+        b"[]",
+        b'{"held": 1, "walked": 1, "pending": {"a": 1}}',
+        b'{"held": 1e400, "walked": 1, "pending": {}}',  # int(inf): OverflowError
+        b'{"held": 1, "walked": 1, "pending": {"a": [1e400, 1]}}',
+    ],
 )
 def test_an_unreadable_file_counts_as_none(folder, content):
     (folder / FILE_NAME).write_bytes(content)
@@ -169,3 +176,50 @@ def test_a_restore_puts_the_total_aside_with_the_media_it_counted(folder):
     swap_all([(folder, staged)])
     assert not (folder / FILE_NAME).exists()
     assert MediaTotal(folder).current() == 300
+
+
+class SlowWalk(MediaTotal):
+    """A walk of a large media folder (hundreds of thousands of small files, which a media
+    quota does not bound): it takes the folder's real size, then waits until `go` is set."""
+
+    def __init__(self, folder: Path, **kwargs) -> None:
+        super().__init__(folder, **kwargs)
+        self.walking, self.go = threading.Event(), threading.Event()
+
+    def _walk(self) -> int:
+        size = super()._walk()
+        self.walking.set()
+        assert self.go.wait(10)
+        return size
+
+
+def test_a_walk_holds_no_lock_and_an_upload_applied_meanwhile_stays_counted(folder):
+    """The guard decides and settles uploads on the gateway's event loop: a walk that held the
+    lock stopped every other request of the process (and of others on the data folder) for the
+    walk's length. And what an upload adds while a walk runs is counted after it."""
+    now = [T0]
+    MediaTotal(folder, clock=lambda: now[0]).refresh()
+    now[0] += WALK_SECONDS + 1  # stale: the next refresh walks
+    walker = SlowWalk(folder, clock=lambda: now[0])
+    walk = threading.Thread(target=walker.refresh)
+    walk.start()
+    assert walker.walking.wait(10)
+    other = MediaTotal(folder, clock=lambda: now[0])
+
+    def upload() -> None:
+        other.reserve("u", adds(5000))
+        (folder / "media" / "new.jpg").write_bytes(b"n" * 5000)
+        other.settle("u", applied=True)
+
+    during = threading.Thread(target=upload)
+    during.start()
+    during.join(3)
+    settled_during_walk = not during.is_alive()
+    walker.go.set()
+    walk.join(10)
+    during.join(10)
+    assert settled_during_walk
+    assert other.current() == 6000  # the walk missed new.jpg; its upload still counts
+    now[0] += WALK_SECONDS + 1
+    other.refresh()
+    assert other.current() == 6000
