@@ -108,6 +108,7 @@ from gateway.web.bodies import (
 )
 from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
 from gateway.web.middlewares import answer_and_close, client_address
+from gateway.web.relay import Relay
 from gateway.web.spool import SpooledBody, spool
 from gateway.workers.pool import WorkerPool
 from gateway.workers.syncsession import SessionGuard, Turn
@@ -118,6 +119,9 @@ log = logging.getLogger("gateway.proxy")
 CHUNK = 64 * 1024
 #: Request bodies up to this size are forwarded whole, with a Content-Length (module doc).
 WHOLE_BODY = 64 * 1024
+#: Bytes of an answer held in memory for a client slower than its worker; the rest goes to a
+#: temporary file (web/relay.py, module doc: "Answers").
+ANSWER_MEMORY = 4 * CHUNK
 #: Threads that inflate request bodies to meter them (zstandard releases the GIL): one a core.
 INFLATERS = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="inflate")
 #: The method whose body is a media zip (uploads/mediazip.py).
@@ -244,12 +248,30 @@ class Proxy:
         self._pool = pool
         self._upstream = upstream
         self._reused = reused
+        #: Accounts with an answer in a relay that may go to disk (`_answer_folder`).
+        self._relaying: set[str] = set()
 
     async def forward(
         self, request: web.Request, upstream_path: str, *, from_node: bool = False
     ) -> web.StreamResponse:
         """Serve one sync request. `from_node`: it came signed from another node (cluster/
         internal.py), which saw the client's address; it is never forwarded again."""
+        deliveries: list[asyncio.Task[None]] = []
+        request[DELIVERIES] = deliveries
+        try:
+            response = await self._serve(request, upstream_path, from_node)
+            # The worker (its lease, the account's sync turn, a backup's passage) is free:
+            # only the client's side of the answer is left (module doc: "Answers").
+            for delivery in deliveries:
+                await delivery
+            return response
+        finally:
+            for delivery in deliveries:
+                delivery.cancel()  # a no-op once done
+
+    async def _serve(
+        self, request: web.Request, upstream_path: str, from_node: bool
+    ) -> web.StreamResponse:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
         # A request forwarded by another node: the client's address as that node saw it.
         address = request.get(FORWARDED_FOR) or client_address(
@@ -401,7 +423,9 @@ class Proxy:
         for _ in (1, 2):
             headers = forwarding_headers(cluster, request.method, url, sub_and_key[1], address)
             try:
-                return await self._exchange(request, url, body, reuse=reuse, extra=headers)
+                return await self._exchange(
+                    request, url, body, reuse=reuse, extra=headers, account=sub_and_key[0]
+                )
             except _StaleConnection:
                 reuse = False
             except (aiohttp.ClientConnectorError, _NodeRefused) as exc:
@@ -464,7 +488,7 @@ class Proxy:
             async with self._pool.lease(account) as worker:
                 url = worker.base_url + upstream_path
                 try:
-                    return await self._exchange(request, url, body, reuse=reuse)
+                    return await self._exchange(request, url, body, reuse=reuse, account=account)
                 except _StaleConnection:
                     reuse = False
                 except aiohttp.ClientConnectorError:
@@ -514,7 +538,11 @@ class Proxy:
         *,
         reuse: bool,
         extra: Mapping[str, str] | None = None,
+        account: str = "",
     ) -> web.StreamResponse:
+        """Sends the request; answers with the worker's status and headers at once, and returns
+        once the worker's side of the answer is read (into a `Relay`): the client's side is a
+        task in `request[DELIVERIES]`. `account`: whose answer (one spilled answer each)."""
         headers = end_to_end(request.headers, REQUEST_OWNED | NODE_HEADERS)
         if extra:
             headers.update(extra)
@@ -552,40 +580,76 @@ class Proxy:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
-            pace = pacing_of(request).start(loop_time())
-            written = 0  # bytes of the answer handed to the client's connection
+            # The client's side runs apart, to its end after the worker is let go (`forward`).
+            folder = self._answer_folder(account)
+            relay = Relay(folder, memory=ANSWER_MEMORY)
+            delivery = asyncio.create_task(_deliver(request, response, relay))
+            request[DELIVERIES].append(delivery)
+            if folder is not None and account:
+                self._relaying.add(account)
+                delivery.add_done_callback(lambda _: self._relaying.discard(account))
             try:
-                waiting_since = loop_time()
                 async for chunk in upstream.content.iter_chunked(CHUNK):
-                    pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
-                    await paced_write(response, chunk, pace)
-                    written += len(chunk)
-                    waiting_since = loop_time()
-            except ClientStalled:
-                # It does not read the answer (web/pace.py): it would hold the worker for ever.
-                if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError("client stalled reading the answer") from None
-            except ConnectionResetError:
-                raise  # writing to a client that went away (the middleware logs it)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                    if not await relay.put(chunk):
+                        break  # the client's side gave up (gone, stalled)
+                relay.end()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 # Headers are gone already; a clean end would hand the client a truncated body.
                 log.warning(
                     "upstream failed mid-body; aborting client connection",
                     extra={"error": type(exc).__name__},
                 )
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
-            try:
-                await response.write_eof()
-            except ConnectionError:
-                # Every byte of the answer was handed over; only the end of the chunked framing
-                # found the connection closed. Anki does that after reading msync/begin's whole
-                # answer (measured: a 499 "client gone" on about one media sync in three). The
-                # answer was delivered: no failure.
-                log.debug("client closed right after the whole answer", extra={"bytes": written})
+                relay.fail(_AnswerBroken())
             return response
+
+    def _answer_folder(self, account: str) -> Path | None:
+        """Where an answer too big for memory waits for a slow client: one answer of an
+        account at a time; another one holds its worker while its client is slow."""
+        return None if account in self._relaying else self._spool_dir
+
+
+class _AnswerBroken(Exception):
+    """The worker's side of an answer failed after its headers went to the client."""
+
+
+async def _deliver(request: web.Request, response: web.StreamResponse, relay: Relay) -> None:
+    """The client's side of an answer: its bytes at the client's pace (web/pace.py), then its
+    end; the connection is aborted if the client stalls or the worker's side broke."""
+    pace = pacing_of(request).start(loop_time())
+    written = 0  # bytes of the answer handed to the client's connection
+    try:
+        waiting_since = loop_time()
+        async for chunk in relay.chunks():
+            pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
+            await paced_write(response, chunk, pace)
+            written += len(chunk)
+            waiting_since = loop_time()
+    except ClientStalled:
+        # It does not read the answer (web/pace.py): it would hold its connection for ever.
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("client stalled reading the answer") from None
+    except ConnectionError:
+        raise  # writing to a client that went away (the middleware logs it)
+    except (_AnswerBroken, OSError):
+        # The worker's side broke, or the file holding the answer failed.
+        if request.transport is not None:
+            request.transport.abort()
+        return
+    finally:
+        relay.close()
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        # Every byte of the answer was handed over; only the end of the chunked framing
+        # found the connection closed. Anki does that after reading msync/begin's whole
+        # answer (measured: a 499 "client gone" on about one media sync in three). The
+        # answer was delivered: no failure.
+        log.debug("client closed right after the whole answer", extra={"bytes": written})
+
+
+#: The client's side of the answers of a request still to come (`Proxy.forward`).
+DELIVERIES: web.RequestKey[list[asyncio.Task[None]]] = web.RequestKey("deliveries", list)
 
 
 #: The app's proxy (gateway/resources.py builds it).
