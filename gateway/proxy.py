@@ -3,10 +3,24 @@
 Routing is by the host key in the `anki-sync` header: key → account (`Admission`, which also
 refuses revoked keys on every method) → that account's worker (pool). Bodies pass both ways
 untouched; answers stream, a request body is read whole before it goes to a worker (below): no
-decompression, no redirects followed, and `anki-original-size` passes through. The rules
+decompression, no redirects followed, and `anki-original-size` and an answer's
+`Content-Length` pass through. The rules
 follow Go's `httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every
 header the `Connection` header names (web/headers.py); when the upstream fails mid-body, abort
 the client connection so the client sees a broken transfer instead of a clean, truncated one.
+
+Answers (issue 16): the worker's status and headers go to the client at once, and its body
+streams through a relay (web/relay.py): read from the worker at loopback speed, sent to the
+client at the client's pace (web/pace.py) by a task of its own. The worker's lease (one of
+`workers.max_workers`), the account's sync turn and a backup's passage end once the worker
+has answered (`_exchange` returns); `forward` then waits for the client's side. Before, a
+client reading a big `sync/download` or `msync/downloadFiles` slowly held all three for as
+long as it took (with one worker slot, another user's sync got 503). A client that keeps up
+takes the bytes from memory as they come; for a slower one, past `ANSWER_MEMORY` bytes the
+rest waits in an unnamed temporary file in the data folder, one answer per account at a time
+(another answer of the same account meanwhile waits for its client, holding its worker, as
+before). When the worker fails mid-body the client's connection is aborted once it has the
+bytes before the failure.
 
 Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
 answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
@@ -267,7 +281,10 @@ class Proxy:
             return response
         finally:
             for delivery in deliveries:
-                delivery.cancel()  # a no-op once done
+                if not delivery.done():
+                    delivery.cancel()  # the request failed or was cancelled meanwhile
+                elif not delivery.cancelled():
+                    delivery.exception()  # retrieved: the request's own error is the one told
 
     async def _serve(
         self, request: web.Request, upstream_path: str, from_node: bool
