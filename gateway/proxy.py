@@ -610,10 +610,16 @@ class Proxy:
                     if not await relay.put(chunk):
                         break  # the client's side gave up (gone, stalled)
                 relay.end()
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 # Headers are gone already; a clean end would hand the client a truncated body.
                 log.warning(
                     "upstream failed mid-body; aborting client connection",
+                    extra={"error": type(exc).__name__},
+                )
+                relay.fail(_AnswerBroken())
+            except OSError as exc:  # the data folder's disk (full, gone)
+                log.error(
+                    "answer could not be held for a slow client; aborting client connection",
                     extra={"error": type(exc).__name__},
                 )
                 relay.fail(_AnswerBroken())

@@ -20,7 +20,7 @@ async def test_the_worker_side_ends_before_the_client_takes_a_byte(tmp_path):
     for part in parts:
         assert await relay.put(part)
     relay.end()
-    assert relay.spilled
+    assert relay.on_disk > 0
     assert await take(relay) == b"".join(parts)  # in order across memory and file
     relay.close()
 
@@ -40,7 +40,24 @@ async def test_a_client_that_keeps_up_never_makes_it_spill(tmp_path):
     relay.end()
     await reading
     assert b"".join(taken) == b"".join(bytes([n]) * 8 for n in range(50))
-    assert not relay.spilled
+    assert relay.on_disk == 0
+    relay.close()
+
+
+async def test_once_the_client_caught_up_the_bytes_stay_in_memory_again(tmp_path):
+    relay = Relay(tmp_path, memory=10)
+    for n in range(4):
+        await relay.put(bytes([n]) * 8)  # from the second on, past the memory: to the file
+    assert relay.on_disk == 24
+    chunks = relay.chunks()
+    assert await anext(chunks) == b"\0" * 8  # memory first: the oldest
+    await relay.put(b"late")  # the client has not taken the file yet: after it, in it
+    assert relay.on_disk == 28
+    assert await anext(chunks) == b"\1" * 8 + b"\2" * 8 + b"\3" * 8 + b"late"
+    await relay.put(b"after")  # caught up: memory again
+    relay.end()
+    assert [c async for c in chunks] == [b"after"]
+    assert relay.on_disk == 28
     relay.close()
 
 

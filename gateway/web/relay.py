@@ -13,11 +13,12 @@ reads a big `sync/download` or `msync/downloadFiles` slowly, within the pacing r
 relay the worker's side ends as soon as the worker has answered, while the client's side goes
 on from what is held here.
 
-What is held: up to `memory` bytes the client has not taken yet in memory; past that, the rest
-of the answer in an unnamed temporary file in `folder` (as web/spool.py: `O_TMPFILE` in the
-data folder, gone when closed or when the gateway dies; writes and reads in a thread). A client
-that keeps up never makes it touch the disk. Without a folder, `put()` waits instead until the
-client has taken enough (the answer then holds its worker as long as the client is slow).
+What is held: up to `memory` bytes the client has not taken yet in memory; past that, what
+comes until the client has caught up again in an unnamed temporary file in `folder` (as
+web/spool.py: `O_TMPFILE` in the data folder, gone when closed or when the gateway dies;
+writes and reads in a thread). A client that keeps up never makes it touch the disk. Without
+a folder, `put()` waits instead until the client has taken enough (the answer then holds its
+worker as long as the client is slow).
 
 Errors: `put()` passes OSError (disk full); `chunks()` raises the error given to `fail()` once
 the bytes before it are taken, and OSError from the file. `put()` after `close()` drops the
@@ -55,24 +56,28 @@ class Relay:
         self._taken = asyncio.Event()  # the client took something (or gave up)
 
     @property
-    def spilled(self) -> bool:
-        """True once part of the answer went to the file."""
-        return self._file is not None
+    def on_disk(self) -> int:
+        """Bytes of the answer that went through the file."""
+        return self._written
 
     async def put(self, chunk: bytes) -> bool:
         if self._closed:
             return False
-        if self._file is None and self._held_bytes + len(chunk) > self._memory_limit:
+        to_file = self._read < self._written  # the client is still behind on the file
+        if not to_file and self._held_bytes + len(chunk) > self._memory_limit:
             if self._folder is not None:
-                self._file = await asyncio.to_thread(tempfile.TemporaryFile, dir=self._folder)
+                to_file = True
+                if self._file is None:
+                    self._file = await asyncio.to_thread(tempfile.TemporaryFile, dir=self._folder)
             else:
                 while self._held_bytes and self._held_bytes + len(chunk) > self._memory_limit:
                     self._taken.clear()
                     await self._taken.wait()
                     if self._closed:
                         return False
-        if self._file is not None:
-            # Once the file is in use, everything after goes there: the order is kept.
+        if to_file:
+            # While the client has bytes in the file to take, everything after goes there too
+            # (it takes what is in memory first: older): the order is kept.
             await self._io(os.pwrite, chunk, self._written)
             self._written += len(chunk)
         else:
