@@ -8,7 +8,7 @@
     ├── BodyTooLarge                413  a proxied body over the payload limits (uploads/payload.py)
     │   └── MediaZipRefused         413  a media zip not as Anki writes it (uploads/mediazip.py)
     │   └── QuotaReached            413  an account's storage limit (quota/): most methods
-    │                                    answer it as a message Anki shows (proxy.py)
+    │                                    answer it as a message Anki shows (forwarding/body.py)
     ├── EncodedBody                 415  a request body with a Content-Encoding
     ├── UnreadableBody              415  a proxied body that is not one modern zstd frame
     ├── AuthFailed                  403  wrong credentials, unknown/revoked key, challenge
@@ -87,7 +87,7 @@ class ClientStalled(GatewayError):
 
 class BodyTooLarge(GatewayError):
     """A proxied body broke a size rule (uploads/payload.py). `sync/upload` is answered as the stock
-    server answers an oversized collection instead (proxy.py); other methods get 413."""
+    server answers an oversized collection instead (forwarding/body.py); other methods get 413."""
 
     status = 413
     public = "request body too large"

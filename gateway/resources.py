@@ -39,7 +39,8 @@ from gateway.auth.login import LoginService
 from gateway.auth.revalidation import Revalidator
 from gateway.backup.gate import BackupGate
 from gateway.cluster.internal import CLUSTER
-from gateway.proxy import PROXY, Proxy, new_upstream_session
+from gateway.forwarding.upstream import new_upstream_session
+from gateway.proxy import PROXY, Proxy
 from gateway.quota import QuotaGuard
 from gateway.quota.limits import quota_limits
 from gateway.registry import RegistryUnavailable, open_registry

@@ -496,7 +496,7 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     cognito, tmp_path, start_gateway, monkeypatch
 ) -> None:
     from gateway.backup import quiesce
-    from gateway.proxy import Proxy
+    from gateway.forwarding.upstream import Upstream
     from gateway.workers.lock import account_dir
 
     cognito.add_user("lou", PASSWORD, "lou@example.com")
@@ -506,7 +506,7 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     assert device.auth is not None
     key, folder = device.auth.hkey, account_dir(config.collections_dir, "lou")
     # Through the other gateway: a body still arriving holds nothing (it is read whole before
-    # it goes to a sync server, proxy.py) ...
+    # it goes to a sync server, forwarding/body.py) ...
     header = json.dumps({"v": 11, "k": key, "c": "26.09.3,raw,linux", "s": "raw2"})
     body = zstandard.ZstdCompressor().compress(os.urandom(200_000))
     slow = socket.create_connection(("127.0.0.1", second.port))
@@ -520,15 +520,15 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
     slow.close()
     # ... a request on its way through the sync server does (held there by the test) ...
     arrived, go_on = threading.Event(), threading.Event()
-    send = Proxy._send
+    send = Upstream.to_worker
 
-    async def held_send(self: Proxy, request: Any, upstream_path: str, *args: Any, **kw: Any):
+    async def held_send(self: Upstream, request: Any, upstream_path: str, *args: Any, **kw: Any):
         if upstream_path == "msync/begin":
             arrived.set()
             await asyncio.to_thread(go_on.wait, 60)
         return await send(self, request, upstream_path, *args, **kw)
 
-    monkeypatch.setattr(Proxy, "_send", held_send)
+    monkeypatch.setattr(Upstream, "to_worker", held_send)
     begin = threading.Thread(target=raw, args=(second.url, "msync/begin", key, {}))
     begin.start()
     assert arrived.wait(10)
@@ -543,7 +543,46 @@ def test_a_sync_server_is_stopped_for_a_backup_only_once_no_gateway_has_a_reques
         assert running_after(first, 1.5) == ["lou"]  # the sync is still open
         assert raw(second.url, "sync/abort", key, {}) == 200  # passes: it belongs to that sync
         assert running_after(first, 1.5) == []
-    monkeypatch.setattr(Proxy, "_send", send)
+    monkeypatch.setattr(Upstream, "to_worker", send)
+    device.add_note("after")
+    assert sync_pushes(device)
+    device.close()
+
+
+def test_a_sync_start_held_by_a_backup_keeps_its_sync_once_the_backup_is_done(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # Seen in CI as a device's sync failing during a backup ("AnkiWeb encountered a problem"):
+    # the start claimed the account's sync lease, was held while the backup stopped the
+    # worker (which drops the lease), then reached the fresh worker, and the sync's next
+    # request was refused as cut (503).
+    from gateway.backup import quiesce
+    from gateway.workers.lock import account_dir
+
+    cognito.add_user("ned", PASSWORD, "ned@example.com")
+    gw = start_gateway(cognito.config(tmp_path / "data"))
+    device = synced_device(tmp_path, gw, "ned", "ned")
+    assert device.auth is not None
+    key, folder = device.auth.hkey, account_dir(gw.config.collections_dir, "ned")
+    assert raw(gw.url, "sync/meta", key, {"v": 11, "cv": "26.09.3,raw,linux"}) == 200
+    started: list[int] = []
+    with quiesce.post(folder, force_at=time.time() + 600):
+        start = threading.Thread(
+            target=lambda: started.append(
+                raw(gw.url, "sync/start", key, {"minUsn": 0, "lnewer": False, "graves": None})
+            )
+        )
+        start.start()
+        deadline = time.monotonic() + 10
+        while gw.app[POOL].running():  # the backup's watcher stops the idle worker
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert start.is_alive()  # held for the backup
+    start.join(30)
+    assert started == [200]
+    graves = {"chunk": {"cards": [], "decks": [], "notes": []}}
+    assert raw(gw.url, "sync/applyGraves", key, graves) == 200
+    assert raw(gw.url, "sync/abort", key, {}) == 200
     device.add_note("after")
     assert sync_pushes(device)
     device.close()

@@ -175,7 +175,7 @@ def hold_the_budget(gw: RunningGateway, account: str) -> tuple[asyncio.Event, li
     """Two slow bodies from `account`, past its lane, fill the pool and the one place for a
     large body of `tight`; `stop` (set on the gateway's loop) ends them, the futures give
     their statuses."""
-    budget = gw.app[PROXY]._budget
+    budget = gw.app[PROXY]._bodies._budget
     key = gw.call(rawhttp.login(gw.port, account, PASSWORD))
     stop = asyncio.Event()
     slow = [
@@ -195,7 +195,7 @@ def hold_the_budget(gw: RunningGateway, account: str) -> tuple[asyncio.Event, li
 def test_bodies_filling_the_budget_never_refuse_another_users_sync(tight, tmp_path):
     # Issue 16, item 4, with one hostile account: two slow bodies fill the pool and the one
     # place for a large body. Before the small-body lane, every other user's sync/meta got 503.
-    budget = tight.app[PROXY]._budget
+    budget = tight.app[PROXY]._bodies._budget
     stop, slow = hold_the_budget(tight, "eve")
     loop = tight._loop
     device = Client(tmp_path / "alice")

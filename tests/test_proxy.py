@@ -25,8 +25,9 @@ from gateway.app import PROXY, add_routes
 from gateway.appkeys import CONFIG, PACING
 from gateway.auth.admission import Admission
 from gateway.config import load
+from gateway.forwarding.upstream import new_upstream_session
 from gateway.identity.provider import Identity
-from gateway.proxy import Proxy, new_upstream_session
+from gateway.proxy import Proxy
 from gateway.registry import SqliteRegistry
 from gateway.web.middlewares import errors_and_access_log
 from gateway.web.pace import Pacing

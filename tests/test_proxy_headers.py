@@ -1,6 +1,6 @@
 from multidict import CIMultiDict
 
-from gateway.proxy import end_to_end
+from gateway.web.headers import end_to_end
 
 
 def test_hop_by_hop_and_connection_named_headers_are_dropped():

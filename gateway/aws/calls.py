@@ -26,7 +26,7 @@ text can quote parameters: passwords, keys), with `.operation` and `.kind`:
     "setup"        this gateway's side: no credentials or region, bad parameters (`.code`
                    botocore's class name only: some messages quote parameter values)
     "closed"       the pool is shut down: the gateway is stopping
-Each caller maps these to its own error (identity/cognito.py, registry/dynamo.py,
+Each caller maps these to its own error (identity/cognito.py, registry/tablecalls.py,
 cluster/dynamo.py, portal/directory.py).
 """
 

@@ -6,8 +6,8 @@
         raises Unavailable (503, Retry-After) when the request cannot pass (below)
 
 Every proxied request holds this process's share of the account's busy lock from the moment it
-goes to the worker (its whole body read: proxy.py) until its answer is sent; a worker login
-likewise; an open collection sync (sessions.py) holds one more until it ends. A body still
+goes to the worker (its body read whole: forwarding/body.py) until its answer is sent; a worker
+login likewise; an open collection sync (sessions.py) holds one more until it ends. A body still
 arriving holds nothing: no slow client delays a backup that way.
 While a backup wants the account (sessions.verdict):
 - requests of the sync under way pass, so it ends normally; other requests are HELD (they

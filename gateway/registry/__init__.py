@@ -4,6 +4,10 @@ base.py     `Registry` (the async interface), `Account`, statuses, `key_digest`,
             `RegistryUnavailable` (503)
 sqlite.py   `SqliteRegistry`: one SQLite file in the data folder (the single-host default)
 dynamo.py   `DynamoRegistry`: one DynamoDB table shared by every node; `create_table`
+table.py    that table: its items, indexes and TTL, making it, items <-> values
+tablecalls.py  its API calls: one call in the thread pool with errors mapped, pages, a
+            conditional put
+tablecopy.py   copying another registry's items in, never replacing one
 transfer.py `copy_registry`: a SQLite registry's contents into the table, never replacing an
             item there (`accounts copy-registry`)
 nonce.py    what the registry remembers of a verified signature (`Registry.spend_nonce`)

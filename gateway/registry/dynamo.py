@@ -33,18 +33,19 @@ Guarantees, as the SQLite registry's (tests/test_registry.py runs both):
   PutItem over an existing one), so attributes other code adds survive.
 - a key counts only while its account is active and the key's generation is the account's.
 
-`copy_account`, `copy_retired_name` and `copy_host_key` write items copied from another
-registry (registry/transfer.py) with the same layout, each only where no item is (conditional),
-never replacing one.
+`copy_account`, `copy_retired_name` and `copy_host_key` (tablecopy.py) write items copied from
+another registry (registry/transfer.py) with the same layout, each only where no item is
+(conditional), never replacing one.
 
 The collection folder is not created here: on a cluster it belongs on the owner node's disk,
 and the account's first login there makes it (workers/lock.py `make_account_dir`). A name
 whose folder exists on this node is still never given out (a leftover is never adopted).
 
-Cost and caching. Calls run in a bounded thread pool (`max_concurrency`), never on the event
-loop; botocore retries (standard mode, 3 tries) before an error counts. Account rows read are
-kept for `cache_seconds` (default 5): **a sign-out, disable or deletion made through another
-node takes effect on this one within `cache_seconds`** (at once on the node that made it).
+Cost and caching. Calls (tablecalls.py) run in a bounded thread pool (`max_concurrency`), never
+on the event loop; botocore retries (standard mode, 3 tries) before an error counts. Account
+rows read are kept for `cache_seconds` (default 5): **a sign-out, disable or deletion made
+through another node takes effect on this one within `cache_seconds`** (at once on the node
+that made it).
 Host keys (immutable) are kept longer; so a logged-in device's request costs no DynamoDB call
 while its account row is cached, and one GetItem otherwise.
 When DynamoDB fails (throttled, unreachable, misconfigured), `account_for_key` answers from the
@@ -68,10 +69,8 @@ from botocore.exceptions import ClientError
 from cachetools import TTLCache
 
 from gateway import metrics, naming
-from gateway.aws.calls import CLOSED, SETUP, UNREACHABLE, AwsCallFailed, AwsCalls
 from gateway.identity.provider import Identity
 from gateway.identity.spelling import canonical
-from gateway.registry import transfer
 from gateway.registry.base import (
     ACTIVE,
     SEEN_EVERY,
@@ -79,7 +78,6 @@ from gateway.registry.base import (
     IssuedKey,
     Registry,
     RegistryUnavailable,
-    RetiredName,
     key_admits,
     key_digest,
     quota_values,
@@ -101,19 +99,14 @@ from gateway.registry.table import (
     make_client,
 )
 from gateway.registry.table import create_table as create_table
+from gateway.registry.tablecalls import TableCalls, unavailable
+from gateway.registry.tablecopy import CopyIn
 
 if TYPE_CHECKING:
     from gateway.config import Config
 
 log = logging.getLogger("gateway.registry")
 
-#: Error codes after which a call may succeed later by itself (metrics label, log level).
-_THROTTLED = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-}
-_UNAVAILABLE = {"InternalServerError", "ServiceUnavailable", "TransactionConflictException"}
 #: Attempts at one name when DynamoDB reports a conflicting transaction on the same items.
 _CONFLICT_RETRIES = 5
 #: Entries each cache holds (accounts, keys, names); LRU beyond.
@@ -124,7 +117,7 @@ _COUNT_SECONDS = 300.0
 _NAMES = {"#status": "status", "#name": "name"}
 
 
-class DynamoRegistry(Registry):
+class DynamoRegistry(CopyIn, Registry):
     """The registry in DynamoDB table `table` through boto3 `client`; see the module docstring.
     `cache_seconds` and `stale_seconds` as `registry.*` (config/schema.py); `clock` gives Unix times
     for the rows, `monotonic` ages the caches."""
@@ -145,10 +138,9 @@ class DynamoRegistry(Registry):
         super().__init__(collections_dir)
         collections_dir.mkdir(parents=True, exist_ok=True)  # this node's disk (readiness)
         self._client = client
-        self._table = table
         self._clock = clock
         self._owns_client = owns_client
-        self._aws = AwsCalls(client, threads=max_concurrency, name="registry")
+        self._calls = TableCalls(client, table, threads=max_concurrency)
         entries = _CACHE_ENTRIES
         #: sub → Account, trusted for `cache_seconds`.
         self._fresh: TTLCache[str, Account] = TTLCache(entries, cache_seconds, timer=monotonic)
@@ -182,48 +174,7 @@ class DynamoRegistry(Registry):
             owns_client=True,
         )
 
-    # -- calls --------------------------------------------------------------------------
-
-    async def _call(self, operation: str, *, expected: tuple[str, ...] = (), **params: Any) -> Any:
-        """One API call in the thread pool. ClientErrors whose code is in `expected` are
-        raised as they are; every other failure as a logged, counted RegistryUnavailable."""
-        try:
-            return await self._aws.run(operation, expected, **params)
-        except AwsCallFailed as failed:
-            if failed.kind == CLOSED:  # the gateway is stopping
-                error = RegistryUnavailable("registry closing")
-            else:
-                # Throttled or unavailable by its code (refused); refused, reset, DNS, TLS,
-                # timeouts (unreachable); no credentials or region, bad parameters (setup).
-                kind = {UNREACHABLE: "unavailable", SETUP: "misconfigured"}.get(failed.kind)
-                error = self._unavailable(operation, failed.code, kind)
-        # Raised outside the except block: nothing of botocore's is chained into logs.
-        raise error
-
-    @staticmethod
-    def _unavailable(operation: str, code: str, kind: str | None = None) -> RegistryUnavailable:
-        """The error to raise (and log and count) for a failed call; `kind` from `code` (an AWS
-        error code) unless given: throttled, unavailable, or misconfigured (a missing table,
-        denied access: this gateway's setup, logged at ERROR)."""
-        if kind is None:
-            kind = (
-                "throttled"
-                if code in _THROTTLED
-                else "unavailable"
-                if code in _UNAVAILABLE
-                else "misconfigured"
-            )
-        level = logging.ERROR if kind == "misconfigured" else logging.WARNING
-        metrics.registry_error(kind)
-        detail = f"registry unavailable: DynamoDB {operation} failed ({kind}: {code})"
-        log.log(level, "%s", detail, extra={"operation": operation, "code": code, "kind": kind})
-        return RegistryUnavailable(detail)
-
-    async def _get_item(self, pk: str) -> dict[str, Any] | None:
-        answer = await self._call(
-            "get_item", TableName=self._table, Key={"pk": _s(pk)}, ConsistentRead=True
-        )
-        return answer.get("Item")
+    # -- the account row and the caches ----------------------------------------
 
     async def _update(
         self,
@@ -236,7 +187,7 @@ class DynamoRegistry(Registry):
         """UpdateItem on `account#<sub>` (never creating it); the new row, remembered, or None
         when the condition failed."""
         params: dict[str, Any] = {
-            "TableName": self._table,
+            "TableName": self._calls.table,
             "Key": {"pk": _s(ACCOUNT + sub)},
             "UpdateExpression": expression,
             "ConditionExpression": condition,
@@ -248,7 +199,7 @@ class DynamoRegistry(Registry):
         if names:
             params["ExpressionAttributeNames"] = names
         try:
-            answer = await self._call(
+            answer = await self._calls.call(
                 "update_item", expected=("ConditionalCheckFailedException",), **params
             )
         except ClientError:
@@ -272,7 +223,7 @@ class DynamoRegistry(Registry):
 
     async def _read(self, sub: str) -> Account | None:
         """The account row, read now (consistent), and remembered."""
-        account = _account(await self._get_item(ACCOUNT + sub))
+        account = _account(await self._calls.get_item(ACCOUNT + sub))
         self._remember(sub, account)
         return account
 
@@ -287,7 +238,7 @@ class DynamoRegistry(Registry):
     async def get_by_name(self, name: str) -> Account | None:
         sub = self._names.get(name)
         if sub is None:
-            item = await self._get_item(NAME + name)
+            item = await self._calls.get_item(NAME + name)
             if item is None or "sub" not in item:
                 return None
             sub = item["sub"]["S"]
@@ -303,31 +254,18 @@ class DynamoRegistry(Registry):
         counts = self._counts.get("all")
         if counts is None:
             counts = {}
-            for item in await self._scan_accounts(projection="#status"):
+            for item in await self._calls.scan_accounts(projection="#status"):
                 status = item["status"]["S"]
                 counts[status] = counts.get(status, 0) + 1
             self._counts["all"] = counts
         return dict(counts)
 
     async def count(self) -> int:
-        return len(await self._scan_accounts(projection="pk"))
+        return len(await self._calls.scan_accounts(projection="pk"))
 
     async def all(self) -> list[Account]:
-        found = [_account(item) for item in await self._scan_accounts()]
+        found = [_account(item) for item in await self._calls.scan_accounts()]
         return sorted((a for a in found if a is not None), key=lambda a: a.name)
-
-    async def _scan_accounts(self, projection: str | None = None) -> list[dict[str, Any]]:
-        """Every `account#` item (a filtered scan: other items are read, never returned)."""
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "FilterExpression": "begins_with(pk, :account)",
-            "ExpressionAttributeValues": {":account": _s(ACCOUNT)},
-        }
-        if projection is not None:
-            params["ProjectionExpression"] = projection
-            if projection.startswith("#"):
-                params["ExpressionAttributeNames"] = {projection: projection[1:]}
-        return await self._all_pages("scan", params)
 
     async def ensure(self, identity: Identity, *, refresh: bool = True) -> tuple[Account, bool]:
         """See `Registry.ensure`. The folder is not created (module docstring)."""
@@ -354,7 +292,7 @@ class DynamoRegistry(Registry):
                     return account, False
                 # An `account#` item without an account's attributes (another writer's stub):
                 # every name would fail the same way.
-                raise self._unavailable("TransactWriteItems", "IncompleteAccountItem")
+                raise unavailable("TransactWriteItems", "IncompleteAccountItem")
         raise AssertionError("unreachable")  # pragma: no cover - candidates() never ends
 
     async def _refresh(self, identity: Identity) -> Account | None:
@@ -386,14 +324,14 @@ class DynamoRegistry(Registry):
         writes = [
             {
                 "Put": {
-                    "TableName": self._table,
+                    "TableName": self._calls.table,
                     "Item": {"pk": _s(NAME + name), "sub": _s(identity.sub)},
                     "ConditionExpression": new,
                 }
             },
             {
                 "Put": {
-                    "TableName": self._table,
+                    "TableName": self._calls.table,
                     "Item": _account_item(account),
                     "ConditionExpression": new,
                 }
@@ -401,7 +339,7 @@ class DynamoRegistry(Registry):
         ]
         for _ in range(_CONFLICT_RETRIES):
             try:
-                await self._call(
+                await self._calls.call(
                     "transact_write_items",
                     expected=("TransactionCanceledException",),
                     TransactItems=writes,
@@ -415,12 +353,12 @@ class DynamoRegistry(Registry):
                     return "account exists" if await self._read(identity.sub) else "name taken"
                 if "TransactionConflict" in codes:
                     continue
-                raise self._unavailable("TransactWriteItems", ",".join(map(str, codes))) from None
+                raise unavailable("TransactWriteItems", ",".join(map(str, codes))) from None
             self._remember(identity.sub, account)
             self._names[name] = identity.sub
             self._counts.clear()
             return account
-        raise self._unavailable("TransactWriteItems", "TransactionConflict")
+        raise unavailable("TransactWriteItems", "TransactionConflict")
 
     async def others_named(self, sub: str, names: set[str]) -> list[Account]:
         """See `Registry.others_named`: one index query per name and index (eventually
@@ -428,7 +366,7 @@ class DynamoRegistry(Registry):
         found: dict[str, Account] = {}
         for name in sorted(names):
             for index, attr in ((BY_USERNAME, "username_key"), (BY_EMAIL, "email_key")):
-                for item in await self._query(index, attr, name):
+                for item in await self._calls.query(index, attr, name):
                     account = _account(item)
                     if account is not None and account.sub != sub and account.active:
                         found[account.sub] = account
@@ -437,25 +375,6 @@ class DynamoRegistry(Registry):
             for a in sorted(found.values(), key=lambda a: a.name)
             if canonical(a.cognito_username) in names or canonical(a.email or "") in names
         ]
-
-    async def _query(self, index: str, attr: str, value: str) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": index,
-            "KeyConditionExpression": f"{attr} = :v",
-            "ExpressionAttributeValues": {":v": _s(value)},
-        }
-        return await self._all_pages("query", params)
-
-    async def _all_pages(self, operation: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """The items of every page of a scan or query."""
-        items: list[dict[str, Any]] = []
-        while True:
-            page = await self._call(operation, **params)
-            items += page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return items
-            params = {**params, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
     async def set_status(self, sub: str, status: str, *, only_from: str | None = None) -> bool:
         condition = "attribute_exists(pk)"
@@ -532,17 +451,17 @@ class DynamoRegistry(Registry):
         if account is None:
             return None
         try:
-            await self._call(
+            await self._calls.call(
                 "transact_write_items",
                 expected=("TransactionCanceledException",),
                 TransactItems=[
-                    {"Delete": {"TableName": self._table, "Key": {"pk": _s(ACCOUNT + sub)}}},
+                    {"Delete": {"TableName": self._calls.table, "Key": {"pk": _s(ACCOUNT + sub)}}},
                     {
                         # The claim stays, retired: the name is never given out again
                         # (`Registry.delete`). Never another account's claim; a missing one is
                         # made retired.
                         "Update": {
-                            "TableName": self._table,
+                            "TableName": self._calls.table,
                             "Key": {"pk": _s(NAME + account.name)},
                             "UpdateExpression": "SET #sub = :sub, retired_at = :now",
                             "ConditionExpression": "attribute_not_exists(pk) OR #sub = :sub",
@@ -556,7 +475,7 @@ class DynamoRegistry(Registry):
                 ],
             )
         except ClientError:
-            raise self._unavailable("TransactWriteItems", "TransactionCanceled") from None
+            raise unavailable("TransactWriteItems", "TransactionCanceled") from None
         self._remember(sub, None)
         self._names.pop(account.name, None)
         self._forget_keys(sub)
@@ -568,10 +487,12 @@ class DynamoRegistry(Registry):
         """Remove the key items of `sub` (already refused by generation or a missing account:
         a failure here is logged, not raised)."""
         try:
-            keys = [item["pk"] for item in await self._query(BY_KEY_SUB, "key_sub", sub)]
+            keys = [item["pk"] for item in await self._calls.query(BY_KEY_SUB, "key_sub", sub)]
             for chunk in _chunks(keys, 25):
                 requests = [{"DeleteRequest": {"Key": {"pk": pk}}} for pk in chunk]
-                await self._call("batch_write_item", RequestItems={self._table: requests})
+                await self._calls.call(
+                    "batch_write_item", RequestItems={self._calls.table: requests}
+                )
         except RegistryUnavailable:
             log.warning("old host keys left in the table (refused anyway)", extra={"sub": sub})
 
@@ -580,10 +501,10 @@ class DynamoRegistry(Registry):
     async def spend_nonce(self, nonce: str, until: float) -> bool:
         """See `Registry.spend_nonce`: one conditional PutItem (absent, or expired)."""
         try:
-            await self._call(
+            await self._calls.call(
                 "put_item",
                 expected=("ConditionalCheckFailedException",),
-                TableName=self._table,
+                TableName=self._calls.table,
                 Item={
                     "pk": _s(NONCE + nonce),
                     "until": _n(until),
@@ -605,7 +526,7 @@ class DynamoRegistry(Registry):
         account = await self.get(sub)
         name = account.name if account is not None else None
         item = _key_item(IssuedKey(digest, sub, generation, self._clock()), name)
-        if await self._put_new(item):  # else issued before (INSERT OR IGNORE): keys never
+        if await self._calls.put_new(item):  # else issued before (INSERT OR IGNORE): keys never
             self._keys[digest] = (sub, generation, name)  # change owner or generation
 
     async def account_for_key(self, host_key: str) -> Account | None:
@@ -615,7 +536,7 @@ class DynamoRegistry(Registry):
         known = self._keys.get(digest)
         try:
             if known is None:
-                item = await self._get_item(KEY + digest)
+                item = await self._calls.get_item(KEY + digest)
                 # The lookup is by digest; the explicit constant-time comparison keeps timing
                 # independent of the key if the lookup ever changes.
                 if item is None or not hmac.compare_digest(item["pk"]["S"], KEY + digest):
@@ -644,132 +565,7 @@ class DynamoRegistry(Registry):
         return key_digest(host_key) in self._keys
 
     async def host_key_count(self, sub: str) -> int:
-        return len(await self._query(BY_KEY_SUB, "key_sub", sub))
-
-    # -- copying a registry in (registry/transfer.py) -----------------------------------
-
-    async def copy_account(self, account: Account, *, dry_run: bool = False) -> tuple[str, str]:
-        """Write `account` (all its fields) and its name claim, unless either is in the table:
-        (outcome, reason) as `transfer.COPIED`, `PRESENT` (the same account) or `CONFLICT` (a
-        reason naming no key). `dry_run`: read only."""
-        outcome = await self._compare_account(account)
-        if outcome[0] != transfer.COPIED or dry_run:
-            return outcome
-        try:
-            await self._call(
-                "transact_write_items",
-                expected=("TransactionCanceledException",),
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": {"pk": _s(NAME + account.name), "sub": _s(account.sub)},
-                            # Its own claim (not retired) may be there: an account deleted in
-                            # the table keeps its claim retired and is not made again.
-                            "ConditionExpression": "attribute_not_exists(pk) OR "
-                            "(#sub = :sub AND attribute_not_exists(retired_at))",
-                            "ExpressionAttributeNames": {"#sub": "sub"},
-                            "ExpressionAttributeValues": {":sub": _s(account.sub)},
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": _account_item(account),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                ],
-            )
-        except ClientError:
-            return transfer.after_failed_write(await self._compare_account(account))
-        self._remember(account.sub, account)
-        self._counts.clear()
-        return outcome
-
-    async def _compare_account(self, account: Account) -> tuple[str, str]:
-        claim = await self._get_item(NAME + account.name)
-        if claim is not None:
-            if claim.get("sub", {}).get("S") != account.sub:
-                return transfer.CONFLICT, "its name is held by another account in the table"
-            if "retired_at" in claim:
-                return transfer.CONFLICT, "deleted in the table (its name is retired there)"
-        there = await self._read(account.sub)
-        if there is None:
-            return transfer.COPIED, ""
-        changed = transfer.differences(there, account)
-        if changed:
-            return transfer.CONFLICT, "differs in the table: " + ", ".join(changed)
-        return transfer.PRESENT, ""
-
-    async def copy_retired_name(
-        self, retired: RetiredName, *, dry_run: bool = False
-    ) -> tuple[str, str]:
-        """Write the retired claim `name#<name>` unless a claim is in the table; as
-        `copy_account`."""
-        outcome = await self._compare_retired(retired)
-        if outcome[0] != transfer.COPIED or dry_run:
-            return outcome
-        item = {
-            "pk": _s(NAME + retired.name),
-            "sub": _s(retired.sub),
-            "retired_at": _n(retired.retired_at),
-        }
-        if await self._put_new(item):
-            return outcome
-        return transfer.after_failed_write(await self._compare_retired(retired))
-
-    async def _compare_retired(self, retired: RetiredName) -> tuple[str, str]:
-        claim = await self._get_item(NAME + retired.name)
-        if claim is None:
-            return transfer.COPIED, ""
-        if claim.get("sub", {}).get("S") != retired.sub:
-            return transfer.CONFLICT, "the name is held by another account in the table"
-        if "retired_at" not in claim:
-            return (
-                transfer.CONFLICT,
-                "deleted in the SQLite registry but not in the table: delete it again",
-            )
-        return transfer.PRESENT, ""
-
-    async def copy_host_key(
-        self, key: IssuedKey, name: str, *, dry_run: bool = False
-    ) -> tuple[str, str]:
-        """Write `key#<digest>` (issued to the account `name`) unless it is in the table; as
-        `copy_account`."""
-        outcome = await self._compare_key(key, name)
-        if outcome[0] != transfer.COPIED or dry_run:
-            return outcome
-        if await self._put_new(_key_item(key, name)):
-            return outcome
-        return transfer.after_failed_write(await self._compare_key(key, name))
-
-    async def _compare_key(self, key: IssuedKey, name: str) -> tuple[str, str]:
-        item = await self._get_item(KEY + key.digest)
-        if item is None:
-            return transfer.COPIED, ""
-        there = (
-            item.get("sub", {}).get("S"),
-            int(item["generation"]["N"]) if "generation" in item else None,
-            item.get("name", {}).get("S", name),
-        )
-        if there != (key.sub, key.generation, name):
-            return transfer.CONFLICT, "a host key differs in the table (account or generation)"
-        return transfer.PRESENT, ""
-
-    async def _put_new(self, item: dict[str, Any]) -> bool:
-        """PutItem only if no item has its `pk`; whether it was written."""
-        try:
-            await self._call(
-                "put_item",
-                expected=("ConditionalCheckFailedException",),
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError:
-            return False
-        return True
+        return len(await self._calls.query(BY_KEY_SUB, "key_sub", sub))
 
     # -- operations ---------------------------------------------------------------------
 
@@ -777,14 +573,14 @@ class DynamoRegistry(Registry):
         """Whether the table answers a read now (reachable, permitted, present); never
         raises. Not a write: readiness probes come often, and DynamoDB has no lock to take."""
         try:
-            await self._get_item(ACCOUNT)  # "account#" alone: no account has an empty sub
+            await self._calls.get_item(ACCOUNT)  # "account#" alone: no account has an empty sub
         except RegistryUnavailable:
             return False
         return True
 
     async def close(self) -> None:
         # Let queued calls finish (each bounded by the botocore timeouts) before the client goes.
-        await self._aws.close()
+        await self._calls.close()
         if self._owns_client:
             self._client.close()
 

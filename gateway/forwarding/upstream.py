@@ -1,0 +1,290 @@
+"""The exchange with an upstream: the account's worker, or its owner node (the proxy,
+gateway/proxy.py, sends each request through here once its body is whole).
+
+    new_upstream_session(reuse=False) -> aiohttp.ClientSession   the connections used here
+    Upstream(pool, upstream, reused, cluster, answer_dir)
+      .reusable(body, upstream_path) -> bool   may it go over a reused connection
+      .to_worker(request, upstream_path, account, body, reuse=) -> the answer, its headers
+          sent; returns once the worker's side of it is read, its client's side delivering
+          (forwarding/delivery.py: the caller waits for it inside `delivering(request)`)
+      .to_node(request, upstream_path, node, (sub, key), address, body, reuse) -> the same
+    errors: WorkerTimeout, WorkerFailed, WorkerDied (502/503/504, errors.py); `Unavailable`
+    (503, Retry-After) when the owner node refuses or cannot be reached. Never a 403.
+
+Bodies pass both ways untouched; answers stream: no decompression, no redirects followed, and
+`anki-original-size` and an answer's `Content-Length` pass through. The rules follow Go's
+`httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every header the
+`Connection` header names (web/headers.py); when the upstream fails mid-body, abort the client
+connection so the client sees a broken transfer instead of a clean, truncated one.
+
+Answers (issue 16): the worker's status and headers go to the client at once, and its body
+goes through a relay (web/relay.py): read from the worker at loopback speed, sent to the client
+at the client's pace by a task of its own (forwarding/delivery.py). So the worker's lease (one
+of `workers.max_workers`), the account's sync turn and a backup's passage end once the worker
+has answered, not once the client has read it: a client reading a big `sync/download` slowly
+used to hold them all (with one worker slot, another user's sync got 503). A client that keeps
+up takes the bytes from memory as they come; for a slower one, past `ANSWER_MEMORY` bytes what
+comes until it has caught up waits in an unnamed temporary file in `answer_dir` (the data
+folder), for one answer per account at a time (another answer of the same account meanwhile
+waits for its client, holding its worker, as before).
+
+Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
+answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
+chunk arrive after that, unread data the server answers by resetting the connection, which cuts
+its answer short (2.5-5 % of full downloads of a 1 MB collection failed that way). This is also
+what made pooled keep-alive connections fail (29 % with chunked bodies, 0 of 3,000 with a
+Content-Length). So every request body is sent with a `Content-Length` (the bytes unchanged,
+only the framing): up to `WHOLE_BODY` bytes held in memory (forwarding/body.py), and over a
+reused connection for read-only methods; bigger bodies (uploads) from an unnamed temporary file
+in the data folder (web/spool.py), over a fresh connection each.
+
+Sending a request twice (design.md: "retries happen only when the request provably never
+reached a worker"). A refused connection proves nothing reached the worker: any request is then
+sent once more, to a fresh worker. A reused connection that breaks cannot tell a worker that
+had closed it before the request from one that read the request and then broke, and
+`applyChanges`, `applyChunk`, `finish` and most other methods must never be applied twice. So
+only read-only methods (`protocol.may_send_twice`) go over reused connections, and only they are
+sent again, on a fresh connection, when a reused one breaks; everything else goes over a fresh
+connection, and any failure after connecting is a 502.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from gateway import protocol
+from gateway.cluster import signing
+from gateway.cluster.internal import NODE_HEADERS, RETRY_AFTER, Cluster, forwarding_headers
+from gateway.cluster.placement import Node
+from gateway.errors import (
+    Unavailable,
+    WorkerDied,
+    WorkerFailed,
+    WorkerTimeout,
+)
+from gateway.forwarding.delivery import AnswerBroken, deliver
+from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
+from gateway.web.relay import Relay
+from gateway.web.spool import SpooledBody
+from gateway.workers.pool import WorkerPool
+
+log = logging.getLogger("gateway.proxy")
+
+#: Chunk size when copying an upstream body to the client.
+CHUNK = 64 * 1024
+#: Bytes of an answer held in memory for a client slower than its worker; past them, the rest
+#: goes to a temporary file (module doc: "Answers").
+ANSWER_MEMORY = 4 * CHUNK
+
+
+class _StaleConnection(Exception):
+    """A reused upstream connection broke before an answer: the worker may or may not have read
+    the request (only read-only requests use reused connections)."""
+
+
+class _NodeRefused(Exception):
+    """The owner node refused a forwarded request (signature, or not the owner any more)."""
+
+
+def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
+    connector = (
+        aiohttp.TCPConnector(limit=0, keepalive_timeout=5)
+        if reuse
+        else aiohttp.TCPConnector(force_close=True, limit=0)
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        # No total limit: a 300 MB download or the server's post-upload check may take long.
+        # The client has its own stall timer (60 s); sock_read stays above it.
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+    )
+
+
+def _upstream_failure(exc: Exception, *, stale: bool) -> Exception:
+    """The gateway error for a failed upstream request (`exc` itself if it is none of ours)."""
+    if isinstance(exc, TimeoutError):
+        return WorkerTimeout("worker did not answer in time")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)) and stale:
+        return _StaleConnection()
+    if isinstance(exc, aiohttp.ClientError):
+        return WorkerFailed(f"worker request failed: {type(exc).__name__}")
+    return exc
+
+
+class Upstream:
+    """Sends a request to the account's worker or its owner node, and streams the answer."""
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        upstream: aiohttp.ClientSession,
+        reused: aiohttp.ClientSession | None = None,
+        cluster: Cluster | None = None,
+        answer_dir: Path | None = None,
+    ) -> None:
+        self._cluster = cluster
+        self._pool = pool
+        self._upstream = upstream
+        self._reused = reused
+        self._answer_dir = answer_dir or Path(tempfile.gettempdir())
+        #: Accounts with an answer in a relay that may go to disk (`_answer_folder`).
+        self._relaying: set[str] = set()
+
+    def reusable(self, body: bytes | SpooledBody | None, upstream_path: str) -> bool:
+        """Whether the request may go over a reused connection: whole and of a read-only method
+        (module doc)."""
+        return (
+            self._reused is not None
+            and isinstance(body, bytes)
+            and protocol.may_send_twice(upstream_path)
+        )
+
+    async def to_node(
+        self,
+        request: web.Request,
+        upstream_path: str,
+        node: Node,
+        sub_and_key: tuple[str, str],
+        address: str,
+        body: bytes | SpooledBody | None,
+        reuse: bool,
+    ) -> web.StreamResponse:
+        """Forward to the owner node's internal route: the same body and answer rules as to a
+        worker (read-only methods may go twice, after a broken reused connection)."""
+        cluster = self._cluster
+        assert cluster is not None
+        url = cluster.target(node, upstream_path)
+        for _ in (1, 2):
+            headers = forwarding_headers(cluster, request.method, url, sub_and_key[1], address)
+            try:
+                return await self._exchange(
+                    request, url, body, reuse=reuse, extra=headers, account=sub_and_key[0]
+                )
+            except _StaleConnection:
+                reuse = False
+            except (aiohttp.ClientConnectorError, _NodeRefused) as exc:
+                cluster.router.forget(sub_and_key[0])
+                raise Unavailable(
+                    f"owner node {node.id}: {type(exc).__name__}", retry_after=RETRY_AFTER
+                ) from None
+        raise WorkerFailed("owner node closed the connection")
+
+    async def to_worker(
+        self,
+        request: web.Request,
+        upstream_path: str,
+        account: str,
+        body: bytes | SpooledBody | None,
+        *,
+        reuse: bool,
+    ) -> web.StreamResponse:
+        # One more try (module doc): after a refused connection (nothing reached the worker), or
+        # a broken reused one (only read-only methods use those). Nothing else is sent twice.
+        for attempt in (1, 2):
+            async with self._pool.lease(account) as worker:
+                url = worker.base_url + upstream_path
+                try:
+                    return await self._exchange(request, url, body, reuse=reuse, account=account)
+                except _StaleConnection:
+                    reuse = False
+                except aiohttp.ClientConnectorError:
+                    await self._pool.report_broken(account)
+                    if attempt == 2:
+                        raise WorkerFailed("worker refused the connection") from None
+                except WorkerFailed as exc:
+                    # Killed at its memory limit, or crashed: retryable, never a 403
+                    # (gateway/workers/containment/). A fresh worker serves the next request.
+                    death = await self._pool.report_broken(account)
+                    if death is not None:
+                        raise WorkerDied(f"worker died: {death.detail}") from exc
+                    raise
+        raise WorkerFailed("worker closed the connection")
+
+    async def _exchange(
+        self,
+        request: web.Request,
+        url: str,
+        body: bytes | SpooledBody | None,
+        *,
+        reuse: bool,
+        extra: Mapping[str, str] | None = None,
+        account: str = "",
+    ) -> web.StreamResponse:
+        """Sends the request; answers with the worker's status and headers at once, and returns
+        once the worker's side of the answer is read into a relay (module doc: "Answers").
+        `account`: whose answer (one answer on disk each)."""
+        headers = end_to_end(request.headers, REQUEST_OWNED | NODE_HEADERS)
+        if extra:
+            headers.update(extra)
+        session = self._reused if reuse and self._reused is not None else self._upstream
+        data: bytes | AsyncIterator[bytes] | None = None
+        if isinstance(body, SpooledBody):
+            data = body.chunks()
+            headers["Content-Length"] = str(body.size)  # whole, so never chunked (module doc)
+        else:
+            data = body
+        try:
+            upstream = await session.request(
+                request.method,
+                url,
+                params=request.rel_url.query,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+            )
+        except aiohttp.ClientConnectorError:
+            raise
+        except Exception as exc:
+            mapped = _upstream_failure(exc, stale=session is self._reused)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        async with upstream:
+            if extra and signing.REFUSED in upstream.headers:
+                raise _NodeRefused()  # never a node's 401 to a client (cluster/internal.py)
+            response = web.StreamResponse(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=end_to_end(upstream.headers, RESPONSE_OWNED | {"content-length"}),
+            )
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            folder = self._answer_folder(account)
+            relay = Relay(folder, memory=ANSWER_MEMORY)
+            delivery = deliver(request, response, relay)
+            if folder is not None and account:
+                self._relaying.add(account)
+                delivery.add_done_callback(lambda _: self._relaying.discard(account))
+            try:
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    if not await relay.put(chunk):
+                        break  # the client's side gave up (gone, stalled)
+                relay.end()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Headers are gone already; a clean end would hand the client a truncated body.
+                log.warning(
+                    "upstream failed mid-body; aborting client connection",
+                    extra={"error": type(exc).__name__},
+                )
+                relay.fail(AnswerBroken())
+            except OSError as exc:  # the answer folder's disk (full, gone)
+                log.error(
+                    "answer could not be held for a slow client; aborting client connection",
+                    extra={"error": type(exc).__name__},
+                )
+                relay.fail(AnswerBroken())
+            return response
+
+    def _answer_folder(self, account: str) -> Path | None:
+        """Where an answer too big for memory waits for a slow client: one answer of an
+        account at a time; another one holds its worker while its client is slow."""
+        return None if account in self._relaying else self._answer_dir
