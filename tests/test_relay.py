@@ -15,7 +15,7 @@ async def take(relay: Relay) -> bytes:
 
 
 async def test_the_worker_side_ends_before_the_client_takes_a_byte(tmp_path):
-    relay = Relay(tmp_path, memory=10)
+    relay = Relay(tmp_path, memory=10, batch=8)
     parts = [bytes([n]) * 4 for n in range(8)]  # 32 bytes: past the memory, into the file
     for part in parts:
         assert await relay.put(part)
@@ -45,19 +45,29 @@ async def test_a_client_that_keeps_up_never_makes_it_spill(tmp_path):
 
 
 async def test_once_the_client_caught_up_the_bytes_stay_in_memory_again(tmp_path):
-    relay = Relay(tmp_path, memory=10)
+    relay = Relay(tmp_path, memory=10, batch=8)
     for n in range(4):
         await relay.put(bytes([n]) * 8)  # from the second on, past the memory: to the file
     assert relay.on_disk == 24
     chunks = relay.chunks()
     assert await anext(chunks) == b"\0" * 8  # memory first: the oldest
-    await relay.put(b"late")  # the client has not taken the file yet: after it, in it
-    assert relay.on_disk == 28
-    assert await anext(chunks) == b"\1" * 8 + b"\2" * 8 + b"\3" * 8 + b"late"
+    await relay.put(b"late")  # the client has not taken the file yet: after it (a batch)
+    assert await anext(chunks) == b"\1" * 8 + b"\2" * 8 + b"\3" * 8
+    assert await anext(chunks) == b"late"  # from the batch not written yet
     await relay.put(b"after")  # caught up: memory again
     relay.end()
     assert [c async for c in chunks] == [b"after"]
-    assert relay.on_disk == 28
+    assert relay.on_disk == 24
+    relay.close()
+
+
+async def test_a_client_behind_by_less_than_a_batch_never_makes_it_touch_the_disk(tmp_path):
+    relay = Relay(tmp_path, memory=10, batch=100)
+    for n in range(10):
+        await relay.put(bytes([n]) * 8)  # 80 bytes: past the memory, within a batch
+    relay.end()
+    assert await take(relay) == b"".join(bytes([n]) * 8 for n in range(10))
+    assert relay.on_disk == 0
     relay.close()
 
 

@@ -14,9 +14,11 @@ relay the worker's side ends as soon as the worker has answered, while the clien
 on from what is held here.
 
 What is held: up to `memory` bytes the client has not taken yet in memory; past that, what
-comes until the client has caught up again in an unnamed temporary file in `folder` (as
+comes until the client has caught up again goes to an unnamed temporary file in `folder` (as
 web/spool.py: `O_TMPFILE` in the data folder, gone when closed or when the gateway dies;
-writes and reads in a thread). A client that keeps up never makes it touch the disk. Without
+writes and reads in a thread), `batch` bytes at a time: so at most `memory` + `batch` bytes
+(and a chunk) are in memory, and a client that falls behind by less than that and catches up
+never makes it touch the disk. Without
 a folder, `put()` waits instead until the client has taken enough (the answer then holds its
 worker as long as the client is slow).
 
@@ -37,12 +39,18 @@ from typing import IO, Any
 
 #: Bytes read from the file per chunk given to the client.
 CHUNK = 256 * 1024
+#: Bytes written to the file at a time (one thread hop each).
+BATCH = 1024 * 1024
 
 
 class Relay:
-    def __init__(self, folder: Path | None, *, memory: int) -> None:
+    def __init__(self, folder: Path | None, *, memory: int, batch: int = BATCH) -> None:
         self._folder = folder
         self._memory_limit = memory
+        self._batch = batch
+        #: Bytes on their way to the file, written `batch` at a time (the client may take them
+        #: from here first: then they never touch the disk).
+        self._pending = bytearray()
         self._held: deque[bytes] = deque()
         self._held_bytes = 0
         self._file: IO[bytes] | None = None
@@ -63,12 +71,12 @@ class Relay:
     async def put(self, chunk: bytes) -> bool:
         if self._closed:
             return False
-        to_file = self._read < self._written  # the client is still behind on the file
+        # While the client still has bytes of the file to take, everything after goes there
+        # too (it takes what is in memory first: older): the order is kept.
+        to_file = bool(self._pending) or self._read < self._written
         if not to_file and self._held_bytes + len(chunk) > self._memory_limit:
             if self._folder is not None:
                 to_file = True
-                if self._file is None:
-                    self._file = await asyncio.to_thread(tempfile.TemporaryFile, dir=self._folder)
             else:
                 while self._held_bytes and self._held_bytes + len(chunk) > self._memory_limit:
                     self._taken.clear()
@@ -76,15 +84,21 @@ class Relay:
                     if self._closed:
                         return False
         if to_file:
-            # While the client has bytes in the file to take, everything after goes there too
-            # (it takes what is in memory first: older): the order is kept.
-            await self._io(os.pwrite, chunk, self._written)
-            self._written += len(chunk)
+            self._pending += chunk
+            if len(self._pending) >= self._batch:
+                await self._flush()
         else:
             self._held.append(chunk)
             self._held_bytes += len(chunk)
         self._changed.set()
         return not self._closed
+
+    async def _flush(self) -> None:
+        data, self._pending = bytes(self._pending), bytearray()
+        if self._file is None:
+            self._file = await asyncio.to_thread(tempfile.TemporaryFile, dir=self._folder)
+        await self._io(os.pwrite, data, self._written)
+        self._written += len(data)
 
     def end(self) -> None:
         self._ended = True
@@ -109,6 +123,11 @@ class Relay:
                     raise OSError("relayed answer shorter than written")
                 self._read += len(chunk)
                 yield chunk
+            elif self._pending and self._read == self._written:
+                # Caught up with the file: the bytes not written yet come from memory.
+                chunk, self._pending = bytes(self._pending), bytearray()
+                self._taken.set()
+                yield chunk
             elif self._error is not None:
                 raise self._error
             elif self._ended:
@@ -122,6 +141,7 @@ class Relay:
         self._closed = True
         self._held.clear()
         self._held_bytes = 0
+        self._pending = bytearray()
         self._taken.set()
         self._changed.set()
         self._close_file()
