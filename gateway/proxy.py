@@ -107,6 +107,7 @@ class Proxy:
                 return await self._bodies.refuse(request, upstream_path, QuotaReached(str(exc)))
         meter = self._bodies.meter(account.name, address, upstream_path, check)
         body: bytes | SpooledBody | None = None
+        applied = False
         try:
             # From its arrival, a request of the account's live sync holds it (syncsession/),
             # however long its body takes; the body comes whole before any worker is taken
@@ -127,8 +128,8 @@ class Proxy:
                 response = await self._forward(
                     request, upstream_path, (account.sub, account.name), header.session, body, reuse
                 )
-                if response.status == 200:
-                    check = None  # the worker took it: its media stays counted (quota/guard.py)
+                # 200: the worker took it, and its media stays counted (quota/guard.py).
+                applied = response.status == 200
                 return response
         except (BodyTooLarge, Overloaded, UnreadableBody) as exc:
             # No byte of it reached a worker: the drain, at the client's pace, must not keep the
@@ -140,7 +141,7 @@ class Proxy:
             if isinstance(body, SpooledBody):
                 body.close()
             if isinstance(check, MediaCheck):
-                check.undo()  # counted when its _meta passed, but the worker did not take it
+                check.done(applied)  # reserved when its _meta passed (quota/mediatotal.py)
 
     def _arrival(
         self, owner: Node | None, account: str, upstream_path: str, session: str

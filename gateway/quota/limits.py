@@ -118,13 +118,16 @@ def check_upload(limits: Limits, compressed: int, inflated: int) -> None:
         )
 
 
-def check_collection(limits: Limits, on_disk: int) -> None:
-    """A normal sync of a collection that takes `on_disk` bytes on the server now."""
-    if limits.collection is not None and on_disk > limits.collection:
+def check_collection(limits: Limits, live: int) -> None:
+    """A normal sync that adds to a collection using `live` bytes on the server now (its live
+    pages: quota/livesize.py); deletions still sync while it is over (quota/growth.py)."""
+    if limits.collection is not None and live > limits.collection:
         raise OverQuota(
-            f"Your collection on this server is {megs_text(on_disk)}, over its limit of "
-            f"{megs_text(limits.collection)}, so it cannot sync. Ask this server's operator for "
-            f"more room."
+            f"Your collection on this server is {megs_text(live)}, over its limit of "
+            f"{megs_text(limits.collection)}. Deletions still sync, but this sync also adds "
+            f"(notes, cards, reviews, decks, note types or tags), so nothing was synced. Delete "
+            f"what you no longer need and upload your collection, or ask this server's "
+            f"operator for more room."
         )
 
 
