@@ -12,6 +12,8 @@ it down the layers, one decision in each module:
                arrival)
     send       forwarding/upstream.py: to the account's worker (workers/pool.py) or the owner
                node, the answer streamed back
+    deliver    forwarding/delivery.py: the rest of the answer to the client, at its pace,
+               once the worker, the turn and the gate are let go
 
 Request bodies come whole before a worker is taken (forwarding/body.py): a body still arriving
 holds no worker, no worker slot and no backup. The sync session is decided once the body is
@@ -37,6 +39,7 @@ from gateway.cluster.owner import owner_of, redirect, still_owner
 from gateway.cluster.placement import Node
 from gateway.errors import BodyTooLarge, Overloaded, QuotaReached, UnreadableBody
 from gateway.forwarding.body import BodyPolicy
+from gateway.forwarding.delivery import delivering
 from gateway.forwarding.upstream import Upstream
 from gateway.quota import OverQuota, QuotaGuard
 from gateway.quota.guard import MediaCheck
@@ -67,13 +70,22 @@ class Proxy:
         self._cluster = cluster
         self._admission = admission
         self._bodies = BodyPolicy(limits, budget, quota, spool_dir)
-        self._upstream = Upstream(pool, upstream, reused, cluster)
+        self._upstream = Upstream(pool, upstream, reused, cluster, spool_dir)
 
     async def forward(
         self, request: web.Request, upstream_path: str, *, from_node: bool = False
     ) -> web.StreamResponse:
         """Serve one sync request. `from_node`: it came signed from another node (cluster/
         internal.py), which saw the client's address; it is never forwarded again."""
+        # Once the worker and everything held with it are let go, the client's side of the
+        # answer goes on to its end (forwarding/delivery.py).
+        async with delivering(request):
+            response = await self._serve(request, upstream_path, from_node)
+        return response
+
+    async def _serve(
+        self, request: web.Request, upstream_path: str, from_node: bool
+    ) -> web.StreamResponse:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
         # A request forwarded by another node: the client's address as that node saw it.
         address = request.get(FORWARDED_FOR) or client_address(

@@ -2,18 +2,31 @@
 gateway/proxy.py, sends each request through here once its body is whole).
 
     new_upstream_session(reuse=False) -> aiohttp.ClientSession   the connections used here
-    Upstream(pool, upstream, reused, cluster)
+    Upstream(pool, upstream, reused, cluster, answer_dir)
       .reusable(body, upstream_path) -> bool   may it go over a reused connection
-      .to_worker(request, upstream_path, account, body, reuse=) -> the answer, streamed
+      .to_worker(request, upstream_path, account, body, reuse=) -> the answer, its headers
+          sent; returns once the worker's side of it is read, its client's side delivering
+          (forwarding/delivery.py: the caller waits for it inside `delivering(request)`)
       .to_node(request, upstream_path, node, (sub, key), address, body, reuse) -> the same
     errors: WorkerTimeout, WorkerFailed, WorkerDied (502/503/504, errors.py); `Unavailable`
     (503, Retry-After) when the owner node refuses or cannot be reached. Never a 403.
 
 Bodies pass both ways untouched; answers stream: no decompression, no redirects followed, and
-`anki-original-size` passes through. The rules follow Go's `httputil.ReverseProxy`: drop the
-hop-by-hop headers (RFC 9110 §7.6.1) and every header the `Connection` header names
-(web/headers.py); when the upstream fails mid-body, abort the client connection so the client
-sees a broken transfer instead of a clean, truncated one.
+`anki-original-size` and an answer's `Content-Length` pass through. The rules follow Go's
+`httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every header the
+`Connection` header names (web/headers.py); when the upstream fails mid-body, abort the client
+connection so the client sees a broken transfer instead of a clean, truncated one.
+
+Answers (issue 16): the worker's status and headers go to the client at once, and its body
+goes through a relay (web/relay.py): read from the worker at loopback speed, sent to the client
+at the client's pace by a task of its own (forwarding/delivery.py). So the worker's lease (one
+of `workers.max_workers`), the account's sync turn and a backup's passage end once the worker
+has answered, not once the client has read it: a client reading a big `sync/download` slowly
+used to hold them all (with one worker slot, another user's sync got 503). A client that keeps
+up takes the bytes from memory as they come; for a slower one, past `ANSWER_MEMORY` bytes what
+comes until it has caught up waits in an unnamed temporary file in `answer_dir` (the data
+folder), for one answer per account at a time (another answer of the same account meanwhile
+waits for its client, holding its worker, as before).
 
 Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
 answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
@@ -38,7 +51,9 @@ connection, and any failure after connecting is a 502.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -48,14 +63,14 @@ from gateway.cluster import signing
 from gateway.cluster.internal import NODE_HEADERS, RETRY_AFTER, Cluster, forwarding_headers
 from gateway.cluster.placement import Node
 from gateway.errors import (
-    ClientStalled,
     Unavailable,
     WorkerDied,
     WorkerFailed,
     WorkerTimeout,
 )
-from gateway.web.bodies import loop_time, paced_write, pacing_of
+from gateway.forwarding.delivery import AnswerBroken, deliver
 from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
+from gateway.web.relay import Relay
 from gateway.web.spool import SpooledBody
 from gateway.workers.pool import WorkerPool
 
@@ -63,6 +78,9 @@ log = logging.getLogger("gateway.proxy")
 
 #: Chunk size when copying an upstream body to the client.
 CHUNK = 64 * 1024
+#: Bytes of an answer held in memory for a client slower than its worker; past them, the rest
+#: goes to a temporary file (module doc: "Answers").
+ANSWER_MEMORY = 4 * CHUNK
 
 
 class _StaleConnection(Exception):
@@ -110,11 +128,15 @@ class Upstream:
         upstream: aiohttp.ClientSession,
         reused: aiohttp.ClientSession | None = None,
         cluster: Cluster | None = None,
+        answer_dir: Path | None = None,
     ) -> None:
         self._cluster = cluster
         self._pool = pool
         self._upstream = upstream
         self._reused = reused
+        self._answer_dir = answer_dir or Path(tempfile.gettempdir())
+        #: Accounts with an answer in a relay that may go to disk (`_answer_folder`).
+        self._relaying: set[str] = set()
 
     def reusable(self, body: bytes | SpooledBody | None, upstream_path: str) -> bool:
         """Whether the request may go over a reused connection: whole and of a read-only method
@@ -143,7 +165,9 @@ class Upstream:
         for _ in (1, 2):
             headers = forwarding_headers(cluster, request.method, url, sub_and_key[1], address)
             try:
-                return await self._exchange(request, url, body, reuse=reuse, extra=headers)
+                return await self._exchange(
+                    request, url, body, reuse=reuse, extra=headers, account=sub_and_key[0]
+                )
             except _StaleConnection:
                 reuse = False
             except (aiohttp.ClientConnectorError, _NodeRefused) as exc:
@@ -168,7 +192,7 @@ class Upstream:
             async with self._pool.lease(account) as worker:
                 url = worker.base_url + upstream_path
                 try:
-                    return await self._exchange(request, url, body, reuse=reuse)
+                    return await self._exchange(request, url, body, reuse=reuse, account=account)
                 except _StaleConnection:
                     reuse = False
                 except aiohttp.ClientConnectorError:
@@ -192,7 +216,11 @@ class Upstream:
         *,
         reuse: bool,
         extra: Mapping[str, str] | None = None,
+        account: str = "",
     ) -> web.StreamResponse:
+        """Sends the request; answers with the worker's status and headers at once, and returns
+        once the worker's side of the answer is read into a relay (module doc: "Answers").
+        `account`: whose answer (one answer on disk each)."""
         headers = end_to_end(request.headers, REQUEST_OWNED | NODE_HEADERS)
         if extra:
             headers.update(extra)
@@ -230,37 +258,33 @@ class Upstream:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
-            pace = pacing_of(request).start(loop_time())
-            written = 0  # bytes of the answer handed to the client's connection
+            folder = self._answer_folder(account)
+            relay = Relay(folder, memory=ANSWER_MEMORY)
+            delivery = deliver(request, response, relay)
+            if folder is not None and account:
+                self._relaying.add(account)
+                delivery.add_done_callback(lambda _: self._relaying.discard(account))
             try:
-                waiting_since = loop_time()
                 async for chunk in upstream.content.iter_chunked(CHUNK):
-                    pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
-                    await paced_write(response, chunk, pace)
-                    written += len(chunk)
-                    waiting_since = loop_time()
-            except ClientStalled:
-                # It does not read the answer (web/pace.py): it would hold the worker for ever.
-                if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError("client stalled reading the answer") from None
-            except ConnectionResetError:
-                raise  # writing to a client that went away (the middleware logs it)
+                    if not await relay.put(chunk):
+                        break  # the client's side gave up (gone, stalled)
+                relay.end()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Headers are gone already; a clean end would hand the client a truncated body.
                 log.warning(
                     "upstream failed mid-body; aborting client connection",
                     extra={"error": type(exc).__name__},
                 )
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
-            try:
-                await response.write_eof()
-            except ConnectionError:
-                # Every byte of the answer was handed over; only the end of the chunked framing
-                # found the connection closed. Anki does that after reading msync/begin's whole
-                # answer (measured: a 499 "client gone" on about one media sync in three). The
-                # answer was delivered: no failure.
-                log.debug("client closed right after the whole answer", extra={"bytes": written})
+                relay.fail(AnswerBroken())
+            except OSError as exc:  # the answer folder's disk (full, gone)
+                log.error(
+                    "answer could not be held for a slow client; aborting client connection",
+                    extra={"error": type(exc).__name__},
+                )
+                relay.fail(AnswerBroken())
             return response
+
+    def _answer_folder(self, account: str) -> Path | None:
+        """Where an answer too big for memory waits for a slow client: one answer of an
+        account at a time; another one holds its worker while its client is slow."""
+        return None if account in self._relaying else self._answer_dir
