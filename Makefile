@@ -8,6 +8,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Extra arguments for local mode, e.g. make dev ARGS="--port 8081"
 ARGS ?=
+# Test processes (pytest-xdist). Each takes whole test files (--dist loadfile), so a file's
+# module-wide servers start once; 2 fits a 2-core machine (most tests wait on their servers).
+TEST_PROCESSES ?= 2
 
 .PHONY: dev test lint install clean
 
@@ -15,7 +18,7 @@ dev: install
 	$(BIN)/python -m gateway dev $(ARGS)
 
 test: install lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # lint-imports keeps the dependency direction (pyproject.toml [tool.importlinter],
 # docs/design/layout.md). The last step builds the documentation site (mkdocs.yml, docs/) with

@@ -26,6 +26,8 @@ class Settings:
     # 2: meta latency while another user uploads in a loop
     contention_runs: int = 3
     contention_window_s: float = 15.0
+    #: probing without an upload, after each run's uploads
+    contention_idle_s: float = 5.0
     probe_interval_s: float = 0.01
     # 3: small-request overhead
     load_runs: int = 5
@@ -71,16 +73,18 @@ class Settings:
         if not quick:
             return cls(quick=False)
         # Every measure's code path with the least waiting: two runs only where a measure's runs
-        # alternate their order, two capacity steps (the ramp doubles once).
+        # alternate their order, two capacity steps (the ramp doubles once). Windows are just
+        # long enough for some samples each (a probe every 10 ms, a sync every 0.1 s).
         return cls(
             quick=True,
-            busy_sample_s=0.2,
+            busy_sample_s=0.05,
             collection_mb=1.0,
             full_sync_runs=2,
             contention_runs=1,
-            contention_window_s=1.0,
+            contention_window_s=0.5,
+            contention_idle_s=0.2,
             load_runs=1,
-            load_duration_s=0.2,
+            load_duration_s=0.1,
             login_runs=1,
             cached_logins=20,
             warm_logins=2,
@@ -89,7 +93,7 @@ class Settings:
             ttl_logins=40,
             calls_runs=1,
             memory_runs=1,
-            memory_settle_s=0.2,
+            memory_settle_s=0.1,
             registry_accounts=200,
             workers_per_command=1,
             many_users=2,
@@ -97,8 +101,8 @@ class Settings:
             notes_per_sync=3,
             capacity_start=1,
             capacity_most=2,
-            capacity_window_s=1.0,
-            capacity_think_s=(0.1, 0.3),
+            capacity_window_s=0.5,
+            capacity_think_s=(0.05, 0.15),
             capacity_budget_s=20.0,
             cluster_users=3,
             cluster_clients=3,

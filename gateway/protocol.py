@@ -91,11 +91,6 @@ def parse_sync_header(raw: str | None) -> SyncHeader:
     return SyncHeader(version, key, client, session)
 
 
-#: The methods by which a normal sync begins and adds to the collection (quota/guard.py checks
-#: the collection's size before each).
-GROWS_COLLECTION = frozenset({"sync/meta", "sync/start", "sync/applyChanges", "sync/applyChunk"})
-
-
 def may_send_twice(method: str) -> bool:
     """True if `method` (`"sync/meta"`) may be sent again when it is unknown whether the worker
     got it the first time: only read-only methods (`READ_ONLY_METHODS`)."""

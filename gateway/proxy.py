@@ -12,6 +12,8 @@ it down the layers, one decision in each module:
                arrival)
     send       forwarding/upstream.py: to the account's worker (workers/pool.py) or the owner
                node, the answer streamed back
+    deliver    forwarding/delivery.py: the rest of the answer to the client, at its pace,
+               once the worker, the turn and the gate are let go
 
 Request bodies come whole before a worker is taken (forwarding/body.py): a body still arriving
 holds no worker, no worker slot and no backup. The sync session is decided once the body is
@@ -37,6 +39,7 @@ from gateway.cluster.owner import owner_of, redirect, still_owner
 from gateway.cluster.placement import Node
 from gateway.errors import BodyTooLarge, Overloaded, QuotaReached, UnreadableBody
 from gateway.forwarding.body import BodyPolicy
+from gateway.forwarding.delivery import delivering
 from gateway.forwarding.upstream import Upstream
 from gateway.quota import OverQuota, QuotaGuard
 from gateway.quota.guard import MediaCheck
@@ -67,13 +70,22 @@ class Proxy:
         self._cluster = cluster
         self._admission = admission
         self._bodies = BodyPolicy(limits, budget, quota, spool_dir)
-        self._upstream = Upstream(pool, upstream, reused, cluster)
+        self._upstream = Upstream(pool, upstream, reused, cluster, spool_dir)
 
     async def forward(
         self, request: web.Request, upstream_path: str, *, from_node: bool = False
     ) -> web.StreamResponse:
         """Serve one sync request. `from_node`: it came signed from another node (cluster/
         internal.py), which saw the client's address; it is never forwarded again."""
+        # Once the worker and everything held with it are let go, the client's side of the
+        # answer goes on to its end (forwarding/delivery.py).
+        async with delivering(request):
+            response = await self._serve(request, upstream_path, from_node)
+        return response
+
+    async def _serve(
+        self, request: web.Request, upstream_path: str, from_node: bool
+    ) -> web.StreamResponse:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
         # A request forwarded by another node: the client's address as that node saw it.
         address = request.get(FORWARDED_FOR) or client_address(
@@ -95,6 +107,7 @@ class Proxy:
                 return await self._bodies.refuse(request, upstream_path, QuotaReached(str(exc)))
         meter = self._bodies.meter(account.name, address, upstream_path, check)
         body: bytes | SpooledBody | None = None
+        applied = False
         try:
             # From its arrival, a request of the account's live sync holds it (syncsession/),
             # however long its body takes; the body comes whole before any worker is taken
@@ -115,8 +128,8 @@ class Proxy:
                 response = await self._forward(
                     request, upstream_path, (account.sub, account.name), header.session, body, reuse
                 )
-                if response.status == 200:
-                    check = None  # the worker took it: its media stays counted (quota/guard.py)
+                # 200: the worker took it, and its media stays counted (quota/guard.py).
+                applied = response.status == 200
                 return response
         except (BodyTooLarge, Overloaded, UnreadableBody) as exc:
             # No byte of it reached a worker: the drain, at the client's pace, must not keep the
@@ -128,7 +141,7 @@ class Proxy:
             if isinstance(body, SpooledBody):
                 body.close()
             if isinstance(check, MediaCheck):
-                check.undo()  # counted when its _meta passed, but the worker did not take it
+                check.done(applied)  # reserved when its _meta passed (quota/mediatotal.py)
 
     def _arrival(
         self, owner: Node | None, account: str, upstream_path: str, session: str

@@ -232,6 +232,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     )
     if cluster is None or config.cluster.storage != "local":
         yield
+        sessions.close()
         return
     from gateway.cluster import adopt_folders
 
@@ -243,6 +244,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     yield
     adopting.cancel()
     await asyncio.gather(adopting, return_exceptions=True)
+    sessions.close()
 
 
 async def _started(app: web.Application) -> AsyncIterator[None]:

@@ -9,8 +9,6 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
 from gateway.app import create_app, server_options
 from gateway.config import ServerConfig
 from gateway.identity.fake import FakeProvider
@@ -102,20 +100,42 @@ def test_defaults_keep_idle_connections_past_every_proxy_in_front_and_headers_sh
     assert defaults.header_timeout_seconds <= 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the header deadline starts on the first byte that arrives while the connection "
-    "waits for a request; bytes pipelined with the previous request arrived before that, so "
-    "only the keep-alive time (75 s at the defaults, not 30 s) closes the connection; aiohttp's "
-    "parser does not say whether it holds part of a next request",
-)
 async def test_a_later_requests_headers_pipelined_with_the_first_still_have_the_deadline(
     tmp_path, serve_app
 ):
     # The first bytes of the next request came in the same packet as the first request, then
-    # nothing: no later byte arrives to start the header deadline.
+    # nothing: no later byte arrives to start the header deadline. Was closed only by the
+    # keep-alive time (75 s at the defaults, not 30 s).
     reader, writer = await asyncio.open_connection("127.0.0.1", await gateway(tmp_path, serve_app))
     writer.write(HEALTH + b"GET /health HTTP/1.1\r\nHo")
     await answer(reader)
     took = await closed_within(reader, IDLE + 2)
     assert took < HEADER + 1, f"closed after {took:.1f} s"
+
+
+POST = b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+
+
+async def test_next_headers_in_the_packet_that_ends_a_body_have_the_deadline(tmp_path, serve_app):
+    reader, writer = await asyncio.open_connection("127.0.0.1", await gateway(tmp_path, serve_app))
+    writer.write(POST + b"ab")
+    await asyncio.sleep(0.1)
+    writer.write(b"cde" + b"GET /health HTTP/1.1\r\nHo")  # the body's end, then a next request
+    assert (await answer(reader)).startswith(b"HTTP/1.1 404")
+    took = await closed_within(reader, IDLE + 2)
+    assert took < HEADER + 1, f"closed after {took:.1f} s"
+
+
+async def test_a_body_that_ends_its_packet_leaves_the_connection_idle_not_timed(
+    tmp_path, serve_app
+):
+    # The counterpart: nothing of a next request came, so only the idle time applies.
+    reader, writer = await asyncio.open_connection("127.0.0.1", await gateway(tmp_path, serve_app))
+    writer.write(POST + b"ab")
+    await asyncio.sleep(0.1)
+    writer.write(b"cde")
+    assert (await answer(reader)).startswith(b"HTTP/1.1 404")
+    await asyncio.sleep(4 * HEADER)
+    writer.write(HEALTH)
+    assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+    writer.close()

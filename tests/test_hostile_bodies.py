@@ -10,7 +10,9 @@ small enough that one account can fill it (item 4 at the default sizes is in tes
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import aiohttp
 import pytest
 import zstandard
 
+from bench import collection
 from gateway import protocol
 from gateway.app import PROXY
 from gateway.appkeys import POOL
@@ -45,7 +48,18 @@ def pool() -> Iterator[CognitoPool]:
         env.setenv("AWS_DEFAULT_REGION", "eu-west-1")
         with mock_aws():
             cognito = make_pool()
-            for user in ("bob", "carol", "eve", "alice", "tess", "toby", "tara", "dan"):
+            for user in (
+                "bob",
+                "carol",
+                "eve",
+                "alice",
+                "tess",
+                "toby",
+                "tara",
+                "dan",
+                "sam",
+                "val",
+            ):
                 cognito.add_user(user, PASSWORD, f"{user}@example.com")
             yield cognito
 
@@ -74,6 +88,14 @@ def three(pool, tmp_path_factory) -> Iterator[RunningGateway]:
     # Room for three sync servers; a request waits 3 s for one before its 503.
     yield from gateway(
         pool, tmp_path_factory.mktemp("three") / "data", max_workers=3, queue_timeout_seconds=3
+    )
+
+
+@pytest.fixture(scope="module")
+def one(pool, tmp_path_factory) -> Iterator[RunningGateway]:
+    # Room for one sync server; a request waits 2 s for it before its 503.
+    yield from gateway(
+        pool, tmp_path_factory.mktemp("one") / "data", max_workers=1, queue_timeout_seconds=2
     )
 
 
@@ -277,3 +299,56 @@ def test_bodies_filling_the_budget_never_refuse_another_users_media_sync(tight, 
         device.close()
     media = tight.config.collections_dir / "carol" / "media"
     assert all((media / name).exists() for name in names)
+
+
+def slow_download(port: int, key: str) -> tuple[socket.socket, http.client.HTTPResponse]:
+    """Asks for a full download over a socket with a small receive buffer and reads only the
+    answer's head: the client that takes its answer slowly."""
+    body = protocol.compress(b"{}")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"POST /sync/download HTTP/1.1\r\nHost: x\r\nanki-sync: "
+        + rawhttp.sync_header(key)
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    return sock, answer
+
+
+def test_a_client_reading_a_big_download_slowly_holds_no_worker(one, tmp_path):
+    # Issue 16: an answer streamed at the client's pace held its worker's lease (one of
+    # workers.max_workers) until the client had read it all: with one worker slot, another
+    # user's sync waited for it and got 503. Now the worker's side ends at loopback speed.
+    folder = tmp_path / "sam"
+    collection.make(folder, megabytes=20)  # ~15 MB on the wire: past every socket buffer
+    device = Client(folder)
+    device.login("sam", PASSWORD, one.url)
+    device.full_sync(upload=True)
+    device.close()
+    expected = (folder / "collection.anki2").stat().st_size
+    key = one.call(rawhttp.login(one.port, "sam", PASSWORD))
+    sock, answer = slow_download(one.port, key)
+    try:
+        assert answer.status == 200
+        pool = one.app[POOL]
+        for _ in range(100):  # the worker's side of the answer is read at loopback speed
+            if one.call(asyncio.sleep(0, pool.in_flight("sam"))) == 0:
+                break
+            time.sleep(0.1)
+        assert one.call(asyncio.sleep(0, pool.in_flight("sam"))) == 0, "the lease is held"
+        # Another user takes the only worker slot meanwhile: its sync works, no 503.
+        other = Client(tmp_path / "val")
+        other.login("val", PASSWORD, one.url)
+        other.add_note("while sam's download is read slowly")
+        other.sync(media=False)
+        other.close()
+        body = answer.read()  # the slow client still gets its whole answer
+    finally:
+        sock.close()
+    database = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    assert database.startswith(b"SQLite format 3\0")
+    assert abs(len(database) - expected) < expected // 4

@@ -112,8 +112,7 @@ def with_uploads(
 
 def idle(ctx: Context, port: int, keys: dict[str, str]) -> dict[str, Any]:
     s = ctx.settings
-    window = max(1.0, s.contention_window_s / 3)
-    probed = asyncio.run(probe(port, keys[PROBER], window, s.probe_interval_s))
+    probed = asyncio.run(probe(port, keys[PROBER], s.contention_idle_s, s.probe_interval_s))
     summary = stats.latency(probed["latencies_ms"])
     summary["errors"] = float(probed["errors"])
     return {"summary": summary, "samples": probed["latencies_ms"]}

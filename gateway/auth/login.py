@@ -237,7 +237,10 @@ class LoginService:
             host_key = await self.worker_key(account, header)
         await self.registry.add_host_key(identity.sub, host_key, account.key_generation)
         now = await self.registry.get(identity.sub)
-        if now is not None and now.key_generation != account.key_generation:
+        if now is None:
+            # Deleted while this login ran (after its folder was made): no key for it.
+            raise Unavailable("the account was deleted during this login", retry_after=5)
+        if now.key_generation != account.key_generation:
             # Signed out everywhere while this login ran: that key is already refused. Answer
             # with a retry rather than a key that logs the device out at its first request.
             raise Unavailable("account signed out during the login; try again", retry_after=1)
@@ -302,6 +305,18 @@ class LoginService:
                     "the account's worker still has its old key generation", retry_after=10
                 ) from None
 
+    async def _make_folder(self, account: Account) -> None:
+        """The account's folder, made; then its registry row read again. An account deleted
+        meanwhile (`accounts prune`, "delete my account": they delete the row, then look for
+        the folder; this makes the folder, then looks for the row, so one of the two sees the
+        other) gets its folder removed again if it is still empty, and the login a 503: no
+        folder, worker or key is left for an account without a row."""
+        folder = make_account_dir(self.pool.collections_dir, account.name)
+        if await self.registry.get(account.sub) is None:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only ever an empty one: never anyone's files
+            raise Unavailable("the account was deleted during this login", retry_after=5)
+
     async def _worker_login(self, account: Account, header: protocol.SyncHeader) -> str:
         password = self._password_for(account.name, account.key_generation)
         body = protocol.encode_login(account.name, password)
@@ -310,7 +325,7 @@ class LoginService:
             "Content-Type": "application/octet-stream",
         }
         # A login is where an account comes into being on its owner node (workers/lock.py).
-        make_account_dir(self.pool.collections_dir, account.name)
+        await self._make_folder(account)
         passage = (
             self.gate.passage(account.name, "sync/hostKey", header.session)
             if self.gate is not None

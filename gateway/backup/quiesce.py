@@ -90,8 +90,8 @@ def post(folder: Path, force_at: float) -> Posted | None:
     if fd is None:
         return None
     data = json.dumps({"pid": os.getpid(), "force_at": force_at}).encode()
-    os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))  # never cut to 0 and rewritten (workers/lock.py: _write)
     return Posted(fd)
 
 
@@ -184,16 +184,17 @@ class Held:
 def hold(collections_dir: Path, account: str, wait: float) -> Held | str:
     """Quiesce `account` for a backup (module doc): post the want with `force_at` = now +
     `wait`, then take its worker lock once the gateways have stopped its sync server, within
-    `wait` + STOP_MARGIN seconds. `Held`, or why not (another backup wants it; the lock stayed
-    taken, no folder here). Blocks (it polls); OSError when the account folder is not
-    writable."""
+    `wait` + STOP_MARGIN seconds. `Held`, or why not (another backup, restore, export or prune
+    holds it: refused at once, never waited for; the lock stayed taken; no folder here).
+    Blocks (it polls); OSError when the account folder is not writable."""
     try:
         folder = account_dir(collections_dir, account)
     except NoAccountFolder:
         return "it has no folder on this node"
     posted = post(folder, force_at=time.time() + wait)
     if posted is None:
-        return "another backup is copying it"
+        # Backups, restores, exports and `accounts prune` all hold an account this way.
+        return "a backup, restore or export holds it now; try again shortly"
     deadline = time.monotonic() + wait + STOP_MARGIN
     while (lock := try_lock(collections_dir, account)) is None:
         if time.monotonic() >= deadline:

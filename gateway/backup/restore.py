@@ -2,11 +2,14 @@
 
     restore(config, store, snapshot=None, accounts=None, *, exclude=(), wait=60) -> list[str]
         (the accounts restored); raises BackupError (no key, no such snapshot or account, a
-        snapshot that fails its checks, an account that could not be quiesced: then nothing
-        was restored, and the message names the account and why)
+        snapshot that fails its checks, too little free space to stage it, an account that
+        could not be quiesced: then nothing was restored, and the message says why)
 
 In order, so that a failure anywhere leaves every account exactly as it was:
-1. The manifest's MAC and shape are checked (manifest.py, under `backup.manifest_key`).
+1. The manifest's MAC and shape are checked (manifest.py, under `backup.manifest_key`), and
+   the data disk's free space (readiness.free_bytes) against what staging writes (the sizes
+   the store lists for the chosen accounts' files and media) plus `server.min_free_disk_megs`:
+   too little refuses the restore before any folder is made or file written.
 2. Each chosen account is STAGED while its users keep syncing: its files are downloaded into
    `<account>/.gateway-restore-new/` and checked (verify.stage: each file's SHA-256, SQLite's
    integrity check, no trigger, view or virtual table; nothing of the file runs). The first
@@ -40,11 +43,13 @@ from gateway.backup.snapshot import BackupError, manifest_key, running
 from gateway.backup.store import Store
 from gateway.backup.verify import read_manifest, stage
 from gateway.config import Config
+from gateway.ops import readiness
 from gateway.workers.lock import make_account_dir
 
 log = logging.getLogger("gateway.backup")
 #: In an account folder while a restore stages its files there.
 STAGING = ".gateway-restore-new"
+_MIB = 1024 * 1024
 
 
 def restore(
@@ -71,6 +76,7 @@ def restore(
     chosen = [a for a in (accounts or sorted(listed)) if a not in exclude]
     if not chosen:
         raise BackupError("no account left to restore")
+    _check_space(config, store, name, {a: listed[a] for a in chosen})
     with running(config.data_dir):
         folders = {account: make_account_dir(config.collections_dir, account) for account in chosen}
         try:
@@ -102,6 +108,41 @@ def restore(
                 shutil.rmtree(folder / STAGING, ignore_errors=True)
     log.info("restored", extra={"snapshot": name, "accounts": len(chosen)})
     return chosen
+
+
+def staged_bytes(store: Store, snapshot: str, chosen: dict[str, dict[str, Any]]) -> int:
+    """Bytes the staging of `chosen` ({account: manifest entry}) writes: each account's SQLite
+    files and each media file it lists (a blob listed twice is staged twice), by the sizes the
+    store lists (one listing of the snapshot's files, one of the blobs)."""
+    files = store.sizes(f"snapshots/{snapshot}/accounts")
+    blobs = store.sizes("blobs")
+    return sum(
+        files.get(f"snapshots/{snapshot}/accounts/{account}/{name}", 0)
+        for account, entry in chosen.items()
+        for name in entry["files"]
+    ) + sum(
+        blobs.get(f"blobs/{digest}", 0)
+        for entry in chosen.values()
+        for digest in entry["media"].values()
+    )
+
+
+def _check_space(
+    config: Config, store: Store, snapshot: str, chosen: dict[str, dict[str, Any]]
+) -> None:
+    """BackupError, before anything is touched, when staging `chosen` on the data disk would
+    leave less than `server.min_free_disk_megs` free (the old files stay until the swap, and a
+    full data disk fails every user's sync)."""
+    need = staged_bytes(store, snapshot, chosen)
+    free = readiness.free_bytes(config.collections_dir)
+    floor = config.server.min_free_disk_megs * _MIB
+    if free - need < floor:
+        raise BackupError(
+            f"not enough free space on the data disk: staging {len(chosen)} account(s) needs"
+            f" {-(-need // _MIB)} MiB and {floor // _MIB} MiB must stay free"
+            f" (server.min_free_disk_megs), {free // _MIB} MiB are free; nothing was restored."
+            " Free some space, or restore fewer accounts at a time (--account)"
+        )
 
 
 def _stage(store: Store, snapshot: str, account: str, entry: dict[str, Any], target: Path) -> None:

@@ -1,7 +1,9 @@
 """Taking a consistent snapshot of the gateway's state while people keep syncing.
 
     take(config, store, *, include_secret=False, keep=None, wait=60) -> Taken
-        Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up)
+        Taken.name (the snapshot), Taken.missed ({account: why} for accounts not backed up),
+        Taken.untrusted ({snapshot: why}: manifests `keep` found not verifying, left alone:
+        retention.py)
         raises BackupError (no backup.manifest_key, secret refused, the registry's copy
         failed its check); an account whose copy fails (a damaged file, a full scratch disk)
         is missed instead
@@ -83,7 +85,7 @@ from gateway.ops import readiness
 from gateway.registry import REGISTRY_FILE, Account, Registry, SqliteRegistry, open_registry
 from gateway.workers.collectionfile import unicase
 from gateway.workers.credentials import SECRET_FILE
-from gateway.workers.lock import try_flock
+from gateway.workers.lock import cut_off, try_flock
 
 log = logging.getLogger("gateway.backup")
 _MIB = 1024 * 1024
@@ -160,6 +162,8 @@ class Taken:
     name: str
     #: Accounts not backed up, and why (module doc, "Bounds").
     missed: dict[str, str] = field(default_factory=dict)
+    #: Snapshots in the store whose manifest does not verify (retention.prune), and why.
+    untrusted: dict[str, str] = field(default_factory=dict)
 
 
 def take(
@@ -228,10 +232,11 @@ def take(
                 "new_media": new_blobs,
             },
         )
-        if keep is not None:
-            prune(store, keep)
+        untrusted = {} if keep is None else prune(store, keep, key).untrusted
+        for snapshot, why in untrusted.items():
+            log.warning("snapshot left alone by --keep", extra={"snapshot": snapshot, "why": why})
         _record(config, name, missed)
-    return Taken(name, missed)
+    return Taken(name, missed, untrusted)
 
 
 #: In the data folder: the last snapshot taken, read by the metrics (gateway_backup_*).
@@ -324,7 +329,12 @@ def account_bytes(folder: Path) -> int:
 
 def copy_files(folder: Path, target: Path) -> None:
     """The account's SQLite files (online backup API, checked) and media files, as they are
-    now (no server runs: the caller holds the account's lock)."""
+    now (no server runs: the caller holds the account's lock). BackupError when an import or a
+    restore of the account was cut off half-way (workers/lock.cut_off): its files are not one
+    consistent set, and a copy of them would be a torn snapshot or export."""
+    why = cut_off(folder)
+    if why is not None:
+        raise BackupError(why)
     target.mkdir()
     for filename in SQLITE_FILES:
         if (folder / filename).is_file():

@@ -3,6 +3,7 @@
     open_store("DIR" | "s3://bucket/prefix") -> Store
     Store.put(key, path) / get(key, path) / exists(key) / keys(folder) / delete(key) /
           read(key) -> bytes / write(key, bytes)
+    Store.sizes(folder) -> {key: bytes}    keys(folder) with their sizes, in one listing
 
 Keys are "/"-separated relative names the backup code makes (never user text unchecked).
 `SECRETS_MARK` is the object an operator creates by hand (an empty file or object) to mark a
@@ -27,6 +28,7 @@ class Store(Protocol):
     def get(self, key: str, path: Path) -> None: ...
     def exists(self, key: str) -> bool: ...
     def keys(self, prefix: str) -> list[str]: ...
+    def sizes(self, prefix: str) -> dict[str, int]: ...
     def delete(self, key: str) -> None: ...
     def read(self, key: str) -> bytes: ...
     def write(self, key: str, data: bytes) -> None: ...
@@ -62,14 +64,17 @@ class LocalStore:
         return self._path(key).is_file()
 
     def keys(self, prefix: str) -> list[str]:
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
         base = self.root / prefix if prefix else self.root
         if not base.is_dir():
-            return []
-        return sorted(
-            str(p.relative_to(self.root))
+            return {}
+        return {
+            str(p.relative_to(self.root)): p.stat().st_size
             for p in base.rglob("*")
             if p.is_file() and not p.name.endswith(".partial")
-        )
+        }
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -115,16 +120,19 @@ class S3Store:
         return True
 
     def keys(self, prefix: str) -> list[str]:
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
         # A folder, as in LocalStore: "snapshots/X" must not list "snapshots/X-2/...".
         base = self._key(prefix) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
-        found = []
+        found = {}
         for page in self._s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=base
         ):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                found.append(key[len(self.prefix) + 1 :] if self.prefix else key)
-        return sorted(found)
+                found[key[len(self.prefix) + 1 :] if self.prefix else key] = int(item["Size"])
+        return found
 
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))

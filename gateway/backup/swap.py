@@ -27,12 +27,16 @@ import os
 import shutil
 from pathlib import Path
 
+from gateway.quota.allowance import FILE_NAME as GRAVES_ALLOWANCE
+from gateway.quota.mediatotal import FILE_NAME as MEDIA_TOTAL
 from gateway.workers.lock import RESTORING
 
-#: What a restore replaces in an account folder: the stock server's files and SQLite's own.
+#: What a restore replaces in an account folder: the stock server's files and SQLite's own,
+#: the media total counted for the old media (quota/mediatotal.py: walked again) and the
+#: deletion allowance spent on the old collection (quota/allowance.py: a new stretch).
 NAMES = tuple(
     f + suffix for f in ("collection.anki2", "media.db") for suffix in ("", "-wal", "-shm")
-) + ("media",)
+) + ("media", MEDIA_TOTAL, GRAVES_ALLOWANCE)
 #: The staged files that move in (SQLite's -wal/-shm of a closed copy are not among them).
 STAGED = ("collection.anki2", "media.db", "media")
 OLD = ".gateway-restore-old"

@@ -86,7 +86,13 @@ def backup(args: argparse.Namespace, config: Config) -> int:
         print(f"snapshot {taken.name} in {store.url}")
         for account, why in sorted(taken.missed.items()):
             print(f"anki-cognito-gateway backup: NOT backed up: {account}: {why}", file=sys.stderr)
-        if taken.missed:
+        for snapshot, why in sorted(taken.untrusted.items()):
+            print(
+                f"anki-cognito-gateway backup: --keep left snapshot {snapshot} alone and deleted"
+                f" no media: {why}",
+                file=sys.stderr,
+            )
+        if taken.missed or taken.untrusted:
             return 1
     except BackupError as exc:
         print(f"anki-cognito-gateway backup: {exc}", file=sys.stderr)

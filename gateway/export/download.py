@@ -15,6 +15,11 @@ says why: "limit" (with `retry_after` seconds), "running", "busy".
 `send` streams the file in 256 KiB pieces read in a thread, with Content-Length, as an
 attachment that no cache keeps. The package's folder is removed as soon as the file is open
 (the open file stays readable), so neither a finished nor an abandoned download leaves it on disk.
+The client must read at the pace proxied answers are held to (web/pace.py: the
+`server.body_idle_timeout_seconds`, `min_body_bytes_per_second` and
+`min_body_average_bytes_per_second` settings; the time spent reading the disk is left out): one
+that stops reading, or trickles, has its connection cut and the file closed, so the space of the
+removed package is freed then, not whenever the client lets the connection go.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.auth.limiter import FailureLimiter
+from gateway.errors import ClientStalled
 from gateway.export import discard
+from gateway.web.bodies import loop_time, paced_write, pacing_of
 
 DAY = 86_400.0
 CHUNK = 256 * 1024
@@ -94,8 +101,20 @@ async def send(request: web.Request, package: Path, filename: str) -> web.Stream
             }
         )
         await response.prepare(request)
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
-            await response.write(chunk)
+        pace = pacing_of(request).start(loop_time())
+        try:
+            while True:
+                reading_since = loop_time()
+                chunk = await asyncio.to_thread(handle.read, CHUNK)
+                pace.skip(loop_time() - reading_since)  # the disk's time, not the client's
+                if not chunk:
+                    break
+                await paced_write(response, chunk, pace)
+        except ClientStalled:
+            # It does not read the package: cut it, so the removed file's space is freed now.
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("client stalled reading the export") from None
         await response.write_eof()
         return response
     finally:

@@ -21,7 +21,8 @@ ExportError("busy"), retryable.
 Errors (ExportError.reason): "busy" (another export or a backup holds the account; retry),
 "nothing" (the account has no collection on this disk: never synced, or kept on another node),
 "disk" (the copy and package would leave less than `min_free` bytes free), "failed" (a damaged
-file, the exporter's error; the detail says which). Nothing here logs a file's contents.
+file, the exporter's error, an import or restore of the account cut off half-way: its files
+are not one consistent set; the detail says which). Nothing here logs a file's contents.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 from gateway.backup import quiesce
 from gateway.backup.snapshot import BackupError, account_bytes, copy_files
 from gateway.ops import readiness
-from gateway.workers.lock import account_path
+from gateway.workers.lock import account_path, cut_off
 
 #: The package's file name inside its private folder.
 PACKAGE = "collection.colpkg"
@@ -68,6 +69,9 @@ def make(
     from gateway.export import colpkg
 
     folder = account_path(collections_dir, account)
+    why = cut_off(folder)  # asked again under the lock (copy_files): files half-swapped
+    if why is not None:
+        raise ExportError("failed", why)
     if not (folder / "collection.anki2").is_file():
         raise ExportError("nothing", "the account has no collection here yet")
     scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)

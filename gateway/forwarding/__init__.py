@@ -4,4 +4,5 @@ body.py       the request-body policy: the quota check, the meter, reading the b
               (in memory or spooled), and the answer to a body that breaks a rule
 upstream.py   the exchange with a worker or the owner node: connections, sending twice
               only when safe, the answer streamed back
+delivery.py   the client's side of an answer, at the client's pace, after the worker is free
 """

@@ -34,7 +34,9 @@ again, where the session's "try again" would invite it. The meter inflates in a 
 body's inflating holds up the event loop.
 
 Quotas (quota/guard.py): an account over its storage limit is refused the way the stock server
-refuses (quota/answers.py); the check rides along with the meter, chunk by chunk.
+refuses (quota/answers.py); the check rides along with the meter, chunk by chunk, and sees
+the whole body before it goes on (a collection over its limit: what applyChanges and applyChunk
+add, quota/growth.py; the graves start and applyGraves carry, quota/graves.py).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from gateway.errors import (
     QuotaReached,
     UnreadableBody,
 )
-from gateway.quota import OverQuota, QuotaGuard, answers
+from gateway.quota import OverQuota, QuotaGuard, answers, graves, growth
 from gateway.quota.guard import BodyCheck, MediaCheck
 from gateway.registry.base import Account
 from gateway.uploads import payload
@@ -151,16 +153,18 @@ class BodyPolicy:
 
     async def quota_check(self, account: Account, upstream_path: str) -> BodyCheck | None:
         """The account's quota check for this request's body (quota/guard.py), or None (also
-        without a quota guard); raises `OverQuota` for a normal sync while the collection on
-        disk is over its limit."""
+        without a quota guard); raises `OverQuota` at sync/meta after a sync that adds to a
+        collection over its limit was refused."""
         if self._quota is None:
             return None
         if upstream_path == "sync/upload":
             return self._quota.upload(account)
         if upstream_path == "msync/uploadChanges":
             return await self._quota.media(account)
-        if upstream_path in protocol.GROWS_COLLECTION:
-            self._quota.collection(account)
+        if upstream_path == "sync/meta":
+            await self._quota.meta(account)
+        elif upstream_path in growth.INSPECTED or upstream_path in graves.INSPECTED:
+            return await self._quota.collection(account, upstream_path)
         return None
 
     def meter(
@@ -179,8 +183,17 @@ class BodyPolicy:
     async def read(
         self, request: web.Request, meter: payload.PayloadMeter, check: BodyCheck | None = None
     ) -> bytes | SpooledBody | None:
-        """The request body to send (`request_body`), spooled into the data folder if big."""
-        return await request_body(request, meter, self._spool_dir, check)
+        """The request body to send (`request_body`), spooled into the data folder if big, once
+        the quota `check` passed it whole (`QuotaReached` if not)."""
+        body = await request_body(request, meter, self._spool_dir, check)
+        if check is not None:
+            try:
+                check.whole(body)
+            except OverQuota as exc:
+                if isinstance(body, SpooledBody):
+                    body.close()
+                raise QuotaReached(str(exc)) from None
+        return body
 
     async def refuse(
         self,

@@ -2,21 +2,31 @@
 gateway/proxy.py, sends each request through here once its body is whole).
 
     new_upstream_session(reuse=False) -> aiohttp.ClientSession   the connections used here
-    Upstream(pool, upstream, reused, cluster)
+    Upstream(pool, upstream, reused, cluster, answer_dir)
       .reusable(body, upstream_path) -> bool   may it go over a reused connection
-      .to_worker(request, upstream_path, account, body, reuse=) -> the answer, streamed
+      .to_worker(request, upstream_path, account, body, reuse=) -> the answer, its headers
+          sent; returns once the worker's side of it is read, its client's side delivering
+          (forwarding/delivery.py: the caller waits for it inside `delivering(request)`)
       .to_node(request, upstream_path, node, (sub, key), address, body, reuse) -> the same
     errors: WorkerTimeout, WorkerFailed, WorkerDied (502/503/504, errors.py); `Unavailable`
     (503, Retry-After) when the owner node refuses or cannot be reached. Never a 403.
 
 Bodies pass both ways untouched; answers stream: no decompression, no redirects followed, and
-`anki-original-size` passes through. An answer that is whole once its first bytes are read (most
-answers of a sync: a few hundred bytes) goes to the client with its headers in one write, with a
-Content-Length (issue 18: headers, chunk and end of chunking were three writes, and loopback
-writes are most of the gateway's own CPU). The rules follow Go's `httputil.ReverseProxy`: drop the
-hop-by-hop headers (RFC 9110 §7.6.1) and every header the `Connection` header names
-(web/headers.py); when the upstream fails mid-body, abort the client connection so the client
-sees a broken transfer instead of a clean, truncated one.
+`anki-original-size` and an answer's `Content-Length` pass through. The rules follow Go's
+`httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every header the
+`Connection` header names (web/headers.py); when the upstream fails mid-body, abort the client
+connection so the client sees a broken transfer instead of a clean, truncated one.
+
+Answers (issue 16): the worker's status and headers go to the client at once, and its body
+goes through a relay (web/relay.py): read from the worker at loopback speed, sent to the client
+at the client's pace by a task of its own (forwarding/delivery.py). So the worker's lease (one
+of `workers.max_workers`), the account's sync turn and a backup's passage end once the worker
+has answered, not once the client has read it: a client reading a big `sync/download` slowly
+used to hold them all (with one worker slot, another user's sync got 503). A client that keeps
+up takes the bytes from memory as they come; for a slower one, past `ANSWER_MEMORY` bytes what
+comes until it has caught up waits in an unnamed temporary file in `answer_dir` (the data
+folder), for one answer per account at a time (another answer of the same account meanwhile
+waits for its client, holding its worker, as before).
 
 Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
 answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
@@ -40,9 +50,10 @@ connection, and any failure after connecting is a 502.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -52,15 +63,14 @@ from gateway.cluster import signing
 from gateway.cluster.internal import NODE_HEADERS, RETRY_AFTER, Cluster, forwarding_headers
 from gateway.cluster.placement import Node
 from gateway.errors import (
-    ClientStalled,
     Unavailable,
     WorkerDied,
     WorkerFailed,
     WorkerTimeout,
 )
-from gateway.web.bodies import loop_time, paced, paced_write, pacing_of
+from gateway.forwarding.delivery import AnswerBroken, deliver
 from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
-from gateway.web.pace import Pace
+from gateway.web.relay import Relay
 from gateway.web.spool import SpooledBody
 from gateway.workers.pool import WorkerPool
 
@@ -68,6 +78,9 @@ log = logging.getLogger("gateway.proxy")
 
 #: Chunk size when copying an upstream body to the client.
 CHUNK = 64 * 1024
+#: Bytes of an answer held in memory for a client slower than its worker; past them, the rest
+#: goes to a temporary file (module doc: "Answers").
+ANSWER_MEMORY = 4 * CHUNK
 
 
 class _StaleConnection(Exception):
@@ -115,11 +128,15 @@ class Upstream:
         upstream: aiohttp.ClientSession,
         reused: aiohttp.ClientSession | None = None,
         cluster: Cluster | None = None,
+        answer_dir: Path | None = None,
     ) -> None:
         self._cluster = cluster
         self._pool = pool
         self._upstream = upstream
         self._reused = reused
+        self._answer_dir = answer_dir or Path(tempfile.gettempdir())
+        #: Accounts with an answer in a relay that may go to disk (`_answer_folder`).
+        self._relaying: set[str] = set()
 
     def reusable(self, body: bytes | SpooledBody | None, upstream_path: str) -> bool:
         """Whether the request may go over a reused connection: whole and of a read-only method
@@ -148,7 +165,9 @@ class Upstream:
         for _ in (1, 2):
             headers = forwarding_headers(cluster, request.method, url, sub_and_key[1], address)
             try:
-                return await self._exchange(request, url, body, reuse=reuse, extra=headers)
+                return await self._exchange(
+                    request, url, body, reuse=reuse, extra=headers, account=sub_and_key[0]
+                )
             except _StaleConnection:
                 reuse = False
             except (aiohttp.ClientConnectorError, _NodeRefused) as exc:
@@ -173,7 +192,7 @@ class Upstream:
             async with self._pool.lease(account) as worker:
                 url = worker.base_url + upstream_path
                 try:
-                    return await self._exchange(request, url, body, reuse=reuse)
+                    return await self._exchange(request, url, body, reuse=reuse, account=account)
                 except _StaleConnection:
                     reuse = False
                 except aiohttp.ClientConnectorError:
@@ -197,7 +216,11 @@ class Upstream:
         *,
         reuse: bool,
         extra: Mapping[str, str] | None = None,
+        account: str = "",
     ) -> web.StreamResponse:
+        """Sends the request; answers with the worker's status and headers at once, and returns
+        once the worker's side of the answer is read into a relay (module doc: "Answers").
+        `account`: whose answer (one answer on disk each)."""
         headers = end_to_end(request.headers, REQUEST_OWNED | NODE_HEADERS)
         if extra:
             headers.update(extra)
@@ -227,84 +250,41 @@ class Upstream:
         async with upstream:
             if extra and signing.REFUSED in upstream.headers:
                 raise _NodeRefused()  # never a node's 401 to a client (cluster/internal.py)
-            headers = end_to_end(upstream.headers, RESPONSE_OWNED | {"content-length"})
-            failed: Exception | None = None
+            response = web.StreamResponse(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=end_to_end(upstream.headers, RESPONSE_OWNED | {"content-length"}),
+            )
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            folder = self._answer_folder(account)
+            relay = Relay(folder, memory=ANSWER_MEMORY)
+            delivery = deliver(request, response, relay)
+            if folder is not None and account:
+                self._relaying.add(account)
+                delivery.add_done_callback(lambda _: self._relaying.discard(account))
             try:
-                first = await upstream.content.read(CHUNK)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                first, failed = b"", exc
-            pace = pacing_of(request).start(loop_time())
-            response: web.StreamResponse | None = None
-            try:
-                if failed is None and upstream.content.at_eof():
-                    # The whole answer is here (most answers of a sync are a few hundred
-                    # bytes): its headers and body go in one write, not three (issue 18).
-                    whole = web.Response(
-                        status=upstream.status, reason=upstream.reason, headers=headers, body=first
-                    )
-                    await paced(_send_whole(request, whole), len(first), pace, request.transport)
-                    return whole
-                response = web.StreamResponse(
-                    status=upstream.status, reason=upstream.reason, headers=headers
-                )
-                if upstream.content_length is not None:
-                    response.content_length = upstream.content_length
-                await response.prepare(request)
-                written = await self._stream(
-                    upstream, response, first, failed, pace, request.transport
-                )
-            except ClientStalled:
-                # It does not read the answer (web/pace.py): it would hold the worker for ever.
-                if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError("client stalled reading the answer") from None
-            except ConnectionResetError:
-                raise  # writing to a client that went away (the middleware logs it)
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    if not await relay.put(chunk):
+                        break  # the client's side gave up (gone, stalled)
+                relay.end()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Headers are gone already; a clean end would hand the client a truncated body.
                 log.warning(
                     "upstream failed mid-body; aborting client connection",
                     extra={"error": type(exc).__name__},
                 )
-                if request.transport is not None:
-                    request.transport.abort()
-                assert response is not None  # the whole answer's path reads no more upstream
-                return response
-            try:
-                await response.write_eof()
-            except ConnectionError:
-                # Every byte of the answer was handed over; only the end of the chunked framing
-                # found the connection closed. Anki does that after reading msync/begin's whole
-                # answer (measured: a 499 "client gone" on about one media sync in three). The
-                # answer was delivered: no failure.
-                log.debug("client closed right after the whole answer", extra={"bytes": written})
+                relay.fail(AnswerBroken())
+            except OSError as exc:  # the answer folder's disk (full, gone)
+                log.error(
+                    "answer could not be held for a slow client; aborting client connection",
+                    extra={"error": type(exc).__name__},
+                )
+                relay.fail(AnswerBroken())
             return response
 
-    @staticmethod
-    async def _stream(
-        upstream: aiohttp.ClientResponse,
-        response: web.StreamResponse,
-        first: bytes,
-        failed: Exception | None,
-        pace: Pace,
-        transport: asyncio.BaseTransport | None,
-    ) -> int:
-        """Copy the answer to the client at its `pace`: `first` (or the upstream's `failed`
-        read), then the rest as it comes; the bytes handed to the client's connection."""
-        if failed is not None:
-            raise failed
-        await paced_write(response, first, pace, transport)
-        written = len(first)
-        waiting_since = loop_time()
-        async for chunk in upstream.content.iter_chunked(CHUNK):
-            pace.skip(loop_time() - waiting_since)  # the worker's time, not the client's
-            await paced_write(response, chunk, pace, transport)
-            written += len(chunk)
-            waiting_since = loop_time()
-        return written
-
-
-async def _send_whole(request: web.Request, response: web.Response) -> None:
-    """Headers and body in one write (aiohttp holds a `Response`'s headers for its body)."""
-    await response.prepare(request)
-    await response.write_eof()
+    def _answer_folder(self, account: str) -> Path | None:
+        """Where an answer too big for memory waits for a slow client: one answer of an
+        account at a time; another one holds its worker while its client is slow."""
+        return None if account in self._relaying else self._answer_dir

@@ -4,52 +4,75 @@ may be long); the rules are limits.py's.
 
     QuotaGuard(defaults, folder_of)          folder_of(account): its folder (Registry.folder)
         .limits_of(account)                  the account's `Limits` (registry override applied)
-        .collection(account)                 `OverQuota` if the collection on disk is over its
-                                             limit (normal syncs: sync/meta, start, applyChanges,
-                                             applyChunk)
+        await .meta(account)                 `OverQuota` (once) when the collection is over its
+                                             limit and a sync that adds was refused since the
+                                             last sync/meta (the message Anki shows)
+        await .collection(account, method)   for sync/applyChanges and applyChunk: a
+                                             `ShrinkOnly` check while the collection is over its
+                                             limit, for sync/start and applyGraves a
+                                             `GravesCheck`; else None
         .upload(account)                     a `BodyCheck` for a full upload (sync/upload)
         await .media(account)                a `MediaCheck` for msync/uploadChanges
-        MediaCheck.undo()                    the worker did not take that upload (not 200)
+        MediaCheck.done(applied)             the upload ended; `applied`: the worker answered
+                                             it 200 (its files stay counted)
 
     BodyCheck.chunk(compressed, inflated)    after each metered chunk (uploads/payload.py)
+    BodyCheck.whole(body)                    once the whole body is here, before the worker
     MediaCheck.on_meta(changes)              the upload's (filename, size or None) pairs, from
                                              the meter's zip check (uploads/mediazip.py) once
                                              `_meta` is read; both raise `OverQuota` (limits.py)
 
-Media totals: walking a media folder of 20,000 files costs tens of milliseconds, and a media
-sync sends up to 25 files a request; so an account's total is walked (in a thread) at most
-every `MEDIA_TOTAL_SECONDS` and moved on by each upload as soon as its `_meta` passed the
-check (uploads at once see each other's), taken back if the worker did not answer it 200 (one
-whose JSON carries the worker's own error stays counted: the total then counts files it did not
-take, until the next walk). Each gateway process keeps its own totals. A total that is a few
-files off for a while only moves the moment the limit bites by those files. At most
-`MEDIA_TOTALS_KEPT` accounts' totals are kept.
+Media totals (mediatotal.py): one per account, in a small file in its folder that every gateway
+process on the data folder shares. Walking a media folder of 20,000 files costs tens of
+milliseconds and a media sync sends up to 25 files a request, so the folder is walked (in a
+thread, before the body is read) at most every `mediatotal.WALK_SECONDS`; in between, each
+upload reserves what it adds as soon as its `_meta` passed the check (uploads at once, through
+any process, see each other's), and the reservation becomes part of the total when the worker
+answers 200, or goes when it does not (one whose JSON carries the worker's own error stays
+counted: the total then counts files it did not take, until the next walk). A total that is a
+few files off for a while only moves the moment the limit bites by those files.
 
-An account's folder is resolved (`folder_of`: two path resolutions, 0.1-0.2 ms on a busy host)
-once and remembered (`FOLDERS_KEPT` accounts), as the backup gate does (backup/gate.py): four
-requests of every sync ask `collection()` (issue 18). The sizes themselves are read each time.
+A collection over its limit (the operator lowered it, or a sync grew it past): syncs that only
+delete pass; one that adds (growth.py) is refused at applyChanges or applyChunk (413: Anki
+shows "A network error occurred" and aborts, the server rolls the sync back) and leaves a
+marker file in the account folder; the account's next sync/meta, through any process, takes
+the marker and answers with the message (`cont: false`), once. A full download, or a full
+upload within the limit, always passes. "Over" is the collection's live size (livesize.py:
+deleted notes free pages the file keeps), read only when the file and its WAL together are
+over the limit (two stats), so accounts under it pay nothing more.
+
+Deletions while over: the stock server keeps a grave for every id it is sent, existing or not
+(graves.py), so `start`'s and `applyGraves`' graves are read (at most `graves.MAX_BODY`) and
+spent from the account's deletion allowance (allowance.py, a file every process shares); once
+it is spent they are refused as growth is, with their own message. A sync/meta that finds the
+account under its limit clears the allowance. The marker holds what was refused ("graves" or
+nothing), so the message names it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
-from cachetools import LRUCache, TTLCache
-
+from gateway import protocol
+from gateway.errors import GatewayError
+from gateway.quota import graves, growth
 from gateway.quota import limits as rules
-from gateway.quota.limits import Limits, Override
+from gateway.quota.allowance import GraveAllowance
+from gateway.quota.limits import Limits, OverQuota, Override
+from gateway.quota.livesize import live_bytes
+from gateway.quota.mediatotal import MediaTotal
 from gateway.registry.base import Account
-from gateway.workers.usage import collection_bytes, media_bytes
+from gateway.workers.usage import collection_bytes
 
-#: Accounts whose resolved folder is remembered.
-FOLDERS_KEPT = 4096
-#: Seconds an account's media total is trusted before the folder is walked again.
-MEDIA_TOTAL_SECONDS = 600.0
-MEDIA_TOTALS_KEPT = 100_000
+#: In the account folder while a sync that adds was refused and no sync/meta has shown why.
+REFUSED_MARKER = ".gateway-quota-refused"
 
 
 def override_of(account: Account) -> Override:
@@ -72,10 +95,30 @@ def stored_size(media_dir: Path, filename: str) -> int:
         return 0
 
 
+def take_marker(marker: Path) -> bytes | None:
+    """The refusal marker's content (what was refused), removed; None: no marker."""
+    try:
+        fd = os.open(marker, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        kind = os.read(fd, 16)
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(marker)
+    except OSError:
+        return None  # taken by another process meanwhile: it shows the message
+    return kind
+
+
 class BodyCheck:
     """One request body's quota check (see the module doc)."""
 
     def chunk(self, compressed: int, inflated: int) -> None:
+        pass
+
+    def whole(self, body: object) -> None:
         pass
 
 
@@ -87,27 +130,84 @@ class UploadCheck(BodyCheck):
         rules.check_upload(self._limits, compressed, inflated)
 
 
-class MediaTotal:
-    """One account's media bytes as this process knows them; shared by its uploads."""
+class ShrinkOnly(BodyCheck):
+    """A sync request to a collection over its limit: it passes only if it adds nothing
+    (growth.py); a refusal leaves the marker for the next sync/meta."""
 
-    def __init__(self, held: int) -> None:
-        self.held = held
+    max_body = growth.MAX_BODY
+    kind = b""  # what the marker says was refused (`meta`)
+
+    def __init__(self, method: str, message: str, marker: Path) -> None:
+        self._method = method
+        self._message = message
+        self._marker = marker
+
+    def chunk(self, compressed: int, inflated: int) -> None:
+        if max(compressed, inflated) > self.max_body:
+            self._refuse()
+
+    def whole(self, body: object) -> None:
+        # Spooled or missing: not a body this could let pass. The meter read it already (one
+        # zstd frame within max_body), so inflating it again cannot fail or grow.
+        if not isinstance(body, bytes):
+            self._refuse()
+        try:
+            inflated = protocol.inflate(body, self.max_body)
+        except GatewayError:
+            self._refuse()
+        if not self._passes(inflated):
+            self._refuse()
+
+    def _passes(self, inflated: bytes) -> bool:
+        return growth.adds(self._method, inflated) is None
+
+    def _refuse(self) -> NoReturn:
+        with contextlib.suppress(OSError):
+            fd = os.open(
+                self._marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
+            try:
+                os.pwrite(fd, self.kind, 0)
+                os.ftruncate(fd, len(self.kind))  # the last refusal names it
+            finally:
+                os.close(fd)
+        raise OverQuota(self._message)
+
+
+class GravesCheck(ShrinkOnly):
+    """`start`'s or `applyGraves`' graves to a collection over its limit using `live` bytes:
+    they pass while the account's deletion allowance (allowance.py) holds them."""
+
+    max_body = graves.MAX_BODY
+    kind = b"graves"
+
+    def __init__(
+        self, method: str, message: str, marker: Path, allowance: GraveAllowance, live: int
+    ) -> None:
+        super().__init__(method, message, marker)
+        self._allowance = allowance
+        self._live = live
+
+    def _passes(self, inflated: bytes) -> bool:
+        ids = graves.count(self._method, inflated)
+        return ids is not None and self._allowance.spend(ids, self._live)
 
 
 class MediaCheck(BodyCheck):
     """Once `_meta` names the files (each file's size came with its header, before its data):
     each against the per-file limit, by its name (the zip's own names are "0", "1", ...:
     no help to the user), and the account's total with what the upload adds, replaces and
-    deletes, each file name once (its largest entry). The total is read when `_meta` is, and
-    what the upload adds is counted into it at once, so an upload arriving meanwhile sees it;
-    `undo()` takes it back (the worker did not take the upload). `total` is what the media
-    takes once the worker applies the upload (known after `_meta`, else None)."""
+    deletes, each file name once (its largest entry). What the upload adds is reserved in the
+    shared total at once, so an upload arriving meanwhile, through any process, sees it;
+    `done()` settles it. `total` is what the media takes once the worker applies the upload
+    (known after `_meta`, else None)."""
 
-    def __init__(self, limits: Limits, media_dir: Path, current: MediaTotal) -> None:
+    def __init__(self, limits: Limits, media_dir: Path, shared: MediaTotal) -> None:
         self._limits = limits
         self._dir = media_dir
-        self._current = current
-        self._counted = 0
+        self._shared = shared
+        self._key = secrets.token_hex(8)
+        self._reserved = False
         self.total: int | None = None
 
     def on_meta(self, changes: list[tuple[str, int | None]]) -> None:
@@ -118,19 +218,22 @@ class MediaCheck(BodyCheck):
             if size is not None:
                 rules.check_media_file(self._limits, filename, size)
             final[filename] = max(final.get(filename, 0), size or 0)
-        held = self._current.held
-        total = held
-        for filename, size in final.items():
-            total += size - stored_size(self._dir, filename)
-        self.total = max(total, 0)
-        if self.total > held:  # an upload that frees room always passes
-            rules.check_media_total(self._limits, self.total)
-        self._counted = self.total - held
-        self._current.held = self.total
+        change = sum(size - stored_size(self._dir, name) for name, size in final.items())
 
-    def undo(self) -> None:
-        self._current.held = max(self._current.held - self._counted, 0)
-        self._counted = 0
+        def decide(current: int) -> int:
+            self.total = max(current + change, 0)
+            if self.total > current:  # an upload that frees room always passes
+                rules.check_media_total(self._limits, self.total)
+            return self.total - current
+
+        self._shared.reserve(self._key, decide)
+        self._reserved = True
+
+    def done(self, applied: bool) -> None:
+        """The upload ended (once; later calls do nothing): `applied` if the worker took it."""
+        if self._reserved:
+            self._reserved = False
+            self._shared.settle(self._key, applied)
 
 
 class QuotaGuard:
@@ -138,38 +241,56 @@ class QuotaGuard:
         self,
         defaults: Limits,
         folder_of: Callable[[Account], Path],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.defaults = defaults
         self._folder_of = folder_of
-        #: account name -> its media bytes
-        self._media: TTLCache[str, MediaTotal] = TTLCache(
-            MEDIA_TOTALS_KEPT, MEDIA_TOTAL_SECONDS, timer=clock
-        )
-        self._folders: LRUCache[str, Path] = LRUCache(FOLDERS_KEPT)
-
-    def _folder(self, account: Account) -> Path:
-        folder = self._folders.get(account.name)
-        if folder is None:
-            folder = self._folders[account.name] = self._folder_of(account)
-        return folder
+        self._clock = clock  # wall-clock seconds: the media totals are shared (mediatotal.py)
 
     def limits_of(self, account: Account) -> Limits:
         return self.defaults.with_override(override_of(account))
 
-    def collection(self, account: Account) -> None:
-        """`OverQuota` when the collection on disk (file and WAL: two stats) is over."""
+    async def _live_over(self, account: Account) -> int | None:
+        """The collection's live size if it is over its limit, else None (module doc: two
+        stats, and the live size only when those are over)."""
+        limit = self.limits_of(account).collection
+        if limit is None:
+            return None
+        folder = self._folder_of(account)
+        if collection_bytes(folder) <= limit:
+            return None
+        live = await asyncio.to_thread(live_bytes, folder / "collection.anki2")
+        return live if live > limit else None
+
+    async def meta(self, account: Account) -> None:
+        live = await self._live_over(account)
+        folder = self._folder_of(account)
+        if live is None:
+            GraveAllowance(folder).clear()
+            return
+        kind = take_marker(folder / REFUSED_MARKER)
+        if kind is None:
+            return  # no sync was refused since the last meta: this one may pass
+        raise OverQuota(rules.over_collection(self.limits_of(account), live, kind == b"graves"))
+
+    async def collection(self, account: Account, method: str) -> BodyCheck | None:
+        live = await self._live_over(account)
+        if live is None:
+            return None
+        folder = self._folder_of(account)
         limits = self.limits_of(account)
-        if limits.collection is not None:
-            rules.check_collection(limits, collection_bytes(self._folder(account)))
+        if method in graves.INSPECTED:
+            message = rules.over_collection(limits, live, graves=True)
+            allowance = GraveAllowance(folder)
+            return GravesCheck(method, message, folder / REFUSED_MARKER, allowance, live)
+        message = rules.over_collection(limits, live)
+        return ShrinkOnly(method, message, folder / REFUSED_MARKER)
 
     def upload(self, account: Account) -> BodyCheck:
         return UploadCheck(self.limits_of(account))
 
     async def media(self, account: Account) -> MediaCheck:
-        folder = self._folder(account)
-        known = self._media.get(account.name)
-        if known is None:
-            held = await asyncio.to_thread(media_bytes, folder)
-            known = self._media.setdefault(account.name, MediaTotal(held))
-        return MediaCheck(self.limits_of(account), folder / "media", known)
+        folder = self._folder_of(account)
+        shared = MediaTotal(folder, clock=self._clock)
+        await asyncio.to_thread(shared.refresh)
+        return MediaCheck(self.limits_of(account), folder / "media", shared)

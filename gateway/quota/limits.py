@@ -118,14 +118,32 @@ def check_upload(limits: Limits, compressed: int, inflated: int) -> None:
         )
 
 
-def check_collection(limits: Limits, on_disk: int) -> None:
-    """A normal sync of a collection that takes `on_disk` bytes on the server now."""
-    if limits.collection is not None and on_disk > limits.collection:
-        raise OverQuota(
-            f"Your collection on this server is {megs_text(on_disk)}, over its limit of "
-            f"{megs_text(limits.collection)}, so it cannot sync. Ask this server's operator for "
-            f"more room."
+def check_collection(limits: Limits, live: int) -> None:
+    """A normal sync that adds to a collection using `live` bytes on the server now (its live
+    pages: quota/livesize.py); deletions still sync while it is over (quota/growth.py)."""
+    if limits.collection is not None and live > limits.collection:
+        raise OverQuota(over_collection(limits, live))
+
+
+def over_collection(limits: Limits, live: int, graves: bool = False) -> str:
+    """The message for a sync refused while the collection uses `live` bytes, over its limit:
+    one that adds, or (`graves`) one whose deletions are past the allowance (quota/allowance.py)."""
+    over = (
+        f"Your collection on this server is {megs_text(live)}, over its limit of "
+        f"{megs_text(limits.collection or 0)}. "
+    )
+    if graves:
+        return over + (
+            "This sync sends more deletions than this server takes while your collection is "
+            "over its limit, so nothing was synced. Check Database (Tools menu) and upload your "
+            "collection (force a one-way sync in the preferences), or ask this server's "
+            "operator for more room."
         )
+    return over + (
+        "Deletions still sync, but this sync also adds (notes, cards, reviews, decks, note "
+        "types or tags), so nothing was synced. Delete what you no longer need and upload your "
+        "collection, or ask this server's operator for more room."
+    )
 
 
 def check_media_file(limits: Limits, name: str, size: int) -> None:

@@ -7,7 +7,10 @@ portal's "delete my account" (gateway/deletion.py, the Cognito user treated as
 `portal.delete_cognito_user` says), after reading it again from the registry just before: an
 account seen meanwhile (a login during the run) is skipped. Its sync server is stopped through
 the backup's handshake (quiesce.py: any gateway process stops it once it is idle, or after
-`--wait` seconds) and the folder removed under the account's worker lock.
+`--wait` seconds) and the folder removed under the account's worker lock. A login half-way
+meanwhile leaves nothing behind (auth/login.py re-reads the row after making the folder: 503,
+its empty folder removed). Not atomic: a login whose registry write lands between the last
+read and the Cognito call (milliseconds) is still removed with its account.
 
 Printed (one line per account, then a summary) and counted: the run's counts go to
 `<data>/prune-state.json`, which the running gateway's /metrics reads at each scrape

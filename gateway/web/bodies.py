@@ -5,7 +5,7 @@ trickles, gets `ClientStalled` (408) within `server.body_idle_timeout_seconds` o
 useful progress, instead of holding a connection (and for a sync request its worker) for ever.
 Proxied answers go out through `paced_write()`, so a client that stops reading a download is
 cut off within the same time. The pacing comes from the application (`PACING`), defaults when
-it has none.
+it has none (a sub-application, such as the portal, uses its parent's).
 
 `client_side()` says what a failure to read the client means, so a client's fault is never
 blamed on the worker.
@@ -44,7 +44,7 @@ DRAIN_SECONDS = 10.0
 
 
 def pacing_of(request: web.Request) -> Pacing:
-    return request.app.get(PACING, Pacing())
+    return request.config_dict.get(PACING, Pacing())
 
 
 def loop_time() -> float:

@@ -12,7 +12,9 @@ has just closed: the client gets a 502 (issue 16, item 5). The two are set apart
   between requests, with no byte sent. Keep it above every proxy's idle time in front.
 - `server.header_timeout_seconds`: from the moment a connection opens, or from the first byte
   of a later request, the request's headers must be complete within this time, else the
-  connection is closed without an answer (`_Handler`).
+  connection is closed without an answer (`_Handler`). Bytes of a later request that came
+  before the previous answer was done (pipelined: in the same packet as the previous request,
+  or while it was handled) start this time when the connection starts waiting for it.
 
     Runner(app, header_timeout=..., keepalive_timeout=..., **AppRunner kwargs)
         an `aiohttp.web.AppRunner` whose connections follow both rules (without
@@ -25,10 +27,16 @@ Every answer: the application's (through its `on_response_prepare` signal, so al
 the error middleware, of sub-applications and aiohttp's HTTP exceptions) and those aiohttp
 makes itself for a request it could not parse or a handler that raised (`_Handler`).
 
-Relies on two attributes of aiohttp's `RequestHandler` (3.14): `_waiter`, set while it waits
-for the next request, and `_request_count`, the requests its parser completed. The tests in
-tests/test_connections.py pin the behaviour, so an aiohttp upgrade that changes them fails
-there.
+Whether the parser holds part of a next request: aiohttp's C parser does not say, so each
+chunk's last byte is fed on its own (`_Handler._feed`): the stream is at a message boundary
+exactly when that byte completed a request (its headers without a body, or its body's end).
+Costs one copy of each chunk less its last byte.
+
+Relies on three attributes of aiohttp's `RequestHandler` (3.14): `_waiter`, a fresh future
+when it starts waiting for the next request (with none queued) and unset or done otherwise;
+`_request_count`, the requests whose headers its parser completed; `_messages`, those not yet
+handled, with their body streams. The tests in tests/test_connections.py pin the behaviour, so
+an aiohttp upgrade that changes them fails there.
 """
 
 from __future__ import annotations
@@ -53,9 +61,25 @@ def constant_server(app: web.Application) -> None:
 
 class _Handler(RequestHandler):
     def __init__(self, *args: Any, header_timeout: float | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._header_deadline: asyncio.TimerHandle | None = None
+        #: The body stream of the last request whose headers the parser completed.
+        self._last_body: Any = None
+        #: True while every byte received belongs to a completed request (see the module doc).
+        self._at_boundary = True
+        super().__init__(*args, **kwargs)
+
+    # aiohttp sets `_waiter` to a fresh future when it starts waiting for the next request:
+    # the moment pipelined bytes of that request become "the next request's headers".
+    @property  # type: ignore[override]
+    def _waiter(self) -> asyncio.Future[None] | None:
+        return RequestHandler._waiter.__get__(self)  # type: ignore[attr-defined,no-any-return]
+
+    @_waiter.setter
+    def _waiter(self, value: asyncio.Future[None] | None) -> None:
+        RequestHandler._waiter.__set__(self, value)  # type: ignore[attr-defined]
+        if value is not None and not self._at_boundary and self._header_deadline is None:
+            self._arm()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -74,9 +98,31 @@ class _Handler(RequestHandler):
         if self._header_deadline is None and self._between_requests():
             self._arm()  # the first byte of the next request
         completed = self._request_count
-        super().data_received(data)
+        self._feed(data)
         if self._request_count > completed:
             self._disarm()
+
+    def _feed(self, data: bytes) -> None:
+        if len(data) > 1:
+            self._parse(data[:-1])
+            data = data[-1:]
+        if not data:  # aiohttp re-reading what it held back: no byte to tell by
+            self._parse(data)
+            return
+        count, ended = self._request_count, self._body_ended()
+        self._parse(data)
+        # The last byte completed a request: the headers of one without a body, or the end
+        # of the last request's body.
+        self._at_boundary = self._body_ended() and (self._request_count > count or not ended)
+
+    def _parse(self, data: bytes) -> None:
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count > count and self._messages:
+            self._last_body = self._messages[-1][1]
+
+    def _body_ended(self) -> bool:
+        return self._last_body is None or self._last_body.is_eof()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()

@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -298,3 +299,58 @@ def test_a_restore_killed_while_swapping_leaves_the_account_unserved_until_run_a
     device.full_sync(upload=False)
     assert device.note_fronts() == restored
     device.close()
+
+
+def test_a_restore_without_the_free_space_to_stage_it_refuses_before_touching_anything(
+    cognito, tmp_path, start_gateway, monkeypatch, capsys
+) -> None:
+    from gateway.__main__ import main as gateway_main
+    from gateway.ops import readiness
+
+    gw, devices = synced_accounts(cognito, tmp_path, start_gateway, "big", "tiny")
+    devices[0].add_media("large.bin", os.urandom(3 << 20))
+    devices[0].sync()
+    store = LocalStore(tmp_path / "backups")
+    name = ahead_of(store, gw, devices)
+    # What staging writes, from the store's own files: each account's SQLite files and the
+    # blob of each media file it lists.
+    manifest = json.loads(store.read(f"snapshots/{name}/manifest.json"))
+    files = (store.root / "snapshots" / name / "accounts").rglob("*")
+    need = sum(p.stat().st_size for p in files if p.is_file()) + sum(
+        (store.root / "blobs" / digest).stat().st_size
+        for entry in manifest["accounts"].values()
+        for digest in entry["media"].values()
+    )
+    assert need > 3 << 20
+    floor = gw.config.server.min_free_disk_megs << 20
+    for variable, value in (
+        ("GATEWAY_DATA_DIR", str(gw.config.data_dir)),
+        ("GATEWAY_COGNITO_USER_POOL_ID", cognito.pool_id),
+        ("GATEWAY_COGNITO_CLIENT_ID", cognito.client_id),
+        ("GATEWAY_BACKUP_MANIFEST_KEY", MANIFEST_KEY),
+    ):
+        monkeypatch.setenv(variable, value)
+    before = folder_state(gw, "big", "tiny")
+    asked: list[Path] = []
+
+    def free(folder: Path) -> int:
+        asked.append(folder)
+        return floor + need - 1  # one byte short
+
+    monkeypatch.setattr(readiness, "free_bytes", free)
+    assert gateway_main(["restore", "--from", str(store.root)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "not enough free space on the data disk" in err and "nothing was restored" in err
+    assert asked == [gw.config.collections_dir]
+    assert folder_state(gw, "big", "tiny") == before
+    for account in ("big", "tiny"):
+        assert not (gw.config.collections_dir / account / ".gateway-restore-new").exists()
+    assert not (gw.config.data_dir / "backup-scratch").exists()
+
+    # Just enough: restored.
+    monkeypatch.setattr(readiness, "free_bytes", lambda folder: floor + need)
+    assert gateway_main(["restore", "--from", str(store.root)]) == 0
+    assert folder_state(gw, "big", "tiny") != before
+    for device in devices:
+        device.close()

@@ -52,7 +52,7 @@ LIMITS = Limits.from_megs(1, 2, 3, 1)
         (check_upload, (MB + 1, 0), "larger than this server's limit of 1.0 MB (compressed)"),
         (check_upload, (MB, 2 * MB + 1), "larger than this server's limit of 2.0 MB. Make"),
         (check_collection, (2 * MB,), None),
-        (check_collection, (2_500_000,), "on this server is 2.5 MB, over its limit of 2.0 MB"),
+        (check_collection, (2_500_000,), "on this server is 2.5 MB, over its limit of 2.0 MB."),
         (check_media_total, (3 * MB,), None),
         (check_media_total, (3 * MB + 1,), "would take 3.0 MB, over this server's limit of 3.0"),
     ],

@@ -110,3 +110,52 @@ def test_prune_refuses_less_than_a_day(portal_gateway: Any) -> None:  # noqa: F8
     with pytest.raises(SystemExit) as info:
         tree.run(["accounts", "prune", "--inactive-days", "0", "--delete"], gw.config)
     assert info.value.code == 2
+
+
+def test_a_first_login_racing_the_prune_of_its_account_leaves_no_half_account(
+    portal_gateway: Any,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The prune decided (the account unseen for 100 days, read again just before) while the
+    owner's first Anki login is half-way: past Cognito and the registry, about to make the
+    folder. The prune removes the account; the login must not then put a folder (and a worker,
+    and a key) back for an account with no registry row; the owner's next login works."""
+    import threading
+
+    from gateway.auth import login as login_module
+
+    gw, _ = portal_gateway(portal={"delete_cognito_user": "keep"})
+    signed_in_session(gw.url + "account/", "late@example.com")  # signed up, never synced
+    age(gw, "late", 100)
+    real_make = login_module.make_account_dir
+    pruned: list[int] = []
+
+    def make_after_the_prune(collections_dir: Path, name: str) -> Path:
+        if name == "late" and not pruned:
+            command = ["accounts", "prune", "--inactive-days", "30", "--delete", "--wait", "5"]
+            thread = threading.Thread(target=lambda: pruned.append(tree.run(command, gw.config)))
+            thread.start()
+            thread.join(60)
+        return real_make(collections_dir, name)
+
+    monkeypatch.setattr(login_module, "make_account_dir", make_after_the_prune)
+    device = Client(tmp_path / "late")
+    device.add_note("first note")
+    with pytest.raises(SyncError) as info:
+        device.login("late@example.com", PORTAL_PASSWORD, gw.url)
+    assert not is_auth_error(info.value)  # "try again", not a logout
+    assert pruned == [0]
+    assert "deleted\tlate\t" in capsys.readouterr().out
+    # Never half: no registry row, so no folder, no worker, no key either.
+    assert gw.registry.get_by_name("late") is None
+    assert not (gw.config.collections_dir / "late").exists()
+    assert "late" not in gw.app[POOL].running()
+    # The next login works (the Cognito user was kept): a new account, and it syncs.
+    device.login("late@example.com", PORTAL_PASSWORD, gw.url)
+    device.sync()
+    (account,) = gw.registry.all()
+    assert (gw.config.collections_dir / account.name / "collection.anki2").is_file()
+    assert device.note_fronts() == {"first note"}
+    device.close()

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import zstandard
 
+from gateway.workers.lock import make_account_dir
 from gateway.workers.pool import WorkerPool
 from tests.conftest import live_worker_pids
 
@@ -80,9 +81,17 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
+#: The accounts the worker tests use, with their folders made as a first login makes them (a
+#: worker start never creates one: workers/lock.py).
+ACCOUNTS = ("a1", "a2", "a3", "alice", "bob", "busy", "f1", "f2", "idle", "new", "old", "recent")
+
+
 @pytest.fixture
 def collections_dir(tmp_path: Path) -> Path:
-    return tmp_path / "collections"
+    folder = tmp_path / "collections"
+    for account in ACCOUNTS:
+        make_account_dir(folder, account)
+    return folder
 
 
 @pytest.fixture

@@ -230,3 +230,14 @@ async def test_a_holder_on_another_machine_is_never_probed(tmp_path, accounts):
     finally:
         held.release()
         server.close()
+
+
+async def test_a_worker_start_never_creates_the_account_folder(tmp_path):
+    """A request routed to this node just before a cluster move took the account away passed
+    its owner re-check; its worker start must not put an empty folder back (a login made the
+    folder, and only a login, provisioning, a move's receiving end, import or restore do)."""
+    (tmp_path / "collections").mkdir()
+    with pytest.raises(NoAccountFolder) as info:
+        await claim(tmp_path / "collections", "alice", wait=1)
+    assert info.value.status == 503 and info.value.retry_after
+    assert list((tmp_path / "collections").iterdir()) == []

@@ -9,10 +9,18 @@
 
     with guard.arrived(account, "sync/chunk", session): ...   # around the body and the turn
     guard.worker_stopped(account)   # the pool calls it: the sync state died with the worker
+    guard.close()                   # the gateway stops: the lease's kept files are closed
 
 Only collection-sync methods touch the lease file; media sync and anything else pass untouched.
-Requests that begin or drop a sync (`rules.TURNSTILE`) pass one at a time (store.py); one that
+Requests that begin or drop a sync (`rules.TURNSTILE`) pass the account's turnstile (store.py,
+turnstile.py): those that drop one (`rules.DROPS_LIVE`) together, `sync/start` alone; one that
 waits longer than `wait` seconds for its turn is refused like a second device (409).
+
+File work per request (each a few syscalls on the account folder): a drop with no lease of its
+own session reads the lease once (the decision) inside the turnstile's shared flock and writes
+nothing back; a request of the live sync also holds the in-flight mark from its arrival
+(`arrived`) and settles the lease when answered. The in-flight probe (`busy`) runs only for a
+lease whose time is up.
 """
 
 from __future__ import annotations
@@ -70,17 +78,23 @@ class SessionGuard:
         request then gets 503 (`rules.before`: RETRY), and another device may start at once
         instead of meeting 409 until the lease lapses. Never raises: a lease left behind only
         lapses by itself."""
+        self._store.forget(account)
         try:
             self._store.clear(account)
         except (OSError, ValueError):
             log.exception("could not drop the sync lease of a stopped worker")
 
+    def close(self) -> None:
+        self._store.close()
+
     @contextlib.contextmanager
     def arrived(self, account: str, method: str, session: str) -> Iterator[None]:
-        """From a request's arrival to its answer: if its session holds the account's live
-        lease, the request holds it in flight (rules.py, `busy`) while its body comes in,
-        before `turn()` decides on it."""
-        if method not in _GUARDED:
+        """From a request's arrival to its answer: if it is a request inside a sync whose
+        session holds the account's live lease, it holds the lease in flight (rules.py, `busy`)
+        while its body comes in, before `turn()` decides on it. Requests that begin or drop a
+        sync hold nothing meanwhile: a drop ends its own session's sync anyway, and a start
+        refused because its lease lapsed meanwhile is only asked to sync again."""
+        if method not in rules.IN_SYNC:
             yield
             return
 
@@ -102,7 +116,8 @@ class SessionGuard:
                 yield turn
             return
         try:
-            async with self._store.turnstile(account, wait=self._wait):
+            shared = method in rules.DROPS_LIVE
+            async with self._store.turnstile(account, wait=self._wait, shared=shared):
                 with self._leased(account, method, session) as turn:
                     yield turn
         except TurnstileBusy as exc:
@@ -110,8 +125,10 @@ class SessionGuard:
 
     @contextlib.contextmanager
     def _leased(self, account: str, method: str, session: str) -> Iterator[Turn]:
-        def decide(lease: Lease | None) -> tuple[tuple[Action, bool], Lease | None]:
-            now, busy = self._clock(), self._store.busy(account)
+        def decide(lease: Lease | None) -> tuple[tuple[Action, bool, bool], Lease | None]:
+            now = self._clock()
+            # The in-flight probe matters only for a lease whose time is up (rules.before).
+            busy = lease is not None and not lease.live(now) and self._store.busy(account)
             found = rules.before(lease, method, session, now, self._idle, busy)
             kept = found.lease
             if found.action is Action.PASS and method in rules.ENDS:
@@ -119,11 +136,17 @@ class SessionGuard:
                 # lease goes now, not once the client has read the answer, or a device starting
                 # right after it could meet a lease about to go (409). The worker takes a later
                 # start only once this one is applied (the stock server's per-user lock).
-                return (found.action, False), rules.after(kept, method, session, None, now, 0.0)
+                lease = rules.after(kept, method, session, None, now, 0.0)
+                return (found.action, False, False), lease
             holder = kept is not None and kept.session == session and kept.live(now)
-            return (found.action, holder), found.lease
+            # A drop whose session holds no lease leaves the lease as it is when answered
+            # (rules.after), and none can become its session's meanwhile: a start waits for
+            # it at the turnstile. No settling then.
+            ours = kept is not None and kept.session == session
+            settles = method not in rules.DROPS_LIVE or ours
+            return (found.action, holder, settles), found.lease
 
-        action, holder = self._store.update(account, decide)
+        action, holder, settles = self._store.update(account, decide)
         if action is Action.REFUSE:
             log.info("sync refused: another device is syncing", extra={"method": method})
             raise SyncConflict(f"{method} while another sync of the account is live")
@@ -138,6 +161,9 @@ class SessionGuard:
             yield Turn(web.Response(body=body, headers=headers))
             return
         turn = Turn()
+        if not settles:
+            yield turn
+            return
         # The lease holder's request holds the lease while in flight (rules.py), until it is
         # settled: the idle clock starts when it is answered.
         with self._store.in_flight(account) if holder else _NOTHING:

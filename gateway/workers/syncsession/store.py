@@ -14,42 +14,52 @@ stock server alone would have done anyway.
 
     with store.in_flight(account): ...      # a request of the lease's session is in flight
     store.busy(account) -> bool             # is one, in any process? (rules.before: `busy`)
-    async with store.turnstile(account, wait=20.0): ...   # TurnstileBusy after `wait` seconds
+    async with store.turnstile(account, wait=20.0, shared=True): ...   # turnstile.py
+    store.forget(account)                   # the worker stopped: check the folder afresh
+    store.close()                           # the gateway stops: close the files kept open
 
-The turnstile (`.gateway-sync-turnstile`, an exclusive flock held for a whole request) lets one
-request at a time through of those that begin a sync or drop one (`sync/meta`, `start`,
-`upload`, `download`): a lease is only worth something if no such request decided before it
-is still on its way to the worker (measured: a second device's `meta`, let through just before
-the first device's `start`, reached the worker after it and ended that sync). The stock server
-runs one request at a time anyway, so this costs little. Locks belong to open files: two
-requests of one process exclude each other as two processes do, and a dead process's locks go
-with it. Raises ValueError for an unsafe account name, and `NoAccountFolder` (503) when the
-account has no folder on this node (moved away): the lease never creates one
-(workers/lock.py: `account_dir`).
+The turnstile (`.gateway-sync-turnstile`, turnstile.py) is held for a whole request by those
+that begin a sync or drop one: `sync/meta`, `upload` and `download` together (`shared`),
+`start` alone. A lease is only worth something if no drop decided before it is still on its
+way to the worker (measured: a second device's `meta`, let through just before the first
+device's `start`, reached the worker after it and ended that sync). Raises ValueError for an
+unsafe account name, and `NoAccountFolder` (503) when the account has no folder on this node
+(moved away): the lease never creates one (workers/lock.py: `account_dir`). The folder is
+checked in full (`account_dir`: name, symlinks, resolution) the first time a store meets the
+account, and then only by the files' own opens, which never create a folder (ENOENT: moved
+away, 503) until `forget()`: the gateway never puts a symlink in the collections folder, so a
+path once checked stays good while the folder is there.
 
 `.gateway-sync-in-flight` holds a shared flock for each request of the lease's session while it
 is in flight; `busy()` probes it with LOCK_EX|LOCK_NB, under the lease's flock. A lock, not a
 count in the lease file: a process that dies mid-request cannot leave the account held.
+Locks belong to open files: two stores exclude each other as two processes do, and a dead
+process's locks go with it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.workers.lock import account_dir, account_path, try_flock
+from gateway.workers.lock import NoAccountFolder, account_dir, account_path, try_flock
+from gateway.workers.syncsession.openfiles import Kept, OpenFiles, open_file
 from gateway.workers.syncsession.rules import Lease
+from gateway.workers.syncsession.turnstile import Turnstile, TurnstileBusy
+
+__all__ = ["LeaseStore", "TurnstileBusy"]
 
 FILE_NAME = ".gateway-sync-session"
 TURNSTILE = ".gateway-sync-turnstile"
 IN_FLIGHT = ".gateway-sync-in-flight"
-POLL = 0.01
+#: Accounts whose folder check a store remembers (a process that only forwards to another
+#: process's workers never hears that they stopped).
+MOST_CHECKED = 4096
 #: The file is a few dozen bytes; more is not ours.
 MAX_BYTES = 4096
 
@@ -57,8 +67,10 @@ T = TypeVar("T")
 
 
 def decode(raw: bytes) -> Lease | None:
+    if not raw:
+        return None  # no lease: the usual case, without a JSON parse
     try:
-        data = json.loads(raw or b"null")
+        data = json.loads(raw)
         session, expires = data["session"], data["expires"]
     except (ValueError, TypeError, KeyError):
         return None
@@ -76,22 +88,68 @@ def encode(lease: Lease | None) -> bytes:
 class LeaseStore:
     def __init__(self, collections_dir: Path) -> None:
         self._dir = collections_dir
+        self._checked: dict[str, str] = {}  # account -> its folder, as a str (no Path per call)
+        self._files = OpenFiles()
+        self._turnstile = Turnstile()
+
+    def _file(self, account: str, name: str) -> str:
+        """`<account folder>/<name>`; the folder checked in full once (module doc)."""
+        folder = self._checked.get(account)
+        if folder is None:
+            if len(self._checked) >= MOST_CHECKED:
+                self._checked.clear()  # checked again when next met: bounded memory
+            folder = self._checked[account] = str(account_dir(self._dir, account))
+        return f"{folder}/{name}"
+
+    def _open(self, account: str, name: str) -> int:
+        try:
+            return open_file(self._file(account, name))
+        except FileNotFoundError:
+            raise self._gone(account) from None
+
+    def _take(self, account: str, name: str) -> Kept:
+        """The file's kept descriptor (openfiles.py); give it back to `_files`."""
+        try:
+            return self._files.take(self._file(account, name))
+        except FileNotFoundError:
+            raise self._gone(account) from None
+
+    def _gone(self, account: str) -> NoAccountFolder:
+        self.forget(account)
+        return NoAccountFolder(f"no folder for {account} on this node", retry_after=1)
+
+    def forget(self, account: str) -> None:
+        """Check the account's folder in full again next time (its worker stopped: a move,
+        a restore or a deletion may follow), and close its kept files."""
+        folder = self._checked.pop(account, None)
+        if folder is not None:
+            self._files.drop(folder)
+
+    def close(self) -> None:
+        self._files.close()
 
     def update(self, account: str, change: Callable[[Lease | None], tuple[T, Lease | None]]) -> T:
-        path = account_dir(self._dir, account) / FILE_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        kept = self._take(account, FILE_NAME)
+        fd = kept.fd
         try:
+            # The kept descriptor is shared within the process: this never awaits, so no
+            # other update of this process runs meanwhile; the flock keeps processes apart.
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, MAX_BYTES, 0)
-            old = decode(raw)
-            result, new = change(old)
-            if new != old:
-                data = encode(new)
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, data, 0)
-            return result
+            try:
+                raw = os.pread(fd, MAX_BYTES, 0)
+                old = decode(raw)
+                result, new = change(old)
+                if new != old:
+                    # Written over, then cut to length: never cut to 0 and rewritten, which
+                    # ext4 (auto_da_alloc) flushes to disk at the next close, 2.4 ms here.
+                    data = encode(new)
+                    os.pwrite(fd, data, 0)
+                    os.ftruncate(fd, len(data))
+                return result
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            os.close(fd)  # drops the flock
+            self._files.give(kept)
 
     def clear(self, account: str) -> None:
         """Forget the account's lease, if its folder has one: its worker stopped, and the sync
@@ -110,7 +168,10 @@ class LeaseStore:
     def busy(self, account: str) -> bool:
         """Whether a request of the account's lease holder is in flight (`in_flight`), in any
         process. Call it inside `update()`: the lease's flock keeps two probes apart."""
-        fd = try_flock(account_dir(self._dir, account) / IN_FLIGHT)
+        try:
+            fd = try_flock(self._file(account, IN_FLIGHT))
+        except FileNotFoundError:
+            raise self._gone(account) from None
         if fd is None:
             return True
         os.close(fd)
@@ -120,31 +181,33 @@ class LeaseStore:
     def in_flight(self, account: str) -> Iterator[None]:
         """Marks a request of the lease holder as in flight (a shared flock) until the block
         ends; a dead process's mark goes with it."""
-        fd = os.open(
-            account_dir(self._dir, account) / IN_FLIGHT,
-            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-            0o600,
-        )
+        fd = self._open(account, IN_FLIGHT)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a `busy()` probe holds it
             yield
         finally:
             os.close(fd)
 
-    @contextlib.asynccontextmanager
-    async def turnstile(self, account: str, *, wait: float) -> AsyncIterator[None]:
-        path = account_dir(self._dir, account) / TURNSTILE
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (fd := try_flock(path)) is None:
-            if loop.time() >= deadline:
-                raise TurnstileBusy(f"another request held the account for {wait:g} s")
-            await asyncio.sleep(POLL)
-        try:
-            yield
-        finally:
-            os.close(fd)
+    def turnstile(
+        self, account: str, *, wait: float, shared: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """The account's turnstile (turnstile.py): `shared` for requests that drop a sync,
+        exclusive for `start`; TurnstileBusy after `wait` seconds."""
+        return self._turnstile.passage(
+            account, _TurnstileFile(self, account), shared=shared, wait=wait
+        )
 
 
-class TurnstileBusy(Exception):
-    """Another request that begins or drops a sync held the account for too long."""
+class _TurnstileFile:
+    """The account's turnstile file, as turnstile.py takes and gives it back."""
+
+    __slots__ = ("_account", "_store")
+
+    def __init__(self, store: LeaseStore, account: str) -> None:
+        self._store, self._account = store, account
+
+    def take(self) -> Kept:
+        return self._store._take(self._account, TURNSTILE)
+
+    def give(self, kept: Kept) -> None:
+        self._store._files.give(kept)

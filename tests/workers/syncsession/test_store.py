@@ -100,3 +100,31 @@ def test_a_request_in_flight_makes_the_account_busy_for_every_process(tmp_path: 
     with one.in_flight("acct"), one.in_flight("acct"):
         assert two.busy("acct")
     assert not two.busy("acct")
+
+
+async def test_a_folder_moved_away_after_its_check_gets_503_and_stays_away(tmp_path: Path):
+    """The folder is checked in full once; a move after that (cluster/move.py renames it) is
+    seen by the files' own opens: 503, and nothing is created where the folder was."""
+    store = LeaseStore(tmp_path)
+    store.update("acct", lambda old: (None, Lease("s1", 123.5)))
+    (tmp_path / "acct").rename(tmp_path / ".moved-acct-1")
+    with pytest.raises(NoAccountFolder):
+        store.update("acct", lambda old: (old, old))
+    with pytest.raises(NoAccountFolder):
+        async with store.turnstile("acct", wait=1, shared=True):
+            pass
+    with pytest.raises(NoAccountFolder):
+        store.busy("acct")
+    assert not (tmp_path / "acct").exists()
+    (tmp_path / ".moved-acct-1").rename(tmp_path / "acct")  # moved back: served again
+    assert store.update("acct", lambda old: (old, old)) == Lease("s1", 123.5)
+
+
+async def test_a_symlink_put_in_place_of_a_forgotten_folder_is_refused(tmp_path: Path):
+    store = LeaseStore(tmp_path)
+    store.update("acct", lambda old: (None, None))
+    store.forget("acct")  # its worker stopped
+    (tmp_path / "acct").rename(tmp_path / "elsewhere")
+    (tmp_path / "acct").symlink_to(tmp_path.parent)
+    with pytest.raises(ValueError):
+        store.update("acct", lambda old: (old, old))

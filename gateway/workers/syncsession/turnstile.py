@@ -1,0 +1,214 @@
+"""The per-account turnstile: requests that drop a sync pass together, a `start` alone.
+
+    turnstile = Turnstile()
+    async with turnstile.passage(account, file, shared=True, wait=20.0): ...   # meta, ...
+    async with turnstile.passage(account, file, shared=False, wait=20.0): ...  # start
+    raises TurnstileBusy when the passage is not free within `wait` seconds
+
+`file` takes and gives back the account's `.gateway-sync-turnstile` file (store.py: a kept
+descriptor, openfiles.py; whatever taking it raises passes through). A reader-writer lock
+over every gateway process on the data folder, held from before a request is decided until it
+is answered:
+
+- the guarantee (rules.py): a drop (`sync/meta`, `upload`, `download`) decided before a
+  `start` is answered before that start is decided, so it cannot reach the worker after the
+  start claimed the account and end its sync; and no drop is decided while a start is on its
+  way (the lease it claimed then refuses another session's drop). Drops among themselves need
+  no order: each ends whatever sync is live, which the stock server does in any order, and
+  one of another session is refused while a lease is live;
+- across processes: `flock(LOCK_SH)` for drops, `LOCK_EX` for a start, tried without blocking
+  and retried with a short backoff (from `BACKOFF[0]` doubling up to `BACKOFF[1]` seconds).
+  The drops of one process share the one open file (one flock for all of them: they exclude
+  nobody of their own kind); a start uses it too, once they have all left (flock locks belong
+  to the open file, so the in-process lock below is what keeps them apart here);
+- within a process: an asyncio reader-writer lock per account in front of the flock, so a
+  waiter sleeps until the holder leaves instead of polling. A start that waits goes before
+  drops that arrive after it (no starvation by a stream of `sync/meta` in this process);
+  against other processes' drops it only retries (flock has no queue), and gives up after
+  `wait` like any other waiter.
+
+Pure bookkeeping apart from the flock calls; one event loop per instance (the gateway's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from gateway.workers.syncsession.openfiles import Kept
+
+#: Seconds between two tries of a flock another process holds: first, most.
+BACKOFF = (0.001, 0.02)
+
+
+class File(Protocol):
+    """The account's turnstile file (store.py)."""
+
+    def take(self) -> Kept: ...
+
+    def give(self, kept: Kept) -> None: ...
+
+
+class TurnstileBusy(Exception):
+    """Another request that begins or drops a sync held the account for too long."""
+
+
+class _Gate:
+    """One account's turnstile in this process."""
+
+    __slots__ = (
+        "readers",
+        "writer",
+        "writers_waiting",
+        "shared",
+        "holding",
+        "opening",
+        "waiters",
+    )
+
+    def __init__(self) -> None:
+        self.readers = 0  # drops admitted here (waiting for, or holding, the shared flock)
+        self.writer = False  # a start admitted here
+        self.writers_waiting = 0
+        self.shared: Kept | None = None  # the drops' one flock (LOCK_SH) while `holding`
+        self.holding = 0
+        self.opening: asyncio.Lock | None = None  # one drop at a time takes the shared flock
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def idle(self) -> bool:
+        return not (self.readers or self.writer or self.writers_waiting or self.waiters)
+
+    def wake(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+
+class Turnstile:
+    def __init__(self) -> None:
+        self._gates: dict[str, _Gate] = {}
+
+    @contextlib.asynccontextmanager
+    async def passage(
+        self, account: str, file: File, *, shared: bool, wait: float
+    ) -> AsyncIterator[None]:
+        deadline = asyncio.get_running_loop().time() + wait
+        gate = self._gates.get(account)
+        if gate is None:
+            gate = self._gates[account] = _Gate()
+        enter = self._shared if shared else self._exclusive
+        try:
+            async with enter(gate, file, deadline):
+                yield
+        except _Late:
+            raise TurnstileBusy(f"another request held the account for {wait:g} s") from None
+        finally:
+            if gate.idle() and self._gates.get(account) is gate:
+                del self._gates[account]
+
+    @contextlib.asynccontextmanager
+    async def _shared(self, gate: _Gate, file: File, deadline: float) -> AsyncIterator[None]:
+        await self._until(gate, lambda: not gate.writer and not gate.writers_waiting, deadline)
+        gate.readers += 1
+        try:
+            if gate.shared is None:
+                if gate.opening is None:
+                    gate.opening = asyncio.Lock()
+                async with _before(gate.opening, deadline):
+                    if gate.shared is None:
+                        gate.shared = await _flock(file, fcntl.LOCK_SH, deadline)
+            gate.holding += 1
+            try:
+                yield
+            finally:
+                gate.holding -= 1
+                if not gate.holding:
+                    kept, gate.shared = gate.shared, None
+                    if kept is not None:
+                        _unlock(file, kept)
+        finally:
+            gate.readers -= 1
+            gate.wake()
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, gate: _Gate, file: File, deadline: float) -> AsyncIterator[None]:
+        gate.writers_waiting += 1
+        try:
+            await self._until(gate, lambda: not gate.writer and not gate.readers, deadline)
+        finally:
+            gate.writers_waiting -= 1
+            gate.wake()  # drops held back for it check again (it may have given up)
+        gate.writer = True
+        try:
+            kept = await _flock(file, fcntl.LOCK_EX, deadline)
+            try:
+                yield
+            finally:
+                _unlock(file, kept)
+        finally:
+            gate.writer = False
+            gate.wake()
+
+    @staticmethod
+    async def _until(gate: _Gate, ready: Callable[[], bool], deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not ready():
+            waiter = loop.create_future()
+            gate.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ValueError):
+                    gate.waiters.remove(waiter)
+                raise _Late from None
+
+
+@contextlib.asynccontextmanager
+async def _before(lock: asyncio.Lock, deadline: float) -> AsyncIterator[None]:
+    if lock.locked():
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(lock.acquire(), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise _Late from None
+    else:
+        await lock.acquire()  # free: taken at once, no task for the timeout
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+async def _flock(file: File, how: int, deadline: float) -> Kept:
+    """The file, taken, holding flock `how`, tried until `deadline` (loop time)."""
+    kept = file.take()
+    loop = asyncio.get_running_loop()
+    pause = BACKOFF[0]
+    try:
+        while True:
+            try:
+                fcntl.flock(kept.fd, how | fcntl.LOCK_NB)
+                return kept
+            except BlockingIOError:
+                if loop.time() >= deadline:
+                    raise _Late from None
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, BACKOFF[1])
+    except BaseException:
+        file.give(kept)
+        raise
+
+
+def _unlock(file: File, kept: Kept) -> None:
+    try:
+        fcntl.flock(kept.fd, fcntl.LOCK_UN)
+    finally:
+        file.give(kept)
+
+
+class _Late(Exception):
+    """The deadline passed while waiting (never leaves this module)."""
