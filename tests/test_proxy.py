@@ -451,11 +451,6 @@ async def test_time_the_worker_takes_is_not_held_against_a_reading_client(stack,
     assert [r.status for r in caplog.records if r.getMessage() == "request"] == [200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the one-write answer was made in the exchange that main's answer relay "
-    "(forwarding/delivery.py) replaced; to port: headers, body and end still go separately",
-)
 async def test_a_small_whole_answer_goes_to_the_client_in_one_write(stack, monkeypatch):
     """Headers and body of an answer that is whole once its first bytes are read leave in one
     write (issue 18: a write per part was a sixth of the gateway's busy time)."""

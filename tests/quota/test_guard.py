@@ -183,3 +183,24 @@ async def test_graves_while_over_spend_the_allowance_then_say_why_and_reset_once
     await guard.meta(account())
     assert not (tmp_path / allowance.FILE_NAME).exists()
     assert await guard.collection(account(), "sync/applyGraves") is None
+
+
+async def test_an_accounts_folder_is_resolved_once_and_its_sizes_read_every_time(tmp_path):
+    # Resolving the folder (Registry.folder: two realpaths) was ~160 us on four requests of
+    # every sync (issue 18); the sizes behind it must still be read fresh on each request.
+    resolved: list[str] = []
+
+    def folder_of(a: Account) -> Path:
+        resolved.append(a.name)
+        return tmp_path
+
+    guard = QuotaGuard(Limits(collection=MB), folder_of)
+    assert await guard.collection(account(), "sync/applyChunk") is None  # no collection yet
+    (tmp_path / "collection.anki2").write_bytes(b"c" * 1_100_000)  # grown past the limit
+    check = await guard.collection(account(), "sync/applyChunk")
+    assert check is not None
+    with pytest.raises(OverQuota):
+        check.whole(protocol.compress(b'{"chunk":{"done":true,"notes":[[1]]}}'))
+    with pytest.raises(OverQuota):
+        await guard.meta(account())  # the refusal, shown once
+    assert resolved == ["bob"]
