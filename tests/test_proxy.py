@@ -118,9 +118,11 @@ async def upstream_app() -> web.Application:
         raise web.HTTPPermanentRedirect("http://elsewhere.example/")
 
     async def broken(request: web.Request) -> web.StreamResponse:
+        # Past the part read whole before the answer starts (forwarding/upstream.py).
+        sent = 1000 if request.path.endswith("small") else 100_000
         response = web.StreamResponse(headers={"Content-Length": "1000000"})
         await response.prepare(request)
-        await response.write(b"x" * 1000)
+        await response.write(b"x" * sent)
         await asyncio.sleep(0.05)
         assert request.transport is not None
         request.transport.close()
@@ -177,6 +179,7 @@ async def upstream_app() -> web.Application:
     app.router.add_post("/sync/chunk", plain)
     app.router.add_post("/sync/redirectme", redirect)
     app.router.add_post("/sync/broken", broken)
+    app.router.add_post("/sync/brokensmall", broken)
     app.router.add_post("/msync/mediaChanges", plain)
     app.router.add_post("/sync/download", endless)
     app.router.add_post("/msync/downloadFiles", pausing)
@@ -292,6 +295,15 @@ async def test_mid_body_upstream_failure_aborts_the_client_connection(stack):
             assert r.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await r.read()
+
+
+async def test_an_upstream_failing_within_the_part_read_whole_is_a_502_not_a_cut_answer(stack):
+    # Nothing of the answer has gone to the client yet: a clean 502 ("try again").
+    server, _, _ = stack
+    status, _, _ = await post(
+        server, "/anki/sync/brokensmall", data=z(b"x"), headers={"anki-sync": header()}
+    )
+    assert status == 502
 
 
 async def test_100_mb_upload_streams_with_flat_memory(stack):

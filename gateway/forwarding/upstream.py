@@ -26,9 +26,10 @@ used to hold them all (with one worker slot, another user's sync got 503). A cli
 up takes the bytes from memory as they come; for a slower one, past `ANSWER_MEMORY` bytes what
 comes until it has caught up waits in an unnamed temporary file in `answer_dir` (the data
 folder), for one answer per account at a time (another answer of the same account meanwhile
-waits for its client, holding its worker, as before). A small answer (a `Content-Length` up
-to `WHOLE_ANSWER`: every `sync/meta`, `start`, `chunk` ...) skips the relay: it is read whole
-and leaves with its headers in one write after the worker is let go, so a worker failing
+waits for its client, holding its worker, as before). A small answer (one that ends within
+`WHOLE_ANSWER` bytes: every `sync/meta`, `start`, `chunk` ...) skips the relay: it is read
+whole and leaves with its headers in one write (with a Content-Length: the stock server sends
+them chunked; only the framing changes) after the worker is let go, so a worker failing
 half-way through it is a 502, never a truncated answer.
 
 Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
@@ -84,7 +85,7 @@ CHUNK = 64 * 1024
 #: Bytes of an answer held in memory for a client slower than its worker; past them, the rest
 #: goes to a temporary file (module doc: "Answers").
 ANSWER_MEMORY = 4 * CHUNK
-#: An answer up to this size with a Content-Length is read whole and sent in one write.
+#: An answer that ends within this many bytes is read whole and sent in one write.
 WHOLE_ANSWER = CHUNK
 
 
@@ -111,6 +112,18 @@ def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600),
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
     )
+
+
+async def _head(upstream: aiohttp.ClientResponse) -> bytes:
+    """The answer's first bytes: all of it if it ends within `WHOLE_ANSWER` bytes (then the
+    stream is at its end), else somewhat more than `WHOLE_ANSWER`."""
+    head = bytearray()
+    while len(head) <= WHOLE_ANSWER:
+        chunk = await upstream.content.readany()
+        if not chunk:
+            break
+        head += chunk
+    return bytes(head)
 
 
 def _upstream_failure(exc: Exception, *, stale: bool) -> Exception:
@@ -256,21 +269,21 @@ class Upstream:
             if extra and signing.REFUSED in upstream.headers:
                 raise _NodeRefused()  # never a node's 401 to a client (cluster/internal.py)
             headers = end_to_end(upstream.headers, RESPONSE_OWNED | {"content-length"})
-            length = upstream.content_length
-            if length is not None and length <= WHOLE_ANSWER:
-                # Small and whole (every sync/meta, start, chunk...): read at loopback speed,
-                # then headers and body leave in one write once the worker is let go, with no
-                # relay or delivery task (issue 18: a write per part was a sixth of the
-                # gateway's busy time). Fails before any byte went to the client: a 502.
-                try:
-                    data = await upstream.read()
-                except Exception as exc:
-                    mapped = _upstream_failure(exc, stale=False)
-                    if mapped is exc:
-                        raise
-                    raise mapped from exc
+            # A small answer (every sync/meta, start, chunk...; the stock server sends them
+            # chunked, without a Content-Length) is read whole at loopback speed, then headers
+            # and body leave in one write once the worker is let go, with no relay or delivery
+            # task (issue 18: a write per part was a sixth of the gateway's busy time). Failing
+            # before any byte went to the client, it is a 502.
+            try:
+                head = await _head(upstream)
+            except Exception as exc:
+                mapped = _upstream_failure(exc, stale=False)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+            if upstream.content.at_eof():
                 return web.Response(
-                    status=upstream.status, reason=upstream.reason, headers=headers, body=data
+                    status=upstream.status, reason=upstream.reason, headers=headers, body=head
                 )
             response = web.StreamResponse(
                 status=upstream.status,
@@ -287,6 +300,8 @@ class Upstream:
                 self._relaying.add(account)
                 delivery.add_done_callback(lambda _: self._relaying.discard(account))
             try:
+                if not await relay.put(head):
+                    return response  # the client's side gave up (gone, stalled)
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     if not await relay.put(chunk):
                         break  # the client's side gave up (gone, stalled)
