@@ -45,41 +45,45 @@ async def slow_reader(port: int, account: str) -> socket.socket:
     return sock
 
 
-async def test_answers_on_disk_are_bounded_over_all_accounts(tmp_path, serve_app):
+async def relaying_gateway(serve_app, folder: Path, max_on_disk: int):
+    """A gateway route `/answer?a=ACCOUNT&n=BYTES` relaying a worker's chunked answer of BYTES
+    (default `ANSWER`); → its port, the accounts whose worker side ended, the session."""
+
     async def worker_answer(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
-        for _ in range(ANSWER // (64 * 1024)):
-            await response.write(b"x" * 64 * 1024)
+        size = int(request.query.get("n", ANSWER))
+        for start in range(0, size, 64 * 1024):
+            await response.write(bytes([start // 65536 % 256]) * min(64 * 1024, size - start))
         await response.write_eof()
         return response
 
     worker = web.Application()
     worker.router.add_get("/answer", worker_answer)
     worker_port = await serve_app(worker)
-
-    folder = tmp_path / "answers"
-    folder.mkdir()
     session = new_upstream_session()
-    upstream = Upstream(None, session, answer_dir=folder, max_on_disk=ON_DISK)  # type: ignore[arg-type]
+    upstream = Upstream(None, session, answer_dir=folder, max_on_disk=max_on_disk)  # type: ignore[arg-type]
     worker_side_done: list[str] = []
 
     async def relay(request: web.Request) -> web.StreamResponse:
-        account = request.query["a"]
         async with delivering(request):
             response = await upstream._exchange(
                 request,
-                f"http://127.0.0.1:{worker_port}/answer",
+                f"http://127.0.0.1:{worker_port}/answer?{request.query_string}",
                 None,
                 reuse=False,
-                account=account,
+                account=request.query["a"],
             )
-            worker_side_done.append(account)
+            worker_side_done.append(request.query["a"])
         return response
 
     gateway = web.Application()
     gateway.router.add_get("/answer", relay)
-    port = await serve_app(gateway)
+    return await serve_app(gateway), worker_side_done, session
+
+
+async def test_answers_on_disk_are_bounded_over_all_accounts(tmp_path, serve_app):
+    port, worker_side_done, session = await relaying_gateway(serve_app, tmp_path, ON_DISK)
     socks = [await slow_reader(port, f"account{n}") for n in range(ACCOUNTS)]
     try:
         for _ in range(100):
@@ -88,8 +92,43 @@ async def test_answers_on_disk_are_bounded_over_all_accounts(tmp_path, serve_app
             await asyncio.sleep(0.05)
         await asyncio.sleep(1)  # long enough for the others to end, were they let go
         assert len(worker_side_done) == ON_DISK  # the others hold their workers, as before
-        assert files_open_in(folder) == ON_DISK
+        assert files_open_in(tmp_path) == ON_DISK
     finally:
         for sock in socks:
             sock.close()
         await session.close()
+
+
+async def test_a_pipelined_request_is_answered_after_the_relayed_answer_on_its_connection(
+    tmp_path, serve_app
+):
+    """Two requests in one packet: the first's answer is still being delivered by its task
+    when the second arrives; each answer whole, in order, on its own connection."""
+    port, _, session = await relaying_gateway(serve_app, tmp_path, ON_DISK)
+    big, small = 3 * 1024 * 1024 + 5, 100
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /answer?a=one&n={big} HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"GET /answer?a=one&n={small} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    await asyncio.sleep(0.5)  # a slow client: the first answer goes through the relay's file
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await session.close()
+    first, rest = raw.split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding: chunked" in first
+    body, rest = dechunk(rest)
+    assert body == b"".join(bytes([n % 256]) * 65536 for n in range(big // 65536)) + b"\x30" * 5
+    second, rest = rest.split(b"\r\n\r\n", 1)
+    assert b"Content-Length: 100" in second and rest == b"\0" * small
+
+
+def dechunk(data: bytes) -> tuple[bytes, bytes]:
+    body = bytearray()
+    while True:
+        size_line, data = data.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        body += data[:size]
+        data = data[size + 2 :]
+        if size == 0:
+            return bytes(body), data
