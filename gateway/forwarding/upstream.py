@@ -25,8 +25,10 @@ has answered, not once the client has read it: a client reading a big `sync/down
 used to hold them all (with one worker slot, another user's sync got 503). A client that keeps
 up takes the bytes from memory as they come; for a slower one, past `ANSWER_MEMORY` bytes what
 comes until it has caught up waits in an unnamed temporary file in `answer_dir` (the data
-folder), for one answer per account at a time (another answer of the same account meanwhile
-waits for its client, holding its worker, as before). A small answer (one that ends within
+folder), for one answer per account at a time and `MAX_ANSWERS_ON_DISK` over all accounts
+(so the disk holds at most that many collections for slow clients, however many free
+accounts read slowly at once; another answer meanwhile waits for its client, holding its
+worker, as before: bounded by `workers.max_workers`). A small answer (one that ends within
 `WHOLE_ANSWER` bytes: every `sync/meta`, `start`, `chunk` ...) skips the relay: it is read
 whole and leaves with its headers in one write (with a Content-Length: the stock server sends
 them chunked; only the framing changes) after the worker is let go, so a worker failing
@@ -87,6 +89,9 @@ CHUNK = 64 * 1024
 ANSWER_MEMORY = 4 * CHUNK
 #: An answer that ends within this many bytes is read whole and sent in one write.
 WHOLE_ANSWER = CHUNK
+#: Answers that may wait on disk at once, over all accounts (module doc: "Answers"): each can
+#: be a whole collection, on the disk the workers' collections live on.
+MAX_ANSWERS_ON_DISK = 8
 
 
 class _StaleConnection(Exception):
@@ -147,8 +152,10 @@ class Upstream:
         reused: aiohttp.ClientSession | None = None,
         cluster: Cluster | None = None,
         answer_dir: Path | None = None,
+        max_on_disk: int = MAX_ANSWERS_ON_DISK,
     ) -> None:
         self._cluster = cluster
+        self._max_on_disk = max_on_disk
         self._pool = pool
         self._upstream = upstream
         self._reused = reused
@@ -323,5 +330,8 @@ class Upstream:
 
     def _answer_folder(self, account: str) -> Path | None:
         """Where an answer too big for memory waits for a slow client: one answer of an
-        account at a time; another one holds its worker while its client is slow."""
-        return None if account in self._relaying else self._answer_dir
+        account at a time, `max_on_disk` over all accounts; another one holds its worker while
+        its client is slow."""
+        if account in self._relaying or len(self._relaying) >= self._max_on_disk:
+            return None
+        return self._answer_dir
