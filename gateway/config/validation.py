@@ -202,6 +202,7 @@ def validate(config: Config) -> list[str]:
         ("workers.max_payload_megs", w.max_payload_megs),
         ("workers.max_inflated_megs", w.max_inflated_megs),
         ("workers.sync_session_idle_seconds", w.sync_session_idle_seconds),
+        ("workers.max_answers_on_disk", w.max_answers_on_disk),
         ("provision.max_clock_skew_seconds", p.max_clock_skew_seconds),
         ("provision.max_body_bytes", p.max_body_bytes),
         ("portal.session_max_age_seconds", config.portal.session_max_age_seconds),
