@@ -111,6 +111,9 @@ def _measure(
         metrics.proxied("upload", request.content.total_bytes)
         if response is not None and response.prepared:
             metrics.proxied("download", response.body_length)
+        elif isinstance(response, web.Response) and isinstance(response.body, bytes):
+            # A whole answer (forwarding/upstream.py) is sent once this returns.
+            metrics.proxied("download", len(response.body))
 
 
 async def answer_and_close(request: web.Request, answer: web.Response) -> None:
