@@ -2,7 +2,7 @@
 
     Account                  one row: identity `sub` → local account `name` (permanent), status,
                              key generation, portal epoch, times (Unix seconds, float)
-    ACTIVE DISABLED SUSPENDED
+    ACTIVE DISABLED SUSPENDED DELETING
     key_digest(host_key)     SHA-256 hex: the only form a host key is ever stored in
     RegistryUnavailable      the store cannot answer now (503, never 403: a 403 logs Anki out)
     Registry                 the interface; every I/O method is `async`
@@ -11,7 +11,10 @@ Implementations: `sqlite.SqliteRegistry` (one host, the default) and `dynamo.Dyn
 (DynamoDB, many nodes). Both keep the same guarantees, pinned by tests/test_registry.py run
 against each: one account per `sub`, unique names (`naming.candidates`), race-safe creation,
 key lookup by digest, a key counts only while its account is active and its generation is the
-account's (`sign_out`), `set_status(only_from=...)` as a compare-and-set.
+account's (`sign_out`), `set_status(only_from=...)` as a compare-and-set, `claim_for_deletion`
+and the "seen" writes (`touch`, `seen`, `mark_checked`, `ensure`'s refresh) as conditional
+writes of which exactly one wins: never a "seen" on an account in DELETING, never a claim on
+one seen since the cutoff.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ ACTIVE = "active"
 DISABLED = "disabled"
 #: The identity provider reported the user disabled or gone; a later successful login undoes it.
 SUSPENDED = "suspended"
-STATUSES = (ACTIVE, DISABLED, SUSPENDED)
+#: Claimed by `accounts prune --delete` (`claim_for_deletion`): no login revives or uses it (503
+#: until the deletion is done); the next prune run finishes one an interrupted run left.
+DELETING = "deleting"
+STATUSES = (ACTIVE, DISABLED, SUSPENDED, DELETING)
 
 
 @dataclass(frozen=True)
@@ -194,8 +200,17 @@ class Registry(abc.ABC):
         Returns whether the account changed."""
 
     @abc.abstractmethod
-    async def touch(self, sub: str) -> None:
-        """Seen now, and confirmed by the identity provider now."""
+    async def touch(self, sub: str) -> bool:
+        """Seen now, and confirmed by the identity provider now. Returns whether it was written:
+        False when the account is gone or in DELETING (claimed by a prune: it is not revived)."""
+
+    @abc.abstractmethod
+    async def claim_for_deletion(self, sub: str, unseen_since: float) -> Account | None:
+        """Set the account's status to DELETING in one conditional write, only if it is not in
+        DELETING already and its creation, last sync and last check (`created_at`, `last_seen`,
+        `checked_at`) are all before `unseen_since` (Unix seconds). Returns the claimed account
+        (status DELETING), or None (gone, claimed already, or seen meanwhile: a login's `touch`
+        and this claim exclude each other)."""
 
     @abc.abstractmethod
     async def end_portal_sessions(self, sub: str) -> None:
@@ -204,11 +219,12 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def seen(self, account: Account) -> None:
         """A sync request arrived now (for "last sync"; not a confirmation by the provider).
-        Written at most every `SEEN_EVERY` seconds per account."""
+        Written at most every `SEEN_EVERY` seconds per account, never on one in DELETING."""
 
     @abc.abstractmethod
     async def mark_checked(self, sub: str, when: float | None = None) -> None:
-        """Confirmed by the identity provider at `when` (Unix seconds; default now)."""
+        """Confirmed by the identity provider at `when` (Unix seconds; default now); not
+        written on an account in DELETING."""
 
     @abc.abstractmethod
     async def sign_out(self, sub: str) -> int:
