@@ -248,3 +248,62 @@ def test_a_login_after_the_prunes_last_read_either_wins_or_waits_for_a_whole_del
         device.sync(media=False)
         assert (gw.config.collections_dir / fresh.name / "collection.anki2").is_file()
     device.close()
+
+
+def test_an_account_a_killed_prune_claimed_waits_with_503_and_the_next_run_removes_it(
+    portal_gateway: Any,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A prune killed after its claim (status "deleting" in the registry, nothing removed):
+    logins are told to try again (503), never logged out, and not revived; the next run finishes
+    the removal, although the account's times are recent; then the next login makes a fresh
+    account (the Cognito user was kept)."""
+    gw, _ = portal_gateway(portal={"delete_cognito_user": "keep"})
+    device = synced(tmp_path, gw, "halfway@example.com")
+    with sqlite3.connect(gw.config.data_dir / REGISTRY_FILE) as db:  # what the claim wrote
+        db.execute("UPDATE accounts SET status = 'deleting' WHERE name = 'halfway'")
+    assert login_status(gw.url, "halfway@example.com", PORTAL_PASSWORD) == 503
+    with pytest.raises(SyncError) as info:
+        device.login("halfway@example.com", PORTAL_PASSWORD, gw.url)
+    assert not is_auth_error(info.value)
+    assert gw.registry.get_by_name("halfway").status == "deleting"  # not revived
+
+    assert tree.run(["accounts", "prune", "--inactive-days", "30"], gw.config) == 0
+    assert "would delete\thalfway\t" in capsys.readouterr().out
+    command = ["accounts", "prune", "--inactive-days", "30", "--delete", "--wait", "5"]
+    assert tree.run(command, gw.config) == 0
+    assert "deleted\thalfway\t" in capsys.readouterr().out
+    assert gw.registry.get_by_name("halfway") is None
+    assert not (gw.config.collections_dir / "halfway").exists()
+    assert login_status(gw.url, "halfway@example.com", PORTAL_PASSWORD) == 200
+    (fresh,) = gw.registry.all()
+    assert fresh.name != "halfway" and fresh.active
+    device.close()
+
+
+def test_when_cognito_cannot_be_told_the_claim_is_released(
+    portal_gateway: Any,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Cognito unreachable during the removal (a fake: moto cannot be made unavailable): the
+    account is not removed and gets back its status, so its owner's logins work meanwhile."""
+    from gateway.errors import Unavailable
+    from gateway.portal.directory import CognitoDirectory
+
+    async def unreachable(self: Any, username: str, action: str) -> None:
+        raise Unavailable("Cognito unreachable")
+
+    gw, _ = portal_gateway()
+    device = synced(tmp_path, gw, "stays@example.com")
+    age(gw, "stays", 100)
+    monkeypatch.setattr(CognitoDirectory, "remove", unreachable)
+    command = ["accounts", "prune", "--inactive-days", "30", "--delete", "--wait", "5"]
+    assert tree.run(command, gw.config) == 3
+    assert "not deleted\tstays\t" in capsys.readouterr().out
+    assert gw.registry.get_by_name("stays").status == "active"
+    device.login("stays@example.com", PORTAL_PASSWORD, gw.url)
+    device.sync()
+    device.close()
