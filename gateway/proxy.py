@@ -40,7 +40,7 @@ from gateway.cluster.placement import Node
 from gateway.errors import BodyTooLarge, Overloaded, QuotaReached, UnreadableBody
 from gateway.forwarding.body import BodyPolicy
 from gateway.forwarding.delivery import delivering
-from gateway.forwarding.upstream import Upstream
+from gateway.forwarding.upstream import MAX_ANSWERS_ON_DISK, Upstream
 from gateway.quota import OverQuota, QuotaGuard
 from gateway.quota.guard import MediaCheck
 from gateway.uploads import payload
@@ -64,13 +64,16 @@ class Proxy:
         sessions: SessionGuard | None = None,
         quota: QuotaGuard | None = None,
         spool_dir: Path | None = None,
+        max_answers_on_disk: int = MAX_ANSWERS_ON_DISK,
     ) -> None:
         self._sessions = sessions
         self._gate = gate
         self._cluster = cluster
         self._admission = admission
         self._bodies = BodyPolicy(limits, budget, quota, spool_dir)
-        self._upstream = Upstream(pool, upstream, reused, cluster, spool_dir)
+        self._upstream = Upstream(
+            pool, upstream, reused, cluster, spool_dir, max_on_disk=max_answers_on_disk
+        )
 
     async def forward(
         self, request: web.Request, upstream_path: str, *, from_node: bool = False

@@ -229,6 +229,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
         sessions,
         QuotaGuard(quota_limits(config.quota), registry.folder),
         config.data_dir,
+        workers.max_answers_on_disk,
     )
     if cluster is None or config.cluster.storage != "local":
         yield

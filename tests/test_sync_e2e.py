@@ -8,11 +8,13 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from anki.errors import SyncError
 
 from gateway.appkeys import POOL, PROVIDER
+from gateway.forwarding.upstream import Upstream
 from tests.ankiclient import Client, Required, is_auth_error
 from tests.conftest import live_worker_pids
 
@@ -244,7 +246,7 @@ def test_nul_in_username_is_refused_cleanly(cognito, tmp_path, start_gateway):
 
 
 def test_worker_killed_mid_sync_is_a_server_error_and_the_next_sync_works(
-    cognito, tmp_path, start_gateway
+    cognito, tmp_path, start_gateway, monkeypatch
 ):
     cognito.add_user("ivy", PASSWORD)
     gw = start_gateway(cognito.config(tmp_path / "data"))
@@ -261,14 +263,26 @@ def test_worker_killed_mid_sync_is_a_server_error_and_the_next_sync_works(
     a.col.mod_schema(check=False)  # forces a full sync, like "Check Database" on a schema change
     pool = gw.app[POOL]
     killed: list[int] = []
+    # Kill only once the full upload is on its way to the worker: on a loaded machine a
+    # sync/meta can be busy long enough too, and a read-only meta is sent again to a fresh
+    # worker (the sync then succeeds: "DID NOT RAISE", seen under load).
+    uploading = threading.Event()
+    to_worker = Upstream.to_worker
+
+    async def watched(self: Upstream, request: Any, upstream_path: str, *args: Any, **kw: Any):
+        if upstream_path == "sync/upload":
+            uploading.set()
+        return await to_worker(self, request, upstream_path, *args, **kw)
+
+    monkeypatch.setattr(Upstream, "to_worker", watched)
 
     def killer() -> None:
         deadline = time.monotonic() + 30
         busy_since = None
         while time.monotonic() < deadline and not killed:
             now = time.monotonic()
-            busy_since = (busy_since or now) if pool.stats()["busy"] > 0 else None
-            # meta/start take milliseconds; only the full upload stays busy this long.
+            busy = uploading.is_set() and pool.stats()["busy"] > 0
+            busy_since = (busy_since or now) if busy else None
             if busy_since is not None and now - busy_since > 0.03:
                 for pid in live_worker_pids(gw.config.collections_dir):
                     os.kill(pid, signal.SIGKILL)

@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "health":
             return server.health(args.url, args.config)
-        config = config_mod.load(args.config)
+        config = config_mod.load(args.config, identity=not _offline(args))
     except config_mod.ConfigError as exc:
         print(f"anki-cognito-gateway: {exc}", file=sys.stderr)
         return 2
@@ -108,6 +108,18 @@ def main(argv: list[str]) -> int:
         print(f"anki-cognito-gateway: workers.command: {command[0]!r} not found", file=sys.stderr)
         return 2
     return args.run(args, config)
+
+
+#: `accounts` actions that never call Cognito.
+_OFFLINE_ACTIONS = frozenset({"list", "quota", "export"})
+
+
+def _offline(args: argparse.Namespace) -> bool:
+    """Whether the command never calls Cognito, so needs no user pool or app client settings
+    (an operator backing up local mode's data folder has none)."""
+    if args.command in ("backup", "restore"):
+        return True
+    return args.command == "accounts" and getattr(args, "action", None) in _OFFLINE_ACTIONS
 
 
 def run(argv: list[str], config: Config) -> int:

@@ -23,8 +23,11 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read `path` (may be None or missing only if it is None), apply `environ`, validate."""
+def load(
+    path: Path | None, environ: Mapping[str, str] | None = None, *, identity: bool = True
+) -> Config:
+    """Read `path` (may be None or missing only if it is None), apply `environ`, validate
+    (`identity`: validation.validate's, False for commands that never call Cognito)."""
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     raw = _read(path)
@@ -38,7 +41,7 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     top_raw = {k: v for k, v in raw.items() if k not in SECTIONS}
     flat = _build(_TopLevel, None, top_raw, environ, problems)
     config = Config(data_dir=flat.data_dir, secret=flat.secret, **top)
-    problems += validate(config)
+    problems += validate(config, identity=identity)
     if problems:
         raise ConfigError(problems)
     return config

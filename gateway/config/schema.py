@@ -173,6 +173,11 @@ class WorkersConfig:
     #: phone that lost its network, holds the account at most this long. Anki's own stall
     #: timer is 60 s; the stock server alone never expires a sync.
     sync_session_idle_seconds: float = 60.0
+    #: Answers that may wait on the data disk at once for clients reading them slowly (a big
+    #: `sync/download` read at the client's pace while its sync server is already let go), over
+    #: all accounts, one per account; past them, such an answer keeps its sync server until its
+    #: client catches up. Bounds that disk use to this many collections' worth.
+    max_answers_on_disk: int = 8
     #: How each sync server is boxed (docs/security/containment.md): `auto` (cgroup v2 where the
     #: gateway can create cgroups, else per-process limits), `cgroup` (refuse to start without
     #: cgroups) or `rlimit` (per-process limits only). The start-up line "worker containment" and

@@ -129,8 +129,10 @@ def _validate_containment(w: WorkersConfig) -> list[str]:
     return problems
 
 
-def validate(config: Config) -> list[str]:
-    """Cross-field checks; pure. Returns every problem found."""
+def validate(config: Config, *, identity: bool = True) -> list[str]:
+    """Cross-field checks; pure. Returns every problem found. `identity` False: the Cognito
+    user pool and app client are not required (commands that never call Cognito: backups,
+    restores, `accounts list|quota|export`); set ones are still checked."""
     problems: list[str] = _validate_cluster(config.cluster)
     if config.cluster.enabled and config.secret is None:
         problems.append(
@@ -139,10 +141,11 @@ def validate(config: Config) -> list[str]:
         )
     c, s, a, w, p = config.cognito, config.server, config.auth, config.workers, config.provision
     if not c.user_pool_id:
-        problems.append("cognito.user_pool_id: required (GATEWAY_COGNITO_USER_POOL_ID)")
+        if identity:
+            problems.append("cognito.user_pool_id: required (GATEWAY_COGNITO_USER_POOL_ID)")
     elif not _POOL_ID.match(c.user_pool_id):
         problems.append(f"cognito.user_pool_id: {c.user_pool_id!r} is not a user pool id")
-    if not c.client_id:
+    if not c.client_id and identity:
         problems.append("cognito.client_id: required (GATEWAY_COGNITO_CLIENT_ID)")
     problems += _validate_portal(config.portal)
     problems += _validate_registry(config.registry)
@@ -202,6 +205,7 @@ def validate(config: Config) -> list[str]:
         ("workers.max_payload_megs", w.max_payload_megs),
         ("workers.max_inflated_megs", w.max_inflated_megs),
         ("workers.sync_session_idle_seconds", w.sync_session_idle_seconds),
+        ("workers.max_answers_on_disk", w.max_answers_on_disk),
         ("provision.max_clock_skew_seconds", p.max_clock_skew_seconds),
         ("provision.max_body_bytes", p.max_body_bytes),
         ("portal.session_max_age_seconds", config.portal.session_max_age_seconds),

@@ -90,7 +90,8 @@ ANSWER_MEMORY = 4 * CHUNK
 #: An answer that ends within this many bytes is read whole and sent in one write.
 WHOLE_ANSWER = CHUNK
 #: Answers that may wait on disk at once, over all accounts (module doc: "Answers"): each can
-#: be a whole collection, on the disk the workers' collections live on.
+#: be a whole collection, on the disk the workers' collections live on. The default of
+#: `workers.max_answers_on_disk` (config/schema.py), which the proxy passes.
 MAX_ANSWERS_ON_DISK = 8
 
 

@@ -46,5 +46,9 @@ def share(config: Config, count: int) -> Config:
             max_failures_per_address=_part(auth.max_failures_per_address, count),
             recheck_calls_per_second=auth.recheck_calls_per_second / count,
         ),
-        workers=dataclasses.replace(workers, max_workers=_part(workers.max_workers, count)),
+        workers=dataclasses.replace(
+            workers,
+            max_workers=_part(workers.max_workers, count),
+            max_answers_on_disk=_part(workers.max_answers_on_disk, count),
+        ),
     )

@@ -103,3 +103,35 @@ def test_accounts_help_names_every_accounts_command(capsys):
     line = shown.split(" accounts ", 1)[1].split(" backup ", 1)[0]
     named = {part.split()[0] for part in line.split("|")}
     assert named == set(accounts.choices)
+
+
+@pytest.fixture
+def no_identity(tmp_path, monkeypatch):
+    """Settings naming only a data folder (local mode's, say): no user pool, no app client."""
+    for name in ("GATEWAY_CONFIG", "GATEWAY_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("GATEWAY_COGNITO_USER_POOL_ID", "GATEWAY_COGNITO_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    settings = tmp_path / "gateway.yaml"
+    settings.write_text(f"data_dir: {tmp_path / 'data'}\n")
+    monkeypatch.chdir(tmp_path)
+    return settings
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["accounts", "list"], ["backup", "--to", "{backups}", "--list"]],
+)
+def test_commands_that_never_call_cognito_need_no_user_pool_settings(no_identity, capsys, argv):
+    # An operator backing up local mode's data folder has no Cognito settings to give.
+    backups = no_identity.parent / "backups"
+    backups.mkdir()
+    argv = [a.format(backups=backups) for a in argv]
+    assert main(["--config", str(no_identity), *argv]) == 0
+    assert "cognito.user_pool_id" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["check-config"], ["accounts", "disable", "x"]])
+def test_commands_that_call_cognito_still_need_its_settings(no_identity, capsys, argv):
+    assert main(["--config", str(no_identity), *argv]) == 2
+    assert "cognito.user_pool_id: required" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def test_each_process_gets_its_share_rounded_up(tmp_path) -> None:  # type: igno
     config = fake_provider_config(tmp_path)
     config = dataclasses.replace(
         config,
-        workers=dataclasses.replace(config.workers, max_workers=5),
+        workers=dataclasses.replace(config.workers, max_workers=5, max_answers_on_disk=8),
         auth=dataclasses.replace(
             config.auth,
             max_failures_per_user=10,
@@ -41,6 +41,7 @@ def test_each_process_gets_its_share_rounded_up(tmp_path) -> None:  # type: igno
     )
     two = share(config, 2)
     assert two.workers.max_workers == 3
+    assert two.workers.max_answers_on_disk == 4
     assert two.auth.max_failures_per_user == 5
     assert two.auth.max_failures_per_address == 1  # never below 1
     assert two.auth.recheck_calls_per_second == 5.0
