@@ -20,6 +20,11 @@ the password check (AdminInitiateAuth, and a count towards Cognito's lockout) an
 login, not the round trip; concurrent hits for one `sub` share one lookup. When Cognito cannot
 be asked, the login gets 503 as an uncached one would.
 
+An account `accounts prune --delete` has claimed (status DELETING, retention/prune.py) is never
+used or revived: its login gets 503 with Retry-After (never 403) until the deletion is done, and
+the login's own "seen" write (`Registry.touch`) is conditional on that status, so of a login and
+the claim exactly one wins.
+
 The user's password goes to the identity provider and nowhere else. The worker only ever sees
 the local account name and its derived secret, so the key it issues is the key the client keeps.
 That key is deterministic (the stock server's key is sha1("name:password")), which is why keys
