@@ -39,6 +39,7 @@ from gateway.registry import (
     key_digest,
 )
 from gateway.registry import dynamo as dynamo_mod
+from gateway.registry.base import AccountBeingDeleted
 from gateway.registry.dynamo import DynamoRegistry, create_table
 
 TABLE = "anki-gateway-test"
@@ -379,7 +380,7 @@ async def test_touch_mark_checked_and_portal_epochs(registry, store):
 
 async def test_a_deletion_claim_and_seen_writes_exclude_each_other(registry, store):
     """`accounts prune` claims an account unseen since a cutoff with one conditional write;
-    from then on no "seen" write lands (in this or another process) and its keys are refused;
+    from then on no "seen" write lands (in this or another process) and its keys wait (503);
     an account seen since the cutoff is never claimed; released, it is usable again."""
     t0 = store.clock.now
     claimed_one, _ = await registry.ensure(Identity("sub-1", "alice", None))
@@ -406,12 +407,18 @@ async def test_a_deletion_claim_and_seen_writes_exclude_each_other(registry, sto
     store.settle()
     row = await registry.get("sub-1")
     assert (row.status, row.last_seen, row.checked_at) == (DELETING, t0, 0.0)
-    assert await other.account_for_key("k" * 40) is None  # refused as a deleted account's
+    with pytest.raises(AccountBeingDeleted):  # 503 until deleted: never a logout meanwhile
+        await other.account_for_key("k" * 40)
     assert await registry.count_by_status() == {ACTIVE: 1, DELETING: 1}
     # Released (Cognito could not be told): usable again, and seen again.
     assert await registry.set_status("sub-1", ACTIVE, only_from=DELETING)
     assert await registry.touch("sub-1")
     assert (await registry.get("sub-1")).last_seen == store.clock.now
+    assert (await registry.account_for_key("k" * 40)).active
+    # Deleted: the key is unknown (403), no longer waiting.
+    assert await registry.claim_for_deletion("sub-1", store.clock.now + 1) is not None
+    await registry.delete("sub-1")
+    assert await registry.account_for_key("k" * 40) is None
 
 
 async def test_of_a_concurrent_claim_and_login_exactly_one_wins(store):

@@ -5,6 +5,7 @@
     ACTIVE DISABLED SUSPENDED DELETING
     key_digest(host_key)     SHA-256 hex: the only form a host key is ever stored in
     RegistryUnavailable      the store cannot answer now (503, never 403: a 403 logs Anki out)
+    AccountBeingDeleted      a key of an account a prune has claimed (503 until it is gone)
     Registry                 the interface; every I/O method is `async`
 
 Implementations: `sqlite.SqliteRegistry` (one host, the default) and `dynamo.DynamoRegistry`
@@ -123,6 +124,18 @@ def key_admits(account: Account | None, generation: int, name: str | None) -> bo
     )
 
 
+def key_waits(account: Account | None, generation: int, name: str | None) -> bool:
+    """Whether a key would open `account` (as `key_admits`) but for the account being claimed
+    by a prune (DELETING): its requests wait (`AccountBeingDeleted`, 503), as its logins do; a
+    released claim lets them through again, a finished deletion refuses them."""
+    return (
+        account is not None
+        and account.status == DELETING
+        and account.key_generation == generation
+        and (name is None or account.name == name)
+    )
+
+
 def quota_values(megs: Mapping[str, int | None]) -> dict[str, int | None]:
     """`megs` checked for `Registry.set_quota`."""
     for name, value in megs.items():
@@ -140,6 +153,14 @@ class RegistryUnavailable(Unavailable):
     Answered 503 on every route (errors.py): the user's credentials are not in question."""
 
     public = "service temporarily unavailable"
+
+
+class AccountBeingDeleted(RegistryUnavailable):
+    """A host key of an account `accounts prune` has claimed (DELETING): 503, never 403, until
+    the deletion is done (its keys are then unknown: 403) or the claim released."""
+
+    public = "account being deleted, try again later"
+    retry_after = 30
 
 
 class Registry(abc.ABC):
@@ -255,7 +276,8 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def account_for_key(self, host_key: str) -> Account | None:
         """The active account a host key belongs to, or None (unknown or revoked key: its
-        account is not active, or signed out since the key was issued)."""
+        account is not active, or signed out since the key was issued). Raises
+        `AccountBeingDeleted` for a key of an account a prune has claimed (`key_waits`)."""
 
     @abc.abstractmethod
     def knows_key(self, host_key: str) -> bool:

@@ -76,11 +76,13 @@ from gateway.registry.base import (
     DELETING,
     SEEN_EVERY,
     Account,
+    AccountBeingDeleted,
     IssuedKey,
     Registry,
     RegistryUnavailable,
     key_admits,
     key_digest,
+    key_waits,
     quota_values,
 )
 from gateway.registry.table import (
@@ -576,6 +578,8 @@ class DynamoRegistry(CopyIn, Registry):
                 raise
             metrics.registry_stale_answer()
             return account
+        if key_waits(account, *known[1:]):  # outside the try: never answered from memory
+            raise AccountBeingDeleted("the key's account is being deleted")
         if account is None or not key_admits(account, *known[1:]):
             self._keys.pop(digest, None)
             return None

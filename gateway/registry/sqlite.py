@@ -36,12 +36,14 @@ from gateway.registry.base import (
     QUOTA_FIELDS,
     SEEN_EVERY,
     Account,
+    AccountBeingDeleted,
     Contents,
     IssuedKey,
     Registry,
     RetiredName,
     key_admits,
     key_digest,
+    key_waits,
     quota_values,
 )
 
@@ -414,6 +416,8 @@ class SqliteRegistry(Registry):
         else:
             sub, generation, name = known
         account = self._get(sub)
+        if key_waits(account, generation, name):
+            raise AccountBeingDeleted("the key's account is being deleted")
         if account is None or not key_admits(account, generation, name):
             self._key_cache.pop(digest, None)
             return None

@@ -9,8 +9,8 @@ seen meanwhile (a login during the run) fails the claim and is skipped. A login'
 write (`Registry.touch`) is conditional on the account not being "deleting", so of a login and the
 claim exactly one wins: the login (the account stays) or the claim (the login, and every login
 until the deletion is done, gets 503 with Retry-After, never 403, and the account is removed
-whole; the next login after it makes a fresh account, if the Cognito user was kept). Keys of a
-claimed account are refused as a deleted account's are. The claimed account is then deleted
+whole; the next login after it makes a fresh account, if the Cognito user was kept). A claimed
+account's keys wait too (`AccountBeingDeleted`, 503). The claimed account is then deleted
 through the same path as the portal's "delete my account" (gateway/deletion.py, the Cognito
 user treated as `portal.delete_cognito_user` says). Its sync server is stopped through the
 backup's handshake (quiesce.py: any gateway process stops it once it is idle, or after `--wait`

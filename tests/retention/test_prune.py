@@ -265,6 +265,9 @@ def test_an_account_a_killed_prune_claimed_waits_with_503_and_the_next_run_remov
         db.execute("UPDATE accounts SET status = 'deleting' WHERE name = 'halfway'")
     assert login_status(gw.url, "halfway@example.com", PORTAL_PASSWORD) == 503
     with pytest.raises(SyncError) as info:
+        device.sync()  # its key waits too: not a logout
+    assert not is_auth_error(info.value)
+    with pytest.raises(SyncError) as info:
         device.login("halfway@example.com", PORTAL_PASSWORD, gw.url)
     assert not is_auth_error(info.value)
     assert gw.registry.get_by_name("halfway").status == "deleting"  # not revived
