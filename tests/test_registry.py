@@ -28,6 +28,8 @@ from moto import mock_aws
 from gateway import metrics
 from gateway.identity.provider import Identity
 from gateway.registry import (
+    ACTIVE,
+    DELETING,
     DISABLED,
     SEEN_EVERY,
     SUSPENDED,
@@ -37,6 +39,7 @@ from gateway.registry import (
     key_digest,
 )
 from gateway.registry import dynamo as dynamo_mod
+from gateway.registry.base import AccountBeingDeleted
 from gateway.registry.dynamo import DynamoRegistry, create_table
 
 TABLE = "anki-gateway-test"
@@ -373,6 +376,85 @@ async def test_touch_mark_checked_and_portal_epochs(registry, store):
     await registry.touch("no-such-sub")
     await registry.end_portal_sessions("no-such-sub")
     assert await registry.count() == 1
+
+
+async def test_a_deletion_claim_and_seen_writes_exclude_each_other(registry, store):
+    """`accounts prune` claims an account unseen since a cutoff with one conditional write;
+    from then on no "seen" write lands (in this or another process) and its keys wait (503);
+    an account seen since the cutoff is never claimed; released, it is usable again."""
+    t0 = store.clock.now
+    claimed_one, _ = await registry.ensure(Identity("sub-1", "alice", None))
+    await registry.ensure(Identity("sub-2", "bob", None))
+    await registry.add_host_key("sub-1", "k" * 40)
+    assert await registry.account_for_key("k" * 40) is not None
+    store.clock.now += 100
+    other = store.open()  # another gateway process
+    assert await other.touch("sub-2")  # bob logs in: seen after the cutoff
+    cutoff = t0 + 10
+    assert await registry.claim_for_deletion("sub-2", cutoff) is None
+    assert (await registry.get("sub-2")).status == ACTIVE
+    claimed = await registry.claim_for_deletion("sub-1", cutoff)
+    assert claimed is not None and claimed.status == DELETING and claimed.name == "alice"
+    assert await registry.claim_for_deletion("sub-1", cutoff) is None  # claimed once only
+    assert await registry.claim_for_deletion("no-such-sub", cutoff) is None
+    store.settle()
+    # No login, sync or re-check of alice writes "seen" any more, nor revives her account.
+    assert not await other.touch("sub-1")
+    await other.seen(await other.get("sub-1"))
+    await other.mark_checked("sub-1")
+    again, created = await other.ensure(Identity("sub-1", "alice-renamed", None))
+    assert not created and again.status == DELETING
+    store.settle()
+    row = await registry.get("sub-1")
+    assert (row.status, row.last_seen, row.checked_at) == (DELETING, t0, 0.0)
+    with pytest.raises(AccountBeingDeleted):  # 503 until deleted: never a logout meanwhile
+        await other.account_for_key("k" * 40)
+    assert await registry.count_by_status() == {ACTIVE: 1, DELETING: 1}
+    # Released (Cognito could not be told): usable again, and seen again.
+    assert await registry.set_status("sub-1", ACTIVE, only_from=DELETING)
+    assert await registry.touch("sub-1")
+    assert (await registry.get("sub-1")).last_seen == store.clock.now
+    assert (await registry.account_for_key("k" * 40)).active
+    # Deleted: the key is unknown (403), no longer waiting.
+    assert await registry.claim_for_deletion("sub-1", store.clock.now + 1) is not None
+    await registry.delete("sub-1")
+    assert await registry.account_for_key("k" * 40) is None
+
+
+async def test_of_a_concurrent_claim_and_login_exactly_one_wins(store):
+    """The prune (this process) and a login's `touch` (another process, its own thread) at
+    once, on accounts unseen since the cutoff: each account ends claimed with no login
+    written, or seen with no claim; never both, never neither."""
+    here, there = store.open(), store.open()
+    subs = [f"sub-{i}" for i in range(6)]
+    for sub in subs:
+        await here.ensure(Identity(sub, f"user{sub[-1]}", None))
+    cutoff = store.clock.now + 1
+    store.clock.now += 100
+    barrier = threading.Barrier(2)
+    touched: dict[str, bool] = {}
+
+    def logins() -> None:
+        async def run() -> None:
+            for sub in subs:
+                await asyncio.to_thread(barrier.wait)
+                touched[sub] = await there.touch(sub)
+
+        asyncio.run(run())
+
+    thread = threading.Thread(target=logins)
+    thread.start()
+    claimed: dict[str, bool] = {}
+    for sub in subs:
+        await asyncio.to_thread(barrier.wait)
+        claimed[sub] = await here.claim_for_deletion(sub, cutoff) is not None
+    await asyncio.to_thread(thread.join)
+    store.settle()
+    for sub in subs:
+        assert touched[sub] != claimed[sub], sub
+        row = await here.get(sub)
+        assert row.status == (DELETING if claimed[sub] else ACTIVE)
+        assert (row.last_seen > cutoff) == touched[sub]
 
 
 async def test_quota_overrides_are_set_kept_per_field_and_seen_by_another_process(registry, store):

@@ -20,6 +20,11 @@ the password check (AdminInitiateAuth, and a count towards Cognito's lockout) an
 login, not the round trip; concurrent hits for one `sub` share one lookup. When Cognito cannot
 be asked, the login gets 503 as an uncached one would.
 
+An account `accounts prune --delete` has claimed (status DELETING, retention/prune.py) is never
+used or revived: its login gets 503 with Retry-After (never 403) until the deletion is done, and
+the login's own "seen" write (`Registry.touch`) is conditional on that status, so of a login and
+the claim exactly one wins.
+
 The user's password goes to the identity provider and nowhere else. The worker only ever sees
 the local account name and its derived secret, so the key it issues is the key the client keeps.
 That key is deterministic (the stock server's key is sha1("name:password")), which is why keys
@@ -57,7 +62,7 @@ from gateway.identity.provider import (
     UnknownUser,
 )
 from gateway.identity.spelling import canonical
-from gateway.registry import ACTIVE, SUSPENDED, Account, Registry
+from gateway.registry import ACTIVE, DELETING, SUSPENDED, Account, Registry
 from gateway.workers.lock import make_account_dir
 from gateway.workers.pool import WorkerPool
 
@@ -66,6 +71,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.login")
 T = TypeVar("T")
+
+#: Retry-After (seconds) of a login of an account `accounts prune` is deleting (503, never 403:
+#: once the deletion is done, the next login makes a fresh account).
+DELETING_RETRY_AFTER = 30
+
+
+def _being_deleted() -> Unavailable:
+    return Unavailable("the account is being deleted", retry_after=DELETING_RETRY_AFTER)
 
 
 @dataclass(frozen=True)
@@ -244,7 +257,9 @@ class LoginService:
             # Signed out everywhere while this login ran: that key is already refused. Answer
             # with a retry rather than a key that logs the device out at its first request.
             raise Unavailable("account signed out during the login; try again", retry_after=1)
-        await self.registry.touch(identity.sub)
+        if not await self.registry.touch(identity.sub):
+            # Claimed by a prune (or deleted) since this login read it: the prune won.
+            raise _being_deleted()
         result = LoginResult(identity, account.name, host_key, account.key_generation)
         self.cache.put(cache_key, result, _tags(identity.sub, _names(cache_key, identity)))
         log.info("login", extra={"account": account.name, "sub": identity.sub, "new": created})
@@ -264,6 +279,9 @@ class LoginService:
             # Another account under this user's names: its owner may be gone from Cognito.
             self.on_rival(rival)
         account, created = await self.registry.ensure(identity)
+        if account.status == DELETING:
+            log.info("login put off: account being deleted", extra={"account": account.name})
+            raise _being_deleted()
         if account.status == SUSPENDED:
             # Cognito accepted the password again: the user was re-enabled there.
             if await self.registry.set_status(identity.sub, ACTIVE, only_from=SUSPENDED):
@@ -310,9 +328,11 @@ class LoginService:
         meanwhile (`accounts prune`, "delete my account": they delete the row, then look for
         the folder; this makes the folder, then looks for the row, so one of the two sees the
         other) gets its folder removed again if it is still empty, and the login a 503: no
-        folder, worker or key is left for an account without a row."""
+        folder, worker or key is left for an account without a row. An account a prune has
+        claimed (DELETING, before its row goes) is treated the same."""
         folder = make_account_dir(self.pool.collections_dir, account.name)
-        if await self.registry.get(account.sub) is None:
+        now = await self.registry.get(account.sub)
+        if now is None or now.status == DELETING:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only ever an empty one: never anyone's files
             raise Unavailable("the account was deleted during this login", retry_after=5)

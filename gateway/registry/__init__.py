@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from gateway.registry.base import (
     ACTIVE,
+    DELETING,
     DISABLED,
     SEEN_EVERY,
     STATUSES,
@@ -32,6 +33,7 @@ from gateway.registry.sqlite import SqliteRegistry
 
 __all__ = [
     "ACTIVE",
+    "DELETING",
     "DISABLED",
     "REGISTRY_FILE",
     "SEEN_EVERY",

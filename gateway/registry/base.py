@@ -2,16 +2,20 @@
 
     Account                  one row: identity `sub` → local account `name` (permanent), status,
                              key generation, portal epoch, times (Unix seconds, float)
-    ACTIVE DISABLED SUSPENDED
+    ACTIVE DISABLED SUSPENDED DELETING
     key_digest(host_key)     SHA-256 hex: the only form a host key is ever stored in
     RegistryUnavailable      the store cannot answer now (503, never 403: a 403 logs Anki out)
+    AccountBeingDeleted      a key of an account a prune has claimed (503 until it is gone)
     Registry                 the interface; every I/O method is `async`
 
 Implementations: `sqlite.SqliteRegistry` (one host, the default) and `dynamo.DynamoRegistry`
 (DynamoDB, many nodes). Both keep the same guarantees, pinned by tests/test_registry.py run
 against each: one account per `sub`, unique names (`naming.candidates`), race-safe creation,
 key lookup by digest, a key counts only while its account is active and its generation is the
-account's (`sign_out`), `set_status(only_from=...)` as a compare-and-set.
+account's (`sign_out`), `set_status(only_from=...)` as a compare-and-set, `claim_for_deletion`
+and the "seen" writes (`touch`, `seen`, `mark_checked`, `ensure`'s refresh) as conditional
+writes of which exactly one wins: never a "seen" on an account in DELETING, never a claim on
+one seen since the cutoff.
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ ACTIVE = "active"
 DISABLED = "disabled"
 #: The identity provider reported the user disabled or gone; a later successful login undoes it.
 SUSPENDED = "suspended"
-STATUSES = (ACTIVE, DISABLED, SUSPENDED)
+#: Claimed by `accounts prune --delete` (`claim_for_deletion`): no login revives or uses it (503
+#: until the deletion is done); the next prune run finishes one an interrupted run left.
+DELETING = "deleting"
+STATUSES = (ACTIVE, DISABLED, SUSPENDED, DELETING)
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,18 @@ def key_admits(account: Account | None, generation: int, name: str | None) -> bo
     )
 
 
+def key_waits(account: Account | None, generation: int, name: str | None) -> bool:
+    """Whether a key would open `account` (as `key_admits`) but for the account being claimed
+    by a prune (DELETING): its requests wait (`AccountBeingDeleted`, 503), as its logins do; a
+    released claim lets them through again, a finished deletion refuses them."""
+    return (
+        account is not None
+        and account.status == DELETING
+        and account.key_generation == generation
+        and (name is None or account.name == name)
+    )
+
+
 def quota_values(megs: Mapping[str, int | None]) -> dict[str, int | None]:
     """`megs` checked for `Registry.set_quota`."""
     for name, value in megs.items():
@@ -134,6 +153,14 @@ class RegistryUnavailable(Unavailable):
     Answered 503 on every route (errors.py): the user's credentials are not in question."""
 
     public = "service temporarily unavailable"
+
+
+class AccountBeingDeleted(RegistryUnavailable):
+    """A host key of an account `accounts prune` has claimed (DELETING): 503, never 403, until
+    the deletion is done (its keys are then unknown: 403) or the claim released."""
+
+    public = "account being deleted, try again later"
+    retry_after = 30
 
 
 class Registry(abc.ABC):
@@ -194,8 +221,17 @@ class Registry(abc.ABC):
         Returns whether the account changed."""
 
     @abc.abstractmethod
-    async def touch(self, sub: str) -> None:
-        """Seen now, and confirmed by the identity provider now."""
+    async def touch(self, sub: str) -> bool:
+        """Seen now, and confirmed by the identity provider now. Returns whether it was written:
+        False when the account is gone or in DELETING (claimed by a prune: it is not revived)."""
+
+    @abc.abstractmethod
+    async def claim_for_deletion(self, sub: str, unseen_since: float) -> Account | None:
+        """Set the account's status to DELETING in one conditional write, only if it is not in
+        DELETING already and its creation, last sync and last check (`created_at`, `last_seen`,
+        `checked_at`) are all before `unseen_since` (Unix seconds). Returns the claimed account
+        (status DELETING), or None (gone, claimed already, or seen meanwhile: a login's `touch`
+        and this claim exclude each other)."""
 
     @abc.abstractmethod
     async def end_portal_sessions(self, sub: str) -> None:
@@ -204,11 +240,12 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def seen(self, account: Account) -> None:
         """A sync request arrived now (for "last sync"; not a confirmation by the provider).
-        Written at most every `SEEN_EVERY` seconds per account."""
+        Written at most every `SEEN_EVERY` seconds per account, never on one in DELETING."""
 
     @abc.abstractmethod
     async def mark_checked(self, sub: str, when: float | None = None) -> None:
-        """Confirmed by the identity provider at `when` (Unix seconds; default now)."""
+        """Confirmed by the identity provider at `when` (Unix seconds; default now); not
+        written on an account in DELETING."""
 
     @abc.abstractmethod
     async def sign_out(self, sub: str) -> int:
@@ -239,7 +276,8 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def account_for_key(self, host_key: str) -> Account | None:
         """The active account a host key belongs to, or None (unknown or revoked key: its
-        account is not active, or signed out since the key was issued)."""
+        account is not active, or signed out since the key was issued). Raises
+        `AccountBeingDeleted` for a key of an account a prune has claimed (`key_waits`)."""
 
     @abc.abstractmethod
     def knows_key(self, host_key: str) -> bool:

@@ -73,13 +73,16 @@ from gateway.identity.provider import Identity
 from gateway.identity.spelling import canonical
 from gateway.registry.base import (
     ACTIVE,
+    DELETING,
     SEEN_EVERY,
     Account,
+    AccountBeingDeleted,
     IssuedKey,
     Registry,
     RegistryUnavailable,
     key_admits,
     key_digest,
+    key_waits,
     quota_values,
 )
 from gateway.registry.table import (
@@ -115,6 +118,8 @@ _CACHE_ENTRIES = 100_000
 _COUNT_SECONDS = 300.0
 #: "#status" and "#name" in expressions: both are DynamoDB reserved words.
 _NAMES = {"#status": "status", "#name": "name"}
+#: The condition of every "seen" write: never on an account a prune has claimed.
+_NOT_DELETING = "attribute_exists(pk) AND #status <> :deleting"
 
 
 class DynamoRegistry(CopyIn, Registry):
@@ -305,7 +310,8 @@ class DynamoRegistry(CopyIn, Registry):
         if identity.email is not None:  # as COALESCE(?, email): a known email is kept
             expression += ", email = :e, email_key = :ek"
             values |= {":e": _s(identity.email), ":ek": _s(canonical(identity.email))}
-        return await self._update(identity.sub, expression, values)
+        values[":deleting"] = _s(DELETING)
+        return await self._update(identity.sub, expression, values, condition=_NOT_DELETING)
 
     async def _create(self, identity: Identity, name: str) -> Account | str:
         """Claim `name` and create the account in one transaction: the account, or "name taken"
@@ -388,9 +394,24 @@ class DynamoRegistry(CopyIn, Registry):
         self._counts.clear()
         return changed is not None
 
-    async def touch(self, sub: str) -> None:
-        now = _n(self._clock())
-        await self._update(sub, "SET last_seen = :now, checked_at = :now", {":now": now})
+    async def touch(self, sub: str) -> bool:
+        values = {":now": _n(self._clock()), ":deleting": _s(DELETING)}
+        expression = "SET last_seen = :now, checked_at = :now"
+        return await self._update(sub, expression, values, condition=_NOT_DELETING) is not None
+
+    async def claim_for_deletion(self, sub: str, unseen_since: float) -> Account | None:
+        """See `Registry.claim_for_deletion`: one UpdateItem with a ConditionExpression
+        (DynamoDB orders it against a login's conditional `touch`)."""
+        values = {":deleting": _s(DELETING), ":cut": _n(unseen_since)}
+        # A missing time reads as 0 (table.py `_account`): before any cutoff.
+        condition = _NOT_DELETING + "".join(
+            f" AND (attribute_not_exists({t}) OR {t} < :cut)"
+            for t in ("created_at", "last_seen", "checked_at")
+        )
+        claimed = await self._update(sub, "SET #status = :deleting", values, condition=condition)
+        self._forget_keys(sub)
+        self._counts.clear()
+        return claimed
 
     async def end_portal_sessions(self, sub: str) -> None:
         await self._update(sub, "ADD portal_epoch :one", {":one": _n(1)})
@@ -427,13 +448,15 @@ class DynamoRegistry(CopyIn, Registry):
             return  # tried within SEEN_EVERY and failed: not again on every request
         self._seen_tried[account.sub] = now
         try:
-            await self._update(account.sub, "SET last_seen = :now", {":now": _n(now)})
+            values = {":now": _n(now), ":deleting": _s(DELETING)}
+            await self._update(account.sub, "SET last_seen = :now", values, condition=_NOT_DELETING)
         except RegistryUnavailable:
             pass  # logged and counted
 
     async def mark_checked(self, sub: str, when: float | None = None) -> None:
         when = self._clock() if when is None else when
-        await self._update(sub, "SET checked_at = :when", {":when": _n(when)})
+        values = {":when": _n(when), ":deleting": _s(DELETING)}
+        await self._update(sub, "SET checked_at = :when", values, condition=_NOT_DELETING)
 
     async def sign_out(self, sub: str) -> int:
         """See `Registry.sign_out`. The generation moves on in one conditional update (every
@@ -555,6 +578,8 @@ class DynamoRegistry(CopyIn, Registry):
                 raise
             metrics.registry_stale_answer()
             return account
+        if key_waits(account, *known[1:]):  # outside the try: never answered from memory
+            raise AccountBeingDeleted("the key's account is being deleted")
         if account is None or not key_admits(account, *known[1:]):
             self._keys.pop(digest, None)
             return None

@@ -32,15 +32,18 @@ from gateway.identity.provider import Identity
 from gateway.identity.spelling import canonical
 from gateway.registry.base import (
     ACTIVE,
+    DELETING,
     QUOTA_FIELDS,
     SEEN_EVERY,
     Account,
+    AccountBeingDeleted,
     Contents,
     IssuedKey,
     Registry,
     RetiredName,
     key_admits,
     key_digest,
+    key_waits,
     quota_values,
 )
 
@@ -179,8 +182,8 @@ class SqliteRegistry(Registry):
                 ):
                     self._db.execute(
                         "UPDATE accounts SET cognito_username = ?, email = COALESCE(?, email),"
-                        " last_seen = ? WHERE sub = ?",
-                        (identity.username, identity.email, now, identity.sub),
+                        " last_seen = ? WHERE sub = ? AND status != ?",
+                        (identity.username, identity.email, now, identity.sub, DELETING),
                     )
                 self._db.execute("COMMIT")
                 return self._get(identity.sub) or existing, False
@@ -251,11 +254,24 @@ class SqliteRegistry(Registry):
             self._forget_keys(sub)
         return cursor.rowcount == 1
 
-    async def touch(self, sub: str) -> None:
+    async def touch(self, sub: str) -> bool:
         now = self._clock()
-        self._db.execute(
-            "UPDATE accounts SET last_seen = ?, checked_at = ? WHERE sub = ?", (now, now, sub)
+        cursor = self._db.execute(
+            "UPDATE accounts SET last_seen = ?, checked_at = ? WHERE sub = ? AND status != ?",
+            (now, now, sub, DELETING),
         )
+        return cursor.rowcount == 1
+
+    async def claim_for_deletion(self, sub: str, unseen_since: float) -> Account | None:
+        """See `Registry.claim_for_deletion`: one UPDATE ... WHERE (SQLite's write lock orders
+        it against a login's `touch`)."""
+        cursor = self._db.execute(
+            "UPDATE accounts SET status = ? WHERE sub = ? AND status != ?"
+            " AND created_at < ? AND last_seen < ? AND checked_at < ?",
+            (DELETING, sub, DELETING, unseen_since, unseen_since, unseen_since),
+        )
+        self._forget_keys(sub)
+        return self._get(sub) if cursor.rowcount == 1 else None
 
     async def end_portal_sessions(self, sub: str) -> None:
         self._db.execute(
@@ -276,11 +292,17 @@ class SqliteRegistry(Registry):
     async def seen(self, account: Account) -> None:
         now = self._clock()
         if now - account.last_seen >= SEEN_EVERY:
-            self._db.execute("UPDATE accounts SET last_seen = ? WHERE sub = ?", (now, account.sub))
+            self._db.execute(
+                "UPDATE accounts SET last_seen = ? WHERE sub = ? AND status != ?",
+                (now, account.sub, DELETING),
+            )
 
     async def mark_checked(self, sub: str, when: float | None = None) -> None:
         when = self._clock() if when is None else when
-        self._db.execute("UPDATE accounts SET checked_at = ? WHERE sub = ?", (when, sub))
+        self._db.execute(
+            "UPDATE accounts SET checked_at = ? WHERE sub = ? AND status != ?",
+            (when, sub, DELETING),
+        )
 
     async def sign_out(self, sub: str) -> int:
         """See `Registry.sign_out`: refused at once in this and any other process sharing the
@@ -394,6 +416,8 @@ class SqliteRegistry(Registry):
         else:
             sub, generation, name = known
         account = self._get(sub)
+        if key_waits(account, generation, name):
+            raise AccountBeingDeleted("the key's account is being deleted")
         if account is None or not key_admits(account, generation, name):
             self._key_cache.pop(digest, None)
             return None
