@@ -14,7 +14,7 @@ import http.client
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -148,25 +148,24 @@ def test_a_legacy_zstd_frame_is_415_and_never_reaches_the_worker(defaults):
     assert grown < NOISE_MIB, f"worker grew by {grown:.0f} MiB"  # +303 MB each before
 
 
+async def trickling(first: bytes, stop: asyncio.Event) -> AsyncIterator[bytes]:
+    """One zstd frame: `first` at once, then 200 random bytes every 0.2 s (about 1 KB/s,
+    valid zstd all along) until `stop`, then the frame's end."""
+    encoder = zstandard.ZstdCompressor(level=1).compressobj()
+    yield encoder.compress(first) + encoder.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    while not stop.is_set():
+        await asyncio.sleep(0.2)
+        yield encoder.compress(os.urandom(200)) + encoder.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    yield encoder.flush()
+
+
 async def trickle(url: str, key: str, inflating_to: int, stop: asyncio.Event) -> int:
     """A body whose first bytes inflate to `inflating_to`, then random bytes at about 1 KB/s
     (valid zstd all along) until `stop`; the answer's status."""
-    encoder = zstandard.ZstdCompressor(level=1).compressobj()
-
-    async def chunks():
-        yield encoder.compress(b"\0" * inflating_to) + encoder.flush(
-            zstandard.COMPRESSOBJ_FLUSH_BLOCK
-        )
-        while not stop.is_set():
-            await asyncio.sleep(0.2)
-            yield encoder.compress(os.urandom(200)) + encoder.flush(
-                zstandard.COMPRESSOBJ_FLUSH_BLOCK
-            )
-        yield encoder.flush()
-
     header = {"anki-sync": rawhttp.sync_header(key).decode()}
+    body = trickling(b"\0" * inflating_to, stop)
     async with aiohttp.ClientSession() as session:
-        async with session.post(url + "sync/upload", data=chunks(), headers=header) as r:
+        async with session.post(url + "sync/upload", data=body, headers=header) as r:
             await r.read()
             return r.status
 
@@ -212,23 +211,11 @@ def test_bodies_filling_the_budget_never_refuse_another_users_sync(tight, tmp_pa
 async def slow_upload(url: str, key: str, address: str, stop: asyncio.Event) -> int:
     """A full upload from `address` whose first 100 KB (random: it streams past the first
     64 KiB) come at once, then 200 bytes every 0.2 s until `stop`; the answer's status."""
-    encoder = zstandard.ZstdCompressor(level=1).compressobj()
-
-    async def chunks():
-        yield encoder.compress(os.urandom(100_000)) + encoder.flush(
-            zstandard.COMPRESSOBJ_FLUSH_BLOCK
-        )
-        while not stop.is_set():
-            await asyncio.sleep(0.2)
-            yield encoder.compress(os.urandom(200)) + encoder.flush(
-                zstandard.COMPRESSOBJ_FLUSH_BLOCK
-            )
-        yield encoder.flush()
-
     header = {"anki-sync": rawhttp.sync_header(key).decode()}
     connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    body = trickling(os.urandom(100_000), stop)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.post(url + "sync/upload", data=chunks(), headers=header) as r:
+        async with session.post(url + "sync/upload", data=body, headers=header) as r:
             await r.read()
             return r.status
 

@@ -198,17 +198,11 @@ def create_table(moto: Moto) -> None:
     create(dynamodb(moto), TABLE)
 
 
-def node_env(
-    moto: Moto,
-    pool_id: str,
-    client_id: str,
-    node_id: str,
-    port: int,
-    data_dir: Path,
-    storage: str,
-    backend: str = "dynamodb",
-    **extra: str,
+def gateway_env(
+    moto: Moto, pool_id: str, client_id: str, port: int, data_dir: Path, **extra: str
 ) -> dict[str, str]:
+    """The environment of a `python -m gateway serve` subprocess on 127.0.0.1:`port` against
+    moto's Cognito (stand-in mode), with `extra` settings on top; none of the caller's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_"))}
     env.update(standin.DUMMY_AWS)
     env.update(
@@ -223,6 +217,30 @@ def node_env(
             "GATEWAY_SERVER_HOST": "127.0.0.1",
             "GATEWAY_SERVER_PORT": str(port),
             "GATEWAY_SERVER_MIN_FREE_DISK_MEGS": "0",
+            **extra,
+        }
+    )
+    return env
+
+
+def node_env(
+    moto: Moto,
+    pool_id: str,
+    client_id: str,
+    node_id: str,
+    port: int,
+    data_dir: Path,
+    storage: str,
+    backend: str = "dynamodb",
+    **extra: str,
+) -> dict[str, str]:
+    return gateway_env(
+        moto,
+        pool_id,
+        client_id,
+        port,
+        data_dir,
+        **{
             "GATEWAY_METRICS_ENABLED": "false",
             "GATEWAY_LOGGING_FORMAT": "text",
             "GATEWAY_CLUSTER_NODE_ID": node_id,
@@ -241,9 +259,8 @@ def node_env(
                 else {}
             ),
             **extra,
-        }
+        },
     )
-    return env
 
 
 def users(n: int) -> list[standin.LocalUser]:

@@ -20,7 +20,7 @@ import pytest
 from gateway.local import standin
 from gateway.processes.supervisor import START_GRACE
 from tests.ankiclient import Client
-from tests.cluster.nodes import ROOT, SECRET, Moto, free_port, start_moto, wait_http
+from tests.cluster.nodes import ROOT, Moto, free_port, gateway_env, start_moto, wait_http
 from tests.conftest import live_worker_pids
 
 
@@ -53,25 +53,16 @@ def _serve(moto: Moto, tmp: Path, processes: int, **extra: str) -> Served:
             patch.setenv(name, value)
         pool_id, client_id, _ = standin.bootstrap(moto.url, people)
     port, metrics_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_"))}
-    env.update(standin.DUMMY_AWS)
-    env.update(
-        {
-            "AWS_DEFAULT_REGION": "eu-west-1",
-            "GATEWAY_DATA_DIR": str(tmp / "data"),
-            "GATEWAY_SECRET": SECRET,
-            "GATEWAY_COGNITO_USER_POOL_ID": pool_id,
-            "GATEWAY_COGNITO_CLIENT_ID": client_id,
-            "GATEWAY_COGNITO_ENDPOINT_URL": moto.url,
-            "GATEWAY_COGNITO_LOCAL_STAND_IN": "true",
-            "GATEWAY_SERVER_HOST": "127.0.0.1",
-            "GATEWAY_SERVER_PORT": str(port),
-            "GATEWAY_SERVER_MIN_FREE_DISK_MEGS": "0",
-            "GATEWAY_SERVER_PROCESSES": str(processes),
-            "GATEWAY_METRICS_HOST": "127.0.0.1",
-            "GATEWAY_METRICS_PORT": str(metrics_port),
-            **extra,
-        }
+    env = gateway_env(
+        moto,
+        pool_id,
+        client_id,
+        port,
+        tmp / "data",
+        GATEWAY_SERVER_PROCESSES=str(processes),
+        GATEWAY_METRICS_HOST="127.0.0.1",
+        GATEWAY_METRICS_PORT=str(metrics_port),
+        **extra,
     )
     log = tmp / "gateway.log"
     with log.open("ab") as out:
