@@ -41,7 +41,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.workers.lock import AccountLock, NoAccountFolder, account_dir, try_flock, try_lock
+from gateway.workers.lock import (
+    AccountLock,
+    NoAccountFolder,
+    account_dir,
+    try_flock,
+    try_lock,
+    write_over,
+)
 
 #: Seconds past `wait` a backup allows a forced sync server to stop (SIGINT, then SIGKILL after
 #: workers/process.STOP_GRACE) and the gateway's watcher to notice (gate.WATCH_PERIOD).
@@ -90,8 +97,7 @@ def post(folder: Path, force_at: float) -> Posted | None:
     if fd is None:
         return None
     data = json.dumps({"pid": os.getpid(), "force_at": force_at}).encode()
-    os.pwrite(fd, data, 0)
-    os.ftruncate(fd, len(data))  # never cut to 0 and rewritten (workers/lock.py: _write)
+    write_over(fd, data)
     return Posted(fd)
 
 

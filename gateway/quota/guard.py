@@ -71,6 +71,7 @@ from gateway.quota.limits import Limits, OverQuota, Override
 from gateway.quota.livesize import live_bytes
 from gateway.quota.mediatotal import MediaTotal
 from gateway.registry.base import Account
+from gateway.workers.lock import write_over
 from gateway.workers.usage import collection_bytes
 
 #: Account folders remembered once resolved.
@@ -171,8 +172,7 @@ class ShrinkOnly(BodyCheck):
                 self._marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
             )
             try:
-                os.pwrite(fd, self.kind, 0)
-                os.ftruncate(fd, len(self.kind))  # the last refusal names it
+                write_over(fd, self.kind)  # the last refusal names it
             finally:
                 os.close(fd)
         raise OverQuota(self._message)

@@ -116,7 +116,7 @@ class AccountLock:
         """Tell other gateways where this account's worker listens."""
         assert self._fd is not None
         holder = {"pid": os.getpid(), "port": port, "host": socket.gethostname()}
-        _write(self._fd, json.dumps(holder).encode())
+        write_over(self._fd, json.dumps(holder).encode())
 
     def release(self) -> None:
         if self._fd is None:
@@ -124,12 +124,12 @@ class AccountLock:
         fd, self._fd = self._fd, None
         try:
             # Empty before unlocking: a stale port must never reach the next reader.
-            _write(fd, b"")
+            write_over(fd, b"")
         finally:
             os.close(fd)  # closing the last descriptor drops the flock
 
 
-def _write(fd: int, data: bytes) -> None:
+def write_over(fd: int, data: bytes) -> None:
     """Write over, then cut to length: cut to 0 and rewritten, ext4 (auto_da_alloc) flushes
     the file to disk when it is closed (measured: 2.4 ms against 25 µs)."""
     os.pwrite(fd, data, 0)
@@ -159,7 +159,7 @@ def try_lock(collections_dir: Path, account: str) -> AccountLock | None:
     if fd is None:
         return None
     # A holder killed before it could empty the file left its port behind.
-    _write(fd, b"")
+    write_over(fd, b"")
     return AccountLock(account, path, fd)
 
 

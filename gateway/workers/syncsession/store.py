@@ -47,7 +47,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.workers.lock import NoAccountFolder, account_dir, account_path, try_flock
+from gateway.workers.lock import (
+    NoAccountFolder,
+    account_dir,
+    account_path,
+    try_flock,
+    write_over,
+)
 from gateway.workers.syncsession.openfiles import Kept, OpenFiles, open_file
 from gateway.workers.syncsession.rules import Lease
 from gateway.workers.syncsession.turnstile import Turnstile, TurnstileBusy
@@ -140,11 +146,7 @@ class LeaseStore:
                 old = decode(raw)
                 result, new = change(old)
                 if new != old:
-                    # Written over, then cut to length: never cut to 0 and rewritten, which
-                    # ext4 (auto_da_alloc) flushes to disk at the next close, 2.4 ms here.
-                    data = encode(new)
-                    os.pwrite(fd, data, 0)
-                    os.ftruncate(fd, len(data))
+                    write_over(fd, encode(new))
                 return result
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
