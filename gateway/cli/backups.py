@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gateway import logs
 from gateway.config import Config
 
 
@@ -88,8 +89,9 @@ def backup(args: argparse.Namespace, config: Config) -> int:
             print(f"anki-cognito-gateway backup: NOT backed up: {account}: {why}", file=sys.stderr)
         for snapshot, why in sorted(taken.untrusted.items()):
             print(
-                f"anki-cognito-gateway backup: --keep left snapshot {snapshot} alone and deleted"
-                f" no media: {why}",
+                # Names come from the store's listing: escaped, as log lines are.
+                f"anki-cognito-gateway backup: --keep left snapshot {logs.escape(snapshot)}"
+                f" alone and deleted no media: {logs.escape(why)}",
                 file=sys.stderr,
             )
         if taken.missed or taken.untrusted:
