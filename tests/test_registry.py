@@ -543,6 +543,33 @@ async def test_a_registry_from_before_key_generations_is_upgraded_in_place(tmp_p
     await reg.close()
 
 
+async def test_sqlite_admission_sees_every_change_of_an_account_row_at_the_next_request(
+    tmp_path: Path,
+):
+    """Admission keeps account rows between changes of the file (issue 18: one row read per
+    request): a change made by another process's connection, by this one, or by a plain
+    SQLite client counts at the next request all the same."""
+    path, folders = tmp_path / "registry.sqlite3", tmp_path / "collections"
+    here, other = SqliteRegistry(path, folders), SqliteRegistry(path, folders)
+    await here.ensure(Identity("sub-1", "alice", None))
+    await here.add_host_key("sub-1", "a" * 40)
+    assert (await here.account_for_key("a" * 40)).status == "active"
+    assert (await here.account_for_key("a" * 40)).status == "active"  # kept: no change
+    assert await other.set_status("sub-1", "disabled")  # another process
+    assert await here.account_for_key("a" * 40) is None
+    assert await here.set_status("sub-1", "active")  # this connection
+    assert (await here.account_for_key("a" * 40)).status == "active"
+    assert await other.set_quota("sub-1", {"quota_media_megs": 7})
+    assert (await here.account_for_key("a" * 40)).quota_media_megs == 7
+    plain = sqlite3.connect(path)  # outside the gateway (an operator's sqlite3 shell)
+    plain.execute("UPDATE accounts SET status = 'disabled' WHERE sub = 'sub-1'")
+    plain.commit()
+    plain.close()
+    assert await here.account_for_key("a" * 40) is None
+    await here.close()
+    await other.close()
+
+
 # -- DynamoDB only -----------------------------------------------------------------------------
 
 

@@ -93,9 +93,18 @@ async def request_body(
         return None
     if (request.content_length or 0) > meter.limits.max_compressed:
         raise BodyTooLarge(f"Content-Length {request.content_length} over the payload cap")
-    chunks = _metered(paced_chunks(request), meter, check)
     head = bytearray()
     try:
+        if request.content.is_eof():
+            # The whole body came with its headers (every sync/meta, start, chunk ... of a
+            # stock client): one pass of the meter, no generators, no pace to keep (issue 18).
+            whole = request.content.read_nowait(-1)
+            if whole:
+                await _meter(whole, meter, check)
+            if len(whole) > WHOLE_BODY:
+                return await spool(whole, _nothing(), spool_dir)
+            return whole
+        chunks = _metered(paced_chunks(request), meter, check)
         async for chunk in chunks:
             head += chunk
             if len(head) > WHOLE_BODY:
@@ -108,32 +117,41 @@ async def request_body(
     return bytes(head)  # the body ended within the limit
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
 async def _metered(
     chunks: AsyncIterator[bytes], meter: payload.PayloadMeter, check: BodyCheck | None = None
 ) -> AsyncIterator[bytes]:
-    """`chunks`, each once `meter` (and the account's quota `check`) let it pass; the
-    inflating runs in a thread unless cheap (uploads/payload.py)."""
-    loop = asyncio.get_running_loop()
+    """`chunks`, each once `meter` (and the account's quota `check`) let it pass."""
     async for chunk in chunks:
-        try:
-            if not meter.feed_inline(chunk):
-                await loop.run_in_executor(INFLATERS, meter.feed, chunk)
-            if check is not None:
-                check.chunk(meter.compressed, meter.inflated)
-        except OverQuota as exc:
-            raise QuotaReached(str(exc)) from None
-        except payload.TooLarge as exc:
-            raise BodyTooLarge(
-                f"request body {exc.reason} (compressed {meter.compressed}, "
-                f"inflated {meter.inflated} bytes so far)"
-            ) from None
-        except payload.OverBudget as exc:
-            raise Overloaded(str(exc)) from None
-        except payload.Unreadable as exc:
-            raise UnreadableBody(f"request body unreadable: {exc}") from None
-        except payload.Refused as exc:
-            raise MediaZipRefused(f"media zip refused: {exc}") from None
+        await _meter(chunk, meter, check)
         yield chunk
+
+
+async def _meter(chunk: bytes, meter: payload.PayloadMeter, check: BodyCheck | None) -> None:
+    """`chunk` through `meter` and the account's quota `check`, or the gateway error for the
+    rule it breaks; the inflating runs in a thread unless cheap (uploads/payload.py)."""
+    try:
+        if not meter.feed_inline(chunk):
+            await asyncio.get_running_loop().run_in_executor(INFLATERS, meter.feed, chunk)
+        if check is not None:
+            check.chunk(meter.compressed, meter.inflated)
+    except OverQuota as exc:
+        raise QuotaReached(str(exc)) from None
+    except payload.TooLarge as exc:
+        raise BodyTooLarge(
+            f"request body {exc.reason} (compressed {meter.compressed}, "
+            f"inflated {meter.inflated} bytes so far)"
+        ) from None
+    except payload.OverBudget as exc:
+        raise Overloaded(str(exc)) from None
+    except payload.Unreadable as exc:
+        raise UnreadableBody(f"request body unreadable: {exc}") from None
+    except payload.Refused as exc:
+        raise MediaZipRefused(f"media zip refused: {exc}") from None
 
 
 class BodyPolicy:

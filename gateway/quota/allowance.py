@@ -85,8 +85,13 @@ class GraveAllowance:
             return state.spend(ids, live)
 
     def clear(self) -> None:
+        self.clear_file(self._path)
+
+    @staticmethod
+    def clear_file(path: str | Path) -> None:
+        """Forget the allowance kept at `path` (the account folder's `FILE_NAME`)."""
         with contextlib.suppress(OSError):
-            os.unlink(self._path)
+            os.unlink(path)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[State]:

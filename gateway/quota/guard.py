@@ -57,6 +57,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -66,13 +67,13 @@ from gateway import protocol
 from gateway.errors import GatewayError
 from gateway.quota import graves, growth
 from gateway.quota import limits as rules
+from gateway.quota.allowance import FILE_NAME as ALLOWANCE_FILE
 from gateway.quota.allowance import GraveAllowance
 from gateway.quota.limits import Limits, OverQuota, Override
 from gateway.quota.livesize import live_bytes
 from gateway.quota.mediatotal import MediaTotal
 from gateway.registry.base import Account
 from gateway.workers.lock import write_over
-from gateway.workers.usage import collection_bytes
 
 #: Account folders remembered once resolved.
 FOLDERS = 4096
@@ -240,6 +241,36 @@ class MediaCheck(BodyCheck):
             self._shared.settle(self._key, applied)
 
 
+@dataclass(frozen=True)
+class _Folder:
+    """An account's folder, resolved once, with the paths read on every request as strings
+    (a `Path` join and its conversion cost more than the stat itself)."""
+
+    folder: Path
+    collection: str
+    wal: str
+    allowance: str
+
+    @classmethod
+    def of(cls, folder: Path) -> _Folder:
+        return cls(
+            folder,
+            str(folder / "collection.anki2"),
+            str(folder / "collection.anki2-wal"),
+            str(folder / ALLOWANCE_FILE),
+        )
+
+    def collection_bytes(self) -> int:
+        """`collection.anki2` and its WAL, in bytes (workers/usage.py `collection_bytes`)."""
+        size = 0
+        for path in (self.collection, self.wal):
+            try:
+                size += os.stat(path).st_size
+            except OSError:
+                pass
+        return size
+
+
 class QuotaGuard:
     def __init__(
         self,
@@ -252,17 +283,27 @@ class QuotaGuard:
         # An account's folder is a resolved path (two realpaths, ~160 us on four requests of
         # every sync, issue 18): resolved once per account name and remembered; only its
         # sizes and files are read on every request.
-        self._folders: LRUCache[str, Path] = LRUCache(FOLDERS)
+        self._folders: LRUCache[str, _Folder] = LRUCache(FOLDERS)
+        # An account's limits, by its override (most accounts share the defaults'): applying an
+        # override walks the fields, on every request of every sync.
+        self._limits: LRUCache[Override, Limits] = LRUCache(FOLDERS)
         self._clock = clock  # wall-clock seconds: the media totals are shared (mediatotal.py)
 
+    def _paths_of(self, account: Account) -> _Folder:
+        paths = self._folders.get(account.name)
+        if paths is None:
+            paths = self._folders[account.name] = _Folder.of(self._resolve(account))
+        return paths
+
     def _folder_of(self, account: Account) -> Path:
-        folder = self._folders.get(account.name)
-        if folder is None:
-            folder = self._folders[account.name] = self._resolve(account)
-        return folder
+        return self._paths_of(account).folder
 
     def limits_of(self, account: Account) -> Limits:
-        return self.defaults.with_override(override_of(account))
+        override = override_of(account)
+        limits = self._limits.get(override)
+        if limits is None:
+            limits = self._limits[override] = self.defaults.with_override(override)
+        return limits
 
     async def _live_over(self, account: Account) -> int | None:
         """The collection's live size if it is over its limit, else None (module doc: two
@@ -270,17 +311,17 @@ class QuotaGuard:
         limit = self.limits_of(account).collection
         if limit is None:
             return None
-        folder = self._folder_of(account)
-        if collection_bytes(folder) <= limit:
+        paths = self._paths_of(account)
+        if paths.collection_bytes() <= limit:
             return None
-        live = await asyncio.to_thread(live_bytes, folder / "collection.anki2")
+        live = await asyncio.to_thread(live_bytes, paths.folder / "collection.anki2")
         return live if live > limit else None
 
     async def meta(self, account: Account) -> None:
         live = await self._live_over(account)
         folder = self._folder_of(account)
         if live is None:
-            GraveAllowance(folder).clear()
+            GraveAllowance.clear_file(self._paths_of(account).allowance)
             return
         kind = take_marker(folder / REFUSED_MARKER)
         if kind is None:

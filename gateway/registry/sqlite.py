@@ -95,6 +95,8 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(Account))
 #: The columns read into an `Account`, named: a newer release's extra columns never break it.
 _SELECT = "SELECT " + ", ".join(_FIELDS) + " FROM accounts"  # noqa: S608 - constant names
 
+#: Account rows kept for admission between changes of the file (`SqliteRegistry._current`).
+ROWS_KEPT = 4096
 #: Seconds the readiness probe (`writable()`) waits for the write lock.
 PROBE_TIMEOUT = 1.0
 
@@ -123,6 +125,13 @@ class SqliteRegistry(Registry):
         # generation, so positive answers can be kept; whether the account is still that one,
         # at that generation, is read every time (`key_admits`).
         self._key_cache: dict[str, tuple[str, int, str]] = {}
+        # sub → its row as last read, for host-key admission (one per request): valid while
+        # the file is unchanged, by this connection (`total_changes`) or any other, in this
+        # process or another (SQLite's `PRAGMA data_version`, which any other connection's
+        # commit moves on: sqlite.org/pragma.html#pragma_data_version). Cheaper than reading
+        # the row, and exact: a sign-out anywhere counts at the next request.
+        self._rows: dict[str, Account] = {}
+        self._rows_version: tuple[int, int] = (-1, -1)
         self._db_path = db_path
 
     def _add_missing_columns(self) -> None:
@@ -415,13 +424,28 @@ class SqliteRegistry(Registry):
             sub, generation, name = row["sub"], row["generation"], None  # its row: this account
         else:
             sub, generation, name = known
-        account = self._get(sub)
+        account = self._current(sub)
         if key_waits(account, generation, name):
             raise AccountBeingDeleted("the key's account is being deleted")
         if account is None or not key_admits(account, generation, name):
             self._key_cache.pop(digest, None)
             return None
         self._key_cache[digest] = (sub, generation, account.name)
+        return account
+
+    def _current(self, sub: str) -> Account | None:
+        """`sub`'s row, from `_rows` while the file has not changed since it was read."""
+        version = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes)
+        if version != self._rows_version:
+            self._rows.clear()
+            self._rows_version = version
+        account = self._rows.get(sub)
+        if account is None:
+            account = self._get(sub)
+            if account is not None:
+                if len(self._rows) >= ROWS_KEPT:
+                    self._rows.clear()
+                self._rows[sub] = account
         return account
 
     def knows_key(self, host_key: str) -> bool:
