@@ -212,6 +212,7 @@ def test_the_pod_runs_as_many_gateway_processes_as_it_is_given_cores(single, clu
             "processes above 1 needs registry.backend: sqlite",
         ),
         ({"processes": "0"}, "processes: 1 or more"),
+        ({"portalHost": "signup.example.com", "portal.enabled": "false"}, "needs portal.enabled"),
         ({"cognito.userPoolId": ""}, "cognito.userPoolId is required"),
     ],
 )  # fmt: skip

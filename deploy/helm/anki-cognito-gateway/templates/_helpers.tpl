@@ -51,6 +51,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (gt (int .Values.processes) 1) (eq .Values.registry.backend "dynamodb") -}}
 {{- fail "processes above 1 needs registry.backend: sqlite (a cluster node runs one gateway process)" -}}
 {{- end -}}
+{{- if and .Values.portalHost (ne (toString .Values.portal.enabled) "true") -}}
+{{- fail "portalHost needs portal.enabled: true (the portal is what that name serves)" -}}
+{{- end -}}
 {{- if and (not .Values.secrets.existingSecret) (lt (len .Values.secrets.secret) 16) -}}
 {{- fail "secrets.secret: 16 or more characters (or secrets.existingSecret)" -}}
 {{- end -}}
