@@ -1,6 +1,6 @@
 """The deployment files say what their documentation says, and agree with the code they deploy.
 
-The documentation: README.md (the two commands), docs/deploy/docker.md (the image and compose),
+The documentation: README.md (the two commands), docs/deploy/docker.md (the image) and compose.md,
 docs/deploy/cognito-pool.md (the IAM policy) and the configuration reference, which the site
 generates from gateway/config/schema.py (docs/hooks/config_reference.py).
 
@@ -32,7 +32,11 @@ from gateway.cli import tree
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-DOCKER_PAGE = (ROOT / "docs" / "deploy" / "docker.md").read_text(encoding="utf-8")
+# The image's page and the compose page it points to.
+DOCKER_PAGE = "".join(
+    (ROOT / "docs" / "deploy" / page).read_text(encoding="utf-8")
+    for page in ("docker.md", "compose.md")
+)
 COGNITO_PAGE = (ROOT / "docs" / "deploy" / "cognito-pool.md").read_text(encoding="utf-8")
 ENV_EXAMPLE = (ROOT / ".env.example").read_text(encoding="utf-8")
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))

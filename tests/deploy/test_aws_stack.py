@@ -185,6 +185,36 @@ def test_the_load_balancer_closes_idle_connections_before_the_gateway(
     assert resource(stack, "HttpsListener")["DefaultActions"][0]["Type"] == "fixed-response"
 
 
+def test_the_load_balancer_keeps_the_node_to_node_routes_to_the_nodes(
+    stack: dict[str, Any],
+) -> None:
+    from gateway.cluster.internal import SEGMENT
+
+    # docs/deploy/several-nodes.md: nodes reach each other directly (TaskFromTask); the public
+    # listener answers `_cluster/` itself, before the rule that forwards both names.
+    config = cfg.load(None, task_environment(stack))
+    rules = {
+        name: r["Properties"]
+        for name, r in stack["Resources"].items()
+        if r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule"
+    }
+    blocking = [
+        r for r in rules.values()
+        if any(
+            c["Field"] == "path-pattern"
+            and config.server.path_prefix + SEGMENT + "*" in c["PathPatternConfig"]["Values"]
+            for c in r["Conditions"]
+        )
+    ]  # fmt: skip
+    assert len(blocking) == 1, rules
+    (rule,) = blocking
+    assert rule["ListenerArn"] == {"Ref": "HttpsListener"}
+    assert rule["Priority"] < rules["GatewayHosts"]["Priority"]
+    (action,) = rule["Actions"]
+    assert action["Type"] == "fixed-response"
+    assert action["FixedResponseConfig"]["StatusCode"] == "404"
+
+
 class _Metadata(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         body = json.dumps(

@@ -2,14 +2,15 @@
 every port a default run publishes is on loopback; the health checks of the `local` profile pass
 against what they check without production settings and hold no argument with a space; the
 `tls` profile puts the gateway behind Caddy, wired through deploy/Caddyfile; backups go to a
-volume of their own on a schedule. The image and compose run under Podman in
-tests/deploy/test_image.py where an engine and a base image exist."""
+volume of their own on a schedule; the `docker run` commands of the documentation publish on
+loopback too."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,27 @@ def test_every_port_a_default_run_publishes_is_on_loopback(resolve: Any) -> None
     # The operator can say otherwise.
     opened = resolve("production", PUBLISHED_PORT="0.0.0.0:8080")
     assert opened["services"]["gateway"]["ports"][0]["host_ip"] == "0.0.0.0"
+
+
+def documented_run_commands() -> list[str]:
+    """Every `docker run` / `podman run` in README.md and docs/, continuation lines joined."""
+    commands = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8").replace("\\\n", " ")
+        commands += re.findall(r"\b(?:docker|podman) run\b[^\n]*", text)
+    return commands
+
+
+def test_every_documented_docker_run_publishes_on_loopback() -> None:
+    commands = documented_run_commands()
+    published = [
+        (command, port)
+        for command in commands
+        for port in re.findall(r"(?:-p|--publish)[ =](\S+)", command)
+    ]
+    assert published  # the pages do show how to run the image
+    wide = [(c, p) for c, p in published if not p.startswith("127.0.0.1:")]
+    assert not wide  # plain HTTP: a password must never cross a network in clear
 
 
 class _Health(http.server.BaseHTTPRequestHandler):

@@ -184,6 +184,19 @@ def test_each_mode_is_a_configuration_the_gateway_accepts(single, cluster) -> No
     assert cluster["Deployment"]["spec"]["replicas"] == 3
 
 
+def test_the_pod_runs_as_many_gateway_processes_as_it_is_given_cores(single, cluster) -> None:
+    from gateway.processes.share import process_count
+
+    # A pod sees every core of its node (a CPU limit is a quota, not a CPU set): left at 0,
+    # `server.processes` would start one gateway process per node core (64 on a 64-core node,
+    # about 65 MiB each) inside a pod given 250m CPU and 2 GiB.
+    for rendered in (single, cluster):
+        config = cfg.load(None, pod_env(rendered))
+        assert process_count(config.server.processes, 64, config.cluster.enabled) == 1
+    four = cfg.load(None, pod_env(render(processes="4")))
+    assert process_count(four.server.processes, 64, four.cluster.enabled) == 4
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -194,6 +207,12 @@ def test_each_mode_is_a_configuration_the_gateway_accepts(single, cluster) -> No
             "needs persistence.accessMode: ReadWriteMany",
         ),
         ({"secrets.secret": "short"}, "16 or more characters"),
+        (
+            {"processes": "2", "replicaCount": "2", "registry.backend": "dynamodb"},
+            "processes above 1 needs registry.backend: sqlite",
+        ),
+        ({"processes": "0"}, "processes: 1 or more"),
+        ({"portalHost": "signup.example.com", "portal.enabled": "false"}, "needs portal.enabled"),
         ({"cognito.userPoolId": ""}, "cognito.userPoolId is required"),
     ],
 )  # fmt: skip

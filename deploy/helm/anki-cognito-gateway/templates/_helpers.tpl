@@ -45,6 +45,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (gt (int .Values.replicaCount) 1) (ne .Values.persistence.accessMode "ReadWriteMany") -}}
 {{- fail "replicaCount above 1 needs persistence.accessMode: ReadWriteMany (one collections folder for every pod)" -}}
 {{- end -}}
+{{- if lt (int .Values.processes) 1 -}}
+{{- fail "processes: 1 or more (a pod sees its node's cores, not its CPU limit: say how many)" -}}
+{{- end -}}
+{{- if and (gt (int .Values.processes) 1) (eq .Values.registry.backend "dynamodb") -}}
+{{- fail "processes above 1 needs registry.backend: sqlite (a cluster node runs one gateway process)" -}}
+{{- end -}}
+{{- if and .Values.portalHost (ne (toString .Values.portal.enabled) "true") -}}
+{{- fail "portalHost needs portal.enabled: true (the portal is what that name serves)" -}}
+{{- end -}}
 {{- if and (not .Values.secrets.existingSecret) (lt (len .Values.secrets.secret) 16) -}}
 {{- fail "secrets.secret: 16 or more characters (or secrets.existingSecret)" -}}
 {{- end -}}
