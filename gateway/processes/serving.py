@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.processes.share import process_count
+from gateway.processes.share import process_count, usable_cores
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -14,9 +13,7 @@ if TYPE_CHECKING:
 
 
 def serve(config: Config, provider: Callable[[], IdentityProvider] | None = None) -> int:
-    count = process_count(
-        config.server.processes, len(os.sched_getaffinity(0)), config.cluster.enabled
-    )
+    count = process_count(config.server.processes, usable_cores(), config.cluster.enabled)
     if count == 1:
         from gateway.app import run
 

@@ -1,7 +1,9 @@
-"""How many gateway processes, and each one's share of the host-wide bounds. Pure.
+"""How many gateway processes, and each one's share of the host-wide bounds. Pure, but for
+`usable_cores` (reads the cgroup's CPU quota).
 
     process_count(setting, cores, cluster) -> int   0: one per core (at least 1); a cluster
                                                     node (cluster.node_id set) runs one
+    usable_cores() -> int                      cores this process may use (affinity, CPU quota)
     share(config, count) -> Config             the configuration one of `count` processes runs
 
 A bound the operator set for the host is divided, rounded up, so `count` processes together
@@ -17,8 +19,46 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from pathlib import Path
 
 from gateway.config import Config
+
+
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: those it may run on (`sched_getaffinity`), fewer when
+    its cgroup's CPU quota allows less (a container's `--cpus`, a Kubernetes CPU limit: they
+    leave every core of the node visible). cgroup v2 `cpu.max` ("max 100000" or "QUOTA
+    PERIOD", docs.kernel.org/admin-guide/cgroup-v2.html) or v1 `cpu.cfs_quota_us` /
+    `cpu.cfs_period_us` (-1: none), read at `cgroup_root`; a quota rounds up (1.5 CPUs: 2)."""
+    cores = len(os.sched_getaffinity(0))
+    quota = cpu_quota(_read(cgroup_root / "cpu.max"))
+    if quota is None:
+        v1 = cgroup_root / "cpu"
+        quota = cpu_quota(f"{_read(v1 / 'cpu.cfs_quota_us')} {_read(v1 / 'cpu.cfs_period_us')}")
+    return max(1, min(cores, quota)) if quota is not None else max(1, cores)
+
+
+def cpu_quota(text: str) -> int | None:
+    """Whole CPUs from "QUOTA PERIOD" (microseconds each), rounded up; None: no quota ("max",
+    -1, or not that shape)."""
+    parts = text.split()
+    if len(parts) != 2:
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return math.ceil(quota / period)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()[:64]
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def process_count(setting: int, cores: int, cluster: bool = False) -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
-from gateway.processes.share import process_count, share
+from gateway.processes.share import cpu_quota, process_count, share, usable_cores
 from tests.conftest import fake_provider_config
 
 
@@ -47,3 +48,38 @@ def test_each_process_gets_its_share_rounded_up(tmp_path) -> None:  # type: igno
     assert two.auth.recheck_calls_per_second == 5.0
     assert two.server.max_requests_per_address == 16
     assert share(config, 1) is config
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [
+        ("max 100000\n", None),  # cgroup v2, no quota
+        ("150000 100000\n", 2),  # --cpus 1.5: rounded up
+        ("50000 100000", 1),  # half a CPU still runs one process
+        ("400000 100000", 4),
+        ("-1 100000", None),  # cgroup v1, no quota
+        ("", None),
+        ("garbage", None),
+        ("0 100000", None),
+    ],
+)
+def test_a_cpu_quota_is_read_in_whole_cpus(text: str, cpus: int | None) -> None:
+    assert cpu_quota(text) == cpus
+
+
+def test_usable_cores_follow_a_container_cpu_quota_below_the_visible_cores(tmp_path) -> None:
+    """A pod with a 1-CPU limit on a node whose every core it sees runs one process, not one
+    per node core (issue 18: `server.processes` 0 means the cores the host gives us)."""
+    visible = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert usable_cores(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cores(tmp_path) == visible
+    (tmp_path / "cpu.max").unlink()
+    v1 = tmp_path / "cpu"
+    v1.mkdir()
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(tmp_path) == 1
+    (v1 / "cpu.cfs_quota_us").write_text(f"{100000 * (visible + 8)}\n")
+    assert usable_cores(tmp_path) == visible  # a quota above the cores: the cores
