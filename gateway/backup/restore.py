@@ -12,11 +12,12 @@ In order, so that a failure anywhere leaves every account exactly as it was:
    too little refuses the restore before any folder is made or file written.
 2. Each chosen account is STAGED while its users keep syncing: its files are downloaded into
    `<account>/.gateway-restore-new/` and checked (verify.stage: each file's SHA-256, SQLite's
-   integrity check, no trigger, view or virtual table; nothing of the file runs). The first
-   account that fails refuses the whole restore; the others can be restored with --exclude.
-   The staged collection's schema is then marked changed, so each device that synced after
-   the snapshot is asked for a full sync (upload or download: the user picks which copy wins)
-   rather than failing its next normal sync.
+   integrity check, no trigger, view or virtual table; nothing of the file runs), and the
+   staged collection's schema is marked changed, so each device that synced after the
+   snapshot is asked for a full sync (upload or download: the user picks which copy wins)
+   rather than failing its next normal sync (Anki's own step before a one-way sync). The
+   first account that fails any of it refuses the whole restore; the others can be restored
+   with --exclude.
 3. Every chosen account is quiesced as for a backup (quiesce.hold: the gateways stop its sync
    server once its syncs under way end, or after `wait` seconds, and hold its requests; the
    restore holds its worker lock), so the gateway keeps running and nobody is logged out.
@@ -32,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -147,24 +147,9 @@ def _check_space(
 
 def _stage(store: Store, snapshot: str, account: str, entry: dict[str, Any], target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)  # a killed run's
-    problem = stage(store, snapshot, account, entry, target)
+    problem = stage(store, snapshot, account, entry, target, int(time.time() * 1000))
     if problem is not None:
         raise BackupError(
             f"{account}: {problem}. Nothing was restored (to restore the other accounts of"
             f" the snapshot, add --exclude {account})"
         )
-    if (target / "collection.anki2").is_file():
-        _ask_for_full_sync(target / "collection.anki2")
-
-
-def _ask_for_full_sync(collection: Path) -> None:
-    """Mark the restored collection's schema as changed now (`col.scm`, milliseconds), as Anki
-    does before a one-way sync: a device that synced after the snapshot is then asked which side
-    wins (upload or download) instead of failing the normal sync's sanity check ("Please use
-    Check Database")."""
-    db = sqlite3.connect(collection)  # checked first: no trigger of the file's runs
-    try:
-        with db:
-            db.execute("UPDATE col SET scm = ?", (int(time.time() * 1000),))
-    finally:
-        db.close()

@@ -177,6 +177,52 @@ def test_a_users_trigger_on_col_refuses_the_restore_without_running_and_the_rest
         device.close()
 
 
+def _checked_col(device: Any, text: str) -> None:
+    """`col` made again with a CHECK constraint named `text` that holds for today's `scm` and
+    not a second later: plain SQL, no trigger, view or virtual table (what a user can run in
+    Anki's debug console before a full upload)."""
+    db = device.col.db
+    (sql,) = db.list("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'col'")
+    limit = db.scalar("SELECT scm FROM col") + 1000
+    checked = sql.rstrip().rstrip(")") + f', CONSTRAINT "{text}" CHECK (scm < {limit}))'
+    db.execute("ALTER TABLE col RENAME TO col_before")
+    db.execute(checked)
+    db.execute("INSERT INTO col SELECT * FROM col_before")
+    db.execute("DROP TABLE col_before")
+
+
+def test_a_users_check_constraint_on_col_refuses_the_restore_and_verify_without_a_traceback(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # Before: the checks passed it (only tables and indexes), then marking the staged schema
+    # changed (UPDATE col SET scm) failed the constraint: `restore` ended in a traceback naming
+    # the user's text, no account restored and no --exclude named; `backup verify` passed it.
+    gw, devices = synced_accounts(cognito, tmp_path, start_gateway, "ida", "ava")
+    ida = devices[0]
+    ida.col.mod_schema(check=False)
+    _checked_col(ida, "text the user chose")
+    ida.full_sync(upload=True)
+    store = LocalStore(tmp_path / "backups")
+    ahead_of(store, gw, devices[1:])
+    before = folder_state(gw, "ava", "ida")
+    time.sleep(1.1)  # the restore's `scm` is then over a second later: the constraint fails
+
+    env = cli_env(cognito, gw.config.data_dir)
+    done = run_cli(env, "backup", "verify", str(store.root))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ida: collection.anki2:" in done.stderr and "ava" not in done.stderr
+    done = run_cli(env, "restore", "--from", str(store.root))
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "text the user chose" not in done.stderr
+    assert "ida: collection.anki2:" in done.stderr and "--exclude ida" in done.stderr
+    assert folder_state(gw, "ava", "ida") == before
+    done = run_cli(env, "restore", "--from", str(store.root), "--exclude", "ida")
+    assert done.returncode == 0, done.stderr
+    assert "restored 1 account(s): ava" in done.stdout
+    for device in devices:
+        device.close()
+
+
 def test_backup_verify_passes_a_sound_snapshot_and_names_its_exit_codes(
     cognito, tmp_path, start_gateway
 ) -> None:

@@ -218,4 +218,3 @@ def test_starts_racing_through_two_gateway_processes_let_exactly_one_sync_in(acc
             assert loser.send("abort") == (200, b"null")
     assert winner.send("applyGraves", NO_GRAVES) == (200, b"null")
     assert winner.send("abort") == (200, b"null")
-
