@@ -85,6 +85,28 @@ def test_a_collection_replaced_in_the_store_is_refused_and_no_account_changes(
         device.close()
 
 
+def test_a_refused_restore_leaves_no_folder_for_an_account_that_had_none(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # Before: every chosen account's folder was made before staging, and a refusal left an
+    # empty `collections/<name>/` behind for an account that had none here (moved to another
+    # node, or deleted, since the snapshot): a folder the node does not own.
+    gw, devices = synced_accounts(cognito, tmp_path, start_gateway, "ann", "ola")
+    store = LocalStore(tmp_path / "backups")
+    name = ahead_of(store, gw, devices)
+    ann = store.root / "snapshots" / name / "accounts" / "ann" / "collection.anki2"
+    ann.write_bytes(b"not the file the backup took")
+    gw.call(gw.app[POOL].stop("ola"))
+    ola = gw.registry.folder(gw.registry.get_by_name("ola"))
+    ola.rename(tmp_path / "ola-moved-away")
+
+    with pytest.raises(BackupError, match="ann: collection.anki2 is not the file the backup took"):
+        restore(gw.config, store, name)
+    assert not os.path.lexists(ola)
+    for device in devices:
+        device.close()
+
+
 def test_a_manifest_changed_in_the_store_is_refused_before_anything_is_written(
     cognito, tmp_path, start_gateway
 ) -> None:
