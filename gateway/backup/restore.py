@@ -12,16 +12,19 @@ In order, so that a failure anywhere leaves every account exactly as it was:
    too little refuses the restore before any folder is made or file written.
 2. Each chosen account is STAGED while its users keep syncing: its files are downloaded into
    `<account>/.gateway-restore-new/` and checked (verify.stage: each file's SHA-256, SQLite's
-   integrity check, no trigger, view or virtual table; nothing of the file runs). The first
-   account that fails refuses the whole restore; the others can be restored with --exclude.
-   The staged collection's schema is then marked changed, so each device that synced after
-   the snapshot is asked for a full sync (upload or download: the user picks which copy wins)
-   rather than failing its next normal sync.
+   integrity check, no trigger, view or virtual table; nothing of the file runs), and the
+   staged collection's schema is marked changed, so each device that synced after the
+   snapshot is asked for a full sync (upload or download: the user picks which copy wins)
+   rather than failing its next normal sync (Anki's own step before a one-way sync). The
+   first account that fails any of it refuses the whole restore; the others can be restored
+   with --exclude.
 3. Every chosen account is quiesced as for a backup (quiesce.hold: the gateways stop its sync
    server once its syncs under way end, or after `wait` seconds, and hold its requests; the
    restore holds its worker lock), so the gateway keeps running and nobody is logged out.
 4. The staged files replace the accounts' in one step per account, all accounts or none
    (swap.py: renames, undone on any failure; a killed restore is undone by the next).
+A chosen account with no folder here (moved to another node, or deleted, since the snapshot)
+gets one for its staging; a restore that fails removes it again.
 The registry row is not touched (the same keys keep working). Requests of the chosen accounts
 wait (then 503) during steps 3-4 only. The registry itself is restored by hand, with every
 gateway stopped (docs/operations/backups.md).
@@ -31,8 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,7 @@ from gateway.backup.store import Store
 from gateway.backup.verify import read_manifest, stage
 from gateway.config import Config
 from gateway.ops import readiness
-from gateway.workers.lock import make_account_dir
+from gateway.workers.lock import account_path, make_account_dir
 
 log = logging.getLogger("gateway.backup")
 #: In an account folder while a restore stages its files there.
@@ -78,7 +81,11 @@ def restore(
         raise BackupError("no account left to restore")
     _check_space(config, store, name, {a: listed[a] for a in chosen})
     with running(config.data_dir):
+        # Folders this restore makes (an account moved away or deleted since the snapshot) are
+        # its own: a restore that fails takes them away again (`_unmake`).
+        made = [a for a in chosen if not os.path.lexists(account_path(config.collections_dir, a))]
         folders = {account: make_account_dir(config.collections_dir, account) for account in chosen}
+        restored = False
         try:
             for account in chosen:
                 _stage(store, name, account, listed[account], folders[account] / STAGING)
@@ -103,11 +110,23 @@ def restore(
                         f"the files could not be swapped ({exc.strerror or exc}); nothing was"
                         " restored, every account is as it was"
                     ) from None
+            restored = True
         finally:
             for folder in folders.values():
                 shutil.rmtree(folder / STAGING, ignore_errors=True)
+            if not restored:
+                for account in made:
+                    _unmake(folders[account])
     log.info("restored", extra={"snapshot": name, "accounts": len(chosen)})
     return chosen
+
+
+def _unmake(folder: Path) -> None:
+    """Remove a folder the failed restore made, if it holds only the gateway's own files (its
+    lock files); anything else came from elsewhere meanwhile and stays."""
+    with contextlib.suppress(OSError):
+        if all(entry.name.startswith(".gateway-") for entry in folder.iterdir()):
+            shutil.rmtree(folder)
 
 
 def staged_bytes(store: Store, snapshot: str, chosen: dict[str, dict[str, Any]]) -> int:
@@ -147,24 +166,9 @@ def _check_space(
 
 def _stage(store: Store, snapshot: str, account: str, entry: dict[str, Any], target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)  # a killed run's
-    problem = stage(store, snapshot, account, entry, target)
+    problem = stage(store, snapshot, account, entry, target, int(time.time() * 1000))
     if problem is not None:
         raise BackupError(
             f"{account}: {problem}. Nothing was restored (to restore the other accounts of"
             f" the snapshot, add --exclude {account})"
         )
-    if (target / "collection.anki2").is_file():
-        _ask_for_full_sync(target / "collection.anki2")
-
-
-def _ask_for_full_sync(collection: Path) -> None:
-    """Mark the restored collection's schema as changed now (`col.scm`, milliseconds), as Anki
-    does before a one-way sync: a device that synced after the snapshot is then asked which side
-    wins (upload or download) instead of failing the normal sync's sanity check ("Please use
-    Check Database")."""
-    db = sqlite3.connect(collection)  # checked first: no trigger of the file's runs
-    try:
-        with db:
-            db.execute("UPDATE col SET scm = ?", (int(time.time() * 1000),))
-    finally:
-        db.close()

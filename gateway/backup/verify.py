@@ -1,9 +1,10 @@
 """Checking a snapshot: its signed manifest, then each account's files as a restore would use them.
 
     read_manifest(store, snapshot, key) -> dict          BackupError when missing or refused
-    stage(store, snapshot, account, entry, target) -> str | None
-        downloads the account's files into `target` (a new folder) and checks them; None
-        when they are sound, else the first problem (the folder is left for the caller)
+    stage(store, snapshot, account, entry, target, now_ms) -> str | None
+        downloads the account's files into `target` (a new folder), checks them and marks the
+        collection's schema changed at `now_ms`; None when they are sound, else the first
+        problem (the folder is left for the caller)
     verify(store, snapshot, key, scratch) -> dict[str, str]   {account: problem}; empty: sound
 
 `python -m gateway backup verify DEST[/snapshots/NAME]` (backup/__init__.py) runs `verify()`.
@@ -12,12 +13,16 @@ What `stage()` checks, each before the next, nothing of it run or served yet:
   records (manifest.py): a file replaced or damaged in the store is refused;
 - collection.anki2 and media.db pass collectionfile.problem() on this private copy: SQLite's
   integrity check, nothing a user's SQL could have added (triggers, views, virtual tables), a
-  schema version Anki knows.
+  schema version Anki knows;
+- the collection takes the restore's one write, `col.scm` set to `now_ms` (restore.py: each
+  device is then asked for a full sync): a user's CHECK constraint on `col` that refuses it
+  refuses the snapshot here, in `verify` as in a restore, never half-way through one.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +46,7 @@ def read_manifest(store: Store, snapshot: str, key: bytes) -> dict[str, Any]:
 
 
 def stage(
-    store: Store, snapshot: str, account: str, entry: dict[str, Any], target: Path
+    store: Store, snapshot: str, account: str, entry: dict[str, Any], target: Path, now_ms: int
 ) -> str | None:
     target.mkdir(mode=0o700)
     (target / "media").mkdir()
@@ -64,6 +69,11 @@ def stage(
             problem = collectionfile.problem(target / name, kind)
             if problem is not None:
                 return f"{name}: {problem}"
+    collection = target / "collection.anki2"
+    if collection.is_file():
+        problem = collectionfile.mark_schema_changed(collection, now_ms)
+        if problem is not None:
+            return f"collection.anki2: {problem}"
     return None
 
 
@@ -74,7 +84,7 @@ def verify(store: Store, snapshot: str, key: bytes, scratch: Path) -> dict[str, 
     for account, entry in sorted(manifest["accounts"].items()):
         target = scratch / account
         try:
-            problem = stage(store, snapshot, account, entry, target)
+            problem = stage(store, snapshot, account, entry, target, int(time.time() * 1000))
         finally:
             shutil.rmtree(target, ignore_errors=True)
         if problem is not None:

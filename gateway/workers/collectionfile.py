@@ -2,6 +2,9 @@
 
     problem(path, kind) -> str | None     why `path` must not be served; None when it may
         kind: "collection" (collection.anki2) or "media" (the stock server's media.db)
+    mark_schema_changed(path, now_ms) -> str | None
+        sets `col.scm` of a checked private copy, as Anki does before a one-way sync; None
+        when written, else why the file refused the write (nothing written)
     size_problem(fd, limit) -> str | None  a file too large, or with holes, to be a collection
     unicase(a, b) -> int                   Anki's collation, registered on every connection
 
@@ -25,6 +28,12 @@ virtual table its schema names can run either. In order, each refusing on its ow
    side compares with Unicode case folding (the `unicase` crate); Python's `casefold()` is the
    same full folding.
 4. For a collection: `col` is a table with an integer schema version Anki knows (11..18).
+
+A file that passes can still refuse a write of its own making: a user can make `col` again
+with a CHECK constraint (plain SQL, a table like any other) that holds today and fails on the
+next `scm`, naming it with text of their choosing. `mark_schema_changed` writes on the same
+terms as the checks read (`trusted_schema` off) and answers such a refusal with its kind
+only, never SQLite's message (the user's text).
 """
 
 from __future__ import annotations
@@ -67,6 +76,21 @@ def problem(path: Path, kind: str) -> str | None:
             return _schema_problem(db) or _integrity_problem(db) or _content_problem(db, kind)
     except sqlite3.DatabaseError as exc:
         return f"not a sound SQLite database ({type(exc).__name__}: {str(exc)[:80]})"
+
+
+def mark_schema_changed(path: Path, now_ms: int) -> str | None:
+    try:
+        with contextlib.closing(connect(path)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("UPDATE col SET scm = ?", (now_ms,))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        return f"refuses Anki's own write to col ({type(exc).__name__}): refused, not run"
+    return None
 
 
 def _schema_problem(db: sqlite3.Connection) -> str | None:

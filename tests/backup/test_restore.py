@@ -85,6 +85,28 @@ def test_a_collection_replaced_in_the_store_is_refused_and_no_account_changes(
         device.close()
 
 
+def test_a_refused_restore_leaves_no_folder_for_an_account_that_had_none(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # Before: every chosen account's folder was made before staging, and a refusal left an
+    # empty `collections/<name>/` behind for an account that had none here (moved to another
+    # node, or deleted, since the snapshot): a folder the node does not own.
+    gw, devices = synced_accounts(cognito, tmp_path, start_gateway, "ann", "ola")
+    store = LocalStore(tmp_path / "backups")
+    name = ahead_of(store, gw, devices)
+    ann = store.root / "snapshots" / name / "accounts" / "ann" / "collection.anki2"
+    ann.write_bytes(b"not the file the backup took")
+    gw.call(gw.app[POOL].stop("ola"))
+    ola = gw.registry.folder(gw.registry.get_by_name("ola"))
+    ola.rename(tmp_path / "ola-moved-away")
+
+    with pytest.raises(BackupError, match="ann: collection.anki2 is not the file the backup took"):
+        restore(gw.config, store, name)
+    assert not os.path.lexists(ola)
+    for device in devices:
+        device.close()
+
+
 def test_a_manifest_changed_in_the_store_is_refused_before_anything_is_written(
     cognito, tmp_path, start_gateway
 ) -> None:
@@ -173,6 +195,52 @@ def test_a_users_trigger_on_col_refuses_the_restore_without_running_and_the_rest
         device.col.sync_collection(device.auth, sync_media=False)
         device.full_sync(upload=False)
         assert "after the snapshot" not in device.note_fronts()
+    for device in devices:
+        device.close()
+
+
+def _checked_col(device: Any, text: str) -> None:
+    """`col` made again with a CHECK constraint named `text` that holds for today's `scm` and
+    not a second later: plain SQL, no trigger, view or virtual table (what a user can run in
+    Anki's debug console before a full upload)."""
+    db = device.col.db
+    (sql,) = db.list("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'col'")
+    limit = db.scalar("SELECT scm FROM col") + 1000
+    checked = sql.rstrip().rstrip(")") + f', CONSTRAINT "{text}" CHECK (scm < {limit}))'
+    db.execute("ALTER TABLE col RENAME TO col_before")
+    db.execute(checked)
+    db.execute("INSERT INTO col SELECT * FROM col_before")
+    db.execute("DROP TABLE col_before")
+
+
+def test_a_users_check_constraint_on_col_refuses_the_restore_and_verify_without_a_traceback(
+    cognito, tmp_path, start_gateway
+) -> None:
+    # Before: the checks passed it (only tables and indexes), then marking the staged schema
+    # changed (UPDATE col SET scm) failed the constraint: `restore` ended in a traceback naming
+    # the user's text, no account restored and no --exclude named; `backup verify` passed it.
+    gw, devices = synced_accounts(cognito, tmp_path, start_gateway, "ida", "ava")
+    ida = devices[0]
+    ida.col.mod_schema(check=False)
+    _checked_col(ida, "text the user chose")
+    ida.full_sync(upload=True)
+    store = LocalStore(tmp_path / "backups")
+    ahead_of(store, gw, devices[1:])
+    before = folder_state(gw, "ava", "ida")
+    time.sleep(1.1)  # the restore's `scm` is then over a second later: the constraint fails
+
+    env = cli_env(cognito, gw.config.data_dir)
+    done = run_cli(env, "backup", "verify", str(store.root))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ida: collection.anki2:" in done.stderr and "ava" not in done.stderr
+    done = run_cli(env, "restore", "--from", str(store.root))
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "text the user chose" not in done.stderr
+    assert "ida: collection.anki2:" in done.stderr and "--exclude ida" in done.stderr
+    assert folder_state(gw, "ava", "ida") == before
+    done = run_cli(env, "restore", "--from", str(store.root), "--exclude", "ida")
+    assert done.returncode == 0, done.stderr
+    assert "restored 1 account(s): ava" in done.stdout
     for device in devices:
         device.close()
 

@@ -192,3 +192,29 @@ def test_a_sync_the_stock_server_dropped_holds_the_account_no_longer(account):
         time.sleep(IDLE / 4)
     assert other.send("start", START)[0] == 200
     assert other.send("abort")[0] == 200
+
+
+def test_starts_racing_through_two_gateway_processes_let_exactly_one_sync_in(account):
+    url, key, other_url = account
+    racers = [Device(url if n % 2 else other_url, key, f"racer-{n}-8") for n in range(8)]
+    barrier = threading.Barrier(len(racers))
+    answers: dict[str, int] = {}
+
+    def race(device: Device) -> None:
+        barrier.wait(10)
+        answers[device.session] = device.send("start", START)[0]
+
+    threads = [threading.Thread(target=race, args=(d,)) for d in racers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    winners = [s for s, status in answers.items() if status == 200]
+    assert len(answers) == len(racers) and len(winners) == 1, answers
+    assert sorted(answers.values()) == [200] + [409] * (len(racers) - 1), answers
+    winner = next(d for d in racers if d.session == winners[0])
+    for loser in racers:
+        if loser is not winner:
+            assert loser.send("abort") == (200, b"null")
+    assert winner.send("applyGraves", NO_GRAVES) == (200, b"null")
+    assert winner.send("abort") == (200, b"null")
