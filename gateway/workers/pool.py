@@ -45,7 +45,7 @@ from gateway.naming import is_safe
 from gateway.workers import ledger
 from gateway.workers.containment import Containment, Death
 from gateway.workers.ledger import Usage
-from gateway.workers.lock import Holder
+from gateway.workers.lock import LOCK_NAME, Holder, read_holder
 from gateway.workers.process import probe_health
 from gateway.workers.slot import Launch, Slot
 
@@ -225,6 +225,9 @@ class WorkerPool:
                 raise Unavailable("worker pool is closed", retry_after=RETRY_AFTER)
             slot = self._slots.get(account)
             if slot is None:
+                borrowed = self._borrowed_now(account)
+                if borrowed is not None:
+                    return borrowed
                 stopping = self._stopping.get(account)
                 if stopping is not None:
                     # Its lock is still held: the new worker may only start after the old one.
@@ -252,6 +255,22 @@ class WorkerPool:
                 return slot, worker
             slot.usage.end(self._clock())
             self._bury(slot)
+
+    def _borrowed_now(self, account: str) -> tuple[Slot, Worker] | None:
+        """Another gateway process's worker for `account`, if it answered /health within
+        `BORROW_SECONDS` and its lock still names it (module doc): one small file read, and
+        neither a start task nor a slot kept (it is not ours to count: issue 18, a request
+        through a process that does not run the account's worker cost a task and a slot)."""
+        entry = self._borrowed.get(account)
+        if entry is None or time.monotonic() - entry[1] >= BORROW_SECONDS:
+            return None
+        holder = entry[0]
+        if read_holder(self._launch.collections_dir / account / LOCK_NAME) != holder:
+            return None
+        slot = Slot(Usage(account, last_used=self._clock()))
+        slot.holder = holder
+        slot.usage.begin(self._clock())
+        return slot, Worker(account, holder.port)
 
     def _has_room(self) -> bool:
         if len(self._slots) + len(self._stopping) < self._max_workers:

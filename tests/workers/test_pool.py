@@ -377,6 +377,35 @@ async def test_another_pools_worker_is_asked_for_health_once_a_second_not_per_le
     assert borrower.stats()["live"] == 0 and owner.stats()["live"] == 1
 
 
+async def test_a_borrowed_worker_replaced_within_the_trust_is_not_used_and_borrowing_needs_no_room(
+    make_pool, collections_dir
+):
+    """A lease of another process's worker trusted a moment ago (no start task, no slot) still
+    reads the lock's holder: once the owner stopped that worker and started another, the next
+    lease goes to the new one, never to the old port (which another account's worker may take
+    next). Borrowed leases take none of the borrower's own worker room."""
+    (collections_dir / "mine").mkdir()
+    owner, borrower = await make_pool(), await make_pool(max_workers=1)
+    async with owner.lease("alice") as first:
+        pass
+    async with borrower.lease("alice") as borrowed:
+        assert borrowed.port == first.port
+    async with borrower.lease("mine"):  # the borrower's one worker slot, busy meanwhile
+        async with borrower.lease("alice") as trusted:  # trusted: takes no room
+            assert trusted.port == first.port
+    owner.retire("alice", "test: a new worker")
+    await owner.stop("alice")
+    async with owner.lease("alice") as second:
+        pass
+    assert second.port != first.port
+    async with borrower.lease("alice") as again:  # well within BORROW_SECONDS
+        assert again.port == second.port
+    async with borrower.lease("mine"):
+        async with borrower.lease("alice") as trusted:  # the new one, trusted from there
+            assert trusted.port == second.port
+    assert borrower.stats()["live"] == 1 and owner.stats()["live"] == 1
+
+
 async def test_a_lease_for_an_account_without_a_folder_here_is_503_and_makes_none(
     make_pool, collections_dir
 ):
