@@ -286,7 +286,7 @@ class QuotaGuard:
         self._folders: LRUCache[str, _Folder] = LRUCache(FOLDERS)
         # An account's limits, by its override (most accounts share the defaults'): applying an
         # override walks the fields, on every request of every sync.
-        self._limits: LRUCache[Override, Limits] = LRUCache(FOLDERS)
+        self._limits: LRUCache[tuple[int | None, ...], Limits] = LRUCache(FOLDERS)
         self._clock = clock  # wall-clock seconds: the media totals are shared (mediatotal.py)
 
     def _paths_of(self, account: Account) -> _Folder:
@@ -299,10 +299,15 @@ class QuotaGuard:
         return self._paths_of(account).folder
 
     def limits_of(self, account: Account) -> Limits:
-        override = override_of(account)
-        limits = self._limits.get(override)
+        megs = (
+            account.quota_collection_upload_megs,
+            account.quota_collection_megs,
+            account.quota_media_megs,
+            account.quota_media_file_megs,
+        )
+        limits = self._limits.get(megs)
         if limits is None:
-            limits = self._limits[override] = self.defaults.with_override(override)
+            limits = self._limits[megs] = self.defaults.with_override(override_of(account))
         return limits
 
     async def _live_over(self, account: Account) -> int | None:
