@@ -28,6 +28,8 @@ _SECRETISH = re.compile(r"(?i)\b([0-9a-f]{40})\b|((?:password|secret|key|token)\
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # What json.dumps(ensure_ascii=False) leaves unescaped of the above (it escapes C0 itself).
 _JSON_UNESCAPED = re.compile("[\x7f-\x9f\u2028\u2029]")
+#: One encoder for every line: `json.dumps` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 def redact(text: str) -> str:
@@ -88,7 +90,7 @@ class JsonFormatter(logging.Formatter):
         exc = exception_text(record)
         if exc:
             entry["exc"] = exc
-        line = json.dumps(entry, default=str, ensure_ascii=False)
+        line = _ENCODER.encode(entry)
         return _JSON_UNESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
