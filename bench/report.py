@@ -142,7 +142,7 @@ def _overhead(r: dict[str, Any]) -> list[str]:
     ]
     for key, block in r["figures"].items():
         clients = key.lstrip("c")
-        for front in ("direct", "nginx", "gateway", "gateway_cores"):
+        for front in ("direct", "nginx", "gateway", "direct_cores", "gateway_cores"):
             if front not in block:
                 continue
             b = block[front]
@@ -151,7 +151,7 @@ def _overhead(r: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {clients} | {front} | {med(b['p50'], 3)} | {med(b['p90'], 3)} | "
                 f"{med(b['throughput'], 0)} | {med(added, 3) if added else '–'} | "
-                f"{fmt(vs_direct, 2) if front != 'direct' else '–'} |"
+                f"{fmt(vs_direct, 2) if not front.startswith('direct') else '–'} |"
             )
     lines.append("")
     for key, block in r["figures"].items():

@@ -7,7 +7,12 @@ Three fronts to one and the same worker (the account's stock server behind the g
 - gateway: the gateway in one process (`server.processes: 1`), which also looks the host key
   up and leases the worker;
 - gateway_cores: the gateway as `serve` runs it by default, one process per core
-  (gateway/processes/), on the same data folder, so the same worker.
+  (gateway/processes/), on a data folder of its own, so with a worker of its own, started by one
+  of its processes as in a deployment (a connection then reaches that process or the other,
+  which borrows the worker); its added p50 is taken against `direct_cores`, that worker's own
+  port, measured in the same rotation. (Until 2026-12-06 this front shared `gateway`'s data
+  folder, so every one of its processes borrowed a worker another gateway ran: a setup no
+  `serve` deployment has, about 0.1 ms slower per request.)
 
 Each client sends back to back on a keep-alive connection (as the Anki client's connection
 pool does). Fronts are measured in rotating order within each run. The gateway's added p50 is
@@ -27,9 +32,11 @@ from bench.context import Context
 
 ID = 3
 TITLE = "Small-request overhead: sync/meta p50 and throughput"
-TARGET = "gateway adds <= 1 ms to the p50 (1 client); ratio to nginx reported"
+TARGET = "gateway adds <= 1 ms to the p50 (1 client), one process and one per core; ratio to nginx reported"
 LIMIT_MS = 1.0
 USER = "metauser"
+#: The direct front each front's added p50 and throughput ratio are taken against.
+BASELINE = {"gateway_cores": "direct_cores"}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -49,17 +56,28 @@ def run(ctx: Context) -> dict[str, Any]:
         )
         worker_port = gateway.stats()["workers"][USER]["port"]
         fronts = {"direct": worker_port, "gateway": gateway.port}
+        keys = {"direct": key, "gateway": key}
         if cores > 1:
             several = procs.Gateway(
-                ctx.folder("m3", "gateway-data"),
+                ctx.folder("m3-cores", "gateway-data"),
                 pool.settings(),
                 ctx.log("m3-gateway-cores.log"),
                 processes=cores,
             )
+            keys["gateway_cores"] = keys["direct_cores"] = asyncio.run(
+                httpload.login(several.port, USER, PASSWORD)
+            )
+            asyncio.run(
+                httpload.Connection(several.port).send(
+                    httpload.meta_request(several.port, keys["gateway_cores"]), keep_alive=False
+                )
+            )
             fronts["gateway_cores"] = several.port
+            fronts["direct_cores"] = several.stats()["workers"][USER]["port"]
         try:
             nginx = procs.nginx(worker_port, ctx.folder("m3", "nginx"))
             fronts["nginx"] = nginx.port
+            keys["nginx"] = key
         except FileNotFoundError as exc:
             notes.append(f"nginx comparison skipped: {exc}")
             print(f"  {notes[-1]}")
@@ -75,7 +93,7 @@ def run(ctx: Context) -> dict[str, Any]:
                     result = asyncio.run(
                         httpload.closed_loop(
                             port,
-                            httpload.meta_request(port, key),
+                            httpload.meta_request(port, keys[name]),
                             concurrency=concurrency,
                             duration=s.load_duration_s,
                             max_requests=s.load_max_requests,
@@ -102,14 +120,15 @@ def run(ctx: Context) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for concurrency, by_front in per_run.items():
         block: dict[str, Any] = {n: stats.over_runs(runs) for n, runs in by_front.items()}
-        direct_p50 = [r["p50"] for r in by_front["direct"]]
         for name in names:
-            if name == "direct":
+            if name.startswith("direct"):
                 continue
-            added = [r["p50"] - d for r, d in zip(by_front[name], direct_p50, strict=True)]
+            base = BASELINE.get(name, "direct")  # the worker this front sends to
+            base_p50 = [r["p50"] for r in by_front[base]]
+            added = [r["p50"] - d for r, d in zip(by_front[name], base_p50, strict=True)]
             block[f"{name}_added_p50_ms"] = stats.spread(added)
             block[f"{name}_throughput_vs_direct"] = stats.ratio(
-                block[name]["throughput"]["median"], block["direct"]["throughput"]["median"]
+                block[name]["throughput"]["median"], block[base]["throughput"]["median"]
             )
         if "nginx" in by_front:
             block["gateway_to_nginx_added_p50"] = stats.ratio(
@@ -140,7 +159,12 @@ def run(ctx: Context) -> dict[str, Any]:
     return {
         "figures": figures,
         "processes": cores,
-        "met": added <= LIMIT_MS,
+        # Judged as deployed too: `serve` runs one process per core by default.
+        "met": added <= LIMIT_MS
+        and (
+            "gateway_cores" not in fronts
+            or single["gateway_cores_added_p50_ms"]["median"] <= LIMIT_MS
+        ),
         "notes": notes,
         "summary": summary,
     }
