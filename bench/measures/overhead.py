@@ -32,7 +32,10 @@ from bench.context import Context
 
 ID = 3
 TITLE = "Small-request overhead: sync/meta p50 and throughput"
-TARGET = "gateway adds <= 1 ms to the p50 (1 client), one process and one per core; ratio to nginx reported"
+TARGET = (
+    "gateway adds <= 1 ms to the p50 (1 client), one process and one per core; "
+    "ratio to nginx reported"
+)
 LIMIT_MS = 1.0
 USER = "metauser"
 #: The direct front each front's added p50 and throughput ratio are taken against.
