@@ -63,7 +63,8 @@ class ServerConfig:
     #: bounds connections too. Every device behind one NAT address counts together.
     max_requests_per_address: int = 32
     #: Gateway processes serving the port together (0: one per CPU core this process may use,
-    #: fewer under a container's CPU quota (`--cpus`, a Kubernetes CPU limit);
+    #: fewer under a CPU quota on its cgroup or a parent (`--cpus`, a Kubernetes CPU limit,
+    #: systemd's `CPUQuota=`);
     #: one on a cluster node; 1: a single process, as before). The host-wide bounds
     #: (`workers.max_workers`, the per-address and per-user limits) are shared out between
     #: them (gateway/processes/).

@@ -24,19 +24,48 @@ from pathlib import Path
 
 from gateway.config import Config
 
+#: The process's cgroups, one "ID:CONTROLLERS:PATH" line each (man 7 cgroups).
+SELF_CGROUP = Path("/proc/self/cgroup")
+
 
 def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """The cores this process may use: those it may run on (`sched_getaffinity`), fewer when
-    its cgroup's CPU quota allows less (a container's `--cpus`, a Kubernetes CPU limit: they
-    leave every core of the node visible). cgroup v2 `cpu.max` ("max 100000" or "QUOTA
-    PERIOD", docs.kernel.org/admin-guide/cgroup-v2.html) or v1 `cpu.cfs_quota_us` /
-    `cpu.cfs_period_us` (-1: none), read at `cgroup_root`; a quota rounds up (1.5 CPUs: 2)."""
+    a CPU quota allows less (a container's `--cpus`, a Kubernetes CPU limit, systemd's
+    `CPUQuota=`: they leave every core of the node visible). cgroup v2 `cpu.max` ("max 100000"
+    or "QUOTA PERIOD", docs.kernel.org/admin-guide/cgroup-v2.html) or v1 `cpu.cfs_quota_us` /
+    `cpu.cfs_period_us` (-1: none), read under `cgroup_root` in the process's own cgroup (from
+    `SELF_CGROUP`: without a cgroup namespace the root is the host's) and each of its parents
+    up to the root, the smallest counting; a quota rounds up (1.5 CPUs: 2)."""
     cores = len(os.sched_getaffinity(0))
-    quota = cpu_quota(_read(cgroup_root / "cpu.max"))
-    if quota is None:
-        v1 = cgroup_root / "cpu"
-        quota = cpu_quota(f"{_read(v1 / 'cpu.cfs_quota_us')} {_read(v1 / 'cpu.cfs_period_us')}")
-    return max(1, min(cores, quota)) if quota is not None else max(1, cores)
+    v2, v1 = _own_cgroups(_read(SELF_CGROUP, 4096))
+    quotas = [cpu_quota(_read(folder / "cpu.max")) for folder in _up_to(cgroup_root, v2)]
+    v1_root = cgroup_root / "cpu"
+    quotas += [
+        cpu_quota(f"{_read(folder / 'cpu.cfs_quota_us')} {_read(folder / 'cpu.cfs_period_us')}")
+        for folder in _up_to(v1_root, v1)
+    ]
+    known = [quota for quota in quotas if quota is not None]
+    return max(1, min(cores, *known)) if known else max(1, cores)
+
+
+def _own_cgroups(text: str) -> tuple[str, str]:
+    """The process's cgroup v2 path and its v1 `cpu` controller's path ("/" when none)."""
+    v2 = v1 = "/"
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2]
+        elif "cpu" in parts[1].split(","):
+            v1 = parts[2]
+    return v2, v1
+
+
+def _up_to(root: Path, path: str) -> list[Path]:
+    """`root`/`path` and each parent folder up to `root` (never above it: no "..")."""
+    names = [name for name in path.split("/") if name not in ("", ".", "..")]
+    return [root.joinpath(*names[:depth]) for depth in range(len(names), -1, -1)]
 
 
 def cpu_quota(text: str) -> int | None:
@@ -54,9 +83,9 @@ def cpu_quota(text: str) -> int | None:
     return math.ceil(quota / period)
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, most: int = 64) -> str:
     try:
-        return path.read_text()[:64]
+        return path.read_text()[:most]
     except (OSError, UnicodeDecodeError):
         return ""
 

@@ -13,12 +13,14 @@ Contract:
 - `claim()` takes `<collections_dir>/<account>/.gateway-worker.lock` with
   `flock(LOCK_EX | LOCK_NB)`: the winner gets an `AccountLock` and may start the account's worker;
   it holds the lock for the worker's whole life and publishes `{"pid", "port"}` in the file once
-  the worker is ready. An account without a folder here is `NoAccountFolder` (503): a claim
-  never creates one. A loser gets the port of the holder's worker once that answers `/health`,
-  and `Unavailable` (503) if it does not within `wait`; a holder the caller saw answer lately
-  (`trusted`, the same published record) is used after one read of the lock file (several
-  gateway processes share an account's worker on every request: a /health round trip, a mkdir
-  and path resolutions each time cost milliseconds). An account whose import was cut off
+  the worker is ready, and empties it as soon as that worker exits (`unpublish()`: a port
+  freed by a dead worker may be another account's worker's next). An account without a folder
+  here is `NoAccountFolder` (503): a claim never creates one. A loser gets the port of the
+  holder's worker once that answers `/health`, and `Unavailable` (503) if it does not within
+  `wait`; a holder the caller saw answer lately (`trusted`, the same published record) is
+  used after one read of the lock file (several gateway processes share an account's worker
+  on every request: a /health round trip, a mkdir and path resolutions each time cost
+  milliseconds). An account whose import was cut off
   (`IMPORTING` in its folder) is `Unavailable` until `accounts import` is run again; so is one
   whose restore was cut off while it swapped the files (`RESTORING`), until `restore` runs again
   (`cut_off()`, which backups and exports ask too: such files are never copied).
@@ -117,6 +119,13 @@ class AccountLock:
         assert self._fd is not None
         holder = {"pid": os.getpid(), "port": port, "host": socket.gethostname()}
         write_over(self._fd, json.dumps(holder).encode())
+
+    def unpublish(self) -> None:
+        """Take the published port back, keeping the lock: the worker behind it is gone (its
+        port may be another account's worker's a moment later), while this holder has not yet
+        noticed and released the lock. A no-op once released."""
+        if self._fd is not None:
+            write_over(self._fd, b"")
 
     def release(self) -> None:
         if self._fd is None:

@@ -154,6 +154,10 @@ class WorkerProcess:
     def tail(self) -> str:
         return " | ".join(self._tail)
 
+    async def wait(self) -> None:
+        """Returns once the process has exited (and was reaped)."""
+        await asyncio.shield(self._proc.wait())
+
     async def exited(self, timeout: float) -> bool:
         """Whether the process exits within `timeout` seconds (a connection it broke can
         reach the gateway before its exit does)."""

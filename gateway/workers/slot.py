@@ -4,8 +4,11 @@ Contract:
 - `Slot.bring_up()` claims the account's lock (lock.py). If another gateway process holds it,
   it returns that process's worker port and the slot owns nothing. Otherwise it removes what a
   killed predecessor left (leftovers.py), starts the worker (process.py), publishes its port
-  for other gateways, and returns the port. On any
-  failure or cancellation nothing is left behind: no process, no held lock.
+  for other gateways, and returns the port. On any failure or cancellation nothing is left
+  behind: no process, no held lock. The published port is taken back
+  (`AccountLock.unpublish`) the moment that worker exits, whatever the reason: until the pool
+  notices and releases the lock, other gateways must not send to a port that another
+  account's worker may hold next.
 - `Slot.shut_down()` abandons a start in progress, stops the process (SIGINT, then SIGKILL),
   and only then releases the lock, so a successor can never overlap with it.
 - The slot's `Usage` record (ledger.py) is the pool's bookkeeping; the slot only carries it.
@@ -55,6 +58,8 @@ class Slot:
         self.secret: str | None = None
         #: Another gateway process's worker, as its lock published it (no `process` then).
         self.holder: lock.Holder | None = None
+        #: Takes the published port back once our worker exits (module doc).
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def dead(self) -> bool:
@@ -97,6 +102,7 @@ class Slot:
             raise
         try:
             self.lock.publish(self.process.port)
+            self._watch = asyncio.create_task(self._unpublish_at_exit(self.process, self.lock))
         except OSError:
             # Only other gateways need it (they answer 503 meanwhile); this one can serve.
             log.warning(
@@ -113,6 +119,14 @@ class Slot:
             },
         )
         return self.process.port
+
+    @staticmethod
+    async def _unpublish_at_exit(process: WorkerProcess, held: lock.AccountLock) -> None:
+        await process.wait()
+        try:
+            held.unpublish()
+        except OSError:
+            log.warning("cannot take a dead worker's port back", exc_info=True)
 
     def _boxes(self, launch: Launch) -> Callable[[], Box] | None:
         containment = launch.containment

@@ -83,3 +83,35 @@ def test_usable_cores_follow_a_container_cpu_quota_below_the_visible_cores(tmp_p
     assert usable_cores(tmp_path) == 1
     (v1 / "cpu.cfs_quota_us").write_text(f"{100000 * (visible + 8)}\n")
     assert usable_cores(tmp_path) == visible  # a quota above the cores: the cores
+
+
+def test_usable_cores_follow_the_quota_of_the_processs_own_cgroup_and_its_parents(
+    tmp_path, monkeypatch
+) -> None:
+    """Under systemd (`CPUQuota=` on the unit or its slice) or a container without a cgroup
+    namespace, the cgroup file system's root is the host's: the quota is on the process's own
+    cgroup (named in /proc/self/cgroup) or one of its parents, not at the root."""
+    from gateway.processes import share as share_mod
+
+    visible = len(os.sched_getaffinity(0))
+    if visible < 2:
+        pytest.skip("needs two usable cores to tell a quota from none")
+    membership = tmp_path / "self-cgroup"
+    monkeypatch.setattr(share_mod, "SELF_CGROUP", membership, raising=False)
+    unit = tmp_path / "system.slice" / "gateway.service"
+    unit.mkdir(parents=True)
+    (unit / "cpu.max").write_text("max 100000\n")
+    membership.write_text("0::/system.slice/gateway.service\n")
+    assert usable_cores(tmp_path) == visible
+    (unit / "cpu.max").write_text("100000 100000\n")  # CPUQuota=100% on the unit
+    assert usable_cores(tmp_path) == 1
+    (unit / "cpu.max").write_text("max 100000\n")
+    (unit.parent / "cpu.max").write_text("150000 100000\n")  # on its slice: 2 CPUs
+    assert usable_cores(tmp_path) == min(visible, 2)
+    # cgroup v1: the cpu controller's hierarchy.
+    v1 = tmp_path / "cpu" / "docker" / "abc"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    membership.write_text("12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n")
+    assert usable_cores(tmp_path) == 1

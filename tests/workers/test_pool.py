@@ -418,3 +418,59 @@ async def test_a_lease_for_an_account_without_a_folder_here_is_503_and_makes_non
     assert info.value.status == 503
     assert not (collections_dir / "moved").exists()
     assert live_worker_pids(collections_dir) == []
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["within-trust", "trust-ran-out"])
+async def test_a_borrowed_worker_that_died_is_never_reached_on_its_port_by_another_account(
+    make_pool, collections_dir, monkeypatch, trusted
+):
+    """The owner's worker dies (killed at its memory limit, a crash) while the owner process
+    has no request for it: its lock stays held until the owner notices, but the port it
+    published must not be used any more. Another account's worker may be listening there a
+    moment later; a request sent to it would be answered with that worker's 403 (the user is
+    logged out) at best. The borrower waits for the owner's new worker instead."""
+    from aiohttp import web
+
+    from gateway.workers import pool as pool_mod
+
+    if not trusted:
+        monkeypatch.setattr(pool_mod, "BORROW_SECONDS", 0.0)
+    owner, borrower = await make_pool(), await make_pool()
+    async with owner.lease("alice") as first:
+        pass
+    async with borrower.lease("alice") as borrowed:
+        assert borrowed.port == first.port
+    pid = pid_on(collections_dir, first.port)
+    os.kill(pid, signal.SIGKILL)
+    assert await wait_until(lambda: gone(pid))
+    await asyncio.sleep(0.1)  # the owner's loop learns of the exit
+
+    # Another account's worker takes the freed port: it answers /health like any other.
+    reached: list[str] = []
+
+    async def stand_in(request: web.Request) -> web.Response:
+        reached.append(request.path)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", stand_in)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", first.port).start()
+    try:
+
+        async def borrow() -> int:
+            async with borrower.lease("alice") as worker:
+                return worker.port
+
+        lease = asyncio.create_task(borrow())
+        await asyncio.sleep(0.2)
+        async with owner.lease("alice") as second:  # the owner notices and starts another
+            pass
+        port = await asyncio.wait_for(lease, 15)
+    finally:
+        await runner.cleanup()
+    assert port != first.port
+    assert port == second.port
+    assert reached == []
+    assert (await login(port, "alice", secret_for("alice")))[0] == 200
