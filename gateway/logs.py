@@ -91,6 +91,8 @@ class JsonFormatter(logging.Formatter):
         if exc:
             entry["exc"] = exc
         line = _ENCODER.encode(entry)
+        if line.isascii() and "\x7f" not in line:
+            return line  # nothing to escape (most lines): no pattern run
         return _JSON_UNESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 

@@ -93,6 +93,10 @@ WHOLE_ANSWER = CHUNK
 #: be a whole collection, on the disk the workers' collections live on. The default of
 #: `workers.max_answers_on_disk` (config/schema.py), which the proxy passes.
 MAX_ANSWERS_ON_DISK = 8
+#: Headers of a request not sent upstream, and of an answer not sent back, besides the
+#: hop-by-hop ones (web/headers.py): each side's HTTP stack owns them.
+_REQUEST_DROP = REQUEST_OWNED | NODE_HEADERS
+_ANSWER_DROP = RESPONSE_OWNED | {"content-length"}
 
 
 class _StaleConnection(Exception):
@@ -247,7 +251,7 @@ class Upstream:
         """Sends the request; answers with the worker's status and headers at once, and returns
         once the worker's side of the answer is read into a relay (module doc: "Answers").
         `account`: whose answer (one answer on disk each)."""
-        headers = end_to_end(request.headers, REQUEST_OWNED | NODE_HEADERS)
+        headers = end_to_end(request.headers, _REQUEST_DROP)
         if extra:
             headers.update(extra)
         session = self._reused if reuse and self._reused is not None else self._upstream
@@ -276,7 +280,7 @@ class Upstream:
         async with upstream:
             if extra and signing.REFUSED in upstream.headers:
                 raise _NodeRefused()  # never a node's 401 to a client (cluster/internal.py)
-            headers = end_to_end(upstream.headers, RESPONSE_OWNED | {"content-length"})
+            headers = end_to_end(upstream.headers, _ANSWER_DROP)
             # A small answer (every sync/meta, start, chunk...; the stock server sends them
             # chunked, without a Content-Length) is read whole at loopback speed, then headers
             # and body leave in one write once the worker is let go, with no relay or delivery

@@ -30,7 +30,9 @@ makes itself for a request it could not parse or a handler that raised (`_Handle
 Whether the parser holds part of a next request: aiohttp's C parser does not say, so each
 chunk's last byte is fed on its own (`_Handler._feed`): the stream is at a message boundary
 exactly when that byte completed a request (its headers without a body, or its body's end).
-Costs one copy of each chunk less its last byte.
+Costs one copy of each chunk less its last byte, except for a chunk that ends with a blank
+line (`\r\n\r\n`): that ends any header block, so no part of a next request's headers can be
+left, and the stream is at a boundary when the last request's body has ended.
 
 Relies on three attributes of aiohttp's `RequestHandler` (3.14): `_waiter`, a fresh future
 when it starts waiting for the next request (with none queued) and unset or done otherwise;
@@ -103,6 +105,14 @@ class _Handler(RequestHandler):
             self._disarm()
 
     def _feed(self, data: bytes) -> None:
+        if data.endswith(b"\r\n\r\n"):
+            # A blank line ends any header block, so a chunk ending with one leaves no part of
+            # a next request's headers in the parser: the stream is at a boundary exactly when
+            # the last request's body has ended (every request of a stock client arrives so:
+            # one parse instead of two, issue 18).
+            self._parse(data)
+            self._at_boundary = self._body_ended()
+            return
         if len(data) > 1:
             self._parse(data[:-1])
             data = data[-1:]

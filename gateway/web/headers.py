@@ -8,6 +8,7 @@ HOP_BY_HOP                                         the hop-by-hop names (the hea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from multidict import CIMultiDict, MultiMapping
@@ -33,14 +34,23 @@ RESPONSE_OWNED = frozenset({"date", "server"})
 
 def end_to_end(headers: MultiMapping[str], also_drop: Iterable[str] = ()) -> CIMultiDict[str]:
     """The headers a proxy forwards: all but hop-by-hop ones and those `Connection` names."""
-    named = {
-        token.strip().lower()
-        for value in headers.getall("Connection", ())
-        for token in value.split(",")
-    }
-    drop = HOP_BY_HOP | named | {h.lower() for h in also_drop}
+    drop = _dropped(frozenset(also_drop))
+    if "Connection" in headers:
+        named = {
+            token.strip().lower()
+            for value in headers.getall("Connection", ())
+            for token in value.split(",")
+        }
+        drop = drop | named
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         if name.lower() not in drop:
             out.add(name, value)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _dropped(also_drop: frozenset[str]) -> frozenset[str]:
+    """`HOP_BY_HOP` and `also_drop`, lower-cased, made once per set of names (every request
+    passes here twice: issue 18)."""
+    return HOP_BY_HOP | {h.lower() for h in also_drop}
