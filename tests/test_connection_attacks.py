@@ -11,17 +11,8 @@ import socket
 import pytest
 from aiohttp import web
 
-from gateway.app import PROXY, add_routes
-from gateway.appkeys import CONFIG, PACING
-from gateway.auth.admission import Admission
-from gateway.config import load
-from gateway.forwarding.upstream import new_upstream_session
-from gateway.identity.provider import Identity
-from gateway.proxy import Proxy
-from gateway.registry import SqliteRegistry
-from gateway.web.middlewares import errors_and_access_log
 from gateway.web.pace import Pacing
-from tests.test_proxy import KEY, SEEN, FakePool, header, upstream_app, z
+from tests.test_proxy import SEEN, FakePool, header, proxy_app, upstream_app, z
 
 HEADER_TIMEOUT, IDLE = 1.5, 4.0
 
@@ -37,30 +28,9 @@ async def gw(tmp_path, aiohttp_server, serve_app):
 
     up.router.add_get("/sync/getter", getter)  # answers HEAD too
     upstream = await aiohttp_server(up)
-    config = load(
-        None,
-        {
-            "GATEWAY_COGNITO_USER_POOL_ID": "eu-west-1_Test1",
-            "GATEWAY_COGNITO_CLIENT_ID": "c",
-            "GATEWAY_SERVER_PATH_PREFIX": "/anki/",
-        },
-    )
-    registry = SqliteRegistry(tmp_path / "r.sqlite3", tmp_path / "collections")
-    await registry.ensure(Identity("sub-1", "alice", None))
-    await registry.add_host_key("sub-1", KEY)
-    pool = FakePool(upstream.port)
-    session = new_upstream_session()
-    reused = new_upstream_session(reuse=True)
-    app = web.Application(middlewares=[errors_and_access_log])
-    app[CONFIG] = config
-    app[PACING] = Pacing(idle_timeout=2.0, min_rate=1)
-    app[PROXY] = Proxy(Admission(registry), pool, session, reused)  # type: ignore[arg-type]
-    add_routes(app, "/anki/")
+    app = await proxy_app(tmp_path, FakePool(upstream.port), Pacing(idle_timeout=2.0, min_rate=1))
     port = await serve_app(app, header_timeout=HEADER_TIMEOUT, keepalive_timeout=IDLE)
     yield port, upstream
-    await session.close()
-    await reused.close()
-    await registry.close()
 
 
 async def answer(reader: asyncio.StreamReader, *, head_only: bool = False) -> bytes:

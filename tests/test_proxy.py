@@ -189,9 +189,8 @@ async def upstream_app() -> web.Application:
     return app
 
 
-@pytest.fixture
-async def stack(tmp_path, aiohttp_server):
-    upstream = await aiohttp_server(await upstream_app())
+async def proxy_app(tmp_path, pool: FakePool, pacing: Pacing) -> web.Application:
+    """The proxy under "/anki/" with alice's host key `KEY`, sending to `pool`'s upstream."""
     config = load(
         None,
         {
@@ -203,19 +202,30 @@ async def stack(tmp_path, aiohttp_server):
     registry = SqliteRegistry(tmp_path / "r.sqlite3", tmp_path / "collections")
     await registry.ensure(Identity("sub-1", "alice", None))
     await registry.add_host_key("sub-1", KEY)
-    pool = FakePool(upstream.port)
     session = new_upstream_session()
     reused = new_upstream_session(reuse=True)
     app = web.Application(middlewares=[errors_and_access_log])
     app[CONFIG] = config
-    app[PACING] = Pacing(idle_timeout=0.5, min_rate=100)
+    app[PACING] = pacing
     app[PROXY] = Proxy(Admission(registry), pool, session, reused)  # type: ignore[arg-type]
     add_routes(app, "/anki/")
+
+    async def close(_: web.Application) -> None:
+        await session.close()
+        await reused.close()
+        await registry.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+@pytest.fixture
+async def stack(tmp_path, aiohttp_server):
+    upstream = await aiohttp_server(await upstream_app())
+    pool = FakePool(upstream.port)
+    app = await proxy_app(tmp_path, pool, Pacing(idle_timeout=0.5, min_rate=100))
     server = await aiohttp_server(app)
     yield server, upstream, pool
-    await session.close()
-    await reused.close()
-    await registry.close()
 
 
 async def post(server, path: str, **kwargs) -> tuple[int, dict, bytes]:
