@@ -74,6 +74,7 @@ from gateway.quota.livesize import live_bytes
 from gateway.quota.mediatotal import MediaTotal
 from gateway.registry.base import Account
 from gateway.workers.lock import write_over
+from gateway.workers.usage import files_bytes
 
 #: Account folders remembered once resolved.
 FOLDERS = 4096
@@ -81,13 +82,18 @@ FOLDERS = 4096
 REFUSED_MARKER = ".gateway-quota-refused"
 
 
-def override_of(account: Account) -> Override:
-    return Override(
+def quota_megs(account: Account) -> tuple[int | None, ...]:
+    """The account's `QUOTA_FIELDS`, in that order (`Override`'s fields)."""
+    return (
         account.quota_collection_upload_megs,
         account.quota_collection_megs,
         account.quota_media_megs,
         account.quota_media_file_megs,
     )
+
+
+def override_of(account: Account) -> Override:
+    return Override(*quota_megs(account))
 
 
 def stored_size(media_dir: Path, filename: str) -> int:
@@ -262,13 +268,7 @@ class _Folder:
 
     def collection_bytes(self) -> int:
         """`collection.anki2` and its WAL, in bytes (workers/usage.py `collection_bytes`)."""
-        size = 0
-        for path in (self.collection, self.wal):
-            try:
-                size += os.stat(path).st_size
-            except OSError:
-                pass
-        return size
+        return files_bytes((self.collection, self.wal))
 
 
 class QuotaGuard:
@@ -299,15 +299,10 @@ class QuotaGuard:
         return self._paths_of(account).folder
 
     def limits_of(self, account: Account) -> Limits:
-        megs = (
-            account.quota_collection_upload_megs,
-            account.quota_collection_megs,
-            account.quota_media_megs,
-            account.quota_media_file_megs,
-        )
+        megs = quota_megs(account)
         limits = self._limits.get(megs)
         if limits is None:
-            limits = self._limits[megs] = self.defaults.with_override(override_of(account))
+            limits = self._limits[megs] = self.defaults.with_override(Override(*megs))
         return limits
 
     async def _live_over(self, account: Account) -> int | None:

@@ -10,6 +10,7 @@ The collection is `collection.anki2` plus its SQLite WAL if any; media are the f
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,15 @@ def usage(folder: Path) -> Usage:
 
 def collection_bytes(folder: Path) -> int:
     """`collection.anki2` and its WAL, in bytes (two stats)."""
+    return files_bytes((folder / "collection.anki2", folder / "collection.anki2-wal"))
+
+
+def files_bytes(paths: Iterable[str | Path]) -> int:
+    """The sizes of the files at `paths` added up, in bytes; a missing one counts 0."""
     size = 0
-    for name in ("collection.anki2", "collection.anki2-wal"):
+    for path in paths:
         try:
-            size += (folder / name).stat().st_size
+            size += os.stat(path).st_size
         except OSError:
             pass
     return size
