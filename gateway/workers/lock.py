@@ -184,6 +184,12 @@ class Holder:
         return self.host is None or self.host == socket.gethostname()
 
 
+def still_published(collections_dir: Path, account: str, holder: Holder) -> bool:
+    """Whether `account`'s lock still names `holder`: one read of the lock file, no mkdir, no
+    path resolution (the folder was checked when the holder was first seen)."""
+    return read_holder(collections_dir / account / LOCK_NAME) == holder
+
+
 def read_holder(path: Path) -> Holder | None:
     """The published holder, or None (not yet published, being rewritten, or unreadable)."""
     try:
@@ -212,7 +218,7 @@ async def claim(
         # The folder was checked when the holder was first seen: one read, no mkdir, no
         # resolution, no lock attempt. A holder that died since left its record behind: its
         # worker died with it, the connection is refused, and the caller forgets the trust.
-        if read_holder(collections_dir / account / LOCK_NAME) == trusted:
+        if still_published(collections_dir, account, trusted):
             return Claim(port=trusted.port, holder=trusted)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait

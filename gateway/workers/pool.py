@@ -45,7 +45,7 @@ from gateway.naming import is_safe
 from gateway.workers import ledger
 from gateway.workers.containment import Containment, Death
 from gateway.workers.ledger import Usage
-from gateway.workers.lock import LOCK_NAME, Holder, read_holder
+from gateway.workers.lock import Holder, still_published
 from gateway.workers.process import probe_health
 from gateway.workers.slot import Launch, Slot
 
@@ -265,7 +265,7 @@ class WorkerPool:
         if entry is None or time.monotonic() - entry[1] >= BORROW_SECONDS:
             return None
         holder = entry[0]
-        if read_holder(self._launch.collections_dir / account / LOCK_NAME) != holder:
+        if not still_published(self._launch.collections_dir, account, holder):
             return None
         slot = Slot(Usage(account, last_used=self._clock()))
         slot.holder = holder
