@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway.web.pace import Pacing
-from tests.test_proxy import SEEN, FakePool, header, proxy_app, upstream_app, z
+from tests.test_proxy import SEEN, FakePool, header, pieces, proxy_app, upstream_app, z
 
 HEADER_TIMEOUT, IDLE = 1.5, 4.0
 
@@ -317,4 +317,20 @@ async def test_head_pipelined_between_big_relayed_answers(gw):
     assert h.startswith(b"HTTP/1.1 200")
     c = await answer(reader)
     assert c.startswith(b"HTTP/1.1 200") and c.endswith(b"g" * 300000), c[:300]
+    writer.close()
+
+
+async def test_a_big_upload_in_one_packet_then_idle_is_not_cut(gw):
+    # The body outruns the handler: aiohttp's parser holds the rest of the packet back and
+    # re-reads it later with an empty feed. After the answer nothing of a next request was
+    # received, so only the keep-alive time applies.
+    port, _ = gw
+    reader, writer = await connect(port)
+    body = b"".join(pieces(3 * 1024 * 1024))
+    writer.write(sync_post("sync/upload", body))
+    got = await answer(reader)
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"zstd-bytes"), got[:300]
+    await asyncio.sleep(HEADER_TIMEOUT + 0.5)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await answer(reader)).startswith(b"HTTP/1.1 200")
     writer.close()

@@ -139,3 +139,17 @@ async def test_a_body_that_ends_its_packet_leaves_the_connection_idle_not_timed(
     writer.write(HEALTH)
     assert (await answer(reader)).startswith(b"HTTP/1.1 200")
     writer.close()
+
+
+async def test_a_partial_request_after_a_full_queue_of_pipelined_ones_has_the_deadline(
+    tmp_path, serve_app
+):
+    # More complete requests in one packet than aiohttp queues: its parser holds the rest back
+    # and parses it later, after the chunk was done with. The partial last one was timed only
+    # by the keep-alive time.
+    reader, writer = await asyncio.open_connection("127.0.0.1", await gateway(tmp_path, serve_app))
+    writer.write(HEALTH * 40 + b"GET /health HTTP/1.1\r\nHo")
+    for _ in range(40):
+        assert (await answer(reader)).startswith(b"HTTP/1.1 200")
+    took = await closed_within(reader, IDLE + 2)
+    assert took < HEADER + 1, f"closed after {took:.1f} s"

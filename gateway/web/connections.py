@@ -32,12 +32,17 @@ chunk's last byte is fed on its own (`_Handler._feed`): the stream is at a messa
 exactly when that byte completed a request (its headers without a body, or its body's end).
 Costs one copy of each chunk less its last byte, except for a chunk that ends with a blank
 line (`\r\n\r\n`): that ends any header block, so no part of a next request's headers can be
-left, and the stream is at a boundary when the last request's body has ended.
+left, and the stream is at a boundary when the last request's body has ended. aiohttp's parser
+holds the rest of a chunk back when its request queue is full or a body's reader is full, and
+parses it when fed b"" later: the verdict waits until then (the last byte, kept meanwhile, is
+fed after the held-back bytes), and the stream counts as not at a boundary in between.
 
-Relies on three attributes of aiohttp's `RequestHandler` (3.14): `_waiter`, a fresh future
+Relies on five attributes of aiohttp's `RequestHandler` (3.14): `_waiter`, a fresh future
 when it starts waiting for the next request (with none queued) and unset or done otherwise;
 `_request_count`, the requests whose headers its parser completed; `_messages`, those not yet
-handled, with their body streams. The tests in tests/test_connections.py pin the behaviour, so
+handled, with their body streams; `_max_msg_queue_size`, the queue length at which its parser
+stops; `_reading_paused`, set while a body's reader is full (its parser stopped too). The
+tests in tests/test_connections.py and tests/test_connection_attacks.py pin the behaviour, so
 an aiohttp upgrade that changes them fails there.
 """
 
@@ -69,6 +74,12 @@ class _Handler(RequestHandler):
         self._last_body: Any = None
         #: True while every byte received belongs to a completed request (see the module doc).
         self._at_boundary = True
+        #: The last chunk's last byte, kept from the parser while it holds bytes back.
+        self._held = b""
+        #: Whether `_at_boundary` waits for bytes the parser held back; what it is decided by:
+        #: the request count and body end before the last byte, or None (a blank line ended it).
+        self._pending = False
+        self._before: tuple[int, bool] | None = None
         super().__init__(*args, **kwargs)
 
     # aiohttp sets `_waiter` to a fresh future when it starts waiting for the next request:
@@ -105,25 +116,47 @@ class _Handler(RequestHandler):
             self._disarm()
 
     def _feed(self, data: bytes) -> None:
-        if data.endswith(b"\r\n\r\n"):
-            # A blank line ends any header block, so a chunk ending with one leaves no part of
-            # a next request's headers in the parser: the stream is at a boundary exactly when
-            # the last request's body has ended (every request of a stock client arrives so:
-            # one parse instead of two, issue 18).
+        if data:
+            self._at_boundary = False  # until the parser has taken every byte of the chunk
+            data, self._held = self._held + data if self._held else data, b""
+            self._pending = True
+            if data.endswith(b"\r\n\r\n"):
+                # A blank line ends any header block, so a chunk ending with one leaves no
+                # part of a next request's headers in the parser: the stream is at a boundary
+                # exactly when the last request's body has ended (every request of a stock
+                # client arrives so: one parse instead of two, issue 18).
+                self._parse(data)
+                self._before = None
+            else:
+                if len(data) > 1:
+                    self._parse(data[:-1])
+                self._held = data[-1:]
+        else:  # aiohttp re-reading what its parser held back
             self._parse(data)
+        self._settle()
+
+    def _settle(self) -> None:
+        # Decides `_at_boundary` once the parser holds nothing of the chunk back (it stops at
+        # a full request queue or a paused body and is fed b"" when it may go on).
+        if not self._pending or self._holding_back():
+            return
+        if self._held:
+            self._before = (self._request_count, self._body_ended())
+            byte, self._held = self._held, b""
+            self._parse(byte)
+            if self._holding_back():
+                return
+        self._pending = False
+        if self._before is None:
             self._at_boundary = self._body_ended()
             return
-        if len(data) > 1:
-            self._parse(data[:-1])
-            data = data[-1:]
-        if not data:  # aiohttp re-reading what it held back: no byte to tell by
-            self._parse(data)
-            return
-        count, ended = self._request_count, self._body_ended()
-        self._parse(data)
         # The last byte completed a request: the headers of one without a body, or the end
         # of the last request's body.
+        count, ended = self._before
         self._at_boundary = self._body_ended() and (self._request_count > count or not ended)
+
+    def _holding_back(self) -> bool:
+        return self._reading_paused or len(self._messages) >= self._max_msg_queue_size
 
     def _parse(self, data: bytes) -> None:
         count = self._request_count
