@@ -35,7 +35,9 @@ line (`\r\n\r\n`): that ends any header block, so no part of a next request's he
 left, and the stream is at a boundary when the last request's body has ended. aiohttp's parser
 holds the rest of a chunk back when its request queue is full or a body's reader is full, and
 parses it when fed b"" later: the verdict waits until then (the last byte, kept meanwhile, is
-fed after the held-back bytes), and the stream counts as not at a boundary in between.
+fed after the held-back bytes), and the stream counts as not at a boundary in between. Bytes
+after an upgrade request (`Upgrade: websocket`, CONNECT) wait outside the parser; aiohttp parses
+them in `finish_response` if the handler declined the upgrade.
 
 Relies on five attributes of aiohttp's `RequestHandler` (3.14): `_waiter`, a fresh future
 when it starts waiting for the next request (with none queued) and unset or done otherwise;
@@ -72,6 +74,8 @@ class _Handler(RequestHandler):
         self._header_deadline: asyncio.TimerHandle | None = None
         #: The body stream of the last request whose headers the parser completed.
         self._last_body: Any = None
+        #: `_request_count` when `_last_body` was last brought up to date.
+        self._tracked = 0
         #: True while every byte received belongs to a completed request (see the module doc).
         self._at_boundary = True
         #: The last chunk's last byte, kept from the parser while it holds bytes back.
@@ -159,12 +163,24 @@ class _Handler(RequestHandler):
         return self._reading_paused or len(self._messages) >= self._max_msg_queue_size
 
     def _parse(self, data: bytes) -> None:
-        count = self._request_count
         super().data_received(data)
-        if self._request_count > count and self._messages:
+        self._track()
+
+    async def finish_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().finish_response(*args, **kwargs)
+        finally:
+            # It parses the bytes that came after an upgrade request it declined.
+            self._track()
+
+    def _track(self) -> None:
+        # The body stream of the last request parsed, by `_parse` or by aiohttp itself.
+        if self._request_count != self._tracked and self._messages:
             self._last_body = self._messages[-1][1]
+        self._tracked = self._request_count
 
     def _body_ended(self) -> bool:
+        self._track()
         return self._last_body is None or self._last_body.is_eof()
 
     def connection_lost(self, exc: BaseException | None) -> None:
