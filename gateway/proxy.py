@@ -75,6 +75,10 @@ class Proxy:
             pool, upstream, reused, cluster, spool_dir, max_on_disk=max_answers_on_disk
         )
 
+    def close(self) -> None:
+        """Closes the idle connections to workers (forwarding/wire.py)."""
+        self._upstream.close()
+
     async def forward(
         self, request: web.Request, upstream_path: str, *, from_node: bool = False
     ) -> web.StreamResponse:

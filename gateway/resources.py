@@ -234,6 +234,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     if cluster is None or config.cluster.storage != "local":
         yield
         sessions.close()
+        app[PROXY].close()
         return
     from gateway.cluster import adopt_folders
 
@@ -246,6 +247,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     adopting.cancel()
     await asyncio.gather(adopting, return_exceptions=True)
     sessions.close()
+    app[PROXY].close()
 
 
 async def _started(app: web.Application) -> AsyncIterator[None]:

@@ -211,6 +211,7 @@ async def proxy_app(tmp_path, pool: FakePool, pacing: Pacing) -> web.Application
     add_routes(app, "/anki/")
 
     async def close(_: web.Application) -> None:
+        app[PROXY].close()
         await session.close()
         await reused.close()
         await registry.close()

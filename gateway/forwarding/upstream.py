@@ -11,6 +11,12 @@ gateway/proxy.py, sends each request through here once its body is whole).
     errors: WorkerTimeout, WorkerFailed, WorkerDied (502/503/504, errors.py); `Unavailable`
     (503, Retry-After) when the owner node refuses or cannot be reached. Never a 403.
 
+Two ways to a worker: a POST without a query whose body is whole in memory (every small
+request of a stock client) goes over the worker link (forwarding/wire.py: one write, the answer
+parsed by httptools; aiohttp's client was the largest single share of the gateway's time per
+`sync/meta`, issue 16); uploads spooled to disk, anything else, and requests to another node go
+through aiohttp's client. Both keep every rule below.
+
 Bodies pass both ways untouched; answers stream: no decompression, no redirects followed, and
 `anki-original-size` and an answer's `Content-Length` pass through. The rules follow Go's
 `httputil.ReverseProxy`: drop the hop-by-hop headers (RFC 9110 §7.6.1) and every header the
@@ -41,7 +47,8 @@ its answer short (2.5-5 % of full downloads of a 1 MB collection failed that way
 what made pooled keep-alive connections fail (29 % with chunked bodies, 0 of 3,000 with a
 Content-Length). So every request body is sent with a `Content-Length` (the bytes unchanged,
 only the framing): up to `WHOLE_BODY` bytes held in memory (forwarding/body.py), and over a
-reused connection for read-only methods; bigger bodies (uploads) from an unnamed temporary file
+reused connection for read-only methods (a write goes over a fresh one; the worker link then
+keeps it for later reads); bigger bodies (uploads) from an unnamed temporary file
 in the data folder (web/spool.py), over a fresh connection each.
 
 Sending a request twice (design.md: "retries happen only when the request provably never
@@ -74,6 +81,7 @@ from gateway.errors import (
     WorkerFailed,
     WorkerTimeout,
 )
+from gateway.forwarding import wire
 from gateway.forwarding.delivery import AnswerBroken, deliver
 from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
 from gateway.web.relay import Relay
@@ -102,6 +110,10 @@ _ANSWER_DROP = RESPONSE_OWNED | {"content-length"}
 class _StaleConnection(Exception):
     """A reused upstream connection broke before an answer: the worker may or may not have read
     the request (only read-only requests use reused connections)."""
+
+
+class _Refused(Exception):
+    """The upstream refused the connection: nothing reached it."""
 
 
 class _NodeRefused(Exception):
@@ -136,6 +148,22 @@ async def _head(upstream: aiohttp.ClientResponse) -> bytes:
     return bytes(head)
 
 
+class _ClientAnswer:
+    """An answer read by aiohttp's client, in the shape of `wire.Answer`: its first bytes
+    read (`_head`)."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse, head: bytes) -> None:
+        self.status = upstream.status
+        self.reason = upstream.reason
+        self.headers = upstream.headers
+        self.head = head
+        self.complete = upstream.content.at_eof()
+        self._upstream = upstream
+
+    def rest(self) -> AsyncIterator[bytes]:
+        return self._upstream.content.iter_chunked(CHUNK)
+
+
 def _upstream_failure(exc: Exception, *, stale: bool) -> Exception:
     """The gateway error for a failed upstream request (`exc` itself if it is none of ours)."""
     if isinstance(exc, TimeoutError):
@@ -167,6 +195,13 @@ class Upstream:
         self._answer_dir = answer_dir or Path(tempfile.gettempdir())
         #: Accounts with an answer in a relay that may go to disk (`_answer_folder`).
         self._relaying: set[str] = set()
+        #: Small requests to this host's workers (forwarding/wire.py).
+        self._link: wire.WorkerLink | None = wire.WorkerLink()
+
+    def close(self) -> None:
+        """Closes the idle connections to workers (the sessions are the caller's)."""
+        if self._link is not None:
+            self._link.close()
 
     def reusable(self, body: bytes | SpooledBody | None, upstream_path: str) -> bool:
         """Whether the request may go over a reused connection: whole and of a read-only method
@@ -200,7 +235,7 @@ class Upstream:
                 )
             except _StaleConnection:
                 reuse = False
-            except (aiohttp.ClientConnectorError, _NodeRefused) as exc:
+            except (_Refused, _NodeRefused) as exc:
                 cluster.router.forget(sub_and_key[0])
                 raise Unavailable(
                     f"owner node {node.id}: {type(exc).__name__}", retry_after=RETRY_AFTER
@@ -220,12 +255,21 @@ class Upstream:
         # a broken reused one (only read-only methods use those). Nothing else is sent twice.
         for attempt in (1, 2):
             async with self._pool.lease(account) as worker:
-                url = worker.base_url + upstream_path
                 try:
+                    if self._direct(request, body):
+                        return await self._exchange_direct(
+                            request,
+                            worker.port,
+                            upstream_path,
+                            body,  # type: ignore[arg-type]
+                            reuse=reuse,
+                            account=account,
+                        )
+                    url = worker.base_url + upstream_path
                     return await self._exchange(request, url, body, reuse=reuse, account=account)
                 except _StaleConnection:
                     reuse = False
-                except aiohttp.ClientConnectorError:
+                except _Refused:
                     await self._pool.report_broken(account)
                     if attempt == 2:
                         raise WorkerFailed("worker refused the connection") from None
@@ -238,6 +282,53 @@ class Upstream:
                     raise
         raise WorkerFailed("worker closed the connection")
 
+    def _direct(self, request: web.Request, body: bytes | SpooledBody | None) -> bool:
+        """Whether the request goes by the worker link (forwarding/wire.py): a POST without a
+        query whose body is whole in memory, as every small request of a stock client."""
+        return (
+            self._link is not None
+            and not isinstance(body, SpooledBody)
+            and request.method == "POST"
+            and not request.query_string
+        )
+
+    async def _exchange_direct(
+        self,
+        request: web.Request,
+        port: int,
+        upstream_path: str,
+        body: bytes | None,
+        *,
+        reuse: bool,
+        account: str,
+    ) -> web.StreamResponse:
+        """`_exchange` over the worker link (forwarding/wire.py): the same answer rules."""
+        assert self._link is not None
+        headers = end_to_end(request.headers, _REQUEST_DROP)
+        try:
+            answer = await self._link.exchange(
+                port, "POST", "/" + upstream_path, headers, body, reuse=reuse, whole=WHOLE_ANSWER
+            )
+        except ValueError:
+            # A line break in a header (aiohttp's parser refuses them): nothing was sent.
+            return await self._exchange(
+                request, f"http://127.0.0.1:{port}/{upstream_path}", body, reuse=reuse
+            )
+        except wire.Refused as exc:
+            raise _Refused() from exc
+        except wire.Stale:
+            if reuse:
+                raise _StaleConnection() from None
+            raise WorkerFailed("worker request failed: connection closed") from None
+        except wire.Broken as exc:
+            raise WorkerFailed(f"worker request failed: {exc}") from None
+        except TimeoutError:
+            raise WorkerTimeout("worker did not answer in time") from None
+        try:
+            return await self._respond(request, answer, account)
+        finally:
+            answer.release()
+
     async def _exchange(
         self,
         request: web.Request,
@@ -248,9 +339,9 @@ class Upstream:
         extra: Mapping[str, str] | None = None,
         account: str = "",
     ) -> web.StreamResponse:
-        """Sends the request; answers with the worker's status and headers at once, and returns
-        once the worker's side of the answer is read into a relay (module doc: "Answers").
-        `account`: whose answer (one answer on disk each)."""
+        """Sends the request by aiohttp's client; answers with the worker's status and headers
+        at once, and returns once the worker's side of the answer is read into a relay (module
+        doc: "Answers"). `account`: whose answer (one answer on disk each)."""
         headers = end_to_end(request.headers, _REQUEST_DROP)
         if extra:
             headers.update(extra)
@@ -270,8 +361,8 @@ class Upstream:
                 data=data,
                 allow_redirects=False,
             )
-        except aiohttp.ClientConnectorError:
-            raise
+        except aiohttp.ClientConnectorError as exc:
+            raise _Refused() from exc
         except Exception as exc:
             mapped = _upstream_failure(exc, stale=session is self._reused)
             if mapped is exc:
@@ -280,12 +371,6 @@ class Upstream:
         async with upstream:
             if extra and signing.REFUSED in upstream.headers:
                 raise _NodeRefused()  # never a node's 401 to a client (cluster/internal.py)
-            headers = end_to_end(upstream.headers, _ANSWER_DROP)
-            # A small answer (every sync/meta, start, chunk...; the stock server sends them
-            # chunked, without a Content-Length) is read whole at loopback speed, then headers
-            # and body leave in one write once the worker is let go, with no relay or delivery
-            # task (issue 18: a write per part was a sixth of the gateway's busy time). Failing
-            # before any byte went to the client, it is a 502.
             try:
                 head = await _head(upstream)
             except Exception as exc:
@@ -293,45 +378,55 @@ class Upstream:
                 if mapped is exc:
                     raise
                 raise mapped from exc
-            if upstream.content.at_eof():
-                return web.Response(
-                    status=upstream.status, reason=upstream.reason, headers=headers, body=head
-                )
-            response = web.StreamResponse(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=headers,
+            return await self._respond(request, _ClientAnswer(upstream, head), account)
+
+    async def _respond(
+        self, request: web.Request, answer: _ClientAnswer | wire.Answer, account: str
+    ) -> web.StreamResponse:
+        """The answer to the client, from the upstream's `answer` whose first bytes are read
+        (module doc: "Answers")."""
+        headers = end_to_end(answer.headers, _ANSWER_DROP)
+        # A small answer (every sync/meta, start, chunk...; the stock server sends them
+        # chunked, without a Content-Length) is read whole at loopback speed, then headers and
+        # body leave in one write once the worker is let go, with no relay or delivery task
+        # (issue 18: a write per part was a sixth of the gateway's busy time). Failing before
+        # any byte went to the client, it is a 502.
+        if answer.complete:
+            return web.Response(
+                status=answer.status, reason=answer.reason, headers=headers, body=answer.head
             )
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
-            await response.prepare(request)
-            folder = self._answer_folder(account)
-            relay = Relay(folder, memory=ANSWER_MEMORY)
-            delivery = deliver(request, response, relay)
-            if folder is not None and account:
-                self._relaying.add(account)
-                delivery.add_done_callback(lambda _: self._relaying.discard(account))
-            try:
-                if not await relay.put(head):
-                    return response  # the client's side gave up (gone, stalled)
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    if not await relay.put(chunk):
-                        break  # the client's side gave up (gone, stalled)
-                relay.end()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                # Headers are gone already; a clean end would hand the client a truncated body.
-                log.warning(
-                    "upstream failed mid-body; aborting client connection",
-                    extra={"error": type(exc).__name__},
-                )
-                relay.fail(AnswerBroken())
-            except OSError as exc:  # the answer folder's disk (full, gone)
-                log.error(
-                    "answer could not be held for a slow client; aborting client connection",
-                    extra={"error": type(exc).__name__},
-                )
-                relay.fail(AnswerBroken())
-            return response
+        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
+        length = answer.headers.get("Content-Length")
+        if length is not None and length.isdigit():
+            response.content_length = int(length)
+        await response.prepare(request)
+        folder = self._answer_folder(account)
+        relay = Relay(folder, memory=ANSWER_MEMORY)
+        delivery = deliver(request, response, relay)
+        if folder is not None and account:
+            self._relaying.add(account)
+            delivery.add_done_callback(lambda _: self._relaying.discard(account))
+        try:
+            if not await relay.put(answer.head):
+                return response  # the client's side gave up (gone, stalled)
+            async for chunk in answer.rest():
+                if not await relay.put(chunk):
+                    break  # the client's side gave up (gone, stalled)
+            relay.end()
+        except (aiohttp.ClientError, wire.Broken, TimeoutError) as exc:
+            # Headers are gone already; a clean end would hand the client a truncated body.
+            log.warning(
+                "upstream failed mid-body; aborting client connection",
+                extra={"error": type(exc).__name__},
+            )
+            relay.fail(AnswerBroken())
+        except OSError as exc:  # the answer folder's disk (full, gone)
+            log.error(
+                "answer could not be held for a slow client; aborting client connection",
+                extra={"error": type(exc).__name__},
+            )
+            relay.fail(AnswerBroken())
+        return response
 
     def _answer_folder(self, account: str) -> Path | None:
         """Where an answer too big for memory waits for a slow client: one answer of an

@@ -1,0 +1,256 @@
+"""The worker link (gateway/forwarding/wire.py) through the proxy, against scripted upstreams:
+raw asyncio servers that can close, stall or answer badly where the stock server never would
+on demand (the real worker is covered by test_sync_e2e.py and the rest of the suite)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from gateway.forwarding import wire
+from gateway.web.pace import Pacing
+from tests.test_proxy import FakePool, header, post, proxy_app, z
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class Upstream:
+    """A scripted worker: `script(reader, writer, connection_number)` serves each connection;
+    records the requests it read (their first lines)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.script(reader, writer, self.connections)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        body = await reader.readexactly(length)
+        self.requests.append(head.split(b"\r\n")[0])
+        return head + body
+
+
+@pytest.fixture
+async def through(tmp_path, aiohttp_server):
+    """`through(script)` -> (gateway server, scripted upstream)."""
+    made: list[Upstream] = []
+
+    async def make(script: Script):
+        upstream = Upstream(script)
+        port = await upstream.start()
+        made.append(upstream)
+        app = await proxy_app(tmp_path, FakePool(port), Pacing(idle_timeout=5, min_rate=100))
+        return await aiohttp_server(app), upstream
+
+    yield make
+    for upstream in made:
+        assert upstream.server is not None
+        upstream.server.close()
+
+
+async def sync(server, method: str = "msync/mediaChanges") -> tuple[int, bytes]:
+    status, _, body = await post(
+        server, f"/anki/{method}", data=z(b"{}"), headers={"anki-sync": header()}
+    )
+    return status, body
+
+
+async def test_a_read_only_request_on_a_connection_that_breaks_goes_again_on_a_fresh_one(through):
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        writer.write(OK)
+        if number == 1:  # keeps the connection, then drops it on the next request unanswered
+            await upstream.read_request(reader)
+            writer.transport.abort()
+            return
+        await writer.drain()
+
+    server, upstream = await through(script)
+    assert await sync(server) == (200, b"ok")
+    assert await sync(server) == (200, b"ok")
+    # The second request reached the first connection (reused), broke, went again fresh.
+    assert upstream.connections == 2
+    assert len(upstream.requests) == 3
+
+
+async def test_a_write_on_a_connection_that_breaks_is_never_sent_again(through):
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        writer.transport.abort()
+
+    server, upstream = await through(script)
+    status, _ = await sync(server, "sync/applyChanges")
+    assert status == 502
+    assert upstream.requests == [b"POST /sync/applyChanges HTTP/1.1"]
+
+
+async def test_a_connection_idle_too_long_is_not_used_again(through, monkeypatch):
+    async def script(reader, writer, number):
+        while True:
+            await upstream.read_request(reader)
+            writer.write(OK)
+
+    server, upstream = await through(script)
+    assert await sync(server) == (200, b"ok")
+    assert await sync(server) == (200, b"ok")
+    assert upstream.connections == 1  # kept and used again
+    monkeypatch.setattr(wire, "IDLE_SECONDS", 0.0)
+    assert await sync(server) == (200, b"ok")
+    assert upstream.connections == 2
+
+
+async def test_an_answer_that_closes_its_connection_or_sends_more_is_not_kept(through):
+    async def script(reader, writer, number):
+        while True:  # answers every request it gets on the connection
+            await upstream.read_request(reader)
+            if number == 1:
+                writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+            elif number == 2:  # bytes past the answer: a connection in an unknown state
+                writer.write(OK + b"HTTP/1.1 200 OK\r\n")
+            else:
+                writer.write(OK)
+            await writer.drain()
+
+    server, upstream = await through(script)
+    for _ in range(4):
+        assert await sync(server) == (200, b"ok")
+    assert upstream.connections == 3
+    assert len(upstream.requests) == 4
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nok",  # malformed
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok",  # cut short, within the whole part
+        b"",  # closed with no answer
+    ],
+)
+async def test_a_bad_or_missing_answer_is_a_502(through, answer):
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    server, upstream = await through(script)
+    status, _ = await sync(server, "sync/start")
+    assert status == 502
+
+
+async def test_an_interim_answer_is_skipped(through):
+    # RFC 9110 §15.2, as aiohttp's client did; in one packet with the answer or before it.
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n")
+        await writer.drain()
+        if number == 1:
+            await asyncio.sleep(0.1)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Final: 1\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    server, upstream = await through(script)
+    for _ in range(2):
+        status, headers, body = await post(
+            server, "/anki/sync/start", data=z(b"{}"), headers={"anki-sync": header()}
+        )
+        assert (status, body, headers.get("X-Final"), headers.get("X-Interim")) == (
+            200,
+            b"ok",
+            "1",
+            None,
+        )
+
+
+async def test_a_worker_silent_past_the_read_time_is_a_504(through, monkeypatch):
+    monkeypatch.setattr(wire, "READ_SECONDS", 0.3)
+
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        await asyncio.sleep(2)
+
+    server, upstream = await through(script)
+    status, _ = await sync(server, "sync/start")
+    assert status == 504
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_a_big_answer_arrives_whole_and_in_order(through, framing):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        if framing == "length":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data))
+            writer.write(data)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(data), 100_000):
+                piece = data[i : i + 100_000]
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    server, upstream = await through(script)
+    status, body = await sync(server, "sync/download")
+    assert status == 200
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+async def test_a_request_is_one_write_with_a_content_length_and_no_hop_headers(through):
+    seen: list[bytes] = []
+
+    async def script(reader, writer, number):
+        seen.append(await upstream.read_request(reader))
+        writer.write(OK)
+        await writer.drain()
+
+    server, upstream = await through(script)
+    status, _, _ = await post(
+        server,
+        "/anki/sync/meta",
+        data=z(b"{}"),
+        headers={"anki-sync": header(), "Connection": "keep-alive, X-Hop", "X-Hop": "1"},
+    )
+    assert status == 200
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /sync/meta HTTP/1.1"
+    names = [line.split(b":")[0].lower() for line in lines[1:]]
+    assert names.count(b"content-length") == 1
+    assert b"x-hop" not in names and b"connection" not in names
+    assert body == z(b"{}")
+
+
+def test_a_line_break_inside_a_header_is_refused_before_anything_is_sent():
+    with pytest.raises(ValueError):
+        wire._request("POST", "/sync/meta", "h", {"X-A": "1\r\nX-Injected: 2"}, b"")
+    with pytest.raises(ValueError):
+        wire._request("POST", "/sync/meta", "h", {"X-A": "1\nX-Injected: 2"}, b"")
+    assert wire._request("POST", "/sync/meta", "h:1", {"X-A": "1"}, b"body") == (
+        b"POST /sync/meta HTTP/1.1\r\nHost: h:1\r\nX-A: 1\r\nContent-Length: 4\r\n\r\nbody"
+    )
