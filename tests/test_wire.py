@@ -254,3 +254,70 @@ def test_a_line_break_inside_a_header_is_refused_before_anything_is_sent():
     assert wire._request("POST", "/sync/meta", "h:1", {"X-A": "1"}, b"body") == (
         b"POST /sync/meta HTTP/1.1\r\nHost: h:1\r\nX-A: 1\r\nContent-Length: 4\r\n\r\nbody"
     )
+
+
+async def test_idle_connections_close_after_the_idle_time_with_no_request_to_take_them(
+    through, monkeypatch
+):
+    # The stock server keeps an idle keep-alive connection open for good (measured: 40 s and
+    # more), so the link must close its idle ones itself, as aiohttp's keepalive_timeout did:
+    # else a burst of concurrent reads leaves its connections (up to MAX_IDLE per worker, file
+    # descriptors on both sides) open for the worker's lifetime.
+    monkeypatch.setattr(wire, "IDLE_SECONDS", 0.3)
+    burst = 5
+    arrived = asyncio.Event()
+    closed: list[int] = []
+
+    async def script(reader, writer, number):
+        try:
+            while True:
+                await upstream.read_request(reader)
+                if len(upstream.requests) == burst:
+                    arrived.set()
+                await arrived.wait()  # all at once: one connection each
+                writer.write(OK)
+                await writer.drain()
+        finally:
+            closed.append(number)
+
+    server, upstream = await through(script)
+    answers = await asyncio.gather(*(sync(server) for _ in range(burst)))
+    assert answers == [(200, b"ok")] * burst
+    assert upstream.connections == burst
+    await asyncio.sleep(1.0)
+    assert sorted(closed) == list(range(1, burst + 1))
+
+
+async def test_bytes_of_a_second_answer_in_the_same_packet_stay_out_of_the_first(through):
+    # A worker that sends more than one answer (it never should): the client gets the first
+    # answer as it was, never the status, headers or body of the extra one (here a 403, which
+    # would log the user out), and the connection is not used again.
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        writer.write(OK + b"HTTP/1.1 403 Forbidden\r\nX-Extra: 1\r\nContent-Length: 5\r\n\r\nextra")
+        await writer.drain()
+        await reader.read()
+
+    server, upstream = await through(script)
+    for _ in range(2):
+        status, headers, body = await post(
+            server, "/anki/msync/mediaChanges", data=z(b"{}"), headers={"anki-sync": header()}
+        )
+        assert (status, body, headers.get("X-Extra")) == (200, b"ok", None)
+    assert upstream.connections == 2
+
+
+async def test_a_switching_protocols_answer_is_a_502_and_no_error_in_the_log(through, caplog):
+    # httptools reports an upgrade by an exception of its own (not an HttpParserError); it
+    # must not escape into the event loop (an ERROR "Fatal error: protocol.data_received()").
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+        )
+        await writer.drain()
+        await reader.read()
+
+    server, upstream = await through(script)
+    assert (await sync(server, "sync/start"))[0] == 502
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []

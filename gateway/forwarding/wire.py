@@ -24,7 +24,11 @@ refuses CR and LF in them; the request is checked for a line break it did not pu
 The answer: `head` is all of it when it ends within `whole` bytes (`complete`), else somewhat
 more than `whole` bytes, the rest read by `rest()` as it comes (reading pauses while more than
 `BUFFER` bytes wait for the caller). A connection goes back to the idle set only after a whole
-answer that allows keep-alive; one idle for `IDLE_SECONDS` or more is closed instead of used.
+answer that allows keep-alive, and is closed once idle for `IDLE_SECONDS`, taken or not (the
+stock server never closes an idle connection: a burst of requests would leave its connections
+open for the worker's lifetime). Bytes past the answer (a second answer, even in the same
+packet) end the connection and never join the answer; an answer that is not framed (read until
+the worker closes) is `Broken`: the stock server frames every answer to HTTP/1.1.
 
 Errors (the caller maps them; module doc of forwarding/upstream.py, "Sending a request twice"):
     Refused   the connection could not be made: nothing reached the worker
@@ -79,12 +83,14 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
         self._wake_at: int | None = None  # wake once more body bytes than this wait
+        self._expiry: asyncio.TimerHandle | None = None  # closes it once idle `IDLE_SECONDS`
         self.busy = True  # in an exchange (an idle connection expects no byte)
         self._begin()
 
     def _begin(self) -> None:
         self.answered = False  # a byte of the answer came
         self.headers_done = False
+        self.status = 0
         self.complete = False
         self.keep_alive = False
         self.error: Exception | None = None
@@ -104,8 +110,10 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.error = Broken(f"malformed answer: {type(exc).__name__}")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            # (an upgrade, 101, is reported by an exception of its own: never for a POST)
+            if self.error is None:
+                self.error = Broken(f"malformed answer: {type(exc).__name__}")
         if len(self.body) > BUFFER and self.transport is not None:
             self.transport.pause_reading()
         if self._ready():
@@ -113,6 +121,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self in self._idle:
             self._idle.remove(self)
         if not self.complete and self.error is None:
@@ -123,6 +133,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.complete:  # a second answer to one request: a connection in an unknown state
             self.error = Broken("bytes after the answer")
+            raise self.error  # stops the parser: nothing of it joins the answer
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
@@ -132,6 +143,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        self.status = self._parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
         self.body += body
@@ -208,6 +220,29 @@ class _Connection(asyncio.Protocol):
         self._wake_at = None
         self.idle_since = time.monotonic()
         self._idle.append(self)
+        # Closed once idle that long, used or not (the stock server never closes it).
+        self._expiry = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._expire)
+
+    def take_idle(self) -> bool:
+        """Out of the idle set into an exchange, if still fit for one (else closed)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if (
+            self.closed
+            or self.transport is None
+            or self.transport.is_closing()
+            or time.monotonic() - self.idle_since >= IDLE_SECONDS
+        ):
+            self._drop()
+            return False
+        self.busy = True
+        return True
+
+    def _expire(self) -> None:
+        self._expiry = None
+        if not self.busy:
+            self._drop()
 
 
 class Answer:
@@ -275,7 +310,7 @@ class WorkerLink:
                 raise connection.error  # (after a whole answer it only ends the connection)
             if not connection.headers_done:
                 raise Broken("no answer")
-            return Answer(connection, connection._parser.get_status_code(), connection.take())
+            return Answer(connection, connection.status, connection.take())
         except BaseException:
             connection.closed = True
             connection._drop()
@@ -289,18 +324,10 @@ class WorkerLink:
 
     def _idle_connection(self, port: int) -> _Connection | None:
         idle = self._idle.get(port)
-        now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if (
-                not connection.closed
-                and connection.transport is not None
-                and not connection.transport.is_closing()
-                and now - connection.idle_since < IDLE_SECONDS
-            ):
-                connection.busy = True
+            if connection.take_idle():
                 return connection
-            connection._drop()
         return None
 
     async def _connect(self, port: int) -> _Connection:
