@@ -312,7 +312,11 @@ class Upstream:
         except ValueError:
             # A line break in a header (aiohttp's parser refuses them): nothing was sent.
             return await self._exchange(
-                request, f"http://127.0.0.1:{port}/{upstream_path}", body, reuse=reuse
+                request,
+                f"http://127.0.0.1:{port}/{upstream_path}",
+                body,
+                reuse=reuse,
+                account=account,
             )
         except wire.Refused as exc:
             raise _Refused() from exc
