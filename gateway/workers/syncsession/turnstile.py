@@ -111,6 +111,10 @@ class Turnstile:
             await self._until(gate, lambda: not gate.writer and not gate.writers_waiting, deadline)
         gate.readers += 1
         try:
+            if gate.shared is None and (gate.opening is None or not gate.opening.locked()):
+                # Nobody of this process is taking the flock: try it at once, without the
+                # lock or a task (the usual case: no other process holds it exclusively).
+                gate.shared = _try_flock(file, fcntl.LOCK_SH)
             if gate.shared is None:
                 if gate.opening is None:
                     gate.opening = asyncio.Lock()
@@ -234,6 +238,20 @@ async def _acquire(lock: asyncio.Lock, deadline: float) -> None:
             raise _Late from None
     else:
         await lock.acquire()  # free: taken at once, no task for the timeout
+
+
+def _try_flock(file: File, how: int) -> Kept | None:
+    """The file, taken, holding flock `how`; None (given back) if another process holds it."""
+    kept = file.take()
+    try:
+        fcntl.flock(kept.fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.give(kept)
+        return None
+    except BaseException:
+        file.give(kept)
+        raise
+    return kept
 
 
 async def _flock(file: File, how: int, deadline: float) -> Kept:
