@@ -23,10 +23,10 @@ is answered:
   to the open file, so the in-process lock below is what keeps them apart here);
 - within a process: an asyncio reader-writer lock per account in front of the flock, so a
   waiter sleeps until the holder leaves instead of polling. A drop that finds no drop of this
-  process taking the flock tries it at once, without the lock (the usual `sync/meta`). A start that waits goes before
-  drops that arrive after it (no starvation by a stream of `sync/meta` in this process);
-  against other processes' drops it only retries (flock has no queue), and gives up after
-  `wait` like any other waiter.
+  process taking the flock tries it at once, without the lock (the usual `sync/meta`). A
+  start that waits goes before drops that arrive after it (no starvation by a stream of
+  `sync/meta` in this process); against other processes' drops it only retries (flock has no
+  queue), and gives up after `wait` like any other waiter.
 
 Pure bookkeeping apart from the flock calls; one event loop per instance (the gateway's).
 """
