@@ -77,14 +77,14 @@ def parse_sync_header(raw: str | None) -> SyncHeader:
         raise BadRequest("anki-sync header is not JSON") from exc
     if not isinstance(data, dict):
         raise BadRequest("anki-sync header is not a JSON object")
-    version, key, client, session = (data.get(f) for f in ("v", "k", "c", "s"))
+    version, key, client, session = data.get("v"), data.get("k"), data.get("c"), data.get("s")
     if not isinstance(version, int) or isinstance(version, bool):
         raise BadRequest("anki-sync header: v must be an integer")
     if not SYNC_VERSION_MIN <= version <= SYNC_VERSION_MAX:
         # The stock server answers 400 to every method for these (measured: v 0, 7, 12, 999);
         # the gateway must not hand out a key at login that every later request is refused with.
         raise BadRequest(f"anki-sync header: unsupported sync version {version}")
-    if not all(isinstance(v, str) for v in (key, client, session)):
+    if not (isinstance(key, str) and isinstance(client, str) and isinstance(session, str)):
         raise BadRequest("anki-sync header: k, c and s must be strings")
     if not key.isascii() or not key.isprintable():
         raise BadRequest("anki-sync header: k must be printable ASCII")

@@ -34,11 +34,10 @@ per running account and round were 9 % of the gateway's busy time with 24 device
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from cachetools import LRUCache
@@ -117,8 +116,13 @@ class BackupGate:
             self._watcher.cancel()
             await asyncio.wait([self._watcher])
 
-    @contextlib.asynccontextmanager
-    async def passage(self, account: str, method: str, session: str) -> AsyncIterator[Passage]:
+    def passage(self, account: str, method: str, session: str) -> _Passing:
+        """`async with gate.passage(...) as passage:` past a backup of the account (module
+        doc); raises Unavailable (503) when the request cannot pass."""
+        return _Passing(self, account, method, session)
+
+    async def _pass(self, account: str, method: str, session: str) -> Path:
+        """Wait until the request may pass; the folder whose busy lock it then holds."""
         folder = self._folder(account)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._hold
@@ -140,7 +144,7 @@ class BackupGate:
                 wall=self._wall(),
             )
             if found is Verdict.PASS:
-                break
+                return folder
             self._activity.leave(folder)
             if found is Verdict.CUT:
                 self._cut(account, folder)
@@ -154,18 +158,17 @@ class BackupGate:
                     retry_after=RETRY_AFTER,
                 )
             await asyncio.sleep(POLL)
-        passage = Passage()
-        try:
-            yield passage
-        finally:
-            opened, closed = self._syncs.answered(
-                account, method, session, passage.status, self._clock()
-            )
-            if opened:
-                self._activity.enter(folder)
-            if closed:
-                self._activity.leave(folder)
+
+    def _passed(
+        self, account: str, method: str, session: str, folder: Path, status: int | None
+    ) -> None:
+        """The request that passed is answered (`status`), or failed (None)."""
+        opened, closed = self._syncs.answered(account, method, session, status, self._clock())
+        if opened:
+            self._activity.enter(folder)
+        if closed:
             self._activity.leave(folder)
+        self._activity.leave(folder)
 
     def _cut(self, account: str, folder: Path) -> None:
         if self._syncs.cut(account, self._clock()):
@@ -199,3 +202,28 @@ class BackupGate:
             if forced or quiesce.idle_everywhere(folder):
                 why = "a backup forces it" if forced else "a backup wants it"
                 self._pool.retire(account, why)
+
+
+class _Passing:
+    """`BackupGate.passage()`: a class, not a generator (cheaper on every request, issue 18)."""
+
+    __slots__ = ("_gate", "_account", "_method", "_session", "_folder", "_passage")
+
+    def __init__(self, gate: BackupGate, account: str, method: str, session: str) -> None:
+        self._gate = gate
+        self._account = account
+        self._method = method
+        self._session = session
+        self._folder: Path | None = None
+        self._passage = Passage()
+
+    async def __aenter__(self) -> Passage:
+        self._folder = await self._gate._pass(self._account, self._method, self._session)
+        return self._passage
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._folder is not None:
+            folder, self._folder = self._folder, None
+            self._gate._passed(
+                self._account, self._method, self._session, folder, self._passage.status
+            )

@@ -104,8 +104,9 @@ def post(folder: Path, force_at: float) -> Posted | None:
 def wanted(folder: Path) -> Want | None:
     """The backup's want for the account in `folder`, or None when no backup wants it."""
     try:
-        # A string join: a Path per request costs more than the open (issue 18).
-        fd = os.open(os.path.join(folder, BACKUP_LOCK), os.O_RDONLY | _FLAGS)
+        # A string, not a Path per request (costs more than the open), nor os.path.join (five
+        # times the f-string): `folder` is an account folder, never "/" (issue 18).
+        fd = os.open(f"{folder}/{BACKUP_LOCK}", os.O_RDONLY | _FLAGS)
     except FileNotFoundError:
         return None
     try:
@@ -147,7 +148,7 @@ class Activity:
         if held is not None:
             self._held[folder] = (held[0], held[1] + 1)
             return
-        fd = os.open(os.path.join(folder, BUSY_LOCK), os.O_RDWR | os.O_CREAT | _FLAGS, 0o600)
+        fd = os.open(f"{folder}/{BUSY_LOCK}", os.O_RDWR | os.O_CREAT | _FLAGS, 0o600)
         try:
             # Blocks only while an idle_everywhere() probe holds LOCK_EX: one system call long.
             fcntl.flock(fd, fcntl.LOCK_SH)

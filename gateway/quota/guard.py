@@ -305,25 +305,26 @@ class QuotaGuard:
             limits = self._limits[megs] = self.defaults.with_override(Override(*megs))
         return limits
 
-    async def _live_over(self, account: Account) -> int | None:
+    async def _live_over(self, account: Account, paths: _Folder | None = None) -> int | None:
         """The collection's live size if it is over its limit, else None (module doc: two
-        stats, and the live size only when those are over)."""
+        stats, and the live size only when those are over). `paths`: the account's, if known."""
         limit = self.limits_of(account).collection
         if limit is None:
             return None
-        paths = self._paths_of(account)
+        if paths is None:
+            paths = self._paths_of(account)
         if paths.collection_bytes() <= limit:
             return None
         live = await asyncio.to_thread(live_bytes, paths.folder / "collection.anki2")
         return live if live > limit else None
 
     async def meta(self, account: Account) -> None:
-        live = await self._live_over(account)
-        folder = self._folder_of(account)
+        paths = self._paths_of(account)  # one look-up for every path below (issue 18)
+        live = await self._live_over(account, paths)
         if live is None:
-            GraveAllowance.clear_file(self._paths_of(account).allowance)
+            GraveAllowance.clear_file(paths.allowance)
             return
-        kind = take_marker(folder / REFUSED_MARKER)
+        kind = take_marker(paths.folder / REFUSED_MARKER)
         if kind is None:
             return  # no sync was refused since the last meta: this one may pass
         raise OverQuota(rules.over_collection(self.limits_of(account), live, kind == b"graves"))

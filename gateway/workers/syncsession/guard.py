@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -38,7 +38,8 @@ from gateway.errors import SyncConflict, Unavailable
 from gateway.workers.lock import NoAccountFolder
 from gateway.workers.syncsession import rules
 from gateway.workers.syncsession.rules import Action, Lease
-from gateway.workers.syncsession.store import LeaseStore, TurnstileBusy
+from gateway.workers.syncsession.store import InFlight, LeaseStore, TurnstileBusy
+from gateway.workers.syncsession.turnstile import Passage
 
 log = logging.getLogger("gateway.syncsession")
 
@@ -87,44 +88,33 @@ class SessionGuard:
     def close(self) -> None:
         self._store.close()
 
-    @contextlib.contextmanager
-    def arrived(self, account: str, method: str, session: str) -> Iterator[None]:
+    def arrived(
+        self, account: str, method: str, session: str
+    ) -> contextlib.AbstractContextManager[None]:
         """From a request's arrival to its answer: if it is a request inside a sync whose
         session holds the account's live lease, it holds the lease in flight (rules.py, `busy`)
         while its body comes in, before `turn()` decides on it. Requests that begin or drop a
         sync hold nothing meanwhile: a drop ends its own session's sync anyway, and a start
-        refused because its lease lapsed meanwhile is only asked to sync again."""
+        refused because its lease lapsed meanwhile is only asked to sync again. The lease is
+        read when this is called (call it in the `with` statement)."""
         if method not in rules.IN_SYNC:
-            yield
-            return
+            return _NOTHING
 
         def peek(lease: Lease | None) -> tuple[bool, Lease | None]:
             return lease is not None and lease.session == session and lease.live(
                 self._clock()
             ), lease
 
-        with self._store.in_flight(account) if self._store.update(account, peek) else _NOTHING:
-            yield
+        return self._store.in_flight(account) if self._store.update(account, peek) else _NOTHING
 
-    @contextlib.asynccontextmanager
-    async def turn(self, account: str, method: str, session: str) -> AsyncIterator[Turn]:
-        if method not in _GUARDED:
-            yield Turn()
-            return
-        if method not in rules.TURNSTILE:
-            with self._leased(account, method, session) as turn:
-                yield turn
-            return
-        try:
-            shared = method in rules.DROPS_LIVE
-            async with self._store.turnstile(account, wait=self._wait, shared=shared):
-                with self._leased(account, method, session) as turn:
-                    yield turn
-        except TurnstileBusy as exc:
-            raise SyncConflict(str(exc)) from None
+    def turn(self, account: str, method: str, session: str) -> _Turning:
+        """`async with guard.turn(...) as turn:` module doc."""
+        return _Turning(self, account, method, session)
 
-    @contextlib.contextmanager
-    def _leased(self, account: str, method: str, session: str) -> Iterator[Turn]:
+    def _decide(self, account: str, method: str, session: str) -> tuple[Turn, bool, bool]:
+        """The turn of a guarded request, whether it holds the lease (in flight until settled)
+        and whether it settles the lease when answered; raises SyncConflict or Unavailable."""
+
         def decide(lease: Lease | None) -> tuple[tuple[Action, bool, bool], Lease | None]:
             now = self._clock()
             # The in-flight probe matters only for a lease whose time is up (rules.before).
@@ -158,25 +148,79 @@ class SessionGuard:
         if action is Action.ANSWER_ABORT:
             # The stock answer to an abort with nothing live: 200 and JSON null.
             body, headers = protocol.encode_answer(None)
-            yield Turn(web.Response(body=body, headers=headers))
-            return
-        turn = Turn()
-        if not settles:
-            yield turn
-            return
-        # The lease holder's request holds the lease while in flight (rules.py), until it is
-        # settled: the idle clock starts when it is answered.
-        with self._store.in_flight(account) if holder else _NOTHING:
+            return Turn(web.Response(body=body, headers=headers)), False, False
+        return Turn(), holder, settles
+
+    def _settle(self, account: str, method: str, session: str, status: int | None) -> None:
+        def settle(lease: Lease | None) -> tuple[None, Lease | None]:
+            now = self._clock()
+            lease = rules.after(lease, method, session, status, now, self._idle)
+            return None, lease
+
+        try:
+            self._store.update(account, settle)
+        except NoAccountFolder:
+            pass  # moved away meanwhile: its lease stayed behind with the folder
+
+
+class _Turning:
+    """`SessionGuard.turn()`: a class, not nested generators (issue 18). In order: the
+    account's turnstile (requests that begin or drop a sync), the decision, the in-flight mark
+    of the lease holder; when the block ends, the lease settled (the idle clock starts when the
+    request is answered), then the mark and the turnstile let go."""
+
+    __slots__ = ("_guard", "_account", "_method", "_session", "_passage", "_turn", "_hold")
+
+    def __init__(self, guard: SessionGuard, account: str, method: str, session: str) -> None:
+        self._guard = guard
+        self._account = account
+        self._method = method
+        self._session = session
+        self._passage: Passage | None = None
+        self._turn: Turn | None = None  # set when the lease settles at the end
+        self._hold: InFlight | None = None
+
+    async def __aenter__(self) -> Turn:
+        method = self._method
+        if method not in _GUARDED:
+            return Turn()
+        guard = self._guard
+        if method in rules.TURNSTILE:
+            passage = guard._store.turnstile(
+                self._account, wait=guard._wait, shared=method in rules.DROPS_LIVE
+            )
             try:
-                yield turn
-            finally:
+                await passage.__aenter__()
+            except TurnstileBusy as exc:
+                raise SyncConflict(str(exc)) from None
+            self._passage = passage
+        try:
+            turn, holder, settles = guard._decide(self._account, method, self._session)
+            if settles:
+                if holder:
+                    hold = guard._store.in_flight(self._account)
+                    hold.enter()
+                    self._hold = hold
+                self._turn = turn
+        except BaseException:
+            await self._let_go()
+            raise
+        return turn
 
-                def settle(lease: Lease | None) -> tuple[None, Lease | None]:
-                    now = self._clock()
-                    lease = rules.after(lease, method, session, turn.status, now, self._idle)
-                    return None, lease
-
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            turn, self._turn = self._turn, None
+            if turn is not None:
                 try:
-                    self._store.update(account, settle)
-                except NoAccountFolder:
-                    pass  # moved away meanwhile: its lease stayed behind with the folder
+                    self._guard._settle(self._account, self._method, self._session, turn.status)
+                finally:
+                    hold, self._hold = self._hold, None
+                    if hold is not None:
+                        hold.leave()
+        finally:
+            await self._let_go()
+
+    async def _let_go(self) -> None:
+        passage, self._passage = self._passage, None
+        if passage is not None:
+            await passage.__aexit__(None, None, None)

@@ -39,11 +39,10 @@ process's locks go with it.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,7 +55,7 @@ from gateway.workers.lock import (
 )
 from gateway.workers.syncsession.openfiles import Kept, OpenFiles, open_file
 from gateway.workers.syncsession.rules import Lease
-from gateway.workers.syncsession.turnstile import Turnstile, TurnstileBusy
+from gateway.workers.syncsession.turnstile import Passage, Turnstile, TurnstileBusy
 
 __all__ = ["LeaseStore", "TurnstileBusy"]
 
@@ -179,20 +178,13 @@ class LeaseStore:
         os.close(fd)
         return False
 
-    @contextlib.contextmanager
-    def in_flight(self, account: str) -> Iterator[None]:
-        """Marks a request of the lease holder as in flight (a shared flock) until the block
-        ends; a dead process's mark goes with it."""
-        fd = self._open(account, IN_FLIGHT)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a `busy()` probe holds it
-            yield
-        finally:
-            os.close(fd)
+    def in_flight(self, account: str) -> InFlight:
+        """Marks a request of the lease holder as in flight (a shared flock) from `enter()`
+        (or the `with` block's start) until `leave()` (its end); a dead process's mark goes
+        with it."""
+        return InFlight(self, account)
 
-    def turnstile(
-        self, account: str, *, wait: float, shared: bool = False
-    ) -> contextlib.AbstractAsyncContextManager[None]:
+    def turnstile(self, account: str, *, wait: float, shared: bool = False) -> Passage:
         """The account's turnstile (turnstile.py): `shared` for requests that drop a sync,
         exclusive for `start`; TurnstileBusy after `wait` seconds."""
         return self._turnstile.passage(
@@ -213,3 +205,33 @@ class _TurnstileFile:
 
     def give(self, kept: Kept) -> None:
         self._store._files.give(kept)
+
+
+class InFlight:
+    """`LeaseStore.in_flight()`: a class, not a generator (issue 18)."""
+
+    __slots__ = ("_store", "_account", "_fd")
+
+    def __init__(self, store: LeaseStore, account: str) -> None:
+        self._store, self._account = store, account
+        self._fd: int | None = None
+
+    def enter(self) -> None:
+        fd = self._store._open(self._account, IN_FLIGHT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a `busy()` probe holds it
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def leave(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> None:
+        self.enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.leave()

@@ -128,3 +128,33 @@ async def test_a_symlink_put_in_place_of_a_forgotten_folder_is_refused(tmp_path:
     (tmp_path / "acct").symlink_to(tmp_path.parent)
     with pytest.raises(ValueError):
         store.update("acct", lambda old: (old, old))
+
+
+async def test_drops_wait_for_another_processes_start_and_then_pass_together(tmp_path: Path):
+    """A drop tries the shared flock at once; while another process's start holds it, drops
+    of this process queue behind one another and all pass once it ends, or give up."""
+    one, two = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    order: list[str] = []
+
+    async def start() -> None:
+        async with one.turnstile("acct", wait=1):
+            order.append("start in")
+            await asyncio.sleep(0.1)
+            order.append("start out")
+
+    async def drop(name: str) -> None:
+        await asyncio.sleep(0.02)
+        async with two.turnstile("acct", wait=1, shared=True):
+            order.append(name)
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(start(), drop("meta 1"), drop("meta 2"))
+    assert order[:2] == ["start in", "start out"]
+    assert sorted(order[2:]) == ["meta 1", "meta 2"]
+    async with one.turnstile("acct", wait=1):
+        with pytest.raises(TurnstileBusy):
+            async with two.turnstile("acct", wait=0.05, shared=True):
+                pass
+    async with two.turnstile("acct", wait=0.1, shared=True):
+        async with two.turnstile("acct", wait=0.1, shared=True):
+            pass  # free again: drops of one process share the flock
