@@ -68,6 +68,7 @@ class _Gate:
         "holding",
         "opening",
         "waiters",
+        "pending",
     )
 
     def __init__(self) -> None:
@@ -78,9 +79,15 @@ class _Gate:
         self.holding = 0
         self.opening: asyncio.Lock | None = None  # one drop at a time takes the shared flock
         self.waiters: list[asyncio.Future[None]] = []
+        # Requests in `_until`, woken or not: `wake()` empties `waiters` before they run again,
+        # and a gate dropped meanwhile would leave them on a gate of their own (another gate's
+        # start converts their flock on the one open file, one's unlock frees the other's).
+        self.pending = 0
 
     def idle(self) -> bool:
-        return not (self.readers or self.writer or self.writers_waiting or self.waiters)
+        return not (
+            self.readers or self.writer or self.writers_waiting or self.waiters or self.pending
+        )
 
     def wake(self) -> None:
         for waiter in self.waiters:
@@ -169,15 +176,19 @@ class Turnstile:
     @staticmethod
     async def _until(gate: _Gate, ready: Callable[[], bool], deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        while not ready():
-            waiter = loop.create_future()
-            gate.waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ValueError):
-                    gate.waiters.remove(waiter)
-                raise _Late from None
+        gate.pending += 1
+        try:
+            while not ready():
+                waiter = loop.create_future()
+                gate.waiters.append(waiter)
+                try:
+                    await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    with contextlib.suppress(ValueError):
+                        gate.waiters.remove(waiter)
+                    raise _Late from None
+        finally:
+            gate.pending -= 1
 
 
 class Passage:

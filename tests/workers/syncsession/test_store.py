@@ -158,3 +158,57 @@ async def test_drops_wait_for_another_processes_start_and_then_pass_together(tmp
     async with two.turnstile("acct", wait=0.1, shared=True):
         async with two.turnstile("acct", wait=0.1, shared=True):
             pass  # free again: drops of one process share the flock
+
+
+async def test_drops_woken_by_a_start_leaving_still_keep_a_start_arriving_meanwhile_out(
+    tmp_path: Path,
+):
+    # Drops of this process wait for its start; when it leaves they are woken, but run only
+    # on a later turn of the event loop. Before: nothing counted them meanwhile, the account's
+    # in-process gate went as idle, and a start arriving in that window made a fresh one, took
+    # the flock (the same open file: flock converts its lock, it does not refuse it) and was
+    # at the worker together with the woken drop.
+    store = LeaseStore(tmp_path)
+    inside: list[str] = []
+    leave = asyncio.Event()
+
+    async def drop() -> None:
+        async with store.turnstile("acct", wait=1, shared=True):
+            inside.append("meta")
+            await leave.wait()
+            inside.remove("meta")
+
+    async with store.turnstile("acct", wait=1):
+        waiting = asyncio.create_task(drop())
+        await asyncio.sleep(0.02)  # the drop waits behind this start
+    # Nothing awaited since the first start left: the woken drop has not run yet.
+    async with store.turnstile("acct", wait=1):
+        await asyncio.sleep(0.05)
+        assert inside == []  # the drop is not at the worker during this start
+    leave.set()
+    await waiting
+
+
+async def test_drops_woken_by_a_start_leaving_keep_their_flock_while_any_is_in(tmp_path: Path):
+    # The same window, a drop arriving in it: before, it made a fresh in-process gate and the
+    # woken drop another, both on the one open file; the first to leave unlocked the file
+    # under the other, and another process's start passed while that drop was at the worker.
+    here, there = LeaseStore(tmp_path), LeaseStore(tmp_path)
+    leave = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def drop() -> None:
+        async with here.turnstile("acct", wait=1, shared=True):
+            entered.set()
+            await leave.wait()
+
+    async with here.turnstile("acct", wait=1):
+        waiting = asyncio.create_task(drop())
+        await asyncio.sleep(0.02)
+    async with here.turnstile("acct", wait=1, shared=True):
+        await entered.wait()  # the woken drop is in
+    with pytest.raises(TurnstileBusy):  # it still is: another process's start must wait
+        async with there.turnstile("acct", wait=0.05):
+            pass
+    leave.set()
+    await waiting
