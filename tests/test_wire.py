@@ -321,3 +321,21 @@ async def test_a_switching_protocols_answer_is_a_502_and_no_error_in_the_log(thr
     server, upstream = await through(script)
     assert (await sync(server, "sync/start"))[0] == 502
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+async def test_a_refused_connection_is_reported_and_tried_once_more_then_a_502(
+    tmp_path, aiohttp_server
+):
+    # Nothing listens on the worker's port (the worker died): nothing reached it, so the
+    # request goes once more, to the fresh worker the pool starts (here: the same dead port).
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # free again once closed
+    pool = FakePool(port)
+    app = await proxy_app(tmp_path, pool, Pacing(idle_timeout=5, min_rate=100))
+    server = await aiohttp_server(app)
+    status, _ = await sync(server, "sync/start")
+    assert status == 502
+    assert (pool.leases, pool.broken) == (2, 2)

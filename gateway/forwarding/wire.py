@@ -333,12 +333,17 @@ class WorkerLink:
     async def _connect(self, port: int) -> _Connection:
         idle = self._idle.setdefault(port, [])
         loop = asyncio.get_running_loop()
+        connecting = loop.create_connection(lambda: _Connection(idle), self._host, port)
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(idle), self._host, port),
-                CONNECT_SECONDS,
-            )
-        except (OSError, TimeoutError) as exc:
+            if hasattr(asyncio, "timeout"):
+                # Python 3.11+: the connect runs in this task, so a cancellation either stops
+                # it (which closes the transport) or comes after it; `wait_for` ran it in a
+                # task of its own and could drop a connection made just as it was cancelled.
+                async with asyncio.timeout(CONNECT_SECONDS):
+                    _, connection = await connecting
+            else:  # pragma: no cover (Python 3.10)
+                _, connection = await asyncio.wait_for(connecting, CONNECT_SECONDS)
+        except (OSError, asyncio.TimeoutError) as exc:
             raise Refused(type(exc).__name__) from None
         return connection
 
