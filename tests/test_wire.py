@@ -339,3 +339,53 @@ async def test_a_refused_connection_is_reported_and_tried_once_more_then_a_502(
     status, _ = await sync(server, "sync/start")
     assert status == 502
     assert (pool.leases, pool.broken) == (2, 2)
+
+
+async def test_a_write_on_a_kept_connection_that_breaks_is_reported_and_never_sent_again(
+    tmp_path, aiohttp_server
+):
+    # The worker answers a read on the connection, then reads the write and drops it unanswered.
+    seen: list[bytes] = []
+
+    async def script(reader, writer, number):
+        while True:
+            seen.append((await upstream.read_request(reader)).split(b"\r\n")[0])
+            if seen[-1].startswith(b"POST /sync/applyChanges"):
+                writer.transport.abort()
+                return
+            writer.write(OK)
+            await writer.drain()
+
+    upstream = Upstream(script)
+    pool = FakePool(await upstream.start())
+    app = await proxy_app(tmp_path, pool, Pacing(idle_timeout=5, min_rate=100))
+    server = await aiohttp_server(app)
+    try:
+        assert await sync(server, "sync/meta") == (200, b"ok")
+        status, _ = await sync(server, "sync/applyChanges")
+        assert status == 502
+        assert seen == [b"POST /sync/meta HTTP/1.1", b"POST /sync/applyChanges HTTP/1.1"]
+        assert upstream.connections == 1  # the write took the kept connection
+        assert pool.broken == 1  # the worker's state asked (a dead one: 503, test_pool)
+    finally:
+        assert upstream.server is not None
+        upstream.server.close()
+
+
+async def test_a_kept_connection_with_anything_to_read_is_never_taken():
+    import socket
+
+    for ending in ("close", "stray", "none"):
+        ours, theirs = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        transport.pause_reading()  # what the loop has not read yet
+        if ending == "close":
+            theirs.close()
+        elif ending == "stray":
+            theirs.send(b"HTTP/1.1 200 OK\r\n")
+        await asyncio.sleep(0.01)
+        assert wire._readable(transport) is (ending != "none"), ending
+        transport.close()
+        if ending != "close":
+            theirs.close()

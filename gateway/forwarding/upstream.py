@@ -47,8 +47,7 @@ its answer short (2.5-5 % of full downloads of a 1 MB collection failed that way
 what made pooled keep-alive connections fail (29 % with chunked bodies, 0 of 3,000 with a
 Content-Length). So every request body is sent with a `Content-Length` (the bytes unchanged,
 only the framing): up to `WHOLE_BODY` bytes held in memory (forwarding/body.py), and over a
-reused connection for read-only methods (a write goes over a fresh one; the worker link then
-keeps it for later reads); bigger bodies (uploads) from an unnamed temporary file
+reused connection (below: which methods); bigger bodies (uploads) from an unnamed temporary file
 in the data folder (web/spool.py), over a fresh connection each.
 
 Sending a request twice (design.md: "retries happen only when the request provably never
@@ -56,9 +55,17 @@ reached a worker"). A refused connection proves nothing reached the worker: any 
 sent once more, to a fresh worker. A reused connection that breaks cannot tell a worker that
 had closed it before the request from one that read the request and then broke, and
 `applyChanges`, `applyChunk`, `finish` and most other methods must never be applied twice. So
-only read-only methods (`protocol.may_send_twice`) go over reused connections, and only they are
-sent again, on a fresh connection, when a reused one breaks; everything else goes over a fresh
-connection, and any failure after connecting is a 502.
+only read-only methods (`protocol.may_send_twice`) are sent again, on a fresh connection, when a
+reused one breaks before any byte of an answer; any other failure after connecting is a 502 (a
+503 when the worker turns out dead). Through aiohttp's client only read-only methods go over
+reused connections. Over the worker link (forwarding/wire.py) every method may: the stock server
+never closes an idle connection (measured: one held 40 s stayed open), the link closes its own
+after 5 s, and one with anything to read (the worker's end of it closed, or stray bytes) is
+never used; so a kept connection breaks only when its worker stops or dies, and then a write
+sent over it gets its 502/503 and is never sent again (a fresh connection would have had the
+same answer, or a fresh worker without the sync the write belonged to). A fresh connection per
+write was a connect and a close for six of a sync's eight requests (issue 18: 12 % of the
+gateway's CPU per sync).
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import aiohttp
 from aiohttp import web
@@ -252,11 +260,15 @@ class Upstream:
         reuse: bool,
     ) -> web.StreamResponse:
         # One more try (module doc): after a refused connection (nothing reached the worker), or
-        # a broken reused one (only read-only methods use those). Nothing else is sent twice.
+        # a broken kept one for a read-only method. Nothing else is sent twice.
+        direct = self._direct(request, body)
+        if direct:
+            # Over the worker link every method may take a kept connection (module doc).
+            reuse = self._reused is not None
         for attempt in (1, 2):
             async with self._pool.lease(account) as worker:
                 try:
-                    if self._direct(request, body):
+                    if direct:
                         return await self._exchange_direct(
                             request,
                             worker.port,
@@ -268,19 +280,26 @@ class Upstream:
                     url = worker.base_url + upstream_path
                     return await self._exchange(request, url, body, reuse=reuse, account=account)
                 except _StaleConnection:
+                    if not protocol.may_send_twice(upstream_path):
+                        # The worker may have read it: a write is never sent again.
+                        await self._failed(account, WorkerFailed("worker closed the connection"))
                     reuse = False
                 except _Refused:
                     await self._pool.report_broken(account)
                     if attempt == 2:
                         raise WorkerFailed("worker refused the connection") from None
                 except WorkerFailed as exc:
-                    # Killed at its memory limit, or crashed: retryable, never a 403
-                    # (gateway/workers/containment/). A fresh worker serves the next request.
-                    death = await self._pool.report_broken(account)
-                    if death is not None:
-                        raise WorkerDied(f"worker died: {death.detail}") from exc
-                    raise
+                    await self._failed(account, exc)
         raise WorkerFailed("worker closed the connection")
+
+    async def _failed(self, account: str, failure: WorkerFailed) -> NoReturn:
+        """Raises `failure`, or `WorkerDied` (503) when the worker turns out dead: killed at its
+        memory limit, or crashed; retryable, never a 403 (gateway/workers/containment/). A
+        fresh worker serves the next request."""
+        death = await self._pool.report_broken(account)
+        if death is not None:
+            raise WorkerDied(f"worker died: {death.detail}") from failure
+        raise failure
 
     def _direct(self, request: web.Request, body: bytes | SpooledBody | None) -> bool:
         """Whether the request goes by the worker link (forwarding/wire.py): a POST without a

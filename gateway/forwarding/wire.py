@@ -24,7 +24,9 @@ refuses CR and LF in them; the request is checked for a line break it did not pu
 The answer: `head` is all of it when it ends within `whole` bytes (`complete`), else somewhat
 more than `whole` bytes, the rest read by `rest()` as it comes (reading pauses while more than
 `BUFFER` bytes wait for the caller). A connection goes back to the idle set only after a whole
-answer that allows keep-alive, and is closed once idle for `IDLE_SECONDS`, taken or not (the
+answer that allows keep-alive; one with anything to read when taken again (its worker closed
+its end, or sent stray bytes) is closed instead of used; and it is closed once idle for
+`IDLE_SECONDS`, taken or not (the
 stock server never closes an idle connection: a burst of requests would leave its connections
 open for the worker's lifetime). Bytes past the answer (a second answer, even in the same
 packet) end the connection and never join the answer; an answer that is not framed (read until
@@ -41,6 +43,7 @@ Errors (the caller maps them; module doc of forwarding/upstream.py, "Sending a r
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -224,7 +227,10 @@ class _Connection(asyncio.Protocol):
         self._expiry = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._expire)
 
     def take_idle(self) -> bool:
-        """Out of the idle set into an exchange, if still fit for one (else closed)."""
+        """Out of the idle set into an exchange, if still fit for one (else closed): open,
+        idle less than `IDLE_SECONDS`, and nothing to read (an idle connection has nothing to
+        read unless its worker closed its end, or sent bytes nobody asked for, which the event
+        loop may not have seen yet)."""
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -233,6 +239,7 @@ class _Connection(asyncio.Protocol):
             or self.transport is None
             or self.transport.is_closing()
             or time.monotonic() - self.idle_since >= IDLE_SECONDS
+            or _readable(self.transport)
         ):
             self._drop()
             return False
@@ -346,6 +353,17 @@ class WorkerLink:
         except (OSError, asyncio.TimeoutError) as exc:
             raise Refused(type(exc).__name__) from None
         return connection
+
+
+def _readable(transport: asyncio.Transport) -> bool:
+    """Whether the connection has something to read (or an end) now: a poll that does not
+    wait."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return True
+    poll = select.poll()
+    poll.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+    return bool(poll.poll(0))
 
 
 def _request(
