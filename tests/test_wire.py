@@ -389,3 +389,52 @@ async def test_a_kept_connection_with_anything_to_read_is_never_taken():
         transport.close()
         if ending != "close":
             theirs.close()
+
+
+class MovingPool(FakePool):
+    """The first lease points at a dead port (the worker died), the next ones at `port`."""
+
+    def __init__(self, dead: int, port: int) -> None:
+        super().__init__(dead)
+        self.live = port
+
+    async def report_broken(self, account: str) -> None:
+        self.broken += 1
+        self.port = self.live  # the pool starts a fresh worker
+
+
+@pytest.mark.parametrize(
+    ("method", "expected", "reached"),
+    [
+        ("sync/applyChanges", 503, []),  # its sync died with the worker: never to a fresh one
+        ("sync/finish", 503, []),
+        ("sync/meta", 200, [b"POST /sync/meta HTTP/1.1"]),  # nothing depends on the old one
+        ("sync/start", 200, [b"POST /sync/start HTTP/1.1"]),
+        ("msync/begin", 200, [b"POST /msync/begin HTTP/1.1"]),
+    ],
+)
+async def test_a_request_of_a_running_sync_is_never_sent_to_the_fresh_worker(
+    tmp_path, aiohttp_server, method, expected, reached
+):
+    import socket
+
+    async def script(reader, writer, number):
+        while True:
+            await upstream.read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    upstream = Upstream(script)
+    port = await upstream.start()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    pool = MovingPool(dead, port)
+    app = await proxy_app(tmp_path, pool, Pacing(idle_timeout=5, min_rate=100))
+    server = await aiohttp_server(app)
+    try:
+        status, _ = await sync(server, method)
+        assert (status, upstream.requests, pool.broken) == (expected, reached, 1)
+    finally:
+        assert upstream.server is not None
+        upstream.server.close()

@@ -52,8 +52,10 @@ in the data folder (web/spool.py), over a fresh connection each.
 
 Sending a request twice (design.md: "retries happen only when the request provably never
 reached a worker"). A refused connection proves nothing reached the worker: any request is then
-sent once more, to a fresh worker. A reused connection that breaks cannot tell a worker that
-had closed it before the request from one that read the request and then broke, and
+sent once more, to a fresh worker, except a request of a running sync (`syncsession.rules.
+IN_SYNC`: the sync died with the worker, so it gets 503). A reused connection that breaks
+cannot tell a worker that had closed it before the request from one that read the request and
+then broke, and
 `applyChanges`, `applyChunk`, `finish` and most other methods must never be applied twice. So
 only read-only methods (`protocol.may_send_twice`) are sent again, on a fresh connection, when a
 reused one breaks before any byte of an answer; any other failure after connecting is a 502 (a
@@ -95,6 +97,7 @@ from gateway.web.headers import REQUEST_OWNED, RESPONSE_OWNED, end_to_end
 from gateway.web.relay import Relay
 from gateway.web.spool import SpooledBody
 from gateway.workers.pool import WorkerPool
+from gateway.workers.syncsession.rules import IN_SYNC
 
 log = logging.getLogger("gateway.proxy")
 
@@ -286,6 +289,11 @@ class Upstream:
                     reuse = False
                 except _Refused:
                     await self._pool.report_broken(account)
+                    if upstream_path in IN_SYNC:
+                        # Its sync died with the worker: a fresh one would not know it (and
+                        # a stock server answers a stray sync request 409, which Anki shows
+                        # as another device syncing). The sync is cut: "try again" (503).
+                        raise WorkerDied("worker gone during the sync") from None
                     if attempt == 2:
                         raise WorkerFailed("worker refused the connection") from None
                 except WorkerFailed as exc:
@@ -334,7 +342,7 @@ class Upstream:
                 request,
                 f"http://127.0.0.1:{port}/{upstream_path}",
                 body,
-                reuse=reuse,
+                reuse=reuse and protocol.may_send_twice(upstream_path),  # aiohttp's rule
                 account=account,
             )
         except wire.Refused as exc:
