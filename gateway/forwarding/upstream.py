@@ -55,8 +55,8 @@ reached a worker"). A refused connection proves nothing reached the worker: any 
 sent once more, to a fresh worker, except a request of a running sync (`syncsession.rules.
 IN_SYNC`: the sync died with the worker, so it gets 503). A reused connection that breaks
 cannot tell a worker that had closed it before the request from one that read the request and
-then broke, and
-`applyChanges`, `applyChunk`, `finish` and most other methods must never be applied twice. So
+then broke, and `applyChanges`, `applyChunk`, `finish` and most other methods must never be
+applied twice. So
 only read-only methods (`protocol.may_send_twice`) are sent again, on a fresh connection, when a
 reused one breaks before any byte of an answer; any other failure after connecting is a 502 (a
 503 when the worker turns out dead). Through aiohttp's client only read-only methods go over
@@ -66,8 +66,8 @@ after 5 s, and one with anything to read (the worker's end of it closed, or stra
 never used; so a kept connection breaks only when its worker stops or dies, and then a write
 sent over it gets its 502/503 and is never sent again (a fresh connection would have had the
 same answer, or a fresh worker without the sync the write belonged to). A fresh connection per
-write was a connect and a close for six of a sync's eight requests (issue 18: 12 % of the
-gateway's CPU per sync).
+write was a connect and a close for six of a sync's eight requests (issue 18: about a quarter
+of the gateway's CPU per sync, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ _ANSWER_DROP = RESPONSE_OWNED | {"content-length"}
 
 class _StaleConnection(Exception):
     """A reused upstream connection broke before an answer: the worker may or may not have read
-    the request (only read-only requests use reused connections)."""
+    the request (sent again only for a read-only method: module doc)."""
 
 
 class _Refused(Exception):
@@ -207,12 +207,11 @@ class Upstream:
         #: Accounts with an answer in a relay that may go to disk (`_answer_folder`).
         self._relaying: set[str] = set()
         #: Small requests to this host's workers (forwarding/wire.py).
-        self._link: wire.WorkerLink | None = wire.WorkerLink()
+        self._link = wire.WorkerLink()
 
     def close(self) -> None:
         """Closes the idle connections to workers (the sessions are the caller's)."""
-        if self._link is not None:
-            self._link.close()
+        self._link.close()
 
     def reusable(self, body: bytes | SpooledBody | None, upstream_path: str) -> bool:
         """Whether the request may go over a reused connection: whole and of a read-only method
@@ -313,8 +312,7 @@ class Upstream:
         """Whether the request goes by the worker link (forwarding/wire.py): a POST without a
         query whose body is whole in memory, as every small request of a stock client."""
         return (
-            self._link is not None
-            and not isinstance(body, SpooledBody)
+            not isinstance(body, SpooledBody)
             and request.method == "POST"
             and not request.query_string
         )
@@ -330,7 +328,6 @@ class Upstream:
         account: str,
     ) -> web.StreamResponse:
         """`_exchange` over the worker link (forwarding/wire.py): the same answer rules."""
-        assert self._link is not None
         headers = end_to_end(request.headers, _REQUEST_DROP)
         try:
             answer = await self._link.exchange(

@@ -26,11 +26,11 @@ more than `whole` bytes, the rest read by `rest()` as it comes (reading pauses w
 `BUFFER` bytes wait for the caller). A connection goes back to the idle set only after a whole
 answer that allows keep-alive; one with anything to read when taken again (its worker closed
 its end, or sent stray bytes) is closed instead of used; and it is closed once idle for
-`IDLE_SECONDS`, taken or not (the
-stock server never closes an idle connection: a burst of requests would leave its connections
-open for the worker's lifetime). Bytes past the answer (a second answer, even in the same
-packet) end the connection and never join the answer; an answer that is not framed (read until
-the worker closes) is `Broken`: the stock server frames every answer to HTTP/1.1.
+`IDLE_SECONDS`, taken or not (the stock server never closes an idle connection: a burst of
+requests would leave its connections open for the worker's lifetime). Bytes past the answer (a
+second answer, even in the same packet) end the connection and never join the answer; an
+answer that is not framed (read until the worker closes) is `Broken`: the stock server frames
+every answer to HTTP/1.1.
 
 Errors (the caller maps them; module doc of forwarding/upstream.py, "Sending a request twice"):
     Refused   the connection could not be made: nothing reached the worker
@@ -303,8 +303,9 @@ class WorkerLink:
         whole: int,
     ) -> Answer:
         """Sends the request, reads the answer's head (module doc). `reuse`: over an idle
-        connection if there is one (only for requests that may be sent twice). Raises Refused,
-        Stale, Broken, TimeoutError, ValueError (a line break in a header)."""
+        connection if there is one; the caller decides what a `Stale` one means (which
+        methods may be sent twice). Raises Refused, Stale, Broken, TimeoutError, ValueError (a
+        line break in a header)."""
         request = _request(method, target, f"{self._host}:{port}", headers, body)
         connection = self._idle_connection(port) if reuse else None
         if connection is None:
