@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import boto3
 import pytest
 
 from gateway import config as config_mod
+from tests.ports import free_port
 
 REGION = "eu-west-1"
 #: The backup.manifest_key of the tests' gateways.
@@ -297,9 +297,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m moto.server` on loopback in its own process, one for the whole run (it takes
     seconds to start); yields its URL. Reset it before use (tests.test_dynamo_e2e's
     `dynamodb_server` does)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

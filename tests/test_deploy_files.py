@@ -17,7 +17,6 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ import yaml
 
 from gateway import config as cfg
 from gateway.cli import tree
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -155,9 +155,7 @@ def test_the_health_command_says_whether_the_gateway_answers(tmp_path, monkeypat
     monkeypatch.setenv("GATEWAY_COGNITO_USER_POOL_ID", "eu-west-1_X")
     monkeypatch.setenv("GATEWAY_COGNITO_CLIENT_ID", "c")
     monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+    free = free_port()  # nobody listens there yet
     monkeypatch.setenv("GATEWAY_SERVER_PORT", str(free))
     assert main(["health"]) == 1  # nothing listens there
 

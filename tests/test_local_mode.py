@@ -32,14 +32,9 @@ from tests.ankiclient import Client, Required
 from tests.conftest import live_worker_pids
 from tests.portal.conftest import PORTAL_PASSWORD
 from tests.portal.test_pages import csrf, post_form, sign_up
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- the stand-in ---------------------------------------------------------------------------

@@ -3,7 +3,6 @@ DynamoDB and a port nobody listens on."""
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import boto3
@@ -14,6 +13,7 @@ from moto import mock_aws
 from gateway.aws import client as awsclient
 from gateway.aws.calls import AwsCallFailed, AwsCalls
 from gateway.registry.dynamo import create_table
+from tests.ports import free_port
 
 TABLE = "calls"
 
@@ -87,9 +87,7 @@ async def test_bad_parameters_are_this_gateways_setup_named_by_class_only(dynamo
 async def test_no_answer_after_the_retries_is_unreachable(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with socket.socket() as sock:  # a port that was free a moment ago: nobody listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there yet
     client = awsclient.make(
         "dynamodb",
         region="eu-west-1",

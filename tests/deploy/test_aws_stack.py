@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from gateway import config as cfg
-from tests.cluster.nodes import free_port
 from tests.deploy.test_template import ROOT, _CfnLoader, cfn_lint, yamllint
+from tests.ports import free_port
 
 STACK = ROOT / "deploy" / "aws" / "stack.yaml"
 NESTED = ("template.yaml", "dynamodb.yaml", "cluster.yaml")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from gateway import config as cfg
-from tests.cluster.nodes import free_port
+from tests.ports import free_port
 from tests.test_deploy_files import compose_resolver, docker_env, dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]

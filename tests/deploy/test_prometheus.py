@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from gateway.ops.metricsserver import METRICS_PORT
+from tests.ports import free_port
 from tests.test_identity_e2e import PASSWORD, synced_device
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +36,6 @@ def need(name: str) -> str:
             pytest.fail(f"{name} must be installed in CI (.ci/run: Debian package prometheus)")
         pytest.skip(f"{name} not installed (Debian package prometheus)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:

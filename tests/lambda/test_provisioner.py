@@ -28,6 +28,7 @@ from gateway.appkeys import REGISTRY
 from gateway.config import Secret
 from gateway.identity.cognito import CognitoProvider
 from gateway.provision import signature
+from tests.ports import free_port
 from tests.provision.minimal_app import KEY, ProvisionServer
 
 LAMBDA_DIR = Path(__file__).resolve().parents[2] / "lambda"
@@ -172,9 +173,7 @@ def recorder() -> Iterator[Any]:
 
 
 def refused_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there yet
     return f"http://127.0.0.1:{port}"
 
 

@@ -94,7 +94,7 @@ def two_hosts(portal_pool: Any, tmp_path: Any, start_gateway: Any) -> Any:
     """The gateway with the portal on its own host name: (RunningGateway, CodeBookDirectory,
     sync URL, portal URL). Both names are this one loopback listener (Chromium resolves
     *.localhost to loopback itself; plain HTTP clients send the Host header)."""
-    from tests.cluster.nodes import free_port
+    from tests.ports import free_port
 
     port = free_port()
     sync_url = f"http://{SYNC_HOST}:{port}/"

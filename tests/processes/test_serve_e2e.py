@@ -20,8 +20,9 @@ import pytest
 from gateway.local import standin
 from gateway.processes.supervisor import START_GRACE
 from tests.ankiclient import Client
-from tests.cluster.nodes import ROOT, Moto, free_port, gateway_env, start_moto, wait_http
+from tests.cluster.nodes import ROOT, Moto, gateway_env, start_moto, wait_http
 from tests.conftest import live_worker_pids
+from tests.ports import free_port
 
 
 @dataclass
