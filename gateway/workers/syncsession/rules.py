@@ -18,7 +18,12 @@ The gateway's rule, applied before a request reaches the worker:
 - a lease names the live session and when it lapses (`expires`); each request of that session
   renews it to `now + idle`, before it is sent and again when it is answered, and holds it
   while it is in flight (`busy`), however long it takes: the idle clock counts from the end
-  of the session's last request (a slow phone's long `chunk` or `finish` keeps its sync);
+  of the session's last request (a slow phone's long `chunk` or `finish` keeps its sync).
+  A renewal that would move `expires` by less than `renewal_step(idle)` (a tenth of `idle`,
+  at most 5 s) leaves the lease as it is: the requests of a sync come in quick succession,
+  and each renewal is a write of the shared lease file (store.py; about 4 % of the gateway's
+  CPU per sync, docs/benchmarks.md). So a silent sync lapses between `idle` minus that step
+  and `idle` after its last request;
 - `sync/start` of another session, and `sync/meta`, `sync/upload`, `sync/download` of another
   session, while a lease is live: REFUSE (409, the stock answer the client understands);
 - a method inside a sync (`applyChanges` … `finish`) of another session: REFUSE, never sent on
@@ -83,6 +88,24 @@ class Lease:
         return now < self.expires
 
 
+def renewal_step(idle: float) -> float:
+    """Seconds: the smallest move of `expires` worth a write (module doc)."""
+    return min(5.0, idle / 10)
+
+
+def renewed(lease: Lease | None, session: str, now: float, idle: float) -> Lease:
+    """`session`'s lease renewed to `now + idle`, or `lease` itself when it is that session's
+    and already lapses within `renewal_step(idle)` of that (no write)."""
+    expires = now + idle
+    if (
+        lease is not None
+        and lease.session == session
+        and expires - renewal_step(idle) <= lease.expires <= expires
+    ):
+        return lease
+    return Lease(session, expires)
+
+
 @dataclass(frozen=True)
 class Decision:
     action: Action
@@ -111,7 +134,7 @@ def before(
             # the limit. The worker would answer 409 if it lost it; the client is told to sync
             # again instead.
             return Decision(Action.RETRY, lease)
-        return Decision(Action.PASS, Lease(session, now + idle))
+        return Decision(Action.PASS, renewed(lease, session, now, idle))
     if method in DROPS_LIVE and other:
         return Decision(Action.REFUSE, lease)
     return Decision(Action.PASS, lease)
@@ -130,5 +153,5 @@ def after(
     if method == START and (status is None or not 200 <= status < 300):
         return None
     if method == START or method in IN_SYNC:
-        return Lease(session, now + idle)
+        return renewed(lease, session, now, idle)
     return lease

@@ -40,6 +40,7 @@ process's locks go with it.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -71,7 +72,11 @@ MAX_BYTES = 4096
 T = TypeVar("T")
 
 
+@functools.lru_cache(maxsize=1024)
 def decode(raw: bytes) -> Lease | None:
+    """The lease the file's bytes hold; None for none or for anything unreadable. Cached: the
+    file holds the same few dozen bytes for most of a sync (rules.renewal_step), and a `Lease`
+    is immutable."""
     if not raw:
         return None  # no lease: the usual case, without a JSON parse
     try:

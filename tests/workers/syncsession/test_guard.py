@@ -142,3 +142,25 @@ async def test_a_start_that_waits_longer_than_wait_gets_409_and_lets_metas_pass(
         assert turn.answer is None
     leave.set()
     await held
+
+
+async def test_the_requests_of_a_sync_in_quick_succession_write_the_lease_once(tmp_path: Path):
+    # Each renewal was a write of the shared lease file (flock, JSON, write) for every request
+    # of a sync, twice: before it was sent and when it was answered (rules.py: renewal_step).
+    (tmp_path / "quinn").mkdir()
+    guard = SessionGuard(tmp_path, idle=60.0)
+    lease_file = tmp_path / "quinn" / ".gateway-sync-session"
+    async with guard.turn("quinn", "sync/start", "s1") as turn:
+        turn.status = 200
+    written = lease_file.read_bytes()
+    assert b'"s1"' in written
+    before = lease_file.stat().st_mtime_ns
+    for method in ("sync/applyGraves", "sync/applyChanges", "sync/chunk", "sync/applyChunk"):
+        async with guard.turn("quinn", method, "s1") as turn:
+            assert turn.answer is None
+            turn.status = 200
+    assert lease_file.read_bytes() == written
+    assert lease_file.stat().st_mtime_ns == before
+    async with guard.turn("quinn", "sync/finish", "s1") as turn:
+        turn.status = 200
+    assert lease_file.read_bytes() == b""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.workers.syncsession.rules import Action, Lease, after, before
+from gateway.workers.syncsession.rules import Action, Lease, after, before, renewal_step
 
 IDLE = 60.0
 NOW = 1000.0
@@ -93,3 +93,41 @@ def test_after_leaves_another_sessions_lease_alone():
     other = Lease("b", NOW + 5)
     assert after(other, "sync/finish", "a", 200, NOW, IDLE) == other
     assert after(None, "sync/abort", "a", 200, NOW, IDLE) is None
+
+
+@pytest.mark.parametrize(("idle", "step"), [(60.0, 5.0), (300.0, 5.0), (10.0, 1.0), (1.0, 0.1)])
+def test_the_renewal_step_is_a_tenth_of_idle_at_most_five_seconds(idle, step):
+    assert renewal_step(idle) == step
+
+
+@pytest.mark.parametrize(
+    ("expires", "renewed"),
+    [
+        (NOW + IDLE, False),  # renewed a moment ago
+        (NOW + IDLE - 4.9, False),  # within the 5 s step: no write
+        (NOW + IDLE - 5.0, False),
+        (NOW + IDLE - 5.1, True),  # past it: renewed to now + idle
+        (NOW + 1, True),
+        (NOW - 1, True),  # lapsed, but its request was in flight (busy)
+        (NOW + IDLE + 30, True),  # later than now + idle (another node's clock): set anew
+    ],
+)
+def test_a_renewal_smaller_than_the_step_keeps_the_lease_as_it_is(expires, renewed):
+    # Each renewal is a write of the lease file shared by the processes (store.py); the
+    # requests of a sync come in quick succession, so most renewals would move it by less
+    # than a second.
+    lease = Lease("a", expires)
+    for kept in (
+        before(lease, "sync/chunk", "a", NOW, IDLE, busy=True).lease,
+        after(lease, "sync/chunk", "a", 200, NOW, IDLE),
+    ):
+        if renewed:
+            assert kept == Lease("a", NOW + IDLE)
+        else:
+            assert kept is lease
+
+
+def test_a_long_request_still_renews_when_it_is_answered():
+    # A slow phone's chunk answered 30 s after it was sent: the idle clock restarts then.
+    sent = before(Lease("a", NOW + IDLE), "sync/chunk", "a", NOW, IDLE).lease
+    assert after(sent, "sync/chunk", "a", 200, NOW + 30, IDLE) == Lease("a", NOW + 30 + IDLE)
