@@ -274,6 +274,15 @@ def _cluster(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: Measure 8's setups, as results.json names them and as the report labels them; the one-process
+#: gateway runs only on a host of several cores (bench/measures/capacity.py).
+CAPACITY_SETUPS = (
+    ("gateway", "gateway"),
+    ("gateway_one", "gateway, one process"),
+    ("stock", "one stock server"),
+)
+
+
 def _capacity(r: dict[str, Any]) -> list[str]:
     f = r["figures"]
     c = f["conditions"]
@@ -293,13 +302,14 @@ def _capacity(r: dict[str, Any]) -> list[str]:
         "ms/sync | |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for setup in ("gateway", "stock"):
+    setups = [(key, label) for key, label in CAPACITY_SETUPS if key in f]
+    for setup, label in setups:
         for step in f[setup]["steps"]:
             server_ms = fmt(step["server_cpu_ms_per_sync"], 1)
-            if setup == "gateway":
+            if setup != "stock":
                 server_ms += f" ({fmt(step.get('main_server_cpu_ms_per_sync'), 1)})"
             lines.append(
-                f"| {setup} | {fmt(step['devices'], 0)} | {fmt(step['syncs_per_s'], 1)} | "
+                f"| {label} | {fmt(step['devices'], 0)} | {fmt(step['syncs_per_s'], 1)} | "
                 f"{fmt(step['p50_s'])} | {fmt(step['p99_s'])} | {fmt(step['max_s'])} | "
                 f"{fmt(step['failures'], 0)} | {fmt(step.get('servers_cores'))} | "
                 f"{fmt(step.get('clients_cores'))} | {fmt(step.get('interrupts_cores'))} | "
@@ -308,7 +318,7 @@ def _capacity(r: dict[str, Any]) -> list[str]:
                 f"{'pass' if step['passed'] else 'FAIL'} |"
             )
     lines.append("")
-    for setup, label in (("gateway", "gateway"), ("stock", "one stock server")):
+    for setup, label in setups:
         g = f[setup]
         limit = g.get("at_limit") or {}
         how = (
@@ -494,10 +504,11 @@ def _paint_many(ax: Any, r: dict[str, Any]) -> None:
 
 
 def _paint_capacity(ax: Any, r: dict[str, Any]) -> None:
-    for setup, color, label in (
-        ("gateway", "tab:blue", "gateway"),
-        ("stock", "tab:gray", "one stock server"),
-    ):
+    colors = {"gateway": "tab:blue", "gateway_one": "tab:green", "stock": "tab:gray"}
+    for setup, label in CAPACITY_SETUPS:
+        if setup not in r["figures"]:
+            continue
+        color = colors[setup]
         steps = sorted(r["figures"][setup]["steps"], key=lambda step: step["devices"])
         ax.plot(
             [step["devices"] for step in steps],
