@@ -47,6 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.protocol import MAX_SYNC_HEADER
 from gateway.workers.lock import (
     NoAccountFolder,
     account_dir,
@@ -66,8 +67,10 @@ IN_FLIGHT = ".gateway-sync-in-flight"
 #: Accounts whose folder check a store remembers (a process that only forwards to another
 #: process's workers never hears that they stopped).
 MOST_CHECKED = 4096
-#: The file is a few dozen bytes; more is not ours.
-MAX_BYTES = 4096
+#: The file is a few dozen bytes; more is not ours. The session comes from the anki-sync
+#: header (at most `MAX_SYNC_HEADER` characters), and JSON escapes each character to at most
+#: 12 bytes (an astral one as two `\uXXXX`): a lease cut short would read as none.
+MAX_BYTES = 12 * MAX_SYNC_HEADER + 256
 
 T = TypeVar("T")
 

@@ -164,3 +164,23 @@ async def test_the_requests_of_a_sync_in_quick_succession_write_the_lease_once(t
     async with guard.turn("quinn", "sync/finish", "s1") as turn:
         turn.status = 200
     assert lease_file.read_bytes() == b""
+
+
+@pytest.mark.parametrize("session", ["\u00e9" * 900, "\U0001f600" * 900])
+async def test_a_lease_of_the_longest_session_a_header_can_carry_still_holds(
+    tmp_path: Path, session: str
+):
+    # The anki-sync header is bounded in characters (protocol.MAX_SYNC_HEADER), but the lease
+    # file escapes each non-ASCII one to 6 or 12 bytes: 900 of them made a lease longer than
+    # the store read back, which then read as no lease, and a second sync of the account
+    # started while the first was live.
+    (tmp_path / "quinn").mkdir()
+    guard = SessionGuard(tmp_path, idle=60.0)
+    async with guard.turn("quinn", "sync/start", session) as turn:
+        turn.status = 200
+    with pytest.raises(SyncConflict):
+        async with guard.turn("quinn", "sync/start", "s2"):
+            pass
+    async with guard.turn("quinn", "sync/chunk", session) as turn:
+        assert turn.answer is None
+        turn.status = 200
