@@ -88,6 +88,12 @@ def parse_sync_header(raw: str | None) -> SyncHeader:
         raise BadRequest("anki-sync header: k, c and s must be strings")
     if not key.isascii() or not key.isprintable():
         raise BadRequest("anki-sync header: k must be printable ASCII")
+    if not session.isascii() or not session.isprintable():
+        # Stock clients send a short random id of letters and digits (rslib's
+        # `simple_session_id`). The session is kept in the account's lease file
+        # (workers/syncsession/store.py), where JSON would escape each other character to 6
+        # or 12 bytes.
+        raise BadRequest("anki-sync header: s must be printable ASCII")
     return SyncHeader(version, key, client, session)
 
 

@@ -106,6 +106,11 @@ def test_missing_sync_header_means_a_legacy_client():
         '{"v":11,"k":"a\\u0000b","c":"c","s":"s"}',
         '{"v":11,"k":"é","c":"c","s":"s"}',
         '{"v":11,"k":"' + "a" * 2000 + '","c":"c","s":"s"}',
+        # A session of 900 non-ASCII characters fits the header's 1024 characters but escaped
+        # to a lease file past what the store read back: no lease, a second sync let in.
+        '{"v":11,"k":"a","c":"c","s":"' + "é" * 900 + '"}',
+        '{"v":11,"k":"a","c":"c","s":"a\\u0007b"}',
+        '{"v":11,"k":"a","c":"c","s":"\\ud83d\\ude00"}',
     ],
 )
 def test_bad_sync_headers_are_bad_requests(raw):
