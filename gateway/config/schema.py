@@ -172,8 +172,9 @@ class WorkersConfig:
     #: Seconds a collection sync may go without a request before another device of the account
     #: may start one, counted from the end of its last request (a request in flight holds the
     #: sync however long it takes). One sync per account at a time: an abandoned sync, say a
-    #: phone that lost its network, holds the account at most this long. Anki's own stall
-    #: timer is 60 s; the stock server alone never expires a sync.
+    #: phone that lost its network, holds the account at most this long (and at least this
+    #: long less a tenth of it, at most 5 s: the lease is renewed in such steps). Anki's own
+    #: stall timer is 60 s; the stock server alone never expires a sync.
     sync_session_idle_seconds: float = 60.0
     #: Answers that may wait on the data disk at once for clients reading them slowly (a big
     #: `sync/download` read at the client's pace while its sync server is already let go), over
