@@ -32,8 +32,8 @@ CPU is that of every gateway process, its workers' that of their children), with
 stays live between its syncs; with the default 50, more devices mean workers stopped and
 started) and `server.max_requests_per_address` raised (every device here is 127.0.0.1). On a
 host of several cores the gateway is measured a second time as one process (`gateway_one`):
-on two cores with the clients beside it, one process passed more devices than two (the
-processes' uneven share of connections sets the tail; docs/benchmarks.md).
+cheaper per sync, but its one event loop is the ceiling (docs/benchmarks.md, "One process or
+one per core on two cores").
 
 Measures 1 (upload ratio) and 3 (added p50) are reported in the same result: taken from this
 run when they ran before it, else run here.
@@ -346,8 +346,8 @@ def run(ctx: Context) -> dict[str, Any]:
     results: dict[str, Any] = {}
     pool = ctx.pool(users)
     cores = len(os.sched_getaffinity(0))
-    # The default (one process per core) first; on a host of several cores, one process too:
-    # the measure that showed the two differ (docs/benchmarks.md, "One process or one per core").
+    # The default (one process per core) first; on a host of several cores, one process too
+    # (docs/benchmarks.md, "One process or one per core on two cores").
     for setup, processes in (("gateway", cores), ("gateway_one", 1))[: 2 if cores > 1 else 1]:
         results[setup] = _through_gateway(ctx, pool, setup, processes, users)
     passwords = {u: f"pw-{u}" for u in users}
