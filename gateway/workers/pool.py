@@ -14,7 +14,8 @@ Contract (design.md, "Workers"):
   `retire(account)` stops a healthy one too (its account's password changed, a backup wants
   it); `running()` lists ours.
 - Every worker found dead that nobody stopped is logged (WARNING "worker killed at its memory
-  limit" or "worker crashed", with the reason) and counted once (`metrics.worker_died`).
+  limit" or "worker crashed", with the reason) and counted once (`metrics.worker_died`); so is
+  one killed before it was ready (`WorkerKilledStarting`, 503, logged with `starting`).
 - Across processes, one worker per account (slot.py, lock.py): if another gateway holds the
   account, its worker is used (not counted here) instead of starting a second one; once it
   answered /health it is trusted for `BORROW_SECONDS` while its lock still names it (a lease
@@ -22,7 +23,8 @@ Contract (design.md, "Workers"):
 - `on_stopped(account)`, when set, is called as a worker of ours is discarded, whatever the
   reason (retired, evicted, idle, dead, closing): state the worker held for a client (a
   collection sync half-way) is gone from then on (syncsession/guard.py).
-- Errors: `ValueError` (unsafe account name), `Unavailable`, `WorkerFailed`, `WorkerTimeout`.
+- Errors: `ValueError` (unsafe account name), `Unavailable` (`WorkerKilledStarting` among
+  them), `WorkerFailed`, `WorkerTimeout`.
 - `close()` stops every worker concurrently (SIGINT first) and releases the locks; idempotent.
 """
 
@@ -45,7 +47,7 @@ from gateway.workers import ledger
 from gateway.workers.containment import Containment, Death
 from gateway.workers.ledger import Usage
 from gateway.workers.lock import Holder, still_published
-from gateway.workers.process import probe_health
+from gateway.workers.process import WorkerKilledStarting, probe_health
 from gateway.workers.slot import Launch, Slot
 
 log = logging.getLogger("gateway.workers")
@@ -313,9 +315,11 @@ class WorkerPool:
         )
         try:
             port = await slot.bring_up(self._launch, trusted)
-        except BaseException:
+        except BaseException as exc:
             self._borrowed.pop(slot.account, None)
             self._forget(slot)
+            if isinstance(exc, WorkerKilledStarting):
+                self._count_death(slot.account, None, exc.death)
             raise
         if slot.process is None:
             if slot.holder is not None and slot.holder != trusted:
@@ -358,17 +362,23 @@ class WorkerPool:
         process = slot.process
         death = process.death()
         if death is not None:
-            metrics.worker_died(death.reason)
-            killed = death.reason == "memory"
-            message = "worker killed at its memory limit" if killed else "worker crashed"
-            extra = {"account": slot.account, "pid": process.pid, "reason": death.detail}
-            if killed and self._launch.containment is not None:
-                limits = self._launch.containment.limits
-                extra["limit_megs"] = limits.memory_bytes // (1024 * 1024)
-                extra["mode"] = self._launch.containment.mode
-            log.warning(message, extra=extra)
+            self._count_death(slot.account, process.pid, death)
         self._discard(slot, f"process exited with {process.returncode}")
         return death
+
+    def _count_death(self, account: str, pid: int | None, death: Death) -> None:
+        """Log and count a worker that exited on its own (`pid` None: before it was ready)."""
+        metrics.worker_died(death.reason)
+        killed = death.reason == "memory"
+        message = "worker killed at its memory limit" if killed else "worker crashed"
+        extra: dict[str, object] = {"account": account, "pid": pid, "reason": death.detail}
+        if pid is None:
+            extra["starting"] = True
+        if killed and self._launch.containment is not None:
+            limits = self._launch.containment.limits
+            extra["limit_megs"] = limits.memory_bytes // (1024 * 1024)
+            extra["mode"] = self._launch.containment.mode
+        log.warning(message, extra=extra)
 
     async def _stop(self, slot: Slot) -> None:
         try:

@@ -2,8 +2,10 @@
 
 Contract:
 - `start_worker()` returns a `WorkerProcess` that answered 200 on `GET /health`, or raises
-  `WorkerFailed` (502: it exited first; the detail carries its last output lines) or
-  `WorkerTimeout` (504: not ready within `start_timeout`; it has been killed and reaped).
+  `WorkerFailed` (502: it exited first; the detail carries its last output lines),
+  `WorkerKilledStarting` (503 with Retry-After: it was killed first, at its memory limit or by
+  the host's OOM killer; `.death` says how) or `WorkerTimeout` (504: not ready within
+  `start_timeout`; it has been killed and reaped).
   Either way no process is left behind, also when the caller is cancelled.
 - The worker's environment is built from scratch (`worker_env()`): the gateway's own environment
   holds AWS credentials and the gateway secret, and an inherited `SYNC_IP_HEADER` would make the
@@ -38,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateway.errors import WorkerFailed, WorkerTimeout
+from gateway.errors import WorkerDied, WorkerFailed, WorkerTimeout
 from gateway.logs import redact, request_id
 from gateway.workers.containment import Box, Death, classify
 
@@ -63,6 +65,14 @@ _PR_SET_PDEATHSIG = 1
 WORKER_LOG = "anki=info,anki::sync::http_server::logging=warn"
 # Loaded before any fork: the child may only make the prctl call, not load libraries.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+class WorkerKilledStarting(WorkerDied):
+    """The worker was killed before it was ready (`death.reason` "memory"): retryable."""
+
+    def __init__(self, death: Death) -> None:
+        super().__init__(f"worker killed before it was ready: {death.detail}")
+        self.death = death
 
 
 def worker_env(
@@ -204,6 +214,12 @@ class WorkerProcess:
         while True:
             if not self.alive:
                 await self._drain()
+                death = self.death()
+                if death is not None and death.reason == "memory":
+                    # Killed (its memory limit, the host's OOM killer): another start may
+                    # well work, so 503 with Retry-After; a crash or an exit status is a fault
+                    # every start would meet (502).
+                    raise WorkerKilledStarting(death)
                 raise WorkerFailed(
                     f"worker for {self.account} exited with {self.returncode} before it was "
                     f"ready: {self.tail()}"

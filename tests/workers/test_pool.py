@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -12,9 +13,10 @@ import pytest
 
 from gateway.config import Config, WorkersConfig
 from gateway.errors import Unavailable, WorkerFailed, WorkerTimeout
+from gateway.metrics import REGISTRY
 from gateway.workers.lock import try_lock
 from gateway.workers.pool import RETRY_AFTER, Worker, WorkerPool
-from gateway.workers.process import probe_health
+from gateway.workers.process import WorkerKilledStarting, probe_health
 from tests.conftest import live_worker_pids
 from tests.workers.conftest import (
     ACCOUNTS,
@@ -474,3 +476,25 @@ async def test_a_borrowed_worker_that_died_is_never_reached_on_its_port_by_anoth
     assert port == second.port
     assert reached == []
     assert (await login(port, "alice", secret_for("alice")))[0] == 200
+
+
+async def test_a_worker_killed_while_starting_is_503_logged_and_counted(
+    make_pool, collections_dir, caplog
+):
+    # The same death as a running worker's at its limit: a retryable answer, a WARNING with
+    # the reason, the kill counted (the alert rule reads the counter).
+    def kills() -> float:
+        return REGISTRY.get_sample_value("gateway_worker_memory_kills_total") or 0.0
+
+    caplog.set_level(logging.WARNING, logger="gateway.workers.pool")
+    before = kills()
+    pool = await make_pool(command=("sh", "-c", "kill -9 $$"))
+    with pytest.raises(WorkerKilledStarting) as info:
+        async with pool.lease("alice"):
+            pass
+    assert info.value.status == 503
+    assert kills() == before + 1
+    [record] = [r for r in caplog.records if r.getMessage() == "worker killed at its memory limit"]
+    assert record.starting is True and record.account == "alice" and "SIGKILL" in record.reason
+    assert pool.stats()["live"] == 0
+    assert live_worker_pids(collections_dir) == []

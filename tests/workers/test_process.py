@@ -16,7 +16,7 @@ import pytest
 from gateway import logs
 from gateway.errors import WorkerFailed, WorkerTimeout
 from gateway.workers import process
-from gateway.workers.process import probe_health, start_worker, worker_env
+from gateway.workers.process import WorkerKilledStarting, probe_health, start_worker, worker_env
 from tests.conftest import live_worker_pids
 from tests.workers.conftest import (
     DEAF_TO_SIGINT,
@@ -286,3 +286,23 @@ async def test_worker_dies_with_a_sigkilled_gateway(collections_dir):
             await gateway.wait()
         for pid in live_worker_pids(collections_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_worker_killed_before_it_is_ready_is_retryable_and_says_how(collections_dir):
+    # SIGKILL before /health answered: the host's OOM killer or the worker's memory limit (a
+    # start that may well work next time), not a fault every start meets. Before: 502 with no
+    # Retry-After, and neither logged nor counted as a death.
+    with pytest.raises(WorkerKilledStarting) as info:
+        await start(collections_dir, ("sh", "-c", "echo starting; kill -9 $$"))
+    assert info.value.status == 503 and info.value.retry_after is not None
+    assert info.value.death.reason == "memory"
+    assert "SIGKILL" in info.value.detail
+
+
+@pytest.mark.parametrize("command", [("sh", "-c", "exit 1"), ("sh", "-c", "kill -SEGV $$")])
+async def test_a_worker_that_fails_to_start_otherwise_is_still_a_bad_gateway(
+    collections_dir, command
+):
+    with pytest.raises(WorkerFailed) as info:
+        await start(collections_dir, command)
+    assert info.value.status == 502
