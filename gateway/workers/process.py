@@ -6,7 +6,8 @@ Contract:
   `WorkerKilledStarting` (503 with Retry-After: it was killed first, at its memory limit or by
   the host's OOM killer; `.death` says how) or `WorkerTimeout` (504: not ready within
   `start_timeout`; it has been killed and reaped).
-  Either way no process is left behind, also when the caller is cancelled.
+  Either way no process and no box (containment) is left behind, also when the caller is
+  cancelled.
 - The worker's environment is built from scratch (`worker_env()`): the gateway's own environment
   holds AWS credentials and the gateway secret, and an inherited `SYNC_IP_HEADER` would make the
   stock server answer 500 to every request (anki-sync-protocol.md, "The official server").
@@ -319,14 +320,17 @@ async def start_worker(
         worker = WorkerProcess(account, port, proc, box)
         try:
             await worker.wait_ready(start_timeout)
-        except WorkerFailed:
-            if attempt < PORT_ATTEMPTS and _PORT_TAKEN.search(worker.tail()):
+        except BaseException as exc:
+            # Exited, cancelled (the gateway is closing) or anything unexpected: no orphan, and
+            # no box left behind (`kill()` reaps, then removes it).
+            await asyncio.shield(worker.kill())
+            if (
+                isinstance(exc, WorkerFailed)
+                and attempt < PORT_ATTEMPTS
+                and _PORT_TAKEN.search(worker.tail())
+            ):
                 log.info("worker port %d was taken, retrying", port, extra={"account": account})
                 continue
-            raise
-        except BaseException:
-            # Cancelled (the gateway is closing) or anything unexpected: no orphan.
-            await asyncio.shield(worker.kill())
             raise
         return worker
     raise AssertionError("unreachable")

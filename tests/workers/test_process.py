@@ -16,6 +16,8 @@ import pytest
 from gateway import logs
 from gateway.errors import WorkerFailed, WorkerTimeout
 from gateway.workers import process
+from gateway.workers.containment import MIB, Limits
+from gateway.workers.containment.rlimits import RlimitBox
 from gateway.workers.process import WorkerKilledStarting, probe_health, start_worker, worker_env
 from tests.conftest import live_worker_pids
 from tests.workers.conftest import (
@@ -306,3 +308,42 @@ async def test_a_worker_that_fails_to_start_otherwise_is_still_a_bad_gateway(
     with pytest.raises(WorkerFailed) as info:
         await start(collections_dir, command)
     assert info.value.status == 502
+
+
+class _WatchedBox(RlimitBox):
+    """The real rlimit box, telling whether the gateway removed it (a cgroup box is a
+    directory that a start left behind stays in until the next gateway start-up)."""
+
+    def __init__(self) -> None:
+        super().__init__(Limits(memory_bytes=1024 * MIB, pids=64, cpu_weight=100, nice=0))
+        self.removed = False
+
+    def remove(self) -> None:
+        self.removed = True
+
+
+@pytest.mark.parametrize(
+    ("command", "error", "boxes"),
+    [
+        (("sh", "-c", "exit 1"), WorkerFailed, 1),
+        (("sh", "-c", "kill -SEGV $$"), WorkerFailed, 1),
+        (("sh", "-c", "kill -9 $$"), WorkerKilledStarting, 1),
+        # Every attempt of the port-taken retry has a box of its own.
+        (
+            ("sh", "-c", "echo 'Address already in use'; exit 1"),
+            WorkerFailed,
+            process.PORT_ATTEMPTS,
+        ),
+    ],
+)
+async def test_a_start_that_fails_removes_every_box_it_made(collections_dir, command, error, boxes):
+    made: list[_WatchedBox] = []
+
+    def box() -> _WatchedBox:
+        made.append(_WatchedBox())
+        return made[-1]
+
+    with pytest.raises(error):
+        await start(collections_dir, command, boxes=box)
+    assert len(made) == boxes
+    assert all(each.removed for each in made)
