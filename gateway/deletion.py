@@ -10,10 +10,11 @@ Order, so no login can re-create the account half-way and no half-deleted accoun
    happens and the answer is False;
 3. the registry row and its key digests deleted: every key is refused from here on (403);
 4. `steps.forget(sub)` again (a login that raced step 3), then `steps.erase(account)`: the
-   account's sync server stopped and its folder removed (in the portal: this process's worker,
-   then the folder, on the owner node when there are several; in the prune command, which runs
-   beside the gateway: the backup's handshake stops the server wherever it runs and the folder
-   is removed under the account's worker lock).
+   account's sync server stopped and its folder removed. The portal and the prune command both
+   use the backup's handshake (backup/erase.py): it stops the server in whichever gateway
+   process runs it, and the folder is removed under the account's worker lock, so no server
+   runs in it or starts in it meanwhile; the portal also asks the owner node when there are
+   several (cluster/erase.py).
 Metrics: revocation("deleted").
 """
 

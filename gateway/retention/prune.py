@@ -33,19 +33,16 @@ the folder could not be dealt with now: run it again).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from gateway.backup import quiesce
+from gateway.backup.erase import erase_folder
 from gateway.config import Config
 from gateway.deletion import Steps, delete_account
 from gateway.registry import DELETING, Account, Registry
 from gateway.retention.unused import DAY, inactive, last_seen
-from gateway.workers.lock import LOCK_NAME
 
 STATE_FILE = "prune-state.json"
 
@@ -124,26 +121,9 @@ def _remover(config: Config):  # noqa: ANN202 - a coroutine function
 
 async def _erase(config: Config, account: Account, wait: float) -> None:
     folder = config.collections_dir / account.name
-    if not folder.is_dir():
-        return  # never synced here
-    held = await asyncio.to_thread(quiesce.hold, config.collections_dir, account.name, wait)
-    if isinstance(held, str):
-        print(f"note\t{account.name}\tfolder left ({held}); remove {folder} later", file=sys.stderr)
-        return
-    with held:
-        await asyncio.to_thread(_remove_contents, held.folder)
-    await asyncio.to_thread(shutil.rmtree, folder, True)
-
-
-def _remove_contents(folder: Path) -> None:
-    """Everything but the lock files the handshake still holds (removed with the folder after)."""
-    for entry in folder.iterdir():
-        if entry.name in (quiesce.BACKUP_LOCK, LOCK_NAME):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+    left = await erase_folder(config.collections_dir, account.name, wait)
+    if left is not None:
+        print(f"note\t{account.name}\tfolder left ({left}); remove {folder} later", file=sys.stderr)
 
 
 def _when(seconds: float) -> str:
