@@ -227,7 +227,7 @@ class WorkerProcess:
                 )
             remaining = deadline - loop.time()
             if remaining <= 0:
-                await self.kill()
+                # start_worker kills it (and removes its box), as for every failed start.
                 raise WorkerTimeout(f"worker for {self.account} not ready after {timeout:g} s")
             # Alive after the 200 as well: a server that lost the port race may have let a
             # foreign server answer on "our" port.
