@@ -142,7 +142,7 @@ def _overhead(r: dict[str, Any]) -> list[str]:
     ]
     for key, block in r["figures"].items():
         clients = key.lstrip("c")
-        for front in ("direct", "nginx", "gateway", "direct_cores", "gateway_cores"):
+        for front in ("direct", "nginx", "floor", "gateway", "direct_cores", "gateway_cores"):
             if front not in block:
                 continue
             b = block[front]
@@ -443,7 +443,12 @@ def _paint_contention(ax: Any, r: dict[str, Any]) -> None:
 
 
 def _paint_overhead(fig: Any, r: dict[str, Any]) -> None:
-    palette = {"direct": "tab:gray", "nginx": "tab:green", "gateway": "tab:blue"}
+    palette = {
+        "direct": "tab:gray",
+        "nginx": "tab:green",
+        "floor": "tab:olive",
+        "gateway": "tab:blue",
+    }
     left, right = fig.subplots(1, 2)
     for ax, metric, ylabel in (
         (left, "p50", "p50 latency, ms"),
@@ -451,7 +456,7 @@ def _paint_overhead(fig: Any, r: dict[str, Any]) -> None:
     ):
         labels, blocks, colors = [], [], []
         for key, block in r["figures"].items():
-            for front in ("direct", "nginx", "gateway"):
+            for front in ("direct", "nginx", "floor", "gateway"):
                 if front in block:
                     labels.append(f"{front}\n{key.lstrip('c')} cl.")
                     blocks.append(block[front][metric])

@@ -55,6 +55,10 @@ def test_quick_mode_writes_every_measure_with_numbers_and_a_report(tmp_path: Pat
         assert measure["summary"], key
     report = (tmp_path / "report.md").read_text()
     assert "| 8 |" in report and "Machine:" in report
+    # Measure 3's floor (aiohttp and the worker link, no checks) beside the gateway.
+    small = results["measures"]["3"]["figures"]["c1"]
+    assert small["floor"]["throughput"]["median"] > 0 and "floor_added_p50_ms" in small
+    assert "| 1 | floor |" in report
     capacity = results["measures"]["8"]["figures"]
     if len(os.sched_getaffinity(0)) > 1:  # the default gateway and one process, side by side
         assert capacity["gateway"]["processes"] > 1 and capacity["gateway_one"]["processes"] == 1

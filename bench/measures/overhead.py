@@ -4,6 +4,10 @@ Three fronts to one and the same worker (the account's stock server behind the g
 - direct: the worker's own port;
 - nginx: Debian's nginx-light as a plain streaming reverse proxy in front of the worker (one
   worker process and a fresh upstream connection per request, like the gateway);
+- floor: bench/floor_proc.py, aiohttp's server and the gateway's worker link in one process
+  with none of the gateway's checks: the least a proxy built on the gateway's parts costs (what
+  the gateway costs above it is its checks; what it costs above direct, a second HTTP stack in
+  Python);
 - gateway: the gateway in one process (`server.processes: 1`), which also looks the host key
   up and leases the worker;
 - gateway_cores: the gateway as `serve` runs it by default, one process per core
@@ -49,6 +53,7 @@ def run(ctx: Context) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0))
     several = None
     nginx = None
+    floor = None
     notes = []
     try:
         key = asyncio.run(httpload.login(gateway.port, USER, PASSWORD))
@@ -77,6 +82,9 @@ def run(ctx: Context) -> dict[str, Any]:
             )
             fronts["gateway_cores"] = several.port
             fronts["direct_cores"] = several.stats()["workers"][USER]["port"]
+        floor = procs.floor(worker_port, ctx.log("m3-floor.log"))
+        fronts["floor"] = floor.port
+        keys["floor"] = key
         try:
             nginx = procs.nginx(worker_port, ctx.folder("m3", "nginx"))
             fronts["nginx"] = nginx.port
@@ -114,6 +122,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 )
                 print(f"  run {i + 1}, {concurrency} client(s): {line}")
     finally:
+        if floor is not None:
+            floor.stop()
         if nginx is not None:
             nginx.stop()
         if several is not None:
@@ -155,6 +165,12 @@ def run(ctx: Context) -> dict[str, Any]:
             f"{last['gateway_cores_throughput_vs_direct']:.2f}x direct throughput "
             f"(one process {last['gateway_throughput_vs_direct']:.2f}x)"
         )
+    last_floor = figures[f"c{s.concurrencies[-1]}"]["floor_throughput_vs_direct"]
+    summary += (
+        f"; floor (aiohttp + worker link, no checks) adds "
+        f"{single['floor_added_p50_ms']['median']:.3f} ms, {last_floor:.2f}x direct at "
+        f"{s.concurrencies[-1]} clients"
+    )
     if "nginx" in fronts:
         summary += f" (nginx adds {single['nginx_added_p50_ms']['median']:.3f} ms)"
     else:
