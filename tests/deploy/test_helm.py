@@ -197,6 +197,18 @@ def test_the_pod_runs_as_many_gateway_processes_as_it_is_given_cores(single, clu
     assert process_count(four.server.processes, 64, four.cluster.enabled) == 4
 
 
+def test_the_volume_is_read_write_once_for_one_pod_and_read_write_many_for_several(
+    single, cluster
+) -> None:
+    """One pod needs no shared volume, and most clusters' default storage class (EBS, Persistent
+    Disk, Azure Disk) offers only ReadWriteOnce: a claim for ReadWriteMany would stay Pending."""
+    assert single["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert single["Deployment"]["spec"]["strategy"]["type"] == "Recreate"  # never two mounts
+    assert cluster["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    chosen = render(persistence__accessMode="ReadWriteMany")  # as set, for one pod too
+    assert chosen["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -31,6 +31,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{/* The data volume's access mode: as set; else the claim's own when it exists already (a
+claim's access modes cannot change: an upgrade keeps them); else ReadWriteOnce for one pod (a
+block volume is enough, and most clusters' default storage class offers no other) and
+ReadWriteMany for more. */}}
+{{- define "gateway.accessMode" -}}
+{{- $claim := lookup "v1" "PersistentVolumeClaim" .Release.Namespace (include "gateway.fullname" .) -}}
+{{- if .Values.persistence.accessMode -}}
+{{- .Values.persistence.accessMode -}}
+{{- else if and $claim $claim.spec.accessModes -}}
+{{- first $claim.spec.accessModes -}}
+{{- else if gt (int .Values.replicaCount) 1 -}}
+ReadWriteMany
+{{- else -}}
+ReadWriteOnce
+{{- end -}}
+{{- end -}}
+
 {{/* Settings that cannot work together fail the render, naming the fix. */}}
 {{- define "gateway.check" -}}
 {{- if not .Values.cognito.userPoolId -}}
@@ -42,7 +59,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (gt (int .Values.replicaCount) 1) (ne .Values.registry.backend "dynamodb") -}}
 {{- fail "replicaCount above 1 needs registry.backend: dynamodb (pods share a DynamoDB registry)" -}}
 {{- end -}}
-{{- if and (gt (int .Values.replicaCount) 1) (ne .Values.persistence.accessMode "ReadWriteMany") -}}
+{{- if and (gt (int .Values.replicaCount) 1) (ne (include "gateway.accessMode" .) "ReadWriteMany") -}}
 {{- fail "replicaCount above 1 needs persistence.accessMode: ReadWriteMany (one collections folder for every pod)" -}}
 {{- end -}}
 {{- if lt (int .Values.processes) 1 -}}
