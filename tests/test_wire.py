@@ -161,6 +161,46 @@ async def test_a_bad_or_missing_answer_is_a_502(through, answer):
     assert status == 502
 
 
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        # one header the parser gathers; many headers, above the limit and under it
+        (b"X-Big: " + b"a" * wire.MAX_HEAD + b"\r\n", 502),
+        (b"".join(b"X-%04d: %s\r\n" % (i, b"b" * 60) for i in range(2_000)), 502),  # many
+        (b"".join(b"X-%04d: %s\r\n" % (i, b"b" * 620) for i in range(100)), 200),  # 62 KiB
+    ],
+)
+async def test_an_answer_head_above_the_limit_is_a_502_and_its_connection_closed(
+    through, head, status
+):
+    """A worker (its folder a user's upload) cannot make the gateway hold an answer head of
+    any size: past wire.MAX_HEAD it is Broken (502) and the connection closed, whether the
+    head comes as one header or many, in pieces."""
+    closed = []
+
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for i in range(0, len(head), 8192):
+                writer.write(head[i : i + 8192])
+                await writer.drain()
+            writer.write(b"Content-Length: 2\r\n\r\nok")
+            await writer.drain()
+            closed.append(await reader.read(1) == b"")  # EOF: the gateway closed it
+        except ConnectionError:
+            closed.append(True)  # reset by the gateway while still sending
+
+    server, upstream = await through(script)
+    assert (await sync(server, "sync/start"))[0] == status
+    if status == 502:
+        for _ in range(50):
+            if closed:
+                break
+            await asyncio.sleep(0.05)
+        assert closed == [True]
+
+
 async def test_an_interim_answer_is_skipped(through):
     # RFC 9110 §15.2, as aiohttp's client did; in one packet with the answer or before it.
     async def script(reader, writer, number):

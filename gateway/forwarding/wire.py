@@ -36,7 +36,8 @@ Errors (the caller maps them; module doc of forwarding/upstream.py, "Sending a r
     Refused   the connection could not be made: nothing reached the worker
     Stale     a reused connection closed before any byte of an answer: the worker may or may
               not have read the request
-    Broken    the connection failed or the answer was malformed, after the request was sent
+    Broken    the connection failed or the answer was malformed (or its head, or its
+              trailers, above `MAX_HEAD` bytes), after the request was sent
     TimeoutError   no byte from the worker for `READ_SECONDS` (or `CONNECT_SECONDS` to connect)
 """
 
@@ -61,6 +62,10 @@ IDLE_SECONDS = 5.0
 MAX_IDLE = 32
 #: Bytes of an answer's body held before reading from the worker pauses.
 BUFFER = 256 * 1024
+#: Bytes of an answer's status line and headers (or of its trailers) past which it is `Broken`:
+#: the stock server's are under 1 KiB, and a worker is not trusted with the gateway's memory
+#: (its folder is a user's upload: workers/containment/).
+MAX_HEAD = 64 * 1024
 
 
 class Refused(Exception):
@@ -100,6 +105,8 @@ class _Connection(asyncio.Protocol):
         self.reason = b""
         self.header_list: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
+        self._head_fed = 0  # bytes fed while the head was not whole (the parser buffers them)
+        self._header_bytes = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,12 +118,17 @@ class _Connection(asyncio.Protocol):
             self.error = Broken("bytes after the answer")
             self._drop()
             return
+        if not self.headers_done:
+            self._head_fed += len(data)
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             # (an upgrade, 101, is reported by an exception of its own: never for a POST)
             if self.error is None:
                 self.error = Broken(f"malformed answer: {type(exc).__name__}")
+        if not self.headers_done and self._head_fed > MAX_HEAD and self.error is None:
+            # (one header the parser still gathers, or no end of the head in sight)
+            self.error = Broken("answer head too large")
         if len(self.body) > BUFFER and self.transport is not None:
             self.transport.pause_reading()
         if self._ready():
@@ -142,6 +154,10 @@ class _Connection(asyncio.Protocol):
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEAD:  # (trailers too: they come after the head)
+            self.error = Broken("answer head too large")
+            raise self.error  # stops the parser
         self.header_list.append((name, value))
 
     def on_headers_complete(self) -> None:
