@@ -19,13 +19,13 @@ handle_erase(request, erase, name_of)
                                    account; its server did not stop in time) is a 503 with
                                    Retry-After, the folder left whole, never a 401/403.
 
-Why the signature is spent before the erase, not once it completes: spending afterwards would
-run a replay of a completed request (within the replay window) through the erase again before
-refusing it, and a name is free again once its account is deleted (naming.py: a new sign-up
-with the same email gets it), so a replay could remove a new account's folder. Spent first,
-each signature acts at most once; an attempt answered 503 spent its own, and the sender's next
-attempt, a whole second later, carries a new time and so a new signature (signing.py signs
-whole seconds).
+Why the signature is spent before the erase, not once it completes: spent afterwards, a replay
+of a completed request (within the replay window) would go through the erase again before its
+refusal: a want posted, servers stopped, and whatever is in the folder by then removed (nothing
+today, as a deleted account's name is retired; but an operator's restore of that account in
+the meantime would go). Spent first, each signature acts at most once, as the move routes'
+do; an attempt answered 503 has spent its own, and the sender's next attempt, a whole second
+later, carries a new time and so a new signature (signing.py signs whole seconds).
 """
 
 from __future__ import annotations
