@@ -41,6 +41,7 @@ from gateway.appkeys import (
     REGISTRY,
     USAGE,
 )
+from gateway.backup.erase import erase_served
 from gateway.backup.gauges import BackupGauges
 from gateway.config import Config
 from gateway.errors import NotFound
@@ -194,7 +195,7 @@ def add_routes(app: web.Application, prefix: str) -> None:
 
 def add_cluster_routes(app: web.Application, prefix: str) -> None:
     """The node-to-node routes (gateway/cluster/internal.py)."""
-    from gateway.cluster import erase as erase_folder
+    from gateway.cluster import erase as cluster_erase
     from gateway.cluster import internal, move
 
     async def forwarded(request: web.Request) -> web.StreamResponse:
@@ -230,10 +231,11 @@ def add_cluster_routes(app: web.Application, prefix: str) -> None:
         return await move.receive(request, request.app[CONFIG].collections_dir)
 
     async def erase(request: web.Request) -> web.StreamResponse:
-        return await erase_folder.handle_erase(
+        # Through the backup handshake, which the cluster package (below backup) cannot import.
+        pool, collections_dir = request.app[POOL], request.app[CONFIG].collections_dir
+        return await cluster_erase.handle_erase(
             request,
-            request.app[POOL],
-            request.app[CONFIG].collections_dir,
+            lambda name: erase_served(pool, collections_dir, name),
             lambda sub: name_of(request.app, sub),
         )
 

@@ -1,6 +1,14 @@
 """Removing a deleted account's folder once no sync server runs in it, in any gateway process.
 
     await erase_folder(collections_dir, account, wait) -> None | str    (str: why it was left)
+    await erase_served(pool, collections_dir, account) -> None | str
+        the same from a serving gateway process: its own sync server for the account stopped
+        at once first (the account's keys are refused already), the others within ERASE_WAIT
+
+The three paths that remove a deleted account's folder all come here: `accounts prune`
+(retention/prune.py, erase_folder), the portal's "delete my account" (portal/account.py) and the
+owner node's side of a cluster erase (cluster/erase.py handle_erase, given erase_served by
+app.py: the cluster package sits below this one), both erase_served.
 
 Why the handshake (quiesce.py) and not just a stop and `rmtree`: with several gateway processes
 (`server.processes`) the account's sync server may belong to another process, which a stop in
@@ -19,6 +27,12 @@ from pathlib import Path
 
 from gateway.backup import quiesce
 from gateway.workers.lock import LOCK_NAME
+from gateway.workers.pool import WorkerPool
+
+#: Seconds a deleted account's sync server (another gateway process's) may go on serving a
+#: request in flight before it is stopped anyway (its keys are refused already), while the
+#: folder waits to be removed.
+ERASE_WAIT = 10.0
 
 
 async def erase_folder(collections_dir: Path, account: str, wait: float) -> str | None:
@@ -36,6 +50,15 @@ async def erase_folder(collections_dir: Path, account: str, wait: float) -> str 
         await asyncio.to_thread(_remove_contents, held.folder)
     await asyncio.to_thread(shutil.rmtree, folder, True)
     return None
+
+
+async def erase_served(
+    pool: WorkerPool, collections_dir: Path, account: str, wait: float = ERASE_WAIT
+) -> str | None:
+    """`erase_folder` from a serving gateway process (module doc): `pool`'s own sync server for
+    `account` stopped at once, then the handshake for every other process's."""
+    await pool.stop(account)
+    return await erase_folder(collections_dir, account, wait)
 
 
 def _remove_contents(folder: Path) -> None:

@@ -14,7 +14,7 @@ from aiohttp_session import get_session
 
 from gateway import metrics
 from gateway.appkeys import CONFIG, LOGIN, POOL, REGISTRY
-from gateway.backup.erase import erase_folder
+from gateway.backup.erase import erase_served
 from gateway.deletion import Steps, delete_account
 from gateway.errors import AuthFailed, TooManyAttempts
 from gateway.export import EXPORT_SCRATCH, ExportError
@@ -36,9 +36,6 @@ from gateway.portal.keys import DIRECTORY, DOWNLOADS
 
 log = logging.getLogger("gateway.portal")
 
-#: Seconds a deleted account's sync server may go on serving a request in flight before it is
-#: stopped anyway (its keys are refused already), while the folder waits to be removed.
-ERASE_WAIT = 10.0
 routes = web.RouteTableDef()
 
 
@@ -162,10 +159,10 @@ async def _delete_account(request: web.Request, account: Any) -> bool:
     async def erase(gone: Any) -> None:
         registry.folder(gone)  # ValueError for a name that would leave the collections folder
         await _erase_on_owner(app, gone)
-        await app[POOL].stop(gone.name)  # this process's sync server, at once
-        # Another gateway process's, or one starting for a request admitted just before the
-        # deletion: stopped by the backup handshake, the folder removed under its lock.
-        left = await erase_folder(app[CONFIG].collections_dir, gone.name, ERASE_WAIT)
+        # This process's sync server at once; another gateway process's, or one starting for
+        # a request admitted just before the deletion: stopped by the backup handshake, the
+        # folder removed under its lock.
+        left = await erase_served(app[POOL], app[CONFIG].collections_dir, gone.name)
         if left is not None:
             log.error(
                 "portal: account deleted but its folder is left: remove it by hand",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 import subprocess
 import sys
@@ -21,15 +22,23 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
 
+import aiohttp
 import pytest
 from anki.errors import SyncError
 
 from gateway import config as config_mod
 from gateway import protocol
-from gateway.cluster import copy, move, signing
+from gateway.backup import quiesce
+from gateway.cluster import copy, internal, move, signing
+from gateway.cluster import erase as cluster_erase
+from gateway.cluster.opening import directory_for
+from gateway.cluster.router import Router
 from gateway.local import standin
 from gateway.registry import open_registry
+from gateway.workers.lock import try_lock
 from tests.ankiclient import Required, is_auth_error
 from tests.cluster.nodes import (
     SECRET,
@@ -56,7 +65,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory) -> Iterator[tuple[Cluster, list[standin.LocalUser]]]:
     """Local storage on DynamoDB; the move first, the SIGKILL last."""
-    yield from module_cluster(tmp_path_factory, "local", 7)
+    yield from module_cluster(tmp_path_factory, "local", 8)
 
 
 def test_a_move_during_activity_loses_nothing_and_keeps_the_key(local_cluster, tmp_path):
@@ -248,14 +257,19 @@ def _receive(node: Node, sub: str, name: str, archive: bytes, sender: str) -> tu
 
 
 def _post(url: str, body: bytes, headers: dict) -> int:
+    return _answer(url, body, headers)[0]
+
+
+def _answer(url: str, body: bytes, headers: dict) -> tuple[int, Message]:
+    """The status and headers of a POST."""
     request = urllib.request.Request(  # noqa: S310 - loopback
         url, data=body, method="POST", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
-            return answer.status
+            return answer.status, answer.headers
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.headers
 
 
 def test_a_captured_archive_copy_never_puts_a_stale_copy_on_a_node_the_account_left(
@@ -348,33 +362,13 @@ def test_a_deleted_account_s_folder_is_erased_on_its_owner_node_only_once_delete
     sent: list[dict[str, str]] = []
 
     def erase(headers: dict[str, str] | None = None) -> int:
-        if headers is None:
-            headers = signing.sign(
-                signing.node_key(SECRET.encode()),
-                "POST",
-                "/_cluster/erase",
-                "n9",
-                move.identity(user.sub, "user3"),
-                time.time(),
-            )
+        headers = headers or _erase_signature(user.sub, "user3")
         sent.append(headers)
-        body = json.dumps({"sub": user.sub, "name": "user3"}).encode()
-        return _post(
-            owner.url + "_cluster/erase", body, {**headers, "Content-Type": "application/json"}
-        )
+        return _post(*_erase_request(owner, user.sub, "user3", headers))
 
     assert erase() == 409  # a valid signature alone never erases a live account
     assert (folder / "collection.anki2").exists()
-    config = config_mod.load(None, owner.env)
-
-    async def delete() -> None:
-        registry = open_registry(config)
-        try:
-            await registry.delete(user.sub)
-        finally:
-            await registry.close()
-
-    asyncio.run(delete())
+    _delete_from_registry(owner, user.sub)
     # The owner's registry may show its cached row for registry.cache_seconds (5 s).
     deadline = time.monotonic() + 10
     while (status := erase()) == 409 and time.monotonic() < deadline:
@@ -382,6 +376,133 @@ def test_a_deleted_account_s_folder_is_erased_on_its_owner_node_only_once_delete
     assert status == 200
     assert not folder.exists()
     assert erase(sent[-1]) == 401  # accepted once: the same request again is a replay
+    client.close()
+
+
+def _erase_signature(sub: str, name: str) -> dict[str, str]:
+    """`_cluster/erase`'s headers, signed now by a node "n9"."""
+    return signing.sign(
+        signing.node_key(SECRET.encode()),
+        "POST",
+        "/_cluster/erase",
+        "n9",
+        move.identity(sub, name),
+        time.time(),
+    )
+
+
+def _erase_request(
+    owner: Node, sub: str, name: str, headers: dict[str, str]
+) -> tuple[str, bytes, dict[str, str]]:
+    body = json.dumps({"sub": sub, "name": name}).encode()
+    return owner.url + "_cluster/erase", body, {**headers, "Content-Type": "application/json"}
+
+
+def _delete_from_registry(node: Node, sub: str) -> None:
+    """The account's row gone, as a deletion on any node leaves it."""
+
+    async def delete() -> None:
+        registry = open_registry(config_mod.load(None, node.env))
+        try:
+            await registry.delete(sub)
+        finally:
+            await registry.close()
+
+    asyncio.run(delete())
+
+
+@dataclass
+class _Recording(internal.Cluster):
+    """A node's cluster side that keeps the headers of every request it signs."""
+
+    sent: list[dict[str, str]] = field(default_factory=list)
+
+    def sign(self, method: str, url: str, identity: str) -> dict[str, str]:
+        headers = super().sign(method, url, identity)
+        self.sent.append(headers)
+        return headers
+
+
+async def _erase_remote_as(node: Node, sub: str, name: str) -> tuple[str | None, _Recording]:
+    """`erase_remote` run here as `node` would run it: its config, a router on the cluster's
+    directory (one beat, for the node list), the node key."""
+    config = config_mod.load(None, node.env)
+    directory = directory_for(config)
+    router = Router(
+        directory,
+        node_id=node.id,
+        url=node.url,
+        lease_seconds=config.cluster.lease_seconds,
+        heartbeat_seconds=config.cluster.heartbeat_seconds,
+    )
+    try:
+        await router.beat()
+        async with aiohttp.ClientSession() as session:
+            key = signing.node_key(SECRET.encode())
+            sender = _Recording(router, key, config.cluster.max_clock_skew_seconds, session)
+            return await cluster_erase.erase_remote(sender, sub, name), sender
+    finally:
+        await directory.close()
+
+
+def test_the_owner_erases_only_through_the_backup_handshake_and_is_asked_again(
+    local_cluster, tmp_path
+):
+    """The owner node removes a deleted account's folder only as `accounts prune` and the
+    portal do (backup/erase.py): while a backup holds the account, the erase is a 503 with
+    Retry-After (never 401/403) and the folder stays whole; while a sync server holds the
+    account's worker lock (another gateway process's, or one starting for a request admitted
+    just before the deletion) it waits for it; the deleting node asks again until it is done.
+    Before, the owner stopped its own process's server and removed the folder at once."""
+    cluster, people = local_cluster
+    user = people[7]
+    client = synced(tmp_path, "held", user, cluster.nodes[0], "held")
+    owner = owner_node(cluster, user.sub)
+    sender = next(n for n in cluster.nodes if n is not owner)
+    collections = owner.data_dir / "collections"
+    folder = collections / "user7"
+    _delete_from_registry(owner, user.sub)
+    want = quiesce.post(folder, force_at=math.inf)  # a backup wants the account
+    assert want is not None
+    headers = _erase_signature(user.sub, "user7")
+    deadline = time.monotonic() + 10  # the owner's cached registry row (409) first
+    while (answer := _answer(*_erase_request(owner, user.sub, "user7", headers)))[0] == 409:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    status, answer_headers = answer
+    assert status == 503 and int(answer_headers["Retry-After"]) > 0
+    assert signing.REFUSED not in answer_headers
+    assert (folder / "collection.anki2").exists()
+    (logged,) = [line for line in owner.log_text().splitlines() if "erased now" in line]
+    assert "account=user7" in logged and "reason=a backup" in logged
+    # The want made the owner's gate stop its idle sync server: the lock is free to take, as a
+    # server starting in another gateway process on that node would take it.
+    deadline = time.monotonic() + 20
+    while (lock := try_lock(collections, "user7")) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    whole_under_the_lock: list[bool] = []
+
+    def release_the_lock() -> None:
+        whole_under_the_lock.append((folder / "collection.anki2").exists())
+        lock.release()
+
+    timers = [threading.Timer(1.5, want.release), threading.Timer(4.0, release_the_lock)]
+    for timer in timers:
+        timer.start()
+    began = time.monotonic()
+    problem, asked = asyncio.run(_erase_remote_as(sender, user.sub, "user7"))
+    took = time.monotonic() - began
+    for timer in timers:
+        timer.join()
+    assert problem is None
+    assert whole_under_the_lock == [True]  # waited for the worker lock, the folder untouched
+    assert took >= 4.0 and len(asked.sent) >= 2  # asked again after a 503
+    assert not folder.exists()
+    url, body, last = _erase_request(owner, user.sub, "user7", asked.sent[-1])
+    assert _post(url, body, last) == 401  # the request that erased it, sent again: a replay
+    assert _post(*_erase_request(owner, user.sub, "user7", headers)) == 401  # spent on its 503
+    assert not folder.exists()
     client.close()
 
 
