@@ -9,7 +9,8 @@ gateway/proxy.py, sends each request through here once its body is whole).
           (forwarding/delivery.py: the caller waits for it inside `delivering(request)`)
       .to_node(request, upstream_path, node, (sub, key), address, body, reuse) -> the same
     errors: WorkerTimeout, WorkerFailed, WorkerDied (502/503/504, errors.py); `Unavailable`
-    (503, Retry-After) when the owner node refuses or cannot be reached. Never a 403.
+    (503, Retry-After) when the owner node refuses or cannot be reached, or a worker answers
+    403. Never a 403.
 
 Two ways to a worker: a POST without a query whose body is whole in memory (every small
 request of a stock client) goes over the worker link (forwarding/wire.py: one write, the answer
@@ -39,6 +40,15 @@ worker, as before: bounded by `workers.max_workers`). A small answer (one that e
 whole and leaves with its headers in one write (with a Content-Length: the stock server sends
 them chunked; only the framing changes) after the worker is let go, so a worker failing
 half-way through it is a 502, never a truncated answer.
+
+A worker's 403 is never passed on (anki-sync-protocol.md: a 403 logs the user out). The key
+was admitted (auth/admission.py), and a worker accepts exactly its account's keys of the
+current generation, so a 403 from it means the request reached the wrong sync server or a stale
+one, never a wrong key: a port another account's worker took once this account's had died
+(another gateway process's worker is trusted for a second between probes, workers/pool.py), or
+a worker started before the account's key generation moved on. The client gets 503 with
+Retry-After, the worker is reported broken (a borrowed one forgotten) and ours retired, so the
+next request reaches a fresh one.
 
 Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
 answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
@@ -129,6 +139,10 @@ class _Refused(Exception):
 
 class _NodeRefused(Exception):
     """The owner node refused a forwarded request (signature, or not the owner any more)."""
+
+
+class _WorkerForbade(Exception):
+    """The worker answered 403 to a key the gateway admitted (module doc: "A worker's 403")."""
 
 
 def new_upstream_session(*, reuse: bool = False) -> aiohttp.ClientSession:
@@ -286,6 +300,8 @@ class Upstream:
                         # The worker may have read it: a write is never sent again.
                         await self._failed(account, WorkerFailed("worker closed the connection"))
                     reuse = False
+                except _WorkerForbade:
+                    await self._forbidden(account)
                 except _Refused:
                     await self._pool.report_broken(account)
                     if upstream_path in IN_SYNC:
@@ -307,6 +323,14 @@ class Upstream:
         if death is not None:
             raise WorkerDied(f"worker died: {death.detail}") from failure
         raise failure
+
+    async def _forbidden(self, account: str) -> NoReturn:
+        """A worker's 403 (module doc): 503 with Retry-After; the worker reported broken (a
+        borrowed one forgotten, a dead one buried) and retired if it is ours and still runs."""
+        log.warning("worker refused an admitted key: not passed on", extra={"account": account})
+        await self._pool.report_broken(account)
+        self._pool.retire(account, "refused a key of its account")
+        raise Unavailable("the account's sync server refused its key", retry_after=RETRY_AFTER)
 
     def _direct(self, request: web.Request, body: bytes | SpooledBody | None) -> bool:
         """Whether the request goes by the worker link (forwarding/wire.py): a POST without a
@@ -353,6 +377,8 @@ class Upstream:
         except TimeoutError:
             raise WorkerTimeout("worker did not answer in time") from None
         try:
+            if answer.status == 403:
+                raise _WorkerForbade()
             return await self._respond(request, answer, account)
         finally:
             answer.release()
@@ -399,6 +425,8 @@ class Upstream:
         async with upstream:
             if extra and signing.REFUSED in upstream.headers:
                 raise _NodeRefused()  # never a node's 401 to a client (cluster/internal.py)
+            if not extra and upstream.status == 403:
+                raise _WorkerForbade()  # (a node's 403 is its admission's: passed on)
             try:
                 head = await _head(upstream)
             except Exception as exc:
