@@ -277,12 +277,12 @@ def nginx(upstream_port: int, workdir: Path) -> Service:
 # -- the floor proxy ------------------------------------------------------------------------
 
 
-def floor(upstream_port: int, log: Path) -> Service:
+def floor(upstream_port: int, log: Path, processes: int = 1) -> Service:
     """bench/floor_proc.py in front of the worker at `upstream_port`: aiohttp and the gateway's
-    worker link with none of the gateway's checks (its module doc)."""
+    worker link with none of the gateway's checks, in `processes` processes (its module doc)."""
     port = free_port()
     command = [sys.executable, "-m", "bench.floor_proc", "--port", str(port)]
-    command += ["--upstream", str(upstream_port)]
+    command += ["--upstream", str(upstream_port), "--processes", str(processes)]
     service = Service("floor", command, env=clean_env(), log=log, port=port)
     service.wait_http("/health", timeout=30)
     return service

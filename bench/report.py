@@ -142,7 +142,15 @@ def _overhead(r: dict[str, Any]) -> list[str]:
     ]
     for key, block in r["figures"].items():
         clients = key.lstrip("c")
-        for front in ("direct", "nginx", "floor", "gateway", "direct_cores", "gateway_cores"):
+        for front in (
+            "direct",
+            "nginx",
+            "floor",
+            "floor_cores",
+            "gateway",
+            "direct_cores",
+            "gateway_cores",
+        ):
             if front not in block:
                 continue
             b = block[front]

@@ -59,6 +59,8 @@ def test_quick_mode_writes_every_measure_with_numbers_and_a_report(tmp_path: Pat
     small = results["measures"]["3"]["figures"]["c1"]
     assert small["floor"]["throughput"]["median"] > 0 and "floor_added_p50_ms" in small
     assert "| 1 | floor |" in report
+    if len(os.sched_getaffinity(0)) > 1:  # and in one process per core
+        assert small["floor_cores"]["throughput"]["median"] > 0 and "| 1 | floor_cores |" in report
     capacity = results["measures"]["8"]["figures"]
     if len(os.sched_getaffinity(0)) > 1:  # the default gateway and one process, side by side
         assert capacity["gateway"]["processes"] > 1 and capacity["gateway_one"]["processes"] == 1

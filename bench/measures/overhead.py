@@ -7,7 +7,8 @@ Three fronts to one and the same worker (the account's stock server behind the g
 - floor: bench/floor_proc.py, aiohttp's server and the gateway's worker link in one process
   with none of the gateway's checks: the least a proxy built on the gateway's parts costs (what
   the gateway costs above it is its checks; what it costs above direct, a second HTTP stack in
-  Python);
+  Python); floor_cores: the same in one process per core on one port (SO_REUSEPORT), as `serve`
+  runs the gateway;
 - gateway: the gateway in one process (`server.processes: 1`), which also looks the host key
   up and leases the worker;
 - gateway_cores: the gateway as `serve` runs it by default, one process per core
@@ -53,7 +54,7 @@ def run(ctx: Context) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0))
     several = None
     nginx = None
-    floor = None
+    floor = floor_cores = None
     notes = []
     try:
         key = asyncio.run(httpload.login(gateway.port, USER, PASSWORD))
@@ -85,6 +86,10 @@ def run(ctx: Context) -> dict[str, Any]:
         floor = procs.floor(worker_port, ctx.log("m3-floor.log"))
         fronts["floor"] = floor.port
         keys["floor"] = key
+        if cores > 1:
+            floor_cores = procs.floor(worker_port, ctx.log("m3-floor-cores.log"), cores)
+            fronts["floor_cores"] = floor_cores.port
+            keys["floor_cores"] = key
         try:
             nginx = procs.nginx(worker_port, ctx.folder("m3", "nginx"))
             fronts["nginx"] = nginx.port
@@ -122,8 +127,9 @@ def run(ctx: Context) -> dict[str, Any]:
                 )
                 print(f"  run {i + 1}, {concurrency} client(s): {line}")
     finally:
-        if floor is not None:
-            floor.stop()
+        for each in (floor, floor_cores):
+            if each is not None:
+                each.stop()
         if nginx is not None:
             nginx.stop()
         if several is not None:
@@ -157,20 +163,21 @@ def run(ctx: Context) -> dict[str, Any]:
     single = figures[f"c{s.concurrencies[0]}"]
     added = single["gateway_added_p50_ms"]["median"]
     summary = f"gateway adds {added:.3f} ms to the p50 at 1 client"
+    last = figures[f"c{s.concurrencies[-1]}"]
     if "gateway_cores" in fronts:
-        last = figures[f"c{s.concurrencies[-1]}"]
         summary += (
             f"; {cores} processes add {single['gateway_cores_added_p50_ms']['median']:.3f} ms, "
             f"{s.concurrencies[-1]} clients: "
             f"{last['gateway_cores_throughput_vs_direct']:.2f}x direct throughput "
             f"(one process {last['gateway_throughput_vs_direct']:.2f}x)"
         )
-    last_floor = figures[f"c{s.concurrencies[-1]}"]["floor_throughput_vs_direct"]
     summary += (
         f"; floor (aiohttp + worker link, no checks) adds "
-        f"{single['floor_added_p50_ms']['median']:.3f} ms, {last_floor:.2f}x direct at "
-        f"{s.concurrencies[-1]} clients"
+        f"{single['floor_added_p50_ms']['median']:.3f} ms, "
+        f"{last['floor_throughput_vs_direct']:.2f}x direct at {s.concurrencies[-1]} clients"
     )
+    if "floor_cores" in last:
+        summary += f" ({cores} processes {last['floor_cores_throughput_vs_direct']:.2f}x)"
     if "nginx" in fronts:
         summary += f" (nginx adds {single['nginx_added_p50_ms']['median']:.3f} ms)"
     else:
