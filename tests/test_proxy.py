@@ -189,9 +189,7 @@ async def upstream_app() -> web.Application:
     return app
 
 
-async def proxy_app(
-    tmp_path, pool: FakePool, pacing: Pacing, key: str = KEY
-) -> web.Application:
+async def proxy_app(tmp_path, pool: FakePool, pacing: Pacing, key: str = KEY) -> web.Application:
     """The proxy under "/anki/" with alice's host key `key`, sending to `pool`'s upstream."""
     config = load(
         None,
