@@ -4,14 +4,18 @@ Facts (anki-sync-protocol.md, measured against the 26.9 client and server):
 - Every modern request carries `anki-sync: {"v":11,"k":"<hkey>","c":"<client>","s":"<session>"}`;
   all four fields are required. Requests without it come from clients older than 2.1.57.
 - Bodies are zstd frames, usually without a content size, sent chunked.
+- `GET msync/begin?k=<hkey>&v=<client>` (the legacy media start) takes its key from the query,
+  not from the header: the stock server answers 403 to a query key it does not know (measured).
 - Login is `POST sync/hostKey` with zstd(JSON {"u": username, "p": password}); the answer is
   zstd(JSON {"key": hkey}) with `anki-original-size: <uncompressed length>`, which every 2xx needs.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import zstandard
@@ -95,6 +99,18 @@ def parse_sync_header(raw: str | None) -> SyncHeader:
         # or 12 bytes.
         raise BadRequest("anki-sync header: s must be printable ASCII")
     return SyncHeader(version, key, client, session)
+
+
+def check_query_keys(keys: Iterable[str], admitted: str) -> None:
+    """Raises `BadRequest` unless every host key in a request's query (`k`, each value) is the
+    `admitted` one, from the anki-sync header. The stock server reads `GET msync/begin`'s key
+    from the query (module doc): another key there would reach the worker unchecked and get
+    its 403, which the proxy must take for a stale worker (forwarding/upstream.py). Stock clients
+    since 2.1.57 send no query at all."""
+    wanted = admitted.encode()
+    for key in keys:
+        if not hmac.compare_digest(key.encode("utf-8", "surrogateescape"), wanted):
+            raise BadRequest("a host key in the query that is not the anki-sync header's")
 
 
 def may_send_twice(method: str) -> bool:

@@ -157,3 +157,19 @@ def test_sync_versions_the_stock_server_accepts_parse(version):
 )
 def test_only_read_only_methods_may_be_sent_twice(method, twice):
     assert protocol.may_send_twice(method) is twice
+
+
+@pytest.mark.parametrize(
+    ("keys", "admitted"),
+    [([], "abc"), (["abc"], "abc"), (["abc", "abc"], "abc")],
+)
+def test_query_keys_equal_to_the_admitted_one_pass(keys, admitted):
+    protocol.check_query_keys(keys, admitted)
+
+
+@pytest.mark.parametrize(
+    "keys", [["abd"], [""], ["abc", "abd"], ["abd", "abc"], ["abc\udcff"], ["ABC"], ["abc "]]
+)
+def test_a_query_key_other_than_the_admitted_one_is_a_bad_request(keys):
+    with pytest.raises(BadRequest):
+        protocol.check_query_keys(keys, "abc")

@@ -189,8 +189,8 @@ async def upstream_app() -> web.Application:
     return app
 
 
-async def proxy_app(tmp_path, pool: FakePool, pacing: Pacing) -> web.Application:
-    """The proxy under "/anki/" with alice's host key `KEY`, sending to `pool`'s upstream."""
+async def proxy_app(tmp_path, pool: FakePool, pacing: Pacing, key: str = KEY) -> web.Application:
+    """The proxy under "/anki/" with alice's host key `key`, sending to `pool`'s upstream."""
     config = load(
         None,
         {
@@ -201,7 +201,7 @@ async def proxy_app(tmp_path, pool: FakePool, pacing: Pacing) -> web.Application
     )
     registry = SqliteRegistry(tmp_path / "r.sqlite3", tmp_path / "collections")
     await registry.ensure(Identity("sub-1", "alice", None))
-    await registry.add_host_key("sub-1", KEY)
+    await registry.add_host_key("sub-1", key)
     session = new_upstream_session()
     reused = new_upstream_session(reuse=True)
     app = web.Application(middlewares=[errors_and_access_log])

@@ -9,6 +9,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import pytest
 
 from gateway.forwarding import wire
@@ -478,3 +479,64 @@ async def test_a_request_of_a_running_sync_is_never_sent_to_the_fresh_worker(
     finally:
         assert upstream.server is not None
         upstream.server.close()
+
+
+@pytest.mark.parametrize("body", [2, 200_000], ids=["small", "past-the-whole-part"])
+async def test_trailers_that_never_end_are_broken_and_their_connection_closed(through, body):
+    """A chunked answer's trailer field that never ends (httptools gathers a field until its
+    line ends): the gateway stops reading it past wire.MAX_HEAD bytes without a body byte and
+    closes the connection, a 502 (or a cut answer, once its head went to the client); it never
+    gathers what the worker sends."""
+    closed = []
+
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n0\r\nX-Trailer: " % (body, b"b" * body))
+        try:
+            for _ in range(16 * 1024 * 1024 // 65536):  # 16 MiB of one trailer field
+                writer.write(b"a" * 65536)
+                await writer.drain()
+            closed.append(await asyncio.wait_for(reader.read(1), 3) == b"")
+        except ConnectionError:
+            closed.append(True)  # reset by the gateway while still sending
+        except TimeoutError:
+            closed.append(False)
+
+    server, upstream = await through(script)
+    try:
+        status, _ = await sync(server, "sync/download")
+    except aiohttp.ClientPayloadError:
+        status = "cut"
+    for _ in range(100):
+        if closed:
+            break
+        await asyncio.sleep(0.05)
+    assert (status, closed) == (502 if body == 2 else "cut", [True])
+
+
+@pytest.mark.parametrize(
+    ("over", "short", "status"), [(0, False, 200), (1, False, 502), (1, True, 502)]
+)
+async def test_an_answer_head_of_exactly_the_limit_passes_and_one_byte_more_is_a_502(
+    through, over, short, status
+):
+    """The limit is on the head's bytes, however they are cut into packets: here the whole
+    head and its body in one write, where counting what the parser was fed before the head
+    ended sees nothing; a head of many short headers counts their colons and line ends."""
+    start = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+    filler = wire.MAX_HEAD + over - len(start) - len(b"\r\n")
+    # Many one-byte headers, or headers of 4 KiB (each line under aiohttp's client limit).
+    line = b"x: \r\n" if short else b"y: " + b"z" * 4091 + b"\r\n"
+    lines = line * (filler // len(line) - 1)
+    lines += b"y: " + b"z" * (filler - len(lines) - 5) + b"\r\n"
+    answer = start + lines + b"\r\n"
+    assert len(answer) == wire.MAX_HEAD + over
+
+    async def script(reader, writer, number):
+        await upstream.read_request(reader)
+        writer.write(answer + b"ok")
+        await writer.drain()
+
+    server, upstream = await through(script)
+    assert (await sync(server, "sync/start"))[0] == status

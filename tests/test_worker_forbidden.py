@@ -10,9 +10,11 @@ upload spooled to disk goes that way), where the stock server would need a body 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 
+import aiohttp
 import pytest
 
 from gateway.web.pace import Pacing
@@ -84,3 +86,43 @@ async def test_a_worker_403_to_an_upload_through_the_client_is_a_503(tmp_path, a
         upstream.close()
     assert (status, headers.get("Retry-After")) == (503, "5")
     assert (pool.broken, pool.retired) == (1, ["alice"])
+
+
+@pytest.fixture
+async def alices_server(tmp_path):
+    """The real stock sync server of "alice", and the host key it answers to."""
+    secret = "secret-of-alice-0123456789"
+    worker = await start_worker(
+        command=STOCK,
+        account="alice",
+        secret=secret,
+        collections_dir=tmp_path / "alice-collections",
+    )
+    yield worker.port, hashlib.sha1(f"alice:{secret}".encode()).hexdigest()  # noqa: S324 (the stock server's key)
+    await worker.stop()
+
+
+@pytest.mark.parametrize(
+    "query", ["k=not-her-key&v=x", "k=KEY&k=not-her-key&v=x", "k=not-her-key&k=KEY&v=x"]
+)
+async def test_a_key_in_the_query_that_is_not_the_admitted_one_never_reaches_the_worker(
+    tmp_path, aiohttp_server, alices_server, query
+):
+    """The stock server reads `GET msync/begin`'s key from its query, not from the anki-sync
+    header the gateway admitted: a client must not make its own worker answer 403, which the
+    gateway takes for a stale worker and retires (a process start per request)."""
+    port, key = alices_server
+    pool = RetiringPool(port)
+    server = await aiohttp_server(await proxy_app(tmp_path, pool, Pacing(5, 100), key=key))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(
+            server.make_url(f"/anki/msync/begin?{query.replace('KEY', key)}"),
+            headers={"anki-sync": header(key)},
+        ) as r:
+            status = r.status
+        # The admitted key in the query is served as before (the stock server's own answer).
+        async with s.get(
+            server.make_url(f"/anki/msync/begin?k={key}&v=x"), headers={"anki-sync": header(key)}
+        ) as r:
+            served = r.status
+    assert (status, served, pool.broken, pool.retired, pool.leases) == (400, 200, 0, [], 1)

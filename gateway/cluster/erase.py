@@ -17,7 +17,9 @@ handle_erase(request, erase, name_of)
                                    sync server, the folder goes under its worker lock); a
                                    reason back (a backup, restore or export holds the
                                    account; its server did not stop in time) is a 503 with
-                                   Retry-After, the folder left whole, never a 401/403.
+                                   Retry-After, the folder left whole, never a 401/403; so
+                                   is an OSError from it (the disk refused part of the
+                                   removal: what is left stays until the next attempt).
 
 Why the signature is spent before the erase, not once it completes: spent afterwards, a replay
 of a completed request (within the replay window) would go through the erase again before its
@@ -103,7 +105,13 @@ async def handle_erase(request: web.Request, erase: Erase, name_of: NameOf) -> w
     # second with the same signature.
     if not await cluster.first_use(request, "erase", request.app[REGISTRY]):
         return cluster.refuse(request, REPLAYED)
-    left = await erase(name)
+    try:
+        left = await erase(name)
+    except OSError as exc:
+        # The disk's refusal (a file it will not unlink now, a lock file it cannot write): an
+        # erase that cannot happen now, like a reason back; the sender asks again, signed
+        # afresh. Anything else is a fault of ours: a 500, loud.
+        left = f"the disk refused: {type(exc).__name__} {exc.strerror or ''}".rstrip()
     if left is not None:
         log.warning(
             "a deleted account's folder cannot be erased now: 503, the deleting node asks again",

@@ -37,7 +37,9 @@ Errors (the caller maps them; module doc of forwarding/upstream.py, "Sending a r
     Stale     a reused connection closed before any byte of an answer: the worker may or may
               not have read the request
     Broken    the connection failed or the answer was malformed (or its head, or its
-              trailers, above `MAX_HEAD` bytes), after the request was sent
+              trailers, above `MAX_HEAD` bytes: a head counted as sent, however it is cut
+              into packets; trailers as the bytes that come without a body byte), after the
+              request was sent; the connection is closed at once
     TimeoutError   no byte from the worker for `READ_SECONDS` (or `CONNECT_SECONDS` to connect)
 """
 
@@ -106,7 +108,9 @@ class _Connection(asyncio.Protocol):
         self.header_list: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
         self._head_fed = 0  # bytes fed while the head was not whole (the parser buffers them)
-        self._header_bytes = 0
+        # The head's bytes as parsed: the status line, each header line, the blank line.
+        self._header_bytes = len(b"HTTP/1.1 200 \r\n\r\n")
+        self._since_body = 0  # bytes fed since the last body byte, once the head is whole
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -118,8 +122,12 @@ class _Connection(asyncio.Protocol):
             self.error = Broken("bytes after the answer")
             self._drop()
             return
+        if self.error is not None:  # closing already: what follows is not gathered
+            return
         if not self.headers_done:
             self._head_fed += len(data)
+        else:
+            self._since_body += len(data)  # reset by each body byte (`on_body`)
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -129,6 +137,11 @@ class _Connection(asyncio.Protocol):
         if not self.headers_done and self._head_fed > MAX_HEAD and self.error is None:
             # (one header the parser still gathers, or no end of the head in sight)
             self.error = Broken("answer head too large")
+        if self.headers_done and self._since_body > MAX_HEAD and self.error is None:
+            # (a trailer field the parser still gathers: no body byte for that long)
+            self.error = Broken("answer trailers too large")
+        if self.error is not None:
+            self._drop()  # nothing more is read from it (the exchange reports the error)
         if len(self.body) > BUFFER and self.transport is not None:
             self.transport.pause_reading()
         if self._ready():
@@ -152,9 +165,11 @@ class _Connection(asyncio.Protocol):
 
     def on_status(self, status: bytes) -> None:
         self.reason += status
+        self._header_bytes += len(status)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
+        # As the line was sent, with the one space stock servers put after the colon.
+        self._header_bytes += len(name) + len(value) + len(b": \r\n")
         if self._header_bytes > MAX_HEAD:  # (trailers too: they come after the head)
             self.error = Broken("answer head too large")
             raise self.error  # stops the parser
@@ -166,6 +181,7 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body += body
+        self._since_body = 0
 
     def on_message_complete(self) -> None:
         if self._parser.get_status_code() < 200:  # an interim answer (RFC 9110 §15.2): skipped

@@ -209,6 +209,16 @@ def test_the_volume_is_read_write_once_for_one_pod_and_read_write_many_for_sever
     assert chosen["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
+def test_one_cluster_pod_gets_a_volume_its_rolling_update_can_mount_twice() -> None:
+    """With `registry.backend: dynamodb` pods roll over with a surge (maxUnavailable 0): the new
+    pod mounts the volume while the old one still has it, on any node. A ReadWriteOnce claim
+    there left the new pod waiting on the volume (a multi-attach error) whenever it landed on
+    another node, and the rollout never ended, the old pod never stopped."""
+    one = render(registry__backend="dynamodb", registry__table="anki-gateway")
+    assert one["Deployment"]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert one["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -34,14 +34,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/* The data volume's access mode: as set; else the claim's own when it exists already (a
 claim's access modes cannot change: an upgrade keeps them); else ReadWriteOnce for one pod (a
 block volume is enough, and most clusters' default storage class offers no other) and
-ReadWriteMany for more. */}}
+ReadWriteMany for more, or with the dynamodb registry, whose pods roll over with a surge: the
+new pod mounts the volume while the old one still has it, maybe on another node. */}}
 {{- define "gateway.accessMode" -}}
 {{- $claim := lookup "v1" "PersistentVolumeClaim" .Release.Namespace (include "gateway.fullname" .) -}}
 {{- if .Values.persistence.accessMode -}}
 {{- .Values.persistence.accessMode -}}
 {{- else if and $claim $claim.spec.accessModes -}}
 {{- first $claim.spec.accessModes -}}
-{{- else if gt (int .Values.replicaCount) 1 -}}
+{{- else if or (gt (int .Values.replicaCount) 1) (eq .Values.registry.backend "dynamodb") -}}
 ReadWriteMany
 {{- else -}}
 ReadWriteOnce
