@@ -47,8 +47,8 @@ current generation, so a 403 from it means the request reached the wrong sync se
 one, never a wrong key: a port another account's worker took once this account's had died
 (another gateway process's worker is trusted for a second between probes, workers/pool.py), or
 a worker started before the account's key generation moved on. The client gets 503 with
-Retry-After, the worker is reported broken (a borrowed one forgotten) and ours retired, so the
-next request reaches a fresh one.
+Retry-After, and the worker is reported broken: a dead one buried, a borrowed one forgotten, so
+the next request reaches a fresh one (`_forbidden`: why a live one is not retired).
 
 Upstream framing and connection reuse (measured with bench/, issue 5). The stock server
 answers as soon as the zstd frame in a body ends; a body sent chunked can have its closing `0`
@@ -326,10 +326,12 @@ class Upstream:
 
     async def _forbidden(self, account: str) -> NoReturn:
         """A worker's 403 (module doc): 503 with Retry-After; the worker reported broken (a
-        borrowed one forgotten, a dead one buried) and retired if it is ours and still runs."""
+        borrowed one forgotten, a dead one buried). Not retired: a live worker of ours that
+        refuses its account's key is an old key generation's, which the pool's reaper retires
+        (auth/login.py), and a retire per 403 would make any way to draw a worker's 403 cost
+        a worker start per request."""
         log.warning("worker refused an admitted key: not passed on", extra={"account": account})
         await self._pool.report_broken(account)
-        self._pool.retire(account, "refused a key of its account")
         raise Unavailable("the account's sync server refused its key", retry_after=RETRY_AFTER)
 
     def _direct(self, request: web.Request, body: bytes | SpooledBody | None) -> bool:
