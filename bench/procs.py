@@ -220,8 +220,8 @@ def nginx_binary() -> str | None:
 
 NGINX_CONF = """\
 # A plain streaming reverse proxy, the usual way to put nginx in front of an HTTP/1.1 app.
-# One worker process, like the gateway's one event loop; no upstream keep-alive, like the
-# gateway (one upstream connection per request).
+# One worker process, like one gateway process; upstream connections kept alive, as the
+# gateway's worker link keeps them (until 2026-12-07 this reference opened one per request).
 worker_processes 1;
 daemon off;
 pid {dir}/nginx.pid;
@@ -232,10 +232,15 @@ http {{
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     client_max_body_size 0;
+    upstream worker {{
+        server 127.0.0.1:{upstream};
+        keepalive 32;
+    }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            proxy_pass http://127.0.0.1:{upstream};
+            proxy_pass http://worker;
+            proxy_set_header Connection "";
             proxy_http_version 1.1;
             proxy_request_buffering off;
             proxy_buffering off;

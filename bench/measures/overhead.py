@@ -3,7 +3,8 @@
 Three fronts to one and the same worker (the account's stock server behind the gateway):
 - direct: the worker's own port;
 - nginx: Debian's nginx-light as a plain streaming reverse proxy in front of the worker (one
-  worker process and a fresh upstream connection per request, like the gateway);
+  worker process, upstream connections kept alive as the gateway's worker link keeps them;
+  until 2026-12-07 a fresh upstream connection per request);
 - floor: bench/floor_proc.py, aiohttp's server and the gateway's worker link in one process
   with none of the gateway's checks: the least a proxy built on the gateway's parts costs (what
   the gateway costs above it is its checks; what it costs above direct, a second HTTP stack in
