@@ -172,6 +172,14 @@ def test_local_config_is_the_production_loader_with_cognito_pointed_at_the_stand
     assert config.logging.format == "text"
 
 
+def test_local_mode_runs_one_gateway_process_whatever_the_setting(tmp_path):
+    """The portal's confirmation and reset codes live in the process that printed them
+    (gateway/local/directory.py): with two processes a browser's next connection could reach the
+    other one, which refused the right code as "not right" (seen with `make dev` on two cores)."""
+    assert stand_in_config(tmp_path, {}).server.processes == 1
+    assert stand_in_config(tmp_path, {"GATEWAY_SERVER_PROCESSES": "2"}).server.processes == 1
+
+
 def test_server_url_keeps_the_trailing_slash_anki_needs():
     assert local.server_url("127.0.0.1", 8080) == "http://127.0.0.1:8080/"
     assert local.server_url("0.0.0.0", 8081, "/anki/") == "http://127.0.0.1:8081/anki/"
@@ -495,6 +503,7 @@ def test_a_portal_sign_up_survives_stand_in_and_local_mode_restarts(tmp_path, ru
         mode.wait_ready(url)
         base = url + "account/"
         browser = requests.Session()
+        browser.headers["Connection"] = "close"  # each page on its own connection, as a phone's
         assert "/account/confirm" in sign_up(browser, base, email).url
         code = mode.printed_code(email)
         confirmed = post_form(browser, base + "confirm", {"email": email, "code": code})

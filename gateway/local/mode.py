@@ -44,7 +44,8 @@ def local_config(
     config_path: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> config_mod.Config:
-    """The production loader's Config, with the Cognito settings pointed at the stand-in.
+    """The production loader's Config, with the Cognito settings pointed at the stand-in, in
+    one gateway process (`server.processes` 1, whatever is set).
 
     Every other setting (workers, auth, logging, ...) comes from `config_path` and the
     environment as in production. The registry stays SQLite unless `registry.backend` says
@@ -57,6 +58,10 @@ def local_config(
     env.setdefault("GATEWAY_PORTAL_ENABLED", "true")
     env.update(
         {
+            # One gateway process: the portal's confirmation and reset codes live in the
+            # process that printed them (gateway/local/directory.py); another process would
+            # refuse the right code.
+            "GATEWAY_SERVER_PROCESSES": "1",
             "GATEWAY_DATA_DIR": str(data_dir),
             "GATEWAY_SERVER_HOST": host,
             "GATEWAY_SERVER_PORT": str(port),
