@@ -31,13 +31,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* The data volume's access mode: as set; else the claim's own when it exists already (a
-claim's access modes cannot change: an upgrade keeps them); else ReadWriteOnce for one pod (a
+{{/* The data volume's access mode: as set; else the claim's own when it exists already (the
+existing claim named by persistence.existingClaim, or the chart's: a claim's access modes cannot
+change, so an upgrade keeps them); else ReadWriteOnce for one pod (a
 block volume is enough, and most clusters' default storage class offers no other) and
 ReadWriteMany for more, or with the dynamodb registry, whose pods roll over with a surge: the
 new pod mounts the volume while the old one still has it, maybe on another node. */}}
 {{- define "gateway.accessMode" -}}
-{{- $claim := lookup "v1" "PersistentVolumeClaim" .Release.Namespace (include "gateway.fullname" .) -}}
+{{- $name := .Values.persistence.existingClaim | default (include "gateway.fullname" .) -}}
+{{- $claim := lookup "v1" "PersistentVolumeClaim" .Release.Namespace $name -}}
 {{- if .Values.persistence.accessMode -}}
 {{- .Values.persistence.accessMode -}}
 {{- else if and $claim $claim.spec.accessModes -}}
