@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from gateway.__main__ import main as gateway_main
+from gateway.identity.provider import BadCredentials
 from gateway.local import mode as local
 from gateway.local import standin
 from tests.ankiclient import Client, Required
@@ -636,7 +637,12 @@ async def test_a_sign_up_that_lost_its_seed_to_another_request_is_made_again(tmp
     )
     try:
         await directory.sign_up("racer@example.com", "Racer-Pass-1")
+        # Waiting for its code: no sign-in, as Cognito (UserNotConfirmedException); moto
+        # would let it in, and Anki would sync an account nobody confirmed.
+        with pytest.raises(BadCredentials):
+            await keeper.authenticate("racer@example.com", "Racer-Pass-1")
         await directory.confirm("racer@example.com", codes[-1])
+        assert (await keeper.authenticate("racer@example.com", "Racer-Pass-1")).sub
     finally:
         await directory.close()
         await keeper.close()

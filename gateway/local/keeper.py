@@ -2,7 +2,10 @@
 
     PoolKeeper(inner, recreate, expected, users=None)     an IdentityProvider around `inner`;
                                                           `users`: where the portal records
-                                                          local mode's sign-ups (users.py)
+                                                          local mode's sign-ups (users.py);
+                                                          one still waiting for its code
+                                                          cannot sign in (BadCredentials),
+                                                          as with Cognito (moto lets it)
 
 moto keeps everything in memory. When the stand-in restarts (its container crashed and the
 engine started it again), the pool, the app client and the users are gone, and every call
@@ -22,7 +25,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from gateway.identity.provider import Identity, IdentityProvider, ProviderMisconfigured
+from gateway.identity.provider import (
+    BadCredentials,
+    Identity,
+    IdentityProvider,
+    ProviderMisconfigured,
+)
 
 if TYPE_CHECKING:
     from gateway.local.users import PortalUsers
@@ -51,7 +59,13 @@ class PoolKeeper:
         self.recreations = 0
 
     async def authenticate(self, username: str, password: str) -> Identity:
-        return await self.kept(lambda: self._inner.authenticate(username, password))
+        identity = await self.kept(lambda: self._inner.authenticate(username, password))
+        # Cognito refuses an unconfirmed user's sign-in (UserNotConfirmedException: the user's
+        # own fault, a 403, docs/cognito.md); moto signs it in. The portal's record says.
+        users = self.users
+        if users is not None and await asyncio.to_thread(users.waiting, identity.sub):
+            raise BadCredentials("user not confirmed (as Cognito: UserNotConfirmedException)")
+        return identity
 
     async def lookup(self, username: str) -> Identity:
         return await self.kept(lambda: self._inner.lookup(username))

@@ -50,6 +50,13 @@ class PortalUsers:
     def confirmed(self, email: str) -> None:
         self._edit(email, confirmed=True)
 
+    def waiting(self, sub: str) -> bool:
+        """Whether `sub` is a portal sign-up still waiting for its code (not confirmed)."""
+        return any(
+            u.portal and not u.confirmed and u.sub == sub
+            for u in standin.load_users(self._data_dir)
+        )
+
     def password_set(self, email: str, password: str) -> None:
         self._edit(email, password=password)
 
