@@ -37,9 +37,9 @@ Errors (the caller maps them; module doc of forwarding/upstream.py, "Sending a r
     Stale     a reused connection closed before any byte of an answer: the worker may or may
               not have read the request
     Broken    the connection failed or the answer was malformed (or its head, or its
-              trailers, above `MAX_HEAD` bytes: a head counted as sent, however it is cut
-              into packets; trailers as the bytes that come without a body byte), after the
-              request was sent; the connection is closed at once
+              trailers, above `MAX_HEAD` bytes or `MAX_HEADERS` fields: a head counted as
+              sent, however it is cut into packets; trailers as the bytes that come without
+              a body byte), after the request was sent; the connection is closed at once
     TimeoutError   no byte from the worker for `READ_SECONDS` (or `CONNECT_SECONDS` to connect)
 """
 
@@ -68,6 +68,9 @@ BUFFER = 256 * 1024
 #: the stock server's are under 1 KiB, and a worker is not trusted with the gateway's memory
 #: (its folder is a user's upload: workers/containment/).
 MAX_HEAD = 64 * 1024
+#: Header fields of an answer (and its trailers) past which it is `Broken`: the stock server
+#: sends about five; hyper, the Anki client's HTTP library, refuses more than 100 anyway.
+MAX_HEADERS = 100
 
 
 class Refused(Exception):
@@ -170,7 +173,8 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # As the line was sent, with the one space stock servers put after the colon.
         self._header_bytes += len(name) + len(value) + len(b": \r\n")
-        if self._header_bytes > MAX_HEAD:  # (trailers too: they come after the head)
+        if self._header_bytes > MAX_HEAD or len(self.header_list) >= MAX_HEADERS:
+            # (trailers too: they come after the head)
             self.error = Broken("answer head too large")
             raise self.error  # stops the parser
         self.header_list.append((name, value))
