@@ -21,7 +21,7 @@ import time
 
 from aiohttp import web
 
-from bench.procs import _die_with_parent
+from bench.procs import die_with_parent
 from gateway.forwarding.wire import WorkerLink
 
 #: Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the link writes itself.
@@ -86,7 +86,7 @@ def main() -> None:
         subprocess.Popen(
             [sys.executable, "-m", "bench.floor_proc", "--port", str(args.port)]
             + ["--upstream", str(args.upstream)],
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only a prctl call
         )
         for _ in range(args.processes - 1)
     ]

@@ -74,7 +74,8 @@ def host_key(user: str, password: str) -> str:
     return hashlib.sha1(f"{user}:{password}".encode()).hexdigest()  # noqa: S324 - the protocol's
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM when its parent dies (no benchmark process outlives it)."""
     if _LIBC is not None:
         _LIBC.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
@@ -119,7 +120,7 @@ class Service:
             stdin=subprocess.DEVNULL,
             stdout=self._out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only a prctl call
         )
         _live.append(self)
 

@@ -94,7 +94,8 @@ class Proxy:
         self, request: web.Request, upstream_path: str, from_node: bool
     ) -> web.StreamResponse:
         header = protocol.parse_sync_header(request.headers.get(protocol.SYNC_HEADER))
-        protocol.check_query_keys(request.query.getall("k", ()), header.key)
+        if request.query_string:  # (stock clients send none: no query parsed for them)
+            protocol.check_query_keys(request.query.getall("k", ()), header.key)
         # A request forwarded by another node: the client's address as that node saw it.
         address = request.get(FORWARDED_FOR) or client_address(
             request, request.app[CONFIG].server.trust_forwarded_for
