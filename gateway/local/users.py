@@ -73,8 +73,8 @@ class PortalUsers:
     def _edit(self, email: str, **fields: object) -> None:
         def change(users: list[LocalUser]) -> None:
             for user in _named(users, email):
-                    for name, value in fields.items():
-                        setattr(user, name, value)
+                for name, value in fields.items():
+                    setattr(user, name, value)
 
         standin.update_users(self._data_dir, change)
 
