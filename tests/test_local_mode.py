@@ -687,3 +687,35 @@ def test_on_a_network_address_a_made_up_reset_code_takes_no_account(tmp_path, ru
     owner.login(username, "Owner-Chose-2027", url)
     owner.close()
     assert mode.stop() == 0
+
+
+def test_a_portal_sign_up_in_other_case_leaves_a_dev_user_alone(tmp_path, moto_url):
+    """The stand-in compares usernames case-sensitively and the portal lower-cases emails, so a
+    stranger can sign up `bob@…` beside a `dev add-user Bob@…`: that must neither drop Bob's
+    record (he would not come back after a restart: locked out) nor let the stranger's password
+    reset or confirmation change it (Bob re-created with the stranger's password)."""
+    from gateway.local.users import PortalUsers
+
+    bob = standin.new_user("Bob@Example.com", "bobs-own-password")
+    standin.save_users(tmp_path, [bob])
+    users = PortalUsers(tmp_path, moto_url)
+    users.signed_up("bob@example.com", "strangers-password", 7, "sub-of-the-stranger")
+    # Signed up again (the stand-in forgot the waiting one): it replaces that one only.
+    users.signed_up("bob@example.com", "strangers-password", 8, "sub-of-the-stranger-2")
+    users.confirmed("bob@example.com")
+    users.password_set("bob@example.com", "strangers-new-password")
+    saved = {u.email: u for u in standin.load_users(tmp_path)}
+    assert sorted(saved) == ["Bob@Example.com", "bob@example.com"]
+    kept = saved["Bob@Example.com"]
+    assert (kept.password, kept.sub, kept.portal, kept.seed) == (
+        "bobs-own-password",
+        bob.sub,
+        False,
+        bob.seed,
+    )
+    stranger = saved["bob@example.com"]
+    assert (stranger.password, stranger.seed, stranger.confirmed) == (
+        "strangers-new-password",
+        8,
+        True,
+    )

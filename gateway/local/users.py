@@ -38,11 +38,14 @@ class PortalUsers:
         return seed, standin.seed_stand_in(self._endpoint, seed)
 
     def signed_up(self, email: str, password: str, seed: int, sub: str) -> None:
-        """Record a sign-up the stand-in just took (replacing an older one for that email)."""
+        """Record a sign-up the stand-in just took, replacing an older one for that email (one
+        the stand-in forgot: a sign-up still waiting for its code is not re-created). Another
+        user whose email differs only in case stays: the stand-in took this sign-up because it
+        compares names case-sensitively, and a `dev add-user Bob@…` is not a portal `bob@…`."""
         user = LocalUser(email, password, seed, sub, portal=True, confirmed=False)
 
         def change(users: list[LocalUser]) -> None:
-            _drop(users, email)
+            users[:] = [u for u in users if not _replaced_by_sign_up(u, email)]
             users.append(user)
 
         standin.update_users(self._data_dir, change)
@@ -69,10 +72,9 @@ class PortalUsers:
 
     def _edit(self, email: str, **fields: object) -> None:
         def change(users: list[LocalUser]) -> None:
-            for user in users:
-                if _same(user.email, email):
-                    for name, value in fields.items():
-                        setattr(user, name, value)
+            for user in _named(users, email):
+                for name, value in fields.items():
+                    setattr(user, name, value)
 
         standin.update_users(self._data_dir, change)
 
@@ -81,5 +83,22 @@ def _same(a: str, b: str) -> bool:
     return a.casefold() == b.casefold()
 
 
+def _named(users: list[LocalUser], email: str) -> list[LocalUser]:
+    """The users `email` names: the ones spelled exactly so when there are any (the stand-in
+    compares names case-sensitively, so `bob@…` and `Bob@…` can be two people), else the ones
+    equal to it but for case."""
+    exact = [u for u in users if u.email == email]
+    return exact or [u for u in users if _same(u.email, email)]
+
+
+def _replaced_by_sign_up(user: LocalUser, email: str) -> bool:
+    """Whether a new sign-up of `email` replaces `user`: the same name exactly, or a portal
+    sign-up still waiting for its code under the same name but for case."""
+    if user.email == email:
+        return True
+    return user.portal and not user.confirmed and _same(user.email, email)
+
+
 def _drop(users: list[LocalUser], email: str) -> None:
-    users[:] = [u for u in users if not _same(u.email, email)]
+    named = _named(users, email)
+    users[:] = [u for u in users if u not in named]
